@@ -1,0 +1,85 @@
+"""Wire the stage handlers to Faust agents.
+
+Every agent reads raw bytes (the stage decodes and dead-letters bad records itself) through
+:class:`agents.runner.OrderedRunner` over a ``noack`` stream, so Faust commits only what the
+runner acked, in offset order.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import faust
+
+from agents.resources import Resources
+from agents.runner import OrderedRunner
+from agents.stages import AIStage, EnrichStage, SinkStage
+from schemas.config import HookstreamConfig
+from streams.topics import Topics
+
+log = logging.getLogger(__name__)
+
+
+def _raw_topic(app: faust.App, name: str) -> Any:
+    return app.topic(
+        name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    )
+
+
+def _attach(
+    app: faust.App,
+    name: str,
+    topic: Any,
+    resources: Resources,
+    handle: Callable[[Any], Awaitable[None]],
+    max_in_flight: int,
+) -> None:
+    async def agent(stream: Any) -> None:
+        async with resources:
+            runner = OrderedRunner(handle, max_in_flight=max_in_flight)
+            log.info("agent %s running with max %d in flight", name, max_in_flight)
+            await runner.run(stream.noack().events())
+
+    app.agent(topic, name=name)(agent)
+
+
+def register_worker(app: faust.App, config: HookstreamConfig, resources: Resources) -> None:
+    """enrich: events → enriched; ai: enriched → results."""
+    topics = Topics(config.kafka.topic_prefix)
+    enrich = EnrichStage(config, resources)
+    ai = AIStage(config, resources)
+    _attach(
+        app,
+        "hookstream.enrich",
+        _raw_topic(app, topics.events),
+        resources,
+        enrich.handle,
+        max_in_flight=config.worker.enrich_concurrency,
+    )
+    _attach(
+        app,
+        "hookstream.ai",
+        _raw_topic(app, topics.enriched),
+        resources,
+        ai.handle,
+        max_in_flight=ai.max_in_flight,
+    )
+
+
+def register_sinks(app: faust.App, config: HookstreamConfig, resources: Resources) -> None:
+    """One agent per (flow, sink), all reading the results topic."""
+    topics = Topics(config.kafka.topic_prefix)
+    results = _raw_topic(app, topics.results)
+    for flow in config.flows:
+        for sink in flow.sinks:
+            stage = SinkStage(config, resources, flow.name, sink.name)
+            _attach(
+                app,
+                f"hookstream.sink.{flow.name}.{sink.name}",
+                results,
+                resources,
+                stage.handle,
+                max_in_flight=config.worker.sink_concurrency,
+            )

@@ -1,0 +1,164 @@
+"""Load the YAML config file and explain every problem as ``file:line: field.path: reason``.
+
+Used by ``hookstream config check`` and, with the same messages, by every command at start.
+Strings may use ``${VAR}`` or ``${VAR:-default}`` so one file serves laptop and compose; secrets
+are only ever taken from environment variables named by ``*_env`` fields.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from schemas.config import HookstreamConfig, reference_problems
+from streams.errors import ConfigError
+
+Location = tuple[str | int, ...]
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_SECRET_FIELDS = {"secret": "secret_env", "api_key": "api_key_env"}
+BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"
+
+
+def format_location(location: Location) -> str:
+    text = ""
+    for part in location:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+class _Problems:
+    """Collects problems with their line numbers, in file order."""
+
+    def __init__(self, path: Path, lines: Mapping[Location, int]) -> None:
+        self.path = path
+        self.lines = lines
+        self.items: list[tuple[int, str]] = []
+
+    def add(self, location: Location, reason: str) -> None:
+        line = 0
+        for end in range(len(location), -1, -1):
+            if location[:end] in self.lines:
+                line = self.lines[location[:end]]
+                break
+        where = f"{self.path}:{line}" if line else str(self.path)
+        self.items.append((line, f"{where}: {format_location(location)}: {reason}"))
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            raise ConfigError([text for _, text in sorted(self.items, key=lambda i: i[0])])
+
+
+def _line_map(node: yaml.Node, location: Location = ()) -> dict[Location, int]:
+    lines = {location: node.start_mark.line + 1}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = key_node.value
+            lines[(*location, key)] = key_node.start_mark.line + 1
+            lines.update(_line_map(value_node, (*location, key)))
+            lines[(*location, key)] = key_node.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            lines.update(_line_map(item, (*location, index)))
+    return lines
+
+
+def _interpolate(
+    value: Any, location: Location, env: Mapping[str, str], problems: _Problems
+) -> Any:
+    if isinstance(value, str):
+
+        def substitute(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            problems.add(location, f"environment variable {name} is not set and has no default")
+            return ""
+
+        return _ENV_REF.sub(substitute, value)
+    if isinstance(value, dict):
+        return {k: _interpolate(v, (*location, k), env, problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, (*location, i), env, problems) for i, v in enumerate(value)]
+    return value
+
+
+def _inject_secrets(
+    value: Any, location: Location, env: Mapping[str, str], problems: _Problems, required: bool
+) -> None:
+    """Refuse inline secrets; put each ``*_env`` variable's value beside it, or report it."""
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            _inject_secrets(item, (*location, index), env, problems, required)
+        return
+    if not isinstance(value, dict):
+        return
+    for secret_field, env_field in _SECRET_FIELDS.items():
+        if secret_field in value:
+            problems.add(
+                (*location, secret_field),
+                f"secrets are not written in the file: put it in an environment variable "
+                f"and give its name in {env_field}",
+            )
+            del value[secret_field]
+        env_name = value.get(env_field)
+        if isinstance(env_name, str) and env_name:
+            if env.get(env_name):
+                value[secret_field] = env[env_name]
+            elif required:
+                problems.add((*location, env_field), f"environment variable {env_name} is not set")
+    for key, child in list(value.items()):
+        if key not in _SECRET_FIELDS:
+            _inject_secrets(child, (*location, key), env, problems, required)
+
+
+def load_config(
+    path: str | os.PathLike[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    require_secrets: bool = True,
+) -> HookstreamConfig:
+    """Parse and validate the file; raise :class:`ConfigError` listing every problem."""
+    env = os.environ if env is None else env
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{file}: cannot read the config file: {exc.strerror}"]) from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark else str(file)
+        reason = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"{where}: invalid YAML: {reason}"]) from None
+    problems = _Problems(file, _line_map(node) if node is not None else {})
+    if not isinstance(raw, dict):
+        problems.add((), "the file must be a YAML mapping with sources, providers and flows")
+        problems.raise_if_any()
+    data = _interpolate(raw, (), env, problems)
+    _inject_secrets(data, (), env, problems, require_secrets)
+    if env.get(BOOTSTRAP_ENV):
+        data.setdefault("kafka", {})
+        if isinstance(data["kafka"], dict):
+            data["kafka"]["bootstrap_servers"] = env[BOOTSTRAP_ENV]
+    try:
+        config = HookstreamConfig.model_validate(data)
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False):
+            reason = error["msg"].removeprefix("Value error, ")
+            problems.add(tuple(error["loc"]), reason)
+        problems.raise_if_any()
+        raise AssertionError("unreachable") from exc
+    for location, reason in reference_problems(config):
+        problems.add(location, reason)
+    problems.raise_if_any()
+    return config

@@ -1,0 +1,56 @@
+"""The Faust application: the only place a ``faust.App`` is made.
+
+Two roles share this factory. ``worker`` runs the enrich and AI agents; ``sinks`` runs one
+agent per configured sink. Each role is its own Kafka consumer group (``<prefix>-<role>``), so
+sinks scale and lag independently of the (expensive) AI stage.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Literal
+
+import faust
+
+from agents.pipeline import register_sinks, register_worker
+from agents.resources import Resources
+from schemas import codec
+from schemas.config import HookstreamConfig
+
+log = logging.getLogger(__name__)
+Role = Literal["worker", "sinks"]
+
+
+def broker_urls(bootstrap_servers: str) -> list[str]:
+    return [
+        f"kafka://{server.strip()}" for server in bootstrap_servers.split(",") if server.strip()
+    ]
+
+
+def create_app(config: HookstreamConfig, role: Role, *, datadir: Path | None = None) -> faust.App:
+    codec.register()
+    app_id = f"{config.kafka.topic_prefix}-{role}"
+    state_dir = Path(os.environ.get("HOOKSTREAM_STATE_DIR", ".hookstream"))
+    datadir = datadir or state_dir / "faust" / app_id
+    datadir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        app_id,
+        broker=broker_urls(config.kafka.bootstrap_servers),
+        store="memory://",
+        datadir=str(datadir),
+        web_enabled=False,
+        topic_partitions=config.kafka.partitions,
+        topic_replication_factor=config.kafka.replication_factor,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=config.worker.commit_interval_s,
+        producer_acks=-1,
+        autodiscover=False,
+    )
+    resources = Resources(config, client_id=app_id)
+    if role == "worker":
+        register_worker(app, config, resources)
+    else:
+        register_sinks(app, config, resources)
+    return app

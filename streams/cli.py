@@ -1,0 +1,219 @@
+"""The ``hookstream`` command: gateway, worker, sinks, config check, schemas, simulators.
+
+Every command that reads the config refuses to start on a bad file and prints each problem as
+``file:line: field.path: reason`` (exit status 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from schemas.config import HookstreamConfig
+from schemas.config_loader import load_config
+from streams.errors import BrokerUnavailable, ConfigError
+
+CONFIG_ENV = "HOOKSTREAM_CONFIG"
+LOG_LEVELS = ("crit", "error", "warn", "info", "debug")
+EXIT_CONFIG = 2
+EXIT_UNAVAILABLE = 3
+
+
+def _config_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        "-c",
+        default=os.environ.get(CONFIG_ENV, "hookstream.yaml"),
+        help=f"flows file (default: ${CONFIG_ENV} or ./hookstream.yaml)",
+    )
+
+
+def _load(path: str, *, require_secrets: bool = True) -> HookstreamConfig:
+    try:
+        return load_config(path, require_secrets=require_secrets)
+    except ConfigError as exc:
+        print(f"hookstream: the config file has {len(exc.problems)} problem(s):", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
+
+
+def _setup_logging(level: str) -> None:
+    numeric = {"crit": logging.CRITICAL, "warn": logging.WARNING}.get(level, level.upper())
+    logging.basicConfig(level=numeric, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    config = _load(args.file, require_secrets=not args.no_env)
+    print(
+        f"{args.file}: ok ({len(config.sources)} sources, {len(config.providers)} providers, "
+        f"{len(config.flows)} flows)"
+    )
+    return 0
+
+
+def cmd_schemas_export(args: argparse.Namespace) -> int:
+    from schemas.export import export_schemas
+
+    for path in export_schemas(Path(args.directory)):
+        print(path)
+    return 0
+
+
+def cmd_gateway(args: argparse.Namespace) -> int:
+    from streams.gateway import serve
+
+    config = _load(args.config)
+    _setup_logging(args.loglevel)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve(config, port=args.port))
+    except BrokerUnavailable as exc:
+        print(f"hookstream gateway: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    return 0
+
+
+def _wait_for_topics(config: HookstreamConfig, wait_s: float) -> None:
+    from streams.topics import ensure_topics
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            asyncio.run(ensure_topics(config.kafka))
+            return
+        except BrokerUnavailable as exc:
+            if time.monotonic() > deadline:
+                print(f"hookstream: {exc}", file=sys.stderr)
+                raise SystemExit(EXIT_UNAVAILABLE) from None
+            time.sleep(1.0)
+
+
+def _run_faust(args: argparse.Namespace, role: str) -> int:
+    import faust
+
+    from streams.app import create_app
+
+    config = _load(args.config)
+    _wait_for_topics(config, args.wait_for_broker_s)
+    app = create_app(config, "worker" if role == "worker" else "sinks")
+    worker = faust.Worker(app, loglevel=args.loglevel, quiet=True)
+    worker.execute_from_commandline()  # exits the process when the worker stops
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    return _run_faust(args, "worker")
+
+
+def cmd_sinks(args: argparse.Namespace) -> int:
+    return _run_faust(args, "sinks")
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    """Print the headers a sender would add, so curl users can post test webhooks."""
+    from streams.signatures import sign_hmac_sha256
+
+    config = _load(args.config)
+    source = config.source(args.source)
+    if source is None:
+        print(f"hookstream: no source named {args.source!r}", file=sys.stderr)
+        return EXIT_CONFIG
+    body = Path(args.file).read_bytes() if args.file != "-" else sys.stdin.buffer.read()
+    signature = source.signature
+    if signature.scheme == "none" or signature.secret is None:
+        return 0
+    timestamp = int(time.time()) if signature.timestamp_header else None
+    digest = sign_hmac_sha256(
+        signature.secret.get_secret_value().encode(),
+        body,
+        timestamp=timestamp,
+        encoding=signature.encoding,
+    )
+    if timestamp is not None and signature.timestamp_header:
+        print(f"{signature.timestamp_header}: {timestamp}")
+    print(f"{signature.header}: {signature.prefix}{digest}")
+    return 0
+
+
+def _faust_args(parser: argparse.ArgumentParser) -> None:
+    _config_arg(parser)
+    parser.add_argument("--loglevel", "-l", choices=LOG_LEVELS, default="info")
+    parser.add_argument(
+        "--wait-for-broker-s",
+        type=float,
+        default=60.0,
+        help="how long to wait for Kafka at start (default 60)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hookstream", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    gateway = commands.add_parser("gateway", help="run the webhook gateway")
+    _config_arg(gateway)
+    gateway.add_argument("--port", type=int, default=None, help="override gateway.port")
+    gateway.add_argument("--loglevel", "-l", choices=LOG_LEVELS, default="info")
+    gateway.set_defaults(func=cmd_gateway)
+
+    worker = commands.add_parser("worker", help="run the enrich and AI agents (Faust worker)")
+    _faust_args(worker)
+    worker.set_defaults(func=cmd_worker)
+
+    sinks = commands.add_parser("sinks", help="run the sink agents (own consumer group)")
+    _faust_args(sinks)
+    sinks.set_defaults(func=cmd_sinks)
+
+    config = commands.add_parser("config", help="work with the config file")
+    config_commands = config.add_subparsers(dest="config_command", required=True)
+    check = config_commands.add_parser("check", help="validate a config file")
+    check.add_argument("file")
+    check.add_argument(
+        "--no-env", action="store_true", help="do not require the secrets' environment variables"
+    )
+    check.set_defaults(func=cmd_config_check)
+
+    schemas = commands.add_parser("schemas", help="JSON Schemas of the topics")
+    schema_commands = schemas.add_subparsers(dest="schemas_command", required=True)
+    export = schema_commands.add_parser("export", help="write one JSON Schema per topic")
+    export.add_argument("directory")
+    export.set_defaults(func=cmd_schemas_export)
+
+    sign = commands.add_parser("sign", help="print signature headers for a test webhook body")
+    _config_arg(sign)
+    sign.add_argument("--source", required=True)
+    sign.add_argument("file", help="body file, or - for stdin")
+    sign.set_defaults(func=cmd_sign)
+
+    dev = commands.add_parser("dev", help="local simulators")
+    dev.add_argument("simulator", choices=["ai-sim", "crm-sim"])
+    dev.add_argument("sim_args", nargs=argparse.REMAINDER)
+    dev.set_defaults(func=cmd_dev)
+    return parser
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    if args.simulator == "ai-sim":
+        from streams.dev import ai_sim
+
+        return ai_sim.main(args.sim_args)
+    from streams.dev import crm_sim
+
+    return crm_sim.main(args.sim_args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

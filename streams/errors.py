@@ -1,0 +1,139 @@
+"""hookstream's one exception tree.
+
+Every error hookstream raises on purpose derives from :class:`HookstreamError`, so callers can
+catch "ours" without swallowing programming errors. Each class says whether retrying the same
+operation later can succeed (``retriable``): the workers use that flag to choose between a
+backoff-and-retry and an immediate dead letter, and the gateway to choose between a 4xx
+("fix it") and a 503 ("retry later").
+
+::
+
+    HookstreamError
+    ├── ConfigError                 bad YAML / field / env var; never retriable
+    ├── WebhookRejected             the gateway refuses a request (carries the HTTP status)
+    │   ├── UnknownSource           404
+    │   ├── SignatureError          401
+    │   ├── PayloadTooLarge         413
+    │   ├── UnsupportedMediaType    415
+    │   └── InvalidPayload          400
+    ├── BrokerUnavailable           Kafka did not acknowledge a write in time; retriable (503)
+    ├── TemplateError               a template refers to a field the event lacks; not retriable
+    └── StageError                  a pipeline stage failed on one event
+        ├── RemoteError             an HTTP peer (AI provider, CRM, lookup) failed
+        │   ├── RetriableRemoteError      429, 5xx, timeout, connection error
+        │   └── PermanentRemoteError      other 4xx: the request itself is wrong
+        └── InvalidModelOutput      the model's answer does not fit the flow's schema
+"""
+
+from __future__ import annotations
+
+
+class HookstreamError(Exception):
+    """Root of every error hookstream raises deliberately."""
+
+    retriable: bool = False
+
+
+class ConfigError(HookstreamError):
+    """The config file is wrong; the message names the file, the field path and the reason."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class WebhookRejected(HookstreamError):
+    """The gateway refuses a webhook. ``status`` and ``code`` go into the problem+json answer."""
+
+    status: int = 400
+    code: str = "rejected"
+    title: str = "Webhook rejected"
+
+    def __init__(self, detail: str, *, code: str | None = None) -> None:
+        self.detail = detail
+        if code is not None:
+            self.code = code
+        super().__init__(detail)
+
+
+class UnknownSource(WebhookRejected):
+    status = 404
+    code = "unknown_source"
+    title = "Unknown webhook source"
+
+
+class SignatureError(WebhookRejected):
+    status = 401
+    code = "signature_invalid"
+    title = "Signature verification failed"
+
+
+class PayloadTooLarge(WebhookRejected):
+    status = 413
+    code = "payload_too_large"
+    title = "Payload too large"
+
+
+class UnsupportedMediaType(WebhookRejected):
+    status = 415
+    code = "unsupported_media_type"
+    title = "Unsupported media type"
+
+
+class InvalidPayload(WebhookRejected):
+    status = 400
+    code = "invalid_payload"
+    title = "Invalid payload"
+
+
+class BrokerUnavailable(HookstreamError):
+    """Kafka did not acknowledge a write within the deadline; the sender should retry."""
+
+    retriable = True
+
+
+class TemplateError(HookstreamError):
+    """A template names a field the event does not have."""
+
+
+class StageError(HookstreamError):
+    """A pipeline stage failed on one event; ``stage`` names it for the dead letter."""
+
+    def __init__(self, message: str, *, stage: str = "") -> None:
+        self.stage = stage
+        super().__init__(message)
+
+
+class RemoteError(StageError):
+    """An HTTP peer answered badly or not at all."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        stage: str = "",
+        status: int | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        self.status = status
+        self.retry_after_s = retry_after_s
+        super().__init__(message, stage=stage)
+
+
+class RetriableRemoteError(RemoteError):
+    """429, 5xx, timeouts and connection errors: trying again later can succeed."""
+
+    retriable = True
+
+
+class PermanentRemoteError(RemoteError):
+    """A 4xx other than 408/429: the request is wrong and will stay wrong."""
+
+
+class InvalidModelOutput(StageError):
+    """The model answered, but not with JSON that fits the flow's output schema.
+
+    Retriable because models are not deterministic: asking again usually helps.
+    """
+
+    retriable = True

@@ -1,0 +1,99 @@
+"""The durable writer every hookstream process uses to put records on Kafka.
+
+aiokafka's producer defaults to ``acks=1`` without idempotence, which can lose or reorder a
+record when a leader fails. Here every write is ``acks="all"`` with the idempotent producer,
+and :meth:`KafkaWriter.send` returns only once the broker acknowledged it. Failures and
+timeouts become :class:`~streams.errors.BrokerUnavailable`, which callers turn into a 503 (the
+gateway) or a retry (the workers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from types import TracebackType
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from aiokafka.structs import RecordMetadata
+
+from schemas.config import KafkaSettings
+from streams.errors import BrokerUnavailable
+
+log = logging.getLogger(__name__)
+
+Headers = Sequence[tuple[str, bytes]]
+
+
+class KafkaWriter:
+    """An async context manager around one idempotent, acks=all producer."""
+
+    def __init__(self, settings: KafkaSettings, *, client_id: str = "hookstream") -> None:
+        self.settings = settings
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=settings.bootstrap_servers,
+            client_id=client_id,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=settings.linger_ms,
+            request_timeout_ms=int(settings.produce_timeout_s * 1000),
+            retry_backoff_ms=100,
+        )
+        self._started = False
+
+    async def start(self) -> None:
+        try:
+            await self._producer.start()
+        except KafkaError as exc:
+            await self._producer.stop()
+            raise BrokerUnavailable(
+                f"cannot reach Kafka at {self.settings.bootstrap_servers}: {exc}"
+            ) from exc
+        self._started = True
+
+    async def stop(self) -> None:
+        if self._started:
+            self._started = False
+            await self._producer.stop()
+
+    async def __aenter__(self) -> KafkaWriter:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        key: bytes | None = None,
+        headers: Headers = (),
+        timeout_s: float | None = None,
+    ) -> RecordMetadata:
+        """Write one record and wait for the broker's acknowledgement.
+
+        Raises BrokerUnavailable when the write is not acknowledged within ``timeout_s``
+        (default: ``kafka.produce_timeout_s``). A timed-out write may still land later; the
+        event id makes that duplicate harmless downstream.
+        """
+        if not self._started:
+            raise BrokerUnavailable("the Kafka producer is not running")
+        deadline_s = self.settings.produce_timeout_s if timeout_s is None else timeout_s
+        try:
+            async with asyncio.timeout(deadline_s):
+                future = await self._producer.send(
+                    topic, value=value, key=key, headers=list(headers) or None
+                )
+                return await future
+        except TimeoutError as exc:
+            raise BrokerUnavailable(f"Kafka did not acknowledge within {deadline_s:g} s") from exc
+        except KafkaError as exc:
+            raise BrokerUnavailable(f"Kafka refused the write: {type(exc).__name__}") from exc

@@ -1,0 +1,96 @@
+"""The topic catalogue: every topic hookstream uses is named here and nowhere else.
+
+Names are ``<prefix>.<role>`` with the prefix from the config (``kafka.topic_prefix``), so
+several deployments — or test runs — can share one cluster without seeing each other.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from schemas.config import KafkaSettings
+from streams.errors import BrokerUnavailable
+
+log = logging.getLogger(__name__)
+
+EVENTS = "events"
+ENRICHED = "enriched"
+RESULTS = "results"
+DLQ = "dlq"
+RECEIPTS = "receipts"
+ROLES = (EVENTS, ENRICHED, RESULTS, DLQ, RECEIPTS)
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    prefix: str
+
+    def name(self, role: str) -> str:
+        if role not in ROLES:
+            raise ValueError(f"unknown topic role {role!r}")
+        return f"{self.prefix}.{role}"
+
+    @property
+    def events(self) -> str:
+        return self.name(EVENTS)
+
+    @property
+    def enriched(self) -> str:
+        return self.name(ENRICHED)
+
+    @property
+    def results(self) -> str:
+        return self.name(RESULTS)
+
+    @property
+    def dlq(self) -> str:
+        return self.name(DLQ)
+
+    @property
+    def receipts(self) -> str:
+        return self.name(RECEIPTS)
+
+    def all(self) -> list[str]:
+        return [self.name(role) for role in ROLES]
+
+
+async def ensure_topics(settings: KafkaSettings) -> list[str]:
+    """Create the catalogue's topics if missing; return the names created.
+
+    The broker should not auto-create topics (a typo would silently make a new one), so every
+    entry point calls this before producing.
+    """
+    topics = Topics(settings.topic_prefix)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    try:
+        await admin.start()
+    except KafkaError as exc:
+        raise BrokerUnavailable(
+            f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}"
+        ) from exc
+    created: list[str] = []
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(
+                name=name,
+                num_partitions=settings.partitions,
+                replication_factor=settings.replication_factor,
+            )
+            for name in topics.all()
+            if name not in existing
+        ]
+        if wanted:
+            try:
+                await admin.create_topics(wanted)
+            except TopicAlreadyExistsError:
+                log.debug("topics created concurrently by another process")
+            created = [t.name for t in wanted]
+            log.info("created topics %s", created)
+    finally:
+        await admin.close()
+    return created
