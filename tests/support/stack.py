@@ -9,6 +9,7 @@ with SIGKILL and restarted, which is how crash tests are written.
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import re
 import signal
@@ -141,7 +142,7 @@ class Stack:
             all_headers.update(self.signed_headers(source, raw, webhook_id=webhook_id))
         all_headers.update(headers or {})
         async with self.session.post(
-            f"{self.gateway_url}/webhooks/{source}", data=raw, headers=all_headers
+            f"{self.gateway_url}/webhooks/{source}", data=io.BytesIO(raw), headers=all_headers
         ) as response:
             answer = await response.json(content_type=None)
             return response.status, answer, response.headers

@@ -1,0 +1,183 @@
+"""Every answer of the gateway, against the real broker: 202 only once the event is on Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from tests.support.broker import private_broker
+from tests.support.kafka import read_all
+from tests.support.stack import Stack, running_stack
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+PROBLEM = "application/problem+json"
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def gateway(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    workdir: Path = tmp_path_factory.mktemp("gateway")
+    async with running_stack(kafka_bootstrap, workdir, roles=("gateway",)) as running:
+        yield running
+
+
+def ticket(customer: str = "cus_001") -> dict[str, Any]:
+    return {"event": "ticket.created", "customer_id": customer, "message": "hello"}
+
+
+async def events_with_id(stack: Stack, webhook_id: str) -> list[Any]:
+    return [r for r in await read_all(stack.bootstrap, stack.topic("events"))
+            if r.json()["id"] == webhook_id]
+
+
+async def test_accepted_webhook_is_on_the_topic_at_the_offset_given(gateway: Stack) -> None:
+    webhook_id = f"wh-{uuid.uuid4().hex}"
+    status, answer, _ = await gateway.post("helpdesk", ticket("cus_042"), webhook_id=webhook_id)
+    assert status == 202
+    records = await events_with_id(gateway, webhook_id)
+    assert [(r.partition, r.offset) for r in records] == [(answer["partition"], answer["offset"])]
+    assert records[0].key == b"cus_042"
+    assert records[0].headers["content-type"] == b"application/cloudevents+json"
+
+
+async def test_timestamped_signature_and_payload_id(gateway: Stack) -> None:
+    body = {"id": f"evt_{uuid.uuid4().hex}", "type": "payment.failed",
+            "data": {"customer": "cus_009", "description": "declined"}}
+    status, answer, _ = await gateway.post("payments", body)
+    assert status == 202
+    assert answer["id"] == body["id"]
+    assert answer["type"] == "payment.failed"
+
+
+@pytest.mark.parametrize(
+    ("headers", "code"),
+    [
+        ({"X-Signature": "sha256=" + "0" * 64}, "no_signature_matched"),
+        ({"X-Signature": "0" * 64}, "malformed_signature"),
+        ({"X-Signature": "sha256=zz"}, "malformed_signature"),
+    ],
+)
+async def test_bad_signature_is_401(gateway: Stack, headers: dict[str, str], code: str) -> None:
+    webhook_id = f"wh-{uuid.uuid4().hex}"
+    status, answer, response_headers = await gateway.post(
+        "helpdesk", ticket(), sign=False, headers={**headers, "X-Webhook-Id": webhook_id}
+    )
+    assert status == 401
+    assert answer["code"] == code
+    assert response_headers["Content-Type"].startswith(PROBLEM)
+    assert await events_with_id(gateway, webhook_id) == []
+
+
+async def test_missing_signature_names_the_header(gateway: Stack) -> None:
+    status, answer, _ = await gateway.post("helpdesk", ticket(), sign=False)
+    assert status == 401
+    assert answer["code"] == "missing_signature"
+    assert "X-Signature" in answer["detail"]
+
+
+async def test_signature_with_the_wrong_secret_is_401(gateway: Stack) -> None:
+    body = b'{"event":"ticket.created","customer_id":"cus_001"}'
+    headers = gateway.signed_headers("helpdesk", body, secret="not-the-secret")
+    status, answer, _ = await gateway.post("helpdesk", body=body, sign=False, headers=headers)
+    assert status == 401
+    assert answer["code"] == "no_signature_matched"
+    assert "not-the-secret" not in str(answer)
+    assert "test-helpdesk-secret" not in str(answer)
+
+
+async def test_stale_timestamp_is_401(gateway: Stack) -> None:
+    body = b'{"id":"evt_old","type":"payment.failed","data":{"customer":"cus_001"}}'
+    headers = gateway.signed_headers("payments", body, timestamp=int(time.time()) - 3600)
+    status, answer, _ = await gateway.post("payments", body=body, sign=False, headers=headers)
+    assert status == 401
+    assert answer["code"] == "timestamp_out_of_window"
+
+
+async def test_unknown_source_is_404(gateway: Stack) -> None:
+    status, answer, _ = await gateway.post("nosuchsource", ticket(), sign=False)
+    assert status == 404
+    assert answer["code"] == "unknown_source"
+    assert "nosuchsource" in answer["detail"]
+
+
+async def test_body_not_json_is_400(gateway: Stack) -> None:
+    status, answer, _ = await gateway.post("helpdesk", body=b"{not json")
+    assert status == 400
+    assert answer["code"] == "invalid_json"
+
+
+async def test_missing_partition_key_is_400(gateway: Stack) -> None:
+    status, answer, _ = await gateway.post("helpdesk", {"event": "ticket.created"})
+    assert status == 400
+    assert answer["code"] == "missing_partition_key"
+    assert "customer_id" in answer["detail"]
+
+
+async def test_body_over_the_limit_is_413(gateway: Stack) -> None:
+    big = b'{"customer_id":"cus_001","pad":"' + b"x" * (1024 * 1024) + b'"}'
+    status, answer, _ = await gateway.post("helpdesk", body=big)
+    assert status == 413
+    assert answer["code"] == "payload_too_large"
+    assert "1048576" in answer["detail"]
+
+
+async def test_wrong_content_type_is_415(gateway: Stack) -> None:
+    status, answer, _ = await gateway.post(
+        "helpdesk", body=b"customer_id=cus_001", content_type="application/x-www-form-urlencoded"
+    )
+    assert status == 415
+    assert answer["code"] == "unsupported_media_type"
+
+
+async def test_healthz(gateway: Stack) -> None:
+    assert gateway.session is not None
+    async with gateway.session.get(f"{gateway.gateway_url}/healthz") as response:
+        assert response.status == 200
+        assert (await response.json())["status"] == "ok"
+
+
+async def test_broker_down_is_503_with_retry_after_then_recovers(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """While Kafka cannot take a write, senders are told to retry; never a 2xx that is not written.
+
+    A broker of its own, stopped under a running gateway and started again (same data): the
+    gateway must answer 503 with Retry-After meanwhile and serve again without a restart.
+    """
+    workdir: Path = tmp_path_factory.mktemp("gateway503")
+    async with private_broker(workdir / "broker") as broker, running_stack(
+        broker.bootstrap, workdir, roles=("gateway",),
+        extra_env={"HOOKSTREAM_PRODUCE_TIMEOUT_S": "2"},
+    ) as stack:
+        accepted: list[str] = []
+        webhook_id = f"wh-{uuid.uuid4().hex}"
+        status, _, _ = await stack.post("helpdesk", ticket(), webhook_id=webhook_id)
+        assert status == 202
+        accepted.append(webhook_id)
+        await broker.stop()
+        refused: list[str] = []
+        for _ in range(3):
+            webhook_id = f"wh-{uuid.uuid4().hex}"
+            status, answer, headers = await stack.post("helpdesk", ticket(), webhook_id=webhook_id)
+            assert status == 503, answer
+            assert answer["code"] == "broker_unavailable"
+            assert int(headers["Retry-After"]) > 0
+            refused.append(webhook_id)
+        await broker.start(keep_data=True)
+        webhook_id = f"wh-{uuid.uuid4().hex}"
+        for _ in range(60):
+            status, _, _ = await stack.post("helpdesk", ticket(), webhook_id=webhook_id)
+            if status == 202:
+                break
+            assert status == 503
+            await asyncio.sleep(0.5)
+        assert status == 202
+        accepted.append(webhook_id)
+        on_topic = [r.json()["id"] for r in await read_all(broker.bootstrap, stack.topic("events"))]
+        # Every acknowledged id is there (once: the idempotent producer does not duplicate).
+        assert sorted(i for i in on_topic if i in accepted) == sorted(accepted)
