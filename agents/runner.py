@@ -24,7 +24,7 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +41,12 @@ class EventLike(Protocol):
     def ack(self) -> bool: ...
 
 
-Handler = Callable[[EventLike], Awaitable[None]]
+E = TypeVar("E", bound=EventLike)
 
 
 @dataclass(slots=True)
-class _Entry:
-    event: EventLike
+class _Entry(Generic[E]):
+    event: E
     done: bool = False
 
 
@@ -61,19 +61,25 @@ class RunnerStats:
     pending_by_partition: dict[Any, int] = field(default_factory=dict)
 
 
-class OrderedRunner:
-    def __init__(self, handle: Handler, *, max_in_flight: int, crash_retry_s: float = 1.0) -> None:
+class OrderedRunner(Generic[E]):
+    def __init__(
+        self,
+        handle: Callable[[E], Awaitable[None]],
+        *,
+        max_in_flight: int,
+        crash_retry_s: float = 1.0,
+    ) -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
         self._handle = handle
         self._slots = asyncio.Semaphore(max_in_flight)
         self._crash_retry_s = crash_retry_s
         self._tails: dict[Any, asyncio.Task[None]] = {}
-        self._pending: dict[Any, deque[_Entry]] = {}
+        self._pending: dict[Any, deque[_Entry[E]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.stats = RunnerStats()
 
-    async def run(self, events: AsyncIterable[EventLike]) -> None:
+    async def run(self, events: AsyncIterable[E]) -> None:
         """Consume ``events`` (Faust's noack stream events) until it ends or is cancelled."""
         try:
             async for event in events:
@@ -90,7 +96,7 @@ class OrderedRunner:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    def _admit(self, event: EventLike) -> None:
+    def _admit(self, event: E) -> None:
         tp = event.message.tp
         entry = _Entry(event)
         self._pending.setdefault(tp, deque()).append(entry)
@@ -103,7 +109,9 @@ class OrderedRunner:
         self.stats.in_flight += 1
         self.stats.max_in_flight_seen = max(self.stats.max_in_flight_seen, self.stats.in_flight)
 
-    async def _run_one(self, entry: _Entry, key: Any, previous: asyncio.Task[None] | None) -> None:
+    async def _run_one(
+        self, entry: _Entry[E], key: Any, previous: asyncio.Task[None] | None
+    ) -> None:
         try:
             if previous is not None:
                 # Same key: wait for the earlier event; its outcome does not matter here.

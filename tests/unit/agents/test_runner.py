@@ -53,7 +53,7 @@ def make_events(specs: list[tuple[str, str]], acks: list[tuple[str, int]]) -> li
     return events
 
 
-async def run_until(runner: OrderedRunner, source: Source, condition: asyncio.Event) -> None:
+async def run_until(runner: OrderedRunner[Event], source: Source, condition: asyncio.Event) -> None:
     task = asyncio.create_task(runner.run(source))
     try:
         await asyncio.wait_for(condition.wait(), 5)
