@@ -256,24 +256,34 @@ def _unique(section: str, names: list[str]) -> None:
         seen.add(name)
 
 
-def reference_problems(config: HookstreamConfig) -> list[tuple[tuple[str | int, ...], str]]:
-    """Cross-references pydantic cannot see field by field: (location, reason) pairs."""
+def reference_problems(data: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
+    """Cross-references, checked on the raw file data so they are reported together with
+    field errors: (location, reason) pairs."""
     problems: list[tuple[tuple[str | int, ...], str]] = []
-    sources = {s.name for s in config.sources}
-    providers = {p.name for p in config.providers}
-    for i, flow in enumerate(config.flows):
-        if flow.match.source not in sources:
+
+    def names(section: str) -> list[str]:
+        items = data.get(section)
+        if not isinstance(items, list):
+            return []
+        return [i["name"] for i in items if isinstance(i, dict) and isinstance(i.get("name"), str)]
+
+    sources, providers = names("sources"), names("providers")
+    flows = data.get("flows") if isinstance(data.get("flows"), list) else []
+    for i, flow in enumerate(flows or []):
+        if not isinstance(flow, dict):
+            continue
+        match, ai = flow.get("match"), flow.get("ai")
+        source = match.get("source") if isinstance(match, dict) else None
+        if isinstance(source, str) and source not in sources:
             problems.append(
-                (
-                    ("flows", i, "match", "source"),
-                    f"unknown source {flow.match.source!r} (known: {sorted(sources)})",
-                )
+                (("flows", i, "match", "source"), f"unknown source {source!r} (known: {sources})")
             )
-        if flow.ai.provider not in providers:
+        provider = ai.get("provider") if isinstance(ai, dict) else None
+        if isinstance(provider, str) and provider not in providers:
             problems.append(
                 (
                     ("flows", i, "ai", "provider"),
-                    f"unknown provider {flow.ai.provider!r} (known: {sorted(providers)})",
+                    f"unknown provider {provider!r} (known: {providers})",
                 )
             )
     return problems

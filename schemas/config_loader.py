@@ -150,6 +150,8 @@ def load_config(
         data.setdefault("kafka", {})
         if isinstance(data["kafka"], dict):
             data["kafka"]["bootstrap_servers"] = env[BOOTSTRAP_ENV]
+    for location, reason in reference_problems(data):
+        problems.add(location, reason)
     try:
         config = HookstreamConfig.model_validate(data)
     except ValidationError as exc:
@@ -158,7 +160,5 @@ def load_config(
             problems.add(tuple(error["loc"]), reason)
         problems.raise_if_any()
         raise AssertionError("unreachable") from exc
-    for location, reason in reference_problems(config):
-        problems.add(location, reason)
     problems.raise_if_any()
     return config
