@@ -228,13 +228,6 @@ class HookstreamConfig(_Frozen):
     providers: tuple[ProviderConfig, ...] = ()
     flows: tuple[FlowConfig, ...] = ()
 
-    @model_validator(mode="after")
-    def _references(self) -> HookstreamConfig:
-        _unique("sources", [s.name for s in self.sources])
-        _unique("providers", [p.name for p in self.providers])
-        _unique("flows", [f.name for f in self.flows])
-        return self
-
     def source(self, name: str) -> SourceConfig | None:
         return next((s for s in self.sources if s.name == name), None)
 
@@ -248,26 +241,32 @@ class HookstreamConfig(_Frozen):
         return [f for f in self.flows if f.match.matches(source, event_type)]
 
 
-def _unique(section: str, names: list[str]) -> None:
-    seen: set[str] = set()
-    for name in names:
-        if name in seen:
-            raise ValueError(f"{section}: name {name!r} is used twice")
-        seen.add(name)
-
-
 def reference_problems(data: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
     """Cross-references, checked on the raw file data so they are reported together with
     field errors: (location, reason) pairs."""
     problems: list[tuple[tuple[str | int, ...], str]] = []
 
-    def names(section: str) -> list[str]:
+    def names(section: str) -> list[str | None]:
         items = data.get(section)
         if not isinstance(items, list):
             return []
-        return [i["name"] for i in items if isinstance(i, dict) and isinstance(i.get("name"), str)]
+        return [i.get("name") if isinstance(i, dict) else None for i in items]
 
-    sources, providers = names("sources"), names("providers")
+    for section in ("sources", "providers", "flows"):
+        first_index: dict[str, int] = {}
+        for index, name in enumerate(names(section)):
+            if name is None:
+                continue
+            if name in first_index:
+                problems.append(
+                    (
+                        (section, index, "name"),
+                        f"{name!r} is already the name of {section}[{first_index[name]}]",
+                    )
+                )
+            first_index.setdefault(name, index)
+    sources = [n for n in names("sources") if n is not None]
+    providers = [n for n in names("providers") if n is not None]
     flows = data.get("flows") if isinstance(data.get("flows"), list) else []
     for i, flow in enumerate(flows or []):
         if not isinstance(flow, dict):

@@ -59,10 +59,10 @@ def parse(source: str) -> Template:
         literals.append(source[position : match.start()])
         paths.append(tuple(expression.split(".")))
         position = match.end()
-    tail = source[position:]
-    if "{{" in tail or "}}" in tail:
-        raise TemplateError(f"unbalanced braces in template {source!r}")
-    literals.append(tail)
+    literals.append(source[position:])
+    # "}}" alone is fine as text (JSON examples in prompts); an unclosed "{{" is a typo.
+    if any("{{" in literal for literal in literals):
+        raise TemplateError(f"unclosed '{{{{' in template {source!r}")
     return Template(source=source, literals=tuple(literals), paths=tuple(paths))
 
 

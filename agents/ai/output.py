@@ -39,7 +39,7 @@ def compile_schema(name: str, schema: dict[str, Any]) -> type[BaseModel]:
         fields[prop] = (kind, ...) if prop in required else (kind | None, None)
     model: type[BaseModel] = create_model(
         f"Output_{name.replace('-', '_')}",
-        __config__=ConfigDict(extra="ignore", frozen=True),
+        __config__=ConfigDict(extra="ignore", frozen=True, strict=True),
         **fields,
     )
     return model
@@ -50,7 +50,7 @@ def _strip_fences(text: str) -> str:
     stripped = text.strip()
     if stripped.startswith("```") and stripped.endswith("```"):
         stripped = stripped[3:-3]
-        if stripped.startswith("json"):
+        if stripped[:4].lower() == "json":
             stripped = stripped[4:]
     return stripped.strip()
 

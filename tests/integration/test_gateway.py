@@ -31,8 +31,11 @@ def ticket(customer: str = "cus_001") -> dict[str, Any]:
 
 
 async def events_with_id(stack: Stack, webhook_id: str) -> list[Any]:
-    return [r for r in await read_all(stack.bootstrap, stack.topic("events"))
-            if r.json()["id"] == webhook_id]
+    return [
+        r
+        for r in await read_all(stack.bootstrap, stack.topic("events"))
+        if r.json()["id"] == webhook_id
+    ]
 
 
 async def test_accepted_webhook_is_on_the_topic_at_the_offset_given(gateway: Stack) -> None:
@@ -46,8 +49,11 @@ async def test_accepted_webhook_is_on_the_topic_at_the_offset_given(gateway: Sta
 
 
 async def test_timestamped_signature_and_payload_id(gateway: Stack) -> None:
-    body = {"id": f"evt_{uuid.uuid4().hex}", "type": "payment.failed",
-            "data": {"customer": "cus_009", "description": "declined"}}
+    body = {
+        "id": f"evt_{uuid.uuid4().hex}",
+        "type": "payment.failed",
+        "data": {"customer": "cus_009", "description": "declined"},
+    }
     status, answer, _ = await gateway.post("payments", body)
     assert status == 202
     assert answer["id"] == body["id"]
@@ -150,10 +156,15 @@ async def test_broker_down_is_503_with_retry_after_then_recovers(
     gateway must answer 503 with Retry-After meanwhile and serve again without a restart.
     """
     workdir: Path = tmp_path_factory.mktemp("gateway503")
-    async with private_broker(workdir / "broker") as broker, running_stack(
-        broker.bootstrap, workdir, roles=("gateway",),
-        extra_env={"HOOKSTREAM_PRODUCE_TIMEOUT_S": "2"},
-    ) as stack:
+    async with (
+        private_broker(workdir / "broker") as broker,
+        running_stack(
+            broker.bootstrap,
+            workdir,
+            roles=("gateway",),
+            extra_env={"HOOKSTREAM_PRODUCE_TIMEOUT_S": "2"},
+        ) as stack,
+    ):
         accepted: list[str] = []
         webhook_id = f"wh-{uuid.uuid4().hex}"
         status, _, _ = await stack.post("helpdesk", ticket(), webhook_id=webhook_id)

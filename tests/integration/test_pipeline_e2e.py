@@ -114,8 +114,11 @@ async def test_topics_hold_plain_json_of_each_stage(stack: Stack) -> None:
     assert result.usage.total_tokens > 0
     assert result.enrichment["customer"]["id"] == "cus_006"  # the CRM lookup's record
 
-    events = [r for r in await read_all(stack.bootstrap, stack.topic("events"))
-              if r.json()["id"] == webhook_id]
+    events = [
+        r
+        for r in await read_all(stack.bootstrap, stack.topic("events"))
+        if r.json()["id"] == webhook_id
+    ]
     assert len(events) == 1
     event = CloudEvent.model_validate(events[0].json())
     assert event.specversion == "1.0"
@@ -125,12 +128,16 @@ async def test_topics_hold_plain_json_of_each_stage(stack: Stack) -> None:
     assert events[0].key == b"cus_006"
     assert "x-signature" not in event.webhookheaders
 
-    enriched = [r for r in await read_all(stack.bootstrap, stack.topic("enriched"))
-                if r.json()["event"]["id"] == webhook_id]
+    enriched = [
+        r
+        for r in await read_all(stack.bootstrap, stack.topic("enriched"))
+        if r.json()["event"]["id"] == webhook_id
+    ]
     assert EnrichedEvent.model_validate(enriched[0].json()).flow == "feedback-triage"
 
     receipts = await wait_for_records(
-        stack.bootstrap, stack.topic("receipts"),
+        stack.bootstrap,
+        stack.topic("receipts"),
         lambda rs: any(r.json()["event_key"] == f"helpdesk/{webhook_id}" for r in rs),
     )
     receipt = next(r.json() for r in receipts if r.json()["event_key"] == f"helpdesk/{webhook_id}")
@@ -143,7 +150,9 @@ async def test_malformed_model_output_is_retried_then_dead_lettered(stack: Stack
     try:
         webhook_id = f"wh-{uuid.uuid4().hex}"
         text = f"Please review invoice {webhook_id}."
-        status, _, _ = await stack.post("helpdesk", feedback("cus_007", text), webhook_id=webhook_id)
+        status, _, _ = await stack.post(
+            "helpdesk", feedback("cus_007", text), webhook_id=webhook_id
+        )
         assert status == 202
 
         def dead(records: list[Any]) -> bool:

@@ -49,12 +49,17 @@ class PrivateBroker:
 
     async def _script(self, command: str, *, keep_data: bool = False) -> None:
         process = await asyncio.create_subprocess_exec(
-            str(KAFKA_SCRIPT), command, env=self._env(keep_data=keep_data),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            str(KAFKA_SCRIPT),
+            command,
+            env=self._env(keep_data=keep_data),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
         )
         output, _ = await process.communicate()
         if process.returncode != 0:
-            raise RuntimeError(f"scripts/kafka {command} failed:\n{output.decode(errors='replace')}")
+            raise RuntimeError(
+                f"scripts/kafka {command} failed:\n{output.decode(errors='replace')}"
+            )
 
     async def start(self, *, keep_data: bool = True) -> None:
         await self._script("up", keep_data=keep_data)

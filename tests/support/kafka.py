@@ -49,8 +49,14 @@ async def read_all(bootstrap: str, topic: str) -> list[Record]:
             for tp, messages in batch.items():
                 for m in messages:
                     records.append(
-                        Record(m.topic, m.partition, m.offset, m.key, m.value,
-                               {k: v for k, v in m.headers})
+                        Record(
+                            m.topic,
+                            m.partition,
+                            m.offset,
+                            m.key,
+                            m.value,
+                            {k: v for k, v in m.headers},
+                        )
                     )
                 if messages and messages[-1].offset + 1 >= ends[tp]:
                     remaining.discard(tp)
@@ -97,4 +103,3 @@ async def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int,
     finally:
         await admin.close()
     return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
-

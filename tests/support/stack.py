@@ -61,8 +61,14 @@ class Proc:
         log_offset = len(self.log_text())
         with self.log_path.open("ab") as log_file:
             self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "streams.cli", *self.args,
-                stdout=log_file, stderr=log_file, cwd=REPO_ROOT, env=self.env,
+                sys.executable,
+                "-m",
+                "streams.cli",
+                *self.args,
+                stdout=log_file,
+                stderr=log_file,
+                cwd=REPO_ROOT,
+                env=self.env,
             )
         deadline = time.monotonic() + ready_timeout_s
         while time.monotonic() < deadline and self.process.returncode is None:
@@ -111,8 +117,13 @@ class Stack:
         return url
 
     def signed_headers(
-        self, source: str, body: bytes, *, webhook_id: str | None = None,
-        timestamp: int | None = None, secret: str | None = None,
+        self,
+        source: str,
+        body: bytes,
+        *,
+        webhook_id: str | None = None,
+        timestamp: int | None = None,
+        secret: str | None = None,
     ) -> dict[str, str]:
         """Headers the example config's senders would send (see examples/flows.yaml)."""
         if source == "helpdesk":
@@ -130,9 +141,15 @@ class Stack:
         return {}
 
     async def post(
-        self, source: str, payload: Any = None, *, body: bytes | None = None,
-        headers: Mapping[str, str] | None = None, sign: bool = True,
-        webhook_id: str | None = None, content_type: str = "application/json",
+        self,
+        source: str,
+        payload: Any = None,
+        *,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        sign: bool = True,
+        webhook_id: str | None = None,
+        content_type: str = "application/json",
     ) -> tuple[int, dict[str, Any], Mapping[str, str]]:
         """POST a webhook to the gateway; return (status, JSON body, headers)."""
         assert self.session is not None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -51,6 +51,15 @@ def make_events(specs: list[tuple[str, str]], acks: list[tuple[str, int]]) -> li
         offsets[tp] = offset + 1
         events.append(Event(key.encode(), Message(tp, offset), acks))
     return events
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Yield until ``condition()`` holds; bounded, so a bug fails instead of hanging."""
+    for _ in range(5000):
+        if condition():
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError("condition never became true")
 
 
 async def run_until(runner: OrderedRunner[Event], source: Source, condition: asyncio.Event) -> None:
@@ -104,8 +113,7 @@ async def test_different_keys_run_concurrently_up_to_the_bound() -> None:
     # Backpressure: one more event pulled (waiting for a slot), the rest stay in Kafka.
     assert source.pulled == 4
     release.set()
-    while runner.stats.handled < 10:
-        await asyncio.sleep(0.01)
+    await until(lambda: runner.stats.handled == 10)
     assert runner.stats.max_in_flight_seen == 3
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -133,8 +141,7 @@ async def test_acks_follow_offset_order_so_a_slow_head_holds_the_commit() -> Non
     # p0:1 and p0:2 are done but not acked: acking them would let Faust commit past p0:0.
     assert acks == [("p1", 0)]
     release_head.set()
-    while len(acks) < 4:
-        await asyncio.sleep(0.01)
+    await until(lambda: len(acks) == 4)
     assert acks == [("p1", 0), ("p0", 0), ("p0", 1), ("p0", 2)]
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
