@@ -48,7 +48,10 @@ class Service:
         self.log = self.log_path.open("wb")
         self.process = subprocess.Popen(  # noqa: S603 - our own CLI, fixed arguments
             [sys.executable, "-m", "streams.cli", *args],
-            stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO, env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env=env,
         )
 
     def wait_for(self, pattern: str, timeout_s: float = 90.0) -> re.Match[str]:
@@ -75,8 +78,9 @@ class Service:
         return self.process.returncode
 
 
-def http_json(method: str, url: str, body: bytes | None = None,
-              headers: dict[str, str] | None = None) -> tuple[int, Any]:
+def http_json(
+    method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
     request = urllib.request.Request(url, data=body, method=method, headers=headers or {})  # noqa: S310
     try:
         with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - loopback
@@ -95,7 +99,9 @@ def sign(source: str, body: bytes) -> dict[str, str]:
         return {"X-Signature": f"sha256={digest}", "X-Webhook-Id": webhook_id}
     timestamp = int(time.time())
     digest = sign_hmac_sha256(
-        DEMO_SECRETS["PAYMENTS_WEBHOOK_SECRET"].encode(), body, timestamp=timestamp,
+        DEMO_SECRETS["PAYMENTS_WEBHOOK_SECRET"].encode(),
+        body,
+        timestamp=timestamp,
         encoding="base64",
     )
     return {"X-Payments-Signature": digest, "X-Payments-Timestamp": str(timestamp)}
@@ -119,8 +125,11 @@ def main() -> int:
     print(f"demo: broker {bootstrap}, topics {env['HOOKSTREAM_TOPIC_PREFIX']}.*, logs in {LOGS}")
     services: list[Service] = []
     try:
-        ai = Service("ai-sim", ["dev", "ai-sim", "--port", str(ai_port), "--latency-ms", "150",
-                                "--jitter-ms", "50"], env)
+        ai = Service(
+            "ai-sim",
+            ["dev", "ai-sim", "--port", str(ai_port), "--latency-ms", "150", "--jitter-ms", "50"],
+            env,
+        )
         services.append(ai)
         crm = Service("crm-sim", ["dev", "crm-sim", "--port", str(crm_port)], env)
         services.append(crm)
@@ -140,8 +149,10 @@ def main() -> int:
             body = sample.read_bytes().strip()
             headers = {"Content-Type": "application/json", **sign(source, body)}
             status, answer = http_json("POST", f"{gateway_url}/webhooks/{source}", body, headers)
-            print(f"  POST /webhooks/{source:<8} {sample.name:<28} → {status} {answer.get('type')}"
-                  f" (partition {answer.get('partition')}, offset {answer.get('offset')})")
+            print(
+                f"  POST /webhooks/{source:<8} {sample.name:<28} → {status} {answer.get('type')}"
+                f" (partition {answer.get('partition')}, offset {answer.get('offset')})"
+            )
             if status != 202:
                 raise SystemExit(f"demo: the gateway refused {sample.name}: {answer}")
 
@@ -153,14 +164,16 @@ def main() -> int:
                 seen = update["seq"]
                 fields = update["body"]
                 sentiment = fields.get("last_feedback_sentiment") or fields.get(
-                    "last_payment_sentiment")
+                    "last_payment_sentiment"
+                )
                 summary = fields.get("last_feedback_summary") or fields.get("last_payment_summary")
                 extra = fields.get("last_feedback_category") or fields.get("last_payment_event")
                 print(f"  {update['customer_id']}: {sentiment:<8} {extra:<18} {summary}")
             time.sleep(0.2)
         if seen < len(SAMPLES):
-            print(f"demo: only {seen} of {len(SAMPLES)} updates arrived; see {LOGS}",
-                  file=sys.stderr)
+            print(
+                f"demo: only {seen} of {len(SAMPLES)} updates arrived; see {LOGS}", file=sys.stderr
+            )
             return 1
         print(f"\ndemo: {seen} webhooks → {seen} AI-derived CRM updates. Shutting down.")
         return 0
