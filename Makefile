@@ -1,0 +1,71 @@
+# hookstream developer tasks. `make` alone lists them.
+#
+# Variables: VENV (default .venv), PYTHON (to create it, default python3), PYTEST_ARGS,
+# KAFKA_PORT (local broker port, default 9092), KAFKA_BOOTSTRAP_SERVERS (use that broker instead).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+
+VENV ?= .venv
+PYTHON ?= python3
+PY = $(VENV)/bin/python
+STAMP = $(VENV)/.installed
+PYTEST_ARGS ?=
+STATE_DIR ?= $(or $(HOOKSTREAM_STATE_DIR),.hookstream)
+
+# KAFKA_PORT and the other KAFKA_*/HOOKSTREAM_* variables reach scripts/kafka through the
+# environment (make passes both environment and command-line variables on to recipes).
+
+.PHONY: help venv kafka-up kafka-down kafka-status kafka-logs test unit demo lint fmt clean
+
+help: ## list the targets
+	@echo "hookstream make targets:"
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | \
+		awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[dev]'
+	@touch $@
+
+venv: $(STAMP) ## create .venv and install hookstream with its dev tools (again when pyproject.toml changes)
+
+kafka-up: ## start the local Kafka broker (scripts/kafka up)
+	scripts/kafka up
+
+kafka-down: ## stop the local Kafka broker
+	scripts/kafka down
+
+kafka-status: ## is the local Kafka broker running?
+	scripts/kafka status
+
+kafka-logs: ## the local broker's log (last lines)
+	scripts/kafka logs
+
+test: venv ## all tests against a real broker (started and stopped here unless KAFKA_BOOTSTRAP_SERVERS is set)
+	scripts/with-kafka $(PY) -m pytest $(PYTEST_ARGS)
+
+unit: venv ## unit tests only, no broker
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+demo: venv ## the end-to-end demo (scripts/demo.py) against a real broker
+	scripts/with-kafka $(PY) scripts/demo.py
+
+lint: venv ## ruff check, ruff format --check, mypy (runs all three, fails if any fails)
+	@rc=0; \
+	echo "+ ruff check ."; $(PY) -m ruff check . || rc=1; \
+	echo "+ ruff format --check ."; $(PY) -m ruff format --check . || rc=1; \
+	echo "+ mypy"; $(PY) -m mypy || rc=1; \
+	exit $$rc
+
+fmt: venv ## ruff format + ruff check --fix
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+clean: ## stop the local broker and remove the .hookstream state
+	scripts/kafka down
+	rm -rf -- "$(STATE_DIR)"
