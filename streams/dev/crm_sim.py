@@ -83,13 +83,18 @@ class CRMSimSettings(BaseModel):
     api_key: SecretStr | None = None
     seed_customers: int = Field(default=20, ge=0, le=1_000_000)
     fail_status: int | None = Field(default=None, ge=400, le=599)
+    fail_methods: list[str] | None = Field(
+        default=None, description="Methods fail_status applies to (None: all), e.g. ['PUT']."
+    )
     rate_500: float = Field(default=0.0, ge=0, le=1)
     latency_ms: float = Field(default=0.0, ge=0)
     retry_after_s: int = Field(default=1, ge=0)
     seed: int = 0
 
 
-RUNTIME_KNOBS = frozenset({"fail_status", "rate_500", "latency_ms", "retry_after_s", "seed"})
+RUNTIME_KNOBS = frozenset(
+    {"fail_status", "fail_methods", "rate_500", "latency_ms", "retry_after_s", "seed"}
+)
 
 
 class _CRMState:
@@ -140,7 +145,8 @@ async def _faults_middleware(request: web.Request, handler: Handler) -> web.Stre
         fail = state.rng.random() < settings.rate_500  # drawn on arrival: order = arrival order
         if settings.latency_ms > 0:
             await asyncio.sleep(settings.latency_ms / 1000)
-        if settings.fail_status is not None:
+        methods = settings.fail_methods
+        if settings.fail_status is not None and (methods is None or request.method in methods):
             raise SimError(
                 settings.fail_status,
                 f"simulated outage: every customer route answers {settings.fail_status}",

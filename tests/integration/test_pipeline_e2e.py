@@ -6,17 +6,19 @@ separate processes, the AI and CRM simulators as HTTP servers in their own proce
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import pytest_asyncio
 
 from schemas.events import AIResult, CloudEvent, DeadLetter, EnrichedEvent
 from streams.dev.ai_sim import analyse
-from tests.support.kafka import read_all, wait_for_records
-from tests.support.stack import Stack, running_stack
+from tests.support.kafka import committed_offsets, read_all, wait_for_records
+from tests.support.stack import REPO_ROOT, Stack, running_stack
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -177,8 +179,6 @@ async def test_malformed_model_output_is_retried_then_dead_lettered(stack: Stack
 
 async def test_worker_commits_only_handled_events(stack: Stack) -> None:
     """After the pipeline drained, the worker group's commit equals the end of the topic."""
-    from tests.support.kafka import committed_offsets
-
     webhook_id = f"wh-{uuid.uuid4().hex}"
     status, answer, _ = await stack.post(
         "helpdesk", feedback("cus_008", "Thanks, all good."), webhook_id=webhook_id
@@ -190,7 +190,69 @@ async def test_worker_commits_only_handled_events(stack: Stack) -> None:
         committed = await committed_offsets(stack.bootstrap, f"{stack.prefix}-worker", events_topic)
         if committed.get(answer["partition"], -1) >= answer["offset"] + 1:
             break
-        import asyncio
-
         await asyncio.sleep(0.2)
     assert committed[answer["partition"]] == answer["offset"] + 1
+
+
+async def test_a_refused_delivery_is_dead_lettered_at_once(stack: Stack) -> None:
+    """A 4xx (other than 408/429) from the target means the request is wrong: no retries."""
+    await stack.crm.configure(fail_status=422, fail_methods=["PUT"])
+    try:
+        webhook_id = f"wh-{uuid.uuid4().hex}"
+        status, _, _ = await stack.post(
+            "helpdesk", feedback("cus_009", "Where is my order?"), webhook_id=webhook_id
+        )
+        assert status == 202
+
+        def dead(records: list[Any]) -> bool:
+            return any(
+                r.headers.get("hookstream-dlq-stage") == b"sink"
+                and r.json()["event"]["id"] == webhook_id
+                for r in records
+            )
+
+        records = await wait_for_records(stack.bootstrap, stack.topic("dlq"), dead)
+    finally:
+        await stack.crm.configure(fail_status=None, fail_methods=None)
+    record = next(
+        r
+        for r in records
+        if r.headers.get("hookstream-dlq-stage") == b"sink"
+        and r.json()["event"]["id"] == webhook_id
+    )
+    assert record.headers["hookstream-dlq-error_class"] == b"PermanentRemoteError"
+    assert b"HTTP 422" in record.headers["hookstream-dlq-error_message"]
+    assert record.headers["hookstream-dlq-attempts"] == b"1"
+    assert record.headers["hookstream-sink"] == b"crm"
+    assert record.headers["hookstream-dlq-original_topic"] == stack.topic("results").encode()
+    assert AIResult.model_validate(record.json()).output["summary"] == "Where is my order?"
+
+
+async def test_kafkas_console_consumer_reads_events_and_results_as_json(stack: Stack) -> None:
+    webhook_id = f"wh-{uuid.uuid4().hex}"
+    status, _, _ = await stack.post(
+        "helpdesk", feedback("cus_010", "Great service."), webhook_id=webhook_id
+    )
+    assert status == 202
+    await stack.crm.wait_for_updates(1, customer_id="cus_010", timeout_s=60)
+    for role in ("events", "results"):
+        count = len(await read_all(stack.bootstrap, stack.topic(role)))
+        process = await asyncio.create_subprocess_exec(
+            str(REPO_ROOT / "scripts" / "kafka"),
+            "console-consumer",
+            stack.topic(role),
+            "--bootstrap-server",
+            stack.bootstrap,
+            "--from-beginning",
+            "--max-messages",
+            str(count),
+            "--timeout-ms",
+            "30000",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await process.communicate()
+        values = [orjson.loads(line) for line in out.decode().splitlines() if line.strip()]
+        assert values, err.decode()[-2000:]
+        ids = [v["id"] if role == "events" else v["event"]["id"] for v in values]
+        assert webhook_id in ids
