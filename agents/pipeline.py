@@ -15,7 +15,8 @@ import faust
 
 from agents.resources import Resources
 from agents.runner import OrderedRunner
-from agents.stages import AIStage, EnrichStage, SinkStage
+from agents.sinks.stage import SinkStage
+from agents.stages import AIStage, EnrichStage
 from schemas.config import HookstreamConfig
 from streams.topics import Topics
 

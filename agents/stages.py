@@ -1,90 +1,27 @@
-"""The three stage handlers: what happens to one record in enrich, ai and sink.
-
-Each handler takes one Faust event (raw bytes in), does its stage's work with retries, and
-either writes its output or dead-letters the record; it returns only when one of the two is
-on Kafka, which is when :class:`agents.runner.OrderedRunner` may ack it. A record that is not
-valid JSON for its topic's model is dead-lettered too: bad input never stops a partition.
-"""
+"""The worker's stages: enrich (events → enriched) and ai (enriched → results)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, TypeVar
-
-import orjson
-from pydantic import BaseModel, ValidationError
+from typing import Any
 
 from agents.ai.openai import OpenAIChat
 from agents.ai.task import AITask
-from agents.emit import dead_letter, emit
+from agents.emit import emit
 from agents.enrich import Enricher
 from agents.resources import Resources
-from agents.retry import RetriesExhausted, RetryPolicy, with_retries
-from agents.sinks.http import HttpSink
+from agents.retry import RetryPolicy, with_retries
+from agents.stage_base import InvalidRecord, Stage, decode
 from schemas.codec import dumps
 from schemas.config import FlowConfig, HookstreamConfig
-from schemas.events import AIResult, CloudEvent, EnrichedEvent
-from streams.errors import HookstreamError, StageError
-from streams.topics import Topics
+from schemas.events import CloudEvent, EnrichedEvent
+from streams.errors import HookstreamError
 
 log = logging.getLogger(__name__)
-M = TypeVar("M", bound=BaseModel)
 
 
-class InvalidRecord(StageError):
-    """A record on a hookstream topic is not what that topic holds; never retriable."""
-
-
-def decode(model: type[M], raw: bytes | None, *, stage: str) -> M:
-    try:
-        return model.model_validate(orjson.loads(raw or b""))
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRecord(f"value is not JSON: {exc}", stage=stage) from None
-    except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(value)"
-        raise InvalidRecord(
-            f"value is not a {model.__name__}: {where}: {first['msg']}", stage=stage
-        ) from None
-
-
-class _Stage:
-    name = ""
-
-    def __init__(self, config: HookstreamConfig, resources: Resources) -> None:
-        self.config = config
-        self.resources = resources
-        self.topics = Topics(config.kafka.topic_prefix)
-
-    async def _fail(
-        self, message: Any, error: BaseException, *, extra_headers: list[tuple[str, bytes]]
-    ) -> None:
-        if isinstance(error, RetriesExhausted):
-            await dead_letter(
-                self.resources.writer,
-                self.topics.dlq,
-                message,
-                stage=self.name,
-                error=error.last,
-                attempts=error.attempts,
-                first_failure_at=error.first_failure_at,
-                last_failure_at=error.last_failure_at,
-                extra_headers=extra_headers,
-            )
-        else:
-            await dead_letter(
-                self.resources.writer,
-                self.topics.dlq,
-                message,
-                stage=self.name,
-                error=error,
-                attempts=1,
-                extra_headers=extra_headers,
-            )
-
-
-class EnrichStage(_Stage):
+class EnrichStage(Stage):
     name = "enrich"
 
     def __init__(self, config: HookstreamConfig, resources: Resources) -> None:
@@ -128,7 +65,7 @@ class EnrichStage(_Stage):
             )
 
 
-class AIStage(_Stage):
+class AIStage(Stage):
     name = "ai"
 
     def __init__(self, config: HookstreamConfig, resources: Resources) -> None:
@@ -166,44 +103,3 @@ class AIStage(_Stage):
             dumps(result),
             key=enriched.event.partitionkey.encode(),
         )
-
-
-class SinkStage(_Stage):
-    """One configured sink of one flow; the sink worker runs one of these per sink."""
-
-    name = "sink"
-
-    def __init__(
-        self, config: HookstreamConfig, resources: Resources, flow: str, sink: str
-    ) -> None:
-        super().__init__(config, resources)
-        self.flow = flow
-        self.sink_config = next(s for s in config.flow(flow).sinks if s.name == sink)
-
-    async def handle(self, event: Any) -> None:
-        message = event.message
-        try:
-            result = decode(AIResult, message.value, stage=self.name)
-        except InvalidRecord as exc:
-            await self._fail(message, exc, extra_headers=self._headers())
-            return
-        if result.flow != self.flow:
-            return
-        sink = HttpSink(self.flow, self.sink_config, self.resources.session, self.config.worker)
-        try:
-            receipt = await sink.deliver(result)
-        except HookstreamError as exc:
-            await self._fail(message, exc, extra_headers=self._headers())
-            return
-        await emit(
-            self.resources.writer,
-            self.topics.receipts,
-            dumps(receipt),
-            key=result.event.partitionkey.encode(),
-        )
-
-    def _headers(self) -> list[tuple[str, bytes]]:
-        return [
-            ("hookstream-flow", self.flow.encode()),
-            ("hookstream-sink", self.sink_config.name.encode()),
-        ]
