@@ -9,10 +9,21 @@ event. :mod:`schemas.config_loader` turns the errors into ``file:line: field.pat
 
 from __future__ import annotations
 
+import base64
+import re
 from fnmatch import fnmatchcase
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+import pydantic
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    IPvAnyNetwork,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 from schemas import templates
 from streams.errors import TemplateError
@@ -54,6 +65,24 @@ class GatewaySettings(_Frozen):
     max_body_bytes: Annotated[int, Field(ge=1, le=64 * 1024 * 1024)] = 1024 * 1024
     forwarded_headers: tuple[str, ...] = DEFAULT_FORWARDED_HEADERS
     retry_after_s: Annotated[int, Field(ge=1, le=3600)] = 5
+    max_in_flight_writes: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        default=2048,
+        description="Kafka writes waiting for their ack; beyond it the gateway answers 503 at "
+        "once instead of queueing without bound.",
+    )
+    shutdown_timeout_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=30.0, description="On SIGTERM: how long in-flight requests may take to finish."
+    )
+    readiness_timeout_s: Annotated[float, Field(gt=0, le=60)] = 2.0
+    client_ip_header: str | None = Field(
+        default=None,
+        description="Header a trusted proxy puts the client address in, e.g. X-Forwarded-For.",
+    )
+    trusted_proxies: tuple[IPvAnyNetwork, ...] = Field(
+        default=(), description="Peers (CIDR) whose client_ip_header is believed."
+    )
+    tls_cert_file: str | None = Field(default=None, description="PEM certificate chain.")
+    tls_key_file: str | None = Field(default=None, description="PEM private key.")
 
     @field_validator("forwarded_headers")
     @classmethod
@@ -65,13 +94,32 @@ class GatewaySettings(_Frozen):
             raise ValueError(f"headers {bad} may carry credentials and are never forwarded")
         return lowered
 
+    @model_validator(mode="after")
+    def _tls_pair(self) -> GatewaySettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together: give both or neither")
+        return self
+
+
+SignatureScheme = Literal["standard-webhooks", "stripe", "github", "hmac-sha256", "none"]
+# Fields only the generic scheme reads; the named schemes fix their headers and encodings.
+_GENERIC_ONLY_FIELDS = ("header", "encoding", "prefix", "timestamp_header")
+_SECRET_SEPARATORS = re.compile(r"[\s,]+")
+
 
 class SignatureConfig(_Frozen):
-    """How a source signs its webhooks. ``hmac-sha256``: HMAC of ``[timestamp.]body``."""
+    """How a source signs its webhooks.
 
-    scheme: Literal["hmac-sha256", "none"]
+    ``standard-webhooks`` (Svix and the Standard Webhooks spec), ``stripe``, ``github`` fix their
+    headers; ``hmac-sha256`` is the generic HMAC of ``[timestamp.]body`` with a configurable
+    header and encoding; ``none`` accepts unsigned webhooks and must be written explicitly.
+    """
+
+    scheme: SignatureScheme
     secret_env: str | None = Field(
-        default=None, description="Environment variable holding the signing secret."
+        default=None,
+        description="Environment variable holding the signing secret; several secrets "
+        "separated by spaces or commas are all accepted (rotation).",
     )
     header: str = "X-Signature"
     encoding: Literal["hex", "base64"] = "hex"
@@ -86,13 +134,46 @@ class SignatureConfig(_Frozen):
     def _secret_needed(self) -> SignatureConfig:
         if self.scheme != "none" and not self.secret_env:
             raise ValueError("secret_env is required unless scheme is 'none'")
+        if self.scheme not in ("hmac-sha256", "none"):
+            fixed = [f for f in _GENERIC_ONLY_FIELDS if f in self.model_fields_set]
+            if fixed:
+                raise ValueError(
+                    f"{fixed} only apply to scheme hmac-sha256; {self.scheme} fixes its headers"
+                )
+        if self.scheme == "standard-webhooks":
+            for secret in self.secrets:
+                try:
+                    base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+                except ValueError:
+                    # Never echo the value: say which variable holds it.
+                    raise ValueError(
+                        f"the secret in {self.secret_env} must be 'whsec_' followed by base64"
+                    ) from None
         return self
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every active secret: the variable may hold several, separated by spaces or commas."""
+        if self.secret is None:
+            return ()
+        return tuple(s for s in _SECRET_SEPARATORS.split(self.secret.get_secret_value()) if s)
+
+
+class RateLimitConfig(_Frozen):
+    """A token bucket per source (per gateway process): ``burst`` requests at once, refilled at
+    ``requests_per_s``. Beyond it: 429 with Retry-After."""
+
+    requests_per_s: Annotated[float, Field(gt=0, le=1_000_000)]
+    burst: Annotated[int, Field(ge=1, le=1_000_000)] = 1
 
 
 class SourceConfig(_Frozen):
     name: Name
     signature: SignatureConfig
-    id_header: str | None = Field(default=None, description="Header carrying the webhook id.")
+    id_header: str | None = Field(
+        default=None,
+        description="Header carrying the webhook id (default: the scheme's delivery id).",
+    )
     id_field: str | None = Field(default=None, description="Payload path of the webhook id.")
     type_header: str | None = None
     type_field: str | None = Field(default=None, description="Payload path of the event type.")
@@ -100,16 +181,68 @@ class SourceConfig(_Frozen):
     partition_key: str | None = Field(
         default=None, description="Payload path of the Kafka key (e.g. customer_id)."
     )
+    rate_limit: RateLimitConfig | None = None
+    allow_ips: tuple[IPvAnyNetwork, ...] = Field(
+        default=(), description="When set, only these client networks (CIDR) may post."
+    )
+
+
+class PricingConfig(_Frozen):
+    """What one model costs, in US dollars per million tokens (the unit providers publish)."""
+
+    input_usd_per_mtok: Annotated[float, Field(ge=0)] = 0.0
+    output_usd_per_mtok: Annotated[float, Field(ge=0)] = 0.0
+
+
+class BudgetConfig(_Frozen):
+    """A provider's rate limits, spent by hookstream before the provider has to say 429.
+
+    None means no limit. Tokens are estimated before the call (prompt characters / 4 plus
+    ``max_tokens``) and corrected with the usage the provider returns.
+    """
+
+    requests_per_minute: Annotated[int, Field(ge=1)] | None = None
+    tokens_per_minute: Annotated[int, Field(ge=1)] | None = None
+
+
+class BreakerConfig(_Frozen):
+    """Circuit breaker per provider: after ``failure_threshold`` consecutive failures (5xx,
+    timeouts, connection errors) calls skip the provider for ``open_s``, then one trial call
+    decides whether it closes again."""
+
+    failure_threshold: Annotated[int, Field(ge=1, le=1000)] = 5
+    open_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
 
 
 class ProviderConfig(_Frozen):
     name: Name
-    kind: Literal["openai"] = "openai"
+    kind: Literal["openai", "anthropic"] = Field(
+        default="openai",
+        description="openai: /chat/completions (any compatible server); anthropic: /v1/messages.",
+    )
     base_url: Annotated[str, Field(pattern=r"^https?://")]
     api_key_env: str | None = None
     model: str
     timeout_s: Annotated[float, Field(gt=0, le=600)] = 30.0
+    structured_output: Literal["json_schema", "json_object", "instruction"] = Field(
+        default="json_schema",
+        description="openai kind: response_format json_schema, JSON mode, or the schema in the "
+        "system prompt (for servers without either). anthropic: always a forced tool call.",
+    )
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+    prices: dict[str, PricingConfig] = Field(
+        default_factory=dict, description="Per model name; a model not listed costs 0."
+    )
     api_key: SecretStr | None = Field(default=None, exclude=True)
+
+
+class FallbackConfig(_Frozen):
+    """Another provider (and model) a flow falls back to when the one before it is open or
+    exhausted."""
+
+    provider: Name
+    model: str | None = Field(default=None, description="Defaults to the provider's model.")
 
 
 class MatchConfig(_Frozen):
@@ -130,6 +263,9 @@ class LookupConfig(_Frozen):
     headers: dict[str, str] = Field(default_factory=dict)
     timeout_s: Annotated[float, Field(gt=0, le=120)] = 5.0
     on_not_found: Literal["null", "fail"] = "null"
+    allow_private: bool = Field(
+        default=False, description="Allow a loopback/private/link-local address (SSRF opt-in)."
+    )
 
     @field_validator("url")
     @classmethod
@@ -147,6 +283,10 @@ class AITaskConfig(_Frozen):
     max_attempts: Annotated[int, Field(ge=1, le=20)] = 3
     temperature: Annotated[float, Field(ge=0, le=2)] = 0.0
     max_tokens: Annotated[int, Field(ge=1, le=200_000)] = 512
+    fallbacks: tuple[FallbackConfig, ...] = Field(
+        default=(), description="Tried in order when the provider before is open or exhausted."
+    )
+    cache: bool = Field(default=True, description="Reuse answers to identical requests.")
 
     @field_validator("prompt", "system")
     @classmethod
@@ -171,18 +311,39 @@ class AITaskConfig(_Frozen):
         return value
 
 
-class SinkConfig(_Frozen):
-    """An HTTP call per result: the CRM update, a chat message, any endpoint."""
+_COLUMN = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
+_TABLE = r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$"
+
+
+class _SinkBase(_Frozen):
+    """What every sink has: a name, whether replays reach it, retries, the SSRF opt-in."""
 
     name: Name
+    deliver_replays: bool = Field(
+        default=True,
+        description="Deliver replayed results too (update the CRM again), or skip them.",
+    )
+    allow_private: bool = Field(
+        default=False,
+        description="Allow a loopback/private/link-local target (refused by default: SSRF).",
+    )
+    timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
+    max_attempts: Annotated[int, Field(ge=1, le=50)] = Field(
+        default=5,
+        description="Attempts of one record while the target serves others; a target that "
+        "is down pauses the sink instead (no dead letters for an outage).",
+    )
+
+
+class HttpSinkConfig(_SinkBase):
+    """An HTTP call per result: the CRM update, any endpoint."""
+
     kind: Literal["http"] = "http"
     method: Literal["PUT", "POST", "PATCH"] = "POST"
     url: str
     headers: dict[str, str] = Field(default_factory=dict)
     body: Any = None
     success_codes: tuple[int, ...] = (200, 201, 202, 204)
-    timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
-    max_attempts: Annotated[int, Field(ge=1, le=50)] = 5
     api_key_env: str | None = Field(default=None, description="Sent as a Bearer token.")
     api_key: SecretStr | None = Field(default=None, exclude=True)
 
@@ -199,7 +360,68 @@ class SinkConfig(_Frozen):
         return value
 
 
+class SlackSinkConfig(_SinkBase):
+    """A Slack incoming webhook: one message per result. Replays are not re-posted by default."""
+
+    kind: Literal["slack"]
+    webhook_url_env: str = Field(description="Environment variable holding the webhook URL.")
+    text: str = Field(description="Message text (template).")
+    username: str | None = None
+    icon_emoji: str | None = None
+    deliver_replays: bool = False
+    webhook_url: SecretStr | None = Field(default=None, exclude=True)
+
+    @field_validator("text")
+    @classmethod
+    def _text(cls, value: str) -> str:
+        return _check_template(value, _SINK_ROOTS)
+
+
+class PostgresSinkConfig(_SinkBase):
+    """An upsert per result into one table: ``INSERT … ON CONFLICT (key) DO UPDATE``, batched."""
+
+    kind: Literal["postgres"]
+    dsn_env: str = Field(description="Environment variable holding the libpq DSN/URL.")
+    table: Annotated[str, Field(pattern=_TABLE, description="Table, optionally schema.table.")]
+    key: tuple[Annotated[str, Field(pattern=_COLUMN)], ...] = Field(
+        min_length=1, description="Columns of the table's primary key or unique constraint."
+    )
+    columns: dict[Annotated[str, Field(pattern=_COLUMN)], Any] = Field(
+        description="Column name → value template; PostgreSQL casts each JSON value."
+    )
+    batch_size: Annotated[int, Field(ge=1, le=10_000)] = 200
+    linger_ms: Annotated[int, Field(ge=0, le=10_000)] = 20
+    dsn: SecretStr | None = Field(default=None, exclude=True)
+
+    @field_validator("columns")
+    @classmethod
+    def _columns(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for template in templates.templates_in(value):
+            _check_template(template.source, _SINK_ROOTS)
+        return value
+
+    @model_validator(mode="after")
+    def _key_in_columns(self) -> PostgresSinkConfig:
+        missing = [k for k in self.key if k not in self.columns]
+        if missing:
+            raise ValueError(f"key columns {missing} need a value in columns")
+        return self
+
+
+def _sink_kind(value: Any) -> str:
+    kind = value.get("kind", "http") if isinstance(value, dict) else getattr(value, "kind", "http")
+    return str(kind)
+
+
+# ``kind`` picks the model; a sink without one is an HTTP sink (the walking skeleton's only kind).
+SinkConfig = Annotated[
+    Annotated[HttpSinkConfig, pydantic.Tag("http")]
+    | Annotated[SlackSinkConfig, pydantic.Tag("slack")]
+    | Annotated[PostgresSinkConfig, pydantic.Tag("postgres")],
+    pydantic.Discriminator(_sink_kind),
+]
 _SINK_ROOTS = {"event", "data", "enrichment", "result", "ai"}
+SINK_KINDS = ("http", "slack", "postgres")
 
 
 class FlowConfig(_Frozen):
@@ -210,6 +432,21 @@ class FlowConfig(_Frozen):
     sinks: tuple[SinkConfig, ...] = ()
 
 
+class DedupeConfig(_Frozen):
+    """How long the worker remembers an event id, so a sender's retry is not processed twice."""
+
+    ttl_s: Annotated[float, Field(gt=0)] = 7 * 86400.0
+    cleanup_interval_s: Annotated[float, Field(gt=0)] = 300.0
+
+
+class CacheConfig(_Frozen):
+    """The AI answer cache: identical (provider, model, rendered prompt, parameters) within
+    ``ttl_s`` reuse the answer instead of calling the model."""
+
+    ttl_s: Annotated[float, Field(gt=0)] = 86400.0
+    cleanup_interval_s: Annotated[float, Field(gt=0)] = 300.0
+
+
 class WorkerSettings(_Frozen):
     retry_backoff_s: Annotated[float, Field(ge=0, le=60)] = 0.5
     retry_backoff_max_s: Annotated[float, Field(ge=0, le=600)] = 30.0
@@ -217,6 +454,13 @@ class WorkerSettings(_Frozen):
     enrich_concurrency: Annotated[int, Field(ge=1, le=4096)] = 64
     sink_concurrency: Annotated[int, Field(ge=1, le=4096)] = 32
     commit_interval_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    allow_private_networks: bool = Field(
+        default=False,
+        description="Let sinks and lookups call loopback, private and link-local addresses "
+        "(refused by default: a templated URL must not reach internal services).",
+    )
+    dedupe: DedupeConfig = Field(default_factory=DedupeConfig)
+    ai_cache: CacheConfig = Field(default_factory=CacheConfig)
 
 
 class HookstreamConfig(_Frozen):
@@ -285,4 +529,14 @@ def reference_problems(data: dict[str, Any]) -> list[tuple[tuple[str | int, ...]
                     f"unknown provider {provider!r} (known: {providers})",
                 )
             )
+        fallbacks = ai.get("fallbacks") if isinstance(ai, dict) else None
+        for j, fallback in enumerate(fallbacks if isinstance(fallbacks, list) else []):
+            name = fallback.get("provider") if isinstance(fallback, dict) else None
+            if isinstance(name, str) and name not in providers:
+                problems.append(
+                    (
+                        ("flows", i, "ai", "fallbacks", j, "provider"),
+                        f"unknown provider {name!r} (known: {providers})",
+                    )
+                )
     return problems

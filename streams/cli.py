@@ -67,7 +67,7 @@ def cmd_schemas_export(args: argparse.Namespace) -> int:
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
-    from streams.gateway import serve
+    from streams.gateway_server import serve
 
     config = _load(args.config)
     _setup_logging(args.loglevel)
@@ -102,7 +102,13 @@ def _run_faust(args: argparse.Namespace, role: str) -> int:
 
     config = _load(args.config)
     _wait_for_topics(config, args.wait_for_broker_s)
-    app = create_app(config, "worker" if role == "worker" else "sinks")
+    metrics_port = getattr(args, "metrics_port", None)
+    app = create_app(
+        config,
+        "worker" if role == "worker" else "sinks",
+        metrics_port=metrics_port,
+        metrics_host=getattr(args, "metrics_host", "127.0.0.1"),
+    )
     worker = faust.Worker(app, loglevel=args.loglevel, quiet=True)
     worker.execute_from_commandline()  # exits the process when the worker stops
     return 0
@@ -118,7 +124,7 @@ def cmd_sinks(args: argparse.Namespace) -> int:
 
 def cmd_sign(args: argparse.Namespace) -> int:
     """Print the headers a sender would add, so curl users can post test webhooks."""
-    from streams.signatures import sign_hmac_sha256
+    from streams.signatures import sign_headers
 
     config = _load(args.config)
     source = config.source(args.source)
@@ -126,19 +132,8 @@ def cmd_sign(args: argparse.Namespace) -> int:
         print(f"hookstream: no source named {args.source!r}", file=sys.stderr)
         return EXIT_CONFIG
     body = Path(args.file).read_bytes() if args.file != "-" else sys.stdin.buffer.read()
-    signature = source.signature
-    if signature.scheme == "none" or signature.secret is None:
-        return 0
-    timestamp = int(time.time()) if signature.timestamp_header else None
-    digest = sign_hmac_sha256(
-        signature.secret.get_secret_value().encode(),
-        body,
-        timestamp=timestamp,
-        encoding=signature.encoding,
-    )
-    if timestamp is not None and signature.timestamp_header:
-        print(f"{signature.timestamp_header}: {timestamp}")
-    print(f"{signature.header}: {signature.prefix}{digest}")
+    for name, value in sign_headers(source.signature, body).items():
+        print(f"{name}: {value}")
     return 0
 
 
@@ -165,6 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = commands.add_parser("worker", help="run the enrich and AI agents (Faust worker)")
     _faust_args(worker)
+    worker.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus /metrics on this port (default: off; 9464 is customary)",
+    )
+    worker.add_argument("--metrics-host", default="127.0.0.1", help="address for --metrics-port")
     worker.set_defaults(func=cmd_worker)
 
     sinks = commands.add_parser("sinks", help="run the sink agents (own consumer group)")

@@ -15,13 +15,19 @@ backoff-and-retry and an immediate dead letter, and the gateway to choose betwee
     │   ├── SignatureError          401
     │   ├── PayloadTooLarge         413
     │   ├── UnsupportedMediaType    415
-    │   └── InvalidPayload          400
+    │   ├── InvalidPayload          400
+    │   ├── ClientNotAllowed        403: the client address is not in the source's allow_ips
+    │   └── RateLimited             429 + Retry-After: the source's token bucket is empty
     ├── BrokerUnavailable           Kafka did not acknowledge a write in time; retriable (503)
+    │   └── GatewayBusy             503 at once: too many writes in flight, or Kafka failing
     ├── TemplateError               a template refers to a field the event lacks; not retriable
+    ├── ToolError                   an operator command (dlq, replay, publish, tail) cannot proceed
     └── StageError                  a pipeline stage failed on one event
         ├── RemoteError             an HTTP peer (AI provider, CRM, lookup) failed
         │   ├── RetriableRemoteError      429, 5xx, timeout, connection error
         │   └── PermanentRemoteError      other 4xx: the request itself is wrong
+        ├── UnsafeDestination       a sink/lookup URL points at a private address; not retriable
+        ├── CircuitOpen             a provider's breaker is open: skip it (try a fallback)
         └── InvalidModelOutput      the model's answer does not fit the flow's schema
 """
 
@@ -86,14 +92,50 @@ class InvalidPayload(WebhookRejected):
     title = "Invalid payload"
 
 
+class ClientNotAllowed(WebhookRejected):
+    status = 403
+    code = "ip_not_allowed"
+    title = "Client address not allowed"
+
+
+class RateLimited(WebhookRejected):
+    """The source's token bucket is empty; ``retry_after_s`` says when a token is back."""
+
+    status = 429
+    code = "rate_limited"
+    title = "Too many requests"
+    retriable = True
+
+    def __init__(self, detail: str, *, retry_after_s: float) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(detail)
+
+
 class BrokerUnavailable(HookstreamError):
     """Kafka did not acknowledge a write within the deadline; the sender should retry."""
 
     retriable = True
+    code = "broker_unavailable"
+
+
+class GatewayBusy(BrokerUnavailable):
+    """The gateway did not even try the write: too many are in flight, or Kafka is failing.
+
+    Answered with 503 at once rather than queued, so a slow broker cannot pile up requests.
+    """
+
+    def __init__(self, message: str, *, code: str = "overloaded") -> None:
+        self.code = code
+        super().__init__(message)
 
 
 class TemplateError(HookstreamError):
     """A template names a field the event does not have."""
+
+
+class ToolError(HookstreamError):
+    """An operator command (dlq, replay, publish, tail) cannot do what was asked; the message
+    names the option or input line at fault. Not retriable."""
 
 
 class StageError(HookstreamError):
@@ -128,6 +170,21 @@ class RetriableRemoteError(RemoteError):
 
 class PermanentRemoteError(RemoteError):
     """A 4xx other than 408/429: the request is wrong and will stay wrong."""
+
+
+class UnsafeDestination(StageError):
+    """A sink or lookup URL resolves to a loopback, private or link-local address and the
+    config does not allow it (SSRF guard). Not retriable: the event is dead-lettered."""
+
+
+class CircuitOpen(StageError):
+    """A provider failed too often lately; calls skip it until its breaker lets a trial through.
+
+    Retriable (the breaker closes again), but the AI stage moves on to the flow's next fallback
+    rather than waiting.
+    """
+
+    retriable = True
 
 
 class InvalidModelOutput(StageError):

@@ -1,40 +1,76 @@
-"""The webhook gateway: ``POST /webhooks/{source}`` → verified CloudEvent on Kafka → 202.
+"""The webhook gateway's routes: ``POST /webhooks/{source}`` → verified CloudEvent on Kafka → 202.
 
 The contract with senders: 202 means the event is on Kafka (acks=all). Anything else is an
-RFC 9457 problem+json body naming the check that failed; 4xx means "fix the request", 503 with
-Retry-After means "retry later, nothing was accepted".
+RFC 9457 problem+json body naming the check that failed; 4xx means "fix the request" (429:
+"slow down"), 503 with Retry-After means "retry later, nothing was accepted".
+
+Checks run cheapest and most protective first: unknown source, client address, rate limit,
+content type, size, signature, JSON, then admission to the bounded set of in-flight writes.
+:mod:`streams.gateway_server` runs the app (TLS, graceful shutdown).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 import orjson
 from aiohttp import web
 
 from schemas.codec import dumps
-from schemas.config import HookstreamConfig
+from schemas.config import HookstreamConfig, SourceConfig
 from streams import signatures
+from streams.backpressure import WriteGate
 from streams.errors import (
     BrokerUnavailable,
+    ClientNotAllowed,
+    GatewayBusy,
     InvalidPayload,
     PayloadTooLarge,
+    RateLimited,
     UnknownSource,
     UnsupportedMediaType,
     WebhookRejected,
 )
+from streams.gateway_metrics import PRODUCE_SECONDS, UNKNOWN_SOURCE, count_refusal, count_request
 from streams.ingest import build_event
+from streams.metrics import metrics_handler
+from streams.netguard import client_address, in_networks
+from streams.openapi import build_openapi
 from streams.producer import KafkaWriter
-from streams.topics import Topics, ensure_topics
+from streams.ratelimit import RateLimiter, retry_after_header
+from streams.topics import Topics
 
 log = logging.getLogger(__name__)
 
-CONFIG_KEY = web.AppKey("config", HookstreamConfig)
-WRITER_KEY = web.AppKey("writer", KafkaWriter)
 PROBLEM_JSON = "application/problem+json"
-_JSON_TYPES = ("application/json", "text/json", "text/plain", "application/x-json")
+_JSON_TYPES = frozenset(("application/json", "text/json", "text/plain", "application/x-json"))
+_CLOUDEVENTS_HEADERS = [("content-type", b"application/cloudevents+json")]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class GatewayState:
+    """Everything the handlers share; one per app."""
+
+    config: HookstreamConfig
+    writer: KafkaWriter
+    topic: str
+    sources: dict[str, SourceConfig]
+    gate: WriteGate
+    limiter: RateLimiter
+    openapi: bytes
+    draining: bool = False
+    retry_after: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.retry_after = str(self.config.gateway.retry_after_s)
+
+
+STATE_KEY = web.AppKey("gateway_state", GatewayState)
 
 
 def problem(status: int, title: str, detail: str, code: str, **headers: str) -> web.Response:
@@ -50,29 +86,48 @@ def problem(status: int, title: str, detail: str, code: str, **headers: str) -> 
     )
 
 
+def _refusal(exc: WebhookRejected | BrokerUnavailable, retry_after: str) -> web.Response:
+    """The problem+json answer of a refusal; 429 and 503 say when to come back."""
+    if isinstance(exc, BrokerUnavailable):
+        return problem(
+            503,
+            "Service unavailable",
+            f"the event was not accepted; retry later ({exc})",
+            exc.code,
+            **{"Retry-After": retry_after},
+        )
+    headers: dict[str, str] = {}
+    if isinstance(exc, RateLimited):
+        headers["Retry-After"] = retry_after_header(exc.retry_after_s)
+    return problem(exc.status, exc.title, exc.detail, exc.code, **headers)
+
+
 @web.middleware
-async def _problems(request: web.Request, handler: Any) -> web.StreamResponse:
+async def _problems(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every refusal, including aiohttp's own 404/405, answers problem+json."""
     try:
-        response: web.StreamResponse = await handler(request)
-        return response
+        return await handler(request)
     except WebhookRejected as exc:
-        log.info("refused %s %s: %s (%s)", request.method, request.path, exc.code, exc.detail)
-        return problem(exc.status, exc.title, exc.detail, exc.code)
+        return _refusal(exc, request.app[STATE_KEY].retry_after)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "http_error")
+        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
+            exc.status, "http_error"
+        )
         return problem(
             exc.status, exc.reason, f"{request.method} {request.path}: {exc.reason}", code
         )
 
 
 async def _read_body(request: web.Request, max_body_bytes: int) -> bytes:
-    if request.content_length is not None and request.content_length > max_body_bytes:
-        raise PayloadTooLarge(
-            f"body of {request.content_length} bytes exceeds the limit of {max_body_bytes} bytes"
-        )
+    length = request.content_length
+    if length is not None:
+        if length > max_body_bytes:
+            raise PayloadTooLarge(
+                f"body of {length} bytes exceeds the limit of {max_body_bytes} bytes"
+            )
+        return await request.read()
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.content.iter_chunked(64 * 1024):
@@ -83,59 +138,116 @@ async def _read_body(request: web.Request, max_body_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
-async def receive_webhook(request: web.Request) -> web.Response:
-    config = request.app[CONFIG_KEY]
-    name = request.match_info["source"]
-    source = config.source(name)
-    if source is None:
-        raise UnknownSource(f"no source named {name!r} is configured")
-    content_type = request.headers.get("Content-Type", "application/json").split(";")[0].strip()
-    if content_type.lower() not in _JSON_TYPES:
+def _check_client(state: GatewayState, source: SourceConfig, request: web.Request) -> None:
+    settings = state.config.gateway
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    address = client_address(
+        peer[0] if isinstance(peer, tuple) and peer else None,
+        request.headers,
+        client_ip_header=settings.client_ip_header,
+        trusted_proxies=settings.trusted_proxies,
+    )
+    if address is None or not in_networks(address, source.allow_ips):
+        shown = "unknown" if address is None else str(address)
+        raise ClientNotAllowed(f"client address {shown} may not post to source {source.name!r}")
+
+
+async def _accept(state: GatewayState, source: SourceConfig, request: web.Request) -> web.Response:
+    if source.allow_ips:
+        _check_client(state, source, request)
+    wait_s = state.limiter.take(source.name)
+    if wait_s > 0:
+        raise RateLimited(
+            f"source {source.name!r} is over its rate limit; retry later", retry_after_s=wait_s
+        )
+    content_type = request.content_type  # application/octet-stream when absent
+    if content_type not in _JSON_TYPES and "Content-Type" in request.headers:
         raise UnsupportedMediaType(
             f"Content-Type {content_type!r} is not accepted; send application/json"
         )
-    body = await _read_body(request, config.gateway.max_body_bytes)
+    body = await _read_body(request, state.config.gateway.max_body_bytes)
     signatures.verify(source.signature, request.headers, body)
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidPayload(f"body is not valid JSON: {exc}", code="invalid_json") from None
     event = build_event(
-        source, request.headers, body, payload, forwarded_headers=config.gateway.forwarded_headers
+        source,
+        request.headers,
+        body,
+        payload,
+        forwarded_headers=state.config.gateway.forwarded_headers,
     )
-    topic = Topics(config.kafka.topic_prefix).events
+    if not state.gate.try_enter():
+        if state.gate.broker_failing:
+            raise GatewayBusy("Kafka is not acknowledging writes", code="broker_unavailable")
+        raise GatewayBusy("too many writes in flight")
+    started = time.perf_counter()
+    acknowledged = False
     try:
-        metadata = await request.app[WRITER_KEY].send(
-            topic,
-            dumps(event),
-            key=event.partitionkey.encode(),
-            headers=[("content-type", b"application/cloudevents+json")],
+        metadata = await state.writer.send(
+            state.topic, dumps(event), key=event.partitionkey.encode(), headers=_CLOUDEVENTS_HEADERS
         )
+        acknowledged = True
     except BrokerUnavailable as exc:
         log.warning("503 for %s/%s: %s", source.name, event.id, exc)
-        retry_after = str(config.gateway.retry_after_s)
-        return problem(
-            503,
-            "Broker unavailable",
-            "the event was not accepted; retry later",
-            "broker_unavailable",
-            **{"Retry-After": retry_after},
-        )
-    return web.json_response(
-        {
-            "id": event.id,
-            "source": event.source,
-            "type": event.type,
-            "partition": metadata.partition,
-            "offset": metadata.offset,
-        },
-        status=202,
-        dumps=lambda obj: orjson.dumps(obj).decode(),
-    )
+        raise
+    finally:
+        state.gate.leave(acknowledged=acknowledged)
+    PRODUCE_SECONDS.observe(time.perf_counter() - started)
+    answer = {
+        "id": event.id,
+        "source": event.source,
+        "type": event.type,
+        "partition": metadata.partition,
+        "offset": metadata.offset,
+    }
+    return web.Response(status=202, body=orjson.dumps(answer), content_type="application/json")
+
+
+async def receive_webhook(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    name = request.match_info["source"]
+    source = state.sources.get(name)
+    label = UNKNOWN_SOURCE if source is None else name
+    try:
+        if source is None:
+            raise UnknownSource(f"no source named {name!r} is configured")
+        response = await _accept(state, source, request)
+    except (WebhookRejected, BrokerUnavailable) as exc:
+        log.info("refused %s %s: %s (%s)", request.method, request.path, exc.code, exc)
+        count_refusal(label, exc.code)
+        response = _refusal(exc, state.retry_after)
+    count_request(label, response.status)
+    return response
 
 
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready = not draining, writes not failing, and Kafka answers a metadata request."""
+    state = request.app[STATE_KEY]
+    settings = state.config.gateway
+    reason = None
+    if state.draining:
+        reason = "the gateway is shutting down"
+    elif state.gate.broker_failing:
+        reason = "Kafka is not acknowledging writes"
+    else:
+        try:
+            async with asyncio.timeout(settings.readiness_timeout_s):
+                await state.writer.ping()
+        except (TimeoutError, BrokerUnavailable):
+            reason = "Kafka is not reachable"
+    if reason is not None:
+        return problem(503, "Not ready", reason, "not_ready", **{"Retry-After": state.retry_after})
+    return web.json_response({"status": "ready"})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[STATE_KEY].openapi, content_type="application/json")
 
 
 def create_app(config: HookstreamConfig, writer: KafkaWriter) -> web.Application:
@@ -143,26 +255,18 @@ def create_app(config: HookstreamConfig, writer: KafkaWriter) -> web.Application
     app = web.Application(
         middlewares=[_problems], client_max_size=config.gateway.max_body_bytes + 1024
     )
-    app[CONFIG_KEY] = config
-    app[WRITER_KEY] = writer
+    app[STATE_KEY] = GatewayState(
+        config=config,
+        writer=writer,
+        topic=Topics(config.kafka.topic_prefix).events,
+        sources={s.name: s for s in config.sources},
+        gate=WriteGate(config.gateway.max_in_flight_writes),
+        limiter=RateLimiter(config.sources),
+        openapi=orjson.dumps(build_openapi(config)),
+    )
     app.router.add_post("/webhooks/{source}", receive_webhook)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_handler)
+    app.router.add_get("/openapi.json", openapi)
     return app
-
-
-async def serve(config: HookstreamConfig, *, port: int | None = None) -> None:
-    """Run the gateway until cancelled: topics ensured, producer up, then listen."""
-    await ensure_topics(config.kafka)
-    async with KafkaWriter(config.kafka, client_id="hookstream-gateway") as writer:
-        runner = web.AppRunner(create_app(config, writer), access_log=None)
-        await runner.setup()
-        listen_port = config.gateway.port if port is None else port
-        site = web.TCPSite(runner, config.gateway.host, listen_port)
-        await site.start()
-        bound = runner.addresses[0][1] if runner.addresses else listen_port
-        print(f"gateway listening on http://{config.gateway.host}:{bound}", flush=True)
-        try:
-            await asyncio.Event().wait()
-        finally:
-            # Stop accepting, let in-flight requests finish their Kafka writes, then close.
-            await runner.cleanup()

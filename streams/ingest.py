@@ -16,6 +16,7 @@ from schemas.config import SourceConfig
 from schemas.events import CloudEvent
 from schemas.templates import lookup
 from streams.errors import InvalidPayload, TemplateError
+from streams.signatures import delivery_id_source, type_source
 
 
 def payload_field(payload: Any, path: str) -> Any:
@@ -38,25 +39,45 @@ def webhook_id(source: SourceConfig, headers: Mapping[str, str], payload: Any, b
     """The sender's delivery id: a header, a payload field, or else a hash of the body.
 
     A sender retrying the same delivery sends the same id, which is what makes dedupe work.
+    The source's ``id_header``/``id_field`` come first; else the signature scheme's own
+    delivery id (Standard Webhooks ``webhook-id``, GitHub ``X-GitHub-Delivery``, Stripe's
+    payload ``id``); else the body's SHA-256, so identical retries still collapse.
     """
     if source.id_header:
         value = headers.get(source.id_header)
-        if value:
+        if value and value.strip():
             return value.strip()
     if source.id_field:
         found = _scalar_text(payload_field(payload, source.id_field))
+        if found:
+            return found
+    scheme_headers, scheme_field = delivery_id_source(source.signature.scheme)
+    for name in scheme_headers:
+        value = headers.get(name)
+        if value and value.strip():
+            return value.strip()
+    if scheme_field:
+        found = _scalar_text(payload_field(payload, scheme_field))
         if found:
             return found
     return "sha256:" + hashlib.sha256(body).hexdigest()
 
 
 def event_type(source: SourceConfig, headers: Mapping[str, str], payload: Any) -> str:
-    if source.type_header and headers.get(source.type_header):
-        return headers[source.type_header].strip()
-    if source.type_field:
-        found = _scalar_text(payload_field(payload, source.type_field))
-        if found:
-            return found
+    """The source's ``type_header``/``type_field``, else the scheme's (GitHub's
+    ``X-GitHub-Event``, the payload ``type`` of Stripe and Standard Webhooks), else
+    ``default_type``."""
+    scheme_header, scheme_field = type_source(source.signature.scheme)
+    for name in (source.type_header, scheme_header):
+        if name:
+            value = headers.get(name)
+            if value and value.strip():
+                return value.strip()
+    for path in (source.type_field, scheme_field):
+        if path:
+            found = _scalar_text(payload_field(payload, path))
+            if found:
+                return found
     return source.default_type
 
 

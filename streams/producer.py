@@ -69,6 +69,18 @@ class KafkaWriter:
     ) -> None:
         await self.stop()
 
+    async def ping(self) -> None:
+        """Ask the cluster for its metadata: raises BrokerUnavailable when no broker answers.
+
+        Callers bound it with a timeout (``/readyz``); aiokafka retries inside.
+        """
+        if not self._started:
+            raise BrokerUnavailable("the Kafka producer is not running")
+        try:
+            await self._producer.client.fetch_all_metadata()
+        except KafkaError as exc:
+            raise BrokerUnavailable(f"no Kafka broker answers: {type(exc).__name__}") from exc
+
     async def send(
         self,
         topic: str,

@@ -377,7 +377,8 @@ def test_several_problems_are_reported_at_once_in_file_order(tmp_path: Path) -> 
     path = write(tmp_path, text)
     problems = problems_of(path, {"AI_KEY": "k"})
     assert problems == [
-        f"{path}:5: sources[0].signature.scheme: Input should be 'hmac-sha256' or 'none'",
+        f"{path}:5: sources[0].signature.scheme: Input should be "
+        "'standard-webhooks', 'stripe', 'github', 'hmac-sha256' or 'none'",
         f"{path}:6: sources[0].signature.secret_env: "
         "environment variable HELPDESK_SECRET is not set",
         f"{path}:10: providers[0].base_url: String should match pattern '^https?://'",

@@ -7,12 +7,14 @@ import pytest
 from streams import errors
 from streams.errors import (
     BrokerUnavailable,
+    ClientNotAllowed,
     ConfigError,
     HookstreamError,
     InvalidModelOutput,
     InvalidPayload,
     PayloadTooLarge,
     PermanentRemoteError,
+    RateLimited,
     RemoteError,
     RetriableRemoteError,
     SignatureError,
@@ -53,11 +55,14 @@ def test_every_webhook_rejection_has_a_4xx_status() -> None:
         PayloadTooLarge,
         UnsupportedMediaType,
         InvalidPayload,
+        ClientNotAllowed,
+        RateLimited,
     }
     checked: list[type[WebhookRejected]] = [WebhookRejected, *rejections]
     for cls in checked:
         assert 400 <= cls.status < 500, cls
-        assert not cls.retriable, cls
+        # 429 is the one refusal that clears by itself: the sender retries after Retry-After.
+        assert cls.retriable is (cls is RateLimited), cls
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,78 @@
+"""Run the gateway: topics ensured, producer up, listen (TLS when configured), drain on SIGTERM.
+
+Graceful shutdown, in this order: ``/readyz`` turns 503 (load balancers stop sending), the
+listening socket closes (no new connections), requests already in progress finish their Kafka
+writes and get their answer (up to ``gateway.shutdown_timeout_s``), then the producer flushes
+and closes. A 202 is therefore never lost to a rolling restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import ssl
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from schemas.config import GatewaySettings, HookstreamConfig
+from streams.gateway import STATE_KEY, create_app
+from streams.producer import KafkaWriter
+from streams.topics import ensure_topics
+
+log = logging.getLogger(__name__)
+
+
+def tls_context(settings: GatewaySettings) -> ssl.SSLContext | None:
+    """A server TLS context from the configured PEM files, or None for plain HTTP."""
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
+    return context
+
+
+@contextlib.asynccontextmanager
+async def running_gateway(
+    config: HookstreamConfig, *, port: int | None = None
+) -> AsyncIterator[tuple[web.AppRunner, str]]:
+    """The gateway serving, as (runner, base URL); on exit, drain and close as described above."""
+    await ensure_topics(config.kafka)
+    settings = config.gateway
+    async with KafkaWriter(config.kafka, client_id="hookstream-gateway") as writer:
+        app = create_app(config, writer)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_timeout_s)
+        await runner.setup()
+        context = tls_context(settings)
+        listen_port = settings.port if port is None else port
+        site = web.TCPSite(runner, settings.host, listen_port, ssl_context=context)
+        await site.start()
+        bound = runner.addresses[0][1] if runner.addresses else listen_port
+        scheme = "https" if context else "http"
+        try:
+            yield runner, f"{scheme}://{settings.host}:{bound}"
+        finally:
+            state = app[STATE_KEY]
+            state.draining = True
+            log.info("draining: %d writes in flight", state.gate.in_flight)
+            await runner.cleanup()
+            log.info("drained; closing the Kafka producer")
+
+
+async def serve(config: HookstreamConfig, *, port: int | None = None) -> None:
+    """Run the gateway until SIGTERM/SIGINT (or cancellation), then shut down gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with running_gateway(config, port=port) as (_, url):
+            print(f"gateway listening on {url}", flush=True)
+            await stop.wait()
+            log.info("stop signal received: shutting down gracefully")
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)

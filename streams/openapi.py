@@ -1,0 +1,223 @@
+"""The gateway's OpenAPI 3.1 document, served at ``GET /openapi.json``.
+
+Built from the config, so the ``source`` parameter lists the configured sources and the header
+parameters are the ones their signature schemes read. Every answer is documented, errors
+included (one RFC 9457 problem schema with its ``code`` values), because senders integrate
+against the error bodies as much as the 202. The fuzz tests (schemathesis) hold the gateway to
+this document.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from schemas.config import HookstreamConfig, SourceConfig
+
+PROBLEM_CODES: dict[int, tuple[str, ...]] = {
+    400: ("invalid_json", "missing_partition_key"),
+    401: (
+        "missing_signature",
+        "malformed_signature",
+        "no_signature_matched",
+        "missing_timestamp",
+        "malformed_timestamp",
+        "timestamp_out_of_window",
+        "missing_webhook_id",
+        "no_secret",
+    ),
+    403: ("ip_not_allowed",),
+    404: ("unknown_source", "not_found"),
+    405: ("method_not_allowed",),
+    413: ("payload_too_large",),
+    415: ("unsupported_media_type",),
+    429: ("rate_limited",),
+    503: ("broker_unavailable", "overloaded", "not_ready"),
+}
+_DESCRIPTIONS = {
+    400: "The body is not JSON, or lacks the source's partition key: fix the request.",
+    401: "Signature verification failed; `code` says which check.",
+    403: "The client address is not in the source's allow_ips.",
+    404: "No source of that name (or no such route).",
+    405: "Method not allowed on this route.",
+    413: "Body over gateway.max_body_bytes.",
+    415: "Content-Type is not JSON.",
+    429: "The source's rate limit is exhausted: retry after Retry-After seconds.",
+    503: "Nothing was accepted (Kafka unavailable or too many writes in flight): retry after "
+    "Retry-After seconds.",
+}
+_SCHEME_HEADERS: dict[str, tuple[str, ...]] = {
+    "standard-webhooks": ("webhook-id", "webhook-timestamp", "webhook-signature"),
+    "stripe": ("Stripe-Signature",),
+    "github": ("X-Hub-Signature-256", "X-GitHub-Delivery", "X-GitHub-Event"),
+}
+
+
+def _signature_headers(sources: tuple[SourceConfig, ...]) -> list[str]:
+    names: dict[str, None] = {}
+    for source in sources:
+        sig = source.signature
+        if sig.scheme == "hmac-sha256":
+            names[sig.header] = None
+            if sig.timestamp_header:
+                names[sig.timestamp_header] = None
+        names.update(dict.fromkeys(_SCHEME_HEADERS.get(sig.scheme, ())))
+        for extra in (source.id_header, source.type_header):
+            if extra:
+                names[extra] = None
+    return list(names)
+
+
+def _problem_response(status: int) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": _DESCRIPTIONS[status],
+        "content": {
+            "application/problem+json": {
+                "schema": {
+                    "allOf": [
+                        {"$ref": "#/components/schemas/Problem"},
+                        {
+                            "type": "object",
+                            "properties": {
+                                "status": {"const": status},
+                                "code": {"enum": list(PROBLEM_CODES[status])},
+                            },
+                        },
+                    ]
+                }
+            }
+        },
+    }
+    if status in (429, 503):
+        response["headers"] = {
+            "Retry-After": {
+                "description": "Whole seconds to wait before retrying.",
+                "required": True,
+                "schema": {"type": "string", "pattern": "^[0-9]+$"},
+            }
+        }
+    return response
+
+
+def _json_response(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def build_openapi(config: HookstreamConfig) -> dict[str, Any]:
+    """The document for this config (sources, their headers, every answer)."""
+    header_params = [
+        {"name": name, "in": "header", "required": False, "schema": {"type": "string"}}
+        for name in _signature_headers(config.sources)
+    ]
+    webhook_statuses = (400, 401, 403, 404, 413, 415, 429, 503)
+    not_ready = _problem_response(503)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "hookstream gateway",
+            "version": "1",
+            "description": "Webhooks in: verified, wrapped as CloudEvents, on Kafka (acks=all) "
+            "before the 202.",
+        },
+        "paths": {
+            "/webhooks/{source}": {
+                "post": {
+                    "operationId": "receiveWebhook",
+                    "summary": "Receive one webhook; 202 only once Kafka acknowledged it.",
+                    "parameters": [
+                        {
+                            "name": "source",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "enum": [s.name for s in config.sources]},
+                        },
+                        *header_params,
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {}}},
+                    },
+                    "responses": {
+                        "202": _json_response(
+                            "The event is on Kafka.", {"$ref": "#/components/schemas/Accepted"}
+                        ),
+                        **{str(s): _problem_response(s) for s in webhook_statuses},
+                    },
+                }
+            },
+            "/healthz": {
+                "get": {
+                    "operationId": "healthz",
+                    "summary": "The process is up.",
+                    "responses": {"200": _json_response("Up.", _status_schema("ok"))},
+                }
+            },
+            "/readyz": {
+                "get": {
+                    "operationId": "readyz",
+                    "summary": "Kafka is reachable and the gateway is not draining.",
+                    "responses": {
+                        "200": _json_response("Ready.", _status_schema("ready")),
+                        "503": {
+                            **not_ready,
+                            "description": "Not ready: Kafka unreachable, "
+                            "failing writes, or shutting down.",
+                        },
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "operationId": "metrics",
+                    "summary": "Prometheus metrics (text exposition format).",
+                    "responses": {
+                        "200": {
+                            "description": "Metrics.",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "operationId": "openapi",
+                    "summary": "This document.",
+                    "responses": {"200": _json_response("OpenAPI 3.1.", {"type": "object"})},
+                }
+            },
+        },
+        "components": {
+            "schemas": {
+                "Accepted": {
+                    "type": "object",
+                    "required": ["id", "source", "type", "partition", "offset"],
+                    "properties": {
+                        "id": {"type": "string", "description": "The event (webhook) id."},
+                        "source": {"type": "string"},
+                        "type": {"type": "string"},
+                        "partition": {"type": "integer", "minimum": 0},
+                        "offset": {"type": "integer", "minimum": 0},
+                    },
+                },
+                "Problem": {
+                    "type": "object",
+                    "description": "RFC 9457 problem details; never carries a secret.",
+                    "required": ["type", "title", "status", "detail", "code"],
+                    "properties": {
+                        "type": {"type": "string"},
+                        "title": {"type": "string"},
+                        "status": {"type": "integer"},
+                        "detail": {"type": "string"},
+                        "code": {"type": "string"},
+                    },
+                },
+            }
+        },
+    }
+
+
+def _status_schema(value: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["status"],
+        "properties": {"status": {"const": value}},
+    }
