@@ -8,6 +8,7 @@ Retry-After when it gives one); other 4xx are permanent.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -16,6 +17,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from agents.netguard import NetGuard
 from streams.errors import PermanentRemoteError, RetriableRemoteError
 
 log = logging.getLogger(__name__)
@@ -32,22 +34,64 @@ def new_session(*, connect_timeout_s: float = 5.0, limit: int = 512) -> aiohttp.
     )
 
 
-def retry_after_s(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait from ``Retry-After`` (seconds or HTTP date), if present and sane."""
-    value = headers.get("Retry-After")
-    if not value:
-        return None
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_DURATION_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+# Rate-limit reset headers: OpenAI's are durations ("1s", "6m0s", "20ms"), Anthropic's are
+# RFC 3339 times. When several are given, the longest wait wins: every limit must have reset.
+_RESET_HEADERS = (
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-reset-tokens",
+    "anthropic-ratelimit-requests-reset",
+    "anthropic-ratelimit-tokens-reset",
+    "anthropic-ratelimit-input-tokens-reset",
+    "anthropic-ratelimit-output-tokens-reset",
+)
+
+
+def _duration_s(value: str) -> float | None:
+    """``1s``, ``6m0s``, ``20ms``, ``1h2m`` (OpenAI's reset format) or an RFC 3339 time."""
+    text = value.strip()
+    parts = _DURATION_PART.findall(text)
+    if parts and "".join(n + u for n, u in parts) == text:
+        return sum(float(n) * _DURATION_UNIT_S[u] for n, u in parts)
     try:
-        return max(0.0, float(value))
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def retry_after_s(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait, from the most precise header the server sent.
+
+    ``retry-after-ms`` (OpenAI), then ``Retry-After`` (seconds or HTTP date), then the longest
+    rate-limit reset header; None when there is none or it cannot be read.
+    """
+    millis = headers.get("retry-after-ms")
+    if millis:
+        try:
+            return max(0.0, float(millis) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("Retry-After")
+    if value:
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            pass
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            when = None
+        if when is not None:
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=UTC)
+            return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    resets = [_duration_s(headers[name]) for name in _RESET_HEADERS if headers.get(name)]
+    known = [reset for reset in resets if reset is not None]
+    return max(known) if known else None
 
 
 def _short(text: str, limit: int = 300) -> str:
@@ -67,12 +111,16 @@ async def request_json(
     json_body: Any = None,
     ok_statuses: frozenset[int] | None = None,
     not_found_ok: bool = False,
+    guard: NetGuard | None = None,
 ) -> tuple[int, Any]:
     """Send one request; return (status, parsed JSON or None); raise RemoteError subclasses.
 
     ``what`` names the peer in errors ("lookup customer", "provider default") — never the
-    URL's query or headers, which may hold credentials.
+    URL's query or headers, which may hold credentials. With ``guard``, a URL that resolves to
+    a private address is refused first (:mod:`agents.netguard`, the SSRF guard).
     """
+    if guard is not None:
+        await guard.check(url, what=what)
     data = None if json_body is None else orjson.dumps(json_body)
     request_headers = dict(headers or {})
     if data is not None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import faust
 
+from agents.metrics import watch_runner
 from agents.resources import Resources
 from agents.runner import OrderedRunner
 from agents.sinks.stage import SinkStage
@@ -40,6 +41,7 @@ def _attach(
     async def agent(stream: Any) -> None:
         async with resources:
             runner = OrderedRunner(handle, max_in_flight=max_in_flight)
+            watch_runner(name, runner.stats, max_in_flight)
             log.info("agent %s running with max %d in flight", name, max_in_flight)
             await runner.run(stream.noack().events())
 

@@ -1,4 +1,5 @@
-"""The per-process connections the agents share: one HTTP session and one Kafka writer.
+"""The per-process connections the agents share: one HTTP session, one Kafka writer and, in the
+worker, its durable maps (dedupe and the AI answer cache, :mod:`agents.state`).
 
 Reference-counted: the first agent to enter starts them, the last to leave (at worker stop)
 closes them. Faust restarts a crashed agent by calling its function again, which simply
@@ -13,18 +14,39 @@ from types import TracebackType
 import aiohttp
 
 from agents.http import new_session
+from agents.state import DurableMap
 from schemas.config import HookstreamConfig
 from streams.producer import KafkaWriter
+from streams.topics import Topics
 
 
 class Resources:
-    def __init__(self, config: HookstreamConfig, *, client_id: str) -> None:
+    def __init__(self, config: HookstreamConfig, *, client_id: str, state: bool = False) -> None:
         self.config = config
         self.client_id = client_id
         self._lock = asyncio.Lock()
         self._users = 0
         self._session: aiohttp.ClientSession | None = None
         self._writer: KafkaWriter | None = None
+        self.maps: list[DurableMap] = []
+        if state:
+            topics = Topics(config.kafka.topic_prefix)
+            worker = config.worker
+            self.dedupe: DurableMap | None = DurableMap(
+                config.kafka,
+                topics.dedupe,
+                ttl_s=worker.dedupe.ttl_s,
+                cleanup_interval_s=worker.dedupe.cleanup_interval_s,
+            )
+            self.ai_cache: DurableMap | None = DurableMap(
+                config.kafka,
+                topics.ai_cache,
+                ttl_s=worker.ai_cache.ttl_s,
+                cleanup_interval_s=worker.ai_cache.cleanup_interval_s,
+            )
+            self.maps = [self.dedupe, self.ai_cache]
+        else:
+            self.dedupe = self.ai_cache = None
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -47,6 +69,9 @@ class Resources:
                 self._session = new_session(
                     connect_timeout_s=self.config.worker.http_connect_timeout_s
                 )
+                # Loaded to the end before any agent handles an event (like table recovery).
+                for durable_map in self.maps:
+                    await durable_map.start()
             self._users += 1
         return self
 
@@ -59,6 +84,8 @@ class Resources:
         async with self._lock:
             self._users -= 1
             if self._users == 0:
+                for durable_map in self.maps:
+                    await durable_map.stop()
                 session, writer = self._session, self._writer
                 self._session = self._writer = None
                 if session is not None:

@@ -1,4 +1,17 @@
-"""The worker's stages: enrich (events → enriched) and ai (enriched → results)."""
+"""The worker's stages: enrich (events → enriched) and ai (enriched → results).
+
+Dedupe lives here, in two places, both backed by the worker's durable dedupe map
+(:mod:`agents.state`):
+
+- enrich remembers each event id (``seen/<source>/<id>``) once its enriched records are on
+  Kafka: a sender's retry of the same delivery, whichever gateway took it, carries the same id
+  and the same partition key, so it reaches the same partition after the original and is
+  dropped;
+- ai remembers each (flow, event id) whose result is on Kafka (``done/<flow>/<source>/<id>``):
+  an event processed again after a crash — or enriched twice because the crash came between
+  enrich's output and its marker — is skipped without calling the model. The result and its
+  marker are written together (both sent before either is awaited).
+"""
 
 from __future__ import annotations
 
@@ -6,19 +19,31 @@ import asyncio
 import logging
 from typing import Any
 
-from agents.ai.openai import OpenAIChat
-from agents.ai.task import AITask
+import aiohttp
+
+from agents import metrics
+from agents.ai.provider import client_for
+from agents.ai.task import AITask, ProviderRuntime, cache_entry
 from agents.emit import emit
 from agents.enrich import Enricher
+from agents.markers import carried_headers
 from agents.resources import Resources
-from agents.retry import RetryPolicy, with_retries
+from agents.retry import RetriesExhausted, RetryPolicy, with_retries
 from agents.stage_base import InvalidRecord, Stage, decode
 from schemas.codec import dumps
 from schemas.config import FlowConfig, HookstreamConfig
 from schemas.events import CloudEvent, EnrichedEvent
-from streams.errors import HookstreamError
+from streams.errors import HookstreamError, InvalidModelOutput
 
 log = logging.getLogger(__name__)
+
+
+def seen_key(event: CloudEvent) -> str:
+    return f"seen/{event.event_key}"
+
+
+def done_key(flow: str, event: CloudEvent) -> str:
+    return f"done/{flow}/{event.event_key}"
 
 
 class EnrichStage(Stage):
@@ -43,7 +68,13 @@ class EnrichStage(Stage):
         if not flows:
             log.debug("no flow matches %s %s", cloud_event.source, cloud_event.type)
             return
+        dedupe = self.resources.dedupe
+        if dedupe is not None and seen_key(cloud_event) in dedupe:
+            metrics.DUPLICATES_SKIPPED.labels(self.name).inc()
+            log.info("skipping %s: this delivery was already processed", cloud_event.event_key)
+            return
         enricher = Enricher(self.config, self.resources.session)
+        dead_lettered = False
         for flow in flows:
 
             async def attempt(_: int, flow: FlowConfig = flow) -> EnrichedEvent:
@@ -56,13 +87,18 @@ class EnrichStage(Stage):
             except HookstreamError as exc:
                 flow_header = [("hookstream-flow", flow.name.encode())]
                 await self._fail(message, exc, extra_headers=flow_header)
+                dead_lettered = True
                 continue
             await emit(
                 self.resources.writer,
                 self.topics.enriched,
                 dumps(enriched),
                 key=cloud_event.partitionkey.encode(),
+                headers=carried_headers(message),
             )
+        # A dead-lettered event stays unmarked: its redrive, or the sender's retry, runs again.
+        if dedupe is not None and not dead_lettered:
+            await dedupe.put(self.resources.writer, seen_key(cloud_event), 1)
 
 
 class AIStage(Stage):
@@ -73,14 +109,30 @@ class AIStage(Stage):
         self._limits = {
             flow.name: asyncio.Semaphore(flow.ai.max_concurrency) for flow in config.flows
         }
-        self._tasks = {
-            flow.name: AITask(flow, config.provider(flow.ai.provider), config.worker)
-            for flow in config.flows
-        }
+        self._session: aiohttp.ClientSession | None = None
+        self._runtimes: dict[str, ProviderRuntime] = {}
+        self._tasks: dict[str, AITask] = {}
 
     @property
     def max_in_flight(self) -> int:
         return max(1, sum(flow.ai.max_concurrency for flow in self.config.flows))
+
+    def _task(self, flow: str) -> AITask:
+        """The flow's task; provider clients follow the current HTTP session, while budgets
+        and breakers live as long as the process."""
+        session = self.resources.session
+        if session is not self._session:
+            self._session = session
+            for provider in self.config.providers:
+                runtime = self._runtimes.get(provider.name)
+                if runtime is None:
+                    self._runtimes[provider.name] = ProviderRuntime.build(provider, session)
+                else:
+                    runtime.client = client_for(provider, session)
+            self._tasks = {
+                f.name: AITask(f, self._runtimes, self.config.worker) for f in self.config.flows
+            }
+        return self._tasks[flow]
 
     async def handle(self, event: Any) -> None:
         message = event.message
@@ -90,16 +142,53 @@ class AIStage(Stage):
                 raise InvalidRecord(
                     f"no flow named {enriched.flow!r} is configured", stage=self.name
                 )
-            async with self._limits[enriched.flow]:
-                task = self._tasks[enriched.flow]
-                client = OpenAIChat(task.provider, self.resources.session)
-                result = await task.run(enriched, client)
         except HookstreamError as exc:
             await self._fail(message, exc, extra_headers=[])
             return
-        await emit(
-            self.resources.writer,
-            self.topics.results,
-            dumps(result),
-            key=enriched.event.partitionkey.encode(),
-        )
+        dedupe, cache = self.resources.dedupe, self.resources.ai_cache
+        marker = done_key(enriched.flow, enriched.event)
+        if dedupe is not None and marker in dedupe:
+            metrics.DUPLICATES_SKIPPED.labels(self.name).inc()
+            log.info("skipping %s: its result is already on Kafka", marker)
+            return
+        flow_header = [("hookstream-flow", enriched.flow.encode())]
+        in_flight = metrics.AI_IN_FLIGHT.labels(enriched.flow)
+        async with self._limits[enriched.flow]:
+            task = self._task(enriched.flow)
+            result = task.cached(enriched, cache)
+            cache_key = None
+            if result is None:
+                in_flight.inc()
+                try:
+                    outcome = await task.run(enriched)
+                except RetriesExhausted as exc:
+                    await self._fail(message, exc, extra_headers=flow_header + _errors(exc))
+                    return
+                except HookstreamError as exc:
+                    await self._fail(message, exc, extra_headers=flow_header)
+                    return
+                finally:
+                    in_flight.dec()
+                result, cache_key = outcome.result, outcome.cache_key
+        writer = self.resources.writer
+        writes = [
+            emit(
+                writer,
+                self.topics.results,
+                dumps(result),
+                key=enriched.event.partitionkey.encode(),
+                headers=carried_headers(message),
+            )
+        ]
+        if dedupe is not None:
+            writes.append(dedupe.put(writer, marker, 1))
+        if cache is not None and cache_key is not None:
+            writes.append(cache.put(writer, cache_key, cache_entry(result)))
+        await asyncio.gather(*writes)
+
+
+def _errors(exc: RetriesExhausted) -> list[tuple[str, bytes]]:
+    """The validation errors of an answer that stayed invalid, as their own DLQ header."""
+    if isinstance(exc.last, InvalidModelOutput):
+        return [("hookstream-dlq-validation_errors", str(exc.last).encode()[:4000])]
+    return []

@@ -74,6 +74,15 @@ class AIResult(_Model):
     attempts: int = Field(description="Calls made, including the successful one.")
     cached: bool = False
     produced_at: datetime = Field(default_factory=utc_now)
+    cost_usd: float = Field(
+        default=0.0, description="Cost of this event's calls from the price table; 0 if cached."
+    )
+    fallback: bool = Field(
+        default=False, description="True when a fallback (not the flow's primary) answered."
+    )
+    reasked: bool = Field(
+        default=False, description="True when the first answer was invalid and the model re-asked."
+    )
 
 
 class DeliveryReceipt(_Model):

@@ -7,6 +7,7 @@ sinks scale and lag independently of the (expensive) AI stage.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from pathlib import Path
@@ -18,6 +19,7 @@ from agents.pipeline import register_sinks, register_worker
 from agents.resources import Resources
 from schemas import codec
 from schemas.config import HookstreamConfig
+from streams.metrics import start_metrics_server
 
 log = logging.getLogger(__name__)
 Role = Literal["worker", "sinks"]
@@ -29,7 +31,14 @@ def broker_urls(bootstrap_servers: str) -> list[str]:
     ]
 
 
-def create_app(config: HookstreamConfig, role: Role, *, datadir: Path | None = None) -> faust.App:
+def create_app(
+    config: HookstreamConfig,
+    role: Role,
+    *,
+    datadir: Path | None = None,
+    metrics_port: int | None = None,
+    metrics_host: str = "127.0.0.1",
+) -> faust.App:
     codec.register()
     app_id = f"{config.kafka.topic_prefix}-{role}"
     state_dir = Path(os.environ.get("HOOKSTREAM_STATE_DIR", ".hookstream"))
@@ -48,9 +57,24 @@ def create_app(config: HookstreamConfig, role: Role, *, datadir: Path | None = N
         producer_acks=-1,
         autodiscover=False,
     )
-    resources = Resources(config, client_id=app_id)
+    resources = Resources(config, client_id=app_id, state=role == "worker")
+    if metrics_port is not None:
+        _serve_metrics(app, metrics_host, metrics_port)
     if role == "worker":
         register_worker(app, config, resources)
     else:
         register_sinks(app, config, resources)
     return app
+
+
+def _serve_metrics(app: faust.App, host: str, port: int) -> None:
+    """``/metrics`` from the worker's own event loop, for as long as the worker runs."""
+
+    async def serve_metrics() -> None:
+        runner = await start_metrics_server(host, port)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+    app.task(serve_metrics)

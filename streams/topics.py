@@ -57,6 +57,16 @@ class Topics:
     def all(self) -> list[str]:
         return [self.name(role) for role in ROLES]
 
+    # The worker's compacted state topics; created by agents.state.DurableMap (compact,delete
+    # with retention = TTL), not by ensure_topics.
+    @property
+    def dedupe(self) -> str:
+        return f"{self.prefix}.dedupe"
+
+    @property
+    def ai_cache(self) -> str:
+        return f"{self.prefix}.ai-cache"
+
 
 async def ensure_topics(settings: KafkaSettings) -> list[str]:
     """Create the catalogue's topics if missing; return the names created.

@@ -1,43 +1,23 @@
 """Client for OpenAI-compatible ``/v1/chat/completions`` (OpenAI, vLLM, Ollama, LiteLLM...).
 
-Asks for structured output with ``response_format: json_schema`` so capable servers constrain
-the answer; the answer is still validated by :mod:`agents.ai.output`, since not every server
+Structured output as the provider's ``structured_output`` says: ``json_schema`` (capable servers
+constrain the answer), ``json_object`` (JSON mode) or ``instruction`` (the schema in the system
+prompt). The answer is validated by :mod:`agents.ai.output` either way, since not every server
 honours the schema.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
+from agents.ai.provider import STAGE, ChatRequest, Completion, schema_instruction
 from agents.http import request_json
 from schemas.config import ProviderConfig
 from schemas.events import TokenUsage
 from streams.errors import RetriableRemoteError
-
-STAGE = "ai"
-
-
-@dataclass(frozen=True, slots=True)
-class ChatRequest:
-    model: str
-    system: str
-    prompt: str
-    schema_name: str
-    schema: dict[str, Any]
-    temperature: float
-    max_tokens: int
-
-
-@dataclass(frozen=True, slots=True)
-class Completion:
-    content: str
-    model: str
-    usage: TokenUsage
-    latency_ms: float
 
 
 class OpenAIChat:
@@ -52,24 +32,30 @@ class OpenAIChat:
         return {"Authorization": f"Bearer {self.provider.api_key.get_secret_value()}"}
 
     def payload(self, request: ChatRequest) -> dict[str, Any]:
-        messages = []
-        if request.system:
-            messages.append({"role": "system", "content": request.system})
-        messages.append({"role": "user", "content": request.prompt})
-        return {
+        mode = self.provider.structured_output
+        system = request.system
+        if mode != "json_schema":
+            system = f"{system}\n\n{schema_instruction(request)}".strip()
+        messages = [{"role": "system", "content": system}] if system else []
+        messages += request.messages()
+        payload: dict[str, Any] = {
             "model": request.model,
             "messages": messages,
             "temperature": request.temperature,
             "max_tokens": request.max_tokens,
-            "response_format": {
+        }
+        if mode == "json_schema":
+            payload["response_format"] = {
                 "type": "json_schema",
                 "json_schema": {
                     "name": request.schema_name,
                     "schema": request.schema,
                     "strict": False,
                 },
-            },
-        }
+            }
+        elif mode == "json_object":
+            payload["response_format"] = {"type": "json_object"}
+        return payload
 
     async def complete(self, request: ChatRequest) -> Completion:
         started = time.perf_counter()
@@ -95,13 +81,15 @@ class OpenAIChat:
                 stage=STAGE,
             ) from None
         usage = body.get("usage") or {}
+        prompt_tokens = int(usage.get("prompt_tokens", 0))
+        completion_tokens = int(usage.get("completion_tokens", 0))
         return Completion(
             content=content,
             model=str(body.get("model") or request.model),
             usage=TokenUsage(
-                prompt_tokens=int(usage.get("prompt_tokens", 0)),
-                completion_tokens=int(usage.get("completion_tokens", 0)),
-                total_tokens=int(usage.get("total_tokens", 0)),
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                total_tokens=int(usage.get("total_tokens", prompt_tokens + completion_tokens)),
             ),
             latency_ms=latency_ms,
         )

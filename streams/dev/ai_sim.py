@@ -1,4 +1,4 @@
-"""An OpenAI-compatible chat-completions simulator for the demo, the tests and the benchmarks.
+"""An OpenAI- and Anthropic-compatible simulator for the demo, the tests and the benchmarks.
 
 A real provider is slow, costs money and answers differently each time; a pipeline test needs the
 opposite. This server answers ``POST /v1/chat/completions`` from a small keyword analysis of the
@@ -6,8 +6,11 @@ last ``user`` message (sentiment, category, summary, score), shaped by the reque
 a given input always yields the same output. Faults (429 with Retry-After, 500, malformed JSON) and
 latency are injected from a seeded RNG and can be changed at runtime through ``/_sim/config``.
 
-Routes: ``POST /v1/chat/completions``, ``GET /v1/models``, ``GET /healthz``, ``GET /_sim/stats``,
-``GET|POST /_sim/config``, ``POST /_sim/reset``.
+The same analysis answers Anthropic's ``POST /v1/messages`` (a forced tool call's
+``input_schema`` shapes the answer); the pure logic lives in :mod:`streams.dev.ai_sim_logic`.
+
+Routes: ``POST /v1/chat/completions``, ``POST /v1/messages``, ``GET /v1/models``,
+``GET /healthz``, ``GET /_sim/stats``, ``GET|POST /_sim/config``, ``POST /_sim/reset``.
 
 Run: ``hookstream dev ai-sim --port 8091`` or ``python -m streams.dev.ai_sim``.
 """
@@ -18,12 +21,10 @@ import argparse
 import asyncio
 import hashlib
 import random
-import re
 import sys
-import time
 from collections import Counter, deque
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Self
 
 import orjson
@@ -44,289 +45,40 @@ from streams.dev._simcommon import (
     run,
     utc_now_iso,
 )
+from streams.dev.ai_sim_logic import (
+    SIM_MODEL,
+    SUMMARY_MAX_CHARS,
+    Analysis,
+    ChatRequest,
+    analyse,
+    build_output,
+    completion_body,
+    count_tokens,
+    messages_body,
+    parse_chat_request,
+    parse_messages_request,
+    summarise,
+)
 
-SIM_MODEL = "sim-1"
-SUMMARY_MAX_CHARS = 120
+# Re-exported: the unit tests and the e2e test import the logic from here too.
+__all__ = [
+    "SUMMARY_MAX_CHARS",
+    "AISimSettings",
+    "Analysis",
+    "analyse",
+    "build_output",
+    "completion_body",
+    "count_tokens",
+    "create_app",
+    "main",
+    "parse_chat_request",
+    "summarise",
+]
+
 CALLS_KEPT = 10_000
 COMPLETIONS_PATH = "/v1/chat/completions"
-
-Sentiment = Literal["positive", "neutral", "negative"]
-SENTIMENTS: tuple[Sentiment, ...] = ("positive", "neutral", "negative")
-CATEGORIES = ("billing", "bug", "feature_request", "account", "other")
-
-
-def _words(text: str) -> frozenset[str]:
-    return frozenset(text.split())
-
-
-# Exact lowercase words (inflections listed rather than stemmed, so matches are easy to predict).
-_POSITIVE = _words(
-    "love loved loves great thanks thank excellent happy awesome amazing perfect fantastic "
-    "wonderful helpful appreciate appreciated good nice glad pleased"
-)
-_NEGATIVE = _words(
-    "broken refund refunded angry terrible cancel cancelled canceled cancelling failed fails "
-    "failing failure slow bug bugs buggy crash crashes crashed error errors awful bad hate "
-    "worst frustrated frustrating disappointed useless unacceptable"
-)
-# Dict order is the tie-break priority between categories.
-_CATEGORY_WORDS: dict[str, frozenset[str]] = {
-    "billing": _words(
-        "billing bill billed invoice invoices charge charged charges payment payments paid pay "
-        "refund refunded price pricing subscription card receipt"
-    ),
-    "bug": _words(
-        "bug bugs buggy crash crashes crashed error errors broken exception fails failed "
-        "failing glitch freezes"
-    ),
-    "feature_request": _words(
-        "feature features wish suggestion suggest add adding roadmap integration"
-    ),
-    "account": _words("account login log password username profile signin locked 2fa sso email"),
-}
-_WORD = re.compile(r"[a-z0-9']+")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s")
-
-
-@dataclass(frozen=True, slots=True)
-class Analysis:
-    """What the simulated model "understood" of a text."""
-
-    sentiment: Sentiment
-    category: str
-    summary: str
-    score: float  # in [-1, 1]; > 0 exactly when sentiment is positive
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "sentiment": self.sentiment,
-            "category": self.category,
-            "summary": self.summary,
-            "score": self.score,
-        }
-
-
-def summarise(text: str, max_chars: int = SUMMARY_MAX_CHARS) -> str:
-    """First sentence, whitespace collapsed, cut at a word boundary to ``max_chars``."""
-    flat = " ".join(text.split())
-    first = _SENTENCE_END.split(flat, maxsplit=1)[0]
-    if len(first) <= max_chars:
-        return first
-    cut = first[: max_chars - 1]
-    if " " in cut:
-        cut = cut.rsplit(" ", 1)[0]
-    return cut + "…"
-
-
-def analyse(text: str) -> Analysis:
-    """Deterministic keyword analysis: the same text always gives the same answer."""
-    words = _WORD.findall(text.lower().replace("\u2019", "'"))
-    positive = sum(w in _POSITIVE for w in words)
-    negative = sum(w in _NEGATIVE for w in words)
-    score = round((positive - negative) / (positive + negative), 3) if positive + negative else 0.0
-    sentiment: Sentiment = "positive" if score > 0 else "negative" if score < 0 else "neutral"
-    hits = {name: sum(w in vocab for w in words) for name, vocab in _CATEGORY_WORDS.items()}
-    best = max(hits.values(), default=0)
-    category = next((n for n, c in hits.items() if c == best), "other") if best else "other"
-    return Analysis(sentiment, category, summarise(text), score)
-
-
-def count_tokens(text: str) -> int:
-    """A stable stand-in for a tokenizer: one token per started 4 characters."""
-    return (len(text) + 3) // 4
-
-
-# --- schema-driven output ------------------------------------------------------------------
-
-_MAX_SCHEMA_DEPTH = 8
-
-
-def _resolve(prop: Any, root: Mapping[str, Any]) -> Mapping[str, Any]:
-    """Follow a local ``$ref`` and pick the first non-null branch of ``anyOf``/``oneOf``.
-
-    Pydantic's ``model_json_schema()`` emits both (enums as ``$defs``, ``X | None`` as anyOf).
-    """
-    for _ in range(_MAX_SCHEMA_DEPTH):
-        if not isinstance(prop, Mapping):
-            return {}
-        ref = prop.get("$ref")
-        if isinstance(ref, str) and ref.startswith("#/"):
-            target: Any = root
-            for part in ref[2:].split("/"):
-                target = target.get(part) if isinstance(target, Mapping) else None
-            prop = target
-            continue
-        branches = prop.get("anyOf") or prop.get("oneOf") or prop.get("allOf")
-        if isinstance(branches, list) and branches:
-            non_null = [
-                b for b in branches if not (isinstance(b, Mapping) and b.get("type") == "null")
-            ]
-            prop = non_null[0] if non_null else branches[0]
-            continue
-        return prop
-    return {}
-
-
-def _main_type(prop: Mapping[str, Any]) -> str | None:
-    kind = prop.get("type")
-    if isinstance(kind, list):
-        kind = next((k for k in kind if k != "null"), "null")
-    return kind if isinstance(kind, str) else None
-
-
-def _value_for(
-    name: str | None, prop: Any, analysis: Analysis, root: Mapping[str, Any], depth: int
-) -> Any:
-    spec = _resolve(prop, root)
-    if "const" in spec:
-        return spec["const"]
-    kind = _main_type(spec)
-    if kind == "object":
-        props = spec.get("properties")
-        if not isinstance(props, Mapping) or depth >= _MAX_SCHEMA_DEPTH:
-            return {}
-        return {key: _value_for(key, sub, analysis, root, depth + 1) for key, sub in props.items()}
-    if kind == "array":
-        return []
-    if kind == "null":
-        return None
-    value: Any
-    if name in ("sentiment", "category", "summary") and kind in (None, "string"):
-        value = getattr(analysis, name)
-    elif kind == "boolean":
-        value = analysis.sentiment == "positive"
-    elif kind == "integer":
-        value = round(analysis.score)
-    elif kind == "number" or (name == "score" and kind is None):
-        value = analysis.score
-    else:
-        value = analysis.summary
-    enum = spec.get("enum")
-    if isinstance(enum, list) and enum:
-        return value if value in enum else enum[0]
-    if isinstance(value, str) and isinstance(spec.get("maxLength"), int):
-        value = value[: spec["maxLength"]]
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        low, high = spec.get("minimum"), spec.get("maximum")
-        value = max(value, low) if isinstance(low, int | float) else value
-        value = min(value, high) if isinstance(high, int | float) else value
-    return value
-
-
-def build_output(schema: Mapping[str, Any] | None, analysis: Analysis) -> dict[str, Any]:
-    """The answer object: exactly the schema's properties, or the four analysis fields."""
-    if schema is None or not isinstance(schema.get("properties"), Mapping):
-        return analysis.as_dict()
-    result = _value_for(None, {**schema, "type": "object"}, analysis, schema, 0)
-    assert isinstance(result, dict)  # noqa: S101 - forced "type": "object" above
-    return result
-
-
-# --- request parsing -----------------------------------------------------------------------
-
-
-def _content_text(content: Any) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(
-            part["text"]
-            for part in content
-            if isinstance(part, dict)
-            and part.get("type") == "text"
-            and isinstance(part.get("text"), str)
-        )
-    raise SimError(
-        400, "messages[].content must be a string, a list of parts or null", code="invalid_content"
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class ChatRequest:
-    model: str
-    texts: tuple[tuple[str, str], ...]  # (role, text) per message
-    schema: Mapping[str, Any] | None
-
-    @property
-    def user_text(self) -> str:
-        """The last user message: the sim analyses only it (instructions live in ``system``)."""
-        return next((text for role, text in reversed(self.texts) if role == "user"), "")
-
-
-def parse_chat_request(data: Any) -> ChatRequest:
-    """Validate an OpenAI chat request body; :class:`SimError` 400 names the field at fault."""
-    if not isinstance(data, dict):
-        raise SimError(400, "request body must be a JSON object", code="invalid_body")
-    model = data.get("model")
-    if not isinstance(model, str) or not model:
-        raise SimError(400, "'model' is required and must be a string", code="missing_model")
-    messages = data.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise SimError(400, "'messages' must be a non-empty list", code="invalid_messages")
-    texts: list[tuple[str, str]] = []
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise SimError(
-                400, f"messages[{i}] must be an object with a 'role'", code="invalid_messages"
-            )
-        texts.append((message["role"], _content_text(message.get("content"))))
-    return ChatRequest(model, tuple(texts), _response_schema(data.get("response_format")))
-
-
-def _response_schema(response_format: Any) -> Mapping[str, Any] | None:
-    if response_format is None:
-        return None
-    kind = response_format.get("type") if isinstance(response_format, dict) else None
-    if kind in ("text", "json_object"):
-        return None
-    if kind != "json_schema":
-        raise SimError(
-            400,
-            "response_format.type must be one of 'text', 'json_object', 'json_schema'",
-            code="invalid_response_format",
-        )
-    spec = response_format.get("json_schema")
-    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
-        raise SimError(
-            400, "response_format.json_schema.name is required", code="invalid_response_format"
-        )
-    schema = spec.get("schema")
-    if not isinstance(schema, dict):
-        raise SimError(
-            400,
-            "response_format.json_schema.schema must be an object",
-            code="invalid_response_format",
-        )
-    return schema
-
-
-def completion_body(request: ChatRequest, content: str, request_digest: str) -> dict[str, Any]:
-    """A ``chat.completion`` object; token counts are a pure function of the texts."""
-    prompt_tokens = count_tokens("".join(text for _, text in request.texts))
-    completion_tokens = count_tokens(content)
-    return {
-        "id": f"chatcmpl-{request_digest[:24]}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": request.model,
-        "system_fingerprint": "fp_hookstream_sim",
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": content, "refusal": None},
-                "logprobs": None,
-                "finish_reason": "stop",
-            }
-        ],
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        },
-    }
-
+MESSAGES_PATH = "/v1/messages"
+MODEL_PATHS = frozenset({COMPLETIONS_PATH, MESSAGES_PATH})
 
 # --- server --------------------------------------------------------------------------------
 
@@ -346,6 +98,7 @@ class AISimSettings(BaseModel):
     rate_500: float = Field(default=0.0, ge=0, le=1)
     rate_malformed: float = Field(default=0.0, ge=0, le=1)
     seed: int = 0
+    down_models: list[str] = Field(default_factory=list)  # these models answer 503
 
     @model_validator(mode="after")
     def _rates_fit_one_draw(self) -> Self:
@@ -356,7 +109,16 @@ class AISimSettings(BaseModel):
 
 
 RUNTIME_KNOBS = frozenset(
-    {"latency_ms", "jitter_ms", "rate_429", "retry_after_s", "rate_500", "rate_malformed", "seed"}
+    {
+        "latency_ms",
+        "jitter_ms",
+        "rate_429",
+        "retry_after_s",
+        "rate_500",
+        "rate_malformed",
+        "seed",
+        "down_models",
+    }
 )
 Fault = Literal["429", "500", "malformed"] | None
 
@@ -410,7 +172,7 @@ CALL = web.RequestKey("ai_sim_call", dict)
 @web.middleware
 async def _stats_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Count every completion request with its final status, whatever answered it."""
-    if request.path != COMPLETIONS_PATH:
+    if request.path not in MODEL_PATHS:
         return await handler(request)
     state = request.app[STATE]
     state.seq += 1
@@ -438,18 +200,25 @@ async def _stats_middleware(request: web.Request, handler: Handler) -> web.Strea
         state.calls.append(call)
 
 
-async def _completions(request: web.Request) -> web.Response:
+async def _answer(request: web.Request, chat: ChatRequest, api: str) -> Analysis | None:
+    """Record the call, wait the simulated latency, raise the drawn fault; the analysis to
+    answer with, or None for a malformed answer."""
     state = request.app[STATE]
-    chat = parse_chat_request(await read_json(request))
     user_text = chat.user_text
     call = request[CALL]
     call["model"] = chat.model
+    call["api"] = api
     call["user_text_sha256"] = hashlib.sha256(user_text.encode()).hexdigest()
+    # A re-ask carries the earlier answer as an assistant turn.
+    call["reask"] = any(role == "assistant" for role, _ in chat.texts)
     fault, delay_s = state.draw()
     if delay_s > 0:
         await asyncio.sleep(delay_s)
+    if chat.model in state.settings.down_models:
+        raise SimError(503, f"model {chat.model} is down (simulated).", type_="server_error")
     retry_after_s = state.settings.retry_after_s
     if fault == "429":
+        reset_at = datetime.now(UTC) + timedelta(seconds=retry_after_s)
         raise SimError(
             429,
             "Rate limit reached for requests (simulated).",
@@ -459,6 +228,7 @@ async def _completions(request: web.Request) -> web.Response:
                 "Retry-After": str(retry_after_s),
                 "retry-after-ms": str(retry_after_s * 1000),
                 "x-ratelimit-reset-requests": f"{retry_after_s}s",
+                "anthropic-ratelimit-requests-reset": reset_at.isoformat(),
             },
         )
     if fault == "500":
@@ -467,20 +237,49 @@ async def _completions(request: web.Request) -> web.Response:
             "The server had an error processing your request (simulated).",
             type_="server_error",
         )
-    analysis = analyse(user_text)
     if fault == "malformed":
         state.malformed += 1
-        # What a chatty model without JSON mode does: prose, then a truncated pseudo-object.
-        content = (
-            "Sure! Here is the analysis: "
-            f"{{sentiment: {analysis.sentiment}, summary: {analysis.summary}"
-        )
-    else:
-        content = orjson.dumps(build_output(chat.schema, analysis)).decode()
-    digest = hashlib.sha256(
+        return None
+    return analyse(user_text)
+
+
+def _malformed(chat: ChatRequest) -> str:
+    """What a chatty model without JSON mode does: prose, then a truncated pseudo-object."""
+    analysis = analyse(chat.user_text)
+    return (
+        f"Sure! Here is the analysis: {{sentiment: {analysis.sentiment}, summary: "
+        f"{analysis.summary}"
+    )
+
+
+def _digest(chat: ChatRequest) -> str:
+    return hashlib.sha256(
         orjson.dumps([chat.model, chat.texts, chat.schema], option=orjson.OPT_SORT_KEYS)
     ).hexdigest()
-    return json_response(completion_body(chat, content, digest))
+
+
+async def _completions(request: web.Request) -> web.Response:
+    chat = parse_chat_request(await read_json(request))
+    analysis = await _answer(request, chat, "openai")
+    if analysis is None:
+        content = _malformed(chat)
+    else:
+        content = orjson.dumps(build_output(chat.schema, analysis)).decode()
+    return json_response(completion_body(chat, content, _digest(chat)))
+
+
+async def _messages(request: web.Request) -> web.Response:
+    data = await read_json(request)
+    chat = parse_messages_request(data)
+    analysis = await _answer(request, chat, "anthropic")
+    tool = data.get("tool_choice", {}).get("name", "") if chat.schema is not None else ""
+    if analysis is None:
+        return json_response(messages_body(chat, None, _malformed(chat), tool, _digest(chat)))
+    output = build_output(chat.schema, analysis)
+    if chat.schema is None:
+        text = orjson.dumps(output).decode()
+        return json_response(messages_body(chat, None, text, tool, _digest(chat)))
+    return json_response(messages_body(chat, output, None, tool, _digest(chat)))
 
 
 async def _models(_request: web.Request) -> web.Response:
@@ -532,6 +331,7 @@ def create_app(settings: AISimSettings) -> web.Application:
     )
     app[STATE] = _SimState(settings)
     app.router.add_post(COMPLETIONS_PATH, _completions)
+    app.router.add_post(MESSAGES_PATH, _messages)
     app.router.add_get("/v1/models", _models)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/_sim/stats", _get_stats)
