@@ -14,6 +14,7 @@ from types import TracebackType
 import aiohttp
 
 from agents.http import new_session
+from agents.recovery import results_since_last_commit
 from agents.state import DurableMap
 from schemas.config import HookstreamConfig
 from streams.producer import KafkaWriter
@@ -60,6 +61,18 @@ class Resources:
             raise RuntimeError("Resources used outside `async with`")
         return self._writer
 
+    async def _recover_markers(self, dedupe: DurableMap) -> None:
+        """Mark results a crash left without their marker (:mod:`agents.recovery`)."""
+        topics = Topics(self.config.kafka.topic_prefix)
+        done = await results_since_last_commit(
+            self.config.kafka,
+            group=self.client_id,
+            enriched=topics.enriched,
+            results=topics.results,
+        )
+        for key in done:
+            dedupe.remember(key, 1)
+
     async def __aenter__(self) -> Resources:
         async with self._lock:
             if self._users == 0:
@@ -72,6 +85,8 @@ class Resources:
                 # Loaded to the end before any agent handles an event (like table recovery).
                 for durable_map in self.maps:
                     await durable_map.start()
+                if self.dedupe is not None:
+                    await self._recover_markers(self.dedupe)
             self._users += 1
         return self
 

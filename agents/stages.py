@@ -10,7 +10,8 @@ Dedupe lives here, in two places, both backed by the worker's durable dedupe map
 - ai remembers each (flow, event id) whose result is on Kafka (``done/<flow>/<source>/<id>``):
   an event processed again after a crash — or enriched twice because the crash came between
   enrich's output and its marker — is skipped without calling the model. The result and its
-  marker are written together (both sent before either is awaited).
+  marker are written together (both sent before either is awaited); should a crash land
+  between the two acknowledgements, :mod:`agents.recovery` finds the result on restart.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 import aiohttp
 
-from agents import metrics
+from agents import metrics, recovery
 from agents.ai.provider import client_for
 from agents.ai.task import AITask, ProviderRuntime, cache_entry
 from agents.emit import emit
@@ -43,7 +44,7 @@ def seen_key(event: CloudEvent) -> str:
 
 
 def done_key(flow: str, event: CloudEvent) -> str:
-    return f"done/{flow}/{event.event_key}"
+    return recovery.done_key(flow, event.source, event.id)
 
 
 class EnrichStage(Stage):

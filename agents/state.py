@@ -89,6 +89,10 @@ class DurableMap:
         await emit(writer, self.topic, record, key=key.encode())
         self._data[key] = (written_at, value)
 
+    def remember(self, key: str, value: Any) -> None:
+        """Set ``key`` locally only: for facts already durable elsewhere (agents.recovery)."""
+        self._data[key] = (self._clock(), value)
+
     def cleanup(self) -> int:
         """Forget expired entries; returns how many."""
         horizon = self._clock() - self.ttl_s

@@ -163,8 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--metrics-port",
         type=int,
-        default=None,
-        help="serve Prometheus /metrics on this port (default: off; 9464 is customary)",
+        default=int(os.environ["HOOKSTREAM_METRICS_PORT"])
+        if os.environ.get("HOOKSTREAM_METRICS_PORT")
+        else None,
+        help="serve Prometheus /metrics on this port (default: $HOOKSTREAM_METRICS_PORT, else "
+        "off; 9464 is customary)",
     )
     worker.add_argument("--metrics-host", default="127.0.0.1", help="address for --metrics-port")
     worker.set_defaults(func=cmd_worker)

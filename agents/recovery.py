@@ -1,0 +1,117 @@
+"""After a crash: which results are already on Kafka for events the worker will see again?
+
+The AI stage writes a result and its dedupe marker together, but "together" is two records on
+two topics: a crash can land between their acknowledgements, leaving a result without its
+marker. The results topic itself is the truth, so before the agents start, the worker reads
+back the results written since the oldest uncommitted event:
+
+1. the worker group's committed offset on each partition of the enriched topic marks the
+   first event that will be processed again; the earliest timestamp among those records is
+   when the redo window opened;
+2. every result written since then (less a margin for clock skew) is read, and each
+   (flow, event) found is remembered as done.
+
+This reads only the window a crash can redo (seconds of results with the default 1 s commit
+interval), not the whole topic.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from schemas.config import KafkaSettings
+
+log = logging.getLogger(__name__)
+_MARGIN_MS = 60_000
+
+
+def done_key(flow: str, source: str, event_id: str) -> str:
+    return f"done/{flow}/{source}/{event_id}"
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    partitions = consumer.partitions_for_topic(topic)
+    if not partitions:
+        await consumer._client.force_metadata_update()
+        partitions = consumer.partitions_for_topic(topic) or set()
+    return [TopicPartition(topic, p) for p in sorted(partitions)]
+
+
+async def _redo_window_start_ms(
+    consumer: AIOKafkaConsumer, settings: KafkaSettings, group: str, enriched: str
+) -> int | None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    tps = await _partitions(consumer, enriched)
+    if not tps:
+        return None
+    ends = await consumer.end_offsets(tps)
+    start_ms: int | None = None
+    for tp in tps:
+        meta = committed.get(tp)
+        offset = meta.offset if meta is not None and meta.offset >= 0 else 0
+        if offset >= ends[tp]:
+            continue
+        consumer.assign([tp])
+        consumer.seek(tp, offset)
+        record = await consumer.getone()
+        start_ms = record.timestamp if start_ms is None else min(start_ms, record.timestamp)
+    return start_ms
+
+
+async def results_since_last_commit(
+    settings: KafkaSettings, *, group: str, enriched: str, results: str
+) -> set[str]:
+    """Dedupe keys (``done/<flow>/<source>/<id>``) of results a crash may have left unmarked."""
+    started = time.monotonic()
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+    )
+    await consumer.start()
+    found: set[str] = set()
+    try:
+        start_ms = await _redo_window_start_ms(consumer, settings, group, enriched)
+        if start_ms is None:
+            return found
+        tps = await _partitions(consumer, results)
+        since = await consumer.offsets_for_times({tp: start_ms - _MARGIN_MS for tp in tps})
+        ends = await consumer.end_offsets(tps)
+        consumer.assign(tps)
+        behind = set()
+        for tp in tps:
+            found_offset = since.get(tp)
+            if found_offset is not None and found_offset.offset < ends[tp]:
+                consumer.seek(tp, found_offset.offset)
+                behind.add(tp)
+        while behind:
+            batch = await consumer.getmany(*behind, timeout_ms=500)
+            for messages in batch.values():
+                for message in messages:
+                    try:
+                        value = orjson.loads(message.value or b"")
+                        event = value["event"]
+                        found.add(done_key(value["flow"], event["source"], event["id"]))
+                    except (orjson.JSONDecodeError, KeyError, TypeError):
+                        continue
+            for tp in list(behind):
+                if await consumer.position(tp) >= ends[tp]:
+                    behind.discard(tp)
+    finally:
+        await consumer.stop()
+    log.info(
+        "recovery: %d results since the last commit are already on Kafka (%.2f s)",
+        len(found),
+        time.monotonic() - started,
+    )
+    return found
