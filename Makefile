@@ -18,7 +18,8 @@ STATE_DIR ?= $(or $(HOOKSTREAM_STATE_DIR),.hookstream)
 # KAFKA_PORT and the other KAFKA_*/HOOKSTREAM_* variables reach scripts/kafka through the
 # environment (make passes both environment and command-line variables on to recipes).
 
-.PHONY: help venv kafka-up kafka-down kafka-status kafka-logs test unit demo lint fmt clean
+.PHONY: help venv kafka-up kafka-down kafka-status kafka-logs test unit demo lint fmt clean \
+	bench-gateway
 
 help: ## list the targets
 	@echo "hookstream make targets:"
@@ -54,6 +55,9 @@ unit: venv ## unit tests only, no broker
 
 demo: venv ## the end-to-end demo (scripts/demo.py) against a real broker
 	scripts/with-kafka $(PY) scripts/demo.py
+
+bench-gateway: venv ## gateway vs bare aiohttp vs naive aiokafka, one run (bench/results/gateway.md)
+	scripts/with-kafka $(PY) bench/gateway/run.py
 
 lint: venv ## ruff check, ruff format --check, mypy (runs all three, fails if any fails)
 	@rc=0; \

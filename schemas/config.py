@@ -104,7 +104,9 @@ class GatewaySettings(_Frozen):
 SignatureScheme = Literal["standard-webhooks", "stripe", "github", "hmac-sha256", "none"]
 # Fields only the generic scheme reads; the named schemes fix their headers and encodings.
 _GENERIC_ONLY_FIELDS = ("header", "encoding", "prefix", "timestamp_header")
-_SECRET_SEPARATORS = re.compile(r"[\s,]+")
+# Commas or line breaks, not spaces: GitHub and generic senders let people type secrets with
+# spaces in them (GitHub's own example is "It's a Secret to Everybody").
+_SECRET_SEPARATORS = re.compile(r"[,\r\n]")
 
 
 class SignatureConfig(_Frozen):
@@ -119,7 +121,7 @@ class SignatureConfig(_Frozen):
     secret_env: str | None = Field(
         default=None,
         description="Environment variable holding the signing secret; several secrets "
-        "separated by spaces or commas are all accepted (rotation).",
+        "separated by commas or line breaks are all accepted (rotation).",
     )
     header: str = "X-Signature"
     encoding: Literal["hex", "base64"] = "hex"
@@ -153,10 +155,14 @@ class SignatureConfig(_Frozen):
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        """Every active secret: the variable may hold several, separated by spaces or commas."""
-        if self.secret is None:
-            return ()
-        return tuple(s for s in _SECRET_SEPARATORS.split(self.secret.get_secret_value()) if s)
+        """Every active secret: the variable may hold several, separated by commas or line
+        breaks (surrounding blanks are trimmed)."""
+        return () if self.secret is None else split_secrets(self.secret.get_secret_value())
+
+
+def split_secrets(text: str) -> tuple[str, ...]:
+    """The secrets of one variable's value (rotation: several, comma- or line-separated)."""
+    return tuple(s for s in (part.strip() for part in _SECRET_SEPARATORS.split(text)) if s)
 
 
 class RateLimitConfig(_Frozen):

@@ -35,13 +35,14 @@ class WriteGate:
         IN_FLIGHT_WRITES.inc()
         return True
 
-    def leave(self, *, acknowledged: bool) -> None:
-        """Release the slot; the write's outcome tells whether the broker is taking writes."""
+    def leave(self, *, acknowledged: bool | None) -> None:
+        """Release the slot; the write's outcome (None: unknown) tells whether the broker is
+        taking writes."""
         self.in_flight -= 1
         IN_FLIGHT_WRITES.dec()
         if acknowledged and self.broker_failing:
             log.info("Kafka acknowledges writes again; the gateway accepts webhooks")
             self.broker_failing = False
-        elif not acknowledged and not self.broker_failing:
+        elif acknowledged is False and not self.broker_failing:
             log.warning("Kafka is not acknowledging writes; answering 503 until it does")
             self.broker_failing = True

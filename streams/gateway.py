@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 import orjson
 from aiohttp import web
 
-from schemas.codec import dumps
 from schemas.config import HookstreamConfig, SourceConfig
 from streams import signatures
 from streams.backpressure import WriteGate
@@ -36,7 +35,7 @@ from streams.errors import (
     WebhookRejected,
 )
 from streams.gateway_metrics import PRODUCE_SECONDS, UNKNOWN_SOURCE, count_refusal, count_request
-from streams.ingest import build_event
+from streams.ingest import encode_event
 from streams.metrics import metrics_handler
 from streams.netguard import client_address, in_networks
 from streams.openapi import build_openapi
@@ -171,7 +170,7 @@ async def _accept(state: GatewayState, source: SourceConfig, request: web.Reques
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidPayload(f"body is not valid JSON: {exc}", code="invalid_json") from None
-    event = build_event(
+    event = encode_event(
         source,
         request.headers,
         body,
@@ -183,13 +182,14 @@ async def _accept(state: GatewayState, source: SourceConfig, request: web.Reques
             raise GatewayBusy("Kafka is not acknowledging writes", code="broker_unavailable")
         raise GatewayBusy("too many writes in flight")
     started = time.perf_counter()
-    acknowledged = False
+    acknowledged: bool | None = None  # None: neither outcome (e.g. cancelled), says nothing
     try:
         metadata = await state.writer.send(
-            state.topic, dumps(event), key=event.partitionkey.encode(), headers=_CLOUDEVENTS_HEADERS
+            state.topic, event.value, key=event.key.encode(), headers=_CLOUDEVENTS_HEADERS
         )
         acknowledged = True
     except BrokerUnavailable as exc:
+        acknowledged = False
         log.warning("503 for %s/%s: %s", source.name, event.id, exc)
         raise
     finally:

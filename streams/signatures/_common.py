@@ -10,8 +10,9 @@ import hashlib
 import hmac
 import time
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 
-from schemas.config import SignatureConfig
+from schemas.config import SignatureConfig, split_secrets
 from streams.errors import SignatureError
 
 
@@ -19,9 +20,14 @@ def hmac_sha256(key: bytes, message: bytes) -> bytes:
     return hmac.new(key, message, hashlib.sha256).digest()
 
 
+@lru_cache(maxsize=256)
+def _utf8(secret_text: str) -> tuple[bytes, ...]:
+    return tuple(s.encode() for s in split_secrets(secret_text))
+
+
 def utf8_keys(config: SignatureConfig) -> tuple[bytes, ...]:
     """The configured secrets as HMAC keys (UTF-8 text, as GitHub, Stripe and most senders use)."""
-    keys = tuple(s.encode() for s in config.secrets)
+    keys = () if config.secret is None else _utf8(config.secret.get_secret_value())
     if not keys:  # the loader refuses to start without one; belt and braces
         raise SignatureError("the source has no signing secret configured", code="no_secret")
     return keys

@@ -14,7 +14,7 @@ import binascii
 from collections.abc import Mapping
 from functools import lru_cache
 
-from schemas.config import SignatureConfig
+from schemas.config import SignatureConfig, split_secrets
 from streams.errors import SignatureError
 from streams.signatures._common import (
     any_matches,
@@ -47,9 +47,17 @@ def decode_secret(secret: str) -> bytes:
         raise ValueError("a standard-webhooks secret must be 'whsec_' + base64") from None
 
 
+@lru_cache(maxsize=256)
+def _decoded(secret_text: str) -> tuple[bytes, ...]:
+    """Every key of a (possibly rotated: several) secret variable's value, decoded once."""
+    return tuple(decode_secret(s) for s in split_secrets(secret_text))
+
+
 def _keys(config: SignatureConfig) -> tuple[bytes, ...]:
+    if config.secret is None:
+        raise SignatureError("the source has no signing secret configured", code="no_secret")
     try:
-        keys = tuple(decode_secret(s) for s in config.secrets)
+        keys = _decoded(config.secret.get_secret_value())
     except ValueError:
         raise SignatureError(
             "the source's signing secret is not a valid whsec_ secret", code="no_secret"

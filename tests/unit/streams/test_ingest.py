@@ -10,9 +10,11 @@ import orjson
 import pytest
 from multidict import CIMultiDict
 
+from schemas.codec import dumps
 from schemas.config import DEFAULT_FORWARDED_HEADERS, SignatureConfig, SourceConfig
+from schemas.events import CloudEvent
 from streams.errors import InvalidPayload
-from streams.ingest import build_event, event_type, payload_field, webhook_id
+from streams.ingest import build_event, encode_event, event_type, payload_field, webhook_id
 
 PAYLOAD: dict[str, Any] = {
     "id": "evt_123",
@@ -183,3 +185,67 @@ def test_default_forwarded_headers_never_include_signatures_or_credentials() -> 
     assert "deadbeef" not in serialized
     assert "cafe" not in serialized
     assert "token-xyz" not in serialized
+
+
+# --- the signature scheme's delivery id and type; the hot-path encoder ----------------------
+
+
+def scheme_source(scheme: str, **overrides: Any) -> SourceConfig:
+    secret = "whsec_" + "A" * 40 if scheme == "standard-webhooks" else "s"
+    signature = SignatureConfig(scheme=scheme, secret_env="S", secret=secret)  # type: ignore[arg-type]
+    return source(signature=signature, **overrides)
+
+
+@pytest.mark.parametrize(
+    ("scheme", "headers", "expected"),
+    [
+        ("standard-webhooks", {"webhook_id": "msg_1"}, "msg_1"),
+        ("standard-webhooks", {"svix_id": "msg_2"}, "msg_2"),
+        ("github", {"x_github_delivery": "72d3162e-cc78-11e3"}, "72d3162e-cc78-11e3"),
+        ("stripe", {}, "evt_123"),
+    ],
+)
+def test_each_scheme_yields_the_senders_delivery_id(
+    scheme: str, headers: dict[str, str], expected: str
+) -> None:
+    assert webhook_id(scheme_source(scheme), http_headers(**headers), PAYLOAD, BODY) == expected
+
+
+def test_the_sources_own_id_setting_wins_over_the_schemes() -> None:
+    src = scheme_source("github", id_header="X-Other-Id")
+    headers = http_headers(x_other_id="mine", x_github_delivery="theirs")
+    assert webhook_id(src, headers, PAYLOAD, BODY) == "mine"
+
+
+def test_scheme_types() -> None:
+    assert event_type(scheme_source("github"), http_headers(x_github_event="push"), PAYLOAD) == (
+        "push"
+    )
+    assert event_type(scheme_source("stripe"), http_headers(), PAYLOAD) == "payment.failed"
+
+
+def test_encode_event_is_the_cloudevent_serialisation() -> None:
+    src = source(id_field="id", type_field="type", partition_key="data.customer")
+    headers = http_headers(user_agent="ua", x_request_id="req-1", x_signature="never")
+    body = b'{"id": "evt_9", "type": "t.x", "data": {"customer": "c-1", "s": "h\\u00e9"}}\n'
+    payload = orjson.loads(body)
+    for received in (RECEIVED, RECEIVED.replace(microsecond=123456)):
+        model = build_event(
+            src,
+            headers,
+            body,
+            payload,
+            forwarded_headers=DEFAULT_FORWARDED_HEADERS,
+            received_at=received,
+        )
+        encoded = encode_event(
+            src,
+            headers,
+            body,
+            payload,
+            forwarded_headers=DEFAULT_FORWARDED_HEADERS,
+            received_at=received,
+        )
+        assert orjson.loads(encoded.value) == orjson.loads(dumps(model))
+        assert CloudEvent.model_validate_json(encoded.value) == model
+        assert (encoded.id, encoded.type, encoded.key) == ("evt_9", "t.x", "c-1")

@@ -13,7 +13,7 @@ from pydantic import SecretStr
 
 from schemas.config import SignatureConfig
 from streams.errors import SignatureError
-from streams.signatures import sign_hmac_sha256, verify
+from streams.signatures import github, sign_headers, sign_hmac_sha256, standard, stripe, verify
 
 SECRET = "s3cr3t-signing-key-do-not-echo"
 BODY = b'{"customer_id": "c-1", "event": "ticket.created"}'
@@ -232,3 +232,196 @@ def test_no_secret_configured_refuses() -> None:
     cfg = SignatureConfig(scheme="hmac-sha256", secret_env="UNSET")
     error = refusal(cfg, {"X-Signature": sign_hmac_sha256(b"", BODY)})
     assert error.code == "no_secret"
+
+
+# --- named schemes: published vectors and a conformance matrix -----------------------------
+
+STANDARD_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # Standard Webhooks spec test vector
+STANDARD_ID = "msg_p5jXN8AQM9LWM0D4loKWxJek"
+STANDARD_TS = 1614265330
+STANDARD_BODY = b'{"test": 2432232314}'
+STANDARD_SIGNATURE = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+
+GITHUB_SECRET = "It's a Secret to Everybody"  # GitHub's documented example
+GITHUB_BODY = b"Hello, World!"
+GITHUB_SIGNATURE = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+
+
+def scheme_config(scheme: str, secret: str, **overrides: Any) -> SignatureConfig:
+    fields: dict[str, Any] = {"scheme": scheme, "secret_env": "S", "secret": SecretStr(secret)}
+    fields.update(overrides)
+    return SignatureConfig(**fields)
+
+
+def test_standard_webhooks_published_test_vector() -> None:
+    cfg = scheme_config("standard-webhooks", STANDARD_SECRET)
+    headers = {
+        "webhook-id": STANDARD_ID,
+        "webhook-timestamp": str(STANDARD_TS),
+        "webhook-signature": STANDARD_SIGNATURE,
+    }
+    verify(cfg, headers, STANDARD_BODY, now_s=STANDARD_TS)
+    assert standard.signature(STANDARD_SECRET, STANDARD_ID, STANDARD_TS, STANDARD_BODY) == (
+        STANDARD_SIGNATURE
+    )
+    # The reference libraries accept the key without its whsec_ prefix too.
+    bare = scheme_config("standard-webhooks", STANDARD_SECRET.removeprefix("whsec_"))
+    verify(bare, headers, STANDARD_BODY, now_s=STANDARD_TS)
+
+
+def test_standard_webhooks_several_entries_and_svix_header_names() -> None:
+    cfg = scheme_config("standard-webhooks", STANDARD_SECRET)
+    headers = {
+        "svix-id": STANDARD_ID,
+        "svix-timestamp": str(STANDARD_TS),
+        "svix-signature": f"v1,bm9wZQ== v1a,AAAA {STANDARD_SIGNATURE} v2,zz",
+    }
+    verify(cfg, headers, STANDARD_BODY, now_s=STANDARD_TS)
+
+
+def test_github_documented_example() -> None:
+    cfg = scheme_config("github", GITHUB_SECRET)
+    verify(cfg, {"X-Hub-Signature-256": GITHUB_SIGNATURE}, GITHUB_BODY)
+    assert github.sign(GITHUB_SECRET, GITHUB_BODY) == {"X-Hub-Signature-256": GITHUB_SIGNATURE}
+
+
+def test_stripe_documented_scheme_computed_independently() -> None:
+    # Stripe documents: v1 = hex(HMAC-SHA256(endpoint secret, "<t>.<raw body>")).
+    secret = "whsec_test_secret"
+    expected = hmac.new(secret.encode(), f"{NOW}.".encode() + BODY, hashlib.sha256).hexdigest()
+    header = f"t={NOW},v1={expected},v0=6ffbb59b2300aae63f272406069a9788598b792a944a07aba816edb0"
+    verify(scheme_config("stripe", secret), {"Stripe-Signature": header}, BODY, now_s=NOW)
+    assert stripe.sign((secret,), BODY, timestamp=NOW) == {
+        "Stripe-Signature": f"t={NOW},v1={expected}"
+    }
+
+
+def test_stripe_header_parsing_of_the_documented_example() -> None:
+    example = (
+        "t=1492774577,"
+        "v1=5257a869e7ecebeda32affa62cdca3fa51cad7e77a0e56ff536d0ce8e108d8bd,"
+        "v0=6ffbb59b2300aae63f272406069a9788598b792a944a07aba816edb039989a39"
+    )
+    assert stripe.parse_header(example) == (
+        "1492774577",
+        ["5257a869e7ecebeda32affa62cdca3fa51cad7e77a0e56ff536d0ce8e108d8bd"],
+    )
+
+
+ROTATED_NEW = "whsec_" + base64.b64encode(b"n" * 32).decode()
+ROTATED_OLD = "whsec_" + base64.b64encode(b"o" * 32).decode()
+WRONG = "whsec_" + base64.b64encode(b"w" * 32).decode()
+SCHEMES = ["standard-webhooks", "stripe", "github", "hmac-sha256"]
+TIMESTAMPED = ["standard-webhooks", "stripe", "hmac-sha256"]
+
+
+def matrix_config(scheme: str, secret: str = f"{ROTATED_NEW}, {ROTATED_OLD}") -> SignatureConfig:
+    extra: dict[str, Any] = (
+        {"timestamp_header": "X-Timestamp", "encoding": "base64"} if scheme == "hmac-sha256" else {}
+    )
+    return scheme_config(scheme, secret, **extra)
+
+
+def signed(scheme: str, secret: str, body: bytes = BODY, timestamp: int = NOW) -> dict[str, str]:
+    return sign_headers(
+        matrix_config(scheme), body, webhook_id="wh-1", timestamp=timestamp, secrets=(secret,)
+    )
+
+
+def matrix_refusal(scheme: str, headers: dict[str, str], body: bytes = BODY) -> SignatureError:
+    with pytest.raises(SignatureError) as info:
+        verify(matrix_config(scheme), headers, body, now_s=NOW)
+    text = f"{info.value} {info.value.detail!r}"
+    for secret in (ROTATED_NEW, ROTATED_OLD, WRONG):
+        assert secret not in text
+        assert secret.removeprefix("whsec_") not in text
+    return info.value
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("secret", [ROTATED_NEW, ROTATED_OLD])
+def test_valid_with_either_rotated_secret(scheme: str, secret: str) -> None:
+    verify(matrix_config(scheme), signed(scheme, secret), BODY, now_s=NOW)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_tampered_body_is_refused(scheme: str) -> None:
+    error = matrix_refusal(scheme, signed(scheme, ROTATED_NEW), BODY + b" ")
+    assert error.code == "no_signature_matched"
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_wrong_secret_is_refused(scheme: str) -> None:
+    error = matrix_refusal(scheme, signed(scheme, WRONG))
+    assert error.code == "no_signature_matched"
+
+
+@pytest.mark.parametrize("scheme", TIMESTAMPED)
+@pytest.mark.parametrize("offset_s", [-301, 301])
+def test_old_and_future_timestamps_are_refused(scheme: str, offset_s: int) -> None:
+    error = matrix_refusal(scheme, signed(scheme, ROTATED_NEW, timestamp=NOW + offset_s))
+    assert error.code == "timestamp_out_of_window"
+
+
+@pytest.mark.parametrize(
+    ("scheme", "header", "code"),
+    [
+        ("standard-webhooks", "webhook-signature", "missing_signature"),
+        ("standard-webhooks", "webhook-timestamp", "missing_timestamp"),
+        ("standard-webhooks", "webhook-id", "missing_webhook_id"),
+        ("stripe", "Stripe-Signature", "missing_signature"),
+        ("github", "X-Hub-Signature-256", "missing_signature"),
+        ("hmac-sha256", "X-Signature", "missing_signature"),
+        ("hmac-sha256", "X-Timestamp", "missing_timestamp"),
+    ],
+)
+def test_missing_headers_are_named(scheme: str, header: str, code: str) -> None:
+    headers = signed(scheme, ROTATED_NEW)
+    del headers[header]
+    error = matrix_refusal(scheme, headers)
+    assert error.code == code
+    assert header in error.detail
+
+
+@pytest.mark.parametrize(
+    ("scheme", "header", "value", "code"),
+    [
+        ("standard-webhooks", "webhook-signature", "v1=abc", "malformed_signature"),
+        ("standard-webhooks", "webhook-signature", "v1,***", "malformed_signature"),
+        ("standard-webhooks", "webhook-signature", "v2,AAAA", "malformed_signature"),
+        ("standard-webhooks", "webhook-timestamp", "-5", "malformed_timestamp"),
+        ("standard-webhooks", "webhook-timestamp", "1e9", "malformed_timestamp"),
+        ("stripe", "Stripe-Signature", "v1=abcd", "malformed_signature"),
+        ("stripe", "Stripe-Signature", f"t={NOW}", "malformed_signature"),
+        ("stripe", "Stripe-Signature", f"t={NOW},v1=zz", "malformed_signature"),
+        ("stripe", "Stripe-Signature", "t=soon,v1=00", "malformed_timestamp"),
+        ("github", "X-Hub-Signature-256", "sha1=00", "malformed_signature"),
+        ("github", "X-Hub-Signature-256", "sha256=xyz", "malformed_signature"),
+        ("hmac-sha256", "X-Signature", "%%%", "malformed_signature"),
+        ("hmac-sha256", "X-Timestamp", "yesterday", "malformed_timestamp"),
+    ],
+)
+def test_malformed_headers(scheme: str, header: str, value: str, code: str) -> None:
+    headers = {**signed(scheme, ROTATED_NEW), header: value}
+    assert matrix_refusal(scheme, headers).code == code
+
+
+def test_stripe_accepts_any_of_several_v1() -> None:
+    cfg = matrix_config("stripe", secret=ROTATED_OLD)
+    headers = stripe.sign((WRONG, ROTATED_OLD), BODY, timestamp=NOW)
+    verify(cfg, headers, BODY, now_s=NOW)
+
+
+def test_a_standard_webhooks_secret_must_be_base64() -> None:
+    with pytest.raises(ValueError, match="in S must be 'whsec_' followed by base64") as info:
+        scheme_config("standard-webhooks", "whsec_not base64!")
+    assert "not base64!" not in str(info.value)
+
+
+def test_named_schemes_refuse_generic_only_fields() -> None:
+    with pytest.raises(ValueError, match="only apply to scheme hmac-sha256"):
+        scheme_config("github", "s", header="X-Other")
+
+
+def test_sign_headers_for_none_is_empty() -> None:
+    assert sign_headers(SignatureConfig(scheme="none"), BODY) == {}

@@ -1,0 +1,81 @@
+"""The two reference servers of the gateway benchmark, each run in its own process.
+
+- ``--mode bare``: an aiohttp handler that reads the body and answers 202 — the ceiling.
+- ``--mode kafka``: the same plus aiokafka ``send_and_wait`` (acks=all) per request — the
+  naive peer: what a team writes in an afternoon, without verification, envelope or limits.
+
+Both use the same event loop as the hookstream gateway under test (uvloop when installed), so
+the comparison is about the handler, not the loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+
+from aiohttp import web
+from aiokafka import AIOKafkaProducer
+
+PRODUCER_KEY = web.AppKey("producer", AIOKafkaProducer)
+TOPIC_KEY = web.AppKey("topic", str)
+
+
+async def bare(request: web.Request) -> web.Response:
+    await request.read()
+    return web.Response(status=202, body=b'{"status":"accepted"}', content_type="application/json")
+
+
+async def naive_kafka(request: web.Request) -> web.Response:
+    body = await request.read()
+    producer = request.app[PRODUCER_KEY]
+    metadata = await producer.send_and_wait(request.app[TOPIC_KEY], body)
+    return web.Response(
+        status=202,
+        body=b'{"offset":%d}' % metadata.offset,
+        content_type="application/json",
+    )
+
+
+async def main(args: argparse.Namespace) -> None:
+    app = web.Application()
+    producer: AIOKafkaProducer | None = None
+    if args.mode == "kafka":
+        producer = AIOKafkaProducer(bootstrap_servers=args.bootstrap, acks="all")
+        await producer.start()
+        app[PRODUCER_KEY] = producer
+        app[TOPIC_KEY] = args.topic
+        app.router.add_post("/webhooks/{source}", naive_kafka)
+    else:
+        app.router.add_post("/webhooks/{source}", bare)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", args.port)
+    await site.start()
+    print(f"{args.mode} listening on http://127.0.0.1:{runner.addresses[0][1]}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+    if producer is not None:
+        await producer.stop()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--mode", choices=["bare", "kafka"], required=True)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--bootstrap", default="127.0.0.1:9092")
+    parser.add_argument("--topic", default="bench.naive")
+    parsed = parser.parse_args()
+    try:
+        import uvloop
+
+        runner_factory = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a dependency; plain asyncio still works
+        runner_factory = asyncio.run
+    with contextlib.suppress(KeyboardInterrupt):
+        runner_factory(main(parsed))

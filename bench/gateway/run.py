@@ -1,0 +1,462 @@
+"""Gateway benchmark: (a) bare aiohttp, (b) aiohttp + naive aiokafka, (c) the hookstream gateway.
+
+One run, one machine, one broker: each server runs in its own process, the load generator (wrk,
+from Debian's package; the Python generator in loadgen.py when wrk cannot be had) in another.
+Rounds alternate a, b, c so that a neighbour's burst of CPU use hits all three alike; each
+target's figure is the median of its rounds. Then (c) is driven open-loop at half its measured
+maximum rate for the latency target. Writes bench/results/gateway.json and gateway.md.
+
+Targets (issue 3): (c) ≥ 0.6 x (a) req/s, (c) ≥ (b) req/s, and p99 ≤ 25 ms at half of (c)'s
+maximum rate. Run it with ``make bench-gateway`` (which starts a broker when none is given).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+RESULTS = REPO / "bench" / "results"
+sys.path.insert(0, str(REPO))
+
+from streams.signatures import standard  # noqa: E402
+
+PY = sys.executable
+_LISTENING = re.compile(r"listening on (https?://\S+)")
+Requests = list[tuple[bytes, dict[str, str]]]
+LABELS = {
+    "a": "bare aiohttp handler, 202",
+    "b": "aiohttp + aiokafka send_and_wait (acks=all) per request",
+    "c": "hookstream gateway: Standard Webhooks verification, CloudEvent, acks=all",
+}
+
+
+def ensure_wrk() -> str | None:
+    """wrk's path, installing Debian's package when we are root and it is missing."""
+    found = shutil.which("wrk")
+    if found or os.environ.get("BENCH_NO_WRK"):
+        return None if os.environ.get("BENCH_NO_WRK") else found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        install = ["apt-get", "install", "-y", "-qq", "wrk"]
+        if subprocess.run(install, env=env, check=False, capture_output=True).returncode:
+            subprocess.run(["apt-get", "update", "-qq"], env=env, check=False, capture_output=True)
+            subprocess.run(install, env=env, check=False, capture_output=True)
+    return shutil.which("wrk")
+
+
+@dataclass
+class Server:
+    name: str
+    process: subprocess.Popen[bytes]
+    url: str
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def start(name: str, args: list[str], env: dict[str, str], log: Path) -> Server:
+    log_file = log.open("wb")
+    process = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        match = _LISTENING.search(log.read_text(errors="replace"))
+        if match:
+            return Server(name, process, match.group(1))
+        if process.poll() is not None:
+            break
+        time.sleep(0.1)
+    process.kill()
+    raise SystemExit(f"bench: {name} did not start; log:\n{log.read_text(errors='replace')}")
+
+
+def wrk_script(requests: Requests, *, delay_ms: int = 0) -> str:
+    """A wrk script cycling through pre-built requests (distinct ids and keys, each signed).
+
+    ``delay_ms`` paces each connection (wrk's ``delay`` hook): C connections then offer about
+    C x 1000 / (delay_ms + latency) requests per second, how the half-rate run is held steady.
+    """
+
+    def lua_string(text: str) -> str:
+        return "[==[" + text + "]==]"
+
+    # Built in init(): wrk.format takes the Host header from wrk.headers, set only by then.
+    lines = ["local reqs = {}", "init = function(args)"]
+    for index, (body, headers) in enumerate(requests, start=1):
+        table = ", ".join(f"[ {lua_string(k)} ] = {lua_string(v)}" for k, v in headers.items())
+        lines.append(
+            f'  reqs[{index}] = wrk.format("POST", nil, {{{table}}}, {lua_string(body.decode())})'
+        )
+    lines.append("end")
+    lines.append("local i = 0\nrequest = function()\n  i = i % #reqs + 1\n  return reqs[i]\nend")
+    if delay_ms:
+        lines.append(f"delay = function() return {delay_ms} end")
+    lines.append(
+        "done = function(summary, latency, requests)\n"
+        "  local e = summary.errors\n"
+        '  io.write(string.format(\'WRKJSON {"requests":%d,"duration_us":%d,"non2xx":%d,\'\n'
+        '    .. \'"errors":%d,"p50_us":%d,"p90_us":%d,"p99_us":%d,"max_us":%d}\\n\', '
+        "summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout, "
+        "latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))\n"
+        "end"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def run_wrk(
+    wrk: str,
+    url: str,
+    requests: Requests,
+    work: Path,
+    *,
+    connections: int,
+    duration_s: float,
+    delay_ms: int = 0,
+) -> dict[str, Any]:
+    script = work / "post.lua"
+    script.write_text(wrk_script(requests, delay_ms=delay_ms))
+    command = [wrk, "-t1", f"-c{connections}", f"-d{duration_s}s", "-s", str(script), url]
+    out = subprocess.run(command, capture_output=True, check=True, text=True).stdout
+    raw = json.loads(out.split("WRKJSON ", 1)[1].splitlines()[0])
+    seconds = raw["duration_us"] / 1e6
+    return {
+        "req_per_s": round(raw["requests"] / seconds, 1),
+        "requests": raw["requests"],
+        "non_2xx": raw["non2xx"],
+        "socket_errors": raw["errors"],
+        "p50_ms": raw["p50_us"] / 1000,
+        "p90_ms": raw["p90_us"] / 1000,
+        "p99_ms": raw["p99_us"] / 1000,
+        "max_ms": raw["max_us"] / 1000,
+    }
+
+
+def closed_loop(
+    wrk: str | None, url: str, requests: Requests, work: Path, args: Any
+) -> dict[str, Any]:
+    """Maximum rate: ``connections`` senders back to back for ``duration_s``."""
+    if wrk:
+        return run_wrk(
+            wrk, url, requests, work, connections=args.connections, duration_s=args.duration_s
+        )
+    return loadgen(url, requests, work, duration_s=args.duration_s, rate=0.0, args=args)
+
+
+def half_rate(
+    wrk: str | None, url: str, requests: Requests, work: Path, rate: float, args: Any
+) -> dict[str, Any]:
+    """Latency at a steady ``rate``: wrk paced by ``delay`` (calibrated once), else loadgen."""
+    if not wrk:
+        return loadgen(url, requests, work, duration_s=args.duration_s, rate=rate, args=args)
+    connections = 32
+    delay_ms = max(1, round(connections * 1000 / rate) - 2)
+    for _ in range(2):  # calibrate: the achieved rate depends on the latency we measure
+        probe = run_wrk(
+            wrk, url, requests, work, connections=connections, duration_s=3, delay_ms=delay_ms
+        )
+        period_ms = connections * 1000 / probe["req_per_s"]  # = delay + latency (+ overhead)
+        delay_ms = max(1, round(delay_ms + connections * 1000 / rate - period_ms))
+    result = run_wrk(
+        wrk,
+        url,
+        requests,
+        work,
+        connections=connections,
+        duration_s=args.duration_s,
+        delay_ms=delay_ms,
+    )
+    result.update(target_rate_per_s=round(rate, 1), connections=connections, delay_ms=delay_ms)
+    return result
+
+
+def loadgen(
+    url: str, requests: Requests, work: Path, *, duration_s: float, rate: float, args: Any
+) -> dict[str, Any]:
+    (work / "requests.json").write_text(
+        json.dumps([[body.decode(), headers] for body, headers in requests])
+    )
+    command = [
+        PY,
+        str(HERE / "loadgen.py"),
+        "--url",
+        url,
+        "--requests",
+        str(work / "requests.json"),
+        "--duration-s",
+        str(duration_s),
+        "--connections",
+        str(args.connections if not rate else 256),
+    ]
+    if rate:
+        command += ["--rate", str(rate)]
+    out = subprocess.run(command, capture_output=True, check=True, text=True).stdout
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    ok = sum(v for k, v in result["statuses"].items() if k.startswith("2"))
+    result["non_2xx"] = result["sent"] - ok
+    return result
+
+
+async def create_topic(bootstrap: str, name: str, partitions: int) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, partitions, 1)])
+    finally:
+        await admin.close()
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import aiohttp
+    import aiokafka
+
+    try:
+        import uvloop
+
+        loop = f"uvloop {uvloop.__version__}"
+    except ImportError:
+        loop = "asyncio"
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+        "os": platform.platform(),
+        "event_loop": loop,
+        "aiohttp": aiohttp.__version__,
+        "aiokafka": aiokafka.__version__,
+        "kafka_broker": "Apache Kafka 4.1.1 (scripts/kafka, single node, KRaft)",
+    }
+
+
+def bench_config(bootstrap: str, prefix: str, linger_ms: int) -> str:
+    return f"""version: 1
+kafka:
+  bootstrap_servers: {bootstrap}
+  topic_prefix: {prefix}
+  partitions: 8
+  linger_ms: {linger_ms}
+gateway:
+  host: 127.0.0.1
+  port: 0
+  max_in_flight_writes: 4096
+sources:
+  - name: bench
+    signature:
+      scheme: standard-webhooks
+      secret_env: BENCH_WEBHOOK_SECRET
+      tolerance_s: 86400
+    partition_key: customer_id
+    type_field: type
+"""
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration-s", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--linger-ms", type=int, default=0)
+    parser.add_argument("--distinct", type=int, default=64, help="distinct webhooks cycled")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if not bootstrap:
+        raise SystemExit("bench: set KAFKA_BOOTSTRAP_SERVERS (make bench-gateway starts a broker)")
+    wrk = ensure_wrk()
+    print(f"bench: load generator: {wrk or 'loadgen.py (wrk unavailable)'}", flush=True)
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    now = int(time.time())
+    plain: Requests = []
+    signed: Requests = []
+    for i in range(args.distinct):
+        body = json.dumps(
+            {
+                "type": "ticket.created",
+                "customer_id": f"cus_{i:04d}",
+                "message": "The CSV export fails since yesterday's update. " * 4,
+            }
+        ).encode()
+        headers = {"Content-Type": "application/json"}
+        plain.append((body, headers))
+        sign = standard.sign(secret, body, msg_id=f"msg_bench_{i}", timestamp=now)
+        signed.append((body, {**headers, **sign}))
+    env = {**os.environ, "BENCH_WEBHOOK_SECRET": secret, "PYTHONUNBUFFERED": "1"}
+    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)  # the config names the broker
+    info = machine()
+    results: dict[str, list[dict[str, Any]]] = {"a": [], "b": [], "c": []}
+    with tempfile.TemporaryDirectory(prefix="hookstream-bench-") as tmp:
+        work = Path(tmp)
+        config = work / "bench.yaml"
+        config.write_text(bench_config(bootstrap, prefix, args.linger_ms))
+        asyncio.run(create_topic(bootstrap, f"{prefix}.naive", 8))
+        naive = [PY, str(HERE / "bare.py"), "--mode", "kafka", "--bootstrap", bootstrap]
+        servers = {
+            "a": start("a", [PY, str(HERE / "bare.py"), "--mode", "bare"], env, work / "a.log"),
+            "b": start("b", [*naive, "--topic", f"{prefix}.naive"], env, work / "b.log"),
+            "c": start(
+                "c",
+                [PY, "-m", "streams.cli", "gateway", "-c", str(config), "-l", "warn"],
+                env,
+                work / "c.log",
+            ),
+        }
+        try:
+            for target, server in servers.items():  # warm up: connections, metadata, caches
+                reqs = signed if target == "c" else plain
+                url = f"{server.url}/webhooks/bench"
+                closed_loop(
+                    wrk, url, reqs, work, argparse.Namespace(**{**vars(args), "duration_s": 2})
+                )
+            for round_no in range(1, args.rounds + 1):
+                for target, server in servers.items():
+                    reqs = signed if target == "c" else plain
+                    url = f"{server.url}/webhooks/bench"
+                    figures = closed_loop(wrk, url, reqs, work, args)
+                    results[target].append(figures)
+                    print(
+                        f"bench: round {round_no} ({target}) {figures['req_per_s']:.0f} req/s, "
+                        f"p50 {figures['p50_ms']:.2f} ms, p99 {figures['p99_ms']:.2f} ms, "
+                        f"non-2xx {figures['non_2xx']}",
+                        flush=True,
+                    )
+            max_c = statistics.median(r["req_per_s"] for r in results["c"])
+            url = f"{servers['c'].url}/webhooks/bench"
+            half = half_rate(wrk, url, signed, work, max_c / 2, args)
+            print(f"bench: (c) at half its max rate: {half}", flush=True)
+        finally:
+            for server in servers.values():
+                server.stop()
+    summary = summarise(results, half)
+    report = {
+        "machine": info,
+        "settings": {
+            "load_generator": "wrk 4.1 (-t1)" if wrk else "loadgen.py",
+            "connections": args.connections,
+            "duration_s": args.duration_s,
+            "rounds": args.rounds,
+            "body_bytes": len(plain[0][0]),
+            "distinct_webhooks": args.distinct,
+            "gateway_linger_ms": args.linger_ms,
+        },
+        "targets": {k: LABELS[k] for k in LABELS},
+        "rounds": results,
+        "half_rate_c": half,
+        "summary": summary,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "gateway.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / "gateway.md").write_text(markdown(report))
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def summarise(results: dict[str, list[dict[str, Any]]], half: dict[str, Any]) -> dict[str, Any]:
+    def med(target: str, key: str) -> float:
+        return round(statistics.median(r[key] for r in results[target]), 2)
+
+    rate = {t: med(t, "req_per_s") for t in results}
+    c_over_a = round(rate["c"] / rate["a"], 3)
+    c_over_b = round(rate["c"] / rate["b"], 3)
+    return {
+        "req_per_s": rate,
+        "p50_ms": {t: med(t, "p50_ms") for t in results},
+        "p99_ms": {t: med(t, "p99_ms") for t in results},
+        "non_2xx": {t: sum(r["non_2xx"] for r in results[t]) for t in results},
+        "c_over_a": c_over_a,
+        "c_over_b": c_over_b,
+        "half_rate_p99_ms": half["p99_ms"],
+        "half_rate_p50_ms": half["p50_ms"],
+        "half_rate_non_2xx": half["non_2xx"],
+        "target_c_ge_0_6_a": c_over_a >= 0.6,
+        "target_c_ge_b": c_over_b >= 1.0,
+        "target_half_rate_p99_le_25ms": half["p99_ms"] <= 25.0,
+    }
+
+
+def markdown(report: dict[str, Any]) -> str:
+    s = report["summary"]
+    m = report["machine"]
+    settings = report["settings"]
+    half = report["half_rate_c"]
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "**missed**"
+
+    rows = "\n".join(
+        f"| ({t}) {report['targets'][t]} | {s['req_per_s'][t]:.0f} | {s['p50_ms'][t]:.2f} | "
+        f"{s['p99_ms'][t]:.2f} | {s['non_2xx'][t]} |"
+        for t in ("a", "b", "c")
+    )
+    half_text = (
+        f"p99 {s['half_rate_p99_ms']:.2f} ms at {half['req_per_s']:.0f} req/s "
+        f"(asked {half['target_rate_per_s']:.0f}; p50 {s['half_rate_p50_ms']:.2f} ms; "
+        f"non-2xx {half['non_2xx']})"
+    )
+    targets = "\n".join(
+        [
+            f"| (c) >= 0.6 x (a) | (c)/(a) = {s['c_over_a']:.2f} | "
+            f"{verdict(s['target_c_ge_0_6_a'])} |",
+            f"| (c) >= (b) | (c)/(b) = {s['c_over_b']:.2f} | {verdict(s['target_c_ge_b'])} |",
+            f"| p99 <= 25 ms at half of (c)'s max rate | {half_text} | "
+            f"{verdict(s['target_half_rate_p99_le_25ms'])} |",
+        ]
+    )
+    return f"""# Gateway benchmark
+
+`make bench-gateway` (bench/gateway/run.py). Closed loop: {settings["load_generator"]},
+{settings["connections"]} connections, {settings["duration_s"]} s per round, {settings["rounds"]}
+rounds alternating a/b/c; figures are medians of the rounds. {settings["distinct_webhooks"]}
+distinct webhooks (ids and partition keys) of {settings["body_bytes"]} bytes, cycled. Every
+server is its own process, and so is the load generator; all share the machine's
+{m["cores"]} cores with the broker. The half-rate run paces 32 wrk connections with wrk's
+`delay` hook so that they offer half of (c)'s measured maximum.
+
+| target | req/s | p50 ms | p99 ms | non-2xx |
+|---|---:|---:|---:|---:|
+{rows}
+
+| target (issue 3) | figure | |
+|---|---|---|
+{targets}
+
+Machine: {m["cpu"]}, {m["cores"]} cores, load average at start {m["load_average_at_start"]}
+(other processes share it); {m["os"]}; Python {m["python"]}, {m["event_loop"]}, aiohttp
+{m["aiohttp"]}, aiokafka {m["aiokafka"]}; {m["kafka_broker"]}.
+"""
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
