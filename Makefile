@@ -19,7 +19,7 @@ STATE_DIR ?= $(or $(HOOKSTREAM_STATE_DIR),.hookstream)
 # environment (make passes both environment and command-line variables on to recipes).
 
 .PHONY: help venv kafka-up kafka-down kafka-status kafka-logs test unit demo lint fmt clean \
-	bench-gateway
+	bench-gateway bench-ai
 
 help: ## list the targets
 	@echo "hookstream make targets:"
@@ -58,6 +58,9 @@ demo: venv ## the end-to-end demo (scripts/demo.py) against a real broker
 
 bench-gateway: venv ## gateway vs bare aiohttp vs naive aiokafka, one run (bench/results/gateway.md)
 	scripts/with-kafka $(PY) bench/gateway/run.py
+
+bench-ai: venv ## AI stage vs naive Faust vs Faust concurrency=64 (bench/results/ai_stage.md, .json)
+	scripts/with-kafka $(PY) bench/ai_stage/run.py
 
 lint: venv ## ruff check, ruff format --check, mypy (runs all three, fails if any fails)
 	@rc=0; \

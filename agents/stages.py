@@ -116,7 +116,11 @@ class AIStage(Stage):
 
     @property
     def max_in_flight(self) -> int:
-        return max(1, sum(flow.ai.max_concurrency for flow in self.config.flows))
+        """Events the runner admits: twice the flows' call bounds. An admitted event whose key
+        is busy waits for its predecessor without a call slot (the flow's semaphore bounds the
+        calls), so the extra room keeps N calls running when keys collide, and memory stays
+        bounded by this number, not by the backlog."""
+        return max(1, 2 * sum(flow.ai.max_concurrency for flow in self.config.flows))
 
     def _task(self, flow: str) -> AITask:
         """The flow's task; provider clients follow the current HTTP session, while budgets
