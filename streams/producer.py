@@ -16,7 +16,13 @@ from collections.abc import Sequence
 from types import TracebackType
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    KafkaError,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+    UnknownProducerId,
+)
 from aiokafka.structs import RecordMetadata
 
 from schemas.config import KafkaSettings
@@ -26,6 +32,13 @@ log = logging.getLogger(__name__)
 
 Headers = Sequence[tuple[str, bytes]]
 MAX_BATCH_BYTES = 256 * 1024
+# Errors after which aiokafka's idempotent producer stays broken: replace it.
+_BROKEN_PRODUCER = (
+    OutOfOrderSequenceNumber,
+    UnknownProducerId,
+    InvalidProducerEpoch,
+    ProducerFenced,
+)
 
 
 class KafkaWriter:
@@ -33,19 +46,25 @@ class KafkaWriter:
 
     def __init__(self, settings: KafkaSettings, *, client_id: str = "hookstream") -> None:
         self.settings = settings
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=settings.bootstrap_servers,
-            client_id=client_id,
+        self.client_id = client_id
+        self._producer = self._new_producer()
+        self._started = False
+        self._replacing = asyncio.Lock()
+        self._retiring: set[asyncio.Task[None]] = set()
+
+    def _new_producer(self) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            bootstrap_servers=self.settings.bootstrap_servers,
+            client_id=self.client_id,
             acks="all",
             enable_idempotence=True,
-            linger_ms=settings.linger_ms,
+            linger_ms=self.settings.linger_ms,
             # aiokafka's 16 KiB default holds ~15 CloudEvents per partition batch; with one
-            # batch in flight per partition (idempotence), that caps a hot key's throughput.
+            # batch in flight per partition, that caps a hot partition's throughput.
             max_batch_size=MAX_BATCH_BYTES,
-            request_timeout_ms=int(settings.produce_timeout_s * 1000),
+            request_timeout_ms=int(self.settings.produce_timeout_s * 1000),
             retry_backoff_ms=100,
         )
-        self._started = False
 
     async def start(self) -> None:
         try:
@@ -61,6 +80,32 @@ class KafkaWriter:
         if self._started:
             self._started = False
             await self._producer.stop()
+        if self._retiring:
+            await asyncio.gather(*self._retiring)
+
+    async def _replace(self, broken: AIOKafkaProducer) -> None:
+        """Swap a producer whose idempotence state is broken for a fresh one.
+
+        aiokafka's idempotent producer does not recover from a sequence error (e.g. after the
+        broker restarted while batches were expiring): every later write fails with
+        OutOfOrderSequenceNumber. A new producer gets a new producer id and starts its
+        sequences over. Writes the broken one still held have failed; their senders got 503.
+        """
+        async with self._replacing:
+            if broken is not self._producer or not self._started:
+                return  # another write already replaced it, or we are stopping
+            fresh = self._new_producer()
+            try:
+                await fresh.start()
+            except KafkaError as exc:
+                await fresh.stop()
+                log.warning("cannot start a fresh Kafka producer yet: %s", type(exc).__name__)
+                return
+            self._producer = fresh
+            log.warning("the Kafka producer lost its idempotence state; replaced it")
+            task = asyncio.create_task(_retire(broken, self.settings.produce_timeout_s))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
 
     async def __aenter__(self) -> KafkaWriter:
         await self.start()
@@ -110,20 +155,30 @@ class KafkaWriter:
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[RecordMetadata] = loop.create_future()
         timer = loop.call_later(deadline_s, _expire, waiter)
+        producer = self._producer
         try:
             # send() itself waits when the partition's batch is full; aiokafka bounds that
             # wait by request_timeout_ms (= produce_timeout_s) and raises KafkaTimeoutError.
-            ack = await self._producer.send(
-                topic, value=value, key=key, headers=list(headers) or None
-            )
+            ack = await producer.send(topic, value=value, key=key, headers=list(headers) or None)
             ack.add_done_callback(functools.partial(_relay, waiter))
             return await waiter
         except TimeoutError as exc:
             raise BrokerUnavailable(f"Kafka did not acknowledge within {deadline_s:g} s") from exc
         except KafkaError as exc:
+            if isinstance(exc, _BROKEN_PRODUCER):
+                await self._replace(producer)
             raise BrokerUnavailable(f"Kafka refused the write: {type(exc).__name__}") from exc
         finally:
             timer.cancel()
+
+
+async def _retire(producer: AIOKafkaProducer, timeout_s: float) -> None:
+    """Stop a replaced producer in the background; its pending writes fail (their 503s)."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await producer.stop()
+    except (TimeoutError, KafkaError) as exc:
+        log.info("retired Kafka producer stopped uncleanly: %s", type(exc).__name__)
 
 
 def _expire(waiter: asyncio.Future[RecordMetadata]) -> None:

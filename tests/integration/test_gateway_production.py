@@ -1,0 +1,335 @@
+"""The gateway's production features on the real broker: every signature scheme end to end,
+rotation, rate limits, allowlists, readiness, metrics, OpenAPI and TLS.
+
+The gateway runs in the test's event loop (``running_gateway``: the same code ``hookstream
+gateway`` runs), so each case is one HTTP request; the topic is read back to prove what a 2xx
+claims and what a refusal must not have written.
+"""
+
+from __future__ import annotations
+
+import base64
+import ssl
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+import pytest_asyncio
+
+from schemas.config import HookstreamConfig
+from streams.gateway_server import running_gateway
+from streams.signatures import sign_headers
+from streams.topics import Topics
+from tests.integration.gateway_config import (
+    GENERIC_SECRET,
+    GITHUB_SECRET,
+    STRIPE_NEW,
+    STRIPE_OLD,
+    SW_NEW,
+    SW_OLD,
+    gateway_config,
+)
+from tests.support.kafka import read_all
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+WRONG = {
+    "sw": "whsec_" + base64.b64encode(b"wrong-key-" * 3).decode(),
+    "stripe": "whsec_wrong",
+    "gh": "wrong",
+    "generic": "wrong",
+}
+CURRENT = {"sw": SW_NEW, "stripe": STRIPE_NEW, "gh": GITHUB_SECRET, "generic": GENERIC_SECRET}
+
+
+@dataclass
+class Gateway:
+    url: str
+    config: HookstreamConfig
+    session: aiohttp.ClientSession
+
+    async def post(
+        self, source: str, body: bytes, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, Any], Any]:
+        all_headers = {"Content-Type": "application/json", **(headers or {})}
+        async with self.session.post(
+            f"{self.url}/webhooks/{source}", data=body, headers=all_headers
+        ) as response:
+            return response.status, await response.json(content_type=None), response.headers
+
+    def signed(
+        self,
+        source: str,
+        body: bytes,
+        *,
+        secret: str | None = None,
+        ts: int | None = None,
+        delivery: str | None = None,
+    ) -> dict[str, str]:
+        config = self.config.source(source)
+        assert config is not None
+        headers = sign_headers(
+            config.signature,
+            body,
+            webhook_id=delivery,
+            timestamp=ts,
+            secrets=(secret or CURRENT[source],),
+        )
+        if source == "generic" and delivery:
+            headers["X-Delivery"] = delivery
+        return headers
+
+    async def ids_on_topic(self) -> list[str]:
+        topic = Topics(self.config.kafka.topic_prefix).events
+        return [r.json()["id"] for r in await read_all(self.config.kafka.bootstrap_servers, topic)]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def gateway(
+    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Gateway]:
+    config = gateway_config(tmp_path_factory.mktemp("gwprod"), kafka_bootstrap)
+    async with (
+        running_gateway(config, port=0) as (_, url),
+        aiohttp.ClientSession() as session,
+    ):
+        yield Gateway(url, config, session)
+
+
+def body_for(source: str, delivery: str) -> bytes:
+    # Stripe names its delivery in the payload; the others in headers.
+    return orjson.dumps({"id": delivery, "type": "thing.happened", "n": 1})
+
+
+SCHEMES = ["sw", "stripe", "gh", "generic"]
+
+
+@pytest.mark.parametrize("source", SCHEMES)
+async def test_each_scheme_end_to_end_with_the_senders_delivery_id(
+    gateway: Gateway, source: str
+) -> None:
+    delivery = f"d-{uuid.uuid4().hex}"
+    body = body_for(source, delivery)
+    status, answer, _ = await gateway.post(
+        source, body, gateway.signed(source, body, delivery=delivery)
+    )
+    assert status == 202, answer
+    assert answer["id"] == delivery
+    assert delivery in await gateway.ids_on_topic()
+
+
+@pytest.mark.parametrize(("source", "old"), [("sw", SW_OLD), ("stripe", STRIPE_OLD)])
+async def test_the_previous_secret_still_works_during_rotation(
+    gateway: Gateway, source: str, old: str
+) -> None:
+    delivery = f"d-{uuid.uuid4().hex}"
+    body = body_for(source, delivery)
+    headers = gateway.signed(source, body, secret=old, delivery=delivery)
+    status, answer, _ = await gateway.post(source, body, headers)
+    assert status == 202, answer
+
+
+def refusal_cases() -> list[tuple[str, str, str]]:
+    cases = []
+    for source in SCHEMES:
+        cases += [
+            (source, "tampered", "no_signature_matched"),
+            (source, "wrong", "no_signature_matched"),
+        ]
+        cases += [(source, "missing", "missing_signature")]
+        cases += [(source, "malformed", "malformed_signature")]
+        if source != "gh":  # GitHub signs no timestamp
+            cases += [(source, "old", "timestamp_out_of_window")]
+            cases += [(source, "future", "timestamp_out_of_window")]
+    return cases
+
+
+MALFORMED = {
+    "sw": ("webhook-signature", "v1;abc"),
+    "stripe": ("Stripe-Signature", "v2=00,x"),
+    "gh": ("X-Hub-Signature-256", "md5=00"),
+    "generic": ("X-Sig", "not base64!"),
+}
+SIGNATURE_HEADER = {
+    "sw": "webhook-signature",
+    "stripe": "Stripe-Signature",
+    "gh": "X-Hub-Signature-256",
+    "generic": "X-Sig",
+}
+
+
+@pytest.mark.parametrize(("source", "case", "code"), refusal_cases())
+async def test_refusals_name_the_check_and_write_nothing(
+    gateway: Gateway, source: str, case: str, code: str
+) -> None:
+    delivery = f"r-{uuid.uuid4().hex}"
+    body = body_for(source, delivery)
+    now = int(time.time())
+    headers = gateway.signed(
+        source,
+        body,
+        delivery=delivery,
+        secret=WRONG[source] if case == "wrong" else None,
+        ts={"old": now - 400, "future": now + 400}.get(case, now),
+    )
+    if case == "tampered":
+        body = body.replace(b'"n":1', b'"n":2')
+    elif case == "missing":
+        del headers[SIGNATURE_HEADER[source]]
+    elif case == "malformed":
+        name, value = MALFORMED[source]
+        headers[name] = value
+    status, answer, response_headers = await gateway.post(source, body, headers)
+    assert status == 401
+    assert answer["code"] == code
+    assert response_headers["Content-Type"].startswith("application/problem+json")
+    text = orjson.dumps(answer).decode()
+    for secret in (*CURRENT.values(), *WRONG.values(), SW_OLD, STRIPE_OLD):
+        assert secret not in text
+    assert delivery not in await gateway.ids_on_topic()
+
+
+async def test_rate_limit_answers_429_with_retry_after(gateway: Gateway) -> None:
+    statuses = []
+    for _ in range(4):
+        status, answer, headers = await gateway.post("limited", b'{"n": 1}')
+        statuses.append(status)
+    assert statuses[:2] == [202, 202]
+    assert statuses[2:] == [429, 429]
+    assert answer["code"] == "rate_limited"
+    assert int(headers["Retry-After"]) >= 1
+    # Only the limited source is limited.
+    assert (await gateway.post("open", b'{"n": 1}'))[0] == 202
+
+
+@pytest.mark.parametrize(
+    ("forwarded", "status"),
+    [
+        (None, 403),  # the test client is 127.0.0.1, not in the allowlist
+        ("203.0.113.9", 202),  # 127.0.0.1 is a trusted proxy: its header is believed
+        ("203.0.113.9, 198.51.100.1", 403),  # the right-most untrusted hop is the client
+        ("198.51.100.1, 203.0.113.9", 202),
+        ("2001:db8::5", 202),
+        ("garbage", 403),
+    ],
+)
+async def test_ip_allowlist_behind_a_trusted_proxy(
+    gateway: Gateway, forwarded: str | None, status: int
+) -> None:
+    headers = {} if forwarded is None else {"X-Forwarded-For": forwarded}
+    got, answer, _ = await gateway.post("guarded", b'{"n": 1}', headers)
+    assert got == status, answer
+    if status == 403:
+        assert answer["code"] == "ip_not_allowed"
+
+
+async def test_health_readiness_and_metrics(gateway: Gateway) -> None:
+    async with gateway.session.get(f"{gateway.url}/healthz") as response:
+        assert response.status == 200
+    async with gateway.session.get(f"{gateway.url}/readyz") as response:
+        assert response.status == 200
+        assert (await response.json())["status"] == "ready"
+    await gateway.post("open", b'{"n": 1}')
+    await gateway.post("sw", b'{"n": 1}')  # unsigned: refused
+    async with gateway.session.get(f"{gateway.url}/metrics") as response:
+        assert response.status == 200
+        text = await response.text()
+    assert 'hookstream_gateway_requests_total{source="open",status="202"}' in text
+    assert 'hookstream_gateway_refusals_total{reason="missing_webhook_id",source="sw"}' in text
+    assert "hookstream_gateway_produce_seconds_bucket" in text
+    assert "hookstream_gateway_in_flight_writes 0.0" in text
+
+
+async def test_openapi_documents_every_route_and_error(gateway: Gateway) -> None:
+    async with gateway.session.get(f"{gateway.url}/openapi.json") as response:
+        assert response.status == 200
+        document = await response.json()
+    routes = {(path, method) for path, item in document["paths"].items() for method in item}
+    assert routes == {
+        ("/webhooks/{source}", "post"),
+        ("/healthz", "get"),
+        ("/readyz", "get"),
+        ("/metrics", "get"),
+        ("/openapi.json", "get"),
+    }
+    webhook = document["paths"]["/webhooks/{source}"]["post"]
+    assert set(webhook["responses"]) == {
+        "202",
+        "400",
+        "401",
+        "403",
+        "404",
+        "413",
+        "415",
+        "429",
+        "503",
+    }
+    assert webhook["parameters"][0]["schema"]["enum"] == [s.name for s in gateway.config.sources]
+
+
+async def test_unknown_route_is_problem_json(gateway: Gateway) -> None:
+    async with gateway.session.get(f"{gateway.url}/nope") as response:
+        assert response.status == 404
+        assert (await response.json(content_type=None))["code"] == "not_found"
+    async with gateway.session.get(f"{gateway.url}/webhooks/sw") as response:
+        assert response.status == 405
+        assert (await response.json(content_type=None))["code"] == "method_not_allowed"
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+async def test_tls_when_given_a_certificate_and_key(kafka_bootstrap: str, tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    config = gateway_config(
+        tmp_path,
+        kafka_bootstrap,
+        gateway_extra=f"  tls_cert_file: {cert}\n  tls_key_file: {key}\n",
+    )
+    trusting = ssl.create_default_context(cafile=str(cert))
+    async with running_gateway(config, port=0) as (_, url), aiohttp.ClientSession() as session:
+        assert url.startswith("https://")
+        async with session.post(
+            f"{url}/webhooks/open",
+            data=b'{"n": 1}',
+            ssl=trusting,
+            headers={"Content-Type": "application/json"},
+        ) as response:
+            assert response.status == 202
+        with pytest.raises(aiohttp.ClientConnectorCertificateError):
+            async with session.get(f"{url}/healthz"):
+                pass  # the system trust store does not know our certificate
+        plain = url.replace("https://", "http://")
+        with pytest.raises(aiohttp.ClientError):
+            async with session.get(f"{plain}/healthz"):
+                pass
