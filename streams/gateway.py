@@ -114,8 +114,10 @@ async def _problems(request: web.Request, handler: Handler) -> web.StreamRespons
         code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
             exc.status, "http_error"
         )
+        # Keep aiohttp's own headers that the status requires (Allow on a 405, RFC 9110).
+        kept = {name: exc.headers[name] for name in ("Allow",) if name in exc.headers}
         return problem(
-            exc.status, exc.reason, f"{request.method} {request.path}: {exc.reason}", code
+            exc.status, exc.reason, f"{request.method} {request.path}: {exc.reason}", code, **kept
         )
 
 
