@@ -19,7 +19,7 @@ STATE_DIR ?= $(or $(HOOKSTREAM_STATE_DIR),.hookstream)
 # environment (make passes both environment and command-line variables on to recipes).
 
 .PHONY: help venv kafka-up kafka-down kafka-status kafka-logs test unit demo lint fmt clean \
-	bench-gateway bench-ai
+	bench-gateway bench-ai postgres-up postgres-down
 
 help: ## list the targets
 	@echo "hookstream make targets:"
@@ -47,14 +47,20 @@ kafka-status: ## is the local Kafka broker running?
 kafka-logs: ## the local broker's log (last lines)
 	scripts/kafka logs
 
-test: venv ## all tests against a real broker (started and stopped here unless KAFKA_BOOTSTRAP_SERVERS is set)
-	scripts/with-kafka $(PY) -m pytest $(PYTEST_ARGS)
+test: venv ## all tests against a real broker and PostgreSQL (started and stopped here unless KAFKA_BOOTSTRAP_SERVERS / HOOKSTREAM_TEST_POSTGRES_DSN are set)
+	scripts/with-kafka scripts/with-postgres $(PY) -m pytest $(PYTEST_ARGS)
 
 unit: venv ## unit tests only, no broker
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 demo: venv ## the end-to-end demo (scripts/demo.py) against a real broker
-	scripts/with-kafka $(PY) scripts/demo.py
+	scripts/with-kafka scripts/with-postgres $(PY) scripts/demo.py
+
+postgres-up: ## start the local PostgreSQL server (scripts/postgres up; prints its DSN)
+	scripts/postgres up
+
+postgres-down: ## stop the local PostgreSQL server
+	scripts/postgres down
 
 bench-gateway: venv ## gateway vs bare aiohttp vs naive aiokafka, one run (bench/results/gateway.md)
 	scripts/with-kafka $(PY) bench/gateway/run.py
@@ -73,6 +79,7 @@ fmt: venv ## ruff format + ruff check --fix
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
-clean: ## stop the local broker and remove the .hookstream state
+clean: ## stop the local broker and PostgreSQL, and remove the .hookstream state
 	scripts/kafka down
+	scripts/postgres down
 	rm -rf -- "$(STATE_DIR)"

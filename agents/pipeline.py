@@ -16,7 +16,7 @@ import faust
 from agents.metrics import watch_runner
 from agents.resources import Resources
 from agents.runner import OrderedRunner
-from agents.sinks.stage import SinkStage
+from agents.sinks.wiring import register_sink_agents
 from agents.stages import AIStage, EnrichStage
 from schemas.config import HookstreamConfig
 from streams.topics import Topics
@@ -72,17 +72,5 @@ def register_worker(app: faust.App, config: HookstreamConfig, resources: Resourc
 
 
 def register_sinks(app: faust.App, config: HookstreamConfig, resources: Resources) -> None:
-    """One agent per (flow, sink), all reading the results topic."""
-    topics = Topics(config.kafka.topic_prefix)
-    results = _raw_topic(app, topics.results)
-    for flow in config.flows:
-        for sink in flow.sinks:
-            stage = SinkStage(config, resources, flow.name, sink.name)
-            _attach(
-                app,
-                f"hookstream.sink.{flow.name}.{sink.name}",
-                results,
-                resources,
-                stage.handle,
-                max_in_flight=config.worker.sink_concurrency,
-            )
+    """One agent per (flow, sink), all reading the results topic (:mod:`agents.sinks.wiring`)."""
+    register_sink_agents(app, config, resources)

@@ -16,12 +16,17 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from schemas.config import HookstreamConfig, reference_problems
+from schemas.config import SINK_KINDS, HookstreamConfig, reference_problems
 from streams.errors import ConfigError
 
 Location = tuple[str | int, ...]
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_SECRET_FIELDS = {"secret": "secret_env", "api_key": "api_key_env"}
+_SECRET_FIELDS = {
+    "secret": "secret_env",
+    "api_key": "api_key_env",
+    "dsn": "dsn_env",
+    "webhook_url": "webhook_url_env",
+}
 BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"
 
 
@@ -119,6 +124,18 @@ def _inject_secrets(
             _inject_secrets(child, (*location, key), env, problems, required)
 
 
+def _drop_union_tags(location: Location) -> Location:
+    """pydantic puts a tagged union's tag in the error path (``sinks[0].http.url``); the file
+    has no such level, so the tag goes (``sinks[0].url``)."""
+    kept: list[str | int] = []
+    for index, part in enumerate(location):
+        after_sink = index >= 2 and location[index - 2] == "sinks"
+        if after_sink and isinstance(location[index - 1], int) and part in SINK_KINDS:
+            continue
+        kept.append(part)
+    return tuple(kept)
+
+
 def load_config(
     path: str | os.PathLike[str],
     *,
@@ -157,7 +174,7 @@ def load_config(
     except ValidationError as exc:
         for error in exc.errors(include_url=False):
             reason = error["msg"].removeprefix("Value error, ")
-            problems.add(tuple(error["loc"]), reason)
+            problems.add(_drop_union_tags(tuple(error["loc"])), reason)
         problems.raise_if_any()
         raise AssertionError("unreachable") from exc
     problems.raise_if_any()

@@ -206,9 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
     sign.set_defaults(func=cmd_sign)
 
     dev = commands.add_parser("dev", help="local simulators")
-    dev.add_argument("simulator", choices=["ai-sim", "crm-sim"])
+    dev.add_argument("simulator", choices=["ai-sim", "crm-sim", "slack-sim"])
     dev.add_argument("sim_args", nargs=argparse.REMAINDER)
     dev.set_defaults(func=cmd_dev)
+
+    from streams import cli_ops  # dlq, replay, publish, tail
+
+    cli_ops.add_commands(commands, lambda path: _load(path), _config_arg)
     return parser
 
 
@@ -217,6 +221,10 @@ def cmd_dev(args: argparse.Namespace) -> int:
         from streams.dev import ai_sim
 
         return ai_sim.main(args.sim_args)
+    if args.simulator == "slack-sim":
+        from streams.dev import slack_sim
+
+        return slack_sim.main(args.sim_args)
     from streams.dev import crm_sim
 
     return crm_sim.main(args.sim_args)

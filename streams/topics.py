@@ -22,7 +22,16 @@ ENRICHED = "enriched"
 RESULTS = "results"
 DLQ = "dlq"
 RECEIPTS = "receipts"
-ROLES = (EVENTS, ENRICHED, RESULTS, DLQ, RECEIPTS)
+# The sinks' delivery memory and the DLQ tool's redrive memory: compacted, keyed by what they
+# remember, so a restarted process reads back the latest entry per key.
+DELIVERED = "delivered"
+DLQ_REDRIVEN = "dlq-redriven"
+ROLES = (EVENTS, ENRICHED, RESULTS, DLQ, RECEIPTS, DELIVERED, DLQ_REDRIVEN)
+_WEEK_MS = 7 * 24 * 3600 * 1000
+TOPIC_CONFIGS: dict[str, dict[str, str]] = {
+    DELIVERED: {"cleanup.policy": "compact,delete", "retention.ms": str(_WEEK_MS)},
+    DLQ_REDRIVEN: {"cleanup.policy": "compact"},
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +62,14 @@ class Topics:
     @property
     def receipts(self) -> str:
         return self.name(RECEIPTS)
+
+    @property
+    def delivered(self) -> str:
+        return self.name(DELIVERED)
+
+    @property
+    def dlq_redriven(self) -> str:
+        return self.name(DLQ_REDRIVEN)
 
     def all(self) -> list[str]:
         return [self.name(role) for role in ROLES]
@@ -90,8 +107,9 @@ async def ensure_topics(settings: KafkaSettings) -> list[str]:
                 name=name,
                 num_partitions=settings.partitions,
                 replication_factor=settings.replication_factor,
+                topic_configs=TOPIC_CONFIGS.get(role, {}),
             )
-            for name in topics.all()
+            for role, name in zip(ROLES, topics.all(), strict=True)
             if name not in existing
         ]
         if wanted:

@@ -1,17 +1,40 @@
-"""The sink stage: deliver each AI result of one flow to one configured sink."""
+"""The sink stage: deliver each AI result of one flow to one configured sink.
+
+Per result, in this order (the runner acks only after ``handle`` returns):
+
+1. decode it (not an AIResult → dead letter), skip other flows' results;
+2. a replayed result (``hookstream-replay`` header) is skipped unless the sink has
+   ``deliver_replays``; a delivered replay gets its own idempotency key;
+3. skip it if the delivered-memory has its idempotency key (redelivery after a crash or a
+   rebalance);
+4. deliver it through the sink's outage gate (pause while the target is down; a permanent
+   error → dead letter at once);
+5. remember the delivery (``<prefix>.delivered``), then write the receipt (``<prefix>.receipts``).
+"""
 
 from __future__ import annotations
 
+import logging
+from types import TracebackType
 from typing import Any
 
 from agents.emit import emit
+from agents.markers import replay_id
+from agents.netguard import NetGuard
 from agents.resources import Resources
+from agents.sinks.base import Delivery, Sink, idempotency_key, sink_context
+from agents.sinks.gate import OutageGate
 from agents.sinks.http import HttpSink
+from agents.sinks.memory import DeliveredMemory
+from agents.sinks.postgres import PostgresSink
+from agents.sinks.slack import SlackSink
 from agents.stage_base import InvalidRecord, Stage, decode
 from schemas.codec import dumps
-from schemas.config import HookstreamConfig
-from schemas.events import AIResult
+from schemas.config import HookstreamConfig, HttpSinkConfig, SlackSinkConfig
+from schemas.events import AIResult, DeliveryReceipt
 from streams.errors import HookstreamError
+
+log = logging.getLogger(__name__)
 
 
 class SinkStage(Stage):
@@ -20,11 +43,58 @@ class SinkStage(Stage):
     name = "sink"
 
     def __init__(
-        self, config: HookstreamConfig, resources: Resources, flow: str, sink: str
+        self,
+        config: HookstreamConfig,
+        resources: Resources,
+        memory: DeliveredMemory,
+        flow: str,
+        sink: str,
     ) -> None:
         super().__init__(config, resources)
+        self.memory = memory
         self.flow = flow
         self.sink_config = next(s for s in config.flow(flow).sinks if s.name == sink)
+        self.gate = OutageGate(
+            f"sink {flow}/{sink}",
+            backoff_s=config.worker.retry_backoff_s,
+            backoff_max_s=config.worker.retry_backoff_max_s,
+        )
+        self.guard = NetGuard(
+            allow_private=config.worker.allow_private_networks or self.sink_config.allow_private,
+            stage=self.name,
+        )
+        self._sink: Sink | None = None
+        self.delivered = self.skipped_replays = self.skipped_delivered = 0
+
+    def build_sink(self) -> Sink:
+        cfg = self.sink_config
+        if isinstance(cfg, HttpSinkConfig):
+            return HttpSink(self.flow, cfg, self.resources.session, self.guard)
+        if isinstance(cfg, SlackSinkConfig):
+            return SlackSink(self.flow, cfg, self.resources.session, self.guard)
+        return PostgresSink(self.flow, cfg)
+
+    async def __aenter__(self) -> SinkStage:
+        sink = self.build_sink()
+        await sink.__aenter__()
+        self._sink = sink
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        sink, self._sink = self._sink, None
+        if sink is not None:
+            await sink.__aexit__(exc_type, exc, tb)
+
+    @property
+    def sink(self) -> Sink:
+        if self._sink is None:
+            raise RuntimeError("SinkStage used outside `async with`")
+        return self._sink
 
     async def handle(self, event: Any) -> None:
         message = event.message
@@ -35,18 +105,46 @@ class SinkStage(Stage):
             return
         if result.flow != self.flow:
             return
-        sink = HttpSink(self.flow, self.sink_config, self.resources.session, self.config.worker)
+        replay = replay_id(message)
+        if replay is not None and not self.sink_config.deliver_replays:
+            self.skipped_replays += 1
+            log.debug("sink %s: not delivering replayed %s", self.sink.name, result.event.event_key)
+            return
+        key = idempotency_key(result, self.sink_config.name, replay)
+        if await self.memory.seen(key):
+            self.skipped_delivered += 1
+            log.info("sink %s: %s was delivered already; skipping", self.sink.name, key)
+            return
+        delivery = Delivery(result, key, sink_context(result), replay)
+        sink = self.sink
+
+        async def attempt() -> int:
+            return await sink.add(delivery)
+
         try:
-            receipt = await sink.deliver(result)
+            status, attempts = await self.gate.call(
+                attempt, max_attempts=self.sink_config.max_attempts
+            )
         except HookstreamError as exc:
             await self._fail(message, exc, extra_headers=self._headers())
             return
+        receipt = DeliveryReceipt(
+            flow=self.flow,
+            sink=self.sink_config.name,
+            event_key=result.event.event_key,
+            idempotency_key=key,
+            status=status,
+            attempts=attempts,
+        )
+        encoded = dumps(receipt)
+        await self.memory.remember(self.resources.writer, key, encoded)
         await emit(
             self.resources.writer,
             self.topics.receipts,
-            dumps(receipt),
+            encoded,
             key=result.event.partitionkey.encode(),
         )
+        self.delivered += 1
 
     def _headers(self) -> list[tuple[str, bytes]]:
         return [

@@ -4,7 +4,14 @@ The sinks' promise is "effectively once outside": the CRM sees each result once,
 ``Idempotency-Key``, in per-customer order. Proving that needs a CRM that remembers every update it
 applied, in order, with its key: this one does, and exposes the log at ``/_sim/updates`` (with
 ``after=`` so tests can poll for new entries). Outages are simulated with ``fail_status`` (every
-customer route answers e.g. 503 with Retry-After), ``rate_500`` and ``latency_ms``.
+customer route answers e.g. 503 with Retry-After), ``rate_500``, ``latency_ms`` (before
+handling) and ``response_latency_ms`` (after applying a write, before answering: a client killed
+then has lost only the answer).
+
+Like Stripe's API, it honours ``Idempotency-Key``: a write whose key it has applied before is not
+applied again; it answers what the first one answered, with ``Idempotent-Replayed: true``, and
+counts it in ``/_sim/stats`` (``idempotent_replays``). A client that never repeats a delivery
+leaves that count at 0; one that repeats it after a crash changes nothing in the CRM.
 
 Routes: ``GET|PUT|PATCH /customers/{id}``, ``POST /customers/{id}/notes``, ``GET /healthz``,
 ``GET|DELETE /_sim/updates``, ``GET /_sim/stats``, ``GET|POST /_sim/config``, ``POST /_sim/reset``.
@@ -88,12 +95,23 @@ class CRMSimSettings(BaseModel):
     )
     rate_500: float = Field(default=0.0, ge=0, le=1)
     latency_ms: float = Field(default=0.0, ge=0)
+    response_latency_ms: float = Field(
+        default=0.0, ge=0, description="Delay after applying a write, before answering it."
+    )
     retry_after_s: int = Field(default=1, ge=0)
     seed: int = 0
 
 
 RUNTIME_KNOBS = frozenset(
-    {"fail_status", "fail_methods", "rate_500", "latency_ms", "retry_after_s", "seed"}
+    {
+        "fail_status",
+        "fail_methods",
+        "rate_500",
+        "latency_ms",
+        "response_latency_ms",
+        "retry_after_s",
+        "seed",
+    }
 )
 
 
@@ -108,6 +126,8 @@ class _CRMState:
         self.customers = seed_customers(self.settings.seed_customers)
         self.updates: list[dict[str, Any]] = []
         self.by_status: Counter[str] = Counter()
+        self.applied: dict[str, tuple[int, Any]] = {}  # Idempotency-Key → (status, answer)
+        self.idempotent_replays = 0
         self.requests = 0
         self.rng = random.Random(self.settings.seed)  # noqa: S311 - fault injection, not crypto
 
@@ -158,6 +178,10 @@ async def _faults_middleware(request: web.Request, handler: Handler) -> web.Stre
             raise SimError(500, "simulated internal error", type_="server_error")
         response = await handler(request)
         status = response.status
+        if settings.response_latency_ms > 0:
+            # Applied already: a client that gives up now has lost only the answer (the case an
+            # Idempotency-Key exists for).
+            await asyncio.sleep(settings.response_latency_ms / 1000)
         return response
     except (SimError, web.HTTPException) as exc:
         status = exc.status
@@ -181,8 +205,29 @@ async def _get_customer(request: web.Request) -> web.Response:
     return json_response(record)
 
 
+def _replayed(request: web.Request) -> web.Response | None:
+    """The first answer again when this Idempotency-Key was applied before, else None."""
+    state = request.app[STATE]
+    key = request.headers.get("Idempotency-Key")
+    if key is None or key not in state.applied:
+        return None
+    state.idempotent_replays += 1
+    status, answer = state.applied[key]
+    return json_response(answer, status=status, headers={"Idempotent-Replayed": "true"})
+
+
+def _applied(request: web.Request, answer: Any, status: int = 200) -> web.Response:
+    key = request.headers.get("Idempotency-Key")
+    if key is not None:
+        request.app[STATE].applied[key] = (status, answer)
+    return json_response(answer, status=status)
+
+
 async def _merge_customer(request: web.Request) -> web.Response:
     """PUT and PATCH both merge the body's top-level keys into the record, creating it if new."""
+    replayed = _replayed(request)
+    if replayed is not None:
+        return replayed
     state = request.app[STATE]
     cid = request.match_info["id"]
     body = await _object_body(request)
@@ -190,10 +235,13 @@ async def _merge_customer(request: web.Request) -> web.Response:
     record.update(body)
     record["id"] = cid  # the path names the record; a body cannot move it
     state.record(request, cid, body)
-    return json_response(record)
+    return _applied(request, record)
 
 
 async def _add_note(request: web.Request) -> web.Response:
+    replayed = _replayed(request)
+    if replayed is not None:
+        return replayed
     state = request.app[STATE]
     cid = request.match_info["id"]
     body = await _object_body(request)
@@ -204,7 +252,7 @@ async def _add_note(request: web.Request) -> web.Response:
     note = {"id": f"note_{len(notes) + 1}", **body}
     notes.append(note)
     state.record(request, cid, body)
-    return json_response(note, status=201)
+    return _applied(request, note, status=201)
 
 
 async def _healthz(_request: web.Request) -> web.Response:
@@ -249,6 +297,7 @@ async def _get_stats(request: web.Request) -> web.Response:
             "by_status": dict(state.by_status),
             "updates": len(state.updates),
             "customers": len(state.customers),
+            "idempotent_replays": state.idempotent_replays,
         }
     )
 

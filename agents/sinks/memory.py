@@ -1,0 +1,164 @@
+"""What the sinks delivered, remembered durably and shared by every sink worker.
+
+Each successful delivery is written — after the target accepted it and before the result is
+acked — to the compacted topic ``<prefix>.delivered``, keyed by its idempotency key, with the
+receipt as value. Before delivering, a sink asks :meth:`DeliveredMemory.seen`: a result
+redelivered after a crash or a rebalance (at-least-once inside) is then skipped instead of being
+sent again (effectively once outside).
+
+Every sink process tails the whole topic into a set of keys. A check first makes sure this
+process has read the key's partition up to its current end (one ListOffsets request), so a
+delivery made a moment ago by another worker — the partition's previous owner — is seen too.
+A key lands on the partition Kafka's default partitioner picks for it (murmur2), which is how
+the check knows which partition to catch up on.
+
+The topic is compacted with a retention of a week (``streams.topics.TOPIC_CONFIGS``): a result
+redelivered more than a week later would be sent again, with the same Idempotency-Key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from types import TracebackType
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner
+
+from agents.emit import emit
+from schemas.config import KafkaSettings
+from streams.errors import BrokerUnavailable
+from streams.producer import KafkaWriter
+
+log = logging.getLogger(__name__)
+
+
+class DeliveredMemory:
+    """Ref-counted async context manager: the first user starts the tail, the last stops it."""
+
+    def __init__(self, settings: KafkaSettings, topic: str) -> None:
+        self.settings = settings
+        self.topic = topic
+        self._keys: set[bytes] = set()
+        self._positions: dict[int, int] = {}
+        self._progress = asyncio.Event()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._tail: asyncio.Task[None] | None = None
+        self._partitions: list[int] = []
+        self._users = 0
+        self._lock = asyncio.Lock()
+
+    async def __aenter__(self) -> DeliveredMemory:
+        async with self._lock:
+            if self._users == 0:
+                await self._start()
+            self._users += 1
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        async with self._lock:
+            self._users -= 1
+            if self._users == 0:
+                await self._stop()
+
+    async def _start(self) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap_servers,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            client_id=f"{self.topic}-memory",
+        )
+        try:
+            await consumer.start()
+            partitions = await self._wait_for_partitions(consumer)
+        except (KafkaError, TimeoutError) as exc:
+            await consumer.stop()
+            raise BrokerUnavailable(f"cannot read {self.topic}: {exc}") from exc
+        self._partitions = sorted(partitions)
+        tps = [TopicPartition(self.topic, p) for p in self._partitions]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        self._positions = {p: 0 for p in self._partitions}
+        self._consumer = consumer
+        self._tail = asyncio.create_task(self._read_forever(consumer))
+
+    async def _wait_for_partitions(self, consumer: AIOKafkaConsumer) -> set[int]:
+        async with asyncio.timeout(60):
+            while True:
+                await consumer._client.force_metadata_update()
+                partitions = consumer.partitions_for_topic(self.topic)
+                if partitions:
+                    return set(partitions)
+                await asyncio.sleep(0.5)
+
+    async def _stop(self) -> None:
+        if self._tail is not None:
+            self._tail.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._tail
+            self._tail = None
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+
+    async def _read_forever(self, consumer: AIOKafkaConsumer) -> None:
+        while True:
+            try:
+                batches = await consumer.getmany(timeout_ms=500)
+            except KafkaError as exc:
+                log.warning("reading %s failed (%s); retrying", self.topic, exc)
+                await asyncio.sleep(1.0)
+                continue
+            for tp, messages in batches.items():
+                for message in messages:
+                    if message.key is not None:
+                        self._keys.add(message.key)
+                if messages:
+                    self._positions[tp.partition] = messages[-1].offset + 1
+            if batches:
+                self._progress.set()
+                self._progress = asyncio.Event()
+
+    def partition_for(self, key: bytes) -> int:
+        return int(DefaultPartitioner()(key, self._partitions, self._partitions))
+
+    async def seen(self, key: str) -> bool:
+        """Was ``key`` delivered, by this or any other sink worker? Reads up to now first."""
+        raw = key.encode()
+        if raw in self._keys:
+            return True
+        await self._catch_up(self.partition_for(raw))
+        return raw in self._keys
+
+    async def _catch_up(self, partition: int) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            raise RuntimeError("DeliveredMemory used outside `async with`")
+        tp = TopicPartition(self.topic, partition)
+        while True:
+            try:
+                end = (await consumer.end_offsets([tp]))[tp]
+                break
+            except KafkaError as exc:
+                log.warning("cannot read the end of %s (%s); retrying", tp, exc)
+                await asyncio.sleep(1.0)
+        while self._positions.get(partition, 0) < end:
+            progress = self._progress
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(progress.wait(), 5.0)
+
+    async def remember(self, writer: KafkaWriter, key: str, receipt: bytes) -> None:
+        """Record a delivery durably (acks=all); returns once Kafka has it."""
+        raw = key.encode()
+        await emit(writer, self.topic, receipt, key=raw)
+        self._keys.add(raw)
+
+    def __len__(self) -> int:
+        return len(self._keys)

@@ -1,0 +1,58 @@
+"""Slack incoming-webhook sink: one message per result.
+
+Slack's incoming webhooks take ``POST {"text": …}`` on a secret URL (held in the environment
+variable named by ``webhook_url_env``) and answer ``200 ok``; 429 comes with Retry-After,
+and 400/403/404/410 (``invalid_payload``, ``no_service``, ``channel_is_archived``…) are
+permanent. Slack ignores Idempotency-Key; it is sent anyway (the delivered-memory is what keeps
+a message from being posted twice). Replays are not re-posted unless ``deliver_replays`` is set.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+
+from agents.http import request_json
+from agents.netguard import NetGuard
+from agents.sinks.base import STAGE, Delivery, Sink
+from schemas import templates
+from schemas.config import SlackSinkConfig
+from streams.errors import ConfigError
+
+
+class SlackSink(Sink):
+    def __init__(
+        self, flow: str, config: SlackSinkConfig, session: aiohttp.ClientSession, guard: NetGuard
+    ) -> None:
+        super().__init__(flow, config.name)
+        if config.webhook_url is None:
+            raise ConfigError([f"sink {config.name}: {config.webhook_url_env} is not set"])
+        self.config = config
+        self.session = session
+        self.guard = guard
+        self.webhook_url = config.webhook_url.get_secret_value()
+        self.text = templates.parse(config.text)
+
+    def message(self, delivery: Delivery) -> dict[str, Any]:
+        body: dict[str, Any] = {"text": templates.render_text(self.text, delivery.context)}
+        if self.config.username:
+            body["username"] = self.config.username
+        if self.config.icon_emoji:
+            body["icon_emoji"] = self.config.icon_emoji
+        return body
+
+    async def add(self, delivery: Delivery) -> int:
+        status, _ = await request_json(
+            self.session,
+            "POST",
+            self.webhook_url,
+            stage=STAGE,
+            what=self.what,
+            timeout_s=self.config.timeout_s,
+            headers={"Idempotency-Key": delivery.idempotency_key},
+            json_body=self.message(delivery),
+            ok_statuses=frozenset({200}),
+            guard=self.guard,
+        )
+        return status

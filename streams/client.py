@@ -1,0 +1,210 @@
+"""Publish events to hookstream and subscribe to its results, from any Python service.
+
+::
+
+    async with Publisher(bootstrap_servers="127.0.0.1:9092") as publisher:
+        await publisher.publish({"customer_id": "cus_1", "message": "hi"},
+                                source="helpdesk", type="ticket.created", key="cus_1")
+
+    async with Subscriber(bootstrap_servers="127.0.0.1:9092", group_id="billing") as results:
+        async for result in results:          # AIResult, in order per key
+            await handle(result)              # committed once the loop asks for the next one
+
+The publisher wraps each payload in the same CloudEvents envelope the gateway writes and sends it
+to ``<prefix>.events`` with ``acks=all`` and the idempotent producer; ``publish`` returns once the
+event is durable, ``publish_many`` sends a batch concurrently (aiokafka batches the records per
+partition, ``linger_ms``) and returns once every one is. An event's id (given, or a uuid) is its
+identity downstream: publishing the same id twice is harmless.
+
+The subscriber reads a results topic in its own consumer group and commits a result's offset
+only after the caller has handled it (when the ``async for`` asks for the next one, or on a
+clean exit): a crash in between redelivers that result, never skips it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterable, Mapping
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord, RecordMetadata
+from pydantic import ValidationError
+
+from schemas.codec import dumps
+from schemas.config import KafkaSettings
+from schemas.events import AIResult, CloudEvent
+from streams.errors import BrokerUnavailable, ToolError
+from streams.producer import Headers, KafkaWriter
+from streams.topics import Topics
+
+
+def make_event(
+    data: Any,
+    *,
+    source: str,
+    type: str,
+    key: str | None = None,
+    id: str | None = None,
+    time: datetime | None = None,
+    trace_id: str | None = None,
+) -> CloudEvent:
+    """The CloudEvent the gateway would have written for this payload."""
+    event_id = id or str(uuid.uuid4())
+    return CloudEvent(
+        id=event_id,
+        source=source,
+        type=type,
+        time=time or datetime.now(UTC),
+        data=data,
+        partitionkey=key or event_id,
+        traceid=trace_id or uuid.uuid4().hex,
+    )
+
+
+class Publisher:
+    """An async context manager that publishes CloudEvents to ``<prefix>.events``."""
+
+    def __init__(
+        self,
+        *,
+        bootstrap_servers: str = "127.0.0.1:9092",
+        topic_prefix: str = "hookstream",
+        linger_ms: int = 5,
+        produce_timeout_s: float = 30.0,
+        settings: KafkaSettings | None = None,
+    ) -> None:
+        self.settings = settings or KafkaSettings(
+            bootstrap_servers=bootstrap_servers,
+            topic_prefix=topic_prefix,
+            linger_ms=linger_ms,
+            produce_timeout_s=produce_timeout_s,
+        )
+        self.topic = Topics(self.settings.topic_prefix).events
+        self._writer = KafkaWriter(self.settings, client_id="hookstream-publisher")
+
+    async def __aenter__(self) -> Publisher:
+        await self._writer.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._writer.stop()
+
+    async def publish_event(self, event: CloudEvent, *, headers: Headers = ()) -> RecordMetadata:
+        """Send one envelope; return its partition/offset once the broker has it (acks=all)."""
+        return await self._writer.send(
+            self.topic, dumps(event), key=event.partitionkey.encode(), headers=headers
+        )
+
+    async def publish(
+        self,
+        data: Any,
+        *,
+        source: str,
+        type: str,
+        key: str | None = None,
+        id: str | None = None,
+    ) -> RecordMetadata:
+        """Wrap ``data`` as a CloudEvent and send it; returns when it is durable."""
+        return await self.publish_event(make_event(data, source=source, type=type, key=key, id=id))
+
+    async def publish_many(self, events: Iterable[CloudEvent]) -> list[RecordMetadata]:
+        """Send a batch concurrently; return once every event is durable (in input order)."""
+        return list(await asyncio.gather(*(self.publish_event(event) for event in events)))
+
+
+class Subscriber:
+    """An async iterator of typed results in its own consumer group; see the module doc."""
+
+    def __init__(
+        self,
+        *,
+        group_id: str,
+        bootstrap_servers: str = "127.0.0.1:9092",
+        topic_prefix: str = "hookstream",
+        topic: str | None = None,
+        from_beginning: bool = True,
+    ) -> None:
+        self.topic = topic or Topics(topic_prefix).results
+        self.group_id = group_id
+        self._consumer = AIOKafkaConsumer(
+            self.topic,
+            bootstrap_servers=bootstrap_servers,
+            group_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest" if from_beginning else "latest",
+            client_id=f"hookstream-subscriber-{group_id}",
+        )
+        self._uncommitted: dict[TopicPartition, int] = {}
+
+    async def __aenter__(self) -> Subscriber:
+        try:
+            await self._consumer.start()
+        except KafkaError as exc:
+            await self._consumer.stop()
+            raise BrokerUnavailable(f"cannot subscribe to {self.topic}: {exc}") from exc
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if exc_type is None:
+                await self.commit()
+        finally:
+            await self._consumer.stop()
+
+    async def commit(self) -> None:
+        """Commit every result handed out and handled so far."""
+        if self._uncommitted:
+            offsets, self._uncommitted = self._uncommitted, {}
+            await self._consumer.commit(offsets)
+
+    def __aiter__(self) -> AsyncIterator[AIResult]:
+        return self._results()
+
+    async def _results(self) -> AsyncIterator[AIResult]:
+        async for record in self.records():
+            yield parse_result(record)
+
+    async def records(self) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
+        """Raw records, with the same commit-after-handling rule."""
+        async for record in self._consumer:
+            yield record
+            # The caller asked for the next one: the previous one is handled.
+            tp = TopicPartition(record.topic, record.partition)
+            self._uncommitted[tp] = record.offset + 1
+            await self.commit()
+
+
+def parse_result(record: ConsumerRecord[bytes, bytes]) -> AIResult:
+    try:
+        return AIResult.model_validate(orjson.loads(record.value or b""))
+    except (orjson.JSONDecodeError, ValidationError) as exc:
+        raise ToolError(
+            f"{record.topic}[{record.partition}]@{record.offset} is not an AI result: {exc}"
+        ) from None
+
+
+def parse_json_line(line: str, *, number: int, where: str) -> Mapping[str, Any]:
+    """One JSON object per input line (``hookstream publish``); errors name the line."""
+    try:
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise ToolError(f"{where}:{number}: not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ToolError(f"{where}:{number}: expected a JSON object")
+    return value

@@ -1,0 +1,129 @@
+"""Reading a bounded window of a topic, for the operator tools (replay, dlq, tail).
+
+A window is fixed when the command starts: per partition, ``[start, end)`` offsets, where a
+time bound becomes the first offset whose record timestamp is at or after that time (Kafka's
+ListOffsets by timestamp) and an open end is the partition's end offset at that moment. What is
+written to the topic afterwards — a replay's own output, say — is never read by the same run.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from streams.errors import ToolError
+
+Position = int | datetime
+_OFFSET = re.compile(r"^\d+$")
+
+
+def parse_position(text: str, *, option: str) -> Position:
+    """``1234`` → an offset (in every partition); an ISO 8601 time → a time (UTC if naive)."""
+    value = text.strip()
+    if _OFFSET.match(value):
+        return int(value)
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ToolError(
+            f"{option} {text!r}: give an offset (e.g. 1200) or an ISO 8601 time "
+            "(e.g. 2026-03-01T10:00:00Z)"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def parse_time(text: str, *, option: str) -> datetime:
+    position = parse_position(text, option=option)
+    if isinstance(position, int):
+        raise ToolError(f"{option} {text!r}: give an ISO 8601 time")
+    return position
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    ranges: dict[TopicPartition, tuple[int, int]]
+
+    @property
+    def size(self) -> int:
+        return sum(max(0, end - start) for start, end in self.ranges.values())
+
+
+def new_consumer(bootstrap_servers: str, **kwargs: object) -> AIOKafkaConsumer:
+    """A consumer without a group: it reads what it is told, and commits nothing."""
+    return AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        **kwargs,
+    )
+
+
+async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    await consumer._client.force_metadata_update()
+    partitions = consumer.partitions_for_topic(topic)
+    if not partitions:
+        raise ToolError(f"topic {topic!r} does not exist (or has no partitions)")
+    return [TopicPartition(topic, p) for p in sorted(partitions)]
+
+
+async def _bound(
+    consumer: AIOKafkaConsumer,
+    tps: list[TopicPartition],
+    position: Position | None,
+    *,
+    default: dict[TopicPartition, int],
+    low: dict[TopicPartition, int],
+) -> dict[TopicPartition, int]:
+    if position is None:
+        return dict(default)
+    if isinstance(position, int):
+        return {tp: min(max(position, low[tp]), default[tp]) for tp in tps}
+    millis = int(position.timestamp() * 1000)
+    found = await consumer.offsets_for_times({tp: millis for tp in tps})
+    return {tp: (found[tp].offset if found.get(tp) else default[tp]) for tp in tps}
+
+
+async def window(
+    consumer: AIOKafkaConsumer,
+    topic: str,
+    start: Position | None = None,
+    end: Position | None = None,
+) -> Window:
+    """The per-partition ``[start, end)`` of ``topic`` for these bounds, fixed now."""
+    tps = await partitions_of(consumer, topic)
+    low = await consumer.beginning_offsets(tps)
+    high = await consumer.end_offsets(tps)
+    starts = await _bound(consumer, tps, start, default=low, low=low)
+    ends = await _bound(consumer, tps, end, default=high, low=low)
+    return Window({tp: (starts[tp], max(starts[tp], ends[tp])) for tp in tps})
+
+
+async def read_window(
+    consumer: AIOKafkaConsumer, win: Window, *, max_records: int = 10_000
+) -> AsyncIterator[list[ConsumerRecord[bytes, bytes]]]:
+    """Yield the window's records in batches (per partition in offset order)."""
+    todo = {tp: rng for tp, rng in win.ranges.items() if rng[1] > rng[0]}
+    if not todo:
+        return
+    consumer.assign(list(todo))
+    for tp, (start, _) in todo.items():
+        consumer.seek(tp, start)
+    while todo:
+        batches = await consumer.getmany(*todo, timeout_ms=1000, max_records=max_records)
+        for tp, records in batches.items():
+            end = todo[tp][1] if tp in todo else 0
+            inside = [r for r in records if r.offset < end]
+            if inside:
+                yield inside
+            if records and records[-1].offset + 1 >= end:
+                todo.pop(tp, None)
+                consumer.pause(tp)
+        for tp in list(todo):  # a compacted topic may have no record at end - 1
+            if await consumer.position(tp) >= todo[tp][1]:
+                todo.pop(tp)
+                consumer.pause(tp)
