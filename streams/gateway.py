@@ -161,8 +161,10 @@ async def _accept(state: GatewayState, source: SourceConfig, request: web.Reques
         raise RateLimited(
             f"source {source.name!r} is over its rate limit; retry later", retry_after_s=wait_s
         )
-    content_type = request.content_type  # application/octet-stream when absent
-    if content_type not in _JSON_TYPES and "Content-Type" in request.headers:
+    raw_type = request.headers.get("Content-Type")
+    # A plain split rather than aiohttp's full parser: only the media type matters here.
+    content_type = raw_type.partition(";")[0].strip().lower() if raw_type else ""
+    if raw_type is not None and content_type not in _JSON_TYPES:
         raise UnsupportedMediaType(
             f"Content-Type {content_type!r} is not accepted; send application/json"
         )

@@ -34,6 +34,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 RESULTS = REPO / "bench" / "results"
+NOTES = HERE / "NOTES.md"  # the profile, kept by hand, appended to gateway.md
 sys.path.insert(0, str(REPO))
 
 from streams.signatures import standard  # noqa: E402
@@ -170,14 +171,19 @@ def half_rate(
     """Latency at a steady ``rate``: wrk paced by ``delay`` (calibrated once), else loadgen."""
     if not wrk:
         return loadgen(url, requests, work, duration_s=args.duration_s, rate=rate, args=args)
-    connections = 32
-    delay_ms = max(1, round(connections * 1000 / rate) - 2)
-    for _ in range(2):  # calibrate: the achieved rate depends on the latency we measure
+    # Many connections with long pauses: the latency (a few ms) is then a small part of each
+    # connection's period, so the offered rate depends little on it.
+    connections = 64
+    period_target_ms = connections * 1000 / rate
+    delay_ms = max(1, round(period_target_ms) - 3)
+    for _ in range(3):  # calibrate: the achieved rate still depends on the latency measured
         probe = run_wrk(
             wrk, url, requests, work, connections=connections, duration_s=3, delay_ms=delay_ms
         )
         period_ms = connections * 1000 / probe["req_per_s"]  # = delay + latency (+ overhead)
-        delay_ms = max(1, round(delay_ms + connections * 1000 / rate - period_ms))
+        # Never below half the target period: a neighbour's burst must not turn the half-rate
+        # run into a saturation run.
+        delay_ms = max(round(period_target_ms / 2), round(delay_ms + period_target_ms - period_ms))
     result = run_wrk(
         wrk,
         url,
@@ -441,7 +447,7 @@ def markdown(report: dict[str, Any]) -> str:
 rounds alternating a/b/c; figures are medians of the rounds. {settings["distinct_webhooks"]}
 distinct webhooks (ids and partition keys) of {settings["body_bytes"]} bytes, cycled. Every
 server is its own process, and so is the load generator; all share the machine's
-{m["cores"]} cores with the broker. The half-rate run paces 32 wrk connections with wrk's
+{m["cores"]} cores with the broker. The half-rate run paces 64 wrk connections with wrk's
 `delay` hook so that they offer half of (c)'s measured maximum.
 
 | target | req/s | p50 ms | p99 ms | non-2xx |
@@ -455,7 +461,8 @@ server is its own process, and so is the load generator; all share the machine's
 Machine: {m["cpu"]}, {m["cores"]} cores, load average at start {m["load_average_at_start"]}
 (other processes share it); {m["os"]}; Python {m["python"]}, {m["event_loop"]}, aiohttp
 {m["aiohttp"]}, aiokafka {m["aiokafka"]}; {m["kafka_broker"]}.
-"""
+
+{NOTES.read_text() if NOTES.exists() else ""}"""
 
 
 if __name__ == "__main__":

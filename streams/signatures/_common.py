@@ -6,7 +6,6 @@ no match — and never a secret, an expected digest or which of several secrets 
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import time
 from collections.abc import Iterable, Mapping
@@ -17,7 +16,8 @@ from streams.errors import SignatureError
 
 
 def hmac_sha256(key: bytes, message: bytes) -> bytes:
-    return hmac.new(key, message, hashlib.sha256).digest()
+    # hmac.digest is the one-shot C path: a third of hmac.new(...).digest() per webhook.
+    return hmac.digest(key, message, "sha256")
 
 
 @lru_cache(maxsize=256)

@@ -67,12 +67,14 @@ sources:
 """
 
 
+def write_config_text(bootstrap: str, prefix: str, *, gateway_extra: str = "") -> str:
+    return TEMPLATE.format(bootstrap=bootstrap, prefix=prefix, gateway_extra=gateway_extra)
+
+
 def write_config(directory: Path, bootstrap: str, *, gateway_extra: str = "") -> Path:
     path = directory / f"gateway-{uuid.uuid4().hex[:8]}.yaml"
     prefix = f"t{uuid.uuid4().hex[:10]}"
-    path.write_text(
-        TEMPLATE.format(bootstrap=bootstrap, prefix=prefix, gateway_extra=gateway_extra)
-    )
+    path.write_text(write_config_text(bootstrap, prefix, gateway_extra=gateway_extra))
     return path
 
 

@@ -8,9 +8,12 @@ claims and what a refusal must not have written.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import os
 import ssl
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -30,13 +33,16 @@ from streams.topics import Topics
 from tests.integration.gateway_config import (
     GENERIC_SECRET,
     GITHUB_SECRET,
+    SECRETS,
     STRIPE_NEW,
     STRIPE_OLD,
     SW_NEW,
     SW_OLD,
     gateway_config,
+    write_config_text,
 )
 from tests.support.kafka import read_all
+from tests.support.stack import REPO_ROOT
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 WRONG = {
@@ -333,3 +339,36 @@ async def test_tls_when_given_a_certificate_and_key(kafka_bootstrap: str, tmp_pa
         with pytest.raises(aiohttp.ClientError):
             async with session.get(f"{plain}/healthz"):
                 pass
+
+
+@pytest.mark.parametrize("source", ["sw", "stripe", "gh", "generic"])
+async def test_hookstream_sign_prints_headers_the_gateway_accepts(
+    gateway: Gateway, source: str, tmp_path: Path
+) -> None:
+    config_path = tmp_path / "sign.yaml"
+    config_path.write_text(
+        write_config_text(gateway.config.kafka.bootstrap_servers, gateway.config.kafka.topic_prefix)
+    )
+    body = body_for(source, f"d-{uuid.uuid4().hex}")
+    (tmp_path / "body.json").write_bytes(body)
+    env = {**os.environ, **SECRETS}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "streams.cli",
+        "sign",
+        "-c",
+        str(config_path),
+        "--source",
+        source,
+        str(tmp_path / "body.json"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+        cwd=REPO_ROOT,
+    )
+    out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    headers = dict(line.split(": ", 1) for line in out.decode().splitlines())
+    status, answer, _ = await gateway.post(source, body, headers)
+    assert status == 202, answer
