@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 
 from agents.http import request_json
+from agents.netguard import NetGuard
 from schemas import templates
 from schemas.config import FlowConfig, HookstreamConfig, LookupConfig
 from schemas.events import CloudEvent, EnrichedEvent
@@ -45,6 +46,10 @@ class Enricher:
             timeout_s=lookup.timeout_s,
             headers=lookup.headers,
             not_found_ok=lookup.on_not_found == "null",
+            guard=NetGuard(
+                allow_private=self.config.worker.allow_private_networks or lookup.allow_private,
+                stage=STAGE,
+            ),
         )
         if status == 404 and lookup.on_not_found == "fail":
             raise PermanentRemoteError(f"lookup {lookup.name}: not found", stage=STAGE, status=404)

@@ -12,6 +12,19 @@ Dedupe lives here, in two places, both backed by the worker's durable dedupe map
   enrich's output and its marker — is skipped without calling the model. The result and its
   marker are written together (both sent before either is awaited); should a crash land
   between the two acknowledgements, :mod:`agents.recovery` finds the result on restart.
+
+A replayed record (``hookstream-replay: <replay id>``, :mod:`agents.markers`) gets markers of
+its own, ``…/replay/<replay id>``, rather than skipping dedupe. Its live markers are set — the
+event was processed — so plain keys would drop every replayed event; skipping dedupe for
+replays would instead lose dedupe *inside* a replay (a crash mid-replay, or a sender's duplicate
+delivery inside the window, would produce a second replayed result). With the replay id in the
+key each replay runs exactly once per event, a second replay is a new run, and the AI answer
+cache (keyed by flow and prompt, not by marker) still answers an unchanged flow without a model
+call. Redriven records (``hookstream-redriven``) keep the plain keys: a dead-lettered event was
+never marked, so its redrive runs, and a redrive of something already done is skipped.
+(:mod:`agents.recovery` rebuilds plain markers only; a crash between a replayed result and its
+marker redoes that one result within the replay, which the sinks' replay idempotency keys
+absorb.)
 """
 
 from __future__ import annotations
@@ -27,7 +40,7 @@ from agents.ai.provider import client_for
 from agents.ai.task import AITask, ProviderRuntime, cache_entry
 from agents.emit import emit
 from agents.enrich import Enricher
-from agents.markers import carried_headers
+from agents.markers import carried_headers, replay_id
 from agents.resources import Resources
 from agents.retry import RetriesExhausted, RetryPolicy, with_retries
 from agents.stage_base import InvalidRecord, Stage, decode
@@ -39,12 +52,16 @@ from streams.errors import HookstreamError, InvalidModelOutput
 log = logging.getLogger(__name__)
 
 
-def seen_key(event: CloudEvent) -> str:
-    return f"seen/{event.event_key}"
+def _replay_suffix(replay: str | None) -> str:
+    return "" if replay is None else f"/replay/{replay}"
 
 
-def done_key(flow: str, event: CloudEvent) -> str:
-    return recovery.done_key(flow, event.source, event.id)
+def seen_key(event: CloudEvent, replay: str | None = None) -> str:
+    return f"seen/{event.event_key}{_replay_suffix(replay)}"
+
+
+def done_key(flow: str, event: CloudEvent, replay: str | None = None) -> str:
+    return recovery.done_key(flow, event.source, event.id) + _replay_suffix(replay)
 
 
 class EnrichStage(Stage):
@@ -70,7 +87,8 @@ class EnrichStage(Stage):
             log.debug("no flow matches %s %s", cloud_event.source, cloud_event.type)
             return
         dedupe = self.resources.dedupe
-        if dedupe is not None and seen_key(cloud_event) in dedupe:
+        seen = seen_key(cloud_event, replay_id(message))
+        if dedupe is not None and seen in dedupe:
             metrics.DUPLICATES_SKIPPED.labels(self.name).inc()
             log.info("skipping %s: this delivery was already processed", cloud_event.event_key)
             return
@@ -99,7 +117,7 @@ class EnrichStage(Stage):
             )
         # A dead-lettered event stays unmarked: its redrive, or the sender's retry, runs again.
         if dedupe is not None and not dead_lettered:
-            await dedupe.put(self.resources.writer, seen_key(cloud_event), 1)
+            await dedupe.put(self.resources.writer, seen, 1)
 
 
 class AIStage(Stage):
@@ -151,7 +169,7 @@ class AIStage(Stage):
             await self._fail(message, exc, extra_headers=[])
             return
         dedupe, cache = self.resources.dedupe, self.resources.ai_cache
-        marker = done_key(enriched.flow, enriched.event)
+        marker = done_key(enriched.flow, enriched.event, replay_id(message))
         if dedupe is not None and marker in dedupe:
             metrics.DUPLICATES_SKIPPED.labels(self.name).inc()
             log.info("skipping %s: its result is already on Kafka", marker)
