@@ -14,6 +14,7 @@ import gc
 import logging
 import signal
 import ssl
+import time
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -24,6 +25,32 @@ from streams.producer import KafkaWriter
 from streams.topics import ensure_topics
 
 log = logging.getLogger(__name__)
+
+
+class KafkaLogThrottle(logging.Filter):
+    """Let each aiokafka message (by its template) through at most once per ``interval_s``.
+
+    While a broker is down, aiokafka logs "Unable to update metadata" and "Unable connect to
+    node" thousands of times a second; one line per interval says the same.
+    """
+
+    def __init__(self, interval_s: float = 10.0) -> None:
+        super().__init__()
+        self.interval_s = interval_s
+        self._last_s: dict[tuple[str, str], float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("aiokafka"):
+            return True
+        key = (record.name, str(record.msg))
+        now = time.monotonic()
+        last = self._last_s.get(key)
+        if last is not None and now - last < self.interval_s:
+            return False
+        if len(self._last_s) > 1000:  # templates are few; this only bounds a surprise
+            self._last_s.clear()
+        self._last_s[key] = now
+        return True
 
 
 def tls_context(settings: GatewaySettings) -> ssl.SSLContext | None:
@@ -65,6 +92,9 @@ async def running_gateway(
 
 async def serve(config: HookstreamConfig, *, port: int | None = None) -> None:
     """Run the gateway until SIGTERM/SIGINT (or cancellation), then shut down gracefully."""
+    throttle = KafkaLogThrottle()
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(throttle)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

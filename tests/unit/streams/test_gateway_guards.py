@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from ipaddress import ip_network
 
 import pytest
 
 from schemas.config import RateLimitConfig, SignatureConfig, SourceConfig
 from streams.backpressure import WriteGate
+from streams.gateway_server import KafkaLogThrottle
 from streams.netguard import IPNetwork, client_address, in_networks, parse_address
 from streams.ratelimit import RateLimiter, TokenBucket, retry_after_header
 
@@ -157,3 +159,25 @@ def test_an_unknown_outcome_changes_nothing() -> None:
     gate.leave(acknowledged=None)
     assert not gate.broker_failing
     assert gate.in_flight == 0
+
+
+# --- aiokafka's log flood while the broker is down ----------------------------------------------
+
+
+def test_kafka_log_throttle_lets_each_message_through_once_per_interval(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr("streams.gateway_server.time.monotonic", lambda: now[0])
+    throttle = KafkaLogThrottle(interval_s=10)
+
+    def passes(name: str, msg: str) -> bool:
+        record = logging.LogRecord(name, logging.ERROR, __file__, 1, msg, ("node 1",), None)
+        return throttle.filter(record)
+
+    assert passes("aiokafka", "Unable connect to node %s")
+    assert not passes("aiokafka", "Unable connect to node %s")
+    assert passes("aiokafka", "Unable to update metadata from %s")
+    assert all(passes("streams.gateway", "refused %s") for _ in range(3))
+    now[0] += 10
+    assert passes("aiokafka", "Unable connect to node %s")
