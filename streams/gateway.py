@@ -231,14 +231,17 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready = not draining, writes not failing, and Kafka answers a metadata request."""
+    """Ready = not draining, and Kafka answers a metadata request.
+
+    Deliberately not "no write failed lately": that flag clears only when a webhook's write
+    succeeds, and a load balancer that stopped sending because of it would never send the
+    write that clears it.
+    """
     state = request.app[STATE_KEY]
     settings = state.config.gateway
     reason = None
     if state.draining:
         reason = "the gateway is shutting down"
-    elif state.gate.broker_failing:
-        reason = "Kafka is not acknowledging writes"
     else:
         try:
             async with asyncio.timeout(settings.readiness_timeout_s):

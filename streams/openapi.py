@@ -159,8 +159,7 @@ def build_openapi(config: HookstreamConfig) -> dict[str, Any]:
                         "200": _json_response("Ready.", _status_schema("ready")),
                         "503": {
                             **not_ready,
-                            "description": "Not ready: Kafka unreachable, "
-                            "failing writes, or shutting down.",
+                            "description": "Not ready: Kafka unreachable, or shutting down.",
                         },
                     },
                 }

@@ -149,6 +149,13 @@ async def test_healthz(gateway: Stack) -> None:
         assert (await response.json())["status"] == "ok"
 
 
+async def readiness(stack: Stack) -> tuple[int, str]:
+    assert stack.session is not None
+    async with stack.session.get(f"{stack.gateway_url}/readyz") as response:
+        answer = await response.json(content_type=None)
+        return response.status, answer.get("code") or answer.get("status")
+
+
 async def test_broker_down_is_503_with_retry_after_then_recovers(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
@@ -202,9 +209,11 @@ async def test_broker_down_is_503_with_retry_after_then_recovers(
             await broker.stop()
             phase = "down"
             await until(503, "down", 20)
+            assert await readiness(stack) == (503, "not_ready")
             await broker.start(keep_data=True)
             phase = "restarted"
             await until(202, "restarted", 50)
+            assert await readiness(stack) == (200, "ready")
         finally:
             stop.set()
             await asyncio.gather(*senders)
