@@ -20,6 +20,7 @@ backoff-and-retry and an immediate dead letter, and the gateway to choose betwee
     │   └── RateLimited             429 + Retry-After: the source's token bucket is empty
     ├── BrokerUnavailable           Kafka did not acknowledge a write in time; retriable (503)
     │   └── GatewayBusy             503 at once: too many writes in flight, or Kafka failing
+    ├── RecordTooLarge              a record is over the producer's request size; not retriable
     ├── TemplateError               a template refers to a field the event lacks; not retriable
     ├── ToolError                   an operator command (dlq, replay, publish, tail) cannot proceed
     └── StageError                  a pipeline stage failed on one event
@@ -116,6 +117,11 @@ class BrokerUnavailable(HookstreamError):
 
     retriable = True
     code = "broker_unavailable"
+
+
+class RecordTooLarge(HookstreamError):
+    """A record is larger than Kafka accepts in one request (``max_request_size``). Not
+    retriable: the same record fails the same way; the gateway answers 413."""
 
 
 class GatewayBusy(BrokerUnavailable):

@@ -30,6 +30,7 @@ from streams.errors import (
     InvalidPayload,
     PayloadTooLarge,
     RateLimited,
+    RecordTooLarge,
     UnknownSource,
     UnsupportedMediaType,
     WebhookRejected,
@@ -196,6 +197,13 @@ async def _accept(state: GatewayState, source: SourceConfig, request: web.Reques
         acknowledged = False
         log.warning("503 for %s/%s: %s", source.name, event.id, exc)
         raise
+    except RecordTooLarge:
+        # Within max_body_bytes but over Kafka's limit once wrapped: the sender's retry would
+        # fail alike, so 413, and the broker is fine (the gate is not told otherwise).
+        raise PayloadTooLarge(
+            f"the event ({len(event.value)} bytes with its envelope) is over Kafka's "
+            "message size limit"
+        ) from None
     finally:
         state.gate.leave(acknowledged=acknowledged)
     PRODUCE_SECONDS.observe(time.perf_counter() - started)

@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import (
     InvalidProducerEpoch,
     KafkaError,
+    MessageSizeTooLargeError,
     OutOfOrderSequenceNumber,
     ProducerFenced,
     UnknownProducerId,
@@ -26,7 +27,7 @@ from aiokafka.errors import (
 from aiokafka.structs import RecordMetadata
 
 from schemas.config import KafkaSettings
-from streams.errors import BrokerUnavailable
+from streams.errors import BrokerUnavailable, RecordTooLarge
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +165,10 @@ class KafkaWriter:
             return await waiter
         except TimeoutError as exc:
             raise BrokerUnavailable(f"Kafka did not acknowledge within {deadline_s:g} s") from exc
+        except MessageSizeTooLargeError as exc:
+            raise RecordTooLarge(
+                f"the record is {len(value)} bytes, over Kafka's request size limit"
+            ) from exc
         except KafkaError as exc:
             if isinstance(exc, _BROKEN_PRODUCER):
                 await self._replace(producer)

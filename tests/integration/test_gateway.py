@@ -134,6 +134,19 @@ async def test_body_over_the_limit_is_413(gateway: Stack) -> None:
     assert "1048576" in answer["detail"]
 
 
+async def test_body_within_the_limit_but_over_kafkas_is_413_and_harmless(gateway: Stack) -> None:
+    # max_body_bytes is 1 MiB, and so is Kafka's request size: the envelope tips it over.
+    pad = 1024 * 1024 - 200
+    big = b'{"customer_id":"cus_001","pad":"' + b"x" * pad + b'"}'
+    status, answer, _ = await gateway.post("helpdesk", body=big)
+    assert status == 413, answer
+    assert answer["code"] == "payload_too_large"
+    assert "message size limit" in answer["detail"]
+    # The broker is fine: the next webhook is accepted, not refused as "broker unavailable".
+    status, answer, _ = await gateway.post("helpdesk", ticket())
+    assert status == 202, answer
+
+
 async def test_wrong_content_type_is_415(gateway: Stack) -> None:
     status, answer, _ = await gateway.post(
         "helpdesk", body=b"customer_id=cus_001", content_type="application/x-www-form-urlencoded"
