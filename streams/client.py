@@ -8,7 +8,8 @@
 
     async with Subscriber(bootstrap_servers="127.0.0.1:9092", group_id="billing") as results:
         async for result in results:          # AIResult, in order per key
-            await handle(result)              # committed once the loop asks for the next one
+            await handle(result)              # committed once the loop asks for the next one,
+                                              # or on leaving the block without an exception
 
 The publisher wraps each payload in the same CloudEvents envelope the gateway writes and sends it
 to ``<prefix>.events`` with ``acks=all`` and the idempotent producer; ``publish`` returns once the
@@ -18,14 +19,15 @@ identity downstream: publishing the same id twice is harmless.
 
 The subscriber reads a results topic in its own consumer group and commits a result's offset
 only after the caller has handled it (when the ``async for`` asks for the next one, or on a
-clean exit): a crash in between redelivers that result, never skips it.
+clean exit from the ``async with``, ``break`` included): a crash in between redelivers that
+result, never skips it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
@@ -124,7 +126,13 @@ class Publisher:
 
 
 class Subscriber:
-    """An async iterator of typed results in its own consumer group; see the module doc."""
+    """An async iterator of typed results in its own consumer group; see the module doc.
+
+    A result counts as handled once the caller asks for the next one, or leaves the
+    ``async with`` block without an exception (``break`` included); only handled results are
+    committed. An exception out of the block commits nothing more: the result being handled
+    comes again to the group's next consumer.
+    """
 
     def __init__(
         self,
@@ -146,6 +154,7 @@ class Subscriber:
             client_id=f"hookstream-subscriber-{group_id}",
         )
         self._uncommitted: dict[TopicPartition, int] = {}
+        self._handed_out: tuple[TopicPartition, int] | None = None
 
     async def __aenter__(self) -> Subscriber:
         try:
@@ -163,9 +172,17 @@ class Subscriber:
     ) -> None:
         try:
             if exc_type is None:
+                self._handled()
                 await self.commit()
         finally:
             await self._consumer.stop()
+
+    def _handled(self) -> None:
+        """The result handed out last is handled: its offset may be committed."""
+        if self._handed_out is not None:
+            tp, next_offset = self._handed_out
+            self._uncommitted[tp] = next_offset
+            self._handed_out = None
 
     async def commit(self) -> None:
         """Commit every result handed out and handled so far."""
@@ -173,21 +190,19 @@ class Subscriber:
             offsets, self._uncommitted = self._uncommitted, {}
             await self._consumer.commit(offsets)
 
-    def __aiter__(self) -> AsyncIterator[AIResult]:
-        return self._results()
+    def __aiter__(self) -> Subscriber:
+        return self
 
-    async def _results(self) -> AsyncIterator[AIResult]:
-        async for record in self.records():
-            yield parse_result(record)
+    async def __anext__(self) -> AIResult:
+        return parse_result(await self.next_record())
 
-    async def records(self) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
-        """Raw records, with the same commit-after-handling rule."""
-        async for record in self._consumer:
-            yield record
-            # The caller asked for the next one: the previous one is handled.
-            tp = TopicPartition(record.topic, record.partition)
-            self._uncommitted[tp] = record.offset + 1
-            await self.commit()
+    async def next_record(self) -> ConsumerRecord[bytes, bytes]:
+        """The next raw record, after committing the one before (the same rule)."""
+        self._handled()
+        await self.commit()
+        record = await self._consumer.getone()
+        self._handed_out = (TopicPartition(record.topic, record.partition), record.offset + 1)
+        return record
 
 
 def parse_result(record: ConsumerRecord[bytes, bytes]) -> AIResult:
