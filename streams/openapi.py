@@ -39,7 +39,7 @@ _DESCRIPTIONS = {
     403: "The client address is not in the source's allow_ips.",
     404: "No source of that name (or no such route).",
     405: "Method not allowed on this route.",
-    413: "Body over gateway.max_body_bytes.",
+    413: "Body over gateway.max_body_bytes, or over Kafka's message size once wrapped.",
     415: "Content-Type is not JSON.",
     429: "The source's rate limit is exhausted: retry after Retry-After seconds.",
     503: "Nothing was accepted (Kafka unavailable or too many writes in flight): retry after "
