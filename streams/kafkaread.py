@@ -78,14 +78,18 @@ async def _bound(
     *,
     default: dict[TopicPartition, int],
     low: dict[TopicPartition, int],
+    high: dict[TopicPartition, int],
 ) -> dict[TopicPartition, int]:
+    """Per partition, the offset of ``position``: an offset clamped into ``[low, high]`` (a
+    partition shorter than it contributes nothing), a time's first offset at or after it
+    (``high`` when there is none), or ``default`` when there is no bound."""
     if position is None:
         return dict(default)
     if isinstance(position, int):
-        return {tp: min(max(position, low[tp]), default[tp]) for tp in tps}
+        return {tp: min(max(position, low[tp]), high[tp]) for tp in tps}
     millis = int(position.timestamp() * 1000)
     found = await consumer.offsets_for_times({tp: millis for tp in tps})
-    return {tp: (found[tp].offset if found.get(tp) else default[tp]) for tp in tps}
+    return {tp: (found[tp].offset if found.get(tp) else high[tp]) for tp in tps}
 
 
 async def window(
@@ -98,8 +102,8 @@ async def window(
     tps = await partitions_of(consumer, topic)
     low = await consumer.beginning_offsets(tps)
     high = await consumer.end_offsets(tps)
-    starts = await _bound(consumer, tps, start, default=low, low=low)
-    ends = await _bound(consumer, tps, end, default=high, low=low)
+    starts = await _bound(consumer, tps, start, default=low, low=low, high=high)
+    ends = await _bound(consumer, tps, end, default=high, low=low, high=high)
     return Window({tp: (starts[tp], max(starts[tp], ends[tp])) for tp in tps})
 
 
