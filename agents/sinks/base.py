@@ -116,25 +116,47 @@ class BatchingSink(Sink):
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending.append((delivery, future))
         if len(self._pending) >= self.batch_size:
-            self._flush_soon()
+            self._cut()
         elif self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self.linger_s, self._flush_soon)
+            self._timer = asyncio.get_running_loop().call_later(self.linger_s, self._cut)
         return await future
 
-    def _flush_soon(self) -> None:
-        task = asyncio.create_task(self.flush())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _cut(self) -> None:
+        """Close the pending batch now (so none grows past ``batch_size``) and write it."""
+        batch = self._take()
+        if batch:
+            task = asyncio.create_task(self._write(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
-    async def flush(self) -> None:
+    def _take(self) -> list[tuple[Delivery, asyncio.Future[int]]]:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         batch, self._pending = self._pending, []
-        if not batch:
-            return
+        return batch
+
+    async def _write(self, batch: list[tuple[Delivery, asyncio.Future[int]]]) -> None:
         async with self._write_lock:  # batches reach the target in the order they were cut
-            await self._write_settling(batch)
+            try:
+                await self._write_settling(batch)
+            except Exception as exc:
+                # A bug, not a target's answer (those are HookstreamErrors): fail the records
+                # loudly rather than leave their ``add`` waiting for ever.
+                log.exception(
+                    "%s: writing a batch of %d failed unexpectedly", self.what, len(batch)
+                )
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+
+    async def flush(self) -> None:
+        """Write what is pending and wait for every batch cut before."""
+        batch = self._take()
+        if batch:
+            await self._write(batch)
+        if self._tasks:
+            await asyncio.gather(*self._tasks)
 
     async def _write_settling(self, batch: list[tuple[Delivery, asyncio.Future[int]]]) -> None:
         try:

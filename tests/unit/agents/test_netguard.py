@@ -1,0 +1,114 @@
+"""The SSRF guard: which addresses are refused, what the config allows, what errors say."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import aiohttp
+import pytest
+
+from agents import netguard
+from agents.enrich import Enricher
+from agents.netguard import NetGuard, is_public
+from schemas.config_loader import load_config
+from streams.errors import UnsafeDestination
+from tests.unit.schemas.test_config_loader import EXAMPLE, EXAMPLE_ENV
+
+REFUSED = [
+    "127.0.0.1",  # loopback
+    "127.8.9.10",
+    "10.1.2.3",  # RFC 1918
+    "172.16.0.1",
+    "192.168.1.10",
+    "169.254.169.254",  # link-local: cloud metadata
+    "100.64.0.1",  # CGNAT
+    "0.0.0.0",  # noqa: S104 - unspecified, refused
+    "224.0.0.1",  # multicast
+    "240.0.0.1",  # reserved
+    "::1",
+    "::",
+    "fe80::1",  # IPv6 link-local
+    "fc00::1",  # unique local
+    "fd12:3456::1",
+    "ff02::1",  # multicast
+    "::ffff:127.0.0.1",  # IPv4-mapped: judged as the IPv4 address
+    "::ffff:10.0.0.1",
+    "::ffff:169.254.169.254",
+]
+ALLOWED = ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111", "::ffff:8.8.8.8"]
+
+
+@pytest.mark.parametrize("address", REFUSED)
+def test_non_public_addresses_are_not_public(address: str) -> None:
+    assert not is_public(ipaddress.ip_address(address))
+
+
+@pytest.mark.parametrize("address", ALLOWED)
+def test_public_addresses_are_public(address: str) -> None:
+    assert is_public(ipaddress.ip_address(address))
+
+
+@pytest.mark.parametrize("address", REFUSED)
+async def test_a_url_with_a_private_literal_is_refused(address: str) -> None:
+    host = f"[{address}]" if ":" in address else address
+    with pytest.raises(UnsafeDestination) as caught:
+        await NetGuard(stage="sink").check(f"http://{host}:8080/x?token=secret", what="sink crm")
+    message = str(caught.value)
+    assert message.startswith("sink crm: host ")
+    assert "allow_private" in message
+    assert "secret" not in message  # the URL's query is never echoed
+    assert caught.value.stage == "sink"
+    assert not caught.value.retriable
+
+
+@pytest.mark.parametrize("address", ALLOWED)
+async def test_a_url_with_a_public_literal_passes(address: str) -> None:
+    host = f"[{address}]" if ":" in address else address
+    await NetGuard().check(f"https://{host}/hook", what="sink crm")
+
+
+async def test_allow_private_turns_the_check_off() -> None:
+    guard = NetGuard(allow_private=True)
+    await guard.check("http://127.0.0.1:8092/customers/1", what="sink crm")
+    await guard.check("http://[::1]/", what="sink crm")
+
+
+async def test_localhost_by_name_is_refused() -> None:
+    with pytest.raises(UnsafeDestination, match="'localhost'"):
+        await NetGuard().check("http://localhost:5432/", what="lookup customer")
+
+
+async def test_every_address_of_a_name_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def two_records(host: str, port: int) -> list[netguard.IPAddress]:
+        assert (host, port) == ("mixed.example", 443)
+        return [ipaddress.ip_address("93.184.216.34"), ipaddress.ip_address("10.0.0.7")]
+
+    monkeypatch.setattr(netguard, "resolve", two_records)
+    with pytest.raises(UnsafeDestination, match=r"10\.0\.0\.7"):
+        await NetGuard().check("https://mixed.example/", what="sink crm")
+
+
+@pytest.mark.parametrize("url", ["ftp://93.184.216.34/", "file:///etc/passwd", "http:///path"])
+async def test_only_http_urls_with_a_host(url: str) -> None:
+    with pytest.raises(UnsafeDestination, match="only http"):
+        await NetGuard().check(url, what="sink crm")
+
+
+async def test_resolve_keeps_literals_and_drops_scope_ids() -> None:
+    assert await netguard.resolve("[fe80::1]", 80) == [ipaddress.ip_address("fe80::1")]
+    assert await netguard.resolve("no-such-host.invalid", 80) == []
+
+
+async def test_enrichment_lookups_pass_the_guard() -> None:
+    """An enrichment lookup to a private address is refused before any request is sent."""
+    env = {**EXAMPLE_ENV, "HOOKSTREAM_ALLOW_PRIVATE_NETWORKS": "false"}
+    config = load_config(EXAMPLE, env=env)
+    flow = config.flows[0]
+    assert not config.worker.allow_private_networks
+    assert not flow.enrich[0].allow_private
+    async with aiohttp.ClientSession() as session:
+        enricher = Enricher(config, session)
+        with pytest.raises(UnsafeDestination) as caught:
+            await enricher._lookup(flow, flow.enrich[0], {"data": {"customer_id": "cus_1"}})
+    assert caught.value.stage == "enrich"
+    assert "lookup customer" in str(caught.value)
