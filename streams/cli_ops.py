@@ -163,7 +163,7 @@ def _confirm(question: str) -> bool:
 
 def cmd_replay(args: argparse.Namespace, load: Loader) -> int:
     from streams.kafkaread import parse_position
-    from streams.replay import ModelEstimate, Replayer, ReplayFilter
+    from streams.replay import Replayer, ReplayFilter
 
     config = load(args.config)
 
@@ -175,7 +175,6 @@ def cmd_replay(args: argparse.Namespace, load: Loader) -> int:
             end=parse_position(args.to, option="--to") if args.to else None,
             selection=ReplayFilter(source=args.source, type=args.type, flow=args.flow),
         )
-        running_estimate: ModelEstimate | None = None
         if replayer.calls_model and not args.yes:
             selected, estimate = await replayer.estimate()
             print(
@@ -188,20 +187,13 @@ def cmd_replay(args: argparse.Namespace, load: Loader) -> int:
             if estimate.calls and not _confirm("Replay?"):
                 print("replay: not confirmed (use --yes to skip the question)", file=sys.stderr)
                 return 1
-        elif replayer.calls_model:
-            running_estimate = ModelEstimate()
         bar = None if args.no_progress else ProgressBar()
-        stats = await replayer.run(progress=bar, estimate=running_estimate)
+        stats = await replayer.run(progress=bar)
         print(
             f"replay {stats.replay_id}: window {stats.window:,}, read {stats.read:,}, "
             f"replayed {stats.replayed:,}, filtered out {stats.filtered_out:,} "
             f"in {stats.elapsed_s:.1f} s ({stats.events_per_s:,.0f} records/s)"
         )
-        if running_estimate is not None:
-            print(
-                f"model calls (upper bound): {running_estimate.calls:,}, "
-                f"~{running_estimate.prompt_tokens + running_estimate.completion_tokens:,} tokens"
-            )
         return 0
 
     return _run(main())

@@ -17,8 +17,10 @@ the flow's ``max_tokens``, an upper bound) so the CLI can ask before it starts.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,7 +38,8 @@ from streams.errors import BrokerUnavailable, TemplateError
 from streams.kafkaread import Position, Window, new_consumer, read_window, window
 
 Progress = Callable[[int, int], None]
-_PENDING_MAX = 20_000  # sends in flight before the replay waits for their acks
+_BATCH_BYTES = 1024 * 1024
+_PENDING_MAX = 64  # submitted batches not yet acknowledged (≤ 64 MiB in memory)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,16 +175,19 @@ class Replayer:
             await consumer.stop()
         return selected, estimate
 
-    async def run(
-        self, progress: Progress | None = None, estimate: ModelEstimate | None = None
-    ) -> ReplayStats:
+    async def run(self, progress: Progress | None = None) -> ReplayStats:
         """Re-inject the window; returns once every replayed record is acknowledged (acks=all).
 
-        With ``estimate``, the model estimate is counted on the way (for ``--yes`` runs)."""
+        Records are appended straight into one producer batch per partition
+        (:class:`_Batches`), not sent one by one: ``producer.send`` costs a future and a few
+        microseconds per record, which was most of a replay's time (bench/replay).
+        """
         stats = ReplayStats(self.replay_id)
         settings = self.config.kafka
+        # No CRC check on read (librdkafka's default too): the broker checked each batch on
+        # write, and the producer computes new CRCs for the copies.
         consumer = new_consumer(
-            settings.bootstrap_servers, max_partition_fetch_bytes=8 * 1024 * 1024
+            settings.bootstrap_servers, max_partition_fetch_bytes=_BATCH_BYTES, check_crcs=False
         )
         producer = AIOKafkaProducer(
             bootstrap_servers=settings.bootstrap_servers,
@@ -189,48 +195,36 @@ class Replayer:
             acks="all",
             enable_idempotence=True,
             linger_ms=max(settings.linger_ms, 20),
-            max_batch_size=1024 * 1024,
+            max_batch_size=_BATCH_BYTES,
             max_request_size=8 * 1024 * 1024,
         )
         marker = (REPLAY_HEADER, self.replay_id.encode())
+        only_marker = [marker]
         started = time.monotonic()
         try:
             await consumer.start()
             await producer.start()
             win = await self._fixed_window(consumer)
             stats.window = win.size
-            pending: list[Any] = []
-            parse = not self.selection.empty or estimate is not None
-            async for batch in read_window(consumer, win):
-                for record in batch:
-                    stats.read += 1
-                    if parse:
-                        value = self._decode(record)
-                        if not self.selection.empty and not self.selects(value):
-                            stats.filtered_out += 1
-                            continue
-                        if estimate is not None and self.calls_model:
-                            self._estimate_one(value, estimate)
-                    headers = [(k, v) for k, v in record.headers if k != REPLAY_HEADER]
-                    headers.append(marker)
-                    pending.append(
-                        await producer.send(
-                            self.topic,
-                            value=record.value,
-                            key=record.key,
-                            partition=record.partition,
-                            headers=headers,
-                        )
-                    )
-                    stats.replayed += 1
-                if len(pending) >= _PENDING_MAX:
-                    for future in pending:
-                        await future
-                    pending.clear()
+            batches = _Batches(producer, self.topic)
+            selection = None if self.selection.empty else self
+            async for records in read_window(consumer, win):
+                for record in records:
+                    if selection is not None and not selection.selects(self._decode(record)):
+                        stats.filtered_out += 1
+                        continue
+                    if record.headers:
+                        headers = [(k, v) for k, v in record.headers if k != REPLAY_HEADER]
+                        headers.append(marker)
+                    else:
+                        headers = only_marker
+                    if not batches.add(record.partition, record.key, record.value, headers):
+                        await batches.rotate(record.partition, record.key, record.value, headers)
+                stats.read += len(records)
+                stats.replayed = stats.read - stats.filtered_out
                 if progress is not None:
                     progress(stats.read, stats.window)
-            for future in pending:
-                await future
+            await batches.finish()
         except KafkaError as exc:
             raise BrokerUnavailable(f"replay of {self.topic} failed: {exc}") from exc
         finally:
@@ -240,3 +234,49 @@ class Replayer:
         if progress is not None:
             progress(stats.read, stats.window)
         return stats
+
+
+class _Batches:
+    """One open producer batch per partition; full ones are submitted, at most
+    ``_PENDING_MAX`` submitted batches wait for their acks at a time."""
+
+    def __init__(self, producer: AIOKafkaProducer, topic: str) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.open: dict[int, Any] = {}
+        self.pending: deque[asyncio.Future[Any]] = deque()
+
+    def add(
+        self, partition: int, key: bytes | None, value: bytes | None, headers: list[Any]
+    ) -> bool:
+        """Append to the partition's open batch; False when it is full (then :meth:`rotate`).
+        Synchronous: the common case costs no coroutine."""
+        builder = self.open.get(partition)
+        if builder is None:
+            builder = self.open[partition] = self.producer.create_batch()
+        return builder.append(timestamp=None, key=key, value=value, headers=headers) is not None
+
+    async def rotate(
+        self, partition: int, key: bytes | None, value: bytes | None, headers: list[Any]
+    ) -> None:
+        """Submit the full batch and start the next one with this record."""
+        await self._submit(partition)
+        builder = self.open[partition] = self.producer.create_batch()
+        # An empty batch takes any record; one over the broker's limit fails its send.
+        builder.append(timestamp=None, key=key, value=value, headers=headers)
+
+    async def _submit(self, partition: int) -> None:
+        builder = self.open.pop(partition)
+        builder.close()
+        self.pending.append(
+            await self.producer.send_batch(builder, self.topic, partition=partition)
+        )
+        while len(self.pending) > _PENDING_MAX:
+            await self.pending.popleft()
+
+    async def finish(self) -> None:
+        """Submit every open batch and wait until all are acknowledged."""
+        for partition in list(self.open):
+            await self._submit(partition)
+        while self.pending:
+            await self.pending.popleft()

@@ -63,6 +63,7 @@ class FakeConsumer:
         self.assigned: list[TopicPartition] = []
         self.positions: dict[TopicPartition, int] = {}
         self.paused: set[TopicPartition] = set()
+        self.built = 0  # record objects handed out
 
     async def _noop(self) -> None:
         return None
@@ -105,7 +106,8 @@ class FakeConsumer:
             if tp in self.paused:
                 continue
             start = self.positions[tp]
-            stop = min(self.high[tp], start + 3)  # small fetches: several rounds
+            stop = min(self.high[tp], start + 3, start + max_records)  # small fetches
+            self.built += max(0, stop - start)
             if stop > start:
                 batches[tp] = [
                     SimpleNamespace(partition=tp.partition, offset=o) for o in range(start, stop)
