@@ -139,11 +139,13 @@ class ProgressBar:
         self.width = width
         self.started = time.monotonic()
         self._drawn = 0.0
+        self._finished = False  # the last line is drawn once
 
     def __call__(self, done: int, total: int) -> None:
         now = time.monotonic()
-        if now - self._drawn < 0.2 and done < total:
+        if (now - self._drawn < 0.2 and done < total) or self._finished:
             return
+        self._finished = done >= total
         self._drawn = now
         share = done / total if total else 1.0
         filled = int(share * self.width)
