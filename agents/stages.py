@@ -194,20 +194,22 @@ class AIStage(Stage):
                     in_flight.dec()
                 result, cache_key = outcome.result, outcome.cache_key
         writer = self.resources.writer
-        writes = [
-            emit(
-                writer,
-                self.topics.results,
-                dumps(result),
-                key=enriched.event.partitionkey.encode(),
-                headers=carried_headers(message),
-            )
-        ]
+        # The result first, and only once Kafka has it the "done" mark: written together, a
+        # crash could leave the mark without the result, and the restarted worker would then
+        # skip an event that has no result (found by the SIGKILL test).
+        await emit(
+            writer,
+            self.topics.results,
+            dumps(result),
+            key=enriched.event.partitionkey.encode(),
+            headers=carried_headers(message),
+        )
+        marks = []
         if dedupe is not None:
-            writes.append(dedupe.put(writer, marker, 1))
+            marks.append(dedupe.put(writer, marker, 1))
         if cache is not None and cache_key is not None:
-            writes.append(cache.put(writer, cache_key, cache_entry(result)))
-        await asyncio.gather(*writes)
+            marks.append(cache.put(writer, cache_key, cache_entry(result)))
+        await asyncio.gather(*marks)
 
 
 def _errors(exc: RetriesExhausted) -> list[tuple[str, bytes]]:

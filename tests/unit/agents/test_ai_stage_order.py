@@ -1,0 +1,94 @@
+"""The AI stage writes an event's "done" mark only after its result is on Kafka.
+
+Written together, a crash between the two could leave the mark without the result: the
+restarted worker would skip the event and it would never get a result (found by the SIGKILL
+integration test, which catches it only sometimes; this test catches it every time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+import agents.stages
+from agents.ai.task import AITask, TaskOutcome
+from agents.resources import Resources
+from agents.stages import AIStage
+from schemas.codec import dumps
+from schemas.config_loader import load_config
+from schemas.events import AIResult, CloudEvent, EnrichedEvent
+from tests.support.stack import EXAMPLE_CONFIG, SECRETS
+
+
+@dataclass
+class Message:
+    value: bytes
+    topic: str = "t.enriched"
+    partition: int = 0
+    offset: int = 7
+    key: bytes = b"cus_001"
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+@dataclass
+class Event:
+    message: Message
+
+
+async def test_done_mark_waits_for_the_result_write(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = load_config(EXAMPLE_CONFIG, env=SECRETS)
+    resources = Resources(config, client_id="test", state=True)
+    resources._writer = object()  # type: ignore[assignment]
+    resources._session = object()  # type: ignore[assignment]
+    assert resources.dedupe is not None
+    event = CloudEvent.model_validate(
+        {
+            "id": "wh-1",
+            "source": "helpdesk",
+            "type": "ticket.created",
+            "time": "2026-11-29T12:00:00Z",
+            "data": {"message": "hi"},
+            "partitionkey": "cus_001",
+            "traceid": "t",
+        }
+    )
+    enriched = EnrichedEvent(flow="feedback-triage", event=event)
+    result = AIResult(
+        flow="feedback-triage",
+        event=event,
+        provider="default",
+        model="m",
+        output={"sentiment": "neutral", "category": "other", "summary": "hi"},
+        latency_ms=1.0,
+        attempts=1,
+    )
+
+    async def run(self: AITask, _: EnrichedEvent) -> TaskOutcome:
+        return TaskOutcome(result, None)
+
+    order: list[str] = []
+    result_write_may_finish = asyncio.Event()
+
+    async def slow_emit(writer: Any, topic: str, value: bytes, **kwargs: Any) -> None:
+        order.append(f"start {topic}")
+        await result_write_may_finish.wait()
+        order.append(f"acked {topic}")
+
+    async def put(writer: Any, key: str, value: Any) -> None:
+        order.append(f"mark {key}")
+
+    monkeypatch.setattr(AITask, "run", run)
+    monkeypatch.setattr(agents.stages, "emit", slow_emit)
+    monkeypatch.setattr(resources.dedupe, "put", put)
+    stage = AIStage(config, resources)
+    handling = asyncio.create_task(stage.handle(Event(Message(dumps(enriched)))))
+    for _ in range(100):
+        await asyncio.sleep(0)
+    assert order == [f"start {stage.topics.results}"]  # no mark while the result is unacked
+    result_write_may_finish.set()
+    await asyncio.wait_for(handling, 5)
+    assert order[1] == f"acked {stage.topics.results}"
+    assert order[2].startswith("mark done/feedback-triage/helpdesk/wh-1")
