@@ -1,9 +1,9 @@
 """After a crash: which results are already on Kafka for events the worker will see again?
 
-The AI stage writes a result and its dedupe marker together, but "together" is two records on
-two topics: a crash can land between their acknowledgements, leaving a result without its
-marker. The results topic itself is the truth, so before the agents start, the worker reads
-back the results written since the oldest uncommitted event:
+The AI stage writes a result, then (once Kafka acknowledged it) the event's dedupe marker: two
+records on two topics, so a crash can land between them, leaving a result without its marker.
+The results topic itself is the truth, so before the agents start, the worker reads back the
+results written since the oldest uncommitted event:
 
 1. the worker group's committed offset on each partition of the enriched topic marks the
    first event that will be processed again; the earliest timestamp among those records is
@@ -23,6 +23,7 @@ import time
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import OffsetAndMetadata
 
 from schemas.config import KafkaSettings
 
@@ -34,24 +35,32 @@ def done_key(flow: str, source: str, event_id: str) -> str:
     return f"done/{flow}/{source}/{event_id}"
 
 
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-    partitions = consumer.partitions_for_topic(topic)
-    if not partitions:
-        await consumer._client.force_metadata_update()
-        partitions = consumer.partitions_for_topic(topic) or set()
-    return [TopicPartition(topic, p) for p in sorted(partitions)]
+async def _topic_partitions(
+    admin: AIOKafkaAdminClient, topics: list[str]
+) -> dict[str, list[TopicPartition]]:
+    """Partitions per topic, from the broker.
+
+    Not from the consumer's metadata: a consumer only refreshes the topics it is assigned, so
+    once it was assigned the enriched topic it did not know the results topic — and recovery
+    silently found nothing (caught by the SIGKILL test).
+    """
+    described = await admin.describe_topics(topics)
+    return {
+        entry["topic"]: [
+            TopicPartition(entry["topic"], p["partition"])
+            for p in sorted(entry["partitions"], key=lambda part: int(part["partition"]))
+        ]
+        for entry in described
+        if entry.get("error_code", 0) == 0
+    }
 
 
 async def _redo_window_start_ms(
-    consumer: AIOKafkaConsumer, settings: KafkaSettings, group: str, enriched: str
+    consumer: AIOKafkaConsumer,
+    committed: dict[TopicPartition, OffsetAndMetadata],
+    tps: list[TopicPartition],
 ) -> int | None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
-    await admin.start()
-    try:
-        committed = await admin.list_consumer_group_offsets(group)
-    finally:
-        await admin.close()
-    tps = await _partitions(consumer, enriched)
+    """Timestamp of the oldest event the group will process again, or None if there is none."""
     if not tps:
         return None
     ends = await consumer.end_offsets(tps)
@@ -80,11 +89,18 @@ async def results_since_last_commit(
     )
     await consumer.start()
     found: set[str] = set()
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
     try:
-        start_ms = await _redo_window_start_ms(consumer, settings, group, enriched)
+        committed = await admin.list_consumer_group_offsets(group)
+        partitions = await _topic_partitions(admin, [enriched, results])
+    finally:
+        await admin.close()
+    try:
+        start_ms = await _redo_window_start_ms(consumer, committed, partitions.get(enriched, []))
         if start_ms is None:
             return found
-        tps = await _partitions(consumer, results)
+        tps = partitions.get(results, [])
         since = await consumer.offsets_for_times({tp: start_ms - _MARGIN_MS for tp in tps})
         ends = await consumer.end_offsets(tps)
         consumer.assign(tps)
