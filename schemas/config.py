@@ -460,6 +460,11 @@ class WorkerSettings(_Frozen):
     enrich_concurrency: Annotated[int, Field(ge=1, le=4096)] = 64
     sink_concurrency: Annotated[int, Field(ge=1, le=4096)] = 32
     commit_interval_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    session_timeout_s: Annotated[float, Field(ge=6, le=300)] = Field(
+        default=10.0,
+        description="How long Kafka waits for a silent worker before giving its partitions to "
+        "the others: the failover time after a crash (Faust's default is 60 s).",
+    )
     allow_private_networks: bool = Field(
         default=False,
         description="Let sinks and lookups call loopback, private and link-local addresses "

@@ -54,6 +54,8 @@ def create_app(
         topic_replication_factor=config.kafka.replication_factor,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=config.worker.commit_interval_s,
+        broker_session_timeout=config.worker.session_timeout_s,
+        broker_heartbeat_interval=config.worker.session_timeout_s / 5,
         producer_acks=-1,
         autodiscover=False,
     )
