@@ -14,7 +14,7 @@ import hmac
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -228,3 +228,29 @@ def run(app: web.Application, *, host: str, port: int, name: str) -> int:
         logger.error("%s cannot listen on %s:%s: %s", name, host, port, exc)
         return 1
     return 0
+
+
+def serve_from_args(
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None,
+    settings_type: type[SettingsT],
+    create_app: Callable[[SettingsT], web.Application],
+    *,
+    name: str,
+) -> int:
+    """A simulator's whole ``main``: flags → settings model → serve until SIGTERM/SIGINT.
+
+    Every flag named like a settings field sets it (``--latency-ms`` → ``latency_ms``);
+    ``--api-key-env`` becomes ``api_key``. Invalid values are usage errors (exit 2).
+    """
+    args = vars(parser.parse_args(argv))
+    fields = {k: v for k, v in args.items() if k in settings_type.model_fields}
+    if "api_key" in settings_type.model_fields:
+        fields["api_key"] = api_key_from_env(parser, args.get("api_key_env"))
+    try:
+        settings = settings_type(**fields)
+    except ValidationError as exc:
+        parser.error(str(exc))
+    host: str = getattr(settings, "host")  # noqa: B009 - every settings model has host/port
+    port: int = getattr(settings, "port")  # noqa: B009
+    return run(create_app(settings), host=host, port=port, name=name)

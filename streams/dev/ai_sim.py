@@ -29,20 +29,19 @@ from typing import Any, Literal, Self
 
 import orjson
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from streams.dev._simcommon import (
     Handler,
     SimError,
     add_server_args,
-    api_key_from_env,
     apply_settings,
     bearer_middleware,
     error_middleware,
     json_response,
     patched_settings,
     read_json,
-    run,
+    serve_from_args,
     utc_now_iso,
 )
 from streams.dev.ai_sim_logic import (
@@ -361,24 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``hookstream dev ai-sim``: serve until SIGTERM/SIGINT; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        settings = AISimSettings(
-            host=args.host,
-            port=args.port,
-            api_key=api_key_from_env(parser, args.api_key_env),
-            latency_ms=args.latency_ms,
-            jitter_ms=args.jitter_ms,
-            rate_429=args.rate_429,
-            retry_after_s=args.retry_after_s,
-            rate_500=args.rate_500,
-            rate_malformed=args.rate_malformed,
-            seed=args.seed,
-        )
-    except ValidationError as exc:
-        parser.error(str(exc))
-    return run(create_app(settings), host=settings.host, port=settings.port, name="ai-sim")
+    return serve_from_args(build_parser(), argv, AISimSettings, create_app, name="ai-sim")
 
 
 if __name__ == "__main__":

@@ -30,20 +30,19 @@ from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from streams.dev._simcommon import (
     Handler,
     SimError,
     add_server_args,
-    api_key_from_env,
     apply_settings,
     bearer_middleware,
     error_middleware,
     json_response,
     patched_settings,
     read_json,
-    run,
+    serve_from_args,
     utc_now_iso,
 )
 
@@ -375,23 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``hookstream dev crm-sim``: serve until SIGTERM/SIGINT; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        settings = CRMSimSettings(
-            host=args.host,
-            port=args.port,
-            api_key=api_key_from_env(parser, args.api_key_env),
-            seed_customers=args.seed_customers,
-            fail_status=args.fail_status,
-            rate_500=args.rate_500,
-            latency_ms=args.latency_ms,
-            retry_after_s=args.retry_after_s,
-            seed=args.seed,
-        )
-    except ValidationError as exc:
-        parser.error(str(exc))
-    return run(create_app(settings), host=settings.host, port=settings.port, name="crm-sim")
+    return serve_from_args(build_parser(), argv, CRMSimSettings, create_app, name="crm-sim")
 
 
 if __name__ == "__main__":

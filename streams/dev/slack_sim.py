@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from streams.dev._simcommon import (
     add_server_args,
@@ -33,7 +33,7 @@ from streams.dev._simcommon import (
     json_response,
     patched_settings,
     read_json,
-    run,
+    serve_from_args,
     utc_now_iso,
 )
 
@@ -179,19 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        settings = SlackSimSettings(
-            host=args.host,
-            port=args.port,
-            fail_status=args.fail_status,
-            latency_ms=args.latency_ms,
-            retry_after_s=args.retry_after_s,
-        )
-    except ValidationError as exc:
-        parser.error(str(exc))
-    return run(create_app(settings), host=settings.host, port=settings.port, name="slack-sim")
+    """``hookstream dev slack-sim``: serve until SIGTERM/SIGINT; returns the exit status."""
+    return serve_from_args(build_parser(), argv, SlackSimSettings, create_app, name="slack-sim")
 
 
 if __name__ == "__main__":
