@@ -20,8 +20,8 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from schemas.config import GatewaySettings, HookstreamConfig
+from streams.batch_writer import BatchingKafkaWriter
 from streams.gateway import STATE_KEY, create_app
-from streams.producer import KafkaWriter
 from streams.topics import ensure_topics
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ async def running_gateway(
     """The gateway serving, as (runner, base URL); on exit, drain and close as described above."""
     await ensure_topics(config.kafka)
     settings = config.gateway
-    async with KafkaWriter(config.kafka, client_id="hookstream-gateway") as writer:
+    async with BatchingKafkaWriter(config.kafka, client_id="hookstream-gateway") as writer:
         app = create_app(config, writer)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_timeout_s)
         await runner.setup()

@@ -14,6 +14,7 @@ import functools
 import logging
 from collections.abc import Sequence
 from types import TracebackType
+from typing import Self
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import (
@@ -33,8 +34,10 @@ log = logging.getLogger(__name__)
 
 Headers = Sequence[tuple[str, bytes]]
 MAX_BATCH_BYTES = 256 * 1024
+# aiokafka's default, stated so that BatchingKafkaWriter checks records against the same figure.
+MAX_REQUEST_BYTES = 1024 * 1024
 # Errors after which aiokafka's idempotent producer stays broken: replace it.
-_BROKEN_PRODUCER = (
+BROKEN_PRODUCER_ERRORS = (
     OutOfOrderSequenceNumber,
     UnknownProducerId,
     InvalidProducerEpoch,
@@ -63,6 +66,7 @@ class KafkaWriter:
             # aiokafka's 16 KiB default holds ~15 CloudEvents per partition batch; with one
             # batch in flight per partition, that caps a hot partition's throughput.
             max_batch_size=MAX_BATCH_BYTES,
+            max_request_size=MAX_REQUEST_BYTES,
             request_timeout_ms=int(self.settings.produce_timeout_s * 1000),
             retry_backoff_ms=100,
         )
@@ -108,7 +112,7 @@ class KafkaWriter:
             self._retiring.add(task)
             task.add_done_callback(self._retiring.discard)
 
-    async def __aenter__(self) -> KafkaWriter:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
@@ -155,7 +159,7 @@ class KafkaWriter:
         deadline_s = self.settings.produce_timeout_s if timeout_s is None else timeout_s
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[RecordMetadata] = loop.create_future()
-        timer = loop.call_later(deadline_s, _expire, waiter)
+        timer = loop.call_later(deadline_s, expire_waiter, waiter)
         producer = self._producer
         try:
             # send() itself waits when the partition's batch is full; aiokafka bounds that
@@ -170,7 +174,7 @@ class KafkaWriter:
                 f"the record is {len(value)} bytes, over Kafka's request size limit"
             ) from exc
         except KafkaError as exc:
-            if isinstance(exc, _BROKEN_PRODUCER):
+            if isinstance(exc, BROKEN_PRODUCER_ERRORS):
                 await self._replace(producer)
             raise BrokerUnavailable(f"Kafka refused the write: {type(exc).__name__}") from exc
         finally:
@@ -186,7 +190,8 @@ async def _retire(producer: AIOKafkaProducer, timeout_s: float) -> None:
         log.info("retired Kafka producer stopped uncleanly: %s", type(exc).__name__)
 
 
-def _expire(waiter: asyncio.Future[RecordMetadata]) -> None:
+def expire_waiter(waiter: asyncio.Future[RecordMetadata]) -> None:
+    """A write's deadline: its caller stops waiting (TimeoutError) unless answered already."""
     if not waiter.done():
         waiter.set_exception(TimeoutError())
 

@@ -1,0 +1,273 @@
+"""A :class:`KafkaWriter` for many concurrent small writes: one batch per partition, one ack each.
+
+Why: the gateway writes one record per webhook, and aiokafka's ``send()`` costs ~35 µs of CPU
+per record (metadata check, partitioner, accumulator, one future and one RecordMetadata per
+record, a callback chain per ack), as much as aiohttp's whole request. A single process doing
+a few thousand webhooks a second spends a third of its CPU there.
+
+How: :meth:`BatchingKafkaWriter.send` only picks the partition (murmur2 of the key, exactly
+aiokafka's and the Java client's default partitioner), appends the record to that partition's
+pending list and waits on its own future. One background task writes in *rounds*: it takes
+everything pending, builds one ``BatchBuilder`` per partition (``producer.create_batch()``),
+submits each with ``producer.send_batch()`` and waits for the acks; the records that arrived
+meanwhile form the next round. There is no linger: a lone write goes out at once, and under
+load a round holds whatever accumulated while the previous one was in flight (the same
+shape as aiokafka's own accumulator, which also sends one request at a time per broker).
+
+Guarantees kept from :class:`KafkaWriter`: acks=all with the idempotent producer (same
+producer, same settings); a caller's future resolves only from the broker's acknowledgement of
+the batch holding its record, with that record's own offset (base offset + its index in the
+batch); a failed batch fails every record in it; per-key order (records of one partition are
+appended in arrival order, and a partition has at most one batch of ours per round); the
+deadline per write (``produce_timeout_s``), after which the caller gets BrokerUnavailable
+and a record not yet in a batch is dropped rather than written late. A producer whose
+idempotence state broke is replaced, as in :class:`KafkaWriter`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import random
+from typing import Any
+
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from aiokafka.partitioner import murmur2
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
+from aiokafka.structs import RecordMetadata, TopicPartition
+
+from schemas.config import KafkaSettings
+from streams.errors import BrokerUnavailable, RecordTooLarge
+from streams.producer import (
+    BROKEN_PRODUCER_ERRORS,
+    MAX_REQUEST_BYTES,
+    Headers,
+    KafkaWriter,
+    expire_waiter,
+)
+
+log = logging.getLogger(__name__)
+
+# (value, key, headers, caller's future): a tuple, the cheapest record of a pending write.
+_Entry = tuple[bytes, bytes | None, Headers, "asyncio.Future[RecordMetadata]"]
+_HASH_CACHE_SIZE = 65536  # distinct keys whose murmur2 hash is kept (keys repeat: customers)
+
+
+class BatchingKafkaWriter(KafkaWriter):
+    """:class:`KafkaWriter` with the same ``send()`` contract, written in per-partition batches.
+
+    Used by the gateway; the workers keep the plain writer (they write one record per event
+    at a far lower rate, and in an order Faust's acks depend on).
+    """
+
+    def __init__(self, settings: KafkaSettings, *, client_id: str = "hookstream") -> None:
+        super().__init__(settings, client_id=client_id)
+        self._pending: dict[tuple[str, int], list[_Entry]] = {}
+        self._wake: asyncio.Future[None] | None = None
+        self._rounds: asyncio.Task[None] | None = None
+        self._hashes: dict[bytes, int] = {}
+        self.batches_sent = 0  # for tests and the benchmark's notes: records per batch
+        self.records_sent = 0
+
+    async def start(self) -> None:
+        await super().start()
+        self._wake = asyncio.get_running_loop().create_future()
+        self._rounds = asyncio.create_task(self._write_rounds(), name="kafka-batch-writer")
+
+    async def stop(self) -> None:
+        """Stop taking writes; fail what never made it into a batch; flush what did."""
+        rounds, self._rounds = self._rounds, None
+        if rounds is not None:
+            rounds.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await rounds
+        pending, self._pending = self._pending, {}
+        for entries in pending.values():
+            _fail(entries, BrokerUnavailable("the Kafka producer is stopping"))
+        await super().stop()
+
+    def _partition(self, key: bytes | None, count: int) -> int:
+        if key is None:
+            return random.randrange(count)  # noqa: S311 - spreading load, not security
+        hashed = self._hashes.get(key)
+        if hashed is None:
+            if len(self._hashes) >= _HASH_CACHE_SIZE:
+                self._hashes.clear()
+            hashed = self._hashes[key] = murmur2(key) & 0x7FFFFFFF
+        return hashed % count
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        key: bytes | None = None,
+        headers: Headers = (),
+        timeout_s: float | None = None,
+    ) -> RecordMetadata:
+        """Write one record and wait for the broker's acknowledgement (see KafkaWriter.send)."""
+        if self._rounds is None or self._wake is None:
+            raise BrokerUnavailable("the Kafka producer is not running")
+        deadline_s = self.settings.produce_timeout_s if timeout_s is None else timeout_s
+        if type(headers) is not list:  # aiokafka's C record builder takes lists only
+            headers = list(headers)
+        if DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers) > (
+            MAX_REQUEST_BYTES
+        ):
+            raise RecordTooLarge(
+                f"the record is {len(value)} bytes, over Kafka's request size limit"
+            )
+        partitions = self._producer.client.cluster.partitions_for_topic(topic)
+        if not partitions:
+            partitions = await self._topic_partitions(topic, deadline_s)
+        tp = (topic, self._partition(key, len(partitions)))
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[RecordMetadata] = loop.create_future()
+        entries = self._pending.get(tp)
+        if entries is None:
+            self._pending[tp] = [(value, key, headers, waiter)]
+        else:
+            entries.append((value, key, headers, waiter))
+        if not self._wake.done():
+            self._wake.set_result(None)
+        timer = loop.call_later(deadline_s, expire_waiter, waiter)
+        try:
+            return await waiter
+        except TimeoutError as exc:
+            raise BrokerUnavailable(f"Kafka did not acknowledge within {deadline_s:g} s") from exc
+        finally:
+            timer.cancel()
+
+    async def _topic_partitions(self, topic: str, deadline_s: float) -> Any:
+        """The topic's partitions when the producer has no metadata for it yet (first write)."""
+        try:
+            async with asyncio.timeout(deadline_s):
+                return await self._producer.partitions_for(topic)
+        except TimeoutError as exc:
+            raise BrokerUnavailable(f"no metadata for topic {topic!r} from Kafka") from exc
+        except KafkaError as exc:
+            raise BrokerUnavailable(f"no metadata for topic {topic!r}: {exc}") from exc
+
+    async def _write_rounds(self) -> None:
+        """The one task that writes: a round = one batch per partition with pending records."""
+        loop = asyncio.get_running_loop()
+        while self._wake is not None:
+            await self._wake
+            self._wake = loop.create_future()
+            pending, self._pending = self._pending, {}
+            producer = self._producer
+            acks: list[asyncio.Future[Any]] = []
+            for (topic, partition), entries in pending.items():
+                try:
+                    ack = await self._submit(producer, topic, partition, entries)
+                except Exception:
+                    # A bug, not a broker fault (those fail their batch in _submit): answer
+                    # 503 for this partition's records and keep the writer alive.
+                    log.exception("the batch writer failed a batch for %s-%d", topic, partition)
+                    _fail(entries, BrokerUnavailable("the batch writer failed"))
+                    continue
+                if ack is not None:
+                    acks.append(ack)
+            if not acks:
+                continue
+            # Bounded: a producer stopped uncleanly (replaced, see _replace) may never resolve
+            # its batches; the callers' own deadlines have answered them by then.
+            await asyncio.wait(acks, timeout=self.settings.produce_timeout_s)
+            for ack in acks:
+                if ack.done() and not ack.cancelled():
+                    error = ack.exception()
+                    if isinstance(error, BROKEN_PRODUCER_ERRORS):
+                        await self._replace(producer)
+                        break
+
+    async def _submit(
+        self, producer: Any, topic: str, partition: int, entries: list[_Entry]
+    ) -> asyncio.Future[Any] | None:
+        """Append one partition's pending records to a batch and hand it to the producer.
+
+        Records whose caller already gave up (deadline) are left out. What does not fit in
+        one batch (``max_batch_size``) goes back, ahead of newer records, for the next round.
+        """
+        batch = producer.create_batch()
+        taken: list[_Entry] = []
+        timestamps_ms: list[int] = []
+        for index, entry in enumerate(entries):
+            value, key, headers, waiter = entry
+            if waiter.done():
+                continue
+            appended = batch.append(key=key, value=value, timestamp=None, headers=headers)
+            if appended is None:  # batch full: the rest waits for the next round
+                self._requeue(topic, partition, entries[index:])
+                break
+            taken.append(entry)
+            timestamps_ms.append(appended.timestamp)
+        if not taken:
+            return None
+        batch.close()  # nothing else may append to it once it is the producer's
+        try:
+            ack: asyncio.Future[Any] = await producer.send_batch(batch, topic, partition=partition)
+        except KafkaError as exc:
+            _fail(taken, _as_hookstream_error(exc, len(taken)))
+            if isinstance(exc, BROKEN_PRODUCER_ERRORS):
+                await self._replace(producer)
+            return None
+        self.batches_sent += 1
+        self.records_sent += len(taken)
+        ack.add_done_callback(functools.partial(_resolve, taken, timestamps_ms))
+        return ack
+
+    def _requeue(self, topic: str, partition: int, entries: list[_Entry]) -> None:
+        tp = (topic, partition)
+        self._pending[tp] = entries + self._pending.get(tp, [])
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
+
+def _as_hookstream_error(exc: BaseException, records: int) -> BrokerUnavailable | RecordTooLarge:
+    """The error every caller of a failed batch gets.
+
+    "Too large" is the record's fault (413, not retriable) only when it was alone in its
+    batch; in a batch with others (a topic whose ``max.message.bytes`` is below our batch
+    size), retrying later, in a smaller batch, can succeed: 503.
+    """
+    if isinstance(exc, MessageSizeTooLargeError):
+        if records == 1:
+            return RecordTooLarge("the record is over Kafka's message size limit")
+        return BrokerUnavailable(f"Kafka refused a batch of {records} records as too large")
+    return BrokerUnavailable(f"Kafka refused the write: {type(exc).__name__}")
+
+
+def _fail(entries: list[_Entry], error: BrokerUnavailable | RecordTooLarge) -> None:
+    for _, _, _, waiter in entries:
+        if not waiter.done():
+            waiter.set_exception(error)
+
+
+def _resolve(entries: list[_Entry], timestamps_ms: list[int], ack: asyncio.Future[Any]) -> None:
+    """Answer every record of one batch from the batch's one acknowledgement (or failure)."""
+    if ack.cancelled():
+        _fail(entries, BrokerUnavailable("the write was cancelled"))
+        return
+    error = ack.exception()
+    if error is not None:
+        _fail(entries, _as_hookstream_error(error, len(entries)))
+        return
+    batch: RecordMetadata = ack.result()
+    tp = TopicPartition(batch.topic, batch.partition)
+    # The broker reports the batch's base offset; record i of the batch is at base + i. A
+    # timestamp of -1 means CreateTime: the record's own (the producer's clock at append).
+    for index, (_, _, _, waiter) in enumerate(entries):
+        if not waiter.done():
+            waiter.set_result(
+                RecordMetadata(
+                    batch.topic,
+                    batch.partition,
+                    tp,
+                    batch.offset + index,
+                    timestamps_ms[index] if batch.timestamp == -1 else batch.timestamp,
+                    batch.timestamp_type,
+                    batch.log_start_offset,
+                )
+            )

@@ -1,0 +1,151 @@
+"""The gateway's batching writer against the real broker: what it answers is what is on the topic.
+
+Every test writes a concurrent burst, so that records share batches (the point of the writer),
+then reads the topic back with a plain consumer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.structs import RecordMetadata
+
+from schemas.config import KafkaSettings
+from streams.batch_writer import BatchingKafkaWriter
+from streams.errors import BrokerUnavailable, RecordTooLarge
+from tests.support.kafka import read_all
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+PARTITIONS = 4
+HEADERS = [("content-type", b"application/json")]
+
+
+async def create_topic(bootstrap: str, *, config: dict[str, str] | None = None) -> str:
+    name = f"batch-writer-{uuid.uuid4().hex[:10]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, PARTITIONS, 1, topic_configs=config or {})])
+    finally:
+        await admin.close()
+    return name
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def writer(kafka_bootstrap: str) -> AsyncIterator[BatchingKafkaWriter]:
+    settings = KafkaSettings(bootstrap_servers=kafka_bootstrap, produce_timeout_s=10)
+    async with BatchingKafkaWriter(settings, client_id="test-batch-writer") as started:
+        yield started
+
+
+async def burst(
+    writer: BatchingKafkaWriter, topic: str, records: list[tuple[bytes, bytes]]
+) -> list[RecordMetadata | BaseException]:
+    """All writes started in the same loop iteration, so that they share rounds and batches."""
+    return await asyncio.gather(
+        *(writer.send(topic, value, key=key, headers=HEADERS) for key, value in records),
+        return_exceptions=True,
+    )
+
+
+async def test_offsets_answered_are_the_records_offsets_on_the_topic(
+    writer: BatchingKafkaWriter, kafka_bootstrap: str
+) -> None:
+    topic = await create_topic(kafka_bootstrap)
+    batches_before = writer.batches_sent
+    records = [(f"cus_{i % 13}".encode(), f'{{"n":{i}}}'.encode()) for i in range(600)]
+    answers = await burst(writer, topic, records)
+    assert all(isinstance(a, RecordMetadata) for a in answers), answers
+    assert writer.batches_sent - batches_before < len(records) / 4  # they did share batches
+    on_topic = {(r.partition, r.offset): r for r in await read_all(kafka_bootstrap, topic)}
+    assert len(on_topic) == len(records)
+    for (key, value), answer in zip(records, answers, strict=True):
+        assert isinstance(answer, RecordMetadata)
+        record = on_topic[(answer.partition, answer.offset)]
+        assert (record.key, record.value) == (key, value)
+        assert record.headers == dict(HEADERS)
+        assert answer.timestamp > 0
+
+
+async def test_burst_keeps_per_key_order_on_kafkas_default_partition(
+    writer: BatchingKafkaWriter, kafka_bootstrap: str
+) -> None:
+    topic = await create_topic(kafka_bootstrap)
+    keys = [f"customer-{k}".encode() for k in range(10)]
+    records: list[tuple[bytes, bytes]] = []
+    for round_no in range(3):  # three bursts back to back: order holds across rounds too
+        burst_records = [(keys[i % len(keys)], f"{round_no}:{i}".encode()) for i in range(300)]
+        answers = await burst(writer, topic, burst_records)
+        assert all(isinstance(a, RecordMetadata) for a in answers), answers
+        records += burst_records
+    sent_order: dict[bytes, list[bytes]] = defaultdict(list)
+    for key, value in records:
+        sent_order[key].append(value)
+    on_topic: dict[bytes, list[tuple[int, bytes]]] = defaultdict(list)
+    for record in await read_all(kafka_bootstrap, topic):  # partition/offset order
+        assert record.key is not None
+        assert record.value is not None
+        on_topic[record.key].append((record.partition, record.value))
+    everything = list(range(PARTITIONS))
+    for key in keys:
+        # The Java client's and aiokafka's partition for the key (murmur2), in send order.
+        expected_partition = DefaultPartitioner()(key, everything, everything)
+        assert {p for p, _ in on_topic[key]} == {expected_partition}
+        assert [v for _, v in on_topic[key]] == sent_order[key]
+
+
+async def test_a_failed_batch_fails_every_write_in_it_and_none_is_written(
+    writer: BatchingKafkaWriter, kafka_bootstrap: str
+) -> None:
+    # Each record fits the topic's limit, a batch of several does not: the broker refuses the
+    # whole batch. Every caller must hear so (BrokerUnavailable: the gateway's 503), none may
+    # get an offset.
+    topic = await create_topic(kafka_bootstrap, config={"max.message.bytes": "4000"})
+    warm = await writer.send(topic, b"warm-up", key=b"same", headers=HEADERS)
+    value = b"x" * 900
+    answers = await burst(writer, topic, [(b"same", value)] * 20)
+    assert all(isinstance(a, BrokerUnavailable) for a in answers), answers
+    assert "too large" in str(answers[0])
+    on_topic = await read_all(kafka_bootstrap, topic)
+    assert [(r.partition, r.offset, r.value) for r in on_topic] == [
+        (warm.partition, warm.offset, b"warm-up")
+    ]
+    # The writer is still usable for that partition (a fresh producer if its sequence broke).
+    for _ in range(20):
+        try:
+            after = await writer.send(topic, b"after", key=b"same", headers=HEADERS)
+            break
+        except BrokerUnavailable:
+            await asyncio.sleep(0.2)
+    else:
+        pytest.fail("the writer never wrote to the partition again")
+    assert after.offset > warm.offset
+
+
+async def test_a_record_too_large_on_its_own_is_not_retriable(
+    writer: BatchingKafkaWriter, kafka_bootstrap: str
+) -> None:
+    topic = await create_topic(kafka_bootstrap)
+    with pytest.raises(RecordTooLarge):
+        await writer.send(topic, b"x" * (1024 * 1024 + 1), key=b"k")
+    ok = await writer.send(topic, b"small", key=b"k")
+    assert ok.offset == 0
+
+
+async def test_a_stopped_writer_refuses_at_once(kafka_bootstrap: str) -> None:
+    settings = KafkaSettings(bootstrap_servers=kafka_bootstrap, produce_timeout_s=10)
+    writer = BatchingKafkaWriter(settings)
+    await writer.start()
+    topic = await create_topic(kafka_bootstrap)
+    first = await writer.send(topic, b"one", key=b"k")
+    await writer.stop()
+    with pytest.raises(BrokerUnavailable):
+        await writer.send(topic, b"two", key=b"k")
+    assert [r.offset for r in await read_all(kafka_bootstrap, topic)] == [first.offset]
