@@ -12,8 +12,9 @@ the prompt, not the provider, is the likely cause).
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -99,6 +100,27 @@ class _Skip(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class _OkMetrics:
+    """The metric children an answered call updates, per (provider, model)."""
+
+    calls: Any
+    seconds: Any
+    prompt_tokens: Any
+    completion_tokens: Any
+    cost_usd: Any
+
+    @classmethod
+    def of(cls, provider: str, model: str) -> _OkMetrics:
+        return cls(
+            metrics.AI_CALLS.labels(provider, model, "ok"),
+            metrics.AI_CALL_SECONDS.labels(provider, model),
+            metrics.AI_TOKENS.labels(provider, model, "prompt"),
+            metrics.AI_TOKENS.labels(provider, model, "completion"),
+            metrics.AI_COST_USD.labels(provider, model),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class TaskOutcome:
     result: AIResult
     cache_key: str | None  # set when the answer should be written to the cache
@@ -125,6 +147,10 @@ class AITask:
             backoff_s=worker.retry_backoff_s,
             backoff_max_s=worker.retry_backoff_max_s,
         )
+        # Metric children looked up once: ``labels()`` takes a lock and hashes per call.
+        self._cache_hit = metrics.AI_CACHE.labels(flow.name, "hit")
+        self._cache_miss = metrics.AI_CACHE.labels(flow.name, "miss")
+        self._ok: dict[tuple[str, str], _OkMetrics] = {}
 
     @property
     def provider(self) -> ProviderConfig:
@@ -146,15 +172,30 @@ class AITask:
             max_tokens=self.flow.ai.max_tokens,
         )
 
-    def cached(self, enriched: EnrichedEvent, cache: Any) -> AIResult | None:
+    def requests_for(self, enriched: EnrichedEvent) -> list[ChatRequest]:
+        """One request per target of the chain. The prompt does not depend on the model, so
+        it is rendered once (dumping the event for the template context is the costly part)."""
+        base = self.request_for(enriched)
+        return [
+            base if target.model == base.model else dataclasses.replace(base, model=target.model)
+            for target in self.chain
+        ]
+
+    def cached(
+        self,
+        enriched: EnrichedEvent,
+        cache: Any,
+        requests: Sequence[ChatRequest] | None = None,
+    ) -> AIResult | None:
         """A result from the answer cache, trying the chain's models in order."""
         if cache is None or not self.flow.ai.cache:
             return None
-        for target in self.chain:
-            request = self.request_for(enriched, target.model)
+        if requests is None:
+            requests = self.requests_for(enriched)
+        for target, request in zip(self.chain, requests, strict=True):
             hit = cache.get(request.cache_key(target.runtime.config.name))
             if hit is not None:
-                metrics.AI_CACHE.labels(self.flow.name, "hit").inc()
+                self._cache_hit.inc()
                 return AIResult(
                     flow=self.flow.name,
                     event=enriched.event,
@@ -168,7 +209,7 @@ class AITask:
                     cached=True,
                     fallback=not target.primary,
                 )
-        metrics.AI_CACHE.labels(self.flow.name, "miss").inc()
+        self._cache_miss.inc()
         return None
 
     async def _call(
@@ -224,12 +265,19 @@ class AITask:
         calls.completion_tokens += usage.completion_tokens
         calls.cost_usd += cost_usd
         calls.completions.append(completion)
-        metrics.AI_CALLS.labels(name, target.model, "ok").inc()
-        metrics.AI_CALL_SECONDS.labels(name, target.model).observe(time.perf_counter() - started)
-        metrics.AI_TOKENS.labels(name, target.model, "prompt").inc(usage.prompt_tokens)
-        metrics.AI_TOKENS.labels(name, target.model, "completion").inc(usage.completion_tokens)
-        metrics.AI_COST_USD.labels(name, target.model).inc(cost_usd)
+        ok = self._ok_metrics(name, target.model)
+        ok.calls.inc()
+        ok.seconds.observe(time.perf_counter() - started)
+        ok.prompt_tokens.inc(usage.prompt_tokens)
+        ok.completion_tokens.inc(usage.completion_tokens)
+        ok.cost_usd.inc(cost_usd)
         return completion
+
+    def _ok_metrics(self, provider: str, model: str) -> _OkMetrics:
+        found = self._ok.get((provider, model))
+        if found is None:
+            found = self._ok[(provider, model)] = _OkMetrics.of(provider, model)
+        return found
 
     async def _retried(
         self, target: Target, request: ChatRequest, calls: _Calls, *, last: bool
@@ -269,11 +317,15 @@ class AITask:
             calls.failed(error)
             raise _Invalid(error) from None
 
-    async def run(self, enriched: EnrichedEvent) -> TaskOutcome:
+    async def run(
+        self, enriched: EnrichedEvent, requests: Sequence[ChatRequest] | None = None
+    ) -> TaskOutcome:
+        """Walk the chain; ``requests`` are :meth:`requests_for`'s, when already rendered."""
         calls = _Calls()
-        for index, target in enumerate(self.chain):
+        if requests is None:
+            requests = self.requests_for(enriched)
+        for index, (target, request) in enumerate(zip(self.chain, requests, strict=True)):
             last = index == len(self.chain) - 1
-            request = self.request_for(enriched, target.model)
             try:
                 output, reasked = await self._answer(target, request, calls, last=last)
             except _Skip:

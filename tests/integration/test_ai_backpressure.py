@@ -12,6 +12,7 @@ import socket
 import uuid
 from pathlib import Path
 
+from agents.stages import ADMIT_PER_CALL
 from tests.support.ai_stack import enriched, metric, produce, scrape, write_config
 from tests.support.stack import running_stack
 
@@ -67,12 +68,13 @@ async def test_a_50k_backlog_keeps_in_flight_and_memory_bounded(
             in_flight, seen, handled, rss, calls = await sample()
             readings.append((in_flight, seen, rss, calls))
             await asyncio.sleep(0.25)
-        # The runner admits up to 2N events (those whose key is busy wait without a call
-        # slot); the flow's calls stay at N.
-        assert max(seen for _, seen, _, _ in readings) <= 2 * N
+        # The runner admits up to ADMIT_PER_CALL x N events (those whose key is busy, or
+        # whose call is over and whose writes are not yet acked, hold no call slot); the
+        # flow's calls stay at N.
+        assert max(seen for _, seen, _, _ in readings) <= ADMIT_PER_CALL * N
         assert max(calls for _, _, _, calls in readings) == N  # saturated, never above
         rss_end = readings[-1][2]
-        assert all(in_flight <= 2 * N for in_flight, _, _, _ in readings)
+        assert all(in_flight <= ADMIT_PER_CALL * N for in_flight, _, _, _ in readings)
         # Tens of thousands of events wait on Kafka, not in the worker.
         assert handled < BACKLOG / 2
         assert rss_end < 400 * MiB, rss_end / MiB

@@ -66,7 +66,7 @@ async def test_done_mark_waits_for_the_result_write(monkeypatch: pytest.MonkeyPa
         attempts=1,
     )
 
-    async def run(self: AITask, _: EnrichedEvent) -> TaskOutcome:
+    async def run(self: AITask, *_: Any) -> TaskOutcome:
         return TaskOutcome(result, None)
 
     order: list[str] = []
