@@ -24,7 +24,9 @@ class WriteGate:
         self.max_in_flight = max_in_flight
         self.in_flight = 0
         self.broker_failing = False
-        IN_FLIGHT_WRITES.set(0)
+        # Read when /metrics is scraped, not kept up to date on every write: a gauge's inc()
+        # and dec() each take a lock, twice per webhook.
+        IN_FLIGHT_WRITES.set_function(lambda: self.in_flight)
 
     def try_enter(self) -> bool:
         """Reserve a slot for one write; False means answer 503 now."""
@@ -32,14 +34,12 @@ class WriteGate:
         if self.in_flight >= limit:
             return False
         self.in_flight += 1
-        IN_FLIGHT_WRITES.inc()
         return True
 
     def leave(self, *, acknowledged: bool | None) -> None:
         """Release the slot; the write's outcome (None: unknown) tells whether the broker is
         taking writes."""
         self.in_flight -= 1
-        IN_FLIGHT_WRITES.dec()
         if acknowledged and self.broker_failing:
             log.info("Kafka acknowledges writes again; the gateway accepts webhooks")
             self.broker_failing = False

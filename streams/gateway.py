@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
 _JSON_TYPES = frozenset(("application/json", "text/json", "text/plain", "application/x-json"))
 _CLOUDEVENTS_HEADERS = [("content-type", b"application/cloudevents+json")]
+_JSON_HEADERS = {"Content-Type": "application/json"}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -214,7 +215,8 @@ async def _accept(state: GatewayState, source: SourceConfig, request: web.Reques
         "partition": metadata.partition,
         "offset": metadata.offset,
     }
-    return web.Response(status=202, body=orjson.dumps(answer), content_type="application/json")
+    # A headers dict rather than content_type=: aiohttp then skips parsing the media type.
+    return web.Response(status=202, body=orjson.dumps(answer), headers=_JSON_HEADERS)
 
 
 async def receive_webhook(request: web.Request) -> web.Response:
