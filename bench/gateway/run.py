@@ -476,7 +476,7 @@ server is its own process, and so is the load generator; all share the machine's
 Server CPU per request (the server process's user + system time over a round / requests
 answered) moves far less than req/s on a shared machine: (a)/(c) = {s["cpu_a_over_c"]:.2f}
 and (b)/(c) = {s["cpu_b_over_c"]:.2f} are the req/s ratios a CPU-bound server would reach
-with a core to itself. (b)'s figure leaves out what a batching writer saves the broker too.
+with a core to itself.
 
 | target (issue 3) | figure | |
 |---|---|---|
