@@ -18,7 +18,6 @@ from typing import Any, TextIO
 import orjson
 
 from schemas.config import HookstreamConfig
-from streams import topics as catalogue
 from streams.errors import BrokerUnavailable, ToolError
 
 EXIT_BAD_INPUT = 2
@@ -28,6 +27,8 @@ Loader = Callable[[str], HookstreamConfig]
 
 def topic_name(config: HookstreamConfig, topic: str) -> str:
     """A role (``events``) or a full topic name (``hookstream.events``)."""
+    from streams import topics as catalogue  # imports aiokafka: only for the commands using it
+
     return f"{config.kafka.topic_prefix}.{topic}" if topic in catalogue.ROLES else topic
 
 

@@ -8,6 +8,7 @@ written to the topic afterwards — a replay's own output, say — is never read
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -100,27 +101,42 @@ async def window(
 ) -> Window:
     """The per-partition ``[start, end)`` of ``topic`` for these bounds, fixed now."""
     tps = await partitions_of(consumer, topic)
-    low = await consumer.beginning_offsets(tps)
-    high = await consumer.end_offsets(tps)
-    starts = await _bound(consumer, tps, start, default=low, low=low, high=high)
-    ends = await _bound(consumer, tps, end, default=high, low=low, high=high)
+    low, high = await asyncio.gather(consumer.beginning_offsets(tps), consumer.end_offsets(tps))
+    starts, ends = await asyncio.gather(
+        _bound(consumer, tps, start, default=low, low=low, high=high),
+        _bound(consumer, tps, end, default=high, low=low, high=high),
+    )
     return Window({tp: (starts[tp], max(starts[tp], ends[tp])) for tp in tps})
 
 
 async def read_window(
     consumer: AIOKafkaConsumer, win: Window, *, max_records: int = 10_000
 ) -> AsyncIterator[list[ConsumerRecord[bytes, bytes]]]:
-    """Yield the window's records in batches (per partition in offset order)."""
+    """Yield the window's records in batches (per partition in offset order).
+
+    Each call asks for no more records than the window has left. A fetch returns up to
+    ``max_partition_fetch_bytes`` per partition, and aiokafka turns each record it hands out
+    into a ``ConsumerRecord``: asking for 10,000 when 1,000 were left built some 14,000
+    objects past a small window's end (most of a 1,000-record replay's own time), only to
+    drop them. One call still drains every partition (per-partition calls were tried: the
+    fetcher then refetches one partition at a time, and a 100,000-record replay was slower).
+    """
     todo = {tp: rng for tp, rng in win.ranges.items() if rng[1] > rng[0]}
     if not todo:
         return
     consumer.assign(list(todo))
-    for tp, (start, _) in todo.items():
+    following = {tp: start for tp, (start, _) in todo.items()}  # next offset to read
+    for tp, start in following.items():
         consumer.seek(tp, start)
     while todo:
-        batches = await consumer.getmany(*todo, timeout_ms=1000, max_records=max_records)
+        left = sum(todo[tp][1] - following[tp] for tp in todo)
+        batches = await consumer.getmany(
+            *todo, timeout_ms=1000, max_records=max(1, min(left, max_records))
+        )
         for tp, records in batches.items():
             end = todo[tp][1] if tp in todo else 0
+            if records:
+                following[tp] = records[-1].offset + 1
             inside = [r for r in records if r.offset < end]
             if inside:
                 yield inside
