@@ -8,26 +8,19 @@ answer. The key goes in ``x-api-key`` with the ``anthropic-version`` header the 
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-import aiohttp
 import orjson
 
-from agents.ai.provider import STAGE, ChatRequest, Completion
-from agents.http import request_json
-from schemas.config import ProviderConfig
-from schemas.events import TokenUsage
-from streams.errors import RetriableRemoteError
+from agents.ai.http_client import HttpChatClient
+from agents.ai.provider import ChatRequest
 
 ANTHROPIC_VERSION = "2023-06-01"
 
 
-class AnthropicMessages:
-    def __init__(self, provider: ProviderConfig, session: aiohttp.ClientSession) -> None:
-        self.provider = provider
-        self.session = session
-        self.url = provider.base_url.rstrip("/") + "/messages"
+class AnthropicMessages(HttpChatClient):
+    path = "/messages"
+    response_kind = "messages response"
 
     def _headers(self) -> dict[str, str]:
         headers = {"anthropic-version": ANTHROPIC_VERSION}
@@ -72,36 +65,6 @@ class AnthropicMessages:
             raise TypeError("no tool_use or text block")
         return "".join(texts)
 
-    async def complete(self, request: ChatRequest) -> Completion:
-        started = time.perf_counter()
-        _, body = await request_json(
-            self.session,
-            "POST",
-            self.url,
-            stage=STAGE,
-            what=f"provider {self.provider.name}",
-            timeout_s=self.provider.timeout_s,
-            headers=self._headers(),
-            json_body=self.payload(request),
-        )
-        latency_ms = (time.perf_counter() - started) * 1000
-        try:
-            content = self.answer_text(body)
-        except (KeyError, IndexError, TypeError) as exc:
-            raise RetriableRemoteError(
-                f"provider {self.provider.name}: malformed messages response ({exc})",
-                stage=STAGE,
-            ) from None
+    def token_usage(self, body: Any) -> tuple[int, int]:
         usage = body.get("usage") or {}
-        prompt_tokens = int(usage.get("input_tokens", 0))
-        completion_tokens = int(usage.get("output_tokens", 0))
-        return Completion(
-            content=content,
-            model=str(body.get("model") or request.model),
-            usage=TokenUsage(
-                prompt_tokens=prompt_tokens,
-                completion_tokens=completion_tokens,
-                total_tokens=prompt_tokens + completion_tokens,
-            ),
-            latency_ms=latency_ms,
-        )
+        return int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))

@@ -8,23 +8,15 @@ honours the schema.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-import aiohttp
-
-from agents.ai.provider import STAGE, ChatRequest, Completion, schema_instruction
-from agents.http import request_json
-from schemas.config import ProviderConfig
-from schemas.events import TokenUsage
-from streams.errors import RetriableRemoteError
+from agents.ai.http_client import HttpChatClient
+from agents.ai.provider import ChatRequest, schema_instruction
 
 
-class OpenAIChat:
-    def __init__(self, provider: ProviderConfig, session: aiohttp.ClientSession) -> None:
-        self.provider = provider
-        self.session = session
-        self.url = provider.base_url.rstrip("/") + "/chat/completions"
+class OpenAIChat(HttpChatClient):
+    path = "/chat/completions"
+    response_kind = "completion response"
 
     def _headers(self) -> dict[str, str]:
         if self.provider.api_key is None:
@@ -57,39 +49,12 @@ class OpenAIChat:
             payload["response_format"] = {"type": "json_object"}
         return payload
 
-    async def complete(self, request: ChatRequest) -> Completion:
-        started = time.perf_counter()
-        _, body = await request_json(
-            self.session,
-            "POST",
-            self.url,
-            stage=STAGE,
-            what=f"provider {self.provider.name}",
-            timeout_s=self.provider.timeout_s,
-            headers=self._headers(),
-            json_body=self.payload(request),
-        )
-        latency_ms = (time.perf_counter() - started) * 1000
-        try:
-            content = body["choices"][0]["message"]["content"]
-            if not isinstance(content, str):
-                raise TypeError("content is not a string")
-        except (KeyError, IndexError, TypeError) as exc:
-            # A 200 without a completion is the server's fault; asking again may work.
-            raise RetriableRemoteError(
-                f"provider {self.provider.name}: malformed completion response ({exc})",
-                stage=STAGE,
-            ) from None
+    def answer_text(self, body: Any) -> str:
+        content = body["choices"][0]["message"]["content"]
+        if not isinstance(content, str):
+            raise TypeError("content is not a string")
+        return content
+
+    def token_usage(self, body: Any) -> tuple[int, int]:
         usage = body.get("usage") or {}
-        prompt_tokens = int(usage.get("prompt_tokens", 0))
-        completion_tokens = int(usage.get("completion_tokens", 0))
-        return Completion(
-            content=content,
-            model=str(body.get("model") or request.model),
-            usage=TokenUsage(
-                prompt_tokens=prompt_tokens,
-                completion_tokens=completion_tokens,
-                total_tokens=int(usage.get("total_tokens", prompt_tokens + completion_tokens)),
-            ),
-            latency_ms=latency_ms,
-        )
+        return int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
