@@ -13,6 +13,7 @@ import asyncio
 import hmac
 import logging
 import os
+import random
 import signal
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -151,6 +152,29 @@ def apply_settings(target: BaseModel, source: BaseModel, names: frozenset[str]) 
     """Copy validated knobs into the live settings object shared with the handlers."""
     for name in names:
         setattr(target, name, getattr(source, name))
+
+
+def add_config_routes(app: web.Application, key: web.AppKey[Any], knobs: frozenset[str]) -> None:
+    """``GET``/``POST /_sim/config``: read or change the runtime ``knobs`` of the state at ``key``.
+
+    The state holds the live ``settings``; a new ``seed`` also restarts its fault sequence
+    (``rng``), so a test can replay the same faults.
+    """
+
+    async def get_config(request: web.Request) -> web.Response:
+        return json_response(request.app[key].settings.model_dump(include=set(knobs)))
+
+    async def post_config(request: web.Request) -> web.Response:
+        state = request.app[key]
+        patch = await read_json(request)
+        new = patched_settings(state.settings, patch, knobs)
+        apply_settings(state.settings, new, frozenset(patch))
+        if "seed" in patch:
+            state.rng = random.Random(new.seed)  # noqa: S311 - fault injection, not crypto
+        return json_response(state.settings.model_dump(include=set(knobs)))
+
+    app.router.add_get("/_sim/config", get_config)
+    app.router.add_post("/_sim/config", post_config)
 
 
 def add_server_args(parser: argparse.ArgumentParser, *, default_port: int) -> None:

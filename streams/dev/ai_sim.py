@@ -34,12 +34,11 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from streams.dev._simcommon import (
     Handler,
     SimError,
+    add_config_routes,
     add_server_args,
-    apply_settings,
     bearer_middleware,
     error_middleware,
     json_response,
-    patched_settings,
     read_json,
     serve_from_args,
     utc_now_iso,
@@ -294,24 +293,6 @@ async def _get_stats(request: web.Request) -> web.Response:
     return json_response(request.app[STATE].stats())
 
 
-def _knobs(settings: AISimSettings) -> dict[str, Any]:
-    return settings.model_dump(include=set(RUNTIME_KNOBS))
-
-
-async def _get_config(request: web.Request) -> web.Response:
-    return json_response(_knobs(request.app[STATE].settings))
-
-
-async def _post_config(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    patch = await read_json(request)
-    new = patched_settings(state.settings, patch, RUNTIME_KNOBS)
-    apply_settings(state.settings, new, frozenset(patch))
-    if "seed" in patch:
-        state.rng = random.Random(new.seed)  # noqa: S311 - fault injection, not crypto
-    return json_response(_knobs(state.settings))
-
-
 async def _reset(request: web.Request) -> web.Response:
     """Clear the stats and restart the fault sequence from the seed."""
     state = request.app[STATE]
@@ -334,8 +315,7 @@ def create_app(settings: AISimSettings) -> web.Application:
     app.router.add_get("/v1/models", _models)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/_sim/stats", _get_stats)
-    app.router.add_get("/_sim/config", _get_config)
-    app.router.add_post("/_sim/config", _post_config)
+    add_config_routes(app, STATE, RUNTIME_KNOBS)
     app.router.add_post("/_sim/reset", _reset)
     return app
 

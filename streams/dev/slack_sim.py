@@ -28,11 +28,9 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from streams.dev._simcommon import (
+    add_config_routes,
     add_server_args,
-    apply_settings,
     json_response,
-    patched_settings,
-    read_json,
     serve_from_args,
     utc_now_iso,
 )
@@ -128,22 +126,6 @@ async def _stats(request: web.Request) -> web.Response:
     )
 
 
-def _knobs(settings: SlackSimSettings) -> dict[str, Any]:
-    return settings.model_dump(include=set(RUNTIME_KNOBS))
-
-
-async def _get_config(request: web.Request) -> web.Response:
-    return json_response(_knobs(request.app[STATE].settings))
-
-
-async def _post_config(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    patch = await read_json(request)
-    new = patched_settings(state.settings, patch, RUNTIME_KNOBS)
-    apply_settings(state.settings, new, frozenset(patch))
-    return json_response(_knobs(state.settings))
-
-
 async def _reset(request: web.Request) -> web.Response:
     request.app[STATE].reset()
     return await _stats(request)
@@ -160,8 +142,7 @@ def create_app(settings: SlackSimSettings) -> web.Application:
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/_sim/messages", _messages)
     app.router.add_get("/_sim/stats", _stats)
-    app.router.add_get("/_sim/config", _get_config)
-    app.router.add_post("/_sim/config", _post_config)
+    add_config_routes(app, STATE, RUNTIME_KNOBS)
     app.router.add_post("/_sim/reset", _reset)
     return app
 
