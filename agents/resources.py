@@ -1,32 +1,28 @@
 """The per-process connections the agents share: one HTTP session, one Kafka writer and, in the
 worker, its durable maps (dedupe and the AI answer cache, :mod:`agents.state`).
 
-Reference-counted: the first agent to enter starts them, the last to leave (at worker stop)
-closes them. Faust restarts a crashed agent by calling its function again, which simply
-re-enters.
+Reference-counted (:class:`agents.shared.RefCounted`): the first agent to enter starts them,
+the last to leave closes them.
 """
 
 from __future__ import annotations
-
-import asyncio
-from types import TracebackType
 
 import aiohttp
 
 from agents.http import new_session
 from agents.recovery import results_since_last_commit
+from agents.shared import RefCounted
 from agents.state import DurableMap
 from schemas.config import HookstreamConfig
 from streams.producer import KafkaWriter
 from streams.topics import Topics
 
 
-class Resources:
+class Resources(RefCounted):
     def __init__(self, config: HookstreamConfig, *, client_id: str, state: bool = False) -> None:
+        super().__init__()
         self.config = config
         self.client_id = client_id
-        self._lock = asyncio.Lock()
-        self._users = 0
         self._session: aiohttp.ClientSession | None = None
         self._writer: KafkaWriter | None = None
         self.maps: list[DurableMap] = []
@@ -73,37 +69,23 @@ class Resources:
         for key in done:
             dedupe.remember(key, 1)
 
-    async def __aenter__(self) -> Resources:
-        async with self._lock:
-            if self._users == 0:
-                writer = KafkaWriter(self.config.kafka, client_id=self.client_id)
-                await writer.start()
-                self._writer = writer
-                self._session = new_session(
-                    connect_timeout_s=self.config.worker.http_connect_timeout_s
-                )
-                # Loaded to the end before any agent handles an event (like table recovery).
-                for durable_map in self.maps:
-                    await durable_map.start()
-                if self.dedupe is not None:
-                    await self._recover_markers(self.dedupe)
-            self._users += 1
-        return self
+    async def _start(self) -> None:
+        writer = KafkaWriter(self.config.kafka, client_id=self.client_id)
+        await writer.start()
+        self._writer = writer
+        self._session = new_session(connect_timeout_s=self.config.worker.http_connect_timeout_s)
+        # Loaded to the end before any agent handles an event (like table recovery).
+        for durable_map in self.maps:
+            await durable_map.start()
+        if self.dedupe is not None:
+            await self._recover_markers(self.dedupe)
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        async with self._lock:
-            self._users -= 1
-            if self._users == 0:
-                for durable_map in self.maps:
-                    await durable_map.stop()
-                session, writer = self._session, self._writer
-                self._session = self._writer = None
-                if session is not None:
-                    await session.close()
-                if writer is not None:
-                    await writer.stop()
+    async def _stop(self) -> None:
+        for durable_map in self.maps:
+            await durable_map.stop()
+        session, writer = self._session, self._writer
+        self._session = self._writer = None
+        if session is not None:
+            await session.close()
+        if writer is not None:
+            await writer.stop()

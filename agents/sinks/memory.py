@@ -21,13 +21,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from types import TracebackType
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
 from agents.emit import emit
+from agents.shared import RefCounted
 from schemas.config import KafkaSettings
 from streams.errors import BrokerUnavailable
 from streams.producer import KafkaWriter
@@ -35,10 +35,11 @@ from streams.producer import KafkaWriter
 log = logging.getLogger(__name__)
 
 
-class DeliveredMemory:
+class DeliveredMemory(RefCounted):
     """Ref-counted async context manager: the first user starts the tail, the last stops it."""
 
     def __init__(self, settings: KafkaSettings, topic: str) -> None:
+        super().__init__()
         self.settings = settings
         self.topic = topic
         self._keys: set[bytes] = set()
@@ -47,26 +48,6 @@ class DeliveredMemory:
         self._consumer: AIOKafkaConsumer | None = None
         self._tail: asyncio.Task[None] | None = None
         self._partitions: list[int] = []
-        self._users = 0
-        self._lock = asyncio.Lock()
-
-    async def __aenter__(self) -> DeliveredMemory:
-        async with self._lock:
-            if self._users == 0:
-                await self._start()
-            self._users += 1
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        async with self._lock:
-            self._users -= 1
-            if self._users == 0:
-                await self._stop()
 
     async def _start(self) -> None:
         consumer = AIOKafkaConsumer(
