@@ -4,17 +4,23 @@ A window is fixed when the command starts: per partition, ``[start, end)`` offse
 time bound becomes the first offset whose record timestamp is at or after that time (Kafka's
 ListOffsets by timestamp) and an open end is the partition's end offset at that moment. What is
 written to the topic afterwards — a replay's own output, say — is never read by the same run.
+
+Two readers: :func:`read_window` hands out aiokafka ``ConsumerRecord`` objects (dlq);
+:func:`read_window_raw` hands out the records as decoded from the fetched batches, for the
+replay, which copies every record of a window and cannot afford a Python object per record.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.consumer.fetcher import FetchResult
 from aiokafka.structs import ConsumerRecord
 
 from streams.errors import ToolError
@@ -145,5 +151,123 @@ async def read_window(
                 consumer.pause(tp)
         for tp in list(todo):  # a compacted topic may have no record at end - 1
             if await consumer.position(tp) >= todo[tp][1]:
+                todo.pop(tp)
+                consumer.pause(tp)
+
+
+class RawRecord(Protocol):
+    """A record as aiokafka decodes it from a fetched batch (its C ``DefaultRecord``)."""
+
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> list[tuple[str, bytes]]: ...
+
+
+def _between(batch: Iterable[RawRecord], start: int, end: int) -> Iterator[RawRecord]:
+    """The records of a batch that straddles a bound (offsets ascend within a batch)."""
+    for record in batch:
+        offset = record.offset
+        if offset >= end:
+            return
+        if offset >= start:
+            yield record
+
+
+class _Fetched:
+    """What the consumer's background fetcher has buffered, taken as whole record batches.
+
+    aiokafka's ``getmany`` turns each record into a ``ConsumerRecord`` (a Python object, ~2 µs,
+    most of a replay's CPU per record: bench/replay). This takes the fetcher's buffered result
+    per partition as it is, moves the partition's position past it (what ``getmany`` does) and
+    wakes the fetcher, which then sends the next fetch while the caller copies these records.
+    It relies on aiokafka 0.14's fetcher internals (pinned in pyproject.toml); the replay's
+    integration tests fail if they change.
+    """
+
+    def __init__(self, consumer: AIOKafkaConsumer) -> None:
+        self.fetcher: Any = consumer._fetcher
+
+    def take(self, tps: Iterable[TopicPartition]) -> list[tuple[TopicPartition, int, list[Any]]]:
+        """(partition, offset the fetch started at, its data batches) per buffered partition;
+        raises what the fetcher failed with, as ``getmany`` does."""
+        buffered = self.fetcher._records
+        taken = []
+        for tp in [tp for tp in tps if tp in buffered]:
+            result = buffered.pop(tp)
+            self._wake()
+            if type(result) is not FetchResult:
+                result.check_raise()  # a FetchError: out of range, authorization, too large
+            if not result.check_assignment(tp):  # paused or sought since it was fetched
+                continue
+            part = result._partition_records
+            start = part.next_fetch_offset
+            memory, batches, following = part._records, [], start
+            while memory.has_next():
+                batch = memory.next_batch()
+                following = max(following, batch.next_offset)
+                if not batch.is_control_batch:  # transaction markers are not records
+                    batches.append(batch)
+            part.next_fetch_offset = following
+            result._update_position()  # the partition's position: where the next fetch starts
+            taken.append((tp, start, batches))
+        return taken
+
+    def _wake(self) -> None:
+        self.fetcher._notify(self.fetcher._wait_consume_future)
+
+    async def wait(self, timeout_s: float) -> bool:
+        """Wait until the fetcher has buffered something; False on timeout."""
+        waiter = self.fetcher._create_fetch_waiter()
+        done, _ = await asyncio.wait([waiter], timeout=timeout_s)
+        if not done:
+            waiter.cancel()
+        return bool(done)
+
+
+async def read_window_raw(
+    consumer: AIOKafkaConsumer, win: Window, *, wait_s: float = 1.0
+) -> AsyncIterator[tuple[int, Iterable[RawRecord]]]:
+    """Yield ``(partition, records)`` covering the window exactly, per partition in offset
+    order; each ``records`` is an iterator, to be read once.
+
+    Whole fetched batches inside the window are handed out as they are; only a batch across
+    a bound is filtered, and decoding stops at the window's end, so records past it are never
+    decoded. CRCs are not checked (librdkafka's default: the broker checked each batch).
+    """
+    todo = {tp: end for tp, (start, end) in win.ranges.items() if end > start}
+    if not todo:
+        return
+    consumer.assign(list(todo))
+    for tp, (start, _) in win.ranges.items():
+        if tp in todo:
+            consumer.seek(tp, start)
+    fetched = _Fetched(consumer)
+    while todo:
+        taken = fetched.take(list(todo))
+        if not taken and not await fetched.wait(wait_s):
+            for tp in list(todo):  # a compacted topic may have no record at end - 1
+                if await consumer.position(tp) >= todo[tp]:
+                    todo.pop(tp)
+                    consumer.pause(tp)
+            continue
+        for tp, start, batches in taken:
+            end = todo[tp]
+            for batch in batches:
+                if batch.next_offset <= start:
+                    continue
+                # Message format v0/v1 batches (brokers before 4.0) have no base offset.
+                first = getattr(batch, "base_offset", None)
+                if first is not None and first >= end:
+                    break
+                if first is not None and first >= start and batch.next_offset <= end:
+                    yield tp.partition, batch
+                else:
+                    yield tp.partition, _between(batch, start, end)
+            if await consumer.position(tp) >= end:
                 todo.pop(tp)
                 consumer.pause(tp)

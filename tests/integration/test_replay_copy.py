@@ -1,0 +1,228 @@
+"""The replay's copy path on the real broker, without the pipeline around it.
+
+``Replayer.run`` reads fetched record batches directly (``read_window_raw``) and appends to
+producer batches through their record builder (aiokafka internals, for speed): these tests pin
+what that must keep doing. A window whose bounds fall inside record batches, with a committed
+transaction (and so a control record) inside it, is copied exactly: every record once, in
+order per partition, key, value and headers kept, a stale replay header replaced by this
+replay's. Tiny producer batches make each partition's copy many batches, which the broker
+accepts only if the idempotent producer's sequence numbers add up across them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+import pytest_asyncio
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from schemas.config import HookstreamConfig, KafkaSettings
+from schemas.config_loader import load_config
+from streams.kafkaread import new_consumer, read_window_raw, window
+from streams.replay import Replayer, ReplayFilter
+from tests.support.kafka import Record, delete_topics, read_all
+from tests.support.sinkstack import wait_until
+from tests.unit.schemas.test_config_loader import EXAMPLE, EXAMPLE_ENV
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+PARTITIONS = 3
+REPLAY = "hookstream-replay"
+PLAIN_BATCH = 7  # records per plain producer batch: window bounds fall inside batches
+TXN_RECORDS = 5  # then a transaction's records and its commit marker (a control record)
+START, END = 5, 40  # the replayed offsets of every partition
+
+
+def _value(partition: int, n: int, source: str) -> bytes:
+    return orjson.dumps({"id": f"p{partition}-{n}", "source": source, "type": "ticket.created"})
+
+
+def _headers(n: int) -> list[tuple[str, bytes]]:
+    """Some records carry headers, one of them a stale replay header."""
+    if n % 3 == 0:
+        return [("trace", f"t{n}".encode()), (REPLAY, b"an-older-replay")]
+    if n % 3 == 1:
+        return [("trace", f"t{n}".encode())]
+    return []
+
+
+async def _fill(bootstrap: str, topic: str) -> None:
+    """Per partition: 4 plain batches of 7, a committed transaction of 5 (+ its marker),
+    then 3 more plain batches of 7: offsets 0-27 plain, 28-32 in the transaction, 33 the
+    commit marker, 34-54 plain. Every sixth record comes from another source."""
+    plain = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    txn = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, transactional_id=f"replay-copy-{uuid.uuid4().hex}"
+    )
+    await plain.start()
+    await txn.start()
+    try:
+        counters = dict.fromkeys(range(PARTITIONS), 0)
+
+        async def plain_batches(count: int) -> None:
+            for partition in range(PARTITIONS):
+                for _ in range(count):
+                    batch = plain.create_batch()
+                    for _ in range(PLAIN_BATCH):
+                        n = counters[partition]
+                        counters[partition] += 1
+                        source = "payments" if n % 6 == 5 else "helpdesk"
+                        batch.append(
+                            key=f"k{n % 4}".encode(),
+                            value=_value(partition, n, source),
+                            timestamp=None,
+                            headers=_headers(n),
+                        )
+                    await (await plain.send_batch(batch, topic, partition=partition))
+
+        await plain_batches(4)
+        async with txn.transaction():
+            for partition in range(PARTITIONS):
+                for _ in range(TXN_RECORDS):
+                    n = counters[partition]
+                    counters[partition] += 1
+                    await txn.send(
+                        topic,
+                        _value(partition, n, "helpdesk"),
+                        key=f"k{n % 4}".encode(),
+                        partition=partition,
+                        headers=_headers(n),
+                    )
+        # The coordinator writes the commit markers after the commit returns: wait for them,
+        # so that the plain records after the transaction follow the markers.
+        marked = 4 * PLAIN_BATCH + TXN_RECORDS + 1
+
+        async def markers_written() -> bool:
+            return min((await _ends(bootstrap, topic)).values()) >= marked
+
+        await wait_until(markers_written, timeout_s=30, poll_s=0.05)
+        await plain_batches(3)
+    finally:
+        await txn.stop()
+        await plain.stop()
+
+
+PREFIX = f"replay-copy-{uuid.uuid4().hex[:10]}"
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def topic(kafka_bootstrap: str) -> AsyncIterator[str]:
+    name = f"{PREFIX}.events"  # the events role: the filters read CloudEvents
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(name=name, num_partitions=PARTITIONS, replication_factor=1)]
+        )
+    finally:
+        await admin.close()
+    await _fill(kafka_bootstrap, name)
+    yield name
+    await delete_topics(kafka_bootstrap, [name])
+
+
+@pytest.fixture(scope="module")
+def config(kafka_bootstrap: str) -> HookstreamConfig:
+    loaded = load_config(EXAMPLE, env=EXAMPLE_ENV)
+    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap, topic_prefix=PREFIX)
+    return loaded.model_copy(update={"kafka": kafka})
+
+
+def _expected_headers(record: Record, replay_id: str) -> dict[str, bytes]:
+    kept = {k: v for k, v in record.headers.items() if k != REPLAY}
+    return {**kept, REPLAY: replay_id.encode()}
+
+
+async def _originals(bootstrap: str, topic: str) -> dict[int, list[Record]]:
+    records = await read_all(bootstrap, topic)
+    by_partition: dict[int, list[Record]] = {p: [] for p in range(PARTITIONS)}
+    for record in records:
+        by_partition[record.partition].append(record)
+    return by_partition
+
+
+async def test_read_window_raw_covers_the_window_exactly(kafka_bootstrap: str, topic: str) -> None:
+    consumer = new_consumer(kafka_bootstrap, max_partition_fetch_bytes=1024, check_crcs=False)
+    await consumer.start()
+    try:
+        win = await window(consumer, topic, START, END)
+        seen: dict[int, list[int]] = {p: [] for p in range(PARTITIONS)}
+        async for partition, records in read_window_raw(consumer, win):
+            seen[partition].extend(r.offset for r in records)
+    finally:
+        await consumer.stop()
+    commit_marker = 4 * PLAIN_BATCH + TXN_RECORDS
+    expected = [o for o in range(START, END) if o != commit_marker]
+    assert seen == dict.fromkeys(range(PARTITIONS), expected)
+
+
+async def test_a_window_is_copied_exactly_in_order_and_marked(
+    kafka_bootstrap: str, topic: str, config: HookstreamConfig
+) -> None:
+    before = await _originals(kafka_bootstrap, topic)
+    ends = await _ends(kafka_bootstrap, topic)
+    # 1 KiB producer batches: each partition's copy is several batches, which the broker
+    # takes (and does not drop as duplicates) only if each told its record count.
+    replayer = Replayer(config, topic, start=START, end=END, batch_bytes=1024)
+    stats = await replayer.run()
+
+    window_records = {
+        p: [r for r in before[p] if START <= r.offset < END] for p in range(PARTITIONS)
+    }
+    size = sum(len(v) for v in window_records.values())
+    assert size == PARTITIONS * (END - START - 1)  # minus each partition's commit marker
+    assert (stats.read, stats.replayed, stats.filtered_out) == (size, size, 0)
+    after = await _originals(kafka_bootstrap, topic)
+    for partition in range(PARTITIONS):
+        copies = [r for r in after[partition] if r.offset >= ends[partition]]
+        originals = window_records[partition]
+        assert [(c.key, c.value) for c in copies] == [(o.key, o.value) for o in originals]
+        assert [c.headers for c in copies] == [
+            _expected_headers(o, stats.replay_id) for o in originals
+        ]
+
+
+async def test_a_filtered_replay_copies_only_what_it_selects(
+    kafka_bootstrap: str, topic: str, config: HookstreamConfig
+) -> None:
+    before = await _originals(kafka_bootstrap, topic)
+    ends = await _ends(kafka_bootstrap, topic)
+    replayer = Replayer(
+        config,
+        topic,
+        start=START,
+        end=END,
+        selection=ReplayFilter(source="payments"),
+        batch_bytes=1024,
+    )
+    stats = await replayer.run()
+
+    after = await _originals(kafka_bootstrap, topic)
+    chosen: list[Any] = []
+    for partition in range(PARTITIONS):
+        wanted = [
+            r
+            for r in before[partition]
+            if START <= r.offset < END and r.json()["source"] == "payments"
+        ]
+        copies = [r for r in after[partition] if r.offset >= ends[partition]]
+        assert [(c.key, c.value) for c in copies] == [(w.key, w.value) for w in wanted]
+        chosen.extend(wanted)
+    assert chosen  # every sixth record
+    assert stats.replayed == len(chosen)
+    assert stats.filtered_out == stats.read - len(chosen)
+
+
+async def _ends(bootstrap: str, topic: str) -> dict[int, int]:
+    consumer = new_consumer(bootstrap)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        ends = await consumer.end_offsets(tps)
+        return {tp.partition: int(ends[tp]) for tp in tps}
+    finally:
+        await consumer.stop()
