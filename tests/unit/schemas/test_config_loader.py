@@ -6,8 +6,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 from pydantic import SecretStr
 
+from schemas import config_loader
 from schemas.config import HookstreamConfig
 from schemas.config_loader import format_location, load_config
 from streams.errors import ConfigError
@@ -416,6 +418,32 @@ def test_unclosed_flow_sequence_gives_its_position(tmp_path: Path) -> None:
     problems = problems_of(path, {})
     assert len(problems) == 1
     assert problems[0].startswith(f"{path}:3:1: invalid YAML: ")
+
+
+def test_yaml_errors_keep_the_pure_python_parsers_wording(tmp_path: Path) -> None:
+    # libyaml reads valid files; a broken one is explained by PyYAML's own parser, which
+    # names the alias (libyaml says only "found undefined alias").
+    path = write(tmp_path, "version: 1\nsources: *nodes\n")
+    assert problems_of(path, {}) == [f"{path}:2:10: invalid YAML: found undefined alias 'nodes'"]
+
+
+def test_the_config_is_parsed_by_libyaml_when_pyyaml_has_it() -> None:
+    assert yaml.__with_libyaml__  # the wheels PyYAML ships are built with it
+    assert config_loader._FAST_LOADER is yaml.CSafeLoader
+
+
+def test_anchors_tags_and_line_numbers_with_the_fast_parser(tmp_path: Path) -> None:
+    text = VALID.replace("partition_key: customer_id", "partition_key: &key customer_id")
+    text += "      max_attempts: !!int '0'\n"
+    text = text.replace("provider: default\n", "provider: default\n      system: *key\n")
+    path = write(tmp_path, text)
+    assert problems_of(path, VALID_ENV) == [
+        f"{path}:26: flows[0].ai.max_attempts: Input should be greater than or equal to 1"
+    ]
+    path = write(tmp_path, text.replace("!!int '0'", "2"))
+    config = load_config(path, env=VALID_ENV)
+    assert config.flows[0].ai.system == "customer_id"
+    assert config.flows[0].ai.max_attempts == 2
 
 
 def test_file_must_be_a_mapping(tmp_path: Path) -> None:
