@@ -39,6 +39,7 @@ from streams.kafkaread import Position, Window, new_consumer, read_window_raw, w
 Progress = Callable[[int, int], None]
 BATCH_BYTES = 1024 * 1024  # per partition: fetched at a time, and per producer batch
 _PENDING_MAX = 64  # submitted batches not yet acknowledged (≤ 64 MiB in memory)
+_PRODUCERS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,27 +195,34 @@ class Replayer:
             max_partition_fetch_bytes=self.batch_bytes,
             check_crcs=False,
         )
-        producer = AIOKafkaProducer(
-            bootstrap_servers=settings.bootstrap_servers,
-            client_id=f"hookstream-replay-{self.replay_id}",
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=max(settings.linger_ms, 20),
-            max_batch_size=self.batch_bytes,
-            max_request_size=8 * 1024 * 1024,
-        )
+        # Two idempotent producers, each writing half of the partitions (a partition always
+        # through the same one, so its order and sequence numbers hold): aiokafka keeps one
+        # produce request in flight per connection, and with one producer a replay spent
+        # much of its time waiting for acks=all of the request before (bench/replay).
+        producers = [
+            AIOKafkaProducer(
+                bootstrap_servers=settings.bootstrap_servers,
+                client_id=f"hookstream-replay-{self.replay_id}-{index}",
+                acks="all",
+                enable_idempotence=True,
+                linger_ms=max(settings.linger_ms, 20),
+                max_batch_size=self.batch_bytes,
+                max_request_size=8 * 1024 * 1024,
+            )
+            for index in range(_PRODUCERS)
+        ]
         marker = (REPLAY_HEADER, self.replay_id.encode())
         only_marker = [marker]
         selection = None if self.selection.empty else self
         decode = self._decode
         started = time.monotonic()
         try:
-            # Both connect (bootstrap, metadata, the producer's id) at once: start-up is a
+            # All connect (bootstrap, metadata, the producers' ids) at once: start-up is a
             # fixed cost every replay pays, a third of a 1,000-record one (bench/replay).
-            await asyncio.gather(consumer.start(), producer.start())
+            await asyncio.gather(consumer.start(), *(p.start() for p in producers))
             win = await self._fixed_window(consumer)
             stats.window = win.size
-            writer = _Writer(producer, self.topic)
+            writer = _Writer(producers, self.topic)
             async for partition, records in read_window_raw(consumer, win):
                 batch = writer.batch(partition)
                 append, count, read = batch.append, batch.count, 0
@@ -247,7 +255,7 @@ class Replayer:
         except KafkaError as exc:
             raise BrokerUnavailable(f"replay of {self.topic} failed: {exc}") from exc
         finally:
-            await producer.stop()
+            await asyncio.gather(*(p.stop() for p in producers))
             await consumer.stop()
         stats.elapsed_s = time.monotonic() - started
         if progress is not None:
@@ -279,20 +287,23 @@ class _PartitionBatch:
 
 
 class _Writer:
-    """One open batch per partition; full ones are submitted, at most ``_PENDING_MAX``
-    submitted batches wait for their acks at a time."""
+    """One open batch per partition, sent by the partition's producer (partition modulo the
+    number of producers); at most ``_PENDING_MAX`` sent batches wait for their acks."""
 
-    def __init__(self, producer: AIOKafkaProducer, topic: str) -> None:
-        self.producer = producer
+    def __init__(self, producers: list[AIOKafkaProducer], topic: str) -> None:
+        self.producers = producers
         self.topic = topic
         self.open: dict[int, _PartitionBatch] = {}
         self.pending: deque[asyncio.Future[Any]] = deque()
+
+    def _producer(self, partition: int) -> AIOKafkaProducer:
+        return self.producers[partition % len(self.producers)]
 
     def batch(self, partition: int) -> _PartitionBatch:
         """The partition's open batch (a new one if it has none)."""
         batch = self.open.get(partition)
         if batch is None:
-            batch = self.open[partition] = _PartitionBatch(self.producer)
+            batch = self.open[partition] = _PartitionBatch(self._producer(partition))
         return batch
 
     async def submit(self, partition: int) -> _PartitionBatch:
@@ -302,7 +313,8 @@ class _Writer:
 
     async def _send(self, partition: int) -> None:
         batch = self.open.pop(partition).close()
-        self.pending.append(await self.producer.send_batch(batch, self.topic, partition=partition))
+        producer = self._producer(partition)
+        self.pending.append(await producer.send_batch(batch, self.topic, partition=partition))
         while len(self.pending) > _PENDING_MAX:
             await self.pending.popleft()
 
