@@ -2,22 +2,28 @@
 
 Every command that reads the config refuses to start on a bad file and prints each problem as
 ``file:line: field.path: reason`` (exit status 2).
+
+Each command imports what it needs when it runs: pydantic and the config models with the
+config, aiokafka with the commands that use Kafka. The short-lived ones (config check and the
+operator commands of :mod:`streams.cli_ops`) do that inside :func:`~streams.cli_ops.startup`:
+start-up is most of their time (bench/replay).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
-import logging
 import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from schemas.config import HookstreamConfig
-from schemas.config_loader import load_config
+from streams.cli_ops import startup
 from streams.errors import BrokerUnavailable, ConfigError
+
+if TYPE_CHECKING:
+    from schemas.config import HookstreamConfig
 
 CONFIG_ENV = "HOOKSTREAM_CONFIG"
 LOG_LEVELS = ("crit", "error", "warn", "info", "debug")
@@ -35,6 +41,8 @@ def _config_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(path: str, *, require_secrets: bool = True) -> HookstreamConfig:
+    from schemas.config_loader import load_config
+
     try:
         return load_config(path, require_secrets=require_secrets)
     except ConfigError as exc:
@@ -45,12 +53,15 @@ def _load(path: str, *, require_secrets: bool = True) -> HookstreamConfig:
 
 
 def _setup_logging(level: str) -> None:
+    import logging
+
     numeric = {"crit": logging.CRITICAL, "warn": logging.WARNING}.get(level, level.upper())
     logging.basicConfig(level=numeric, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    config = _load(args.file, require_secrets=not args.no_env)
+    with startup():
+        config = _load(args.file, require_secrets=not args.no_env)
     print(
         f"{args.file}: ok ({len(config.sources)} sources, {len(config.providers)} providers, "
         f"{len(config.flows)} flows)"
@@ -67,6 +78,8 @@ def cmd_schemas_export(args: argparse.Namespace) -> int:
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
+    import asyncio
+
     from streams.gateway_server import serve
 
     config = _load(args.config)
@@ -89,6 +102,8 @@ def cmd_gateway(args: argparse.Namespace) -> int:
 
 
 def _wait_for_topics(config: HookstreamConfig, wait_s: float) -> None:
+    import asyncio
+
     from streams.topics import ensure_topics
 
     deadline = time.monotonic() + wait_s
