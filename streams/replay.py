@@ -220,7 +220,11 @@ class Replayer:
             # All connect (bootstrap, metadata, the producers' ids) at once: start-up is a
             # fixed cost every replay pays, a third of a 1,000-record one (bench/replay).
             await asyncio.gather(consumer.start(), *(p.start() for p in producers))
-            win = await self._fixed_window(consumer)
+            # The producers learn the topic's leaders while the window is fixed, not on their
+            # first batch, which would wait for it.
+            win, *_ = await asyncio.gather(
+                self._fixed_window(consumer), *(p.partitions_for(self.topic) for p in producers)
+            )
             stats.window = win.size
             writer = _Writer(producers, self.topic)
             async for partition, records in read_window_raw(consumer, win):
