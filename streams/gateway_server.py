@@ -21,7 +21,7 @@ from aiohttp import web
 
 from schemas.config import GatewaySettings, HookstreamConfig
 from streams.batch_writer import BatchingKafkaWriter
-from streams.gateway import STATE_KEY, create_app
+from streams.gateway import Gateway
 from streams.topics import ensure_topics
 
 log = logging.getLogger(__name__)
@@ -66,13 +66,15 @@ def tls_context(settings: GatewaySettings) -> ssl.SSLContext | None:
 @contextlib.asynccontextmanager
 async def running_gateway(
     config: HookstreamConfig, *, port: int | None = None
-) -> AsyncIterator[tuple[web.AppRunner, str]]:
+) -> AsyncIterator[tuple[web.BaseRunner, str]]:
     """The gateway serving, as (runner, base URL); on exit, drain and close as described above."""
     await ensure_topics(config.kafka)
     settings = config.gateway
     async with BatchingKafkaWriter(config.kafka, client_id="hookstream-gateway") as writer:
-        app = create_app(config, writer)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_timeout_s)
+        gateway = Gateway(config, writer)
+        runner = web.ServerRunner(
+            gateway.server(access_log=None), shutdown_timeout=settings.shutdown_timeout_s
+        )
         await runner.setup()
         context = tls_context(settings)
         listen_port = settings.port if port is None else port
@@ -83,7 +85,7 @@ async def running_gateway(
         try:
             yield runner, f"{scheme}://{settings.host}:{bound}"
         finally:
-            state = app[STATE_KEY]
+            state = gateway.state
             state.draining = True
             log.info("draining: %d writes in flight", state.gate.in_flight)
             await runner.cleanup()

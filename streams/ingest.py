@@ -7,12 +7,11 @@ without a server.
 from __future__ import annotations
 
 import hashlib
-import os
+import random
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -21,6 +20,8 @@ from schemas.events import CloudEvent
 from schemas.templates import lookup
 from streams.errors import InvalidPayload, TemplateError
 from streams.signatures import delivery_id_source, type_source
+
+_random_bits = random.getrandbits
 
 
 def payload_field(payload: Any, path: str) -> Any:
@@ -122,9 +123,12 @@ def build_event(
     )
 
 
-@dataclass(frozen=True, slots=True)
-class EncodedEvent:
-    """A CloudEvent already serialised for the events topic, with what the answer needs."""
+class EncodedEvent(NamedTuple):
+    """A CloudEvent already serialised for the events topic, with what the answer needs.
+
+    A NamedTuple: built once per webhook, and a frozen dataclass's ``__init__`` costs ~0.6 µs
+    more.
+    """
 
     id: str
     source: str
@@ -160,7 +164,8 @@ def encode_event(
         "datacontenttype": "application/json",
         "data": orjson.Fragment(body),
         "partitionkey": key,
-        "traceid": headers.get("x-request-id") or os.urandom(16).hex(),
+        # A trace id needs to be unique, not secret: the PRNG, not a getrandom() system call.
+        "traceid": headers.get("x-request-id") or f"{_random_bits(128):032x}",
         "webhookheaders": {name: headers[name] for name in forwarded_headers if name in headers},
     }
     value = orjson.dumps(document, option=orjson.OPT_UTC_Z)

@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 log = logging.getLogger(__name__)
 
 
-async def metrics_handler(request: web.Request) -> web.Response:
+async def metrics_handler(request: web.BaseRequest) -> web.Response:
     """``GET /metrics`` in the Prometheus text format."""
     response = web.Response(body=generate_latest(REGISTRY))
     response.headers["Content-Type"] = CONTENT_TYPE_LATEST

@@ -6,6 +6,7 @@ no match — and never a secret, an expected digest or which of several secrets 
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import time
 from collections.abc import Iterable, Mapping
@@ -14,10 +15,33 @@ from functools import lru_cache
 from schemas.config import SignatureConfig, split_secrets
 from streams.errors import SignatureError
 
+_BLOCK_BYTES = 64  # SHA-256's block size
+_IPAD = bytes(x ^ 0x36 for x in range(256))
+_OPAD = bytes(x ^ 0x5C for x in range(256))
+
+
+@lru_cache(maxsize=1024)
+def _keyed(key: bytes) -> tuple[hashlib._Hash, hashlib._Hash]:
+    """SHA-256 states that have absorbed the padded key (RFC 2104's inner and outer pads).
+
+    Why: ``hmac.digest`` re-derives these from the key on every call, which is half of its
+    ~1.7 µs per webhook under OpenSSL 3; copying two ready states costs ~0.2 µs. Keys are the
+    configured secrets, so the cache is as small as the config.
+    """
+    if len(key) > _BLOCK_BYTES:
+        key = hashlib.sha256(key).digest()
+    padded = key.ljust(_BLOCK_BYTES, b"\0")
+    return hashlib.sha256(padded.translate(_IPAD)), hashlib.sha256(padded.translate(_OPAD))
+
 
 def hmac_sha256(key: bytes, message: bytes) -> bytes:
-    # hmac.digest is the one-shot C path: a third of hmac.new(...).digest() per webhook.
-    return hmac.digest(key, message, "sha256")
+    """HMAC-SHA256 of ``message`` (equal to ``hmac.digest(key, message, "sha256")``)."""
+    inner, outer = _keyed(key)
+    digest = inner.copy()
+    digest.update(message)
+    final = outer.copy()
+    final.update(digest.digest())
+    return final.digest()
 
 
 @lru_cache(maxsize=256)
@@ -64,10 +88,10 @@ def any_matches(keys: Iterable[bytes], message: bytes, candidates: Iterable[byte
     Every pair is compared with ``hmac.compare_digest`` and the loop does not stop at the first
     match, so timing tells nothing about which secret or which candidate matched.
     """
-    expected = [hmac_sha256(key, message) for key in keys]
-    candidate_list = list(candidates)
+    candidate_list = candidates if isinstance(candidates, list) else list(candidates)
     matched = False
-    for digest in expected:
+    for key in keys:
+        digest = hmac_sha256(key, message)
         for candidate in candidate_list:
             matched |= hmac.compare_digest(digest, candidate)
     return matched

@@ -279,13 +279,88 @@ async def test_openapi_documents_every_route_and_error(gateway: Gateway) -> None
     assert webhook["parameters"][0]["schema"]["enum"] == [s.name for s in gateway.config.sources]
 
 
-async def test_unknown_route_is_problem_json(gateway: Gateway) -> None:
-    async with gateway.session.get(f"{gateway.url}/nope") as response:
-        assert response.status == 404
-        assert (await response.json(content_type=None))["code"] == "not_found"
-    async with gateway.session.get(f"{gateway.url}/webhooks/sw") as response:
-        assert response.status == 405
-        assert (await response.json(content_type=None))["code"] == "method_not_allowed"
+@pytest.mark.parametrize(
+    ("method", "path", "status", "allow"),
+    [
+        ("GET", "/nope", 404, None),
+        ("POST", "/webhooks/", 404, None),
+        ("POST", "/webhooks/sw/extra", 404, None),
+        ("GET", "/webhooks/sw", 405, "POST"),
+        ("PUT", "/webhooks/sw", 405, "POST"),
+        ("POST", "/healthz", 405, "GET, HEAD"),
+        ("DELETE", "/metrics", 405, "GET, HEAD"),
+    ],
+)
+async def test_unknown_route_or_method_is_problem_json(
+    gateway: Gateway, method: str, path: str, status: int, allow: str | None
+) -> None:
+    async with gateway.session.request(method, f"{gateway.url}{path}") as response:
+        assert response.status == status
+        problem = await response.json(content_type=None)
+        assert response.headers.get("Allow") == allow
+    assert problem["status"] == status
+    assert problem["code"] == ("not_found" if status == 404 else "method_not_allowed")
+
+
+async def test_head_of_a_read_route_answers_without_a_body(gateway: Gateway) -> None:
+    async with gateway.session.head(f"{gateway.url}/healthz") as response:
+        assert response.status == 200
+        assert await response.read() == b""
+
+
+async def raw_exchange(url: str, head: bytes, body: bytes) -> tuple[bytes, bytes]:
+    """Send ``head``, read the interim answer (if any) before sending ``body``, then the rest.
+
+    What curl does for bodies over 1 KiB: ``Expect: 100-continue``, then the body only after
+    ``100 Continue`` (or not at all, when the final answer comes first).
+    """
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(head)
+        await writer.drain()
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
+        if interim.startswith(b"HTTP/1.1 100"):
+            writer.write(body)
+            await writer.drain()
+            final = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
+        else:
+            final, interim = interim, b""
+        length = next(
+            int(line.split(b":")[1])
+            for line in final.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        return interim, final + await reader.readexactly(length)
+    finally:
+        writer.close()
+
+
+async def test_expect_100_continue_is_answered_after_the_checks(gateway: Gateway) -> None:
+    delivery = f"d-{uuid.uuid4()}"
+    body = body_for("sw", delivery) + b" " * 2048  # over 1 KiB, as curl would send it
+    signed = gateway.signed("sw", body, delivery=delivery)
+    fields = "".join(f"{name}: {value}\r\n" for name, value in signed.items())
+    head = (
+        f"POST /webhooks/sw HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n{fields}\r\n"
+    ).encode()
+    interim, final = await raw_exchange(gateway.url, head, body)
+    assert interim.startswith(b"HTTP/1.1 100 Continue")
+    assert final.startswith(b"HTTP/1.1 202"), final
+    assert delivery in await gateway.ids_on_topic()
+
+
+async def test_expect_100_continue_is_not_sent_for_a_refused_size(gateway: Gateway) -> None:
+    limit = gateway.config.gateway.max_body_bytes
+    head = (
+        f"POST /webhooks/open HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {limit + 1}\r\nExpect: 100-continue\r\n\r\n"
+    ).encode()
+    interim, final = await raw_exchange(gateway.url, head, b"")
+    assert interim == b""  # the sender never had to send the body
+    assert final.startswith(b"HTTP/1.1 413"), final
+    assert b'"payload_too_large"' in final
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:

@@ -14,6 +14,7 @@ from pydantic import SecretStr
 from schemas.config import SignatureConfig
 from streams.errors import SignatureError
 from streams.signatures import github, sign_headers, sign_hmac_sha256, standard, stripe, verify
+from streams.signatures._common import hmac_sha256
 
 SECRET = "s3cr3t-signing-key-do-not-echo"
 BODY = b'{"customer_id": "c-1", "event": "ticket.created"}'
@@ -425,3 +426,12 @@ def test_named_schemes_refuse_generic_only_fields() -> None:
 
 def test_sign_headers_for_none_is_empty() -> None:
     assert sign_headers(SignatureConfig(scheme="none"), BODY) == {}
+
+
+@pytest.mark.parametrize("key_bytes", [0, 1, 32, 63, 64, 65, 200])
+def test_hmac_sha256_from_kept_key_states_equals_the_standard_library(key_bytes: int) -> None:
+    # Keys up to SHA-256's block size are padded, longer ones hashed first (RFC 2104): both
+    # paths, and the cache returning the same states for the second message.
+    key = bytes(range(256))[:key_bytes]
+    for message in (b"", b"msg_1.1700000000.{}", bytes(range(256)) * 5):
+        assert hmac_sha256(key, message) == hmac.digest(key, message, "sha256")
