@@ -105,9 +105,12 @@ async def window(
     topic: str,
     start: Position | None = None,
     end: Position | None = None,
+    *,
+    partitions: list[TopicPartition] | None = None,
 ) -> Window:
-    """The per-partition ``[start, end)`` of ``topic`` for these bounds, fixed now."""
-    tps = await partitions_of(consumer, topic)
+    """The per-partition ``[start, end)`` of ``topic`` for these bounds, fixed now
+    (``partitions``: the topic's, when the caller has just looked them up)."""
+    tps = partitions if partitions is not None else await partitions_of(consumer, topic)
     low, high = await asyncio.gather(consumer.beginning_offsets(tps), consumer.end_offsets(tps))
     starts, ends = await asyncio.gather(
         _bound(consumer, tps, start, default=low, low=low, high=high),

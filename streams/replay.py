@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from agents.markers import REPLAY_HEADER
@@ -34,7 +34,14 @@ from schemas import templates
 from schemas.config import FlowConfig, HookstreamConfig
 from streams import topics as catalogue
 from streams.errors import BrokerUnavailable, TemplateError
-from streams.kafkaread import Position, Window, new_consumer, read_window_raw, window
+from streams.kafkaread import (
+    Position,
+    Window,
+    new_consumer,
+    partitions_of,
+    read_window_raw,
+    window,
+)
 
 Progress = Callable[[int, int], None]
 BATCH_BYTES = 1024 * 1024  # per partition: fetched at a time, and per producer batch
@@ -145,9 +152,13 @@ class Replayer:
             estimate.prompt_tokens += (len(flow.ai.system) + len(prompt)) // 4 + 1
             estimate.completion_tokens += flow.ai.max_tokens
 
-    async def _fixed_window(self, consumer: Any) -> Window:
+    async def _fixed_window(
+        self, consumer: Any, partitions: list[TopicPartition] | None = None
+    ) -> Window:
         if self._window is None:
-            self._window = await window(consumer, self.topic, self.start, self.end)
+            self._window = await window(
+                consumer, self.topic, self.start, self.end, partitions=partitions
+            )
         return self._window
 
     @staticmethod
@@ -221,9 +232,13 @@ class Replayer:
             # fixed cost every replay pays, a third of a 1,000-record one (bench/replay).
             await asyncio.gather(consumer.start(), *(p.start() for p in producers))
             # The producers learn the topic's leaders while the window is fixed, not on their
-            # first batch, which would wait for it.
+            # first batch, which would wait for it; only once the consumer has seen that the
+            # topic exists (its metadata request lists every topic), as a producer's names it,
+            # which creates a mistyped topic on a broker with auto.create.topics.enable.
+            partitions = await partitions_of(consumer, self.topic)
             win, *_ = await asyncio.gather(
-                self._fixed_window(consumer), *(p.partitions_for(self.topic) for p in producers)
+                self._fixed_window(consumer, partitions),
+                *(p.partitions_for(self.topic) for p in producers),
             )
             stats.window = win.size
             writer = _Writer(producers, self.topic)

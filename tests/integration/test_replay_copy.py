@@ -23,6 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from schemas.config import HookstreamConfig, KafkaSettings
 from schemas.config_loader import load_config
+from streams.errors import ToolError
 from streams.kafkaread import new_consumer, read_window_raw, window
 from streams.replay import Replayer, ReplayFilter
 from tests.support.kafka import Record, delete_topics, read_all
@@ -224,5 +225,19 @@ async def _ends(bootstrap: str, topic: str) -> dict[int, int]:
         tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
         ends = await consumer.end_offsets(tps)
         return {tp.partition: int(ends[tp]) for tp in tps}
+    finally:
+        await consumer.stop()
+
+
+async def test_an_unknown_topic_is_refused_before_anything_is_written(
+    kafka_bootstrap: str, config: HookstreamConfig
+) -> None:
+    missing = f"{PREFIX}.no-such-topic"
+    with pytest.raises(ToolError, match="does not exist"):
+        await Replayer(config, missing, start=0, end=None).run()
+    consumer = new_consumer(kafka_bootstrap)
+    await consumer.start()
+    try:
+        assert missing not in await consumer.topics()
     finally:
         await consumer.stop()
