@@ -307,7 +307,8 @@ class Gateway:
         except web.HTTPException as exc:  # from aiohttp's body reader (e.g. over its limit)
             if exc.status < 400:
                 raise
-            response = problem(exc.status, exc.reason, str(exc.reason), "http_error")
+            code = "payload_too_large" if exc.status == 413 else "http_error"
+            response = problem(exc.status, exc.reason, str(exc.reason), code)
         count_request(label, response.status)
         return response
 

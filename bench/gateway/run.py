@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import re
+import resource
 import secrets
 import shutil
 import statistics
@@ -160,15 +161,41 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def broker_pids(bootstrap: str) -> list[int]:
+    """The processes listening on the broker's port (``ss``), to charge its CPU to a round."""
+    port = bootstrap.rsplit(":", 1)[-1]
+    out = subprocess.run(
+        ["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True, check=False
+    ).stdout
+    return sorted({int(pid) for pid in re.findall(r"pid=(\d+)", out)})
+
+
+def children_cpu_s() -> float:
+    """CPU seconds used by this script's finished children (the load generator runs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def closed_loop(
-    wrk: str | None, url: str, requests: Requests, work: Path, args: Any, pid: int
+    wrk: str | None,
+    url: str,
+    requests: Requests,
+    work: Path,
+    args: Any,
+    pid: int,
+    brokers: list[int] | None = None,
 ) -> dict[str, Any]:
     """Maximum rate: ``connections`` senders back to back for ``duration_s``.
 
-    Also the server's CPU time per answered request: on a machine shared with other work the
-    req/s of one round move by tens of percent, the CPU a request costs far less.
+    Also the CPU time per answered request of the server, the broker and the load generator:
+    on a machine shared with other work the req/s of one round move by tens of percent, the
+    CPU a request costs far less; and on a 2-core machine, what (b) and (c) make the broker
+    do is CPU that (a) has for itself.
     """
     cpu_before_s = process_cpu_s(pid)
+    brokers = brokers or []
+    broker_before_s = sum(process_cpu_s(b) for b in brokers)
+    loadgen_before_s = children_cpu_s()
     if wrk:
         figures = run_wrk(
             wrk, url, requests, work, connections=args.connections, duration_s=args.duration_s
@@ -177,6 +204,10 @@ def closed_loop(
         figures = loadgen(url, requests, work, duration_s=args.duration_s, rate=0.0, args=args)
     answered = figures.get("requests") or figures.get("sent") or 1
     figures["cpu_us_per_req"] = round((process_cpu_s(pid) - cpu_before_s) * 1e6 / answered, 1)
+    broker_s = sum(process_cpu_s(b) for b in brokers) - broker_before_s
+    figures["broker_cpu_us_per_req"] = round(broker_s * 1e6 / answered, 1)
+    loadgen_s = children_cpu_s() - loadgen_before_s
+    figures["loadgen_cpu_us_per_req"] = round(loadgen_s * 1e6 / answered, 1)
     return figures
 
 
@@ -354,6 +385,7 @@ def main() -> int:
                 work / "c.log",
             ),
         }
+        brokers = broker_pids(bootstrap)
         try:
             for target, server in servers.items():  # warm up: connections, metadata, caches
                 reqs = signed if target == "c" else plain
@@ -364,13 +396,15 @@ def main() -> int:
                 for target, server in servers.items():
                     reqs = signed if target == "c" else plain
                     url = f"{server.url}/webhooks/bench"
-                    figures = closed_loop(wrk, url, reqs, work, args, server.process.pid)
+                    figures = closed_loop(wrk, url, reqs, work, args, server.process.pid, brokers)
                     results[target].append(figures)
                     print(
                         f"bench: round {round_no} ({target}) {figures['req_per_s']:.0f} req/s, "
                         f"p50 {figures['p50_ms']:.2f} ms, p99 {figures['p99_ms']:.2f} ms, "
                         f"non-2xx {figures['non_2xx']}, "
-                        f"server CPU {figures['cpu_us_per_req']:.1f} µs/req",
+                        f"server CPU {figures['cpu_us_per_req']:.1f} µs/req, "
+                        f"broker {figures['broker_cpu_us_per_req']:.1f}, "
+                        f"load generator {figures['loadgen_cpu_us_per_req']:.1f}",
                         flush=True,
                     )
             max_c = statistics.median(r["req_per_s"] for r in results["c"])
@@ -412,9 +446,17 @@ def summarise(results: dict[str, list[dict[str, Any]]], half: dict[str, Any]) ->
     c_over_a = round(rate["c"] / rate["a"], 3)
     c_over_b = round(rate["c"] / rate["b"], 3)
     cpu = {t: med(t, "cpu_us_per_req") for t in results}
+    broker = {t: med(t, "broker_cpu_us_per_req") for t in results}
+    loadgen = {t: med(t, "loadgen_cpu_us_per_req") for t in results}
+    machine = {t: round(cpu[t] + broker[t] + loadgen[t], 1) for t in results}
     return {
         "req_per_s": rate,
         "cpu_us_per_req": cpu,
+        "broker_cpu_us_per_req": broker,
+        "loadgen_cpu_us_per_req": loadgen,
+        "machine_cpu_us_per_req": machine,
+        "machine_cpu_a_over_c": round(machine["a"] / machine["c"], 3),
+        "machine_cpu_b_over_c": round(machine["b"] / machine["c"], 3),
         "cpu_a_over_c": round(cpu["a"] / cpu["c"], 3),
         "cpu_b_over_c": round(cpu["b"] / cpu["c"], 3),
         "p50_ms": {t: med(t, "p50_ms") for t in results},
@@ -442,7 +484,9 @@ def markdown(report: dict[str, Any]) -> str:
 
     rows = "\n".join(
         f"| ({t}) {report['targets'][t]} | {s['req_per_s'][t]:.0f} | {s['p50_ms'][t]:.2f} | "
-        f"{s['p99_ms'][t]:.2f} | {s['non_2xx'][t]} | {s['cpu_us_per_req'][t]:.1f} |"
+        f"{s['p99_ms'][t]:.2f} | {s['non_2xx'][t]} | {s['cpu_us_per_req'][t]:.1f} | "
+        f"{s['broker_cpu_us_per_req'][t]:.1f} | {s['loadgen_cpu_us_per_req'][t]:.1f} | "
+        f"{s['machine_cpu_us_per_req'][t]:.1f} |"
         for t in ("a", "b", "c")
     )
     half_text = (
@@ -469,14 +513,16 @@ server is its own process, and so is the load generator; all share the machine's
 {m["cores"]} cores with the broker. The half-rate run paces 64 wrk connections with wrk's
 `delay` hook so that they offer half of (c)'s measured maximum.
 
-| target | req/s | p50 ms | p99 ms | non-2xx | server CPU µs/req |
-|---|---:|---:|---:|---:|---:|
+| target | req/s | p50 ms | p99 ms | non-2xx | CPU µs/req: server | broker | load gen | sum |
+|---|---:|---:|---:|---:|---:|---:|---:|---:|
 {rows}
 
-Server CPU per request (the server process's user + system time over a round / requests
-answered) moves far less than req/s on a shared machine: (a)/(c) = {s["cpu_a_over_c"]:.2f}
-and (b)/(c) = {s["cpu_b_over_c"]:.2f} are the req/s ratios a CPU-bound server would reach
-with a core to itself.
+CPU per request (a process's user + system time over a round / requests answered) moves far
+less than req/s on a shared machine. Server alone: (a)/(c) = {s["cpu_a_over_c"]:.2f} and
+(b)/(c) = {s["cpu_b_over_c"]:.2f}, the req/s ratios a CPU-bound server would reach with a core
+to itself and a broker elsewhere. All three processes: (a)/(c) = {s["machine_cpu_a_over_c"]:.2f}
+and (b)/(c) = {s["machine_cpu_b_over_c"]:.2f}, the ratios a machine whose cores are all busy
+(this one, at (a)'s and (c)'s maximum rates) can reach: (a)'s requests cost the broker nothing.
 
 | target (issue 3) | figure | |
 |---|---|---|
