@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -205,10 +205,19 @@ class _Fetched:
         if size < self.fetch_bytes_max:
             self.fetcher._max_partition_fetch_bytes = min(2 * size, self.fetch_bytes_max)
 
-    def take(self, tps: Iterable[TopicPartition]) -> list[tuple[TopicPartition, int, list[Any]]]:
-        """(partition, offset the fetch started at, its data batches) per buffered partition;
-        raises what the fetcher failed with, as ``getmany`` does."""
+    def take(self, tps: Collection[TopicPartition]) -> list[tuple[TopicPartition, int, list[Any]]]:
+        """(partition, offset the fetch started at, its data batches) per buffered partition
+        of ``tps``; raises what the fetcher failed with, as ``getmany`` does.
+
+        What was fetched for other partitions (finished ones: a fetch was in flight when they
+        were paused) is dropped: while any result waits in its buffer, the fetcher sends that
+        broker no fetch for up to 100 ms (its prefetch backoff), so the partitions still
+        being read stalled too.
+        """
         buffered = self.fetcher._records
+        for tp in [tp for tp in buffered if tp not in tps]:
+            del buffered[tp]
+            self._wake()
         taken = []
         for tp in [tp for tp in tps if tp in buffered]:
             result = buffered.pop(tp)
@@ -270,7 +279,7 @@ async def read_window_raw(
             consumer.seek(tp, start)
     fetched = _Fetched(consumer, first_fetch_bytes)
     while todo:
-        taken = fetched.take(list(todo))
+        taken = fetched.take(todo.keys())
         if taken:
             fetched.grow()  # before the fetcher builds its next request
         if not taken and not await fetched.wait(wait_s):
