@@ -384,12 +384,18 @@ hookstream / kcat = **{r["ratio"]:.3f}x**, target ≥ {r["target_ratio"]}x: \
   what they built (the GC ran ~100 times over it, ~12 ms, and again at exit): a 1,000-event
   replay 274 → 237 ms (median of 15); fetches start at 64 KiB per partition and double to
   1 MiB: a 1,000-event window read 8 MiB in its first fetch (its copy 48 → 20 ms); the
-  producers learn the topic's leaders while the window is fixed; the benchmark compiles
-  hookstream's modules to bytecode first, as `pip install` does (~20 ms a run).
+  producers learn the topic's leaders while the window is fixed; a result the fetcher
+  buffered for a partition already finished is dropped (it held every fetch to the broker
+  back for up to 100 ms); the benchmark compiles hookstream's modules to bytecode first, as
+  `pip install` does (~20 ms a run).
+- Over 14 runs of this state the whole-process ratio was 0.50-0.76x (before: 0.40-0.54x), the
+  last four 0.53-0.63x: hookstream's best round 0.44-0.62 s, kcat's 0.27-0.47 s, both with
+  the load of the two shared CPUs; past start-up the copy runs at 0.85-1.3x kcat's rate.
 - Tried, did not help: `defer_build` on the config models (import 12 ms less, load 10 ms more);
   two consumers (two fetches in flight: more CPU, same time); fetches of 2-4 MiB per
   partition (more CPU: bigger buffers to copy); yielding to the event loop after each fetch
-  so the next one leaves sooner (slower); one producer with 2 MiB requests, or four
+  so the next one leaves sooner (no faster); uvloop for the replay (no faster, 6 ms more
+  to import); one producer with 2 MiB requests, or four
   producers (no better than two); a GC threshold raised instead of the GC off (its full
   passes still cost ~8 ms); a copy loop specialised for unfiltered replays (~3 ms per
   100,000).
