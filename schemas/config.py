@@ -83,6 +83,11 @@ class GatewaySettings(_Frozen):
     )
     tls_cert_file: str | None = Field(default=None, description="PEM certificate chain.")
     tls_key_file: str | None = Field(default=None, description="PEM private key.")
+    reuse_port: bool = Field(
+        default=False,
+        description="SO_REUSEPORT: several gateway processes on one host share the port and "
+        "the kernel spreads connections among them (one process uses one core).",
+    )
 
     @field_validator("forwarded_headers")
     @classmethod

@@ -78,7 +78,13 @@ async def running_gateway(
         await runner.setup()
         context = tls_context(settings)
         listen_port = settings.port if port is None else port
-        site = web.TCPSite(runner, settings.host, listen_port, ssl_context=context)
+        site = web.TCPSite(
+            runner,
+            settings.host,
+            listen_port,
+            ssl_context=context,
+            reuse_port=settings.reuse_port,
+        )
         await site.start()
         bound = runner.addresses[0][1] if runner.addresses else listen_port
         scheme = "https" if context else "http"

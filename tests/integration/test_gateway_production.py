@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import socket
 import ssl
 import subprocess
 import sys
@@ -447,3 +448,48 @@ async def test_hookstream_sign_prints_headers_the_gateway_accepts(
     headers = dict(line.split(": ", 1) for line in out.decode().splitlines())
     status, answer, _ = await gateway.post(source, body, headers)
     assert status == 202, answer
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+async def test_reuse_port_lets_two_gateways_share_one_port(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    config = gateway_config(tmp_path, kafka_bootstrap, gateway_extra="  reuse_port: true\n")
+    port = free_port()
+    async with (
+        running_gateway(config, port=port) as (first, url),
+        running_gateway(config, port=port) as (second, second_url),
+    ):
+        assert url == second_url
+        connector = aiohttp.TCPConnector(force_close=True)  # a new connection per request
+        async with aiohttp.ClientSession(connector=connector) as session:
+            for _ in range(40):
+                async with session.post(
+                    f"{url}/webhooks/open",
+                    data=b'{"n": 1}',
+                    headers={"Content-Type": "application/json"},
+                ) as response:
+                    assert response.status == 202
+        servers = [runner.server for runner in (first, second)]
+        served = [server.requests_count for server in servers if server is not None]
+    # The kernel spreads new connections over both sockets: all 40 on one has odds of 2^-39.
+    assert len(served) == 2
+    assert sum(served) == 40
+    assert min(served) > 0, served
+
+
+async def test_without_reuse_port_a_second_gateway_cannot_take_the_port(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    config = gateway_config(tmp_path, kafka_bootstrap)
+    port = free_port()
+    async with running_gateway(config, port=port):
+        with pytest.raises(OSError, match="address already in use"):
+            async with running_gateway(config, port=port):
+                pass
