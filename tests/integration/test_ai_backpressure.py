@@ -8,24 +8,17 @@ the process collector's RSS), not from timing.
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
 from pathlib import Path
 
 from agents.stages import ADMIT_PER_CALL
 from tests.support.ai_stack import enriched, metric, produce, scrape, write_config
+from tests.support.broker import free_port
 from tests.support.stack import running_stack
 
 N = 16
 BACKLOG = 50_000
 MiB = 1024 * 1024
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def test_a_50k_backlog_keeps_in_flight_and_memory_bounded(

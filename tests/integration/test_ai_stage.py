@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import socket
 import uuid
 from collections import defaultdict
 from datetime import datetime
@@ -21,18 +20,12 @@ import pytest_asyncio
 from agents.stages import ADMIT_PER_CALL
 from schemas.events import AIResult, DeadLetter
 from tests.support.ai_stack import enriched, metric, produce, scrape, write_config
+from tests.support.broker import free_port
 from tests.support.kafka import Record, read_all, wait_for_records
 from tests.support.stack import Stack, running_stack
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 N = 8
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

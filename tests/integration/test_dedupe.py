@@ -7,19 +7,12 @@ processes on the example config; the worker's dedupe (agents.stages) drops the r
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
 from pathlib import Path
 
 from tests.support.ai_stack import metric, scrape
+from tests.support.broker import free_port
 from tests.support.stack import running_stack
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def test_the_same_delivery_posted_six_times_is_processed_once(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import socket
 import ssl
 import subprocess
 import sys
@@ -42,6 +41,7 @@ from tests.integration.gateway_config import (
     gateway_config,
     write_config_text,
 )
+from tests.support.broker import free_port
 from tests.support.kafka import read_all
 from tests.support.stack import REPO_ROOT
 
@@ -448,13 +448,6 @@ async def test_hookstream_sign_prints_headers_the_gateway_accepts(
     headers = dict(line.split(": ", 1) for line in out.decode().splitlines())
     status, answer, _ = await gateway.post(source, body, headers)
     assert status == 202, answer
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 async def test_reuse_port_lets_two_gateways_share_one_port(
