@@ -456,6 +456,7 @@ def summarise(results: dict[str, list[dict[str, Any]]], half: dict[str, Any]) ->
         "loadgen_cpu_us_per_req": loadgen,
         "machine_cpu_us_per_req": machine,
         "machine_cpu_a_over_c": round(machine["a"] / machine["c"], 3),
+        "cores_busy": {t: round(rate[t] * machine[t] / 1e6, 2) for t in results},
         "machine_cpu_b_over_c": round(machine["b"] / machine["c"], 3),
         "cpu_a_over_c": round(cpu["a"] / cpu["c"], 3),
         "cpu_b_over_c": round(cpu["b"] / cpu["c"], 3),
@@ -521,8 +522,11 @@ CPU per request (a process's user + system time over a round / requests answered
 less than req/s on a shared machine. Server alone: (a)/(c) = {s["cpu_a_over_c"]:.2f} and
 (b)/(c) = {s["cpu_b_over_c"]:.2f}, the req/s ratios a CPU-bound server would reach with a core
 to itself and a broker elsewhere. All three processes: (a)/(c) = {s["machine_cpu_a_over_c"]:.2f}
-and (b)/(c) = {s["machine_cpu_b_over_c"]:.2f}, the ratios a machine whose cores are all busy
-(this one, at (a)'s and (c)'s maximum rates) can reach: (a)'s requests cost the broker nothing.
+and (b)/(c) = {s["machine_cpu_b_over_c"]:.2f}, the ratios if the machine's cores were the limit
+((a)'s requests cost the broker nothing). They were not: at the maximum rates the three
+processes kept {s["cores_busy"]["a"]:.2f} (a), {s["cores_busy"]["b"]:.2f} (b) and
+{s["cores_busy"]["c"]:.2f} (c) of the {m["cores"]} cores busy; each server is bound by its one
+event-loop thread.
 
 | target (issue 3) | figure | |
 |---|---|---|
