@@ -45,3 +45,9 @@ def replay_id(message: Any) -> str | None:
 def carried_headers(message: Any) -> list[tuple[str, bytes]]:
     """The headers a stage copies from its input record to each record it produces."""
     return [(k, bytes(v)) for k, v in _pairs(message) if k in CARRIED_HEADERS and v is not None]
+
+
+def replay_suffix(replay: str | None) -> str:
+    """What a replayed record's dedupe markers add to the live ones (``/replay/<id>``): each
+    replay runs once per event, and never collides with the live run's markers."""
+    return "" if replay is None else f"/replay/{replay}"

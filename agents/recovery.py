@@ -25,14 +25,15 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import OffsetAndMetadata
 
+from agents.markers import replay_id, replay_suffix
 from schemas.config import KafkaSettings
 
 log = logging.getLogger(__name__)
 _MARGIN_MS = 60_000
 
 
-def done_key(flow: str, source: str, event_id: str) -> str:
-    return f"done/{flow}/{source}/{event_id}"
+def done_key(flow: str, source: str, event_id: str, replay: str | None = None) -> str:
+    return f"done/{flow}/{source}/{event_id}{replay_suffix(replay)}"
 
 
 async def _topic_partitions(
@@ -80,7 +81,8 @@ async def _redo_window_start_ms(
 async def results_since_last_commit(
     settings: KafkaSettings, *, group: str, enriched: str, results: str
 ) -> set[str]:
-    """Dedupe keys (``done/<flow>/<source>/<id>``) of results a crash may have left unmarked."""
+    """Dedupe keys (``done/<flow>/<source>/<id>``, plus ``/replay/<id>`` for a replayed one)
+    of results a crash may have left unmarked."""
     started = time.monotonic()
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers,
@@ -117,7 +119,10 @@ async def results_since_last_commit(
                     try:
                         value = orjson.loads(message.value or b"")
                         event = value["event"]
-                        found.add(done_key(value["flow"], event["source"], event["id"]))
+                        # A replayed result carries its replay's header: its marker is the
+                        # replay's own, or a crash mid-replay would call the model twice.
+                        replay = replay_id(message)
+                        found.add(done_key(value["flow"], event["source"], event["id"], replay))
                     except (orjson.JSONDecodeError, KeyError, TypeError):
                         continue
             for tp in list(behind):

@@ -23,9 +23,8 @@ key each replay runs exactly once per event, a second replay is a new run, and t
 cache (keyed by flow and prompt, not by marker) still answers an unchanged flow without a model
 call. Redriven records (``hookstream-redriven``) keep the plain keys: a dead-lettered event was
 never marked, so its redrive runs, and a redrive of something already done is skipped.
-(:mod:`agents.recovery` rebuilds plain markers only; a crash between a replayed result and its
-marker redoes that one result within the replay, which the sinks' replay idempotency keys
-absorb.)
+:mod:`agents.recovery` rebuilds both kinds from the results topic (a result carries its
+replay's header), so a crash between a replayed result and its marker costs no second call.
 """
 
 from __future__ import annotations
@@ -41,7 +40,7 @@ from agents.ai.provider import client_for
 from agents.ai.task import AITask, ProviderRuntime, cache_entry
 from agents.emit import emit
 from agents.enrich import Enricher
-from agents.markers import carried_headers, replay_id
+from agents.markers import carried_headers, replay_id, replay_suffix
 from agents.resources import Resources
 from agents.retry import RetriesExhausted, RetryPolicy, with_retries
 from agents.stage_base import InvalidRecord, Stage, decode
@@ -55,16 +54,12 @@ log = logging.getLogger(__name__)
 ADMIT_PER_CALL = 4
 
 
-def _replay_suffix(replay: str | None) -> str:
-    return "" if replay is None else f"/replay/{replay}"
-
-
 def seen_key(event: CloudEvent, replay: str | None = None) -> str:
-    return f"seen/{event.event_key}{_replay_suffix(replay)}"
+    return f"seen/{event.event_key}{replay_suffix(replay)}"
 
 
 def done_key(flow: str, event: CloudEvent, replay: str | None = None) -> str:
-    return recovery.done_key(flow, event.source, event.id) + _replay_suffix(replay)
+    return recovery.done_key(flow, event.source, event.id, replay)
 
 
 class EnrichStage(Stage):

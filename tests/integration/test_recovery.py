@@ -7,6 +7,7 @@ import uuid
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from agents.markers import REPLAY_HEADER
 from agents.recovery import done_key, results_since_last_commit
 from schemas.config import KafkaSettings
 from streams.topics import Topics, ensure_topics
@@ -35,6 +36,13 @@ async def test_results_after_the_groups_commit_are_found(kafka_bootstrap: str) -
                 await producer.send_and_wait(
                     topics.results, orjson.dumps({"flow": "f", "event": event}), key=key
                 )
+            if i in (3, 4):  # and a replay (run "r1") had redone two of them
+                await producer.send_and_wait(
+                    topics.results,
+                    orjson.dumps({"flow": "f", "event": event}),
+                    key=key,
+                    headers=[(REPLAY_HEADER, b"r1")],
+                )
     finally:
         await producer.stop()
     # The group had committed the first two events of partition 0 (ev-0, ev-2) before it died.
@@ -53,3 +61,7 @@ async def test_results_after_the_groups_commit_are_found(kafka_bootstrap: str) -
     )
     assert {done_key("f", "helpdesk", f"ev-{i}") for i in (1, 3, 4)} <= found
     assert done_key("f", "helpdesk", "ev-5") not in found
+    # The replayed results are remembered under the replay's own markers, and only those.
+    replayed = {key for key in found if "/replay/" in key}
+    assert replayed == {done_key("f", "helpdesk", f"ev-{i}", "r1") for i in (3, 4)}
+    assert replayed == {f"done/f/helpdesk/ev-{i}/replay/r1" for i in (3, 4)}
