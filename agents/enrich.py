@@ -26,19 +26,37 @@ def event_context(event: CloudEvent) -> dict[str, Any]:
 
 
 class Enricher:
-    def __init__(self, config: HookstreamConfig, session: aiohttp.ClientSession) -> None:
+    """``session`` serves lookups allowed private addresses; ``guarded_session`` (connecting
+    to public addresses only) the rest."""
+
+    def __init__(
+        self,
+        config: HookstreamConfig,
+        session: aiohttp.ClientSession,
+        guarded_session: aiohttp.ClientSession,
+    ) -> None:
         self.config = config
         self.session = session
+        self.guarded_session = guarded_session
         self._urls = {
             (flow.name, lookup.name): templates.parse(lookup.url)
+            for flow in config.flows
+            for lookup in flow.enrich
+        }
+        allow_all = config.worker.allow_private_networks
+        self._guards = {
+            (flow.name, lookup.name): NetGuard(
+                allow_private=allow_all or lookup.allow_private, stage=STAGE
+            )
             for flow in config.flows
             for lookup in flow.enrich
         }
 
     async def _lookup(self, flow: FlowConfig, lookup: LookupConfig, context: dict[str, Any]) -> Any:
         url = templates.render_url(self._urls[(flow.name, lookup.name)], context)
+        guard = self._guards[(flow.name, lookup.name)]
         status, body = await request_json(
-            self.session,
+            self.session if guard.allow_private else self.guarded_session,
             "GET",
             url,
             stage=STAGE,
@@ -46,10 +64,7 @@ class Enricher:
             timeout_s=lookup.timeout_s,
             headers=lookup.headers,
             not_found_ok=lookup.on_not_found == "null",
-            guard=NetGuard(
-                allow_private=self.config.worker.allow_private_networks or lookup.allow_private,
-                stage=STAGE,
-            ),
+            guard=guard,
         )
         if status == 404 and lookup.on_not_found == "fail":
             raise PermanentRemoteError(f"lookup {lookup.name}: not found", stage=STAGE, status=404)

@@ -17,18 +17,23 @@ from typing import Any
 import aiohttp
 import orjson
 
-from agents.netguard import NetGuard
-from streams.errors import PermanentRemoteError, RetriableRemoteError
+from agents.netguard import NetGuard, PublicOnlyResolver
+from streams.errors import PermanentRemoteError, RetriableRemoteError, UnsafeDestination
 
 log = logging.getLogger(__name__)
 
 RETRIABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
-def new_session(*, connect_timeout_s: float = 5.0, limit: int = 512) -> aiohttp.ClientSession:
-    """The process's one client session (connection pooling is what makes calls cheap)."""
+def new_session(
+    *, connect_timeout_s: float = 5.0, limit: int = 512, public_only: bool = False
+) -> aiohttp.ClientSession:
+    """A client session (connection pooling is what makes calls cheap). ``public_only``: for
+    calls the SSRF guard covers, it connects only to public addresses
+    (:class:`~agents.netguard.PublicOnlyResolver`)."""
+    resolver = PublicOnlyResolver() if public_only else None
     return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=limit, ttl_dns_cache=300),
+        connector=aiohttp.TCPConnector(limit=limit, ttl_dns_cache=300, resolver=resolver),
         timeout=aiohttp.ClientTimeout(sock_connect=connect_timeout_s),
         json_serialize=lambda obj: orjson.dumps(obj).decode(),
     )
@@ -160,3 +165,5 @@ async def request_json(
         ) from exc
     except aiohttp.ClientError as exc:
         raise RetriableRemoteError(f"{what}: {type(exc).__name__}: {exc}", stage=stage) from exc
+    except UnsafeDestination as exc:  # from the guarded session's resolver, at connect time
+        raise UnsafeDestination(f"{what}: {exc}", stage=stage) from None

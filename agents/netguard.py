@@ -8,9 +8,12 @@ unique-local, CGNAT, multicast, unspecified, reserved), unless the config allows
 explicitly (``worker.allow_private_networks`` or the sink's/lookup's ``allow_private``).
 
 Every address of the name is checked, not just the first, so a name with one public and one
-private record is refused. The check happens before the request; a DNS answer that changes
-in between (rebinding) is a known gap, narrowed by aiohttp's DNS cache, which keeps the
-answer the check saw.
+private record is refused. The check runs twice: :meth:`NetGuard.check` before the request
+(an IP literal, and the error that names the setting to change), and
+:class:`PublicOnlyResolver` when the connection resolves the name again — guarded calls go
+through a session built on it (``new_session(public_only=True)``), so a DNS server that
+answers a public address to the first lookup and a private one to the second (rebinding)
+gets no connection.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ import ipaddress
 import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
 
 from streams.errors import UnsafeDestination
 
@@ -79,3 +85,34 @@ async def resolve(host: str, port: int) -> list[IPAddress]:
     for _family, _type, _proto, _name, sockaddr in infos:
         addresses.append(ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0]))
     return addresses
+
+
+class PublicOnlyResolver(AbstractResolver):
+    """aiohttp's resolver for guarded calls: an answer with any non-public address is refused.
+
+    aiohttp resolves a name when it opens a connection (an IP literal is not resolved: the
+    check before the request covers it); this makes the addresses it connects to the ones
+    checked, whatever the DNS answered the check before. Its connector's DNS cache only ever
+    holds answers that passed.
+    """
+
+    def __init__(self, inner: AbstractResolver | None = None, *, stage: str = "") -> None:
+        self._inner = inner if inner is not None else DefaultResolver()
+        self._stage = stage
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        for result in results:
+            address = ipaddress.ip_address(result["host"].split("%", 1)[0])
+            if not is_public(address):
+                raise UnsafeDestination(
+                    f"host {host!r} resolved to non-public address {address} when connecting "
+                    "(the DNS answer changed since the check before the request)",
+                    stage=self._stage,
+                )
+        return results
+
+    async def close(self) -> None:
+        await self._inner.close()

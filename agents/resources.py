@@ -10,6 +10,7 @@ from __future__ import annotations
 import aiohttp
 
 from agents.http import new_session
+from agents.netguard import NetGuard
 from agents.recovery import results_since_last_commit
 from agents.shared import RefCounted
 from agents.state import DurableMap
@@ -24,6 +25,7 @@ class Resources(RefCounted):
         self.config = config
         self.client_id = client_id
         self._session: aiohttp.ClientSession | None = None
+        self._guarded_session: aiohttp.ClientSession | None = None
         self._writer: KafkaWriter | None = None
         self.maps: list[DurableMap] = []
         if state:
@@ -52,6 +54,17 @@ class Resources(RefCounted):
         return self._session
 
     @property
+    def guarded_session(self) -> aiohttp.ClientSession:
+        """The session for calls the SSRF guard covers: it connects to public addresses only."""
+        if self._guarded_session is None:
+            raise RuntimeError("Resources used outside `async with`")
+        return self._guarded_session
+
+    def session_for(self, guard: NetGuard) -> aiohttp.ClientSession:
+        """The session a call under ``guard`` goes through (``allow_private``: the plain one)."""
+        return self.session if guard.allow_private else self.guarded_session
+
+    @property
     def writer(self) -> KafkaWriter:
         if self._writer is None:
             raise RuntimeError("Resources used outside `async with`")
@@ -73,7 +86,9 @@ class Resources(RefCounted):
         writer = KafkaWriter(self.config.kafka, client_id=self.client_id)
         await writer.start()
         self._writer = writer
-        self._session = new_session(connect_timeout_s=self.config.worker.http_connect_timeout_s)
+        connect_timeout_s = self.config.worker.http_connect_timeout_s
+        self._session = new_session(connect_timeout_s=connect_timeout_s)
+        self._guarded_session = new_session(connect_timeout_s=connect_timeout_s, public_only=True)
         # Loaded to the end before any agent handles an event (like table recovery).
         for durable_map in self.maps:
             await durable_map.start()
@@ -83,9 +98,12 @@ class Resources(RefCounted):
     async def _stop(self) -> None:
         for durable_map in self.maps:
             await durable_map.stop()
-        session, writer = self._session, self._writer
-        self._session = self._writer = None
-        if session is not None:
-            await session.close()
+        sessions = (self._session, self._guarded_session)
+        writer = self._writer
+        self._session = self._guarded_session = None
+        self._writer = None
+        for session in sessions:
+            if session is not None:
+                await session.close()
         if writer is not None:
             await writer.stop()

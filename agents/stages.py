@@ -72,6 +72,16 @@ class EnrichStage(Stage):
             backoff_s=config.worker.retry_backoff_s,
             backoff_max_s=config.worker.retry_backoff_max_s,
         )
+        self._enricher: Enricher | None = None
+
+    @property
+    def enricher(self) -> Enricher:
+        """Built on first use, when the resources' sessions exist, and again should the
+        resources have been restarted since (new sessions)."""
+        resources = self.resources
+        if self._enricher is None or self._enricher.session is not resources.session:
+            self._enricher = Enricher(self.config, resources.session, resources.guarded_session)
+        return self._enricher
 
     async def handle(self, event: Any) -> None:
         message = event.message
@@ -90,7 +100,7 @@ class EnrichStage(Stage):
             metrics.DUPLICATES_SKIPPED.labels(self.name).inc()
             log.info("skipping %s: this delivery was already processed", cloud_event.event_key)
             return
-        enricher = Enricher(self.config, self.resources.session)
+        enricher = self.enricher
         dead_lettered = False
         for flow in flows:
 

@@ -69,9 +69,9 @@ class SinkStage(Stage):
     def build_sink(self) -> Sink:
         cfg = self.sink_config
         if isinstance(cfg, HttpSinkConfig):
-            return HttpSink(self.flow, cfg, self.resources.session, self.guard)
+            return HttpSink(self.flow, cfg, self.resources.session_for(self.guard), self.guard)
         if isinstance(cfg, SlackSinkConfig):
-            return SlackSink(self.flow, cfg, self.resources.session, self.guard)
+            return SlackSink(self.flow, cfg, self.resources.session_for(self.guard), self.guard)
         return PostgresSink(self.flow, cfg)
 
     async def __aenter__(self) -> SinkStage:

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
+import pytest_asyncio
+from aiohttp import web
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from agents import netguard
 from agents.enrich import Enricher
-from agents.netguard import NetGuard, is_public
+from agents.http import new_session, request_json
+from agents.netguard import NetGuard, PublicOnlyResolver, is_public
+from agents.resources import Resources
 from schemas.config_loader import load_config
 from streams.errors import UnsafeDestination
 from tests.unit.schemas.test_config_loader import EXAMPLE, EXAMPLE_ENV
@@ -107,8 +114,116 @@ async def test_enrichment_lookups_pass_the_guard() -> None:
     assert not config.worker.allow_private_networks
     assert not flow.enrich[0].allow_private
     async with aiohttp.ClientSession() as session:
-        enricher = Enricher(config, session)
+        enricher = Enricher(config, session, session)
         with pytest.raises(UnsafeDestination) as caught:
             await enricher._lookup(flow, flow.enrich[0], {"data": {"customer_id": "cus_1"}})
     assert caught.value.stage == "enrich"
     assert "lookup customer" in str(caught.value)
+
+
+class FixedAnswers(AbstractResolver):
+    """A DNS that answers what the test says, and counts the questions."""
+
+    def __init__(self, *addresses: str) -> None:
+        self.addresses = addresses
+        self.asked: list[str] = []
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        self.asked.append(host)
+        return [
+            {"hostname": host, "host": a, "port": port, "family": family, "proto": 0, "flags": 0}
+            for a in self.addresses
+        ]
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_the_resolver_refuses_an_answer_with_a_private_address() -> None:
+    resolver = PublicOnlyResolver(FixedAnswers("93.184.216.34", "10.0.0.7"), stage="sink")
+    with pytest.raises(UnsafeDestination, match=r"10\.0\.0\.7") as caught:
+        await resolver.resolve("rebinding.example", 443)
+    assert caught.value.stage == "sink"
+
+
+async def test_the_resolver_passes_public_answers_through() -> None:
+    inner = FixedAnswers("93.184.216.34", "2606:4700:4700::1111")
+    answers = await PublicOnlyResolver(inner).resolve("public.example", 443)
+    assert [a["host"] for a in answers] == ["93.184.216.34", "2606:4700:4700::1111"]
+
+
+@pytest_asyncio.fixture
+async def local_server() -> AsyncIterator[tuple[int, list[str]]]:
+    """A real HTTP server on 127.0.0.1, and the paths of the requests it got."""
+    hits: list[str] = []
+
+    async def hello(request: web.Request) -> web.Response:
+        hits.append(request.path)
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_get("/x", hello)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield runner.addresses[0][1], hits
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_rebound_name_gets_no_connection(
+    local_server: tuple[int, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check before the request sees a public address; the connection's own lookup gets
+    127.0.0.1 (a rebinding DNS): the guarded session refuses to connect, the plain one would."""
+
+    async def public_first(host: str, port: int) -> list[netguard.IPAddress]:
+        return [ipaddress.ip_address("93.184.216.34")]
+
+    monkeypatch.setattr(netguard, "resolve", public_first)
+    port, hits = local_server
+    url = f"http://rebinding.example:{port}/x"
+    guarded = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(
+            resolver=PublicOnlyResolver(FixedAnswers("127.0.0.1")), use_dns_cache=False
+        )
+    )
+    plain = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(resolver=FixedAnswers("127.0.0.1"), use_dns_cache=False)
+    )
+    async with guarded, plain:
+        with pytest.raises(UnsafeDestination) as caught:
+            await request_json(
+                guarded,
+                "GET",
+                url,
+                stage="sink",
+                what="sink crm",
+                timeout_s=5,
+                guard=NetGuard(stage="sink"),
+            )
+        assert hits == []  # refused before a connection: the server saw nothing
+        status, body = await request_json(
+            plain, "GET", url, stage="sink", what="sink crm", timeout_s=5
+        )
+    assert str(caught.value).startswith("sink crm: host 'rebinding.example' resolved to ")
+    assert caught.value.stage == "sink"
+    assert not caught.value.retriable
+    assert (status, body) == (200, {"ok": True})  # the server is there: only the guard refused
+    assert hits == ["/x"]
+
+
+async def test_resources_route_guarded_calls_through_the_public_only_session() -> None:
+    config = load_config(EXAMPLE, env=EXAMPLE_ENV)
+    resources = Resources(config, client_id="t")
+    resources._session = plain = aiohttp.ClientSession()
+    resources._guarded_session = guarded = new_session(public_only=True)
+    async with plain, guarded:
+        assert resources.session_for(NetGuard()) is guarded
+        assert resources.session_for(NetGuard(allow_private=True)) is plain
+        connector = guarded.connector
+        assert isinstance(connector, aiohttp.TCPConnector)
+        assert isinstance(connector._resolver, PublicOnlyResolver)
