@@ -58,6 +58,11 @@ def create_app(
         broker_heartbeat_interval=config.worker.session_timeout_s / 5,
         producer_acks=-1,
         autodiscover=False,
+        # Faust's default, pinned: at a rebalance, wait for every event that started (the
+        # runner acks in offset order) and commit before the partitions go to another worker;
+        # without it the new owner redoes the events in flight here (tests/integration/
+        # test_rebalance.py fails: two results, two model calls).
+        stream_wait_empty=True,
     )
     resources = Resources(config, client_id=app_id, state=role == "worker")
     if metrics_port is not None:
