@@ -197,18 +197,21 @@ class AIStage(Stage):
         cache_key = None
         if result is None:
             in_flight = self._in_flight[enriched.flow]
+            failure: HookstreamError | None = None
             async with self._limits[enriched.flow]:
                 in_flight.inc()
                 try:
                     outcome = await task.run(enriched, requests)
-                except RetriesExhausted as exc:
-                    await self._fail(message, exc, extra_headers=flow_header + _errors(exc))
-                    return
                 except HookstreamError as exc:
-                    await self._fail(message, exc, extra_headers=flow_header)
-                    return
+                    failure = exc
                 finally:
                     in_flight.dec()
+            if failure is not None:
+                # Dead-lettered after the slot is given back: the DLQ write waits for Kafka,
+                # not for the model, and must not keep another event's call waiting.
+                extra = _errors(failure) if isinstance(failure, RetriesExhausted) else []
+                await self._fail(message, failure, extra_headers=flow_header + extra)
+                return
             result, cache_key = outcome.result, outcome.cache_key
         writer = self.resources.writer
         # The result first, and only once Kafka has it the "done" mark: written together, a

@@ -18,8 +18,10 @@ from agents.ai.task import AITask, TaskOutcome
 from agents.resources import Resources
 from agents.stages import AIStage
 from schemas.codec import dumps
+from schemas.config import HookstreamConfig
 from schemas.config_loader import load_config
 from schemas.events import AIResult, CloudEvent, EnrichedEvent
+from streams.errors import InvalidModelOutput
 from tests.support.stack import EXAMPLE_CONFIG, SECRETS
 
 
@@ -38,23 +40,33 @@ class Event:
     message: Message
 
 
-async def test_done_mark_waits_for_the_result_write(monkeypatch: pytest.MonkeyPatch) -> None:
-    config = load_config(EXAMPLE_CONFIG, env=SECRETS)
-    resources = Resources(config, client_id="test", state=True)
-    resources._writer = object()  # type: ignore[assignment]
-    resources._session = object()  # type: ignore[assignment]
-    assert resources.dedupe is not None
-    event = CloudEvent.model_validate(
+def ticket(event_id: str, customer: str) -> CloudEvent:
+    return CloudEvent.model_validate(
         {
-            "id": "wh-1",
+            "id": event_id,
             "source": "helpdesk",
             "type": "ticket.created",
             "time": "2026-11-29T12:00:00Z",
             "data": {"message": "hi"},
-            "partitionkey": "cus_001",
+            "partitionkey": customer,
             "traceid": "t",
         }
     )
+
+
+def offline_resources(config: HookstreamConfig) -> Resources:
+    """Resources whose writer and session are never used (the tests replace what writes)."""
+    resources = Resources(config, client_id="test", state=True)
+    resources._writer = object()  # type: ignore[assignment]
+    resources._session = object()  # type: ignore[assignment]
+    return resources
+
+
+async def test_done_mark_waits_for_the_result_write(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = load_config(EXAMPLE_CONFIG, env=SECRETS)
+    resources = offline_resources(config)
+    assert resources.dedupe is not None
+    event = ticket("wh-1", "cus_001")
     enriched = EnrichedEvent(flow="feedback-triage", event=event)
     result = AIResult(
         flow="feedback-triage",
@@ -92,3 +104,35 @@ async def test_done_mark_waits_for_the_result_write(monkeypatch: pytest.MonkeyPa
     await asyncio.wait_for(handling, 5)
     assert order[1] == f"acked {stage.topics.results}"
     assert order[2].startswith("mark done/feedback-triage/helpdesk/wh-1")
+
+
+async def test_a_failed_call_gives_its_slot_back_before_dead_lettering(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The DLQ write waits for Kafka; the call slot it would hold bounds model calls."""
+    config = load_config(EXAMPLE_CONFIG, env=SECRETS)
+    resources = offline_resources(config)
+    event = ticket("wh-2", "cus_002")
+    enriched = EnrichedEvent(flow="feedback-triage", event=event)
+
+    async def run(self: AITask, *_: Any) -> TaskOutcome:
+        raise InvalidModelOutput("the answer is not JSON", stage="ai")
+
+    slots_free_at_dead_letter: list[bool] = []
+    dead_lettered: list[str] = []
+
+    async def fail(message: Any, exc: Exception, *, extra_headers: Any) -> None:
+        slots_free_at_dead_letter.append(not stage._limits["feedback-triage"].locked())
+        dead_lettered.append(type(exc).__name__)
+
+    monkeypatch.setattr(AITask, "run", run)
+    stage = AIStage(config, resources)
+    monkeypatch.setattr(stage, "_fail", fail)
+    limit = stage._limits["feedback-triage"]
+    # Every slot but one is busy: the failed call's slot is the last one.
+    for _ in range(config.flow("feedback-triage").ai.max_concurrency - 1):
+        await limit.acquire()
+    assert not limit.locked()
+    await asyncio.wait_for(stage.handle(Event(Message(dumps(enriched)))), 5)
+    assert dead_lettered == ["InvalidModelOutput"]
+    assert slots_free_at_dead_letter == [True]
