@@ -14,6 +14,11 @@ the check knows which partition to catch up on.
 
 The topic is compacted with a retention of a week (``streams.topics.TOPIC_CONFIGS``): a result
 redelivered more than a week later would be sent again, with the same Idempotency-Key.
+
+It also remembers what a sink dead-lettered (a value starting ``{"dead_lettered":``): a result
+redelivered after a crash that came between its dead letter and its ack is then skipped, not
+tried and dead-lettered a second time. A later delivery (after a redrive) overwrites that
+entry with its receipt, compaction keeping the latest.
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Literal
 
+import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
@@ -33,6 +40,14 @@ from streams.errors import BrokerUnavailable
 from streams.producer import KafkaWriter
 
 log = logging.getLogger(__name__)
+Outcome = Literal["delivered", "dead_lettered"]
+DELIVERED: Outcome = "delivered"
+DEAD_LETTERED: Outcome = "dead_lettered"
+_DEAD_LETTER_MARK = b'{"dead_lettered":'
+
+
+def _outcome(value: bytes | None) -> Outcome:
+    return DEAD_LETTERED if value is not None and value.startswith(_DEAD_LETTER_MARK) else DELIVERED
 
 
 class DeliveredMemory(RefCounted):
@@ -42,7 +57,7 @@ class DeliveredMemory(RefCounted):
         super().__init__()
         self.settings = settings
         self.topic = topic
-        self._keys: set[bytes] = set()
+        self._outcomes: dict[bytes, Outcome] = {}
         self._positions: dict[int, int] = {}
         self._progress = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
@@ -100,7 +115,7 @@ class DeliveredMemory(RefCounted):
             for tp, messages in batches.items():
                 for message in messages:
                     if message.key is not None:
-                        self._keys.add(message.key)
+                        self._outcomes[message.key] = _outcome(message.value)
                 if messages:
                     self._positions[tp.partition] = messages[-1].offset + 1
             if batches:
@@ -112,11 +127,21 @@ class DeliveredMemory(RefCounted):
 
     async def seen(self, key: str) -> bool:
         """Was ``key`` delivered, by this or any other sink worker? Reads up to now first."""
+        return await self.outcome(key, fresh=True) == DELIVERED
+
+    async def outcome(self, key: str, *, fresh: bool = False) -> Outcome | None:
+        """What became of ``key``: delivered, dead-lettered, or nothing yet (None).
+
+        A delivery is final and answered from memory; otherwise the key's partition is read
+        up to its current end first, unless ``fresh`` is false and a dead letter is already
+        known (a redelivered record need not know whether a redrive has delivered it since).
+        """
         raw = key.encode()
-        if raw in self._keys:
-            return True
+        known = self._outcomes.get(raw)
+        if known == DELIVERED or (known is not None and not fresh):
+            return known
         await self._catch_up(self.partition_for(raw))
-        return raw in self._keys
+        return self._outcomes.get(raw)
 
     async def _catch_up(self, partition: int) -> None:
         consumer = self._consumer
@@ -139,7 +164,14 @@ class DeliveredMemory(RefCounted):
         """Record a delivery durably (acks=all); returns once Kafka has it."""
         raw = key.encode()
         await emit(writer, self.topic, receipt, key=raw)
-        self._keys.add(raw)
+        self._outcomes[raw] = DELIVERED
+
+    async def remember_dead_letter(self, writer: KafkaWriter, key: str, error: str) -> None:
+        """Record that ``key`` went to the DLQ (``error``: its class), once the DLQ has it."""
+        raw = key.encode()
+        value = orjson.dumps({"dead_lettered": True, "error": error})
+        await emit(writer, self.topic, value, key=raw)
+        self._outcomes[raw] = DEAD_LETTERED
 
     def __len__(self) -> int:
-        return len(self._keys)
+        return len(self._outcomes)

@@ -6,9 +6,10 @@ Per result, in this order (the runner acks only after ``handle`` returns):
 2. a replayed result (``hookstream-replay`` header) is skipped unless the sink has
    ``deliver_replays``; a delivered replay gets its own idempotency key;
 3. skip it if the delivered-memory has its idempotency key (redelivery after a crash or a
-   rebalance);
+   rebalance), or has it as dead-lettered and the record is not a redrive (a crash came
+   between its dead letter and its ack: it is in the DLQ once already);
 4. deliver it through the sink's outage gate (pause while the target is down; a permanent
-   error → dead letter at once);
+   error → dead letter at once, then remembered as dead-lettered);
 5. remember the delivery (``<prefix>.delivered``), then write the receipt (``<prefix>.receipts``).
 """
 
@@ -19,13 +20,14 @@ from types import TracebackType
 from typing import Any
 
 from agents.emit import emit
-from agents.markers import replay_id
+from agents.markers import REDRIVEN_HEADER, header, replay_id
 from agents.netguard import NetGuard
 from agents.resources import Resources
+from agents.retry import RetriesExhausted
 from agents.sinks.base import Delivery, Sink, idempotency_key, sink_context
 from agents.sinks.gate import OutageGate
 from agents.sinks.http import HttpSink
-from agents.sinks.memory import DeliveredMemory
+from agents.sinks.memory import DEAD_LETTERED, DELIVERED, DeliveredMemory
 from agents.sinks.postgres import PostgresSink
 from agents.sinks.slack import SlackSink
 from agents.stage_base import InvalidRecord, Stage, decode
@@ -65,6 +67,7 @@ class SinkStage(Stage):
         )
         self._sink: Sink | None = None
         self.delivered = self.skipped_replays = self.skipped_delivered = 0
+        self.skipped_dead_lettered = 0
 
     def build_sink(self) -> Sink:
         cfg = self.sink_config
@@ -111,9 +114,15 @@ class SinkStage(Stage):
             log.debug("sink %s: not delivering replayed %s", self.sink.name, result.event.event_key)
             return
         key = idempotency_key(result, self.sink_config.name, replay)
-        if await self.memory.seen(key):
+        redriven = header(message, REDRIVEN_HEADER) is not None
+        past = await self.memory.outcome(key, fresh=redriven)
+        if past == DELIVERED:
             self.skipped_delivered += 1
             log.info("sink %s: %s was delivered already; skipping", self.sink.name, key)
+            return
+        if past == DEAD_LETTERED and not redriven:
+            self.skipped_dead_lettered += 1
+            log.info("sink %s: %s is in the DLQ already; skipping", self.sink.name, key)
             return
         delivery = Delivery(result, key, sink_context(result), replay)
         sink = self.sink
@@ -127,6 +136,10 @@ class SinkStage(Stage):
             )
         except HookstreamError as exc:
             await self._fail(message, exc, extra_headers=self._headers())
+            failed = exc.last if isinstance(exc, RetriesExhausted) else exc
+            await self.memory.remember_dead_letter(
+                self.resources.writer, key, type(failed).__name__
+            )
             return
         receipt = DeliveryReceipt(
             flow=self.flow,

@@ -114,31 +114,75 @@ async def test_a_published_event_reaches_every_sink(sinks: SinkStack) -> None:
     by_sink = {r.json()["sink"]: r.json() for r in receipts if event_id in r.json()["event_key"]}
     assert by_sink["warehouse"]["status"] == 0
     assert by_sink["crm"]["status"] == 200
-    delivered = await read_all(sinks.stack.bootstrap, sinks.stack.topic("delivered"))
-    keys = [r.key.decode() for r in delivered if r.key and event_id.encode() in r.key]
-    assert sorted(keys) == sorted(f"{key}/{s}" for s in ("crm", "slack", "warehouse"))
+    memory = await read_all(sinks.stack.bootstrap, sinks.stack.topic("delivered"))
+    entries = {r.key.decode(): r.json() for r in memory if r.key and event_id.encode() in r.key}
+    delivered = sorted(k for k, v in entries.items() if not v.get("dead_lettered"))
+    assert delivered == sorted(f"{key}/{s}" for s in ("crm", "slack", "warehouse"))
+    # The sink that refused it (a private address) remembers that it dead-lettered it.
+    assert entries[f"{key}/internal"] == {"dead_lettered": True, "error": "UnsafeDestination"}
+
+
+def internal_dead_letters(records: list[Any], event_id: str) -> list[Any]:
+    """The dead letters of the ``internal`` sink (a private address: always refused)."""
+    return [
+        r
+        for r in records
+        if r.headers.get("hookstream-sink") == b"internal" and r.json()["event"]["id"] == event_id
+    ]
 
 
 async def test_ssrf_guard_refuses_a_private_address(sinks: SinkStack) -> None:
     event_id = await sinks.publish("cus_012", "Just checking in.")
 
     def refused(records: list[Any]) -> bool:
-        return any(
-            r.headers.get("hookstream-sink") == b"internal" and r.json()["event"]["id"] == event_id
-            for r in records
-        )
+        return bool(internal_dead_letters(records, event_id))
 
     records = await wait_for_records(sinks.stack.bootstrap, sinks.stack.topic("dlq"), refused)
-    record = next(
-        r
-        for r in records
-        if r.headers.get("hookstream-sink") == b"internal" and r.json()["event"]["id"] == event_id
-    )
+    record = internal_dead_letters(records, event_id)[0]
     assert record.headers["hookstream-dlq-error_class"] == b"UnsafeDestination"
     assert b"169.254.169.254" in record.headers["hookstream-dlq-error_message"]
     assert record.headers["hookstream-dlq-attempts"] == b"1"
     # The other sinks of the same flow deliver it all the same.
     await sinks.stack.crm.wait_for_updates(1, customer_id="cus_012", timeout_s=60)
+
+
+async def test_a_dead_lettered_result_redelivered_is_not_dead_lettered_again(
+    sinks: SinkStack,
+) -> None:
+    """A crash between a sink's dead letter and its ack redelivers the result: it is in the DLQ
+    once already, so it is skipped; a redrive of it is tried again."""
+    stack = sinks.stack
+    event_id = await sinks.publish("cus_013", "Dead-lettered once, please.")
+
+    await wait_for_records(
+        stack.bootstrap, stack.topic("dlq"), lambda rs: bool(internal_dead_letters(rs, event_id))
+    )
+    results = await read_all(stack.bootstrap, stack.topic("results"))
+    original = next(r for r in results if r.json()["event"]["id"] == event_id)
+    headers = list(original.headers.items())
+    async with Publisher(bootstrap_servers=stack.bootstrap, topic_prefix=stack.prefix) as pub:
+        # What a crash before the ack redelivers, then what `dlq redrive` sends.
+        for extra in ([], [("hookstream-redriven", b"test:0")]):
+            metadata = await pub._writer.send(
+                stack.topic("results"),
+                original.value or b"",
+                key=original.key,
+                headers=headers + extra,
+            )
+
+    async def consumed() -> bool:
+        offsets = await committed_offsets(
+            stack.bootstrap, f"{stack.prefix}-sinks", stack.topic("results")
+        )
+        return bool(offsets.get(metadata.partition, -1) > metadata.offset)
+
+    await wait_until(consumed, timeout_s=60)
+    dead = internal_dead_letters(await read_all(stack.bootstrap, stack.topic("dlq")), event_id)
+    # The first dead letter and the redrive's (still refused): the redelivery made none.
+    assert len(dead) == 2, [d.headers for d in dead]
+    offsets = [int(d.headers["hookstream-dlq-original_offset"]) for d in dead]
+    assert offsets == [original.offset, metadata.offset]  # the original, then the redriven copy
+    assert "is in the DLQ already" in stack.procs["sinks"].log_text()
 
 
 async def test_target_down_for_10_s_loses_and_duplicates_nothing(sinks: SinkStack) -> None:
