@@ -122,8 +122,11 @@ async def request_json(
 
     ``what`` names the peer in errors ("lookup customer", "provider default") — never the
     URL's query or headers, which may hold credentials. With ``guard``, a URL that resolves to
-    a private address is refused first (:mod:`agents.netguard`, the SSRF guard).
+    a private address is refused first (:mod:`agents.netguard`, the SSRF guard), and a
+    redirect is not followed: its target was never checked (a ``Location`` with an IP literal
+    is not even resolved), so it answers as a permanent error.
     """
+    guarded = guard is not None and not guard.allow_private
     if guard is not None:
         await guard.check(url, what=what)
     data = None if json_body is None else orjson.dumps(json_body)
@@ -137,12 +140,20 @@ async def request_json(
             data=data,
             headers=request_headers,
             timeout=aiohttp.ClientTimeout(total=timeout_s),
+            allow_redirects=not guarded,
         ) as response:
             raw = await response.read()
             status = response.status
             if not_found_ok and status == 404:
                 return status, None
             ok = (200 <= status < 300) if ok_statuses is None else status in ok_statuses
+            if not ok and guarded and 300 <= status < 400:
+                raise PermanentRemoteError(
+                    f"{what}: HTTP {status}: a redirect, not followed for a URL the SSRF guard "
+                    "checks; point the URL at its final location",
+                    stage=stage,
+                    status=status,
+                )
             if not ok:
                 message = f"{what}: HTTP {status}: {_short(raw.decode(errors='replace'))}"
                 if status in RETRIABLE_STATUSES:

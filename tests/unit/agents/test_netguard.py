@@ -5,6 +5,8 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 import pytest
@@ -12,13 +14,15 @@ import pytest_asyncio
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 
+import agents.enrich
 from agents import netguard
 from agents.enrich import Enricher
 from agents.http import new_session, request_json
 from agents.netguard import NetGuard, PublicOnlyResolver, is_public
 from agents.resources import Resources
+from agents.sinks.stage import SinkStage
 from schemas.config_loader import load_config
-from streams.errors import UnsafeDestination
+from streams.errors import PermanentRemoteError, UnsafeDestination
 from tests.unit.schemas.test_config_loader import EXAMPLE, EXAMPLE_ENV
 
 REFUSED = [
@@ -41,8 +45,20 @@ REFUSED = [
     "::ffff:127.0.0.1",  # IPv4-mapped: judged as the IPv4 address
     "::ffff:10.0.0.1",
     "::ffff:169.254.169.254",
+    "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254: reaches it on a network with NAT64
+    "64:ff9b::7f00:1",
+    "::a9fe:a9fe",  # IPv4-compatible (deprecated)
+    "2002:a9fe:a9fe::1",  # 6to4 of 169.254.169.254
+    "2002:a00:1::1",  # 6to4 of 10.0.0.1
 ]
-ALLOWED = ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111", "::ffff:8.8.8.8"]
+ALLOWED = [
+    "93.184.216.34",
+    "8.8.8.8",
+    "2606:4700:4700::1111",
+    "::ffff:8.8.8.8",
+    "64:ff9b::808:808",  # NAT64 of 8.8.8.8
+    "2002:808:808::1",  # 6to4 of 8.8.8.8
+]
 
 
 @pytest.mark.parametrize("address", REFUSED)
@@ -163,8 +179,13 @@ async def local_server() -> AsyncIterator[tuple[int, list[str]]]:
         hits.append(request.path)
         return web.json_response({"ok": True})
 
+    async def moved(request: web.Request) -> web.Response:
+        hits.append(request.path)
+        raise web.HTTPFound(f"http://127.0.0.1:{request.url.port}/x")
+
     app = web.Application()
     app.router.add_get("/x", hello)
+    app.router.add_get("/moved", moved)
     runner = web.AppRunner(app)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
@@ -174,26 +195,31 @@ async def local_server() -> AsyncIterator[tuple[int, list[str]]]:
         await runner.cleanup()
 
 
-async def test_a_rebound_name_gets_no_connection(
-    local_server: tuple[int, list[str]], monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def public_pre_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check before the request sees a public address for every name."""
+
+    async def public(host: str, port: int) -> list[netguard.IPAddress]:
+        return [ipaddress.ip_address("93.184.216.34")]
+
+    monkeypatch.setattr(netguard, "resolve", public)
+
+
+def session_on(resolver: AbstractResolver) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(resolver=resolver, use_dns_cache=False)
+    )
+
+
+@pytest.mark.usefixtures("public_pre_check")
+async def test_a_rebound_name_gets_no_connection(local_server: tuple[int, list[str]]) -> None:
     """The check before the request sees a public address; the connection's own lookup gets
     127.0.0.1 (a rebinding DNS): the guarded session refuses to connect, the plain one would."""
 
-    async def public_first(host: str, port: int) -> list[netguard.IPAddress]:
-        return [ipaddress.ip_address("93.184.216.34")]
-
-    monkeypatch.setattr(netguard, "resolve", public_first)
     port, hits = local_server
     url = f"http://rebinding.example:{port}/x"
-    guarded = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(
-            resolver=PublicOnlyResolver(FixedAnswers("127.0.0.1")), use_dns_cache=False
-        )
-    )
-    plain = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(resolver=FixedAnswers("127.0.0.1"), use_dns_cache=False)
-    )
+    guarded = session_on(PublicOnlyResolver(FixedAnswers("127.0.0.1")))
+    plain = session_on(FixedAnswers("127.0.0.1"))
     async with guarded, plain:
         with pytest.raises(UnsafeDestination) as caught:
             await request_json(
@@ -227,3 +253,74 @@ async def test_resources_route_guarded_calls_through_the_public_only_session() -
         connector = guarded.connector
         assert isinstance(connector, aiohttp.TCPConnector)
         assert isinstance(connector._resolver, PublicOnlyResolver)
+
+
+@pytest.mark.usefixtures("public_pre_check")
+async def test_a_redirect_of_a_guarded_call_is_not_followed(
+    local_server: tuple[int, list[str]],
+) -> None:
+    """The first URL passes the guard; its answer redirects to an address the guard would
+    refuse (an IP literal, which no resolver sees): not followed, a permanent error."""
+
+    port, hits = local_server
+    url = f"http://redirecting.example:{port}/moved"
+    session = session_on(FixedAnswers("127.0.0.1"))
+
+    async def lookup(guard: NetGuard) -> tuple[int, Any]:
+        return await request_json(
+            session, "GET", url, stage="enrich", what="lookup customer", timeout_s=5, guard=guard
+        )
+
+    async with session:
+        with pytest.raises(PermanentRemoteError) as caught:
+            await lookup(NetGuard(stage="enrich"))
+        # Unguarded (allow_private), the same redirect is followed as before.
+        status, body = await lookup(NetGuard(allow_private=True, stage="enrich"))
+    assert caught.value.status == 302
+    assert "redirect, not followed" in str(caught.value)
+    assert (status, body) == (200, {"ok": True})
+    assert hits == ["/moved", "/moved", "/x"]  # the guarded call never reached /x
+
+
+@dataclass
+class Recorded:
+    sessions: list[object] = field(default_factory=list)
+
+
+async def test_guarded_lookups_go_through_the_public_only_session(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    env = {**EXAMPLE_ENV, "HOOKSTREAM_ALLOW_PRIVATE_NETWORKS": "false"}
+    config = load_config(EXAMPLE, env=env)
+    flow = config.flows[0]
+    recorded = Recorded()
+
+    async def fake_request(session: object, *args: Any, **kwargs: Any) -> tuple[int, Any]:
+        recorded.sessions.append(session)
+        return 200, {"ok": True}
+
+    monkeypatch.setattr(agents.enrich, "request_json", fake_request)
+    plain, guarded = object(), object()
+    enricher = Enricher(config, plain, guarded)  # type: ignore[arg-type]
+    await enricher._lookup(flow, flow.enrich[0], {"data": {"customer_id": "cus_1"}})
+    allowed = load_config(EXAMPLE, env={**EXAMPLE_ENV, "HOOKSTREAM_ALLOW_PRIVATE_NETWORKS": "true"})
+    enricher = Enricher(allowed, plain, guarded)  # type: ignore[arg-type]
+    await enricher._lookup(
+        allowed.flows[0], allowed.flows[0].enrich[0], {"data": {"customer_id": "c"}}
+    )
+    assert recorded.sessions == [guarded, plain]
+
+
+def test_guarded_sinks_are_built_on_the_public_only_session() -> None:
+    env = {**EXAMPLE_ENV, "HOOKSTREAM_ALLOW_PRIVATE_NETWORKS": "false"}
+    config = load_config(EXAMPLE, env=env)
+    resources = Resources(config, client_id="t")
+    plain, guarded = object(), object()
+    resources._session, resources._guarded_session = plain, guarded  # type: ignore[assignment]
+    flow = config.flows[0]
+    http_sinks = [s for s in flow.sinks if s.kind in ("http", "slack")]
+    assert http_sinks
+    for sink_config in http_sinks:
+        stage = SinkStage(config, resources, None, flow.name, sink_config.name)  # type: ignore[arg-type]
+        built = stage.build_sink()
+        assert built.session is guarded  # type: ignore[attr-defined]
