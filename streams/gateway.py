@@ -133,8 +133,17 @@ async def _read_body(request: web.BaseRequest, max_body_bytes: int) -> bytes:
         await _continue(request)
         content = request.content
         if content.is_eof():  # the whole body came with the headers (most webhooks): take it
-            return content.read_nowait()
-        return await request.read()
+            body = content.read_nowait()
+        else:
+            body = await request.read()
+        # Content-Length counts the bytes sent; with Content-Encoding: gzip aiohttp hands us
+        # the decompressed body, which the limit is about.
+        if len(body) > max_body_bytes:
+            raise PayloadTooLarge(
+                f"body of {len(body)} bytes (decompressed) exceeds the limit of "
+                f"{max_body_bytes} bytes"
+            )
+        return body
     await _continue(request)
     chunks: list[bytes] = []
     size = 0
@@ -310,6 +319,8 @@ class Gateway:
             if exc.status < 400:
                 raise
             code = "payload_too_large" if exc.status == 413 else "http_error"
+            log.info("refused %s %s: %s (%s)", request.method, request.path, code, exc.reason)
+            count_refusal(label, code)
             response = problem(exc.status, exc.reason, str(exc.reason), code)
         count_request(label, response.status)
         return response

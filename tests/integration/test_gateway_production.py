@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import os
 import ssl
 import subprocess
@@ -301,6 +302,28 @@ async def test_unknown_route_or_method_is_problem_json(
         assert response.headers.get("Allow") == allow
     assert problem["status"] == status
     assert problem["code"] == ("not_found" if status == 404 else "method_not_allowed")
+
+
+async def test_a_gzip_body_is_held_to_the_limit_once_decompressed(gateway: Gateway) -> None:
+    limit = gateway.config.gateway.max_body_bytes
+    delivery = f"d-{uuid.uuid4()}"
+    plain = orjson.dumps({"id": delivery, "pad": " " * (3 * limit)})
+    packed = gzip.compress(plain)
+    assert len(packed) < limit < len(plain)  # small on the wire, over the limit unpacked
+    headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+    async with gateway.session.post(
+        f"{gateway.url}/webhooks/open", data=packed, headers=headers
+    ) as response:
+        assert response.status == 413
+        problem = await response.json(content_type=None)
+    assert problem["code"] == "payload_too_large"
+    assert "decompressed" in problem["detail"]
+    # Within the limit once unpacked, the same encoding is accepted.
+    small = orjson.dumps({"id": f"{delivery}-small", "pad": " " * 100})
+    async with gateway.session.post(
+        f"{gateway.url}/webhooks/open", data=gzip.compress(small), headers=headers
+    ) as response:
+        assert response.status == 202, await response.text()
 
 
 async def test_head_of_a_read_route_answers_without_a_body(gateway: Gateway) -> None:
