@@ -63,6 +63,10 @@ class GatewaySettings(_Frozen):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
     max_body_bytes: Annotated[int, Field(ge=1, le=64 * 1024 * 1024)] = 1024 * 1024
+    body_timeout_s: Annotated[float, Field(gt=0, le=600)] = Field(
+        default=10.0,
+        description="How long a sender may take to send a body after its headers; then 408.",
+    )
     forwarded_headers: tuple[str, ...] = DEFAULT_FORWARDED_HEADERS
     retry_after_s: Annotated[int, Field(ge=1, le=3600)] = 5
     max_in_flight_writes: Annotated[int, Field(ge=1, le=1_000_000)] = Field(

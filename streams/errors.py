@@ -14,6 +14,7 @@ backoff-and-retry and an immediate dead letter, and the gateway to choose betwee
     │   ├── UnknownSource           404
     │   ├── SignatureError          401
     │   ├── PayloadTooLarge         413
+    │   ├── BodyTimeout             408: the body did not arrive within gateway.body_timeout_s
     │   ├── UnsupportedMediaType    415
     │   ├── InvalidPayload          400
     │   ├── ClientNotAllowed        403: the client address is not in the source's allow_ips
@@ -79,6 +80,15 @@ class PayloadTooLarge(WebhookRejected):
     status = 413
     code = "payload_too_large"
     title = "Payload too large"
+
+
+class BodyTimeout(WebhookRejected):
+    """The sender stopped sending its body: retriable by the sender (send it again whole)."""
+
+    status = 408
+    code = "body_timeout"
+    title = "Request timeout"
+    retriable = True
 
 
 class UnsupportedMediaType(WebhookRejected):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,7 @@ from schemas.config import HookstreamConfig, SourceConfig
 from streams import signatures
 from streams.backpressure import WriteGate
 from streams.errors import (
+    BodyTimeout,
     BrokerUnavailable,
     ClientNotAllowed,
     GatewayBusy,
@@ -74,11 +75,13 @@ class GatewayState:
     draining: bool = False
     retry_after: str = field(init=False)
     max_body_bytes: int = field(init=False)
+    body_timeout_s: float = field(init=False)
     forwarded_headers: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
         self.retry_after = str(self.config.gateway.retry_after_s)
         self.max_body_bytes = self.config.gateway.max_body_bytes
+        self.body_timeout_s = self.config.gateway.body_timeout_s
         self.forwarded_headers = self.config.gateway.forwarded_headers
 
 
@@ -123,7 +126,7 @@ async def _continue(request: web.BaseRequest) -> None:
         request.writer.output_size = 0  # the interim line is not part of the answer's size
 
 
-async def _read_body(request: web.BaseRequest, max_body_bytes: int) -> bytes:
+async def _read_body(request: web.BaseRequest, max_body_bytes: int, timeout_s: float) -> bytes:
     length = request.content_length
     if length is not None:
         if length > max_body_bytes:
@@ -135,7 +138,7 @@ async def _read_body(request: web.BaseRequest, max_body_bytes: int) -> bytes:
         if content.is_eof():  # the whole body came with the headers (most webhooks): take it
             body = content.read_nowait()
         else:
-            body = await request.read()
+            body = await _within(timeout_s, request.read())
         # Content-Length counts the bytes sent; with Content-Encoding: gzip aiohttp hands us
         # the decompressed body, which the limit is about.
         if len(body) > max_body_bytes:
@@ -145,6 +148,10 @@ async def _read_body(request: web.BaseRequest, max_body_bytes: int) -> bytes:
             )
         return body
     await _continue(request)
+    return await _within(timeout_s, _read_chunked(request, max_body_bytes))
+
+
+async def _read_chunked(request: web.BaseRequest, max_body_bytes: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.content.iter_chunked(64 * 1024):
@@ -153,6 +160,19 @@ async def _read_body(request: web.BaseRequest, max_body_bytes: int) -> bytes:
             raise PayloadTooLarge(f"body exceeds the limit of {max_body_bytes} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def _within(timeout_s: float, reading: Coroutine[Any, Any, bytes]) -> bytes:
+    """A body that is still arriving must arrive within ``timeout_s``: a sender that stops
+    half-way would otherwise hold its connection, and its place under the rate limit, forever
+    (slow-body attacks). Only this slow path pays for the timer."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await reading
+    except TimeoutError:
+        raise BodyTimeout(
+            f"the body did not arrive within {timeout_s:g} s of the headers; send it again"
+        ) from None
 
 
 def _check_client(state: GatewayState, source: SourceConfig, request: web.BaseRequest) -> None:
@@ -188,7 +208,7 @@ async def _accept(
             raise UnsupportedMediaType(
                 f"Content-Type {content_type!r} is not accepted; send application/json"
             )
-    body = await _read_body(request, state.max_body_bytes)
+    body = await _read_body(request, state.max_body_bytes, state.body_timeout_s)
     signatures.verify(source.signature, headers, body)
     try:
         payload = orjson.loads(body)

@@ -28,6 +28,7 @@ PROBLEM_CODES: dict[int, tuple[str, ...]] = {
     403: ("ip_not_allowed",),
     404: ("unknown_source", "not_found"),
     405: ("method_not_allowed",),
+    408: ("body_timeout",),
     413: ("payload_too_large",),
     415: ("unsupported_media_type",),
     429: ("rate_limited",),
@@ -39,6 +40,7 @@ _DESCRIPTIONS = {
     403: "The client address is not in the source's allow_ips.",
     404: "No source of that name (or no such route).",
     405: "Method not allowed on this route.",
+    408: "The body did not arrive within gateway.body_timeout_s of the headers: send it again.",
     413: "Body over gateway.max_body_bytes, or over Kafka's message size once wrapped.",
     415: "Content-Type is not JSON.",
     429: "The source's rate limit is exhausted: retry after Retry-After seconds.",
@@ -108,7 +110,7 @@ def build_openapi(config: HookstreamConfig) -> dict[str, Any]:
         {"name": name, "in": "header", "required": False, "schema": {"type": "string"}}
         for name in _signature_headers(config.sources)
     ]
-    webhook_statuses = (400, 401, 403, 404, 413, 415, 429, 503)
+    webhook_statuses = (400, 401, 403, 404, 408, 413, 415, 429, 503)
     not_ready = _problem_response(503)
     return {
         "openapi": "3.1.0",

@@ -273,6 +273,7 @@ async def test_openapi_documents_every_route_and_error(gateway: Gateway) -> None
         "401",
         "403",
         "404",
+        "408",
         "413",
         "415",
         "429",
@@ -324,6 +325,34 @@ async def test_a_gzip_body_is_held_to_the_limit_once_decompressed(gateway: Gatew
         f"{gateway.url}/webhooks/open", data=gzip.compress(small), headers=headers
     ) as response:
         assert response.status == 202, await response.text()
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+async def test_a_body_that_stops_half_way_is_408_after_the_timeout(
+    kafka_bootstrap: str, tmp_path: Path, framing: str
+) -> None:
+    config = gateway_config(tmp_path, kafka_bootstrap, gateway_extra="  body_timeout_s: 0.5\n")
+    if framing == "content-length":
+        head = "Content-Length: 100\r\n\r\n"
+        part = b'{"n": 1, "pad": "'  # 17 of the 100 bytes announced
+    else:
+        head = "Transfer-Encoding: chunked\r\n\r\n"
+        part = b"11\r\n" + b'{"n": 1, "pad": "' + b"\r\n"  # one chunk, then nothing
+    async with running_gateway(config, port=0) as (_, url):
+        host, port = url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            writer.write(
+                b"POST /webhooks/open HTTP/1.1\r\nHost: gw\r\n"
+                b"Content-Type: application/json\r\n" + head.encode() + part
+            )
+            await writer.drain()
+            answer = await asyncio.wait_for(reader.read(4096), timeout=10)
+        finally:
+            writer.close()
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert b'"body_timeout"' in answer
+    assert b"0.5 s" in answer
 
 
 async def test_head_of_a_read_route_answers_without_a_body(gateway: Gateway) -> None:

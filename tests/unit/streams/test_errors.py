@@ -6,6 +6,7 @@ import pytest
 
 from streams import errors
 from streams.errors import (
+    BodyTimeout,
     BrokerUnavailable,
     ClientNotAllowed,
     ConfigError,
@@ -57,12 +58,14 @@ def test_every_webhook_rejection_has_a_4xx_status() -> None:
         InvalidPayload,
         ClientNotAllowed,
         RateLimited,
+        BodyTimeout,
     }
     checked: list[type[WebhookRejected]] = [WebhookRejected, *rejections]
     for cls in checked:
         assert 400 <= cls.status < 500, cls
-        # 429 is the one refusal that clears by itself: the sender retries after Retry-After.
-        assert cls.retriable is (cls is RateLimited), cls
+        # 429 and 408 are the refusals a plain retry clears: after Retry-After, or by sending
+        # the body whole this time.
+        assert cls.retriable is (cls in (RateLimited, BodyTimeout)), cls
 
 
 @pytest.mark.parametrize(
@@ -71,6 +74,7 @@ def test_every_webhook_rejection_has_a_4xx_status() -> None:
         (UnknownSource, 404),
         (SignatureError, 401),
         (PayloadTooLarge, 413),
+        (BodyTimeout, 408),
         (UnsupportedMediaType, 415),
         (InvalidPayload, 400),
     ],
