@@ -67,6 +67,11 @@ class GatewaySettings(_Frozen):
         default=10.0,
         description="How long a sender may take to send a body after its headers; then 408.",
     )
+    idle_timeout_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=75.0,
+        description="A connection with no complete request for this long is closed (idle "
+        "keep-alive connections, and senders that never finish their headers).",
+    )
     forwarded_headers: tuple[str, ...] = DEFAULT_FORWARDED_HEADERS
     retry_after_s: Annotated[int, Field(ge=1, le=3600)] = 5
     max_in_flight_writes: Annotated[int, Field(ge=1, le=1_000_000)] = Field(

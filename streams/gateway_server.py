@@ -73,7 +73,8 @@ async def running_gateway(
     async with BatchingKafkaWriter(config.kafka, client_id="hookstream-gateway") as writer:
         gateway = Gateway(config, writer)
         runner = web.ServerRunner(
-            gateway.server(access_log=None), shutdown_timeout=settings.shutdown_timeout_s
+            gateway.server(access_log=None, keepalive_timeout=settings.idle_timeout_s),
+            shutdown_timeout=settings.shutdown_timeout_s,
         )
         await runner.setup()
         context = tls_context(settings)

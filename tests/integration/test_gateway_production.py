@@ -355,6 +355,22 @@ async def test_a_body_that_stops_half_way_is_408_after_the_timeout(
     assert b"0.5 s" in answer
 
 
+async def test_a_sender_that_never_finishes_its_headers_is_disconnected(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    config = gateway_config(tmp_path, kafka_bootstrap, gateway_extra="  idle_timeout_s: 0.5\n")
+    async with running_gateway(config, port=0) as (_, url):
+        host, port = url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            writer.write(b"POST /webhooks/open HTTP/1.1\r\nHost: gw\r\nContent-Ty")  # slowloris
+            await writer.drain()
+            closed_by_server = await asyncio.wait_for(reader.read(4096), timeout=10)
+        finally:
+            writer.close()
+    assert closed_by_server == b""  # end of stream: the gateway let the connection go
+
+
 async def test_head_of_a_read_route_answers_without_a_body(gateway: Gateway) -> None:
     async with gateway.session.head(f"{gateway.url}/healthz") as response:
         assert response.status == 200
