@@ -7,6 +7,7 @@ event, so per-key order carries through. A flow without lookups passes the event
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -26,18 +27,16 @@ def event_context(event: CloudEvent) -> dict[str, Any]:
 
 
 class Enricher:
-    """``session`` serves lookups allowed private addresses; ``guarded_session`` (connecting
-    to public addresses only) the rest."""
+    """``session_for`` picks the session a lookup's guard calls for
+    (:meth:`agents.resources.Resources.session_for`), at call time."""
 
     def __init__(
         self,
         config: HookstreamConfig,
-        session: aiohttp.ClientSession,
-        guarded_session: aiohttp.ClientSession,
+        session_for: Callable[[NetGuard], aiohttp.ClientSession],
     ) -> None:
         self.config = config
-        self.session = session
-        self.guarded_session = guarded_session
+        self.session_for = session_for
         self._urls = {
             (flow.name, lookup.name): templates.parse(lookup.url)
             for flow in config.flows
@@ -56,7 +55,7 @@ class Enricher:
         url = templates.render_url(self._urls[(flow.name, lookup.name)], context)
         guard = self._guards[(flow.name, lookup.name)]
         status, body = await request_json(
-            self.session if guard.allow_private else self.guarded_session,
+            self.session_for(guard),
             "GET",
             url,
             stage=STAGE,

@@ -72,16 +72,7 @@ class EnrichStage(Stage):
             backoff_s=config.worker.retry_backoff_s,
             backoff_max_s=config.worker.retry_backoff_max_s,
         )
-        self._enricher: Enricher | None = None
-
-    @property
-    def enricher(self) -> Enricher:
-        """Built on first use, when the resources' sessions exist, and again should the
-        resources have been restarted since (new sessions)."""
-        resources = self.resources
-        if self._enricher is None or self._enricher.session is not resources.session:
-            self._enricher = Enricher(self.config, resources.session, resources.guarded_session)
-        return self._enricher
+        self.enricher = Enricher(config, resources.session_for)
 
     async def handle(self, event: Any) -> None:
         message = event.message

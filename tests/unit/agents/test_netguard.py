@@ -21,6 +21,8 @@ from agents.http import new_session, request_json
 from agents.netguard import NetGuard, PublicOnlyResolver, is_public
 from agents.resources import Resources
 from agents.sinks.stage import SinkStage
+from agents.stages import EnrichStage
+from schemas.config import HookstreamConfig
 from schemas.config_loader import load_config
 from streams.errors import PermanentRemoteError, UnsafeDestination
 from tests.unit.schemas.test_config_loader import EXAMPLE, EXAMPLE_ENV
@@ -130,7 +132,7 @@ async def test_enrichment_lookups_pass_the_guard() -> None:
     assert not config.worker.allow_private_networks
     assert not flow.enrich[0].allow_private
     async with aiohttp.ClientSession() as session:
-        enricher = Enricher(config, session, session)
+        enricher = Enricher(config, lambda guard: session)
         with pytest.raises(UnsafeDestination) as caught:
             await enricher._lookup(flow, flow.enrich[0], {"data": {"customer_id": "cus_1"}})
     assert caught.value.stage == "enrich"
@@ -301,11 +303,17 @@ async def test_guarded_lookups_go_through_the_public_only_session(
 
     monkeypatch.setattr(agents.enrich, "request_json", fake_request)
     plain, guarded = object(), object()
-    enricher = Enricher(config, plain, guarded)  # type: ignore[arg-type]
-    await enricher._lookup(flow, flow.enrich[0], {"data": {"customer_id": "cus_1"}})
+
+    def stage_of(config: HookstreamConfig) -> EnrichStage:
+        resources = Resources(config, client_id="t")
+        resources._session, resources._guarded_session = plain, guarded  # type: ignore[assignment]
+        return EnrichStage(config, resources)
+
+    await stage_of(config).enricher._lookup(
+        flow, flow.enrich[0], {"data": {"customer_id": "cus_1"}}
+    )
     allowed = load_config(EXAMPLE, env={**EXAMPLE_ENV, "HOOKSTREAM_ALLOW_PRIVATE_NETWORKS": "true"})
-    enricher = Enricher(allowed, plain, guarded)  # type: ignore[arg-type]
-    await enricher._lookup(
+    await stage_of(allowed).enricher._lookup(
         allowed.flows[0], allowed.flows[0].enrich[0], {"data": {"customer_id": "c"}}
     )
     assert recorded.sessions == [guarded, plain]
