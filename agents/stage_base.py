@@ -52,7 +52,9 @@ class Stage:
 
     async def _fail(
         self, message: Any, error: BaseException, *, extra_headers: list[tuple[str, bytes]]
-    ) -> None:
+    ) -> BaseException:
+        """Dead-letter ``message``; return the error its headers name (a retried operation's
+        last one)."""
         if isinstance(error, RetriesExhausted):
             await dead_letter(
                 self.resources.writer,
@@ -65,13 +67,14 @@ class Stage:
                 last_failure_at=error.last_failure_at,
                 extra_headers=extra_headers,
             )
-        else:
-            await dead_letter(
-                self.resources.writer,
-                self.topics.dlq,
-                message,
-                stage=self.name,
-                error=error,
-                attempts=1,
-                extra_headers=extra_headers,
-            )
+            return error.last
+        await dead_letter(
+            self.resources.writer,
+            self.topics.dlq,
+            message,
+            stage=self.name,
+            error=error,
+            attempts=1,
+            extra_headers=extra_headers,
+        )
+        return error

@@ -2,15 +2,15 @@
 
 Each successful delivery is written — after the target accepted it and before the result is
 acked — to the compacted topic ``<prefix>.delivered``, keyed by its idempotency key, with the
-receipt as value. Before delivering, a sink asks :meth:`DeliveredMemory.seen`: a result
+receipt as value. Before delivering, a sink asks :meth:`DeliveredMemory.outcome`: a result
 redelivered after a crash or a rebalance (at-least-once inside) is then skipped instead of being
 sent again (effectively once outside).
 
-Every sink process tails the whole topic into a set of keys. A check first makes sure this
-process has read the key's partition up to its current end (one ListOffsets request), so a
-delivery made a moment ago by another worker — the partition's previous owner — is seen too.
-A key lands on the partition Kafka's default partitioner picks for it (murmur2), which is how
-the check knows which partition to catch up on.
+Every sink process tails the whole topic into a map of keys to outcomes. A check first makes
+sure this process has read the key's partition up to its current end (one ListOffsets request),
+so a delivery made a moment ago by another worker — the partition's previous owner — is seen
+too. A key lands on the partition Kafka's default partitioner picks for it (murmur2), which is
+how the check knows which partition to catch up on.
 
 The topic is compacted with a retention of a week (``streams.topics.TOPIC_CONFIGS``): a result
 redelivered more than a week later would be sent again, with the same Idempotency-Key.
@@ -124,10 +124,6 @@ class DeliveredMemory(RefCounted):
 
     def partition_for(self, key: bytes) -> int:
         return int(DefaultPartitioner()(key, self._partitions, self._partitions))
-
-    async def seen(self, key: str) -> bool:
-        """Was ``key`` delivered, by this or any other sink worker? Reads up to now first."""
-        return await self.outcome(key, fresh=True) == DELIVERED
 
     async def outcome(self, key: str, *, fresh: bool = False) -> Outcome | None:
         """What became of ``key``: delivered, dead-lettered, or nothing yet (None).

@@ -23,7 +23,6 @@ from agents.emit import emit
 from agents.markers import REDRIVEN_HEADER, header, replay_id
 from agents.netguard import NetGuard
 from agents.resources import Resources
-from agents.retry import RetriesExhausted
 from agents.sinks.base import Delivery, Sink, idempotency_key, sink_context
 from agents.sinks.gate import OutageGate
 from agents.sinks.http import HttpSink
@@ -135,8 +134,7 @@ class SinkStage(Stage):
                 attempt, max_attempts=self.sink_config.max_attempts
             )
         except HookstreamError as exc:
-            await self._fail(message, exc, extra_headers=self._headers())
-            failed = exc.last if isinstance(exc, RetriesExhausted) else exc
+            failed = await self._fail(message, exc, extra_headers=self._headers())
             await self.memory.remember_dead_letter(
                 self.resources.writer, key, type(failed).__name__
             )
