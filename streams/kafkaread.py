@@ -131,20 +131,15 @@ async def read_window(
     drop them. One call still drains every partition (per-partition calls were tried: the
     fetcher then refetches one partition at a time, and a 100,000-record replay was slower).
     """
-    todo = {tp: rng for tp, rng in win.ranges.items() if rng[1] > rng[0]}
-    if not todo:
-        return
-    consumer.assign(list(todo))
-    following = {tp: start for tp, (start, _) in todo.items()}  # next offset to read
-    for tp, start in following.items():
-        consumer.seek(tp, start)
+    todo = _assign(consumer, win)
+    following = {tp: win.ranges[tp][0] for tp in todo}  # next offset to read
     while todo:
-        left = sum(todo[tp][1] - following[tp] for tp in todo)
+        left = sum(todo[tp] - following[tp] for tp in todo)
         batches = await consumer.getmany(
             *todo, timeout_ms=1000, max_records=max(1, min(left, max_records))
         )
         for tp, records in batches.items():
-            end = todo[tp][1] if tp in todo else 0
+            end = todo.get(tp, 0)
             if records:
                 following[tp] = records[-1].offset + 1
             inside = [r for r in records if r.offset < end]
@@ -153,10 +148,28 @@ async def read_window(
             if records and records[-1].offset + 1 >= end:
                 todo.pop(tp, None)
                 consumer.pause(tp)
-        for tp in list(todo):  # a compacted topic may have no record at end - 1
-            if await consumer.position(tp) >= todo[tp][1]:
-                todo.pop(tp)
-                consumer.pause(tp)
+        await _drop_finished(consumer, todo, list(todo))
+
+
+def _assign(consumer: AIOKafkaConsumer, win: Window) -> dict[TopicPartition, int]:
+    """Assign the window's non-empty partitions at their starts; their ends, to read up to."""
+    todo = {tp: end for tp, (start, end) in win.ranges.items() if end > start}
+    if todo:
+        consumer.assign(list(todo))
+        for tp in todo:
+            consumer.seek(tp, win.ranges[tp][0])
+    return todo
+
+
+async def _drop_finished(
+    consumer: AIOKafkaConsumer, todo: dict[TopicPartition, int], tps: Iterable[TopicPartition]
+) -> None:
+    """Pause and drop those of ``tps`` whose position reached their end: also the way out
+    when a compacted topic has no record at ``end - 1`` to tell it."""
+    for tp in tps:
+        if await consumer.position(tp) >= todo[tp]:
+            todo.pop(tp)
+            consumer.pause(tp)
 
 
 class RawRecord(Protocol):
@@ -270,23 +283,16 @@ async def read_window_raw(
     fetch (a 1,000-record replay spent ~30 ms on a first 8 MiB fetch over 8 partitions), and
     a large one starts copying sooner.
     """
-    todo = {tp: end for tp, (start, end) in win.ranges.items() if end > start}
+    todo = _assign(consumer, win)
     if not todo:
         return
-    consumer.assign(list(todo))
-    for tp, (start, _) in win.ranges.items():
-        if tp in todo:
-            consumer.seek(tp, start)
     fetched = _Fetched(consumer, first_fetch_bytes)
     while todo:
         taken = fetched.take(todo.keys())
         if taken:
             fetched.grow()  # before the fetcher builds its next request
         if not taken and not await fetched.wait(wait_s):
-            for tp in list(todo):  # a compacted topic may have no record at end - 1
-                if await consumer.position(tp) >= todo[tp]:
-                    todo.pop(tp)
-                    consumer.pause(tp)
+            await _drop_finished(consumer, todo, list(todo))
             continue
         for tp, start, batches in taken:
             end = todo[tp]
@@ -301,6 +307,4 @@ async def read_window_raw(
                     yield tp.partition, batch
                 else:
                     yield tp.partition, _between(batch, start, end)
-            if await consumer.position(tp) >= end:
-                todo.pop(tp)
-                consumer.pause(tp)
+            await _drop_finished(consumer, todo, [tp])
