@@ -5,7 +5,6 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -284,21 +283,16 @@ async def test_a_redirect_of_a_guarded_call_is_not_followed(
     assert hits == ["/moved", "/moved", "/x"]  # the guarded call never reached /x
 
 
-@dataclass
-class Recorded:
-    sessions: list[object] = field(default_factory=list)
-
-
 async def test_guarded_lookups_go_through_the_public_only_session(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     env = {**EXAMPLE_ENV, "HOOKSTREAM_ALLOW_PRIVATE_NETWORKS": "false"}
     config = load_config(EXAMPLE, env=env)
     flow = config.flows[0]
-    recorded = Recorded()
+    sessions: list[object] = []
 
     async def fake_request(session: object, *args: Any, **kwargs: Any) -> tuple[int, Any]:
-        recorded.sessions.append(session)
+        sessions.append(session)
         return 200, {"ok": True}
 
     monkeypatch.setattr(agents.enrich, "request_json", fake_request)
@@ -316,7 +310,7 @@ async def test_guarded_lookups_go_through_the_public_only_session(
     await stage_of(allowed).enricher._lookup(
         allowed.flows[0], allowed.flows[0].enrich[0], {"data": {"customer_id": "c"}}
     )
-    assert recorded.sessions == [guarded, plain]
+    assert sessions == [guarded, plain]
 
 
 def test_guarded_sinks_are_built_on_the_public_only_session() -> None:
