@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 
 # (value, key, headers, caller's future): a tuple, the cheapest record of a pending write.
 _Entry = tuple[bytes, bytes | None, Headers, "asyncio.Future[RecordMetadata]"]
+# A batch with the producer: (its acknowledgement, the records in it, their timestamps in ms).
+_Batch = tuple["asyncio.Future[Any]", list[_Entry], list[int]]
 _HASH_CACHE_SIZE = 65536  # distinct keys whose murmur2 hash is kept (keys repeat: customers)
 
 
@@ -183,40 +185,62 @@ class BatchingKafkaWriter(KafkaWriter):
             raise BrokerUnavailable(f"no metadata for topic {topic!r}: {exc}") from exc
 
     async def _write_rounds(self) -> None:
-        """The one task that writes: a round = one batch per partition with pending records."""
+        """The one task that writes: a round = one batch per partition with pending records.
+
+        A round's callers are answered only once the next round is with the producer: their
+        answers (one task step and one response write each) would otherwise run first and
+        keep the broker idle meanwhile. A round whose acknowledgement came while nothing is
+        pending is answered at once.
+        """
         loop = asyncio.get_running_loop()
-        while self._wake is not None:
-            await self._wake
-            self._wake = loop.create_future()
-            pending, self._pending = self._pending, {}
-            producer = self._producer
-            acks: list[asyncio.Future[Any]] = []
-            for (topic, partition), entries in pending.items():
-                try:
-                    ack = await self._submit(producer, topic, partition, entries)
-                except Exception:
-                    # A bug, not a broker fault (those fail their batch in _submit): answer
-                    # 503 for this partition's records and keep the writer alive.
-                    log.exception("the batch writer failed a batch for %s-%d", topic, partition)
-                    _fail(entries, BrokerUnavailable("the batch writer failed"))
+        acked: list[_Batch] = []  # the last round, acknowledged, its callers not yet answered
+        try:
+            while self._wake is not None:
+                if acked and not self._wake.done():
+                    _answer(acked)
+                    acked = []
+                await self._wake
+                self._wake = loop.create_future()
+                pending, self._pending = self._pending, {}
+                producer = self._producer
+                sent: list[_Batch] = []
+                for (topic, partition), entries in pending.items():
+                    try:
+                        batch = await self._submit(producer, topic, partition, entries)
+                    except Exception:
+                        # A bug, not a broker fault (those fail their batch in _submit):
+                        # answer 503 for this partition's records, keep the writer alive.
+                        log.exception("the batch writer failed a batch for %s-%d", topic, partition)
+                        _fail(entries, BrokerUnavailable("the batch writer failed"))
+                        continue
+                    if batch is not None:
+                        sent.append(batch)
+                _answer(acked)
+                acked = []
+                if not sent:
                     continue
-                if ack is not None:
-                    acks.append(ack)
-            if not acks:
-                continue
-            # Bounded: a producer stopped uncleanly (replaced, see _replace) may never resolve
-            # its batches; the callers' own deadlines have answered them by then.
-            await asyncio.wait(acks, timeout=self.settings.produce_timeout_s)
-            for ack in acks:
-                if ack.done() and not ack.cancelled():
-                    error = ack.exception()
-                    if isinstance(error, BROKEN_PRODUCER_ERRORS):
+                # Bounded: a producer stopped uncleanly (replaced, see _replace) may never
+                # resolve its batches; the callers' own deadlines have answered them by then.
+                await asyncio.wait(
+                    [ack for ack, _, _ in sent], timeout=self.settings.produce_timeout_s
+                )
+                for batch in sent:
+                    if batch[0].done():
+                        acked.append(batch)
+                    else:  # answered whenever it ends, if a caller is still waiting then
+                        batch[0].add_done_callback(functools.partial(_resolve, *batch[1:]))
+                errors = [ack.exception() for ack, _, _ in acked if not ack.cancelled()]
+                if any(error is not None for error in errors):  # failures are not held back
+                    _answer(acked)
+                    acked = []
+                    if any(isinstance(error, BROKEN_PRODUCER_ERRORS) for error in errors):
                         await self._replace(producer)
-                        break
+        finally:
+            _answer(acked)
 
     async def _submit(
         self, producer: Any, topic: str, partition: int, entries: list[_Entry]
-    ) -> asyncio.Future[Any] | None:
+    ) -> _Batch | None:
         """Append one partition's pending records to a batch and hand it to the producer.
 
         Records whose caller already gave up (deadline) are left out. What does not fit in
@@ -247,8 +271,7 @@ class BatchingKafkaWriter(KafkaWriter):
             return None
         self.batches_sent += 1
         self.records_sent += len(taken)
-        ack.add_done_callback(functools.partial(_resolve, taken, timestamps_ms))
-        return ack
+        return ack, taken, timestamps_ms
 
     def _requeue(self, topic: str, partition: int, entries: list[_Entry]) -> None:
         tp = (topic, partition)
@@ -275,6 +298,11 @@ def _fail(entries: list[_Entry], error: BrokerUnavailable | RecordTooLarge) -> N
     for _, _, _, waiter in entries:
         if not waiter.done():
             waiter.set_exception(error)
+
+
+def _answer(batches: list[_Batch]) -> None:
+    for ack, entries, timestamps_ms in batches:
+        _resolve(entries, timestamps_ms, ack)
 
 
 def _resolve(entries: list[_Entry], timestamps_ms: list[int], ack: asyncio.Future[Any]) -> None:

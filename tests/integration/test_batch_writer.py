@@ -101,6 +101,28 @@ async def test_burst_keeps_per_key_order_on_kafkas_default_partition(
         assert [v for _, v in on_topic[key]] == sent_order[key]
 
 
+async def test_the_next_round_is_with_the_producer_before_the_last_rounds_callers_resume(
+    writer: BatchingKafkaWriter, kafka_bootstrap: str
+) -> None:
+    # Answering a round's callers (a task step and a response each, in the gateway) before
+    # the records that arrived meanwhile go out would leave the broker idle for that time.
+    topic = await create_topic(kafka_bootstrap)
+    await writer.send(topic, b"warm-up", key=b"k")  # metadata known: no wait in send()
+    submitted = writer.records_sent
+
+    async def write_first() -> tuple[RecordMetadata, int]:
+        answer = await writer.send(topic, b"first", key=b"k")
+        return answer, writer.records_sent  # counted in the step the caller resumes in
+
+    first = asyncio.create_task(write_first())
+    while writer.records_sent == submitted:  # until the first round is with the producer
+        await asyncio.sleep(0)
+    second = asyncio.create_task(writer.send(topic, b"second", key=b"k"))  # pending meanwhile
+    answer, sent_by_then = await first
+    assert sent_by_then == submitted + 2, "first was answered before second was sent"
+    assert (await second).offset == answer.offset + 1
+
+
 async def test_a_failed_batch_fails_every_write_in_it_and_none_is_written(
     writer: BatchingKafkaWriter, kafka_bootstrap: str
 ) -> None:
