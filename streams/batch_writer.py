@@ -66,6 +66,9 @@ class BatchingKafkaWriter(KafkaWriter):
     """
 
     def __init__(self, settings: KafkaSettings, *, client_id: str = "hookstream") -> None:
+        # Partitions per topic, as the producer's metadata last said: asking the metadata per
+        # write builds a set of them each time. Forgotten on every metadata update.
+        self._partition_counts: dict[str, int] = {}
         super().__init__(settings, client_id=client_id)
         self._pending: dict[tuple[str, int], list[_Entry]] = {}
         self._wake: asyncio.Future[None] | None = None
@@ -80,6 +83,14 @@ class BatchingKafkaWriter(KafkaWriter):
         self._sweeper: asyncio.TimerHandle | None = None
         self.batches_sent = 0  # for tests and the benchmark's notes: records per batch
         self.records_sent = 0
+
+    def _new_producer(self) -> Any:
+        producer = super()._new_producer()
+        producer.client.cluster.add_listener(self._metadata_updated)
+        return producer
+
+    def _metadata_updated(self, cluster: Any) -> None:
+        self._partition_counts.clear()  # a topic may have gained partitions
 
     async def start(self) -> None:
         await super().start()
@@ -132,10 +143,13 @@ class BatchingKafkaWriter(KafkaWriter):
             raise RecordTooLarge(
                 f"the record is {len(value)} bytes, over Kafka's request size limit"
             )
-        partitions = self._producer.client.cluster.partitions_for_topic(topic)
-        if not partitions:
-            partitions = await self._topic_partitions(topic, deadline_s)
-        tp = (topic, self._partition(key, len(partitions)))
+        count = self._partition_counts.get(topic)
+        if count is None:
+            partitions = self._producer.client.cluster.partitions_for_topic(topic)
+            if not partitions:
+                partitions = await self._topic_partitions(topic, deadline_s)
+            count = self._partition_counts[topic] = len(partitions)
+        tp = (topic, self._partition(key, count))
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[RecordMetadata] = loop.create_future()
         entries = self._pending.get(tp)

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import RecordMetadata
 
@@ -115,12 +115,41 @@ async def test_the_next_round_is_with_the_producer_before_the_last_rounds_caller
         return answer, writer.records_sent  # counted in the step the caller resumes in
 
     first = asyncio.create_task(write_first())
-    while writer.records_sent == submitted:  # until the first round is with the producer
+    for _ in range(10_000):  # loop iterations, until the first round is with the producer
+        if writer.records_sent > submitted:
+            break
         await asyncio.sleep(0)
     second = asyncio.create_task(writer.send(topic, b"second", key=b"k"))  # pending meanwhile
     answer, sent_by_then = await first
     assert sent_by_then == submitted + 2, "first was answered before second was sent"
     assert (await second).offset == answer.offset + 1
+
+
+async def test_partitions_added_to_a_topic_are_written_once_the_metadata_says_so(
+    writer: BatchingKafkaWriter, kafka_bootstrap: str
+) -> None:
+    # The writer keeps each topic's partition count; a metadata update must make it forget.
+    topic = await create_topic(kafka_bootstrap)
+    keys = [f"cus_{i}".encode() for i in range(64)]
+    before = await burst(writer, topic, [(key, b"before") for key in keys])
+    assert {a.partition for a in before if isinstance(a, RecordMetadata)} == set(range(PARTITIONS))
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_partitions({topic: NewPartitions(PARTITIONS * 2)})
+    finally:
+        await admin.close()
+    client = writer._producer.client
+    for _ in range(50):  # until the broker's metadata shows the new partitions
+        await client.force_metadata_update()
+        if len(client.cluster.partitions_for_topic(topic) or ()) == PARTITIONS * 2:
+            break
+        await asyncio.sleep(0.1)
+    after = await burst(writer, topic, [(key, b"after") for key in keys])
+    partitioner = DefaultPartitioner()
+    expected = [partitioner(key, list(range(PARTITIONS * 2)), []) for key in keys]
+    assert [a.partition for a in after if isinstance(a, RecordMetadata)] == expected
+    assert max(expected) >= PARTITIONS  # some keys did move to a new partition
 
 
 async def test_a_failed_batch_fails_every_write_in_it_and_none_is_written(
