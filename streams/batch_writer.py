@@ -201,13 +201,14 @@ class BatchingKafkaWriter(KafkaWriter):
     async def _write_rounds(self) -> None:
         """The one task that writes: a round = one batch per partition with pending records.
 
-        A round's callers are answered only once the next round is with the producer: their
-        answers (one task step and one response write each) would otherwise run first and
-        keep the broker idle meanwhile. A round whose acknowledgement came while nothing is
-        pending is answered at once.
+        A round's callers are answered once the next round is with the producer: their
+        answers (a task step and a response write each, in the gateway) would otherwise run
+        first while the broker sat idle. With nothing pending they are answered at once, and
+        failures are never held back.
         """
         loop = asyncio.get_running_loop()
-        acked: list[_Batch] = []  # the last round, acknowledged, its callers not yet answered
+        acked: list[_Batch] = []  # the last round: acknowledged, its callers not yet answered
+        held: list[_Batch] = []
         try:
             while self._wake is not None:
                 if acked and not self._wake.done():
@@ -216,41 +217,52 @@ class BatchingKafkaWriter(KafkaWriter):
                 await self._wake
                 self._wake = loop.create_future()
                 pending, self._pending = self._pending, {}
+                # Should a submission below have to wait (for metadata, or for a batch the
+                # producer still holds), the held callers are answered meanwhile.
+                held, acked = acked, []
+                fallback = loop.call_soon(_answer, held) if held else None
                 producer = self._producer
-                sent: list[_Batch] = []
-                for (topic, partition), entries in pending.items():
-                    try:
-                        batch = await self._submit(producer, topic, partition, entries)
-                    except Exception:
-                        # A bug, not a broker fault (those fail their batch in _submit):
-                        # answer 503 for this partition's records, keep the writer alive.
-                        log.exception("the batch writer failed a batch for %s-%d", topic, partition)
-                        _fail(entries, BrokerUnavailable("the batch writer failed"))
-                        continue
-                    if batch is not None:
-                        sent.append(batch)
-                _answer(acked)
-                acked = []
+                sent = await self._send_round(producer, pending)
+                if fallback is not None:
+                    fallback.cancel()
+                    _answer(held)
                 if not sent:
                     continue
                 # Bounded: a producer stopped uncleanly (replaced, see _replace) may never
                 # resolve its batches; the callers' own deadlines have answered them by then.
-                await asyncio.wait(
-                    [ack for ack, _, _ in sent], timeout=self.settings.produce_timeout_s
-                )
+                acks = [ack for ack, _, _ in sent]
+                await asyncio.wait(acks, timeout=self.settings.produce_timeout_s)
                 for batch in sent:
                     if batch[0].done():
                         acked.append(batch)
                     else:  # answered whenever it ends, if a caller is still waiting then
                         batch[0].add_done_callback(functools.partial(_resolve, *batch[1:]))
                 errors = [ack.exception() for ack, _, _ in acked if not ack.cancelled()]
-                if any(error is not None for error in errors):  # failures are not held back
+                if any(error is not None for error in errors):
                     _answer(acked)
                     acked = []
                     if any(isinstance(error, BROKEN_PRODUCER_ERRORS) for error in errors):
                         await self._replace(producer)
         finally:
+            _answer(held)
             _answer(acked)
+
+    async def _send_round(
+        self, producer: Any, pending: dict[tuple[str, int], list[_Entry]]
+    ) -> list[_Batch]:
+        sent: list[_Batch] = []
+        for (topic, partition), entries in pending.items():
+            try:
+                batch = await self._submit(producer, topic, partition, entries)
+            except Exception:
+                # A bug, not a broker fault (those fail their batch in _submit): answer 503
+                # for this partition's records and keep the writer alive.
+                log.exception("the batch writer failed a batch for %s-%d", topic, partition)
+                _fail(entries, BrokerUnavailable("the batch writer failed"))
+                continue
+            if batch is not None:
+                sent.append(batch)
+        return sent
 
     async def _submit(
         self, producer: Any, topic: str, partition: int, entries: list[_Entry]

@@ -10,6 +10,7 @@ import asyncio
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -122,6 +123,40 @@ async def test_the_next_round_is_with_the_producer_before_the_last_rounds_caller
     second = asyncio.create_task(writer.send(topic, b"second", key=b"k"))  # pending meanwhile
     answer, sent_by_then = await first
     assert sent_by_then == submitted + 2, "first was answered before second was sent"
+    assert (await second).offset == answer.offset + 1
+
+
+async def test_callers_held_for_the_next_round_are_answered_while_its_submission_waits(
+    writer: BatchingKafkaWriter, kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Holding answers until the next round is submitted must not tie them to that submission
+    # when it has to wait (metadata, a batch the producer still holds): a caller whose record
+    # is on Kafka would otherwise wait for it, and past its deadline get a 503.
+    topic = await create_topic(kafka_bootstrap)
+    await writer.send(topic, b"warm-up", key=b"k")
+    producer = writer._producer
+    submit = producer.send_batch
+    release = asyncio.Event()
+    submissions = 0
+
+    async def second_submission_waits(*args: Any, **kwargs: Any) -> Any:
+        nonlocal submissions
+        submissions += 1
+        if submissions == 2:
+            await release.wait()
+        return await submit(*args, **kwargs)
+
+    monkeypatch.setattr(producer, "send_batch", second_submission_waits)
+    submitted = writer.records_sent
+    first = asyncio.create_task(writer.send(topic, b"first", key=b"k"))
+    for _ in range(10_000):  # loop iterations, until the first round is with the producer
+        if writer.records_sent > submitted:
+            break
+        await asyncio.sleep(0)
+    second = asyncio.create_task(writer.send(topic, b"second", key=b"k"))
+    answer = await asyncio.wait_for(first, timeout=5)
+    assert not second.done()
+    release.set()
     assert (await second).offset == answer.offset + 1
 
 
