@@ -114,7 +114,14 @@ async def test_a_published_event_reaches_every_sink(sinks: SinkStack) -> None:
     by_sink = {r.json()["sink"]: r.json() for r in receipts if event_id in r.json()["event_key"]}
     assert by_sink["warehouse"]["status"] == 0
     assert by_sink["crm"]["status"] == 200
-    memory = await read_all(sinks.stack.bootstrap, sinks.stack.topic("delivered"))
+    # Wait for every sink's entry, not just read once: the receipts above come from the other
+    # sinks' agents, which nothing orders before the internal sink's dead-letter entry.
+    every_sink = {f"{key}/{s}" for s in ("crm", "slack", "warehouse", "internal")}
+    memory = await wait_for_records(
+        sinks.stack.bootstrap,
+        sinks.stack.topic("delivered"),
+        lambda rs: {r.key.decode() for r in rs if r.key} >= every_sink,
+    )
     entries = {r.key.decode(): r.json() for r in memory if r.key and event_id.encode() in r.key}
     delivered = sorted(k for k, v in entries.items() if not v.get("dead_lettered"))
     assert delivered == sorted(f"{key}/{s}" for s in ("crm", "slack", "warehouse"))
