@@ -9,8 +9,11 @@ sent again (effectively once outside).
 Every sink process tails the whole topic into a map of keys to outcomes. A check first makes
 sure this process has read the key's partition up to its current end (one ListOffsets request),
 so a delivery made a moment ago by another worker — the partition's previous owner — is seen
-too. A key lands on the partition Kafka's default partitioner picks for it (murmur2), which is
-how the check knows which partition to catch up on.
+too. That request goes through a client of its own: a broker answers one connection's requests
+in order, and on the tail's connection it waited behind the tail's long-polling fetch, up to
+the fetch's maximum wait (500 ms) before each first delivery of a result. A key lands on the
+partition Kafka's default partitioner picks for it (murmur2), which is how the check knows
+which partition to catch up on.
 
 The topic is compacted with a retention of a week (``streams.topics.TOPIC_CONFIGS``): a result
 redelivered more than a week later would be sent again, with the same Idempotency-Key.
@@ -53,14 +56,18 @@ def _outcome(value: bytes | None) -> Outcome:
 class DeliveredMemory(RefCounted):
     """Ref-counted async context manager: the first user starts the tail, the last stops it."""
 
-    def __init__(self, settings: KafkaSettings, topic: str) -> None:
+    def __init__(
+        self, settings: KafkaSettings, topic: str, *, tail_fetch_max_wait_ms: int = 500
+    ) -> None:
         super().__init__()
         self.settings = settings
         self.topic = topic
+        self.tail_fetch_max_wait_ms = tail_fetch_max_wait_ms
         self._outcomes: dict[bytes, Outcome] = {}
         self._positions: dict[int, int] = {}
         self._progress = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
+        self._ends: AIOKafkaConsumer | None = None  # ListOffsets only (see the module doc)
         self._tail: asyncio.Task[None] | None = None
         self._partitions: list[int] = []
 
@@ -70,13 +77,22 @@ class DeliveredMemory(RefCounted):
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             client_id=f"{self.topic}-memory",
+            fetch_max_wait_ms=self.tail_fetch_max_wait_ms,
+        )
+        ends = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap_servers,
+            enable_auto_commit=False,
+            client_id=f"{self.topic}-memory-ends",
         )
         try:
             await consumer.start()
+            await ends.start()
             partitions = await self._wait_for_partitions(consumer)
         except (KafkaError, TimeoutError) as exc:
             await consumer.stop()
+            await ends.stop()
             raise BrokerUnavailable(f"cannot read {self.topic}: {exc}") from exc
+        self._ends = ends
         self._partitions = sorted(partitions)
         tps = [TopicPartition(self.topic, p) for p in self._partitions]
         consumer.assign(tps)
@@ -100,9 +116,10 @@ class DeliveredMemory(RefCounted):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._tail
             self._tail = None
-        if self._consumer is not None:
-            await self._consumer.stop()
-            self._consumer = None
+        for consumer in (self._consumer, self._ends):
+            if consumer is not None:
+                await consumer.stop()
+        self._consumer = self._ends = None
 
     async def _read_forever(self, consumer: AIOKafkaConsumer) -> None:
         while True:
@@ -140,13 +157,13 @@ class DeliveredMemory(RefCounted):
         return self._outcomes.get(raw)
 
     async def _catch_up(self, partition: int) -> None:
-        consumer = self._consumer
-        if consumer is None:
+        ends = self._ends
+        if ends is None:
             raise RuntimeError("DeliveredMemory used outside `async with`")
         tp = TopicPartition(self.topic, partition)
         while True:
             try:
-                end = (await consumer.end_offsets([tp]))[tp]
+                end = (await ends.end_offsets([tp]))[tp]
                 break
             except KafkaError as exc:
                 log.warning("cannot read the end of %s (%s); retrying", tp, exc)

@@ -1,0 +1,45 @@
+"""The sinks' delivered-memory against the real broker: what another worker delivered is seen,
+and the check before a delivery is not held behind the memory's own long-polling tail."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from agents.sinks.memory import DELIVERED, DeliveredMemory
+from schemas.config import KafkaSettings
+from streams.producer import KafkaWriter
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+# Far longer than the check's bound below: a check queued behind the tail's fetch (one
+# connection, answered in order) would wait this long for the broker's answer.
+TAIL_WAIT_MS = 20_000
+
+
+async def create_topic(bootstrap: str) -> str:
+    name = f"delivered-{uuid.uuid4().hex[:10]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, 4, 1)])
+    finally:
+        await admin.close()
+    return name
+
+
+async def test_a_delivery_by_another_worker_is_seen_without_waiting_on_the_tail(
+    kafka_bootstrap: str,
+) -> None:
+    topic = await create_topic(kafka_bootstrap)
+    settings = KafkaSettings(bootstrap_servers=kafka_bootstrap)
+    memory = DeliveredMemory(settings, topic, tail_fetch_max_wait_ms=TAIL_WAIT_MS)
+    async with memory, KafkaWriter(settings, client_id="another-sink-worker") as other:
+        await asyncio.sleep(1.0)  # the tail's first fetch is now long-polling the empty topic
+        assert await asyncio.wait_for(memory.outcome("src/evt-1/flow/crm"), 10) is None
+        # Another worker delivers a key: this one must see it at its next check.
+        await other.send(topic, b'{"status":200}', key=b"src/evt-2/flow/crm")
+        outcome = await asyncio.wait_for(memory.outcome("src/evt-2/flow/crm"), 10)
+        assert outcome == DELIVERED
