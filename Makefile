@@ -19,7 +19,7 @@ STATE_DIR ?= $(or $(HOOKSTREAM_STATE_DIR),.hookstream)
 # environment (make passes both environment and command-line variables on to recipes).
 
 .PHONY: help venv kafka-up kafka-down kafka-status kafka-logs test unit demo lint fmt clean \
-	bench-gateway bench-ai bench-replay postgres-up postgres-down
+	bench-gateway bench-ai bench-replay bench-latency postgres-up postgres-down
 
 help: ## list the targets
 	@echo "hookstream make targets:"
@@ -70,6 +70,9 @@ bench-ai: venv ## AI stage vs naive Faust vs Faust concurrency=64 (bench/results
 
 bench-replay: venv ## hookstream replay vs a kcat pipe over 100,000 events (bench/results/replay.md, .json; installs kcat if missing)
 	scripts/with-kafka $(PY) bench/replay/run.py
+
+bench-latency: venv ## webhook in → CRM update, per hop, at a low rate vs bare aiokafka hops (bench/results/latency.md, .json)
+	scripts/with-kafka $(PY) bench/latency/run.py
 
 lint: venv ## ruff check, ruff format --check, mypy (runs all three, fails if any fails)
 	@rc=0; \

@@ -39,6 +39,7 @@ NOTES = HERE / "NOTES.md"  # the profile, kept by hand, appended to gateway.md
 sys.path.insert(0, str(REPO))
 
 from streams.signatures import standard  # noqa: E402
+from tests.support.kafka import create_topic  # noqa: E402
 
 PY = sys.executable
 _LISTENING = re.compile(r"listening on (https?://\S+)")
@@ -270,17 +271,6 @@ def loadgen(
     return result
 
 
-async def create_topic(bootstrap: str, name: str, partitions: int) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, partitions, 1)])
-    finally:
-        await admin.close()
-
-
 def machine() -> dict[str, Any]:
     cpu = "unknown"
     try:
@@ -373,11 +363,11 @@ def main() -> int:
         work = Path(tmp)
         config = work / "bench.yaml"
         config.write_text(bench_config(bootstrap, prefix, args.linger_ms))
-        asyncio.run(create_topic(bootstrap, f"{prefix}.naive", 8))
+        naive_topic = asyncio.run(create_topic(bootstrap, f"{prefix}-naive", 8))
         naive = [PY, str(HERE / "bare.py"), "--mode", "kafka", "--bootstrap", bootstrap]
         servers = {
             "a": start("a", [PY, str(HERE / "bare.py"), "--mode", "bare"], env, work / "a.log"),
-            "b": start("b", [*naive, "--topic", f"{prefix}.naive"], env, work / "b.log"),
+            "b": start("b", [*naive, "--topic", naive_topic], env, work / "b.log"),
             "c": start(
                 "c",
                 [PY, "-m", "streams.cli", "gateway", "-c", str(config), "-l", "warn"],

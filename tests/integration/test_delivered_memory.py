@@ -4,14 +4,13 @@ and the check before a delivery is not held behind the memory's own long-polling
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from agents.sinks.memory import DELIVERED, DeliveredMemory
 from schemas.config import KafkaSettings
 from streams.producer import KafkaWriter
+from tests.support.kafka import create_topic
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 # Far longer than the check's bound below: a check queued behind the tail's fetch (one
@@ -19,21 +18,10 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 TAIL_WAIT_MS = 20_000
 
 
-async def create_topic(bootstrap: str) -> str:
-    name = f"delivered-{uuid.uuid4().hex[:10]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, 4, 1)])
-    finally:
-        await admin.close()
-    return name
-
-
 async def test_a_delivery_by_another_worker_is_seen_without_waiting_on_the_tail(
     kafka_bootstrap: str,
 ) -> None:
-    topic = await create_topic(kafka_bootstrap)
+    topic = await create_topic(kafka_bootstrap, "delivered", 4)
     settings = KafkaSettings(bootstrap_servers=kafka_bootstrap)
     memory = DeliveredMemory(settings, topic, tail_fetch_max_wait_ms=TAIL_WAIT_MS)
     async with memory, KafkaWriter(settings, client_id="another-sink-worker") as other:

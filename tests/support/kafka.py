@@ -1,15 +1,16 @@
-"""Read topics back in tests: every record, with headers, from a real broker, no consumer group."""
+"""Topics in tests: made fresh, read back (every record, with headers, no consumer group)."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,18 @@ async def wait_for_records(
         if loop.time() > deadline:
             raise TimeoutError(f"{topic}: condition not met; {len(records)} records present")
         await asyncio.sleep(poll_s)
+
+
+async def create_topic(bootstrap: str, prefix: str, partitions: int) -> str:
+    """A new topic named ``<prefix>-<random>``, so that runs never share one."""
+    name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, partitions, 1)])
+    finally:
+        await admin.close()
+    return name
 
 
 async def delete_topics(bootstrap: str, topics: list[str]) -> None:
