@@ -42,10 +42,9 @@ class Enricher:
             for flow in config.flows
             for lookup in flow.enrich
         }
-        allow_all = config.worker.allow_private_networks
         self._guards = {
-            (flow.name, lookup.name): NetGuard(
-                allow_private=allow_all or lookup.allow_private, stage=STAGE
+            (flow.name, lookup.name): NetGuard.for_target(
+                config.worker, lookup.allow_private, stage=STAGE
             )
             for flow in config.flows
             for lookup in flow.enrich

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
+from schemas.config import WorkerSettings
 from streams.errors import UnsafeDestination
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -66,6 +67,12 @@ class NetGuard:
 
     allow_private: bool = False
     stage: str = ""
+
+    @classmethod
+    def for_target(cls, worker: WorkerSettings, target_allows: bool, *, stage: str) -> NetGuard:
+        """The guard of one configured target (a lookup, a sink): private addresses are
+        allowed when the worker allows them everywhere or the target itself says so."""
+        return cls(allow_private=worker.allow_private_networks or target_allows, stage=stage)
 
     async def check(self, url: str, *, what: str) -> None:
         """Raise :class:`UnsafeDestination` unless every address of the URL's host is public.

@@ -60,9 +60,8 @@ class SinkStage(Stage):
             backoff_s=config.worker.retry_backoff_s,
             backoff_max_s=config.worker.retry_backoff_max_s,
         )
-        self.guard = NetGuard(
-            allow_private=config.worker.allow_private_networks or self.sink_config.allow_private,
-            stage=self.name,
+        self.guard = NetGuard.for_target(
+            config.worker, self.sink_config.allow_private, stage=self.name
         )
         self._sink: Sink | None = None
         self.delivered = self.skipped_replays = self.skipped_delivered = 0

@@ -326,3 +326,17 @@ def test_guarded_sinks_are_built_on_the_public_only_session() -> None:
         stage = SinkStage(config, resources, None, flow.name, sink_config.name)  # type: ignore[arg-type]
         built = stage.build_sink()
         assert built.session is guarded  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("worker_allows", "target_allows", "allowed"),
+    [(False, False, False), (True, False, True), (False, True, True), (True, True, True)],
+)
+def test_a_targets_guard_allows_private_addresses_when_the_worker_or_the_target_says_so(
+    worker_allows: bool, target_allows: bool, allowed: bool
+) -> None:
+    env = {**EXAMPLE_ENV, "HOOKSTREAM_ALLOW_PRIVATE_NETWORKS": str(worker_allows).lower()}
+    worker = load_config(EXAMPLE, env=env).worker
+    assert worker.allow_private_networks is worker_allows
+    guard = NetGuard.for_target(worker, target_allows, stage="sink")
+    assert (guard.allow_private, guard.stage) == (allowed, "sink")
