@@ -110,7 +110,10 @@ class BatchingKafkaWriter(KafkaWriter):
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
-        await super().stop()
+        await super().stop()  # flushes: the batches it holds are acknowledged or fail
+        # Belt and braces: whoever is still waiting now would wait forever.
+        while self._deadlines:
+            expire_waiter(self._deadlines.popleft()[1])
 
     def _partition(self, key: bytes | None, count: int) -> int:
         if key is None:
@@ -209,6 +212,8 @@ class BatchingKafkaWriter(KafkaWriter):
         loop = asyncio.get_running_loop()
         acked: list[_Batch] = []  # the last round: acknowledged, its callers not yet answered
         held: list[_Batch] = []
+        pending: dict[tuple[str, int], list[_Entry]] = {}  # the round being submitted
+        sent: list[_Batch] = []  # its batches with the producer
         try:
             while self._wake is not None:
                 if acked and not self._wake.done():
@@ -221,8 +226,8 @@ class BatchingKafkaWriter(KafkaWriter):
                 # producer still holds), the held callers are answered meanwhile.
                 held, acked = acked, []
                 fallback = loop.call_soon(_answer, held) if held else None
-                producer = self._producer
-                sent = await self._send_round(producer, pending)
+                sent = []
+                await self._send_round(pending, sent)
                 if fallback is not None:
                     fallback.cancel()
                     _answer(held)
@@ -242,18 +247,29 @@ class BatchingKafkaWriter(KafkaWriter):
                     _answer(acked)
                     acked = []
                     if any(isinstance(error, BROKEN_PRODUCER_ERRORS) for error in errors):
-                        await self._replace(producer)
-        finally:
+                        await self._replace(self._producer)
+        finally:  # stopping (cancelled): every caller of this task's rounds still gets one answer
             _answer(held)
             _answer(acked)
+            # The round with the producer is answered from its acknowledgements, which the
+            # producer's flush in stop() brings; what was never handed over is refused.
+            handed_over: set[int] = set()
+            for ack, entries, timestamps_ms in sent:
+                handed_over.update(id(entry[3]) for entry in entries)
+                ack.add_done_callback(functools.partial(_resolve, entries, timestamps_ms))
+            for entries in pending.values():
+                left = [entry for entry in entries if id(entry[3]) not in handed_over]
+                _fail(left, BrokerUnavailable("the Kafka producer is stopping"))
 
     async def _send_round(
-        self, producer: Any, pending: dict[tuple[str, int], list[_Entry]]
-    ) -> list[_Batch]:
-        sent: list[_Batch] = []
+        self, pending: dict[tuple[str, int], list[_Entry]], sent: list[_Batch]
+    ) -> None:
+        """Hand one batch per partition to the producer, adding each to ``sent`` at once (so
+        that a stop half-way knows which records the producer has)."""
         for (topic, partition), entries in pending.items():
             try:
-                batch = await self._submit(producer, topic, partition, entries)
+                # Read per batch: a batch that broke the producer replaced it (see _submit).
+                batch = await self._submit(self._producer, topic, partition, entries)
             except Exception:
                 # A bug, not a broker fault (those fail their batch in _submit): answer 503
                 # for this partition's records and keep the writer alive.
@@ -262,7 +278,6 @@ class BatchingKafkaWriter(KafkaWriter):
                 continue
             if batch is not None:
                 sent.append(batch)
-        return sent
 
     async def _submit(
         self, producer: Any, topic: str, partition: int, entries: list[_Entry]

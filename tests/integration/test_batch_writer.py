@@ -235,3 +235,34 @@ async def test_a_stopped_writer_refuses_at_once(kafka_bootstrap: str) -> None:
     with pytest.raises(BrokerUnavailable):
         await writer.send(topic, b"two", key=b"k")
     assert [r.offset for r in await read_all(kafka_bootstrap, topic)] == [first.offset]
+
+
+async def test_stopping_with_writes_in_flight_answers_every_caller(kafka_bootstrap: str) -> None:
+    # A round with the producer when stop() comes is flushed by the producer's stop: its
+    # callers get their offsets; what was never handed over gets BrokerUnavailable. None may
+    # be left waiting (the deadline sweeper stops with the writer).
+    settings = KafkaSettings(bootstrap_servers=kafka_bootstrap, produce_timeout_s=10)
+    writer = BatchingKafkaWriter(settings)
+    await writer.start()
+    topic = await create_topic(kafka_bootstrap)
+    await writer.send(topic, b"warm-up", key=b"k")
+    submitted = writer.records_sent
+    calls = [
+        asyncio.create_task(writer.send(topic, b"v%d" % i, key=b"cus_%d" % (i % 7)))
+        for i in range(300)
+    ]
+    for _ in range(10_000):  # loop iterations, until a round is with the producer
+        if writer.records_sent > submitted:
+            break
+        await asyncio.sleep(0)
+    await writer.stop()
+    answers = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 30)
+    on_topic = {(r.partition, r.offset): r.value for r in await read_all(kafka_bootstrap, topic)}
+    offsets = [a for a in answers if isinstance(a, RecordMetadata)]
+    assert offsets, "the round with the producer was not answered from its flush"
+    for index, answer in enumerate(answers):
+        if isinstance(answer, RecordMetadata):
+            assert on_topic[(answer.partition, answer.offset)] == b"v%d" % index
+        else:
+            assert isinstance(answer, BrokerUnavailable), answer
+    assert len(on_topic) == 1 + len(offsets)  # nothing on the topic that got a 503
