@@ -53,6 +53,15 @@ def _outcome(value: bytes | None) -> Outcome:
     return DEAD_LETTERED if value is not None and value.startswith(_DEAD_LETTER_MARK) else DELIVERED
 
 
+async def _stop_all(*clients: AIOKafkaConsumer) -> None:
+    """Stop every client, even when stopping one of them fails."""
+    for client in clients:
+        try:
+            await client.stop()
+        except Exception:
+            log.exception("stopping a consumer of the delivered-memory failed")
+
+
 class DeliveredMemory(RefCounted):
     """Ref-counted async context manager: the first user starts the tail, the last stops it."""
 
@@ -64,7 +73,6 @@ class DeliveredMemory(RefCounted):
         self.topic = topic
         self.tail_fetch_max_wait_ms = tail_fetch_max_wait_ms
         self._outcomes: dict[bytes, Outcome] = {}
-        self._positions: dict[int, int] = {}
         self._progress = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
         self._ends: AIOKafkaConsumer | None = None  # ListOffsets only (see the module doc)
@@ -87,18 +95,17 @@ class DeliveredMemory(RefCounted):
         try:
             await consumer.start()
             await ends.start()
-            partitions = await self._wait_for_partitions(consumer)
-        except (KafkaError, TimeoutError) as exc:
-            await consumer.stop()
-            await ends.stop()
-            raise BrokerUnavailable(f"cannot read {self.topic}: {exc}") from exc
-        self._ends = ends
-        self._partitions = sorted(partitions)
-        tps = [TopicPartition(self.topic, p) for p in self._partitions]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        self._positions = {p: 0 for p in self._partitions}
-        self._consumer = consumer
+            partitions = sorted(await self._wait_for_partitions(consumer))
+            tps = [TopicPartition(self.topic, p) for p in partitions]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+        except BaseException as exc:  # cancelled too: neither client may be left running
+            await _stop_all(consumer, ends)
+            if isinstance(exc, KafkaError | TimeoutError):
+                raise BrokerUnavailable(f"cannot read {self.topic}: {exc}") from exc
+            raise
+        self._partitions = partitions
+        self._consumer, self._ends = consumer, ends
         self._tail = asyncio.create_task(self._read_forever(consumer))
 
     async def _wait_for_partitions(self, consumer: AIOKafkaConsumer) -> set[int]:
@@ -116,10 +123,9 @@ class DeliveredMemory(RefCounted):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._tail
             self._tail = None
-        for consumer in (self._consumer, self._ends):
-            if consumer is not None:
-                await consumer.stop()
+        clients = [c for c in (self._consumer, self._ends) if c is not None]
         self._consumer = self._ends = None
+        await _stop_all(*clients)
 
     async def _read_forever(self, consumer: AIOKafkaConsumer) -> None:
         while True:
@@ -129,12 +135,10 @@ class DeliveredMemory(RefCounted):
                 log.warning("reading %s failed (%s); retrying", self.topic, exc)
                 await asyncio.sleep(1.0)
                 continue
-            for tp, messages in batches.items():
+            for messages in batches.values():
                 for message in messages:
                     if message.key is not None:
                         self._outcomes[message.key] = _outcome(message.value)
-                if messages:
-                    self._positions[tp.partition] = messages[-1].offset + 1
             if batches:
                 self._progress.set()
                 self._progress = asyncio.Event()
@@ -168,7 +172,10 @@ class DeliveredMemory(RefCounted):
             except KafkaError as exc:
                 log.warning("cannot read the end of %s (%s); retrying", tp, exc)
                 await asyncio.sleep(1.0)
-        while self._positions.get(partition, 0) < end:
+        # The tail's position, not the offset after the last record it read: a partition
+        # emptied by retention (log start = end) has no record to read up to its end.
+        tail = self._consumer
+        while tail is not None and await tail.position(tp) < end:
             progress = self._progress
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(progress.wait(), 5.0)

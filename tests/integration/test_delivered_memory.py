@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
+from aiokafka.structs import TopicPartition
 
 from agents.sinks.memory import DELIVERED, DeliveredMemory
 from schemas.config import KafkaSettings
@@ -31,3 +33,23 @@ async def test_a_delivery_by_another_worker_is_seen_without_waiting_on_the_tail(
         await other.send(topic, b'{"status":200}', key=b"src/evt-2/flow/crm")
         outcome = await asyncio.wait_for(memory.outcome("src/evt-2/flow/crm"), 10)
         assert outcome == DELIVERED
+
+
+async def test_a_partition_emptied_by_retention_does_not_hold_the_check(
+    kafka_bootstrap: str,
+) -> None:
+    # A week without deliveries on a partition: retention deletes its records, so its log
+    # starts where it ends and there is no record to read up to that end.
+    topic = await create_topic(kafka_bootstrap, "delivered", 1)
+    settings = KafkaSettings(bootstrap_servers=kafka_bootstrap)
+    async with KafkaWriter(settings, client_id="an-earlier-sink-worker") as earlier:
+        written = await earlier.send(topic, b'{"status":200}', key=b"src/old/flow/crm")
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        tp = TopicPartition(topic, 0)
+        await admin.delete_records({tp: RecordsToDelete(written.offset + 1)})
+    finally:
+        await admin.close()
+    async with DeliveredMemory(settings, topic) as memory:
+        assert await asyncio.wait_for(memory.outcome("src/new/flow/crm"), 10) is None
