@@ -67,7 +67,8 @@ class BatchingKafkaWriter(KafkaWriter):
 
     def __init__(self, settings: KafkaSettings, *, client_id: str = "hookstream") -> None:
         # Partitions per topic, as the producer's metadata last said: asking the metadata per
-        # write builds a set of them each time. Forgotten on every metadata update.
+        # write builds a set of them each time. Forgotten on every metadata update. Set before
+        # KafkaWriter.__init__, which makes the first producer (see _new_producer).
         self._partition_counts: dict[str, int] = {}
         super().__init__(settings, client_id=client_id)
         self._pending: dict[tuple[str, int], list[_Entry]] = {}
@@ -252,21 +253,19 @@ class BatchingKafkaWriter(KafkaWriter):
             _answer(held)
             _answer(acked)
             # The round with the producer is answered from its acknowledgements, which the
-            # producer's flush in stop() brings; what was never handed over is refused.
-            handed_over: set[int] = set()
+            # producer's flush in stop() brings; what was never handed over (still in
+            # ``pending``, see _send_round) is refused.
             for ack, entries, timestamps_ms in sent:
-                handed_over.update(id(entry[3]) for entry in entries)
                 ack.add_done_callback(functools.partial(_resolve, entries, timestamps_ms))
             for entries in pending.values():
-                left = [entry for entry in entries if id(entry[3]) not in handed_over]
-                _fail(left, BrokerUnavailable("the Kafka producer is stopping"))
+                _fail(entries, BrokerUnavailable("the Kafka producer is stopping"))
 
     async def _send_round(
         self, pending: dict[tuple[str, int], list[_Entry]], sent: list[_Batch]
     ) -> None:
-        """Hand one batch per partition to the producer, adding each to ``sent`` at once (so
-        that a stop half-way knows which records the producer has)."""
-        for (topic, partition), entries in pending.items():
+        """Hand one batch per partition to the producer: each goes to ``sent`` and leaves
+        ``pending`` at once, so that a stop half-way knows which records the producer has."""
+        for (topic, partition), entries in list(pending.items()):
             try:
                 # Read per batch: a batch that broke the producer replaced it (see _submit).
                 batch = await self._submit(self._producer, topic, partition, entries)
@@ -275,7 +274,8 @@ class BatchingKafkaWriter(KafkaWriter):
                 # for this partition's records and keep the writer alive.
                 log.exception("the batch writer failed a batch for %s-%d", topic, partition)
                 _fail(entries, BrokerUnavailable("the batch writer failed"))
-                continue
+                batch = None
+            del pending[(topic, partition)]
             if batch is not None:
                 sent.append(batch)
 
