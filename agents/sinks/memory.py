@@ -161,8 +161,8 @@ class DeliveredMemory(RefCounted):
         return self._outcomes.get(raw)
 
     async def _catch_up(self, partition: int) -> None:
-        ends = self._ends
-        if ends is None:
+        tail, ends = self._consumer, self._ends
+        if tail is None or ends is None:
             raise RuntimeError("DeliveredMemory used outside `async with`")
         tp = TopicPartition(self.topic, partition)
         while True:
@@ -174,8 +174,7 @@ class DeliveredMemory(RefCounted):
                 await asyncio.sleep(1.0)
         # The tail's position, not the offset after the last record it read: a partition
         # emptied by retention (log start = end) has no record to read up to its end.
-        tail = self._consumer
-        while tail is not None and await tail.position(tp) < end:
+        while await tail.position(tp) < end:
             progress = self._progress
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(progress.wait(), 5.0)
