@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
 
-from tests.support.kafka import create_topic  # noqa: E402
+from tests.support.kafka import create_topic, read_all  # noqa: E402
 from tests.support.stack import running_stack  # noqa: E402
 
 HOPS = ("events", "enriched", "results", "delivered")
@@ -54,21 +54,6 @@ def summary(values: list[float]) -> dict[str, float]:
         "max_ms": round(max(values), 1),
         "mean_ms": round(statistics.fmean(values), 1),
     }
-
-
-async def read_topic(bootstrap: str, topic: str) -> list[Any]:
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
-    )
-    await consumer.start()
-    records: list[Any] = []
-    try:
-        while batch := await consumer.getmany(timeout_ms=1500):
-            for messages in batch.values():
-                records.extend(messages)
-    finally:
-        await consumer.stop()
-    return records
 
 
 async def bare_hop(bootstrap: str, count: int, interval_s: float) -> list[float]:
@@ -124,12 +109,12 @@ async def through_hookstream(bootstrap: str, count: int, interval_s: float) -> d
             await stack.crm.wait_for_updates(count, timeout_s=120)
             stamps: dict[str, dict[str, int]] = {i: {} for i in ids}
             for hop in HOPS:
-                for record in await read_topic(bootstrap, stack.topic(hop)):
+                for record in await read_all(bootstrap, stack.topic(hop)):
                     text = (record.key or b"").decode() + (record.value or b"").decode()
                     for webhook_id in ids:
                         if webhook_id in text:
                             # the first record of a hop per event (delivered: the CRM sink's)
-                            stamps[webhook_id].setdefault(hop, record.timestamp)
+                            stamps[webhook_id].setdefault(hop, record.timestamp_ms)
     per_hop: dict[str, list[float]] = {f"{a} → {b}": [] for a, b in itertools.pairwise(HOPS)}
     total: list[float] = []
     for webhook_id, seen in stamps.items():

@@ -21,6 +21,7 @@ class Record:
     key: bytes | None
     value: bytes | None
     headers: dict[str, bytes]
+    timestamp_ms: int
 
     def json(self) -> Any:
         return orjson.loads(self.value or b"null")
@@ -57,6 +58,7 @@ async def read_all(bootstrap: str, topic: str) -> list[Record]:
                             m.key,
                             m.value,
                             {k: v for k, v in m.headers},
+                            m.timestamp,
                         )
                     )
                 if messages and messages[-1].offset + 1 >= ends[tp]:
