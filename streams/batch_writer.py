@@ -46,7 +46,6 @@ from streams.producer import (
     MAX_REQUEST_BYTES,
     Headers,
     KafkaWriter,
-    expire_waiter,
 )
 
 log = logging.getLogger(__name__)
@@ -82,6 +81,7 @@ class BatchingKafkaWriter(KafkaWriter):
             collections.deque()
         )
         self._sweeper: asyncio.TimerHandle | None = None
+        self._metadata_fetches: set[asyncio.Task[None]] = set()
         self.batches_sent = 0  # for tests and the benchmark's notes: records per batch
         self.records_sent = 0
 
@@ -105,6 +105,8 @@ class BatchingKafkaWriter(KafkaWriter):
             rounds.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await rounds
+        for fetch in list(self._metadata_fetches):  # their callers are expired below
+            fetch.cancel()
         pending, self._pending = self._pending, {}
         for entries in pending.values():
             _fail(entries, BrokerUnavailable("the Kafka producer is stopping"))
@@ -113,8 +115,9 @@ class BatchingKafkaWriter(KafkaWriter):
             self._sweeper = None
         await super().stop()  # flushes: the batches it holds are acknowledged or fail
         # Belt and braces: whoever is still waiting now would wait forever.
+        stopped = BrokerUnavailable("the Kafka producer stopped before acknowledging")
         while self._deadlines:
-            expire_waiter(self._deadlines.popleft()[1])
+            _expire(self._deadlines.popleft()[1], stopped)
 
     def _partition(self, key: bytes | None, count: int) -> int:
         if key is None:
@@ -136,9 +139,35 @@ class BatchingKafkaWriter(KafkaWriter):
         timeout_s: float | None = None,
     ) -> RecordMetadata:
         """Write one record and wait for the broker's acknowledgement (see KafkaWriter.send)."""
+        if timeout_s is None:
+            return await self.submit(topic, value, key=key, headers=headers)
+        # A deadline of its own: out of send order, so a timer of its own.
+        waiter = self.submit(topic, value, key=key, headers=headers, deadline_s=timeout_s)
+        timer = asyncio.get_running_loop().call_later(timeout_s, _expire, waiter, _late(timeout_s))
+        try:
+            return await waiter
+        finally:
+            timer.cancel()
+
+    def submit(
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        key: bytes | None = None,
+        headers: Headers = (),
+        deadline_s: float | None = None,
+    ) -> asyncio.Future[RecordMetadata]:
+        """Queue one record for the next round; the future is its acknowledgement.
+
+        Why a future rather than a coroutine: the gateway answers from a callback on it, with
+        no task per webhook. It resolves to the record's metadata or fails with
+        :class:`BrokerUnavailable` or :class:`RecordTooLarge`, never anything else, by
+        ``produce_timeout_s`` at the latest (``deadline_s`` is the caller's own timer's).
+        Raises the same two errors at once when the record cannot be queued.
+        """
         if self._rounds is None or self._wake is None:
             raise BrokerUnavailable("the Kafka producer is not running")
-        deadline_s = self.settings.produce_timeout_s if timeout_s is None else timeout_s
         if type(headers) is not list:  # aiokafka's C record builder takes lists only
             headers = list(headers)
         if DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers) > (
@@ -150,8 +179,8 @@ class BatchingKafkaWriter(KafkaWriter):
         count = self._partition_counts.get(topic)
         if count is None:
             partitions = self._producer.client.cluster.partitions_for_topic(topic)
-            if not partitions:
-                partitions = await self._topic_partitions(topic, deadline_s)
+            if not partitions:  # the topic's first write: its metadata has to be fetched
+                return self._submit_after_metadata(topic, value, key, headers, deadline_s)
             count = self._partition_counts[topic] = len(partitions)
         tp = (topic, self._partition(key, count))
         loop = asyncio.get_running_loop()
@@ -163,32 +192,61 @@ class BatchingKafkaWriter(KafkaWriter):
             entries.append((value, key, headers, waiter))
         if not self._wake.done():
             self._wake.set_result(None)
-        timer = None
-        if timeout_s is None:
+        if deadline_s is None:
             deadlines = self._deadlines
             while deadlines and deadlines[0][1].done():
                 deadlines.popleft()
-            deadlines.append((loop.time() + deadline_s, waiter))
+            deadlines.append((loop.time() + self.settings.produce_timeout_s, waiter))
             if self._sweeper is None:
                 self._sweeper = loop.call_at(deadlines[0][0], self._sweep)
-        else:  # a deadline of its own: out of send order, so a timer of its own
-            timer = loop.call_later(deadline_s, expire_waiter, waiter)
-        try:
-            return await waiter
-        except TimeoutError as exc:
-            raise BrokerUnavailable(f"Kafka did not acknowledge within {deadline_s:g} s") from exc
-        finally:
-            if timer is not None:
-                timer.cancel()
+        return waiter
+
+    def _submit_after_metadata(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None,
+        headers: Headers,
+        deadline_s: float | None,
+    ) -> asyncio.Future[RecordMetadata]:
+        """submit() for a topic without metadata yet: a task fetches it, then queues the
+        record and relays the outcome. A plain future, so the caller's deadline can end it."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[RecordMetadata] = loop.create_future()
+
+        async def fetch_then_submit() -> None:
+            wait_s = self.settings.produce_timeout_s if deadline_s is None else deadline_s
+            try:
+                partitions = await self._topic_partitions(topic, wait_s)
+                self._partition_counts.setdefault(topic, len(partitions))
+                metadata = await self.submit(
+                    topic, value, key=key, headers=headers, deadline_s=deadline_s
+                )
+            except (BrokerUnavailable, RecordTooLarge) as exc:
+                if not waiter.done():
+                    waiter.set_exception(exc)
+            else:
+                if not waiter.done():
+                    waiter.set_result(metadata)
+
+        task = loop.create_task(fetch_then_submit())
+        self._metadata_fetches.add(task)  # a task nobody holds may be collected mid-way
+        task.add_done_callback(self._metadata_fetches.discard)
+        if deadline_s is None:
+            self._deadlines.append((loop.time() + self.settings.produce_timeout_s, waiter))
+            if self._sweeper is None:
+                self._sweeper = loop.call_at(self._deadlines[0][0], self._sweep)
+        return waiter
 
     def _sweep(self) -> None:
-        """Expire the writes whose deadline passed (TimeoutError: their callers answer 503)."""
+        """Expire the writes whose deadline passed (BrokerUnavailable: their callers answer 503)."""
         self._sweeper = None
         loop = asyncio.get_running_loop()
         now = loop.time()
         deadlines = self._deadlines
+        late = _late(self.settings.produce_timeout_s)
         while deadlines and (deadlines[0][1].done() or deadlines[0][0] <= now):
-            expire_waiter(deadlines.popleft()[1])
+            _expire(deadlines.popleft()[1], late)
         if deadlines:
             self._sweeper = loop.call_at(deadlines[0][0], self._sweep)
 
@@ -333,6 +391,16 @@ def _as_hookstream_error(exc: BaseException, records: int) -> BrokerUnavailable 
             return RecordTooLarge("the record is over Kafka's message size limit")
         return BrokerUnavailable(f"Kafka refused a batch of {records} records as too large")
     return BrokerUnavailable(f"Kafka refused the write: {type(exc).__name__}")
+
+
+def _late(deadline_s: float) -> BrokerUnavailable:
+    return BrokerUnavailable(f"Kafka did not acknowledge within {deadline_s:g} s")
+
+
+def _expire(waiter: asyncio.Future[RecordMetadata], error: BrokerUnavailable) -> None:
+    """A write's deadline: its caller is answered 503 unless it was answered already."""
+    if not waiter.done():
+        waiter.set_exception(error)
 
 
 def _fail(entries: list[_Entry], error: BrokerUnavailable | RecordTooLarge) -> None:

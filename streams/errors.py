@@ -16,6 +16,8 @@ backoff-and-retry and an immediate dead letter, and the gateway to choose betwee
     │   ├── PayloadTooLarge         413
     │   ├── BodyTimeout             408: the body did not arrive within gateway.body_timeout_s
     │   ├── UnsupportedMediaType    415
+    │   ├── MalformedRequest        400: not HTTP/1.1 the gateway reads; the connection closes
+    │   ├── RequestHeadTooLarge     431: request line and headers over 64 KiB or 128 headers
     │   ├── InvalidPayload          400
     │   ├── ClientNotAllowed        403: the client address is not in the source's allow_ips
     │   └── RateLimited             429 + Retry-After: the source's token bucket is empty
@@ -95,6 +97,20 @@ class UnsupportedMediaType(WebhookRejected):
     status = 415
     code = "unsupported_media_type"
     title = "Unsupported media type"
+
+
+class MalformedRequest(WebhookRejected):
+    """Not HTTP/1.1 the gateway can read (syntax, framing, an upgrade): the connection closes."""
+
+    status = 400
+    code = "malformed_request"
+    title = "Malformed request"
+
+
+class RequestHeadTooLarge(WebhookRejected):
+    status = 431
+    code = "head_too_large"
+    title = "Request header fields too large"
 
 
 class InvalidPayload(WebhookRejected):

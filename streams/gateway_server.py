@@ -17,11 +17,10 @@ import ssl
 import time
 from collections.abc import AsyncIterator
 
-from aiohttp import web
-
 from schemas.config import GatewaySettings, HookstreamConfig
 from streams.batch_writer import BatchingKafkaWriter
 from streams.gateway import Gateway
+from streams.http1 import HttpServer, Limits
 from streams.topics import ensure_topics
 
 log = logging.getLogger(__name__)
@@ -66,36 +65,36 @@ def tls_context(settings: GatewaySettings) -> ssl.SSLContext | None:
 @contextlib.asynccontextmanager
 async def running_gateway(
     config: HookstreamConfig, *, port: int | None = None
-) -> AsyncIterator[tuple[web.BaseRunner, str]]:
-    """The gateway serving, as (runner, base URL); on exit, drain and close as described above."""
+) -> AsyncIterator[tuple[HttpServer, str]]:
+    """The gateway serving, as (server, base URL); on exit, drain and close as described above."""
     await ensure_topics(config.kafka)
     settings = config.gateway
     async with BatchingKafkaWriter(config.kafka, client_id="hookstream-gateway") as writer:
         gateway = Gateway(config, writer)
-        runner = web.ServerRunner(
-            gateway.server(access_log=None, keepalive_timeout=settings.idle_timeout_s),
-            shutdown_timeout=settings.shutdown_timeout_s,
+        server = HttpServer(
+            gateway,
+            Limits(
+                max_body_bytes=settings.max_body_bytes,
+                body_timeout_s=settings.body_timeout_s,
+                idle_timeout_s=settings.idle_timeout_s,
+            ),
         )
-        await runner.setup()
         context = tls_context(settings)
-        listen_port = settings.port if port is None else port
-        site = web.TCPSite(
-            runner,
+        await server.listen(
             settings.host,
-            listen_port,
-            ssl_context=context,
+            settings.port if port is None else port,
+            ssl=context,
             reuse_port=settings.reuse_port,
+            backlog=1024,
         )
-        await site.start()
-        bound = runner.addresses[0][1] if runner.addresses else listen_port
         scheme = "https" if context else "http"
         try:
-            yield runner, f"{scheme}://{settings.host}:{bound}"
+            yield server, f"{scheme}://{settings.host}:{server.port}"
         finally:
             state = gateway.state
             state.draining = True
             log.info("draining: %d writes in flight", state.gate.in_flight)
-            await runner.cleanup()
+            await server.close(settings.shutdown_timeout_s)
             log.info("drained; closing the Kafka producer")
 
 

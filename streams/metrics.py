@@ -16,10 +16,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 log = logging.getLogger(__name__)
 
 
+def exposition() -> tuple[bytes, str]:
+    """Every metric of this process in the Prometheus text format, with its content type."""
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
 async def metrics_handler(request: web.BaseRequest) -> web.Response:
     """``GET /metrics`` in the Prometheus text format."""
-    response = web.Response(body=generate_latest(REGISTRY))
-    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    body, content_type = exposition()
+    response = web.Response(body=body)
+    response.headers["Content-Type"] = content_type
     return response
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from schemas.config import HookstreamConfig, SourceConfig
 
 PROBLEM_CODES: dict[int, tuple[str, ...]] = {
-    400: ("invalid_json", "missing_partition_key"),
+    400: ("invalid_json", "missing_partition_key", "invalid_encoding", "malformed_request"),
     401: (
         "missing_signature",
         "malformed_signature",
@@ -31,18 +31,21 @@ PROBLEM_CODES: dict[int, tuple[str, ...]] = {
     408: ("body_timeout",),
     413: ("payload_too_large",),
     415: ("unsupported_media_type",),
+    431: ("head_too_large",),
     429: ("rate_limited",),
     503: ("broker_unavailable", "overloaded", "not_ready"),
 }
 _DESCRIPTIONS = {
-    400: "The body is not JSON, or lacks the source's partition key: fix the request.",
+    400: "The body is not JSON (or not the gzip/deflate it says it is), lacks the source's "
+    "partition key, or the request is not valid HTTP/1.1: fix the request.",
     401: "Signature verification failed; `code` says which check.",
     403: "The client address is not in the source's allow_ips.",
     404: "No source of that name (or no such route).",
     405: "Method not allowed on this route.",
     408: "The body did not arrive within gateway.body_timeout_s of the headers: send it again.",
     413: "Body over gateway.max_body_bytes, or over Kafka's message size once wrapped.",
-    415: "Content-Type is not JSON.",
+    415: "Content-Type is not JSON, or Content-Encoding is not gzip, deflate or identity.",
+    431: "The request line and headers are over 64 KiB, or over 128 headers.",
     429: "The source's rate limit is exhausted: retry after Retry-After seconds.",
     503: "Nothing was accepted (Kafka unavailable or too many writes in flight): retry after "
     "Retry-After seconds.",
@@ -110,7 +113,7 @@ def build_openapi(config: HookstreamConfig) -> dict[str, Any]:
         {"name": name, "in": "header", "required": False, "schema": {"type": "string"}}
         for name in _signature_headers(config.sources)
     ]
-    webhook_statuses = (400, 401, 403, 404, 408, 413, 415, 429, 503)
+    webhook_statuses = (400, 401, 403, 404, 408, 413, 415, 429, 431, 503)
     not_ready = _problem_response(503)
     return {
         "openapi": "3.1.0",

@@ -1,8 +1,10 @@
-"""The two reference servers of the gateway benchmark, each run in its own process.
+"""The reference servers of the gateway benchmark, each run in its own process.
 
 - ``--mode bare``: an aiohttp handler that reads the body and answers 202 — the ceiling.
 - ``--mode kafka``: the same plus aiokafka ``send_and_wait`` (acks=all) per request — the
   naive peer: what a team writes in an afternoon, without verification, envelope or limits.
+- ``--mode http1``: the bare handler on the gateway's own HTTP layer (:mod:`streams.http1`):
+  the ceiling of the stack the gateway runs on, reported beside (a) for comparison.
 
 Both use the same event loop as the hookstream gateway under test (uvloop when installed), so
 the comparison is about the handler, not the loop.
@@ -14,9 +16,16 @@ import argparse
 import asyncio
 import contextlib
 import signal
+import sys
+from pathlib import Path
 
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from streams.errors import WebhookRejected
+from streams.http1 import HttpServer, Limits, Request, Response
 
 PRODUCER_KEY = web.AppKey("producer", AIOKafkaProducer)
 TOPIC_KEY = web.AppKey("topic", str)
@@ -38,7 +47,39 @@ async def naive_kafka(request: web.Request) -> web.Response:
     )
 
 
+class BareApplication:
+    """(d): what ``bare`` does, as a :class:`streams.http1.Application`."""
+
+    def check_head(self, request: Request) -> Response | None:
+        return None
+
+    def handle(self, request: Request) -> Response:
+        return Response(202, b'{"status":"accepted"}')
+
+    def refuse(self, request: Request | None, error: WebhookRejected) -> Response:
+        return Response(error.status, error.detail.encode(), "text/plain")
+
+
+async def serve_http1(args: argparse.Namespace) -> None:
+    server = HttpServer(BareApplication(), Limits(1024 * 1024, 10.0, 75.0))
+    await server.listen("127.0.0.1", args.port)
+    print(f"http1 listening on http://127.0.0.1:{server.port}", flush=True)
+    await _until_signalled()
+    await server.close(5.0)
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
 async def main(args: argparse.Namespace) -> None:
+    if args.mode == "http1":
+        await serve_http1(args)
+        return
     app = web.Application()
     producer: AIOKafkaProducer | None = None
     if args.mode == "kafka":
@@ -54,11 +95,7 @@ async def main(args: argparse.Namespace) -> None:
     site = web.TCPSite(runner, "127.0.0.1", args.port)
     await site.start()
     print(f"{args.mode} listening on http://127.0.0.1:{runner.addresses[0][1]}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await _until_signalled()
     await runner.cleanup()
     if producer is not None:
         await producer.stop()
@@ -66,7 +103,7 @@ async def main(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("--mode", choices=["bare", "kafka"], required=True)
+    parser.add_argument("--mode", choices=["bare", "kafka", "http1"], required=True)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--bootstrap", default="127.0.0.1:9092")
     parser.add_argument("--topic", default="bench.naive")

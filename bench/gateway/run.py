@@ -2,7 +2,7 @@
 
 One run, one machine, one broker: each server runs in its own process, the load generator (wrk,
 from Debian's package; the Python generator in loadgen.py when wrk cannot be had) in another.
-Rounds alternate a, b, c so that a neighbour's burst of CPU use hits all three alike; each
+Rounds alternate a, b, c, d so that a neighbour's burst of CPU use hits all four alike; each
 target's figure is the median of its rounds. Then (c) is driven open-loop at half its measured
 maximum rate for the latency target. Writes bench/results/gateway.json and gateway.md.
 
@@ -48,6 +48,7 @@ LABELS = {
     "a": "bare aiohttp handler, 202",
     "b": "aiohttp + aiokafka send_and_wait (acks=all) per request",
     "c": "hookstream gateway: Standard Webhooks verification, CloudEvent, acks=all",
+    "d": "bare handler on the gateway's HTTP layer (streams.http1), 202: reference only",
 }
 
 
@@ -358,7 +359,7 @@ def main() -> int:
     env = {**os.environ, "BENCH_WEBHOOK_SECRET": secret, "PYTHONUNBUFFERED": "1"}
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)  # the config names the broker
     info = machine()
-    results: dict[str, list[dict[str, Any]]] = {"a": [], "b": [], "c": []}
+    results: dict[str, list[dict[str, Any]]] = {"a": [], "b": [], "c": [], "d": []}
     with tempfile.TemporaryDirectory(prefix="hookstream-bench-") as tmp:
         work = Path(tmp)
         config = work / "bench.yaml"
@@ -374,6 +375,7 @@ def main() -> int:
                 env,
                 work / "c.log",
             ),
+            "d": start("d", [PY, str(HERE / "bare.py"), "--mode", "http1"], env, work / "d.log"),
         }
         brokers = broker_pids(bootstrap)
         try:
@@ -435,6 +437,7 @@ def summarise(results: dict[str, list[dict[str, Any]]], half: dict[str, Any]) ->
     rate = {t: med(t, "req_per_s") for t in results}
     c_over_a = round(rate["c"] / rate["a"], 3)
     c_over_b = round(rate["c"] / rate["b"], 3)
+    c_over_d = round(rate["c"] / rate["d"], 3)
     cpu = {t: med(t, "cpu_us_per_req") for t in results}
     broker = {t: med(t, "broker_cpu_us_per_req") for t in results}
     loadgen = {t: med(t, "loadgen_cpu_us_per_req") for t in results}
@@ -455,6 +458,7 @@ def summarise(results: dict[str, list[dict[str, Any]]], half: dict[str, Any]) ->
         "non_2xx": {t: sum(r["non_2xx"] for r in results[t]) for t in results},
         "c_over_a": c_over_a,
         "c_over_b": c_over_b,
+        "c_over_d": c_over_d,
         "half_rate_p99_ms": half["p99_ms"],
         "half_rate_p50_ms": half["p50_ms"],
         "half_rate_non_2xx": half["non_2xx"],
@@ -478,7 +482,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"{s['p99_ms'][t]:.2f} | {s['non_2xx'][t]} | {s['cpu_us_per_req'][t]:.1f} | "
         f"{s['broker_cpu_us_per_req'][t]:.1f} | {s['loadgen_cpu_us_per_req'][t]:.1f} | "
         f"{s['machine_cpu_us_per_req'][t]:.1f} |"
-        for t in ("a", "b", "c")
+        for t in ("a", "b", "c", "d")
     )
     half_text = (
         f"p99 {s['half_rate_p99_ms']:.2f} ms at {half['req_per_s']:.0f} req/s "
@@ -498,7 +502,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 `make bench-gateway` (bench/gateway/run.py). Closed loop: {settings["load_generator"]},
 {settings["connections"]} connections, {settings["duration_s"]} s per round, {settings["rounds"]}
-rounds alternating a/b/c; figures are medians of the rounds. {settings["distinct_webhooks"]}
+rounds alternating a/b/c/d; figures are medians of the rounds. {settings["distinct_webhooks"]}
 distinct webhooks (ids and partition keys) of {settings["body_bytes"]} bytes, cycled. Every
 server is its own process, and so is the load generator; all share the machine's
 {m["cores"]} cores with the broker. The half-rate run paces 64 wrk connections with wrk's
@@ -521,6 +525,10 @@ event-loop thread.
 | target (issue 3) | figure | |
 |---|---|---|
 {targets}
+
+(d) is not one of issue 3's targets. It is the same bare handler as (a), served by the HTTP
+layer the gateway runs on (`streams/http1.py`) instead of aiohttp's: what the gateway's own
+stack allows before any webhook work. (c)/(d) = {s["c_over_d"]:.2f}.
 
 Machine: {m["cpu"]}, {m["cores"]} cores, load average at start {m["load_average_at_start"]}
 (other processes share it); {m["os"]}; Python {m["python"]}, {m["event_loop"]}, aiohttp

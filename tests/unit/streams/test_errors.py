@@ -13,10 +13,12 @@ from streams.errors import (
     HookstreamError,
     InvalidModelOutput,
     InvalidPayload,
+    MalformedRequest,
     PayloadTooLarge,
     PermanentRemoteError,
     RateLimited,
     RemoteError,
+    RequestHeadTooLarge,
     RetriableRemoteError,
     SignatureError,
     StageError,
@@ -59,6 +61,8 @@ def test_every_webhook_rejection_has_a_4xx_status() -> None:
         ClientNotAllowed,
         RateLimited,
         BodyTimeout,
+        MalformedRequest,
+        RequestHeadTooLarge,
     }
     checked: list[type[WebhookRejected]] = [WebhookRejected, *rejections]
     for cls in checked:
