@@ -182,16 +182,9 @@ class BatchingKafkaWriter(KafkaWriter):
             if not partitions:  # the topic's first write: its metadata has to be fetched
                 return self._submit_after_metadata(topic, value, key, headers, deadline_s)
             count = self._partition_counts[topic] = len(partitions)
-        tp = (topic, self._partition(key, count))
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[RecordMetadata] = loop.create_future()
-        entries = self._pending.get(tp)
-        if entries is None:
-            self._pending[tp] = [(value, key, headers, waiter)]
-        else:
-            entries.append((value, key, headers, waiter))
-        if not self._wake.done():
-            self._wake.set_result(None)
+        self._enqueue((topic, self._partition(key, count)), (value, key, headers, waiter))
         if deadline_s is None:
             deadlines = self._deadlines
             while deadlines and deadlines[0][1].done():
@@ -210,26 +203,25 @@ class BatchingKafkaWriter(KafkaWriter):
         deadline_s: float | None,
     ) -> asyncio.Future[RecordMetadata]:
         """submit() for a topic without metadata yet: a task fetches it, then queues the
-        record and relays the outcome. A plain future, so the caller's deadline can end it."""
+        record with the caller's future (a plain one, so the caller's deadline can end it)."""
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[RecordMetadata] = loop.create_future()
 
-        async def fetch_then_submit() -> None:
+        async def fetch_then_enqueue() -> None:
             wait_s = self.settings.produce_timeout_s if deadline_s is None else deadline_s
             try:
                 partitions = await self._topic_partitions(topic, wait_s)
-                self._partition_counts.setdefault(topic, len(partitions))
-                metadata = await self.submit(
-                    topic, value, key=key, headers=headers, deadline_s=deadline_s
-                )
-            except (BrokerUnavailable, RecordTooLarge) as exc:
-                if not waiter.done():
-                    waiter.set_exception(exc)
-            else:
-                if not waiter.done():
-                    waiter.set_result(metadata)
+            except BrokerUnavailable as exc:
+                _expire(waiter, exc)
+                return
+            count = self._partition_counts.setdefault(topic, len(partitions))
+            # The caller's own future, and only if its deadline has not answered it already:
+            # a record written after its sender was told 503 would be a duplicate when the
+            # sender retries.
+            if not waiter.done():
+                self._enqueue((topic, self._partition(key, count)), (value, key, headers, waiter))
 
-        task = loop.create_task(fetch_then_submit())
+        task = loop.create_task(fetch_then_enqueue())
         self._metadata_fetches.add(task)  # a task nobody holds may be collected mid-way
         task.add_done_callback(self._metadata_fetches.discard)
         if deadline_s is None:
@@ -237,6 +229,16 @@ class BatchingKafkaWriter(KafkaWriter):
             if self._sweeper is None:
                 self._sweeper = loop.call_at(self._deadlines[0][0], self._sweep)
         return waiter
+
+    def _enqueue(self, tp: tuple[str, int], entry: _Entry) -> None:
+        """Add a record to its partition's next batch and wake the writing rounds."""
+        entries = self._pending.get(tp)
+        if entries is None:
+            self._pending[tp] = [entry]
+        else:
+            entries.append(entry)
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
 
     def _sweep(self) -> None:
         """Expire the writes whose deadline passed (BrokerUnavailable: their callers answer 503)."""

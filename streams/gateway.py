@@ -38,7 +38,7 @@ from streams.errors import (
     WebhookRejected,
 )
 from streams.gateway_metrics import PRODUCE_SECONDS, UNKNOWN_SOURCE, count_refusal, count_request
-from streams.http1 import Request, Response
+from streams.http_message import Request, Response
 from streams.ingest import EncodedEvent, encode_event
 from streams.metrics import exposition
 from streams.netguard import client_address, in_networks

@@ -20,7 +20,8 @@ from collections.abc import AsyncIterator
 from schemas.config import GatewaySettings, HookstreamConfig
 from streams.batch_writer import BatchingKafkaWriter
 from streams.gateway import Gateway
-from streams.http1 import HttpServer, Limits
+from streams.http_message import Limits
+from streams.http_server import HttpServer
 from streams.topics import ensure_topics
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,8 @@ from aiokafka import AIOKafkaProducer
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from streams.errors import WebhookRejected
-from streams.http1 import HttpServer, Limits, Request, Response
+from streams.http_message import Limits, Request, Response
+from streams.http_server import HttpServer
 
 PRODUCER_KEY = web.AppKey("producer", AIOKafkaProducer)
 TOPIC_KEY = web.AppKey("topic", str)

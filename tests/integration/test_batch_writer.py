@@ -266,3 +266,45 @@ async def test_stopping_with_writes_in_flight_answers_every_caller(kafka_bootstr
         else:
             assert isinstance(answer, BrokerUnavailable), answer
     assert len(on_topic) == 1 + len(offsets)  # nothing on the topic that got a 503
+
+
+async def test_submit_answers_with_a_future_and_only_with_hookstream_errors(
+    kafka_bootstrap: str,
+) -> None:
+    # submit() is what the gateway answers from: a future per record, never a coroutine to
+    # drive, failing only with BrokerUnavailable or RecordTooLarge (which its 503 and 413
+    # depend on), here a topic the producer has no metadata for yet, then one that does not
+    # exist (the broker does not create topics on demand).
+    settings = KafkaSettings(bootstrap_servers=kafka_bootstrap, produce_timeout_s=2)
+    async with BatchingKafkaWriter(settings, client_id="test-submit") as writer:
+        topic = await create_topic(kafka_bootstrap)
+        first = [writer.submit(topic, b'{"n":%d}' % i, key=b"k") for i in range(5)]
+        assert all(isinstance(f, asyncio.Future) for f in first)
+        answers = await asyncio.gather(*first)
+        assert [a.offset for a in answers] == [0, 1, 2, 3, 4]  # one key: one partition, in order
+        missing = writer.submit(f"absent-{uuid.uuid4().hex[:8]}", b"{}", key=b"k")
+        with pytest.raises(BrokerUnavailable):
+            await asyncio.wait_for(missing, timeout=20)
+        with pytest.raises(RecordTooLarge):
+            writer.submit(topic, b"x" * (2 * 1024 * 1024))
+
+
+async def test_a_write_expired_while_its_topic_metadata_was_fetched_is_never_written(
+    kafka_bootstrap: str,
+) -> None:
+    # The first write to a topic waits for the topic's metadata. If its deadline answers the
+    # caller first (503: the sender will retry), the record must not be written afterwards,
+    # or the retry would put it on the topic twice.
+    settings = KafkaSettings(bootstrap_servers=kafka_bootstrap, produce_timeout_s=10)
+    async with BatchingKafkaWriter(settings, client_id="test-late-metadata") as writer:
+        topic = await create_topic(kafka_bootstrap)
+        expired = writer.submit(topic, b'{"n":"expired"}', key=b"k")
+        assert writer._metadata_fetches  # the metadata is being fetched
+        expired.set_exception(BrokerUnavailable("the caller's deadline passed"))
+        await asyncio.gather(*writer._metadata_fetches)
+        kept = await writer.submit(topic, b'{"n":"kept"}', key=b"k")
+        with pytest.raises(BrokerUnavailable):
+            expired.result()
+    on_topic = await read_all(kafka_bootstrap, topic)
+    assert [r.value for r in on_topic] == [b'{"n":"kept"}']
+    assert kept.offset == 0
