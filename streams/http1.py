@@ -116,7 +116,9 @@ class Connection(asyncio.Protocol):
         # Requests received, not answered yet.
         self._queue: collections.deque[tuple[Request, Response | None]] = collections.deque()
         self._busy: Request | None = None  # the one whose answer is awaited
-        self._last_s = self._loop.time()  # the last byte in or answer out
+        # The last request begun or answer written: idle is measured from it (not from the
+        # last byte read, or empty lines between requests would keep a connection forever).
+        self._last_s = self._loop.time()
         self._closing = False  # no further request is read; close once the queue is answered
         self._eof = False  # the client will send nothing more
         self._reading_paused_s: float | None = None
@@ -144,7 +146,6 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return  # answered for the last time, or will be: what still comes is dropped
-        self._last_s = self._loop.time()
         messages, request, body_bytes = self._messages, self._request, self._body_bytes
         in_head = self._began_s is not None and request is None
         try:
@@ -183,10 +184,17 @@ class Connection(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         """The client will send nothing more: answer what it sent, then close (True keeps
-        the transport open for those answers; over TLS asyncio closes regardless)."""
+        the transport open for those answers).
+
+        Over TLS, asyncio closes the connection on the client's close_notify whatever this
+        returns (and warns when it is True): answers still owed are lost. A webhook accepted
+        that way has no 202, its sender retries, and dedupe makes the retry one event.
+        """
         self._eof = True
         self._closing = True
-        return self._busy is not None or bool(self._queue)
+        owed = self._busy is not None or bool(self._queue)
+        transport = self._transport
+        return owed and transport is not None and transport.get_extra_info("sslcontext") is None
 
     def pause_writing(self) -> None:
         """The client is not reading its answers: stop handling and reading its requests."""
@@ -203,7 +211,7 @@ class Connection(asyncio.Protocol):
         if self._closing:
             raise _Stop
         self._messages += 1
-        self._began_s = self._loop.time()
+        self._began_s = self._last_s = self._loop.time()
         self._url = b""
         self._headers = []
         self._head_bytes = 0
@@ -293,15 +301,8 @@ class Connection(asyncio.Protocol):
         if not keep_alive:
             self._closing = True  # this is the connection's last request
         refusal = self._refusal
-        if refusal is None:
-            body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
-            coding = request.headers.get("Content-Encoding")
-            if coding is not None and body:
-                try:
-                    body = decode_body(body, coding.strip().lower(), self._limits.max_body_bytes)
-                except WebhookRejected as exc:
-                    refusal = self._app.refuse(request, exc)
-            request.body = body
+        if refusal is None:  # still encoded: decoded at its turn (see _decoded)
+            request.body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         self._body = []
         queue.append((request, refusal))
         if self._busy is None:
@@ -322,6 +323,8 @@ class Connection(asyncio.Protocol):
             and self._transport is not None
         ):
             request, refusal = queue.popleft()
+            if refusal is None:
+                refusal = self._decoded(request)
             if refusal is not None:
                 self._write(request, refusal)
                 continue
@@ -352,6 +355,24 @@ class Connection(asyncio.Protocol):
             self._send_continue()  # the request waiting for it is next now
         if len(queue) < MAX_QUEUED and self._writing_paused_s is None:
             self._resume_reading()
+
+    def _decoded(self, request: Request) -> Response | None:
+        """Decode the body of the request whose turn it is (None), or refuse it.
+
+        At its turn rather than on arrival: a pipelined queue of compressed bodies would
+        otherwise hold all of them decoded at once, up to the limit each, from a few bytes each
+        on the wire.
+        """
+        coding = request.headers.get("Content-Encoding")
+        if coding is None or not request.body:
+            return None
+        try:
+            request.body = decode_body(
+                request.body, coding.strip().lower(), self._limits.max_body_bytes
+            )
+        except WebhookRejected as exc:
+            return self._app.refuse(request, exc)
+        return None
 
     def _finished(self, future: asyncio.Future[Response]) -> None:
         request, self._busy = self._busy, None
@@ -391,9 +412,11 @@ class Connection(asyncio.Protocol):
             self._linger(transport)
 
     def _send_continue(self) -> None:
+        """Ask for the body; the body's clock starts now (the sender was right to wait)."""
         self._continue_due = False
         if self._transport is not None and self._request is not None and not self._body_bytes:
             self._transport.write(CONTINUE)
+            self._head_done_s = self._loop.time()
 
     def _answer_now_and_close(self, request: Request, response: Response) -> None:
         """Answer ahead of the body (or instead of it), then close: used for refusals."""
@@ -422,8 +445,8 @@ class Connection(asyncio.Protocol):
         elif self._writing_paused_s is not None:
             if now_s - self._writing_paused_s > limits.idle_timeout_s:
                 self.abort()  # the client stopped reading its answers
-        elif self._reading_paused_s is not None:
-            return  # we stopped reading: the client is not late (see _resume_reading)
+        elif self._reading_paused_s is not None or self._continue_due:
+            return  # we stopped reading, or have not asked for the body yet: not late
         elif began_s is not None:
             if self._request is None:  # the head is still arriving
                 if now_s - began_s > limits.idle_timeout_s:

@@ -20,6 +20,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from streams.errors import InvalidPayload, PayloadTooLarge, UnsupportedMediaType, WebhookRejected
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+MAX_GZIP_MEMBERS = 16
 CODINGS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 _STATUS_LINES = {
     status.value: f"HTTP/1.1 {status.value} {status.phrase}\r\n".encode() for status in HTTPStatus
@@ -103,8 +104,12 @@ def framing_error(headers: CIMultiDictProxy[str], limit: int) -> WebhookRejected
     """What the server itself refuses in a head: a declared length over the limit (413), an
     encoding it cannot decode (415)."""
     length = headers.get("Content-Length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        return PayloadTooLarge(f"body of {length} bytes exceeds the limit of {limit} bytes")
+    if length is not None and length.isascii() and length.isdigit():
+        digits = length.lstrip("0")
+        if len(digits) > 18:  # int() of thousands of digits is refused (and slow)
+            return PayloadTooLarge(f"the declared body exceeds the limit of {limit} bytes")
+        if digits and int(digits) > limit:
+            return PayloadTooLarge(f"body of {digits} bytes exceeds the limit of {limit} bytes")
     coding = headers.get("Content-Encoding")
     if coding is not None:
         coding = coding.strip().lower()
@@ -126,7 +131,9 @@ def decode_body(body: bytes, coding: str, limit: int) -> bytes:
         plain = _inflate(body, -zlib.MAX_WBITS, limit)
     if plain is None:
         raise InvalidPayload(
-            f"the body is not valid {coding} (or is truncated)", code="invalid_encoding"
+            f"the body is not valid {coding} (or is truncated, or has over "
+            f"{MAX_GZIP_MEMBERS} gzip members)",
+            code="invalid_encoding",
         )
     if len(plain) > limit:
         raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes once decompressed")
@@ -134,12 +141,22 @@ def decode_body(body: bytes, coding: str, limit: int) -> bytes:
 
 
 def _inflate(data: bytes, wbits: int, limit: int) -> bytes | None:
-    """Decompress every member (gzip allows several back to back), stopping past ``limit``
-    bytes of output: a small bomb never costs more than the limit. None: not valid/complete."""
+    """Decompress, stopping past ``limit`` bytes of output: a small bomb never costs more than
+    the limit. None: not valid, or not complete.
+
+    gzip allows several members back to back (what concatenated .gz files are); at most
+    :data:`MAX_GZIP_MEMBERS` are read, since each one costs a pass over the rest of the body
+    (thousands of empty members would cost seconds of CPU). A zlib or raw deflate body is one
+    stream, and anything after it makes it invalid.
+    """
+    members = MAX_GZIP_MEMBERS if wbits > zlib.MAX_WBITS else 1
     parts: list[bytes] = []
     size = 0
     try:
         while data:
+            if not members:
+                return None
+            members -= 1
             decoder = zlib.decompressobj(wbits)
             part = decoder.decompress(data, limit + 1 - size)
             parts.append(part)

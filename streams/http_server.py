@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from email.utils import formatdate
 from typing import Any
 
 from streams.http1 import Connection
 from streams.http_message import Application, Limits
+
+log = logging.getLogger(__name__)
 
 
 class HttpServer:
@@ -75,6 +78,12 @@ class HttpServer:
         loop = asyncio.get_running_loop()
         self.date_line = b"Date: " + formatdate(usegmt=True).encode() + b"\r\n"
         now_s = loop.time()
-        for connection in list(self.connections):
-            connection.check_timeouts(now_s)
-        self._sweeper = loop.call_later(self._sweep_every_s, self._tick)
+        try:
+            for connection in list(self.connections):
+                try:
+                    connection.check_timeouts(now_s)
+                except Exception:  # a bug: one connection's must not stop every timeout
+                    log.exception("the HTTP layer failed checking a connection's timeouts")
+                    connection.abort()
+        finally:
+            self._sweeper = loop.call_later(self._sweep_every_s, self._tick)

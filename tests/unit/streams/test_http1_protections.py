@@ -7,13 +7,14 @@ an answer it owed, or hang; the client side is raw bytes on a loopback socket.
 from __future__ import annotations
 
 import asyncio
+import gzip
 
 import orjson
 import pytest
 
 from streams import http1
 from streams.http1 import MAX_FRAMING_BYTES, MAX_HEAD_BYTES, MAX_PIPELINED, MAX_QUEUED
-from streams.http_message import Response
+from streams.http_message import MAX_GZIP_MEMBERS, Response
 from tests.support.http1 import BIG_ANSWER_BYTES, Served, closed, post, read_answer
 
 
@@ -199,4 +200,85 @@ async def test_an_answer_that_cannot_be_sent_is_a_500_and_the_connection_goes_on
     answer = await read_answer(reader)
     assert (answer.status, orjson.loads(answer.body)["code"]) == (500, "internal_error")
     assert orjson.loads((await read_answer(reader)).body)["body"] == "after"
+    writer.close()
+
+
+async def test_a_body_of_many_gzip_members_is_refused_without_decoding_them_all(
+    served: Served,
+) -> None:
+    # Each gzip member costs a pass over the rest of the body: thousands of empty ones would
+    # hold the event loop for seconds. Past MAX_GZIP_MEMBERS the body is refused.
+    reader, writer = await served.connect()
+    few = gzip.compress(b"ab") + gzip.compress(b"cd")
+    many = gzip.compress(b"") * (MAX_GZIP_MEMBERS + 1)
+    for body in (few, many):
+        writer.write(post("/echo", body, "Content-Encoding: gzip"))
+    answers = [await read_answer(reader), await read_answer(reader)]
+    assert orjson.loads(answers[0].body)["body"] == "abcd"
+    assert (answers[1].status, orjson.loads(answers[1].body)["code"]) == (400, "invalid_encoding")
+    writer.close()
+
+
+async def test_queued_compressed_bodies_are_decoded_only_at_their_turn(served: Served) -> None:
+    # Small on the wire, each up to the limit decoded: a queue of them decoded on arrival
+    # would hold that much memory per connection.
+    reader, writer = await served.connect()
+    bomb = gzip.compress(b"0" * 4000)  # LIMIT is 4096
+    writer.write(
+        post("/hold", b"first")
+        + b"".join(post("/echo", bomb, "Content-Encoding: gzip") for _ in range(5))
+    )
+    await asyncio.sleep(0.2)
+    (connection,) = served.server.connections
+    waiting = [request.body for request, _ in connection._queue]
+    assert waiting == [bomb] * 5  # still as sent
+    served.app.held[0].set_result(Response(200, b"{}"))
+    answers = [await read_answer(reader) for _ in range(6)]
+    assert [len(orjson.loads(a.body)["body"]) for a in answers[1:]] == [4000] * 5
+    writer.close()
+
+
+async def test_the_body_clock_starts_with_a_late_100_continue(served: Served) -> None:
+    # The sender rightly waits for its 100 Continue while an earlier request is answered; its
+    # body_timeout_s (0.5) runs from the 100, not from its head.
+    reader, writer = await served.connect()
+    writer.write(
+        post("/hold", b"first")
+        + b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 6\r\nExpect: 100-continue\r\n\r\n"
+    )
+    await asyncio.sleep(1.0)
+    served.app.held[0].set_result(Response(201, b"{}"))
+    assert (await read_answer(reader)).status == 201
+    interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
+    assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+    await asyncio.sleep(0.2)
+    writer.write(b"second")
+    answer = await read_answer(reader)
+    assert (answer.status, orjson.loads(answer.body)["body"]) == (200, "second")
+    writer.close()
+
+
+async def test_a_content_length_of_thousands_of_digits_is_a_clear_answer(served: Served) -> None:
+    # Python's int() refuses strings of over 4300 digits; llhttp accepts leading zeros.
+    reader, writer = await served.connect()
+    zeros = "0" * 5000
+    writer.write(f"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {zeros}2\r\n\r\nok".encode())
+    answer = await read_answer(reader)
+    assert (answer.status, orjson.loads(answer.body)["body"]) == (200, "ok")
+    huge = "1" + "0" * 18  # 19 digits: still a 64-bit length to llhttp
+    writer.write(f"POST /echo HTTP/1.1\r\nContent-Length: {zeros}{huge}\r\n\r\n".encode())
+    answer = await read_answer(reader)
+    assert (answer.status, orjson.loads(answer.body)["code"]) == (413, "payload_too_large")
+    writer.close()
+
+
+async def test_empty_lines_do_not_keep_an_idle_connection_open(served: Served) -> None:
+    # llhttp skips empty lines between requests without beginning one: they are not activity.
+    reader, writer = await served.connect()
+    for _ in range(12):  # 2.4 s against an idle_timeout_s of 0.5
+        writer.write(b"\r\n")
+        await asyncio.sleep(0.2)
+        if reader.at_eof():
+            break
+    assert reader.at_eof()  # closed while the empty lines were still coming
     writer.close()
