@@ -186,12 +186,7 @@ class BatchingKafkaWriter(KafkaWriter):
         waiter: asyncio.Future[RecordMetadata] = loop.create_future()
         self._enqueue((topic, self._partition(key, count)), (value, key, headers, waiter))
         if deadline_s is None:
-            deadlines = self._deadlines
-            while deadlines and deadlines[0][1].done():
-                deadlines.popleft()
-            deadlines.append((loop.time() + self.settings.produce_timeout_s, waiter))
-            if self._sweeper is None:
-                self._sweeper = loop.call_at(deadlines[0][0], self._sweep)
+            self._add_deadline(loop, waiter)
         return waiter
 
     def _submit_after_metadata(
@@ -225,9 +220,7 @@ class BatchingKafkaWriter(KafkaWriter):
         self._metadata_fetches.add(task)  # a task nobody holds may be collected mid-way
         task.add_done_callback(self._metadata_fetches.discard)
         if deadline_s is None:
-            self._deadlines.append((loop.time() + self.settings.produce_timeout_s, waiter))
-            if self._sweeper is None:
-                self._sweeper = loop.call_at(self._deadlines[0][0], self._sweep)
+            self._add_deadline(loop, waiter)
         return waiter
 
     def _enqueue(self, tp: tuple[str, int], entry: _Entry) -> None:
@@ -239,6 +232,18 @@ class BatchingKafkaWriter(KafkaWriter):
             entries.append(entry)
         if self._wake is not None and not self._wake.done():
             self._wake.set_result(None)
+
+    def _add_deadline(
+        self, loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[RecordMetadata]
+    ) -> None:
+        """``produce_timeout_s`` from now, ``waiter`` fails with BrokerUnavailable unless
+        answered by then (the answered ones at the head are dropped on the way)."""
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][1].done():
+            deadlines.popleft()
+        deadlines.append((loop.time() + self.settings.produce_timeout_s, waiter))
+        if self._sweeper is None:
+            self._sweeper = loop.call_at(deadlines[0][0], self._sweep)
 
     def _sweep(self) -> None:
         """Expire the writes whose deadline passed (BrokerUnavailable: their callers answer 503)."""

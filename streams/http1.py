@@ -192,9 +192,10 @@ class Connection(asyncio.Protocol):
         """
         self._eof = True
         self._closing = True
-        owed = self._busy is not None or bool(self._queue)
         transport = self._transport
-        return owed and transport is not None and transport.get_extra_info("sslcontext") is None
+        if transport is None or transport.get_extra_info("sslcontext") is not None:
+            return False
+        return self._owes_answers()
 
     def pause_writing(self) -> None:
         """The client is not reading its answers: stop handling and reading its requests."""
@@ -271,7 +272,7 @@ class Connection(asyncio.Protocol):
             return
         if expects and request.http_version == "1.1":
             self._continue_due = True
-            if self._busy is None and not self._queue:
+            if not self._owes_answers():
                 self._send_continue()
 
     def on_body(self, chunk: bytes) -> None:
@@ -450,7 +451,10 @@ class Connection(asyncio.Protocol):
         elif began_s is not None:
             if self._request is None:  # the head is still arriving
                 if now_s - began_s > limits.idle_timeout_s:
-                    self._head_timed_out()
+                    # Dropped without an answer; those owed for earlier requests are written
+                    # (the last says Connection: close).
+                    self._began_s = None
+                    self._close_when_answered()
             elif now_s - self._head_done_s > limits.body_timeout_s:
                 self._fail(
                     BodyTimeout(
@@ -459,28 +463,25 @@ class Connection(asyncio.Protocol):
                     ),
                     self._request,
                 )
-        elif (
-            self._busy is None and not self._queue and now_s - self._last_s > limits.idle_timeout_s
-        ):
+        elif not self._owes_answers() and now_s - self._last_s > limits.idle_timeout_s:
             self.close()
-
-    def _head_timed_out(self) -> None:
-        """A head too slow to arrive is dropped without an answer; what came before is still
-        answered (the last answer says Connection: close)."""
-        if self._busy is None and not self._queue:
-            self.close()
-        else:
-            self._closing = True
-            self._began_s = None
 
     def drain(self) -> None:
         """Shutting down: close now if idle, else once what was received is answered. A
         request that is arriving is read to its end first (its answer closes)."""
         if self._began_s is not None:
             return  # on_message_complete sees server.closing: keep_alive False
+        self._close_when_answered()
+
+    def _close_when_answered(self) -> None:
+        """Read no further request; close now if no answer is owed, else after the last one
+        (written with Connection: close, then lingering)."""
         self._closing = True
-        if self._busy is None and not self._queue and self._lingering_since_s is None:
+        if not self._owes_answers() and self._lingering_since_s is None:
             self.close()
+
+    def _owes_answers(self) -> bool:
+        return self._busy is not None or bool(self._queue)
 
     def _linger(self, transport: asyncio.Transport) -> None:
         """Close without losing the last answer.

@@ -78,12 +78,10 @@ class HttpServer:
         loop = asyncio.get_running_loop()
         self.date_line = b"Date: " + formatdate(usegmt=True).encode() + b"\r\n"
         now_s = loop.time()
-        try:
-            for connection in list(self.connections):
-                try:
-                    connection.check_timeouts(now_s)
-                except Exception:  # a bug: one connection's must not stop every timeout
-                    log.exception("the HTTP layer failed checking a connection's timeouts")
-                    connection.abort()
-        finally:
-            self._sweeper = loop.call_later(self._sweep_every_s, self._tick)
+        for connection in list(self.connections):
+            try:
+                connection.check_timeouts(now_s)
+            except Exception:  # a bug: one connection's must not stop every timeout
+                log.exception("the HTTP layer failed checking a connection's timeouts")
+                connection.abort()
+        self._sweeper = loop.call_later(self._sweep_every_s, self._tick)
