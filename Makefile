@@ -74,11 +74,12 @@ bench-replay: venv ## hookstream replay vs a kcat pipe over 100,000 events (benc
 bench-latency: venv ## webhook in → CRM update, per hop, at a low rate vs bare aiokafka hops (bench/results/latency.md, .json)
 	scripts/with-kafka $(PY) bench/latency/run.py
 
-lint: venv ## ruff check, ruff format --check, mypy (runs all three, fails if any fails)
+lint: venv ## ruff check, ruff format --check, mypy, the import contracts (runs all, fails if any fails)
 	@rc=0; \
 	echo "+ ruff check ."; $(PY) -m ruff check . || rc=1; \
 	echo "+ ruff format --check ."; $(PY) -m ruff format --check . || rc=1; \
 	echo "+ mypy"; $(PY) -m mypy || rc=1; \
+	echo "+ lint-imports"; $(VENV)/bin/lint-imports || rc=1; \
 	exit $$rc
 
 fmt: venv ## ruff format + ruff check --fix

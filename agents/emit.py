@@ -12,9 +12,9 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from schemas.errors import BrokerUnavailable
 from schemas.events import DeadLetter
-from streams.errors import BrokerUnavailable
-from streams.producer import Headers, KafkaWriter
+from streams.kafka.producer import Headers, KafkaWriter
 
 log = logging.getLogger(__name__)
 _PAUSE_MAX_S = 10.0

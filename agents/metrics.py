@@ -6,9 +6,18 @@ Never event ids or payload content.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from prometheus_client import Counter, Gauge, Histogram
 
-from agents.runner import RunnerStats
+
+class RunnerCounters(Protocol):
+    """What :func:`watch_runner` reads of a runner (``agents.stages.runner.RunnerStats``)."""
+
+    in_flight: int
+    max_in_flight_seen: int
+    handled: int
+
 
 AI_CALLS = Counter(
     "hookstream_ai_calls_total",
@@ -63,7 +72,7 @@ RUNNER_LIMIT = Gauge("hookstream_runner_max_in_flight", "The agent's in-flight b
 RUNNER_HANDLED = Gauge("hookstream_runner_handled", "Events done since start.", ["agent"])
 
 
-def watch_runner(agent: str, stats: RunnerStats, limit: int) -> None:
+def watch_runner(agent: str, stats: RunnerCounters, limit: int) -> None:
     """Expose a runner's live counters (read at scrape time, nothing to update)."""
     RUNNER_IN_FLIGHT.labels(agent).set_function(lambda: stats.in_flight)
     RUNNER_MAX_IN_FLIGHT_SEEN.labels(agent).set_function(lambda: stats.max_in_flight_seen)

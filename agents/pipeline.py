@@ -1,7 +1,7 @@
 """Wire the stage handlers to Faust agents.
 
 Every agent reads raw bytes (the stage decodes and dead-letters bad records itself) through
-:class:`agents.runner.OrderedRunner` over a ``noack`` stream, so Faust commits only what the
+:class:`agents.stages.runner.OrderedRunner` over a ``noack`` stream, so Faust commits only what the
 runner acked, in offset order.
 """
 
@@ -15,11 +15,11 @@ import faust
 
 from agents.metrics import watch_runner
 from agents.resources import Resources
-from agents.runner import OrderedRunner
 from agents.sinks.wiring import register_sink_agents
-from agents.stages import AIStage, EnrichStage
+from agents.stages.runner import OrderedRunner
+from agents.stages.worker import AIStage, EnrichStage
 from schemas.config import HookstreamConfig
-from streams.topics import Topics
+from schemas.topics import Topics
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The per-process connections the agents share: one HTTP session, one Kafka writer and, in the
-worker, its durable maps (dedupe and the AI answer cache, :mod:`agents.state`).
+worker, its durable maps (dedupe and the AI answer cache, :mod:`agents.state.durable_map`).
 
-Reference-counted (:class:`agents.shared.RefCounted`): the first agent to enter starts them,
+Reference-counted (:class:`agents.refcount.RefCounted`): the first agent to enter starts them,
 the last to leave closes them.
 """
 
@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import aiohttp
 
-from agents.http import new_session
-from agents.netguard import NetGuard
-from agents.recovery import results_since_last_commit
-from agents.shared import RefCounted
-from agents.state import DurableMap
+from agents.outbound.egress_guard import NetGuard
+from agents.outbound.http import new_session
+from agents.refcount import RefCounted
+from agents.state.durable_map import DurableMap
+from agents.state.recovery import results_since_last_commit
 from schemas.config import HookstreamConfig
-from streams.producer import KafkaWriter
-from streams.topics import Topics
+from schemas.topics import Topics
+from streams.kafka.producer import KafkaWriter
 
 
 class Resources(RefCounted):
@@ -71,7 +71,7 @@ class Resources(RefCounted):
         return self._writer
 
     async def _recover_markers(self, dedupe: DurableMap) -> None:
-        """Mark results a crash left without their marker (:mod:`agents.recovery`)."""
+        """Mark results a crash left without their marker (:mod:`agents.state.recovery`)."""
         topics = Topics(self.config.kafka.topic_prefix)
         done = await results_since_last_commit(
             self.config.kafka,

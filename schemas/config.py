@@ -26,7 +26,7 @@ from pydantic import (
 )
 
 from schemas import templates
-from streams.errors import TemplateError
+from schemas.errors import TemplateError
 
 Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 DEFAULT_FORWARDED_HEADERS = ("user-agent", "content-type", "x-request-id", "traceparent")

@@ -17,7 +17,7 @@ import yaml
 from pydantic import ValidationError
 
 from schemas.config import SINK_KINDS, HookstreamConfig, reference_problems
-from streams.errors import ConfigError
+from schemas.errors import ConfigError
 
 Location = tuple[str | int, ...]
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

@@ -7,9 +7,9 @@ from pathlib import Path
 import orjson
 from pydantic import BaseModel
 
+from schemas import topics
 from schemas.config import HookstreamConfig
 from schemas.events import AIResult, CloudEvent, DeadLetter, DeliveryReceipt, EnrichedEvent
-from streams import topics
 
 TOPIC_MODELS: dict[str, type[BaseModel]] = {
     topics.EVENTS: CloudEvent,

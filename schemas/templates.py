@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 import orjson
 
-from streams.errors import TemplateError
+from schemas.errors import TemplateError
 
 _PLACEHOLDER = re.compile(r"\{\{\s*(.*?)\s*\}\}")
 _PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")

@@ -47,7 +47,7 @@ class Service:
         self.log_path = LOGS / f"{name}.log"
         self.log = self.log_path.open("wb")
         self.process = subprocess.Popen(  # noqa: S603 - our own CLI, fixed arguments
-            [sys.executable, "-m", "streams.cli", *args],
+            [sys.executable, "-m", "streams.cli.main", *args],
             stdout=self.log,
             stderr=subprocess.STDOUT,
             cwd=REPO,
@@ -91,7 +91,7 @@ def http_json(
 
 def sign(source: str, body: bytes) -> dict[str, str]:
     sys.path.insert(0, str(REPO))
-    from streams.signatures import sign_hmac_sha256
+    from streams.gateway.signatures import sign_hmac_sha256
 
     if source == "helpdesk":
         digest = sign_hmac_sha256(DEMO_SECRETS["HELPDESK_WEBHOOK_SECRET"].encode(), body)

@@ -40,10 +40,10 @@ from pydantic import ValidationError
 
 from schemas.codec import dumps
 from schemas.config import KafkaSettings
+from schemas.errors import BrokerUnavailable, ToolError
 from schemas.events import AIResult, CloudEvent
-from streams.errors import BrokerUnavailable, ToolError
-from streams.producer import Headers, KafkaWriter
-from streams.topics import Topics
+from schemas.topics import Topics
+from streams.kafka.producer import Headers, KafkaWriter
 
 
 def make_event(

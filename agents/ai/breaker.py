@@ -2,7 +2,7 @@
 
 Closed: calls go through; ``failure_threshold`` consecutive failures (5xx, timeouts, connection
 errors — not 429, which the budget handles, nor 4xx, which are the request's fault) open it.
-Open: calls fail at once with :class:`~streams.errors.CircuitOpen`, so the flow moves on to its
+Open: calls fail at once with :class:`~schemas.errors.CircuitOpen`, so the flow moves on to its
 fallback instead of spending retries on a provider that is down. After ``open_s`` one trial call
 is let through (half-open): success closes the breaker, failure opens it for another ``open_s``.
 """
@@ -14,7 +14,7 @@ from collections.abc import Callable
 from enum import IntEnum
 
 from schemas.config import BreakerConfig
-from streams.errors import CircuitOpen
+from schemas.errors import CircuitOpen
 
 Clock = Callable[[], float]
 

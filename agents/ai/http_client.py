@@ -13,10 +13,10 @@ from typing import Any
 import aiohttp
 
 from agents.ai.provider import STAGE, ChatRequest, Completion
-from agents.http import request_json
+from agents.outbound.http import request_json
 from schemas.config import ProviderConfig
+from schemas.errors import RetriableRemoteError
 from schemas.events import TokenUsage
-from streams.errors import RetriableRemoteError
 
 
 class HttpChatClient:

@@ -12,7 +12,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
-from streams.errors import InvalidModelOutput
+from schemas.errors import InvalidModelOutput
 
 _SCALARS: dict[str, Any] = {
     "string": str,

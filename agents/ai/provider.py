@@ -12,7 +12,6 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import aiohttp
 import orjson
 
 from schemas.config import ProviderConfig
@@ -98,12 +97,3 @@ def schema_instruction(request: ChatRequest) -> str:
     """For servers without structured output: the schema, spelled out in the system prompt."""
     schema = orjson.dumps(request.schema).decode()
     return f"Answer with only a JSON object that fits this JSON Schema: {schema}"
-
-
-def client_for(provider: ProviderConfig, session: aiohttp.ClientSession) -> ChatClient:
-    from agents.ai.anthropic import AnthropicMessages
-    from agents.ai.openai import OpenAIChat
-
-    if provider.kind == "anthropic":
-        return AnthropicMessages(provider, session)
-    return OpenAIChat(provider, session)

@@ -24,13 +24,14 @@ import aiohttp
 from agents import metrics
 from agents.ai.breaker import CircuitBreaker
 from agents.ai.budget import RateBudget
+from agents.ai.clients import client_for
 from agents.ai.output import compile_schema, parse_output
-from agents.ai.provider import ChatClient, ChatRequest, Completion, client_for
-from agents.retry import RetriesExhausted, RetryPolicy, with_retries
+from agents.ai.provider import ChatClient, ChatRequest, Completion
+from agents.outbound.retry import RetriesExhausted, RetryPolicy, with_retries
 from schemas import templates
 from schemas.config import FlowConfig, ProviderConfig, WorkerSettings
+from schemas.errors import CircuitOpen, HookstreamError, InvalidModelOutput, RemoteError
 from schemas.events import AIResult, EnrichedEvent, TokenUsage
-from streams.errors import CircuitOpen, HookstreamError, InvalidModelOutput, RemoteError
 
 
 @dataclass

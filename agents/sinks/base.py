@@ -11,7 +11,7 @@ outage gate, the delivered-memory and the receipts are the stage's job
   first record. Subclasses implement only ``write(batch)``. A batch that fails for good is
   retried record by record, so one bad record cannot take its batch-mates to the DLQ.
 
-Either way ``add`` raises a :class:`~streams.errors.HookstreamError` on failure, whose
+Either way ``add`` raises a :class:`~schemas.errors.HookstreamError` on failure, whose
 ``retriable`` flag tells the stage whether the target is down (pause and retry) or the record is
 wrong (dead letter).
 """
@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+from schemas.errors import HookstreamError
 from schemas.events import AIResult
-from streams.errors import HookstreamError
 
 log = logging.getLogger(__name__)
 

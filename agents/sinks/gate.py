@@ -24,8 +24,8 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from agents.retry import RetriesExhausted
-from streams.errors import HookstreamError, RemoteError
+from agents.outbound.retry import RetriesExhausted
+from schemas.errors import HookstreamError, RemoteError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -3,15 +3,15 @@
 Each request carries ``Idempotency-Key`` (:func:`agents.sinks.base.idempotency_key`): the same
 delivery retried after a crash carries the same key, so a target that honours the header
 applies it once. The URL is a template filled from event data, so it passes the SSRF guard
-(:mod:`agents.netguard`) before every request.
+(:mod:`agents.outbound.egress_guard`) before every request.
 """
 
 from __future__ import annotations
 
 import aiohttp
 
-from agents.http import request_json
-from agents.netguard import NetGuard
+from agents.outbound.egress_guard import NetGuard
+from agents.outbound.http import request_json
 from agents.sinks.base import STAGE, Delivery, Sink
 from schemas import templates
 from schemas.config import HttpSinkConfig

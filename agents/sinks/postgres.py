@@ -30,7 +30,7 @@ import orjson
 from agents.sinks.base import STAGE, BatchingSink, Delivery
 from schemas import templates
 from schemas.config import PostgresSinkConfig
-from streams.errors import ConfigError, PermanentRemoteError, RetriableRemoteError, StageError
+from schemas.errors import ConfigError, PermanentRemoteError, RetriableRemoteError, StageError
 
 log = logging.getLogger(__name__)
 

@@ -13,12 +13,12 @@ from typing import Any
 
 import aiohttp
 
-from agents.http import request_json
-from agents.netguard import NetGuard
+from agents.outbound.egress_guard import NetGuard
+from agents.outbound.http import request_json
 from agents.sinks.base import STAGE, Delivery, Sink
 from schemas import templates
 from schemas.config import SlackSinkConfig
-from streams.errors import ConfigError
+from schemas.errors import ConfigError
 
 
 class SlackSink(Sink):

@@ -20,20 +20,20 @@ from types import TracebackType
 from typing import Any
 
 from agents.emit import emit
-from agents.markers import REDRIVEN_HEADER, header, replay_id
-from agents.netguard import NetGuard
+from agents.outbound.egress_guard import NetGuard
 from agents.resources import Resources
 from agents.sinks.base import Delivery, Sink, idempotency_key, sink_context
 from agents.sinks.gate import OutageGate
 from agents.sinks.http import HttpSink
-from agents.sinks.memory import DEAD_LETTERED, DELIVERED, DeliveredMemory
 from agents.sinks.postgres import PostgresSink
 from agents.sinks.slack import SlackSink
-from agents.stage_base import InvalidRecord, Stage, decode
+from agents.stages.base import InvalidRecord, Stage, decode
+from agents.state.delivered import DEAD_LETTERED, DELIVERED, DeliveredMemory
 from schemas.codec import dumps
 from schemas.config import HookstreamConfig, HttpSinkConfig, SlackSinkConfig
+from schemas.errors import HookstreamError
 from schemas.events import AIResult, DeliveryReceipt
-from streams.errors import HookstreamError
+from schemas.headers import REDRIVEN_HEADER, header, replay_id
 
 log = logging.getLogger(__name__)
 

@@ -3,8 +3,9 @@
 Each agent holds, for as long as it runs, the process's shared connections
 (:class:`agents.resources.Resources`), the delivered-memory (shared by every sink agent of the
 process) and its own sink's connections (a PostgreSQL pool), and runs its stage through
-:class:`agents.runner.OrderedRunner` over a ``noack`` stream: Faust commits only what the runner
-acked, in offset order. A paused sink keeps its runner's slots full, so its agent stops pulling.
+:class:`agents.stages.runner.OrderedRunner` over a ``noack`` stream: Faust commits only what
+the runner acked, in offset order. A paused sink keeps its runner's slots full, so its agent
+stops pulling.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from typing import Any
 import faust
 
 from agents.resources import Resources
-from agents.runner import OrderedRunner
-from agents.sinks.memory import DeliveredMemory
 from agents.sinks.stage import SinkStage
+from agents.stages.runner import OrderedRunner
+from agents.state.delivered import DeliveredMemory
 from schemas.config import HookstreamConfig
-from streams.topics import Topics
+from schemas.topics import Topics
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ measures its steady drain rate: events / (last output - first output). Per-key o
 violations are counted on each output topic (a key's sequence numbers must rise). The naive
 agent does one call at a time (≈ 1/L events/s); it is measured on a smaller slice, which is
 enough for a rate. Finally the worker's RSS is read from its /metrics with 1,000 events in
-flight (N = 250: the runner admits 4N = 1,000, agents.stages.ADMIT_PER_CALL; L = 2 s).
+flight (N = 250: the runner admits 4N = 1,000, agents.stages.worker.ADMIT_PER_CALL; L = 2 s).
 
 Writes bench/results/ai_stage.md and bench/results/ai_stage.json.
 Usage: python bench/ai_stage/run.py [--events 20000] [--naive-events 300]

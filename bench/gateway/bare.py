@@ -3,7 +3,7 @@
 - ``--mode bare``: an aiohttp handler that reads the body and answers 202 — the ceiling.
 - ``--mode kafka``: the same plus aiokafka ``send_and_wait`` (acks=all) per request — the
   naive peer: what a team writes in an afternoon, without verification, envelope or limits.
-- ``--mode http1``: the bare handler on the gateway's own HTTP layer (:mod:`streams.http1`):
+- ``--mode http1``: the bare handler on the gateway's own HTTP layer (:mod:`streams.http.protocol`):
   the ceiling of the stack the gateway runs on, reported beside (a) for comparison.
 
 Both use the same event loop as the hookstream gateway under test (uvloop when installed), so
@@ -24,9 +24,9 @@ from aiokafka import AIOKafkaProducer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from streams.errors import WebhookRejected
-from streams.http_message import Limits, Request, Response
-from streams.http_server import HttpServer
+from schemas.errors import WebhookRejected
+from streams.http.message import Limits, Request, Response
+from streams.http.server import HttpServer
 
 PRODUCER_KEY = web.AppKey("producer", AIOKafkaProducer)
 TOPIC_KEY = web.AppKey("topic", str)
@@ -49,7 +49,7 @@ async def naive_kafka(request: web.Request) -> web.Response:
 
 
 class BareApplication:
-    """(d): what ``bare`` does, as a :class:`streams.http1.Application`."""
+    """(d): what ``bare`` does, as a :class:`streams.http.protocol.Application`."""
 
     def check_head(self, request: Request) -> Response | None:
         return None

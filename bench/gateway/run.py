@@ -38,7 +38,7 @@ RESULTS = REPO / "bench" / "results"
 NOTES = HERE / "NOTES.md"  # the profile, kept by hand, appended to gateway.md
 sys.path.insert(0, str(REPO))
 
-from streams.signatures import standard  # noqa: E402
+from streams.gateway.signatures import standard  # noqa: E402
 from tests.support.kafka import create_topic  # noqa: E402
 
 PY = sys.executable
@@ -48,7 +48,7 @@ LABELS = {
     "a": "bare aiohttp handler, 202",
     "b": "aiohttp + aiokafka send_and_wait (acks=all) per request",
     "c": "hookstream gateway: Standard Webhooks verification, CloudEvent, acks=all",
-    "d": "bare handler on the gateway's HTTP layer (streams.http1), 202: reference only",
+    "d": "bare handler on the gateway's HTTP layer (streams.http.protocol), 202: reference only",
 }
 
 
@@ -371,7 +371,7 @@ def main() -> int:
             "b": start("b", [*naive, "--topic", naive_topic], env, work / "b.log"),
             "c": start(
                 "c",
-                [PY, "-m", "streams.cli", "gateway", "-c", str(config), "-l", "warn"],
+                [PY, "-m", "streams.cli.main", "gateway", "-c", str(config), "-l", "warn"],
                 env,
                 work / "c.log",
             ),

@@ -196,7 +196,7 @@ def run_kcat(kcat: str, bootstrap: str, source: str, target: str, t0: int, t1: i
 def run_replay(env: dict[str, str], config: Path, t0: str, t1: str) -> tuple[float, float]:
     """``hookstream replay`` timed start to exit; returns (seconds, its own records/s)."""
     args = [
-        sys.executable, "-m", "streams.cli", "replay", "-c", str(config), "--topic", "events",
+        sys.executable, "-m", "streams.cli.main", "replay", "-c", str(config), "--topic", "events",
         "--from", t0, "--to", t1, "--yes", "--no-progress",
     ]  # fmt: skip
     started = time.perf_counter()

@@ -19,8 +19,8 @@ from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import RecordMetadata
 
 from schemas.config import KafkaSettings
-from streams.batch_writer import BatchingKafkaWriter
-from streams.errors import BrokerUnavailable, RecordTooLarge
+from schemas.errors import BrokerUnavailable, RecordTooLarge
+from streams.kafka.batch_writer import BatchingKafkaWriter
 from tests.support.kafka import read_all
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

@@ -15,7 +15,7 @@ from tests.support.stack import EXAMPLE_CONFIG, REPO_ROOT, SECRETS
 
 def hookstream(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "streams.cli", *args],
+        [sys.executable, "-m", "streams.cli.main", *args],
         capture_output=True,
         text=True,
         cwd=REPO_ROOT,

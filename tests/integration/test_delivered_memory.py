@@ -9,9 +9,9 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 from aiokafka.structs import TopicPartition
 
-from agents.sinks.memory import DELIVERED, DeliveredMemory
+from agents.state.delivered import DELIVERED, DeliveredMemory
 from schemas.config import KafkaSettings
-from streams.producer import KafkaWriter
+from streams.kafka.producer import KafkaWriter
 from tests.support.kafka import create_topic
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

@@ -28,7 +28,7 @@ from schemathesis.checks import positive_data_acceptance
 from schemathesis.generation.case import Case
 
 from schemas.config_loader import load_config
-from streams.openapi import build_openapi
+from streams.gateway.openapi import build_openapi
 from tests.integration.gateway_config import SECRETS, write_config
 from tests.support.stack import REPO_ROOT
 
@@ -44,7 +44,7 @@ def gateway_url(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) 
     env.update(SECRETS)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "gateway", "-c", str(config), "-l", "warn"],
+            [sys.executable, "-m", "streams.cli.main", "gateway", "-c", str(config), "-l", "warn"],
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=REPO_ROOT,

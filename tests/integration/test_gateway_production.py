@@ -28,9 +28,9 @@ import pytest
 import pytest_asyncio
 
 from schemas.config import HookstreamConfig
-from streams.gateway_server import running_gateway
-from streams.signatures import sign_headers
-from streams.topics import Topics
+from schemas.topics import Topics
+from streams.gateway.server import running_gateway
+from streams.gateway.signatures import sign_headers
 from tests.integration.gateway_config import (
     GENERIC_SECRET,
     GITHUB_SECRET,
@@ -511,7 +511,7 @@ async def test_hookstream_sign_prints_headers_the_gateway_accepts(
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "streams.cli",
+        "streams.cli.main",
         "sign",
         "-c",
         str(config_path),

@@ -7,10 +7,11 @@ import uuid
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from agents.markers import REPLAY_HEADER
-from agents.recovery import done_key, results_since_last_commit
+from agents.state.recovery import done_key, results_since_last_commit
 from schemas.config import KafkaSettings
-from streams.topics import Topics, ensure_topics
+from schemas.headers import REPLAY_HEADER
+from schemas.topics import Topics
+from streams.kafka.admin import ensure_topics
 
 
 async def test_results_after_the_groups_commit_are_found(kafka_bootstrap: str) -> None:

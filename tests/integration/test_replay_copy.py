@@ -23,9 +23,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from schemas.config import HookstreamConfig, KafkaSettings
 from schemas.config_loader import load_config
-from streams.errors import ToolError
-from streams.kafkaread import new_consumer, read_window_raw, window
-from streams.replay import Replayer, ReplayFilter
+from schemas.errors import ToolError
+from streams.kafka.reader import new_consumer, read_window_raw, window
+from streams.ops.replay import Replayer, ReplayFilter
 from tests.support.kafka import Record, delete_topics, read_all
 from tests.support.sinkstack import wait_until
 from tests.unit.schemas.test_config_loader import EXAMPLE, EXAMPLE_ENV

@@ -23,7 +23,7 @@ ENV = {
 def _check(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if k not in ENV}
     return subprocess.run(
-        [sys.executable, "-m", "streams.cli", "config", "check", str(EXAMPLE)],
+        [sys.executable, "-m", "streams.cli.main", "config", "check", str(EXAMPLE)],
         cwd=REPO_ROOT,
         env={**clean, **env},
         capture_output=True,

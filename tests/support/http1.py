@@ -16,9 +16,9 @@ from typing import cast
 
 import orjson
 
-from streams.errors import WebhookRejected
-from streams.http_message import Limits, Request, Response
-from streams.http_server import HttpServer
+from schemas.errors import WebhookRejected
+from streams.http.message import Limits, Request, Response
+from streams.http.server import HttpServer
 
 LIMIT = 4096
 BIG_ANSWER_BYTES = 256 * 1024

@@ -133,7 +133,7 @@ async def run_cli(
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "streams.cli",
+        "streams.cli.main",
         *args,
         stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,

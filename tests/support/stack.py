@@ -25,7 +25,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from streams.signatures import sign_hmac_sha256
+from streams.gateway.signatures import sign_hmac_sha256
 from tests.support.sims import AISimHandle, CRMSimHandle, running_ai_sim, running_crm_sim
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -63,7 +63,7 @@ class Proc:
             self.process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "streams.cli",
+                "streams.cli.main",
                 *self.args,
                 stdout=log_file,
                 stderr=log_file,

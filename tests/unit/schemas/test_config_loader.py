@@ -12,7 +12,7 @@ from pydantic import SecretStr
 from schemas import config_loader
 from schemas.config import HookstreamConfig
 from schemas.config_loader import format_location, load_config
-from streams.errors import ConfigError
+from schemas.errors import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "flows.yaml"
 EXAMPLE_ENV = {

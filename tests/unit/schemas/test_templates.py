@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from schemas.errors import TemplateError
 from schemas.templates import lookup, parse, render_json, render_text, render_url, templates_in
-from streams.errors import TemplateError
 
 CONTEXT: dict[str, Any] = {
     "event": {"id": "evt-1", "type": "ticket.created"},

@@ -8,9 +8,9 @@ import asyncio
 import pytest
 
 from agents.sinks.base import BatchingSink, Delivery, Sink, idempotency_key, sink_context
+from schemas.errors import PermanentRemoteError, RetriableRemoteError
 from schemas.events import AIResult, TokenUsage
 from streams.client import make_event
-from streams.errors import PermanentRemoteError, RetriableRemoteError
 
 
 def _result(n: int) -> AIResult:

@@ -7,9 +7,9 @@ import asyncio
 
 import pytest
 
-from agents.retry import RetriesExhausted
+from agents.outbound.retry import RetriesExhausted
 from agents.sinks.gate import OutageGate
-from streams.errors import PermanentRemoteError, RetriableRemoteError
+from schemas.errors import PermanentRemoteError, RetriableRemoteError
 
 
 def _gate(**kwargs: float) -> OutageGate:

@@ -1,0 +1,99 @@
+"""The Faust application: the only place a ``faust.App`` is made.
+
+Two roles share this factory. ``worker`` runs the enrich and AI agents; ``sinks`` runs one
+agent per configured sink. Each role is its own Kafka consumer group (``<prefix>-<role>``), so
+sinks scale and lag independently of the (expensive) AI stage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import faust
+from faust.serializers import codecs
+
+from agents.pipeline import register_sinks, register_worker
+from agents.resources import Resources
+from schemas import codec
+from schemas.config import HookstreamConfig
+from streams.metrics.exposition import start_metrics_server
+
+log = logging.getLogger(__name__)
+Role = Literal["worker", "sinks"]
+CODEC_NAME = "orjson"
+
+
+class OrjsonCodec(codecs.Codec):
+    """Faust codec ``"orjson"``: values in and out of topics are plain JSON (schemas.codec)."""
+
+    def _dumps(self, obj: Any) -> bytes:
+        return codec.dumps(obj)
+
+    def _loads(self, s: bytes) -> Any:
+        return codec.loads(s)
+
+
+def broker_urls(bootstrap_servers: str) -> list[str]:
+    return [
+        f"kafka://{server.strip()}" for server in bootstrap_servers.split(",") if server.strip()
+    ]
+
+
+def create_app(
+    config: HookstreamConfig,
+    role: Role,
+    *,
+    datadir: Path | None = None,
+    metrics_port: int | None = None,
+    metrics_host: str = "127.0.0.1",
+) -> faust.App:
+    codecs.register(CODEC_NAME, OrjsonCodec())
+    app_id = f"{config.kafka.topic_prefix}-{role}"
+    state_dir = Path(os.environ.get("HOOKSTREAM_STATE_DIR", ".hookstream"))
+    datadir = datadir or state_dir / "faust" / app_id
+    datadir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        app_id,
+        broker=broker_urls(config.kafka.bootstrap_servers),
+        store="memory://",
+        datadir=str(datadir),
+        web_enabled=False,
+        topic_partitions=config.kafka.partitions,
+        topic_replication_factor=config.kafka.replication_factor,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=config.worker.commit_interval_s,
+        broker_session_timeout=config.worker.session_timeout_s,
+        broker_heartbeat_interval=config.worker.session_timeout_s / 5,
+        producer_acks=-1,
+        autodiscover=False,
+        # Faust's default, pinned: at a rebalance, wait for every event that started (the
+        # runner acks in offset order) and commit before the partitions go to another worker;
+        # without it the new owner redoes the events in flight here (tests/integration/
+        # test_rebalance.py fails: two results, two model calls).
+        stream_wait_empty=True,
+    )
+    resources = Resources(config, client_id=app_id, state=role == "worker")
+    if metrics_port is not None:
+        _serve_metrics(app, metrics_host, metrics_port)
+    if role == "worker":
+        register_worker(app, config, resources)
+    else:
+        register_sinks(app, config, resources)
+    return app
+
+
+def _serve_metrics(app: faust.App, host: str, port: int) -> None:
+    """``/metrics`` from the worker's own event loop, for as long as the worker runs."""
+
+    async def serve_metrics() -> None:
+        runner = await start_metrics_server(host, port)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+    app.task(serve_metrics)

@@ -1,0 +1,180 @@
+"""Outbound HTTP for lookups, AI providers and sinks: one shared session, one error mapping.
+
+Every call maps its outcome onto the exception tree, so the retry policy needs no HTTP
+knowledge: 408/429/5xx, timeouts and connection errors are retriable (with the server's
+Retry-After when it gives one); other 4xx are permanent.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import aiohttp
+import orjson
+
+from agents.outbound.egress_guard import NetGuard, PublicOnlyResolver
+from schemas.errors import PermanentRemoteError, RetriableRemoteError, UnsafeDestination
+
+log = logging.getLogger(__name__)
+
+RETRIABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+def new_session(
+    *, connect_timeout_s: float = 5.0, limit: int = 512, public_only: bool = False
+) -> aiohttp.ClientSession:
+    """A client session (connection pooling is what makes calls cheap). ``public_only``: for
+    calls the SSRF guard covers, it connects only to public addresses
+    (:class:`~agents.outbound.egress_guard.PublicOnlyResolver`)."""
+    resolver = PublicOnlyResolver() if public_only else None
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=limit, ttl_dns_cache=300, resolver=resolver),
+        timeout=aiohttp.ClientTimeout(sock_connect=connect_timeout_s),
+        json_serialize=lambda obj: orjson.dumps(obj).decode(),
+    )
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_DURATION_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+# Rate-limit reset headers: OpenAI's are durations ("1s", "6m0s", "20ms"), Anthropic's are
+# RFC 3339 times. When several are given, the longest wait wins: every limit must have reset.
+_RESET_HEADERS = (
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-reset-tokens",
+    "anthropic-ratelimit-requests-reset",
+    "anthropic-ratelimit-tokens-reset",
+    "anthropic-ratelimit-input-tokens-reset",
+    "anthropic-ratelimit-output-tokens-reset",
+)
+
+
+def _duration_s(value: str) -> float | None:
+    """``1s``, ``6m0s``, ``20ms``, ``1h2m`` (OpenAI's reset format) or an RFC 3339 time."""
+    text = value.strip()
+    parts = _DURATION_PART.findall(text)
+    if parts and "".join(n + u for n, u in parts) == text:
+        return sum(float(n) * _DURATION_UNIT_S[u] for n, u in parts)
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def retry_after_s(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait, from the most precise header the server sent.
+
+    ``retry-after-ms`` (OpenAI), then ``Retry-After`` (seconds or HTTP date), then the longest
+    rate-limit reset header; None when there is none or it cannot be read.
+    """
+    millis = headers.get("retry-after-ms")
+    if millis:
+        try:
+            return max(0.0, float(millis) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("Retry-After")
+    if value:
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            pass
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            when = None
+        if when is not None:
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=UTC)
+            return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    resets = [_duration_s(headers[name]) for name in _RESET_HEADERS if headers.get(name)]
+    known = [reset for reset in resets if reset is not None]
+    return max(known) if known else None
+
+
+def _short(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+async def request_json(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    *,
+    stage: str,
+    what: str,
+    timeout_s: float,
+    headers: Mapping[str, str] | None = None,
+    json_body: Any = None,
+    ok_statuses: frozenset[int] | None = None,
+    not_found_ok: bool = False,
+    guard: NetGuard | None = None,
+) -> tuple[int, Any]:
+    """Send one request; return (status, parsed JSON or None); raise RemoteError subclasses.
+
+    ``what`` names the peer in errors ("lookup customer", "provider default") — never the
+    URL's query or headers, which may hold credentials. With ``guard``, a URL that resolves to
+    a private address is refused first (:mod:`agents.outbound.egress_guard`, the SSRF guard), and a
+    redirect is not followed: its target was never checked (a ``Location`` with an IP literal
+    is not even resolved), so it answers as a permanent error.
+    """
+    guarded = guard is not None and not guard.allow_private
+    if guard is not None:
+        await guard.check(url, what=what)
+    data = None if json_body is None else orjson.dumps(json_body)
+    request_headers = dict(headers or {})
+    if data is not None:
+        request_headers.setdefault("Content-Type", "application/json")
+    try:
+        async with session.request(
+            method,
+            url,
+            data=data,
+            headers=request_headers,
+            timeout=aiohttp.ClientTimeout(total=timeout_s),
+            allow_redirects=not guarded,
+        ) as response:
+            raw = await response.read()
+            status = response.status
+            if not_found_ok and status == 404:
+                return status, None
+            ok = (200 <= status < 300) if ok_statuses is None else status in ok_statuses
+            if not ok and guarded and 300 <= status < 400:
+                raise PermanentRemoteError(
+                    f"{what}: HTTP {status}: a redirect, not followed for a URL the SSRF guard "
+                    "checks; point the URL at its final location",
+                    stage=stage,
+                    status=status,
+                )
+            if not ok:
+                message = f"{what}: HTTP {status}: {_short(raw.decode(errors='replace'))}"
+                if status in RETRIABLE_STATUSES:
+                    raise RetriableRemoteError(
+                        message,
+                        stage=stage,
+                        status=status,
+                        retry_after_s=retry_after_s(response.headers),
+                    )
+                raise PermanentRemoteError(message, stage=stage, status=status)
+            if not raw:
+                return status, None
+            try:
+                return status, orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                return status, None
+    except TimeoutError as exc:
+        raise RetriableRemoteError(
+            f"{what}: no answer within {timeout_s:g} s", stage=stage
+        ) from exc
+    except aiohttp.ClientError as exc:
+        raise RetriableRemoteError(f"{what}: {type(exc).__name__}: {exc}", stage=stage) from exc
+    except UnsafeDestination as exc:  # from the guarded session's resolver, at connect time
+        raise UnsafeDestination(f"{what}: {exc}", stage=stage) from None

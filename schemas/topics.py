@@ -1,0 +1,76 @@
+"""The topic catalogue: every topic hookstream uses is named here and nowhere else.
+
+Names are ``<prefix>.<role>`` with the prefix from the config (``kafka.topic_prefix``), so
+several deployments — or test runs — can share one cluster without seeing each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EVENTS = "events"
+ENRICHED = "enriched"
+RESULTS = "results"
+DLQ = "dlq"
+RECEIPTS = "receipts"
+# The sinks' delivery memory and the DLQ tool's redrive memory: compacted, keyed by what they
+# remember, so a restarted process reads back the latest entry per key.
+DELIVERED = "delivered"
+DLQ_REDRIVEN = "dlq-redriven"
+ROLES = (EVENTS, ENRICHED, RESULTS, DLQ, RECEIPTS, DELIVERED, DLQ_REDRIVEN)
+_WEEK_MS = 7 * 24 * 3600 * 1000
+TOPIC_CONFIGS: dict[str, dict[str, str]] = {
+    DELIVERED: {"cleanup.policy": "compact,delete", "retention.ms": str(_WEEK_MS)},
+    DLQ_REDRIVEN: {"cleanup.policy": "compact"},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    prefix: str
+
+    def name(self, role: str) -> str:
+        if role not in ROLES:
+            raise ValueError(f"unknown topic role {role!r}")
+        return f"{self.prefix}.{role}"
+
+    @property
+    def events(self) -> str:
+        return self.name(EVENTS)
+
+    @property
+    def enriched(self) -> str:
+        return self.name(ENRICHED)
+
+    @property
+    def results(self) -> str:
+        return self.name(RESULTS)
+
+    @property
+    def dlq(self) -> str:
+        return self.name(DLQ)
+
+    @property
+    def receipts(self) -> str:
+        return self.name(RECEIPTS)
+
+    @property
+    def delivered(self) -> str:
+        return self.name(DELIVERED)
+
+    @property
+    def dlq_redriven(self) -> str:
+        return self.name(DLQ_REDRIVEN)
+
+    def all(self) -> list[str]:
+        return [self.name(role) for role in ROLES]
+
+    # The worker's compacted state topics; created by agents.state.durable_map.DurableMap
+    # (compact,delete with retention = TTL), not by streams.kafka.admin.ensure_topics.
+    @property
+    def dedupe(self) -> str:
+        return f"{self.prefix}.dedupe"
+
+    @property
+    def ai_cache(self) -> str:
+        return f"{self.prefix}.ai-cache"

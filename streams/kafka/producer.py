@@ -1,0 +1,210 @@
+"""The durable writer every hookstream process uses to put records on Kafka.
+
+aiokafka's producer defaults to ``acks=1`` without idempotence, which can lose or reorder a
+record when a leader fails. Here every write is ``acks="all"`` with the idempotent producer,
+and :meth:`KafkaWriter.send` returns only once the broker acknowledged it. Failures and
+timeouts become :class:`~schemas.errors.BrokerUnavailable`, which callers turn into a 503 (the
+gateway) or a retry (the workers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Self
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    KafkaError,
+    MessageSizeTooLargeError,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+    UnknownProducerId,
+)
+from aiokafka.structs import RecordMetadata
+
+from schemas.config import KafkaSettings
+from schemas.errors import BrokerUnavailable, RecordTooLarge
+
+log = logging.getLogger(__name__)
+
+Headers = Sequence[tuple[str, bytes]]
+MAX_BATCH_BYTES = 256 * 1024
+# aiokafka's default, stated so that BatchingKafkaWriter checks records against the same figure.
+MAX_REQUEST_BYTES = 1024 * 1024
+# Errors after which aiokafka's idempotent producer stays broken: replace it.
+BROKEN_PRODUCER_ERRORS = (
+    OutOfOrderSequenceNumber,
+    UnknownProducerId,
+    InvalidProducerEpoch,
+    ProducerFenced,
+)
+
+
+class KafkaWriter:
+    """An async context manager around one idempotent, acks=all producer."""
+
+    def __init__(self, settings: KafkaSettings, *, client_id: str = "hookstream") -> None:
+        self.settings = settings
+        self.client_id = client_id
+        self._producer = self._new_producer()
+        self._started = False
+        self._replacing = asyncio.Lock()
+        self._retiring: set[asyncio.Task[None]] = set()
+
+    def _new_producer(self) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            bootstrap_servers=self.settings.bootstrap_servers,
+            client_id=self.client_id,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=self.settings.linger_ms,
+            # aiokafka's 16 KiB default holds ~15 CloudEvents per partition batch; with one
+            # batch in flight per partition, that caps a hot partition's throughput.
+            max_batch_size=MAX_BATCH_BYTES,
+            max_request_size=MAX_REQUEST_BYTES,
+            request_timeout_ms=int(self.settings.produce_timeout_s * 1000),
+            retry_backoff_ms=100,
+        )
+
+    async def start(self) -> None:
+        try:
+            await self._producer.start()
+        except KafkaError as exc:
+            await self._producer.stop()
+            raise BrokerUnavailable(
+                f"cannot reach Kafka at {self.settings.bootstrap_servers}: {exc}"
+            ) from exc
+        self._started = True
+
+    async def stop(self) -> None:
+        if self._started:
+            self._started = False
+            await self._producer.stop()
+        if self._retiring:
+            await asyncio.gather(*self._retiring)
+
+    async def _replace(self, broken: AIOKafkaProducer) -> None:
+        """Swap a producer whose idempotence state is broken for a fresh one.
+
+        aiokafka's idempotent producer does not recover from a sequence error (e.g. after the
+        broker restarted while batches were expiring): every later write fails with
+        OutOfOrderSequenceNumber. A new producer gets a new producer id and starts its
+        sequences over. Writes the broken one still held have failed; their senders got 503.
+        """
+        async with self._replacing:
+            if broken is not self._producer or not self._started:
+                return  # another write already replaced it, or we are stopping
+            fresh = self._new_producer()
+            try:
+                await fresh.start()
+            except KafkaError as exc:
+                await fresh.stop()
+                log.warning("cannot start a fresh Kafka producer yet: %s", type(exc).__name__)
+                return
+            self._producer = fresh
+            log.warning("the Kafka producer lost its idempotence state; replaced it")
+            task = asyncio.create_task(_retire(broken, self.settings.produce_timeout_s))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def ping(self) -> None:
+        """Ask the cluster for its metadata: raises BrokerUnavailable when no broker answers.
+
+        Callers bound it with a timeout (``/readyz``); aiokafka retries inside.
+        """
+        if not self._started:
+            raise BrokerUnavailable("the Kafka producer is not running")
+        try:
+            await self._producer.client.fetch_all_metadata()
+        except KafkaError as exc:
+            raise BrokerUnavailable(f"no Kafka broker answers: {type(exc).__name__}") from exc
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        key: bytes | None = None,
+        headers: Headers = (),
+        timeout_s: float | None = None,
+    ) -> RecordMetadata:
+        """Write one record and wait for the broker's acknowledgement.
+
+        Raises BrokerUnavailable when the write is not acknowledged within ``timeout_s``
+        (default: ``kafka.produce_timeout_s``). A timed-out write may still land later; the
+        event id makes that duplicate harmless downstream.
+
+        The deadline is one timer per write (``call_later``) rather than an ``asyncio.timeout``
+        block: the gateway calls this for every webhook, and the timer is a third of the cost.
+        """
+        if not self._started:
+            raise BrokerUnavailable("the Kafka producer is not running")
+        deadline_s = self.settings.produce_timeout_s if timeout_s is None else timeout_s
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[RecordMetadata] = loop.create_future()
+        timer = loop.call_later(deadline_s, expire_waiter, waiter)
+        producer = self._producer
+        try:
+            # send() itself waits when the partition's batch is full; aiokafka bounds that
+            # wait by request_timeout_ms (= produce_timeout_s) and raises KafkaTimeoutError.
+            ack = await producer.send(topic, value=value, key=key, headers=list(headers) or None)
+            ack.add_done_callback(functools.partial(_relay, waiter))
+            return await waiter
+        except TimeoutError as exc:
+            raise BrokerUnavailable(f"Kafka did not acknowledge within {deadline_s:g} s") from exc
+        except MessageSizeTooLargeError as exc:
+            raise RecordTooLarge(
+                f"the record is {len(value)} bytes, over Kafka's request size limit"
+            ) from exc
+        except KafkaError as exc:
+            if isinstance(exc, BROKEN_PRODUCER_ERRORS):
+                await self._replace(producer)
+            raise BrokerUnavailable(f"Kafka refused the write: {type(exc).__name__}") from exc
+        finally:
+            timer.cancel()
+
+
+async def _retire(producer: AIOKafkaProducer, timeout_s: float) -> None:
+    """Stop a replaced producer in the background; its pending writes fail (their 503s)."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await producer.stop()
+    except (TimeoutError, KafkaError) as exc:
+        log.info("retired Kafka producer stopped uncleanly: %s", type(exc).__name__)
+
+
+def expire_waiter(waiter: asyncio.Future[RecordMetadata]) -> None:
+    """A write's deadline: its caller stops waiting (TimeoutError) unless answered already."""
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
+
+
+def _relay(waiter: asyncio.Future[RecordMetadata], ack: asyncio.Future[RecordMetadata]) -> None:
+    """Copy the producer's outcome to the caller's waiter, unless the deadline came first."""
+    if waiter.done():
+        if not ack.cancelled():
+            ack.exception()  # retrieved, so asyncio does not log "exception never retrieved"
+        return
+    if ack.cancelled():
+        waiter.set_exception(KafkaError("the write was cancelled"))
+    elif (error := ack.exception()) is not None:
+        waiter.set_exception(error)
+    else:
+        waiter.set_result(ack.result())

@@ -1,0 +1,201 @@
+"""``hookstream dlq list|show|redrive``: read the dead-letter topic and send records back.
+
+A dead letter is the failed record's original value with its error context in headers
+(:class:`schemas.events.DeadLetter`). Listing and redriving filter on the stage, the error class,
+the flow (``hookstream-flow`` header, else the value's ``flow``) and the last failure's time.
+
+Redrive writes each matching record's original key and value to its stage's input topic (the
+``original_topic`` header), with the record's non-DLQ headers and ``hookstream-redriven:
+<partition>:<offset>``, and then remembers those DLQ coordinates in the compacted topic
+``<prefix>.dlq-redriven``. A second run — with the same or wider filters — skips what is
+remembered, so each dead letter is redriven once. (A crash between the two writes can redrive one
+record twice; the event id makes that harmless downstream.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aiokafka.errors import KafkaError
+from pydantic import ValidationError
+
+from schemas.config import KafkaSettings
+from schemas.errors import BrokerUnavailable, ToolError
+from schemas.events import DLQ_HEADER_PREFIX, DeadLetter
+from schemas.headers import REDRIVEN_HEADER
+from schemas.topics import Topics
+from streams.kafka.producer import KafkaWriter
+from streams.kafka.reader import new_consumer, read_window, window
+
+
+@dataclass(frozen=True, slots=True)
+class DLQFilter:
+    stage: str | None = None
+    error_class: str | None = None
+    flow: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DLQEntry:
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    letter: DeadLetter | None
+    flow: str | None
+    sink: str | None
+    redriven: bool = False
+
+    @property
+    def coordinates(self) -> str:
+        return f"{self.partition}:{self.offset}"
+
+    def matches(self, f: DLQFilter) -> bool:
+        letter = self.letter
+        if letter is None:
+            return f == DLQFilter()
+        if f.stage is not None and letter.stage != f.stage:
+            return False
+        if f.error_class is not None and letter.error_class != f.error_class:
+            return False
+        if f.flow is not None and self.flow != f.flow:
+            return False
+        if f.since is not None and letter.last_failure_at < f.since:
+            return False
+        return f.until is None or letter.last_failure_at < f.until
+
+    def as_json(self, *, with_value: bool = False) -> dict[str, Any]:
+        letter = self.letter.model_dump(mode="json", exclude={"original"}) if self.letter else {}
+        out: dict[str, Any] = {
+            "dlq": self.coordinates,
+            "key": self.key.decode(errors="replace") if self.key is not None else None,
+            "flow": self.flow,
+            "sink": self.sink,
+            "redriven": self.redriven,
+            **letter,
+        }
+        if with_value:
+            out["headers"] = {k: v.decode(errors="replace") for k, v in self.headers}
+            try:
+                out["value"] = orjson.loads(self.value or b"null")
+            except orjson.JSONDecodeError:
+                out["value"] = (self.value or b"").decode(errors="replace")
+        return out
+
+
+def _entry(record: Any, redriven: set[str]) -> DLQEntry:
+    headers = [(k, bytes(v)) for k, v in record.headers]
+    named = dict(headers)
+    try:
+        original = orjson.loads(record.value or b"null")
+    except orjson.JSONDecodeError:
+        original = None
+    try:
+        letter: DeadLetter | None = DeadLetter.from_headers(headers, None)
+    except ValidationError:
+        letter = None
+    flow = named.get("hookstream-flow")
+    flow_name = flow.decode(errors="replace") if flow is not None else None
+    if flow_name is None and isinstance(original, dict) and isinstance(original.get("flow"), str):
+        flow_name = original["flow"]
+    sink = named.get("hookstream-sink")
+    coordinates = f"{record.partition}:{record.offset}"
+    return DLQEntry(
+        partition=record.partition,
+        offset=record.offset,
+        key=record.key,
+        value=record.value,
+        headers=headers,
+        letter=letter,
+        flow=flow_name,
+        sink=sink.decode(errors="replace") if sink is not None else None,
+        redriven=coordinates in redriven,
+    )
+
+
+class DeadLetters:
+    def __init__(self, settings: KafkaSettings) -> None:
+        self.settings = settings
+        self.topics = Topics(settings.topic_prefix)
+
+    async def _read(self, topic: str) -> AsyncIterator[Any]:
+        consumer = new_consumer(self.settings.bootstrap_servers)
+        try:
+            await consumer.start()
+            win = await window(consumer, topic)
+            async for batch in read_window(consumer, win):
+                for record in batch:
+                    yield record
+        except KafkaError as exc:
+            raise BrokerUnavailable(f"cannot read {topic}: {exc}") from exc
+        finally:
+            await consumer.stop()
+
+    async def redriven(self) -> set[str]:
+        """DLQ coordinates already redriven (the compacted memory topic)."""
+        return {
+            record.key.decode()
+            async for record in self._read(self.topics.dlq_redriven)
+            if record.key is not None and record.value is not None
+        }
+
+    async def entries(self, selection: DLQFilter | None = None) -> list[DLQEntry]:
+        done = await self.redriven()
+        found = []
+        async for record in self._read(self.topics.dlq):
+            entry = _entry(record, done)
+            if selection is None or entry.matches(selection):
+                found.append(entry)
+        return found
+
+    async def get(self, coordinates: str) -> DLQEntry:
+        try:
+            partition, offset = (int(part) for part in coordinates.split(":"))
+        except ValueError:
+            raise ToolError(f"{coordinates!r}: give the record as PARTITION:OFFSET") from None
+        for entry in await self.entries():
+            if (entry.partition, entry.offset) == (partition, offset):
+                return entry
+        raise ToolError(f"no dead letter at {coordinates} in {self.topics.dlq}")
+
+    async def redrive(
+        self, selection: DLQFilter, *, dry_run: bool = False
+    ) -> tuple[list[DLQEntry], int]:
+        """Send matching, not yet redriven records back; return (redriven, already done)."""
+        entries = await self.entries(selection)
+        todo = [e for e in entries if not e.redriven and e.letter is not None]
+        already = sum(1 for e in entries if e.redriven)
+        if dry_run or not todo:
+            return todo, already
+        async with KafkaWriter(self.settings, client_id="hookstream-dlq") as writer:
+            for entry in todo:
+                assert entry.letter is not None  # noqa: S101 - filtered just above
+                headers = [
+                    (k, v)
+                    for k, v in entry.headers
+                    if not k.startswith(DLQ_HEADER_PREFIX) and k != REDRIVEN_HEADER
+                ]
+                headers.append((REDRIVEN_HEADER, entry.coordinates.encode()))
+                await writer.send(
+                    entry.letter.original_topic,
+                    entry.value or b"",
+                    key=entry.key,
+                    headers=headers,
+                )
+                memo = {
+                    "redriven_at": datetime.now(UTC).isoformat(),
+                    "to": entry.letter.original_topic,
+                }
+                await writer.send(
+                    self.topics.dlq_redriven,
+                    orjson.dumps(memo),
+                    key=entry.coordinates.encode(),
+                )
+        return todo, already
