@@ -35,7 +35,7 @@ $(STAMP): pyproject.toml | $(PY)
 
 venv: $(STAMP) ## create .venv and install hookstream with its dev tools (again when pyproject.toml changes)
 
-kafka-up: ## start the local Kafka broker (scripts/kafka up)
+kafka-up: ## start the local Kafka broker (scripts/kafka up); with KAFKA_BOOTSTRAP_SERVERS set, check that a broker answers there
 	scripts/kafka up
 
 kafka-down: ## stop the local Kafka broker
@@ -53,8 +53,8 @@ test: venv ## all tests against a real broker and PostgreSQL (started and stoppe
 unit: venv ## unit tests only, no broker
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-demo: venv ## the end-to-end demo (scripts/demo.py) against a real broker
-	scripts/with-kafka scripts/with-postgres $(PY) scripts/demo.py
+demo: venv ## the end-to-end demo (scripts/demo.py) against a real broker (no PostgreSQL: the demo does not use it)
+	scripts/with-kafka $(PY) scripts/demo.py
 
 postgres-up: ## start the local PostgreSQL server (scripts/postgres up; prints its DSN)
 	scripts/postgres up
