@@ -169,6 +169,17 @@ def _faust_args(parser: argparse.ArgumentParser) -> None:
         default=60.0,
         help="how long to wait for Kafka at start (default 60)",
     )
+    # Both roles: a scrape target, and what a container healthcheck asks (docker-compose.yml).
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(os.environ["HOOKSTREAM_METRICS_PORT"])
+        if os.environ.get("HOOKSTREAM_METRICS_PORT")
+        else None,
+        help="serve Prometheus /metrics on this port (default: $HOOKSTREAM_METRICS_PORT, else "
+        "off; 9464 is customary)",
+    )
+    parser.add_argument("--metrics-host", default="127.0.0.1", help="address for --metrics-port")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -183,16 +194,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = commands.add_parser("worker", help="run the enrich and AI agents (Faust worker)")
     _faust_args(worker)
-    worker.add_argument(
-        "--metrics-port",
-        type=int,
-        default=int(os.environ["HOOKSTREAM_METRICS_PORT"])
-        if os.environ.get("HOOKSTREAM_METRICS_PORT")
-        else None,
-        help="serve Prometheus /metrics on this port (default: $HOOKSTREAM_METRICS_PORT, else "
-        "off; 9464 is customary)",
-    )
-    worker.add_argument("--metrics-host", default="127.0.0.1", help="address for --metrics-port")
     worker.set_defaults(func=cmd_worker)
 
     sinks = commands.add_parser("sinks", help="run the sink agents (own consumer group)")
