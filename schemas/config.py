@@ -10,6 +10,7 @@ event. :mod:`schemas.config_loader` turns the errors into ``file:line: field.pat
 from __future__ import annotations
 
 import base64
+import ipaddress
 import re
 from fnmatch import fnmatchcase
 from typing import Annotated, Any, Literal
@@ -26,9 +27,24 @@ from pydantic import (
 )
 
 from schemas import templates
+from schemas.config_messages import unknown_choice
 from schemas.errors import TemplateError
 
-Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+_NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+_TOPIC_PREFIX = r"^[A-Za-z0-9._-]{1,100}$"
+_BASE_URL = r"^https?://"
+_COLUMN = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
+_TABLE = r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$"
+# What each pattern asks for, in words: the config errors show these instead of the regex.
+PATTERN_HINTS = {
+    _NAME: "must be 1 to 63 lowercase letters, digits, '-' or '_', starting with a letter or digit",
+    _TOPIC_PREFIX: "must be 1 to 100 letters, digits, '.', '_' or '-'",
+    _BASE_URL: "must start with http:// or https://",
+    _COLUMN: "must be a column name: a letter or '_', then letters, digits or '_' (at most 63)",
+    _TABLE: "must be a table name, optionally schema.table: each a letter or '_', then "
+    "letters, digits or '_' (at most 63)",
+}
+Name = Annotated[str, Field(pattern=_NAME)]
 DEFAULT_FORWARDED_HEADERS = ("user-agent", "content-type", "x-request-id", "traceparent")
 _SUPPORTED_OUTPUT_TYPES = {"string", "number", "integer", "boolean", "array", "object"}
 
@@ -52,7 +68,7 @@ def _check_template(value: str, allowed_roots: set[str]) -> str:
 
 class KafkaSettings(_Frozen):
     bootstrap_servers: str = "127.0.0.1:9092"
-    topic_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,100}$")] = "hookstream"
+    topic_prefix: Annotated[str, Field(pattern=_TOPIC_PREFIX)] = "hookstream"
     partitions: Annotated[int, Field(ge=1, le=1024)] = 8
     replication_factor: Annotated[int, Field(ge=1, le=16)] = 1
     produce_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
@@ -240,7 +256,7 @@ class ProviderConfig(_Frozen):
         default="openai",
         description="openai: /chat/completions (any compatible server); anthropic: /v1/messages.",
     )
-    base_url: Annotated[str, Field(pattern=r"^https?://")]
+    base_url: Annotated[str, Field(pattern=_BASE_URL)]
     api_key_env: str | None = None
     model: str
     timeout_s: Annotated[float, Field(gt=0, le=600)] = 30.0
@@ -329,10 +345,6 @@ class AITaskConfig(_Frozen):
         if missing:
             raise ValueError(f"required names unknown properties {missing}")
         return value
-
-
-_COLUMN = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
-_TABLE = r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$"
 
 
 class _SinkBase(_Frozen):
@@ -544,14 +556,14 @@ def reference_problems(data: dict[str, Any]) -> list[tuple[tuple[str | int, ...]
         source = match.get("source") if isinstance(match, dict) else None
         if isinstance(source, str) and source not in sources:
             problems.append(
-                (("flows", i, "match", "source"), f"unknown source {source!r} (known: {sources})")
+                (("flows", i, "match", "source"), unknown_choice("source", source, sources))
             )
         provider = ai.get("provider") if isinstance(ai, dict) else None
         if isinstance(provider, str) and provider not in providers:
             problems.append(
                 (
                     ("flows", i, "ai", "provider"),
-                    f"unknown provider {provider!r} (known: {providers})",
+                    unknown_choice("provider", provider, providers),
                 )
             )
         fallbacks = ai.get("fallbacks") if isinstance(ai, dict) else None
@@ -561,7 +573,63 @@ def reference_problems(data: dict[str, Any]) -> list[tuple[tuple[str | int, ...]
                 problems.append(
                     (
                         ("flows", i, "ai", "fallbacks", j, "provider"),
-                        f"unknown provider {name!r} (known: {providers})",
+                        unknown_choice("provider", name, providers),
                     )
                 )
     return problems
+
+
+def _is_local_host(host: str) -> bool:
+    host = host.strip().strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _hosts(bootstrap_servers: str) -> list[str]:
+    """The host of each ``host:port`` (IPv6 in brackets) of a bootstrap list."""
+    hosts = []
+    for server in filter(None, (s.strip() for s in bootstrap_servers.split(","))):
+        host = server.rsplit(":", 1)[0] if server.count(":") == 1 or "]:" in server else server
+        hosts.append(host)
+    return hosts
+
+
+def production_warnings(config: HookstreamConfig) -> list[tuple[tuple[str | int, ...], str]]:
+    """Settings that are right on a laptop and wrong in production, as (location, reason):
+    ``hookstream config check`` prints them and still accepts the file, because the same file
+    serves both and only its reader knows which one this is."""
+    warnings: list[tuple[tuple[str | int, ...], str]] = []
+    remote = [h for h in _hosts(config.kafka.bootstrap_servers) if not _is_local_host(h)]
+    if config.kafka.replication_factor == 1 and remote:
+        warnings.append(
+            (
+                ("kafka", "replication_factor"),
+                f"1 copy of each event on a broker that is not local ({remote[0]}): losing "
+                "that broker loses webhooks already answered 2xx; use 3 in production",
+            )
+        )
+    if not _is_local_host(config.gateway.host):
+        for index, source in enumerate(config.sources):
+            if source.signature.scheme == "none":
+                warnings.append(
+                    (
+                        ("sources", index, "signature", "scheme"),
+                        f"source {source.name!r} accepts unsigned webhooks on "
+                        f"{config.gateway.host}: anyone who reaches the gateway can post "
+                        "events; sign them in production",
+                    )
+                )
+    if config.worker.allow_private_networks:
+        warnings.append(
+            (
+                ("worker", "allow_private_networks"),
+                "every sink and lookup may call loopback and private addresses, so a templated "
+                "URL can reach internal services (SSRF); meant for local simulators, use "
+                "allow_private on the single sink or lookup that needs it in production",
+            )
+        )
+    return warnings

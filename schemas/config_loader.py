@@ -16,11 +16,18 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from schemas.config import SINK_KINDS, HookstreamConfig, reference_problems
+from schemas.config import (
+    PATTERN_HINTS,
+    HookstreamConfig,
+    production_warnings,
+    reference_problems,
+)
+from schemas.config_messages import explain
 from schemas.errors import ConfigError
 
 Location = tuple[str | int, ...]
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_ENV_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+_ENV_REF = re.compile(r"\$\{(" + _ENV_NAME + r")(?::-([^}]*))?\}")
 _SECRET_FIELDS = {
     "secret": "secret_env",
     "api_key": "api_key_env",
@@ -45,18 +52,23 @@ class _Problems:
         self.lines = lines
         self.items: list[tuple[int, str]] = []
 
-    def add(self, location: Location, reason: str) -> None:
+    def add(self, location: Location, reason: str, *, shown: Location | None = None) -> None:
+        """``location`` finds the line; ``shown`` (default: the same) is the path printed."""
         line = 0
         for end in range(len(location), -1, -1):
             if location[:end] in self.lines:
                 line = self.lines[location[:end]]
                 break
         where = f"{self.path}:{line}" if line else str(self.path)
-        self.items.append((line, f"{where}: {format_location(location)}: {reason}"))
+        path = format_location(location if shown is None else shown)
+        self.items.append((line, f"{where}: {path}: {reason}"))
+
+    def in_file_order(self) -> list[str]:
+        return [text for _, text in sorted(self.items, key=lambda i: i[0])]
 
     def raise_if_any(self) -> None:
         if self.items:
-            raise ConfigError([text for _, text in sorted(self.items, key=lambda i: i[0])])
+            raise ConfigError(self.in_file_order())
 
 
 Loader = type[yaml.SafeLoader] | type[yaml.CSafeLoader]
@@ -131,7 +143,15 @@ def _inject_secrets(
             )
             del value[secret_field]
         env_name = value.get(env_field)
-        if isinstance(env_name, str) and env_name:
+        if isinstance(env_name, str) and env_name and not re.fullmatch(_ENV_NAME, env_name):
+            # Most likely the secret itself pasted where its variable's name belongs: never
+            # echo it.
+            problems.add(
+                (*location, env_field),
+                "must be the name of an environment variable (letters, digits and '_', "
+                "like API_KEY), not the secret itself",
+            )
+        elif isinstance(env_name, str) and env_name:
             if env.get(env_name):
                 value[secret_field] = env[env_name]
             elif required:
@@ -139,18 +159,6 @@ def _inject_secrets(
     for key, child in list(value.items()):
         if key not in _SECRET_FIELDS:
             _inject_secrets(child, (*location, key), env, problems, required)
-
-
-def _drop_union_tags(location: Location) -> Location:
-    """pydantic puts a tagged union's tag in the error path (``sinks[0].http.url``); the file
-    has no such level, so the tag goes (``sinks[0].url``)."""
-    kept: list[str | int] = []
-    for index, part in enumerate(location):
-        after_sink = index >= 2 and location[index - 2] == "sinks"
-        if after_sink and isinstance(location[index - 1], int) and part in SINK_KINDS:
-            continue
-        kept.append(part)
-    return tuple(kept)
 
 
 def load_config(
@@ -194,9 +202,26 @@ def load_config(
         config = HookstreamConfig.model_validate(data)
     except ValidationError as exc:
         for error in exc.errors(include_url=False):
-            reason = error["msg"].removeprefix("Value error, ")
-            problems.add(_drop_union_tags(tuple(error["loc"])), reason)
+            if error["type"] == "extra_forbidden" and error["loc"][-1] in _SECRET_FIELDS:
+                continue  # put there by _inject_secrets beside an unknown *_env field
+            explained = explain(error, HookstreamConfig, PATTERN_HINTS)
+            problems.add(explained.line_at, explained.reason, shown=explained.shown)
         problems.raise_if_any()
         raise AssertionError("unreachable") from exc
     problems.raise_if_any()
     return config
+
+
+def config_warnings(path: str | os.PathLike[str], config: HookstreamConfig) -> list[str]:
+    """What in a valid file is fine for development but not for production, as
+    ``file:line: field.path: reason``; ``hookstream config check`` prints these and still
+    succeeds. The file is parsed again for the line numbers (about a millisecond)."""
+    file = Path(path)
+    try:
+        node, _ = _parse(file.read_text(encoding="utf-8"), _FAST_LOADER)
+    except (OSError, yaml.YAMLError):
+        node = None  # it loaded a moment ago; without lines the warnings still name the field
+    warnings = _Problems(file, _line_map(node) if node is not None else {})
+    for location, reason in production_warnings(config):
+        warnings.add(location, reason)
+    return warnings.in_file_order()

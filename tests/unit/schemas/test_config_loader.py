@@ -179,21 +179,21 @@ def test_kafka_bootstrap_env_applies_without_a_kafka_section(tmp_path: Path) -> 
 def test_max_concurrency_zero_names_the_field_and_line(tmp_path: Path) -> None:
     path = write(tmp_path, VALID.replace("max_concurrency: 4", "max_concurrency: 0"))
     assert problems_of(path, VALID_ENV) == [
-        f"{path}:24: flows[0].ai.max_concurrency: Input should be greater than or equal to 1"
+        f"{path}:24: flows[0].ai.max_concurrency: must be at least 1, got 0"
     ]
 
 
 def test_unknown_provider_reference(tmp_path: Path) -> None:
     path = write(tmp_path, VALID.replace("provider: default", "provider: gpt"))
     assert problems_of(path, VALID_ENV) == [
-        f"{path}:18: flows[0].ai.provider: unknown provider 'gpt' (known: ['default'])"
+        f"{path}:18: flows[0].ai.provider: unknown provider 'gpt'; expected one of: default"
     ]
 
 
 def test_unknown_source_reference(tmp_path: Path) -> None:
     path = write(tmp_path, VALID.replace("source: helpdesk", "source: billing"))
     assert problems_of(path, VALID_ENV) == [
-        f"{path}:16: flows[0].match.source: unknown source 'billing' (known: ['helpdesk'])"
+        f"{path}:16: flows[0].match.source: unknown source 'billing'; expected one of: helpdesk"
     ]
 
 
@@ -349,14 +349,14 @@ def test_duplicate_names_are_reported_alongside_field_problems(tmp_path: Path) -
         for p in problems
     )
     assert problems[-1] == (
-        f"{path}:26: flows[0].ai.max_concurrency: Input should be greater than or equal to 1"
+        f"{path}:26: flows[0].ai.max_concurrency: must be at least 1, got 0"
     )
 
 
 def test_unknown_field_is_refused(tmp_path: Path) -> None:
     path = write(tmp_path, VALID.replace("    model: sim-1\n", "    model: sim-1\n    modle: x\n"))
     assert problems_of(path, VALID_ENV) == [
-        f"{path}:13: providers[0].modle: Extra inputs are not permitted"
+        f"{path}:13: providers[0]: unknown field 'modle'; did you mean 'model'?"
     ]
 
 
@@ -379,14 +379,15 @@ def test_several_problems_are_reported_at_once_in_file_order(tmp_path: Path) -> 
     path = write(tmp_path, text)
     problems = problems_of(path, {"AI_KEY": "k"})
     assert problems == [
-        f"{path}:5: sources[0].signature.scheme: Input should be "
-        "'standard-webhooks', 'stripe', 'github', 'hmac-sha256' or 'none'",
+        f"{path}:5: sources[0].signature.scheme: unknown signature scheme 'rot13'; "
+        "expected one of: github, hmac-sha256, none, standard-webhooks, stripe",
         f"{path}:6: sources[0].signature.secret_env: "
         "environment variable HELPDESK_SECRET is not set",
-        f"{path}:10: providers[0].base_url: String should match pattern '^https?://'",
+        f"{path}:10: providers[0].base_url: must start with http:// or https://, "
+        "got 'ftp://nope'",
         f"{path}:19: flows[0].ai.prompt: template refers to ['foo']; "
         "it may use ['data', 'enrichment', 'event']",
-        f"{path}:24: flows[0].ai.max_concurrency: Input should be greater than or equal to 1",
+        f"{path}:24: flows[0].ai.max_concurrency: must be at least 1, got 0",
     ]
 
 
@@ -398,8 +399,8 @@ def test_reference_problems_are_reported_alongside_field_problems(tmp_path: Path
     )
     path = write(tmp_path, text)
     assert problems_of(path, VALID_ENV) == [
-        f"{path}:18: flows[0].ai.provider: unknown provider 'gpt' (known: ['default'])",
-        f"{path}:24: flows[0].ai.max_concurrency: Input should be greater than or equal to 1",
+        f"{path}:18: flows[0].ai.provider: unknown provider 'gpt'; expected one of: default",
+        f"{path}:24: flows[0].ai.max_concurrency: must be at least 1, got 0",
     ]
 
 
@@ -438,7 +439,7 @@ def test_anchors_tags_and_line_numbers_with_the_fast_parser(tmp_path: Path) -> N
     text = text.replace("provider: default\n", "provider: default\n      system: *key\n")
     path = write(tmp_path, text)
     assert problems_of(path, VALID_ENV) == [
-        f"{path}:26: flows[0].ai.max_attempts: Input should be greater than or equal to 1"
+        f"{path}:26: flows[0].ai.max_attempts: must be at least 1, got 0"
     ]
     path = write(tmp_path, text.replace("!!int '0'", "2"))
     config = load_config(path, env=VALID_ENV)
@@ -455,7 +456,9 @@ def test_file_must_be_a_mapping(tmp_path: Path) -> None:
 
 def test_missing_sources_section(tmp_path: Path) -> None:
     path = write(tmp_path, "version: 1\n")
-    assert problems_of(path, {}) == [f"{path}:1: sources: Field required"]
+    assert problems_of(path, {}) == [
+        f"{path}:1: (top level): missing required field 'sources'"
+    ]
 
 
 def test_unreadable_file(tmp_path: Path) -> None:
