@@ -41,9 +41,8 @@ def expected_lines(path: Path) -> list[str]:
     concurrency_line = lines.index("      max_concurrency: 0") + 1
     return [
         f"{path}:{provider_line}: flows[0].ai.provider: "
-        "unknown provider 'gpt' (known: ['default'])",
-        f"{path}:{concurrency_line}: flows[0].ai.max_concurrency: "
-        "Input should be greater than or equal to 1",
+        "unknown provider 'gpt'; expected one of: default",
+        f"{path}:{concurrency_line}: flows[0].ai.max_concurrency: must be at least 1, got 0",
     ]
 
 
