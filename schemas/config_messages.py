@@ -313,7 +313,10 @@ def _reason(
         return f"expected a network like 10.0.0.0/8 or 2001:db8::/32{got}"
     if kind in _BOUNDS:
         key, text = _BOUNDS[kind]
-        return f"{text} {ctx.get(key)}{got}"
+        bound = ctx.get(key)
+        if isinstance(bound, float) and bound.is_integer():
+            bound = int(bound)  # "more than 0", as the reader thinks of it, not "0.0"
+        return f"{text} {bound}{got}"
     if kind == "too_short":
         return f"needs at least {ctx.get('min_length')} item(s), got {ctx.get('actual_length')}"
     if kind == "too_long":

@@ -348,9 +348,7 @@ def test_duplicate_names_are_reported_alongside_field_problems(tmp_path: Path) -
         p.endswith("sources[1].name: 'helpdesk' is already the name of sources[0]")
         for p in problems
     )
-    assert problems[-1] == (
-        f"{path}:26: flows[0].ai.max_concurrency: must be at least 1, got 0"
-    )
+    assert problems[-1] == (f"{path}:26: flows[0].ai.max_concurrency: must be at least 1, got 0")
 
 
 def test_unknown_field_is_refused(tmp_path: Path) -> None:
@@ -383,8 +381,7 @@ def test_several_problems_are_reported_at_once_in_file_order(tmp_path: Path) -> 
         "expected one of: github, hmac-sha256, none, standard-webhooks, stripe",
         f"{path}:6: sources[0].signature.secret_env: "
         "environment variable HELPDESK_SECRET is not set",
-        f"{path}:10: providers[0].base_url: must start with http:// or https://, "
-        "got 'ftp://nope'",
+        f"{path}:10: providers[0].base_url: must start with http:// or https://, got 'ftp://nope'",
         f"{path}:19: flows[0].ai.prompt: template refers to ['foo']; "
         "it may use ['data', 'enrichment', 'event']",
         f"{path}:24: flows[0].ai.max_concurrency: must be at least 1, got 0",
@@ -456,9 +453,7 @@ def test_file_must_be_a_mapping(tmp_path: Path) -> None:
 
 def test_missing_sources_section(tmp_path: Path) -> None:
     path = write(tmp_path, "version: 1\n")
-    assert problems_of(path, {}) == [
-        f"{path}:1: (top level): missing required field 'sources'"
-    ]
+    assert problems_of(path, {}) == [f"{path}:1: (top level): missing required field 'sources'"]
 
 
 def test_unreadable_file(tmp_path: Path) -> None:
@@ -486,3 +481,260 @@ def test_config_is_frozen(tmp_path: Path) -> None:
     assert isinstance(config, HookstreamConfig)
     with pytest.raises(ValueError, match="frozen"):
         config.kafka.partitions = 3
+
+
+# --- messages in the file's terms (allowed values, nearest field, what was read) ----------
+
+
+def with_sink(*lines: str) -> str:
+    """VALID with one sink; its first line is line 26, the next ones 27, 28, ..."""
+    return VALID + "    sinks:\n      - " + "\n        ".join(lines) + "\n"
+
+
+def test_unknown_sink_kind_lists_the_kinds(tmp_path: Path) -> None:
+    path = write(tmp_path, with_sink("name: crm", "kind: webhook", "url: http://crm/x"))
+    assert problems_of(path, VALID_ENV) == [
+        f"{path}:26: flows[0].sinks[0]: unknown sink kind 'webhook'; "
+        "expected one of: http, postgres, slack"
+    ]
+
+
+def test_misspelt_sink_kind_suggests_the_nearest(tmp_path: Path) -> None:
+    path = write(tmp_path, with_sink("name: crm", "kind: postgress", "url: http://crm/x"))
+    assert problems_of(path, VALID_ENV) == [
+        f"{path}:26: flows[0].sinks[0]: unknown sink kind 'postgress'; "
+        "expected one of: http, postgres, slack (did you mean 'postgres'?)"
+    ]
+
+
+def test_unknown_provider_kind_lists_the_kinds(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID.replace("    model: sim-1\n", "    model: sim-1\n    kind: gpt\n"))
+    assert problems_of(path, VALID_ENV) == [
+        f"{path}:13: providers[0].kind: unknown provider kind 'gpt'; "
+        "expected one of: anthropic, openai"
+    ]
+
+
+def test_signature_scheme_in_the_wrong_case_suggests_the_right_one(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID.replace("scheme: hmac-sha256", "scheme: GitHub"))
+    assert problems_of(path, VALID_ENV) == [
+        f"{path}:5: sources[0].signature.scheme: unknown signature scheme 'GitHub'; "
+        "expected one of: github, hmac-sha256, none, standard-webhooks, stripe "
+        "(did you mean 'github'?)"
+    ]
+
+
+def test_literal_values_are_listed_for_any_field(tmp_path: Path) -> None:
+    text = VALID.replace(
+        "      secret_env: HELPDESK_SECRET\n",
+        "      secret_env: HELPDESK_SECRET\n      encoding: b32\n",
+    )
+    path = write(tmp_path, text)
+    assert problems_of(path, VALID_ENV) == [
+        f"{path}:7: sources[0].signature.encoding: unknown signature encoding 'b32'; "
+        "expected one of: base64, hex"
+    ]
+    path = write(tmp_path, with_sink("name: crm", "method: GET", "url: http://crm/x"))
+    assert problems_of(path, VALID_ENV) == [
+        f"{path}:27: flows[0].sinks[0].method: unknown sink method 'GET'; "
+        "expected one of: PATCH, POST, PUT"
+    ]
+
+
+def test_yaml_null_where_the_string_null_is_meant(tmp_path: Path) -> None:
+    text = VALID.replace(
+        "    ai:\n",
+        "    enrich:\n      - {name: crm, url: 'http://crm/x', on_not_found: null}\n    ai:\n",
+    )
+    path = write(tmp_path, text)
+    assert problems_of(path, VALID_ENV) == [
+        f"{path}:18: flows[0].enrich[0].on_not_found: unknown lookup on_not_found null; "
+        "expected one of: fail, null (write it in quotes: 'null')"
+    ]
+
+
+def test_a_single_allowed_value_is_named(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID.replace("version: 1", "version: 2"))
+    assert problems_of(path, VALID_ENV) == [f"{path}:1: version: must be 1, got 2"]
+
+
+def test_misspelt_field_suggests_the_nearest(tmp_path: Path) -> None:
+    text = VALID.replace("    model: sim-1\n", "    model: sim-1\n    timout_s: 3\n")
+    path = write(tmp_path, text)
+    assert problems_of(path, VALID_ENV) == [
+        f"{path}:13: providers[0]: unknown field 'timout_s'; did you mean 'timeout_s'?"
+    ]
+
+
+def test_misspelt_top_level_section_suggests_the_nearest(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID.replace("flows:", "flow:").split("flow:")[0] + "flow: []\n")
+    assert problems_of(path, VALID_ENV) == [
+        f"{path}:13: (top level): unknown field 'flow'; did you mean 'flows'?"
+    ]
+
+
+def test_unknown_field_with_nothing_close_lists_the_fields(tmp_path: Path) -> None:
+    text = VALID.replace(
+        "      secret_env: HELPDESK_SECRET\n", "      secret_env: HELPDESK_SECRET\n      zzz: 1\n"
+    )
+    path = write(tmp_path, text)
+    assert problems_of(path, VALID_ENV) == [
+        f"{path}:7: sources[0].signature: unknown field 'zzz'; allowed fields: encoding, "
+        "header, prefix, scheme, secret_env, timestamp_header, tolerance_s"
+    ]
+
+
+def test_a_field_of_another_sink_kind_names_that_kind(tmp_path: Path) -> None:
+    # A Slack sink whose kind was forgotten is an HTTP sink: say where its fields belong.
+    path = write(tmp_path, with_sink("name: alerts", "webhook_url_env: SLACK_URL", "text: hi"))
+    assert problems_of(path, {**VALID_ENV, "SLACK_URL": "https://hooks.slack.test/x"}) == [
+        f"{path}:26: flows[0].sinks[0]: missing required field 'url'",
+        f"{path}:27: flows[0].sinks[0]: unknown field 'webhook_url_env' for kind http; "
+        "it is a field of kind slack",
+        f"{path}:28: flows[0].sinks[0]: unknown field 'text' for kind http; "
+        "it is a field of kind slack",
+    ]
+
+
+def test_wrong_types_say_what_was_expected_and_what_was_read(tmp_path: Path) -> None:
+    text = (
+        "kafka:\n"
+        "  partitions: abc\n"
+        "  produce_timeout_s: abc\n"
+        "  linger_ms: 1.5\n"
+        "  bootstrap_servers: 9092\n"
+        "  replication_factor:\n"
+        "gateway:\n"
+        "  reuse_port: maybe\n"
+        "  forwarded_headers: user-agent\n"
+        "  trusted_proxies: [10.0.0.0/33]\n"
+        "worker: [1]\n"
+    ) + VALID
+    path = write(tmp_path, text)
+    assert problems_of(path, VALID_ENV) == [
+        f"{path}:2: kafka.partitions: expected a whole number, got 'abc'",
+        f"{path}:3: kafka.produce_timeout_s: expected a number, got 'abc'",
+        f"{path}:4: kafka.linger_ms: expected a whole number, got 1.5",
+        f"{path}:5: kafka.bootstrap_servers: expected a string, got 9092 (write it in quotes)",
+        f"{path}:6: kafka.replication_factor: expected a whole number, got nothing",
+        f"{path}:8: gateway.reuse_port: expected true or false, got 'maybe'",
+        f"{path}:9: gateway.forwarded_headers: expected a list, got 'user-agent'",
+        f"{path}:10: gateway.trusted_proxies[0]: "
+        "expected a network like 10.0.0.0/8 or 2001:db8::/32, got '10.0.0.0/33'",
+        f"{path}:11: worker: expected a mapping of fields (key: value), got a list",
+    ]
+
+
+def test_long_values_are_shortened(tmp_path: Path) -> None:
+    path = write(tmp_path, "kafka:\n  partitions: " + "x" * 100 + "\n" + VALID)
+    assert problems_of(path, VALID_ENV) == [
+        f"{path}:2: kafka.partitions: expected a whole number, got '{'x' * 37}...'"
+    ]
+
+
+def test_bounds_and_patterns_in_words(tmp_path: Path) -> None:
+    text = (
+        "kafka:\n  topic_prefix: my prefix\n  produce_timeout_s: 0\ngateway:\n  port: 70000\n"
+    ) + VALID.replace("name: helpdesk", "name: Helpdesk").replace(
+        "source: helpdesk", "source: Helpdesk"
+    )
+    path = write(tmp_path, text)
+    assert problems_of(path, VALID_ENV) == [
+        f"{path}:2: kafka.topic_prefix: must be 1 to 100 letters, digits, '.', '_' or '-', "
+        "got 'my prefix'",
+        f"{path}:3: kafka.produce_timeout_s: must be more than 0, got 0",
+        f"{path}:5: gateway.port: must be at most 65535, got 70000",
+        f"{path}:8: sources[0].name: must be 1 to 63 lowercase letters, digits, '-' or '_', "
+        "starting with a letter or digit, got 'Helpdesk'",
+        f"{path}:21: flows[0].match.source: must be 1 to 63 lowercase letters, digits, "
+        "'-' or '_', starting with a letter or digit, got 'Helpdesk'",
+    ]
+
+
+def test_postgres_sink_table_key_and_column_names(tmp_path: Path) -> None:
+    text = with_sink(
+        "name: db",
+        "kind: postgres",
+        "dsn_env: PG_DSN",
+        "table: public.tickets.x",
+        "key: []",
+        "columns: {bad-col: '{{ result.summary }}'}",
+    )
+    path = write(tmp_path, text)
+    assert problems_of(path, {**VALID_ENV, "PG_DSN": "postgresql://u:pw@db/x"}) == [
+        f"{path}:29: flows[0].sinks[0].table: must be a table name, optionally schema.table: "
+        "each a letter or '_', then letters, digits or '_' (at most 63), "
+        "got 'public.tickets.x'",
+        f"{path}:30: flows[0].sinks[0].key: needs at least 1 item(s), got 0",
+        f"{path}:31: flows[0].sinks[0].columns: key 'bad-col' must be a column name: "
+        "a letter or '_', then letters, digits or '_' (at most 63)",
+    ]
+
+
+def test_missing_required_fields_are_named_on_their_parent(tmp_path: Path) -> None:
+    text = VALID.replace('      prompt: "{{ data.message }}"\n', "").replace(
+        "      scheme: hmac-sha256\n", ""
+    )
+    path = write(tmp_path, text)
+    assert problems_of(path, VALID_ENV) == [
+        f"{path}:4: sources[0].signature: missing required field 'scheme' "
+        "(one of: github, hmac-sha256, none, standard-webhooks, stripe)",
+        f"{path}:16: flows[0].ai: missing required field 'prompt'",
+    ]
+
+
+def test_misspelt_provider_reference_suggests_the_nearest(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID.replace("provider: default", "provider: defualt"))
+    assert problems_of(path, VALID_ENV) == [
+        f"{path}:18: flows[0].ai.provider: unknown provider 'defualt'; "
+        "expected one of: default (did you mean 'default'?)"
+    ]
+
+
+def test_missing_slack_webhook_variable_is_named(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, with_sink("name: alerts", "kind: slack", "webhook_url_env: SLACK_URL", "text: hi")
+    )
+    assert problems_of(path, VALID_ENV) == [
+        f"{path}:28: flows[0].sinks[0].webhook_url_env: environment variable SLACK_URL is not set"
+    ]
+
+
+def test_a_secret_pasted_into_an_env_field_is_refused_without_echoing_it(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID.replace("api_key_env: AI_KEY", "api_key_env: sk-live-4f9a2b"))
+    problems = problems_of(path, VALID_ENV)
+    assert problems == [
+        f"{path}:11: providers[0].api_key_env: must be the name of an environment variable "
+        "(letters, digits and '_', like API_KEY), not the secret itself"
+    ]
+    assert "sk-live-4f9a2b" not in "\n".join(problems)
+
+
+def test_env_fields_never_show_their_value_in_a_type_error(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID.replace("api_key_env: AI_KEY", "api_key_env: [s3cr3t-value]"))
+    problems = problems_of(path, VALID_ENV)
+    assert problems == [f"{path}:11: providers[0].api_key_env: expected a string"]
+
+
+def test_no_message_keeps_pydantics_wording(tmp_path: Path) -> None:
+    # One file with a problem of every kind pydantic reports for it: none of its phrases
+    # (nor the union's discriminator function) reach the user.
+    text = (
+        (
+            "flow: []\nkafka: {partitions: abc, linger_ms: 1.5, topic_prefix: 'a b'}\n"
+            "gateway: {reuse_port: maybe, trusted_proxies: [x], forwarded_headers: x}\n"
+            "worker: {dedupe: {ttl_s: -1}}\n"
+        )
+        + with_sink("name: crm", "kind: webhook")
+        .replace("version: 1", "version: 2")
+        .replace(
+            "    model: sim-1\n",
+            "    model: 5\n    kind: gpt\n    budget: {requests_per_minute: x}\n",
+        )
+        + "      - notamap\n      - {name: s, timeout_s: abc, url: 'http://x', typo: 1}\n"
+    )
+    path = write(tmp_path, text)
+    problems = problems_of(path, VALID_ENV)
+    assert len(problems) == 16
+    for phrase in ("Input should", "Extra inputs", "Field required", "_sink_kind", "String should"):
+        assert not [p for p in problems if phrase in p], phrase
