@@ -26,6 +26,7 @@ backoff-and-retry and an immediate dead letter, and the gateway to choose betwee
     ├── RecordTooLarge              a record is over the producer's request size; not retriable
     ├── TemplateError               a template refers to a field the event lacks; not retriable
     ├── ToolError                   an operator command (dlq, replay, publish, tail) cannot proceed
+    │   └── UnknownTopic            the topic it reads or writes does not exist on the broker
     └── StageError                  a pipeline stage failed on one event
         ├── RemoteError             an HTTP peer (AI provider, CRM, lookup) failed
         │   ├── RetriableRemoteError      429, 5xx, timeout, connection error
@@ -168,6 +169,15 @@ class TemplateError(HookstreamError):
 class ToolError(HookstreamError):
     """An operator command (dlq, replay, publish, tail) cannot do what was asked; the message
     names the option or input line at fault. Not retriable."""
+
+
+class UnknownTopic(ToolError):
+    """The topic an operator command reads or writes does not exist on the broker (a wrong
+    ``kafka.topic_prefix``, or hookstream has not created its topics yet). Not retriable."""
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        super().__init__(f"topic {topic!r} does not exist")
 
 
 class StageError(HookstreamError):

@@ -1,7 +1,9 @@
 """The ``hookstream`` command: gateway, worker, sinks, config check, schemas, simulators.
 
-Every command that reads the config refuses to start on a bad file and prints each problem as
-``file:line: field.path: reason`` (exit status 2).
+Every command that reads the config takes it with ``-c/--config`` (default: ``$HOOKSTREAM_CONFIG``,
+else ``./hookstream.yaml``), refuses to start on a bad file and prints each problem as
+``file:line: field.path: reason`` (exit status 2). Any other expected failure is one line on
+stderr that says what to do, with an exit status of its own (:mod:`streams.cli.exits`).
 
 Each command imports what it needs when it runs: pydantic and the config models with the
 config, aiokafka with the commands that use Kafka. The short-lived ones (config check and the
@@ -17,18 +19,30 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from schemas.errors import BrokerUnavailable, ConfigError
+from streams.cli.exits import (
+    EPILOG,
+    EXIT_BAD_INPUT,
+    EXIT_CANNOT_LISTEN,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    fail,
+    is_listen_error,
+    listen_hint,
+)
 from streams.cli.ops import startup
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from schemas.config import HookstreamConfig
 
 CONFIG_ENV = "HOOKSTREAM_CONFIG"
+METRICS_PORT_ENV = "HOOKSTREAM_METRICS_PORT"
 LOG_LEVELS = ("crit", "error", "warn", "info", "debug")
-EXIT_CONFIG = 2
-EXIT_UNAVAILABLE = 3
+EXIT_CONFIG = EXIT_BAD_INPUT  # the name main.py used before streams.cli.exits
 
 
 def _config_arg(parser: argparse.ArgumentParser) -> None:
@@ -36,8 +50,44 @@ def _config_arg(parser: argparse.ArgumentParser) -> None:
         "--config",
         "-c",
         default=os.environ.get(CONFIG_ENV, "hookstream.yaml"),
-        help=f"flows file (default: ${CONFIG_ENV} or ./hookstream.yaml)",
+        help=f"flows file (default: ${CONFIG_ENV}, else ./hookstream.yaml)",
     )
+
+
+def _loglevel_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--loglevel", "-l", choices=LOG_LEVELS, default="info", help="log level (default info)"
+    )
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: the installed package's version, looked up only when asked (start-up
+    stays free of importlib.metadata)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(
+            option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=str(kwargs["help"])
+        )
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        print(f"hookstream {package_version()}")
+        parser.exit()
+
+
+def package_version() -> str:
+    """The version of the installed ``hookstream`` distribution (pyproject's version)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("hookstream")
+    except PackageNotFoundError:
+        return "(not installed: run pip install -e . in the repository)"
 
 
 def _load(path: str, *, require_secrets: bool = True) -> HookstreamConfig:
@@ -60,10 +110,11 @@ def _setup_logging(level: str) -> None:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
+    path = args.file if args.file is not None else args.config
     with startup():
-        config = _load(args.file, require_secrets=not args.no_env)
+        config = _load(path, require_secrets=not args.no_env)
     print(
-        f"{args.file}: ok ({len(config.sources)} sources, {len(config.providers)} providers, "
+        f"{path}: ok ({len(config.sources)} sources, {len(config.providers)} providers, "
         f"{len(config.flows)} flows)"
     )
     return 0
@@ -92,12 +143,21 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         loop_factory = uvloop.new_event_loop
     except ImportError:  # pragma: no cover - a declared dependency; asyncio works too
         pass
+    port = config.gateway.port if args.port is None else args.port
     try:
         with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=loop_factory) as r:
             r.run(serve(config, port=args.port))
     except BrokerUnavailable as exc:
-        print(f"hookstream gateway: {exc}", file=sys.stderr)
-        return EXIT_UNAVAILABLE
+        return fail(
+            f"{exc} — check that Kafka runs at {config.kafka.bootstrap_servers} "
+            f"(kafka.bootstrap_servers in {args.config})",
+            EXIT_UNAVAILABLE,
+        )
+    except OSError as exc:
+        if not is_listen_error(exc):
+            raise
+        option = f"--port or gateway.port in {args.config}"
+        return fail(listen_hint(config.gateway.host, port, exc, option=option), EXIT_CANNOT_LISTEN)
     return 0
 
 
@@ -113,9 +173,39 @@ def _wait_for_topics(config: HookstreamConfig, wait_s: float) -> None:
             return
         except BrokerUnavailable as exc:
             if time.monotonic() > deadline:
-                print(f"hookstream: {exc}", file=sys.stderr)
-                raise SystemExit(EXIT_UNAVAILABLE) from None
+                message = (
+                    f"{exc} — check that Kafka runs at {config.kafka.bootstrap_servers} "
+                    "(kafka.bootstrap_servers), or wait longer with --wait-for-broker-s"
+                )
+                raise SystemExit(fail(message, EXIT_UNAVAILABLE)) from None
             time.sleep(1.0)
+
+
+def _require_free_port(host: str, port: int, *, option: str) -> None:
+    """Refuse to start when the metrics port cannot be listened on.
+
+    The metrics server starts inside the Faust worker, where a failed bind crashes the worker
+    with a page of tracebacks after it has joined its group. Binding here first (with
+    SO_REUSEADDR, as the metrics server binds) finds a busy port in one line before any of
+    that; a process that takes the port in between still fails later, loudly.
+    """
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        message = f"--metrics-host {host!r}: not a host name or address here ({exc})"
+        raise SystemExit(fail(message, EXIT_BAD_INPUT)) from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if not is_listen_error(exc):
+                raise
+            message = listen_hint(host, port, exc, option=option)
+            raise SystemExit(fail(message, EXIT_CANNOT_LISTEN)) from None
 
 
 def _run_faust(args: argparse.Namespace, role: str) -> int:
@@ -124,13 +214,15 @@ def _run_faust(args: argparse.Namespace, role: str) -> int:
     from agents.app import create_app
 
     config = _load(args.config)
+    if args.metrics_port is not None:
+        option = f"--metrics-port (or ${METRICS_PORT_ENV})"
+        _require_free_port(args.metrics_host, args.metrics_port, option=option)
     _wait_for_topics(config, args.wait_for_broker_s)
-    metrics_port = getattr(args, "metrics_port", None)
     app = create_app(
         config,
         "worker" if role == "worker" else "sinks",
-        metrics_port=metrics_port,
-        metrics_host=getattr(args, "metrics_host", "127.0.0.1"),
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
     )
     worker = faust.Worker(app, loglevel=args.loglevel, quiet=True)
     worker.execute_from_commandline()  # exits the process when the worker stops
@@ -145,90 +237,174 @@ def cmd_sinks(args: argparse.Namespace) -> int:
     return _run_faust(args, "sinks")
 
 
+def _gateway_url(config: HookstreamConfig) -> str:
+    """The base URL the gateway of this config listens on, as a local sender reaches it."""
+    settings = config.gateway
+    # A gateway listening on every address is reached on this host's loopback.
+    anywhere = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}  # noqa: S104
+    host = anywhere.get(settings.host, settings.host)
+    if ":" in host:
+        host = f"[{host}]"
+    scheme = "https" if settings.tls_cert_file else "http"
+    return f"{scheme}://{host}:{settings.port}"
+
+
+def curl_command(url: str, headers: dict[str, str], body_path: str) -> str:
+    """A curl command that posts the body file byte for byte (``--data-binary``: ``-d`` would
+    strip its newlines, and the signature of the body as sent would no longer match)."""
+    import shlex
+
+    lines = [f"curl -sS -X POST {shlex.quote(url)}"]
+    lines += [f"-H {shlex.quote(f'{name}: {value}')}" for name, value in headers.items()]
+    lines.append(f"--data-binary {shlex.quote('@' + body_path)}")
+    return " \\\n  ".join(lines)
+
+
 def cmd_sign(args: argparse.Namespace) -> int:
-    """Print the headers a sender would add, so curl users can post test webhooks."""
+    """Print a curl command that posts the body signed as the source's sender signs it."""
+    from streams.cli.pubsub import read_input
     from streams.gateway.signatures import sign_headers
 
     config = _load(args.config)
     source = config.source(args.source)
     if source is None:
-        print(f"hookstream: no source named {args.source!r}", file=sys.stderr)
-        return EXIT_CONFIG
-    body = Path(args.file).read_bytes() if args.file != "-" else sys.stdin.buffer.read()
-    for name, value in sign_headers(source.signature, body).items():
-        print(f"{name}: {value}")
-    return 0
+        known = ", ".join(s.name for s in config.sources) or "(none)"
+        return fail(
+            f"--source {args.source!r} is not a source of {args.config}; its sources: {known}",
+            EXIT_BAD_INPUT,
+        )
+    from schemas.errors import ToolError
+
+    try:
+        body = read_input(args.file, what="body")
+    except ToolError as exc:
+        return fail(str(exc), EXIT_BAD_INPUT)
+    signed = sign_headers(source.signature, body)
+    if args.headers_only:
+        for name, value in signed.items():
+            print(f"{name}: {value}")
+        return EXIT_OK
+    base = (args.url or _gateway_url(config)).rstrip("/")
+    headers = {"Content-Type": args.content_type, **signed}
+    print(curl_command(f"{base}/webhooks/{source.name}", headers, args.file))
+    if args.file == "-":
+        print("hookstream: pipe the same body into that curl (@- reads stdin)", file=sys.stderr)
+    return EXIT_OK
 
 
 def _faust_args(parser: argparse.ArgumentParser) -> None:
     _config_arg(parser)
-    parser.add_argument("--loglevel", "-l", choices=LOG_LEVELS, default="info")
+    _loglevel_arg(parser)
     parser.add_argument(
         "--wait-for-broker-s",
         type=float,
         default=60.0,
         help="how long to wait for Kafka at start (default 60)",
     )
-    # Both roles: a scrape target, and what a container healthcheck asks (docker-compose.yml).
     parser.add_argument(
         "--metrics-port",
         type=int,
-        default=int(os.environ["HOOKSTREAM_METRICS_PORT"])
-        if os.environ.get("HOOKSTREAM_METRICS_PORT")
-        else None,
-        help="serve Prometheus /metrics on this port (default: $HOOKSTREAM_METRICS_PORT, else "
+        default=int(os.environ[METRICS_PORT_ENV]) if os.environ.get(METRICS_PORT_ENV) else None,
+        help=f"serve Prometheus /metrics on this port (default: ${METRICS_PORT_ENV}, else "
         "off; 9464 is customary)",
     )
-    parser.add_argument("--metrics-host", default="127.0.0.1", help="address for --metrics-port")
+    parser.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        help="address for --metrics-port (default 127.0.0.1)",
+    )
+
+
+def _command(commands: Any, name: str, text: str) -> argparse.ArgumentParser:
+    """A subcommand whose one-line help is also its description (``hookstream NAME -h``)."""
+    parser: argparse.ArgumentParser = commands.add_parser(name, help=text, description=text)
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hookstream", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+    """The whole ``hookstream`` parser: every subcommand with its help (the CLI reference page
+    in docs/ is generated from it)."""
+    parser = argparse.ArgumentParser(
+        prog="hookstream", description=__doc__.splitlines()[0], epilog=EPILOG
+    )
+    parser.add_argument(
+        "--version", action=_VersionAction, help="print the installed version and exit"
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    gateway = commands.add_parser("gateway", help="run the webhook gateway")
+    gateway = _command(commands, "gateway", "run the webhook gateway")
     _config_arg(gateway)
-    gateway.add_argument("--port", type=int, default=None, help="override gateway.port")
-    gateway.add_argument("--loglevel", "-l", choices=LOG_LEVELS, default="info")
+    gateway.add_argument(
+        "--port", type=int, default=None, help="listen on this port instead of gateway.port"
+    )
+    _loglevel_arg(gateway)
     gateway.set_defaults(func=cmd_gateway)
 
-    worker = commands.add_parser("worker", help="run the enrich and AI agents (Faust worker)")
+    worker = _command(commands, "worker", "run the enrich and AI agents (Faust worker)")
     _faust_args(worker)
     worker.set_defaults(func=cmd_worker)
 
-    sinks = commands.add_parser("sinks", help="run the sink agents (own consumer group)")
+    sinks = _command(commands, "sinks", "run the sink agents (own consumer group)")
     _faust_args(sinks)
     sinks.set_defaults(func=cmd_sinks)
 
-    config = commands.add_parser("config", help="work with the config file")
-    config_commands = config.add_subparsers(dest="config_command", required=True)
-    check = config_commands.add_parser("check", help="validate a config file")
-    check.add_argument("file")
+    config = _command(commands, "config", "work with the config file")
+    config_commands = config.add_subparsers(dest="config_command", required=True, metavar="COMMAND")
+    check = _command(config_commands, "check", "validate a config file")
+    _config_arg(check)
+    check.add_argument(
+        "file",
+        nargs="?",
+        default=None,
+        help="the file to check (as -c/--config, which takes precedence when not given)",
+    )
     check.add_argument(
         "--no-env", action="store_true", help="do not require the secrets' environment variables"
     )
     check.set_defaults(func=cmd_config_check)
 
-    schemas = commands.add_parser("schemas", help="JSON Schemas of the topics")
-    schema_commands = schemas.add_subparsers(dest="schemas_command", required=True)
-    export = schema_commands.add_parser("export", help="write one JSON Schema per topic")
-    export.add_argument("directory")
+    schemas = _command(commands, "schemas", "JSON Schemas of the topics")
+    schema_commands = schemas.add_subparsers(
+        dest="schemas_command", required=True, metavar="COMMAND"
+    )
+    export = _command(schema_commands, "export", "write one JSON Schema per topic")
+    export.add_argument("directory", help="where to write them (created if missing)")
     export.set_defaults(func=cmd_schemas_export)
 
-    sign = commands.add_parser("sign", help="print signature headers for a test webhook body")
+    sign = _command(commands, "sign", "print a curl command that posts a body signed for a source")
     _config_arg(sign)
-    sign.add_argument("--source", required=True)
+    sign.add_argument("--source", required=True, help="a source of the config: its signature")
     sign.add_argument("file", help="body file, or - for stdin")
+    sign.add_argument(
+        "--url",
+        help="the gateway's base URL (default: from gateway.host, gateway.port and TLS)",
+    )
+    sign.add_argument(
+        "--content-type",
+        default="application/json",
+        help="the Content-Type header (default application/json)",
+    )
+    sign.add_argument(
+        "--headers-only",
+        action="store_true",
+        help="print only the signature headers, one 'Name: value' per line",
+    )
     sign.set_defaults(func=cmd_sign)
 
-    dev = commands.add_parser("dev", help="local simulators")
-    dev.add_argument("simulator", choices=["ai-sim", "crm-sim", "slack-sim"])
-    dev.add_argument("sim_args", nargs=argparse.REMAINDER)
+    dev = _command(commands, "dev", "local simulators")
+    dev.add_argument(
+        "simulator", choices=["ai-sim", "crm-sim", "slack-sim"], help="the simulator to run"
+    )
+    dev.add_argument(
+        "sim_args", nargs=argparse.REMAINDER, help="its own options (hookstream dev NAME -h)"
+    )
     dev.set_defaults(func=cmd_dev)
 
-    from streams.cli import ops as cli_ops  # dlq, replay, publish, tail
+    from streams.cli import ops as cli_ops  # dlq, replay
+    from streams.cli import pubsub  # publish, tail
 
     cli_ops.add_commands(commands, lambda path: _load(path), _config_arg)
+    pubsub.add_commands(commands, lambda path: _load(path), _config_arg)
     return parser
 
 
@@ -246,9 +422,22 @@ def cmd_dev(args: argparse.Namespace) -> int:
     return crm_sim.main(args.sim_args)
 
 
+def _stdout_closed() -> int:
+    """The reader of our stdout has gone (``hookstream tail … | head``): that is how it says it
+    has enough, so exit quietly. stdout goes to /dev/null first, or the interpreter's own
+    flush at exit fails again and prints a traceback."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return _stdout_closed()
     return code
 
 

@@ -1,8 +1,9 @@
-"""The operator and client commands of ``hookstream``: dlq, replay, publish, tail.
+"""The operator commands of ``hookstream``: dlq and replay (publish and tail: :mod:`.pubsub`).
 
 Registered on the main parser by :func:`add_commands` (``streams.cli.main``). Each loads the config
-for the broker address and topic prefix, and exits 2 on bad input (the message names the option
-or line at fault) and 3 when Kafka cannot be reached.
+for the broker address and topic prefix. An expected failure is one line on stderr that says what
+to do, with the exit status of :mod:`streams.cli.exits` (2 bad input, 3 Kafka unreachable, 4 no
+such topic).
 """
 
 from __future__ import annotations
@@ -12,20 +13,30 @@ import contextlib
 import gc
 import sys
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any, TextIO
 
 import orjson
 
-from schemas.errors import BrokerUnavailable, ToolError
+from schemas.errors import BrokerUnavailable, ToolError, UnknownTopic
+from streams.cli.exits import (
+    EXIT_BAD_INPUT,
+    EXIT_DECLINED,
+    EXIT_INTERRUPTED,
+    EXIT_NO_TOPIC,
+    EXIT_UNAVAILABLE,
+    fail,
+)
+from streams.cli.topics import owned_topics, resolve_topic
 
 if TYPE_CHECKING:
     from schemas.config import HookstreamConfig
 
-EXIT_BAD_INPUT = 2
-EXIT_UNAVAILABLE = 3
 Loader = Callable[[str], "HookstreamConfig"]
+ConfigArg = Callable[[argparse.ArgumentParser], None]
+# The stages that dead-letter (the ``stage`` of a dead letter): agents.stages' enrich and ai,
+# agents.sinks' sink. A unit test holds this list to those modules' own names.
+STAGES = ("enrich", "ai", "sink")
 
 
 @contextlib.contextmanager
@@ -47,27 +58,49 @@ def startup() -> Iterator[None]:
             gc.enable()
 
 
-def topic_name(config: HookstreamConfig, topic: str) -> str:
-    """A role (``events``) or a full topic name (``hookstream.events``)."""
-    from schemas import topics as catalogue
-
-    return f"{config.kafka.topic_prefix}.{topic}" if topic in catalogue.ROLES else topic
+def topic_name(config: HookstreamConfig, topic: str, *, option: str = "topic") -> str:
+    """A short name (``events``, ``dedupe``) or a full topic name (``hookstream.events``)."""
+    return resolve_topic(config.kafka.topic_prefix, topic, option=option)
 
 
-def _run(coro: Any) -> int:
+def quiet_kafka_logs() -> None:
+    """aiokafka logs each failed connection attempt and metadata miss (on stderr, through
+    logging's last-resort handler); the command reports the outcome in one line instead."""
+    import logging
+
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
+
+def run(coro: Coroutine[Any, Any, int], args: argparse.Namespace, config: HookstreamConfig) -> int:
+    """Run a command's coroutine; an expected failure becomes one line and an exit status."""
     import asyncio
 
+    quiet_kafka_logs()
+    kafka = config.kafka
     try:
-        code: int = asyncio.run(coro)
-        return code
+        return asyncio.run(coro)
+    except UnknownTopic as exc:
+        maker = "the worker" if exc.topic in _worker_topics(kafka.topic_prefix) else "the gateway"
+        return fail(
+            f"{exc} on the broker at {kafka.bootstrap_servers} — check kafka.topic_prefix in "
+            f"{args.config} (now {kafka.topic_prefix!r}); {maker} creates it when it first starts",
+            EXIT_NO_TOPIC,
+        )
     except ToolError as exc:
-        print(f"hookstream: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return fail(str(exc), EXIT_BAD_INPUT)
     except BrokerUnavailable as exc:
-        print(f"hookstream: {exc}", file=sys.stderr)
-        return EXIT_UNAVAILABLE
+        return fail(
+            f"{exc} — check that Kafka runs at {kafka.bootstrap_servers} "
+            f"(kafka.bootstrap_servers in {args.config})",
+            EXIT_UNAVAILABLE,
+        )
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+
+
+def _worker_topics(prefix: str) -> set[str]:
+    owned = owned_topics(prefix)
+    return {owned["dedupe"], owned["ai-cache"]}
 
 
 # --- dlq ------------------------------------------------------------------------------------
@@ -129,18 +162,22 @@ def cmd_dlq(args: argparse.Namespace, load: Loader) -> int:
         print(f"{verb} {len(done)}; {already} matching were redriven before", file=sys.stderr)
         return 0
 
-    return _run(main())
+    return run(main(), args, config)
 
 
-def _add_dlq(commands: Any, load: Loader, config_arg: Callable[[Any], None]) -> None:
-    dlq = commands.add_parser("dlq", help="list, show and redrive dead letters")
-    sub = dlq.add_subparsers(dest="dlq_command", required=True)
-    for name, text in (("list", "list dead letters"), ("redrive", "send them back, once each")):
-        p = sub.add_parser(name, help=text)
+def _add_dlq(commands: Any, load: Loader, config_arg: ConfigArg) -> None:
+    text = "list, show and redrive dead letters"
+    dlq = commands.add_parser("dlq", help=text, description=text)
+    sub = dlq.add_subparsers(dest="dlq_command", required=True, metavar="COMMAND")
+    for name, text in (
+        ("list", "list dead letters"),
+        ("redrive", "send dead letters back to their stage's input topic, once each"),
+    ):
+        p = sub.add_parser(name, help=text, description=text)
         config_arg(p)
-        p.add_argument("--stage", help="enrich, ai or sink")
-        p.add_argument("--error-class", help="e.g. PermanentRemoteError")
-        p.add_argument("--flow")
+        p.add_argument("--stage", choices=STAGES, help="only the dead letters of this stage")
+        p.add_argument("--error-class", help="only this error class, e.g. PermanentRemoteError")
+        p.add_argument("--flow", help="only the dead letters of this flow")
         p.add_argument("--since", help="last failure at or after this ISO 8601 time")
         p.add_argument("--until", help="last failure before this ISO 8601 time")
         if name == "list":
@@ -148,7 +185,8 @@ def _add_dlq(commands: Any, load: Loader, config_arg: Callable[[Any], None]) -> 
         else:
             p.add_argument("--dry-run", action="store_true", help="only print what would go")
         p.set_defaults(func=lambda a: cmd_dlq(a, load))
-    show = sub.add_parser("show", help="one dead letter with its headers and value")
+    text = "one dead letter with its headers and value"
+    show = sub.add_parser("show", help=text, description=text)
     config_arg(show)
     show.add_argument("record", help="PARTITION:OFFSET, as `dlq list` prints it")
     show.set_defaults(func=lambda a: cmd_dlq(a, load))
@@ -195,11 +233,20 @@ def cmd_replay(args: argparse.Namespace, load: Loader) -> int:
         from streams.ops.replay import Replayer, ReplayFilter
 
         config = load(args.config)
+    try:
+        topic = topic_name(config, args.topic, option="--topic")
+        if args.flow is not None and args.flow not in {flow.name for flow in config.flows}:
+            raise ToolError(
+                f"--flow {args.flow!r} is not a flow of {args.config}; its flows: "
+                f"{', '.join(flow.name for flow in config.flows) or '(none)'}"
+            )
+    except ToolError as exc:
+        return fail(str(exc), EXIT_BAD_INPUT)
 
     async def main() -> int:
         replayer = Replayer(
             config,
-            topic_name(config, args.topic),
+            topic,
             start=parse_position(args.from_, option="--from"),
             end=parse_position(args.to, option="--to") if args.to else None,
             selection=ReplayFilter(source=args.source, type=args.type, flow=args.flow),
@@ -215,7 +262,7 @@ def cmd_replay(args: argparse.Namespace, load: Loader) -> int:
             )
             if estimate.calls and not _confirm("Replay?"):
                 print("replay: not confirmed (use --yes to skip the question)", file=sys.stderr)
-                return 1
+                return EXIT_DECLINED
         bar = None if args.no_progress else ProgressBar()
         stats = await replayer.run(progress=bar)
         print(
@@ -225,139 +272,42 @@ def cmd_replay(args: argparse.Namespace, load: Loader) -> int:
         )
         return 0
 
-    return _run(main())
+    return run(main(), args, config)
 
 
-def _add_replay(commands: Any, load: Loader, config_arg: Callable[[Any], None]) -> None:
-    replay = commands.add_parser("replay", help="re-inject a window of a topic, marked as replay")
+def _add_replay(commands: Any, load: Loader, config_arg: ConfigArg) -> None:
+    text = "re-inject a window of a topic, marked as a replay"
+    replay = commands.add_parser("replay", help=text, description=text)
     config_arg(replay)
-    replay.add_argument("--topic", required=True, help="events, enriched, results or a full name")
+    replay.add_argument(
+        "--topic",
+        required=True,
+        help="short name (events, enriched, results, …) or full topic name",
+    )
     replay.add_argument(
         "--from", dest="from_", required=True, help="first offset (every partition) or ISO time"
     )
     replay.add_argument("--to", help="end offset or ISO time, exclusive (default: now)")
-    replay.add_argument("--source")
-    replay.add_argument("--type")
-    replay.add_argument("--flow")
+    replay.add_argument("--source", help="only events of this source")
+    replay.add_argument("--type", help="only events of this type")
+    replay.add_argument("--flow", help="only records of this flow (a configured one)")
     replay.add_argument("--yes", "-y", action="store_true", help="do not ask before model calls")
-    replay.add_argument("--no-progress", action="store_true")
+    replay.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     replay.set_defaults(func=lambda a: cmd_replay(a, load))
 
 
-# --- publish / tail -------------------------------------------------------------------------
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (``--max``, ``--batch``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
 
 
-def _read_events(args: argparse.Namespace, config: HookstreamConfig) -> list[Any]:
-    """One CloudEvent per JSON line, built like the gateway builds them for a configured
-    source (its id, type and partition-key rules), else from --type and --key-field."""
-    from schemas.errors import InvalidPayload
-    from streams.client import make_event, parse_json_line
-    from streams.gateway.ingest import build_event
-
-    source = config.source(args.source)
-    where = "stdin" if args.file == "-" else args.file
-    lines = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
-    events = []
-    for number, line in enumerate(lines.splitlines(), 1):
-        if not line.strip():
-            continue
-        payload = parse_json_line(line, number=number, where=where)
-        if source is not None and args.type is None:
-            try:
-                event = build_event(
-                    source, {}, line.strip().encode(), payload, forwarded_headers=()
-                )
-            except InvalidPayload as exc:
-                raise ToolError(f"{where}:{number}: {exc}") from None
-        else:
-            key = payload.get(args.key_field) if args.key_field else None
-            event = make_event(
-                payload,
-                source=args.source,
-                type=args.type or "webhook",
-                key=str(key) if key is not None else None,
-            )
-        events.append(event)
-    return events
-
-
-def cmd_publish(args: argparse.Namespace, load: Loader) -> int:
-    with startup():
-        from streams.client import Publisher
-
-        config = load(args.config)
-
-    async def main() -> int:
-        events = _read_events(args, config)
-        async with Publisher(settings=config.kafka) as publisher:
-            done = 0
-            for start in range(0, len(events), args.batch):
-                done += len(await publisher.publish_many(events[start : start + args.batch]))
-        print(f"published {done} event(s) to {publisher.topic}", file=sys.stderr)
-        return 0
-
-    return _run(main())
-
-
-def cmd_tail(args: argparse.Namespace, load: Loader) -> int:
-    with startup():
-        from streams.kafka.reader import new_consumer, partitions_of
-
-        config = load(args.config)
-    topic = topic_name(config, args.topic)
-
-    async def main() -> int:
-        consumer = new_consumer(config.kafka.bootstrap_servers)
-        shown = 0
-        try:
-            await consumer.start()
-            tps = await partitions_of(consumer, topic)
-            consumer.assign(tps)
-            if args.from_beginning:
-                await consumer.seek_to_beginning(*tps)
-            else:
-                await consumer.seek_to_end(*tps)
-            async for record in consumer:
-                try:
-                    value: Any = orjson.loads(record.value or b"null")
-                except orjson.JSONDecodeError:
-                    value = (record.value or b"").decode(errors="replace")
-                shown_record = {
-                    "topic": record.topic,
-                    "partition": record.partition,
-                    "offset": record.offset,
-                    "key": record.key.decode(errors="replace") if record.key else None,
-                    "headers": {k: bytes(v).decode(errors="replace") for k, v in record.headers},
-                    "value": value,
-                }
-                print(orjson.dumps(shown_record, option=orjson.OPT_INDENT_2).decode(), flush=True)
-                shown += 1
-                if args.max is not None and shown >= args.max:
-                    break
-        finally:
-            await consumer.stop()
-        return 0
-
-    return _run(main())
-
-
-def add_commands(commands: Any, load: Loader, config_arg: Callable[[Any], None]) -> None:
-    """Add dlq, replay, publish and tail to the ``hookstream`` parser."""
+def add_commands(commands: Any, load: Loader, config_arg: ConfigArg) -> None:
+    """Add dlq and replay to the ``hookstream`` parser."""
     _add_dlq(commands, load, config_arg)
     _add_replay(commands, load, config_arg)
-
-    publish = commands.add_parser("publish", help="publish JSON lines as CloudEvents")
-    config_arg(publish)
-    publish.add_argument("file", nargs="?", default="-", help="JSON lines file, or - for stdin")
-    publish.add_argument("--source", required=True, help="the event source (a configured one")
-    publish.add_argument("--type", help="event type (default: the source's type rules)")
-    publish.add_argument("--key-field", help="payload field of the partition key (with --type)")
-    publish.add_argument("--batch", type=int, default=500, help="events per durable batch")
-    publish.set_defaults(func=lambda a: cmd_publish(a, load))
-
-    tail = commands.add_parser("tail", help="print a topic's records as pretty JSON, following")
-    config_arg(tail)
-    tail.add_argument("topic", help="events, results, dlq, … or a full topic name")
-    tail.add_argument("--from-beginning", action="store_true")
-    tail.add_argument("--max", type=int, default=None, help="stop after N records")
-    tail.set_defaults(func=lambda a: cmd_tail(a, load))

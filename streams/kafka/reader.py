@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.consumer.fetcher import FetchResult
 from aiokafka.structs import ConsumerRecord
 
-from schemas.errors import ToolError
+from schemas.errors import ToolError, UnknownTopic
 
 Position = int | datetime
 FIRST_FETCH_BYTES = 64 * 1024  # per partition; read_window_raw doubles it with each fetch
@@ -75,7 +75,7 @@ async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPar
     await consumer._client.force_metadata_update()
     partitions = consumer.partitions_for_topic(topic)
     if not partitions:
-        raise ToolError(f"topic {topic!r} does not exist (or has no partitions)")
+        raise UnknownTopic(topic)
     return [TopicPartition(topic, p) for p in sorted(partitions)]
 
 

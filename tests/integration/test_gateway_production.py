@@ -517,6 +517,7 @@ async def test_hookstream_sign_prints_headers_the_gateway_accepts(
         str(config_path),
         "--source",
         source,
+        "--headers-only",
         str(tmp_path / "body.json"),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
