@@ -453,7 +453,6 @@ SinkConfig = Annotated[
     pydantic.Discriminator(_sink_kind),
 ]
 _SINK_ROOTS = {"event", "data", "enrichment", "result", "ai"}
-SINK_KINDS = ("http", "slack", "postgres")
 
 
 class FlowConfig(_Frozen):

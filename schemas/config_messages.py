@@ -71,7 +71,7 @@ def unknown_choice(what: str, value: object, choices: Iterable[object]) -> str:
     scalar = value is None or isinstance(value, bool | int | float)
     text = f"unknown {what} {_yaml_spelling(value) if scalar else show(value)}"
     if not allowed:
-        return f"{text}; none is declared"
+        return f"{text}; the file declares none"
     text += f"; expected one of: {', '.join(allowed)}"
     if isinstance(value, str) and (near := suggestion(value, allowed)) is not None:
         text += f" (did you mean {near!r}?)"

@@ -738,3 +738,11 @@ def test_no_message_keeps_pydantics_wording(tmp_path: Path) -> None:
     assert len(problems) == 16
     for phrase in ("Input should", "Extra inputs", "Field required", "_sink_kind", "String should"):
         assert not [p for p in problems if phrase in p], phrase
+
+
+def test_reference_when_the_file_declares_none(tmp_path: Path) -> None:
+    text = VALID.replace(VALID[VALID.index("providers:") : VALID.index("flows:")], "")
+    path = write(tmp_path, text)
+    assert problems_of(path, VALID_ENV) == [
+        f"{path}:13: flows[0].ai.provider: unknown provider 'default'; the file declares none"
+    ]
