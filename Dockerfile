@@ -15,7 +15,7 @@ RUN groupadd --system --gid 10001 hookstream \
 
 WORKDIR /app
 
-# The package first (its own layer), then the example flows and webhooks.
+# The package first (its own layer), then the example flows and webhooks and the demo poster.
 # README.md* : the project's readme, copied when present (pyproject.toml refers to it).
 COPY pyproject.toml README.md* ./
 COPY schemas/ schemas/
@@ -24,6 +24,8 @@ COPY agents/ agents/
 RUN pip install . \
     && rm -rf build ./*.egg-info
 COPY examples/ examples/
+# The one-shot poster of the compose demo (the `demo` service of docker-compose.yml).
+COPY scripts/demo.py scripts/demo.py
 
 ENV HOOKSTREAM_STATE_DIR=/var/lib/hookstream \
     HOOKSTREAM_CONFIG=/app/examples/flows.yaml

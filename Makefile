@@ -18,8 +18,8 @@ STATE_DIR ?= $(or $(HOOKSTREAM_STATE_DIR),.hookstream)
 # KAFKA_PORT and the other KAFKA_*/HOOKSTREAM_* variables reach scripts/kafka through the
 # environment (make passes both environment and command-line variables on to recipes).
 
-.PHONY: help venv kafka-up kafka-down kafka-status kafka-logs test unit demo lint fmt clean \
-	bench-gateway bench-ai bench-replay bench-latency postgres-up postgres-down
+.PHONY: help venv kafka-up kafka-down kafka-status kafka-logs test unit demo lint docs fmt clean \
+	bench-gateway bench-ai bench-replay bench-latency postgres-up postgres-down compose-check
 
 help: ## list the targets
 	@echo "hookstream make targets:"
@@ -30,10 +30,10 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --disable-pip-version-check -q -e '.[dev]'
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[dev,docs]'
 	@touch $@
 
-venv: $(STAMP) ## create .venv and install hookstream with its dev tools (again when pyproject.toml changes)
+venv: $(STAMP) ## create .venv and install hookstream with its dev and docs tools (again when pyproject.toml changes)
 
 kafka-up: ## start the local Kafka broker (scripts/kafka up); with KAFKA_BOOTSTRAP_SERVERS set, check that a broker answers there
 	scripts/kafka up
@@ -74,13 +74,20 @@ bench-replay: venv ## hookstream replay vs a kcat pipe over 100,000 events (benc
 bench-latency: venv ## webhook in → CRM update, per hop, at a low rate vs bare aiokafka hops (bench/results/latency.md, .json)
 	scripts/with-kafka $(PY) bench/latency/run.py
 
-lint: venv ## ruff check, ruff format --check, mypy, the import contracts (runs all, fails if any fails)
+lint: venv ## ruff check, ruff format --check, mypy, the import contracts, compose-check (runs all, fails if any fails)
 	@rc=0; \
 	echo "+ ruff check ."; $(PY) -m ruff check . || rc=1; \
 	echo "+ ruff format --check ."; $(PY) -m ruff format --check . || rc=1; \
 	echo "+ mypy"; $(PY) -m mypy || rc=1; \
 	echo "+ lint-imports"; $(VENV)/bin/lint-imports || rc=1; \
+	echo "+ compose-check"; $(MAKE) --no-print-directory compose-check || rc=1; \
 	exit $$rc
+
+compose-check: venv ## validate docker-compose.yml without a container engine (compose-go and the Compose Specification's schema; commands, ports, env, healthchecks; needs go)
+	$(PY) scripts/compose_check.py
+
+docs: venv ## build the manual (docs/, mkdocs-material) into site/ with --strict: a broken link, anchor or page fails
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --clean --site-dir site
 
 fmt: venv ## ruff format + ruff check --fix
 	$(PY) -m ruff format .
