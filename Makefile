@@ -19,7 +19,7 @@ STATE_DIR ?= $(or $(HOOKSTREAM_STATE_DIR),.hookstream)
 # environment (make passes both environment and command-line variables on to recipes).
 
 .PHONY: help venv kafka-up kafka-down kafka-status kafka-logs test unit demo lint docs fmt clean \
-	bench-gateway bench-ai bench-replay bench-latency postgres-up postgres-down compose-check
+	bench-gateway bench-ai bench-replay bench-latency bench-http postgres-up postgres-down compose-check
 
 help: ## list the targets
 	@echo "hookstream make targets:"
@@ -73,6 +73,12 @@ bench-replay: venv ## hookstream replay vs a kcat pipe over 100,000 events (benc
 
 bench-latency: venv ## webhook in → CRM update, per hop, at a low rate vs bare aiokafka hops (bench/results/latency.md, .json)
 	scripts/with-kafka $(PY) bench/latency/run.py
+
+# BENCH_HTTP_ARGS: options both of its scripts take, e.g. --servers hookstream aiohttp, --code-from HEAD
+bench-http: venv ## own HTTP/1.1 layer vs aiohttp, uvicorn, granian: req/s, CPU/req, attacks (bench/results/http_servers.md, .json; ~12 min; installs the bench extra and wrk)
+	$(PY) -c 'import uvicorn, granian' 2>/dev/null || $(PY) -m pip install --disable-pip-version-check -q -e '.[dev,bench]'
+	$(PY) bench/http_servers/run.py $(BENCH_HTTP_ARGS)
+	$(PY) bench/http_servers/protections.py $(BENCH_HTTP_ARGS)
 
 lint: venv ## ruff check, ruff format --check, mypy, the import contracts, compose-check (runs all, fails if any fails)
 	@rc=0; \
