@@ -32,7 +32,7 @@ from streams.cli.exits import (
     is_listen_error,
     listen_hint,
 )
-from streams.cli.ops import startup
+from streams.cli.ops import startup, unreachable_hint
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -49,6 +49,7 @@ def _config_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
         "-c",
+        metavar="FILE",
         default=os.environ.get(CONFIG_ENV, "hookstream.yaml"),
         help=f"flows file (default: ${CONFIG_ENV}, else ./hookstream.yaml)",
     )
@@ -113,6 +114,10 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     path = args.file if args.file is not None else args.config
     with startup():
         config = _load(path, require_secrets=not args.no_env)
+    from schemas.config_loader import config_warnings
+
+    for warning in config_warnings(path, config):
+        print(f"hookstream: warning: {warning}", file=sys.stderr)
     print(
         f"{path}: ok ({len(config.sources)} sources, {len(config.providers)} providers, "
         f"{len(config.flows)} flows)"
@@ -148,11 +153,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=loop_factory) as r:
             r.run(serve(config, port=args.port))
     except BrokerUnavailable as exc:
-        return fail(
-            f"{exc} — check that Kafka runs at {config.kafka.bootstrap_servers} "
-            f"(kafka.bootstrap_servers in {args.config})",
-            EXIT_UNAVAILABLE,
-        )
+        return fail(f"{exc} — {unreachable_hint(config, args.config)}", EXIT_UNAVAILABLE)
     except OSError as exc:
         if not is_listen_error(exc):
             raise
@@ -161,7 +162,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     return 0
 
 
-def _wait_for_topics(config: HookstreamConfig, wait_s: float) -> None:
+def _wait_for_topics(config: HookstreamConfig, config_path: str, wait_s: float) -> None:
     import asyncio
 
     from streams.kafka.admin import ensure_topics
@@ -174,8 +175,8 @@ def _wait_for_topics(config: HookstreamConfig, wait_s: float) -> None:
         except BrokerUnavailable as exc:
             if time.monotonic() > deadline:
                 message = (
-                    f"{exc} — check that Kafka runs at {config.kafka.bootstrap_servers} "
-                    "(kafka.bootstrap_servers), or wait longer with --wait-for-broker-s"
+                    f"{exc} — {unreachable_hint(config, config_path)}, or wait longer "
+                    "with --wait-for-broker-s"
                 )
                 raise SystemExit(fail(message, EXIT_UNAVAILABLE)) from None
             time.sleep(1.0)
@@ -217,7 +218,7 @@ def _run_faust(args: argparse.Namespace, role: str) -> int:
     if args.metrics_port is not None:
         option = f"--metrics-port (or ${METRICS_PORT_ENV})"
         _require_free_port(args.metrics_host, args.metrics_port, option=option)
-    _wait_for_topics(config, args.wait_for_broker_s)
+    _wait_for_topics(config, args.config, args.wait_for_broker_s)
     app = create_app(
         config,
         "worker" if role == "worker" else "sinks",
@@ -325,7 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The whole ``hookstream`` parser: every subcommand with its help (the CLI reference page
     in docs/ is generated from it)."""
     parser = argparse.ArgumentParser(
-        prog="hookstream", description=__doc__.splitlines()[0], epilog=EPILOG
+        prog="hookstream",
+        description="Webhooks in, AI-processed updates out, over Apache Kafka: run the gateway, "
+        "the worker and the sinks, and operate them (dlq, replay, publish, tail).",
+        epilog=EPILOG,
     )
     parser.add_argument(
         "--version", action=_VersionAction, help="print the installed version and exit"
@@ -356,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
         "file",
         nargs="?",
         default=None,
-        help="the file to check (as -c/--config, which takes precedence when not given)",
+        help="the file to check: the same as -c FILE (kept for compatibility)",
     )
     check.add_argument(
         "--no-env", action="store_true", help="do not require the secrets' environment variables"

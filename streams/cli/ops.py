@@ -71,6 +71,21 @@ def quiet_kafka_logs() -> None:
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
 
+def unreachable_hint(config: HookstreamConfig, config_path: str) -> str:
+    """What to check when Kafka does not answer, naming where its address came from (the
+    environment variable overrides the file)."""
+    import os
+
+    from schemas.config_loader import BOOTSTRAP_ENV
+
+    origin = (
+        f"${BOOTSTRAP_ENV}"
+        if os.environ.get(BOOTSTRAP_ENV)
+        else f"kafka.bootstrap_servers in {config_path}"
+    )
+    return f"check that Kafka runs at {config.kafka.bootstrap_servers} (from {origin})"
+
+
 def run(coro: Coroutine[Any, Any, int], args: argparse.Namespace, config: HookstreamConfig) -> int:
     """Run a command's coroutine; an expected failure becomes one line and an exit status."""
     import asyncio
@@ -89,11 +104,7 @@ def run(coro: Coroutine[Any, Any, int], args: argparse.Namespace, config: Hookst
     except ToolError as exc:
         return fail(str(exc), EXIT_BAD_INPUT)
     except BrokerUnavailable as exc:
-        return fail(
-            f"{exc} — check that Kafka runs at {kafka.bootstrap_servers} "
-            f"(kafka.bootstrap_servers in {args.config})",
-            EXIT_UNAVAILABLE,
-        )
+        return fail(f"{exc} — {unreachable_hint(config, args.config)}", EXIT_UNAVAILABLE)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
 

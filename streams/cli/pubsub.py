@@ -31,6 +31,19 @@ if TYPE_CHECKING:
     from schemas.events import CloudEvent
 
 
+PUBLISH_DESCRIPTION = (
+    "Publish one CloudEvent per JSON line, built as the gateway builds it for the source: "
+    "the same id, type and partition key as the same webhook posted to the gateway. A source "
+    "without partition_key is refused unless --key-field names the key's field or "
+    "--allow-random-key accepts each event's own id as its key (which gives up the order per "
+    "customer)."
+)
+TAIL_DESCRIPTION = (
+    "Print a topic's records as they arrive (from the end, or --from-beginning): pretty JSON, "
+    "or one JSON object per line with --jsonl, for jq. The value is parsed when it is JSON."
+)
+
+
 def read_input(path: str, *, what: str) -> bytes:
     """A file's bytes, or stdin's for ``-``; a file that cannot be read is bad input."""
     if path == "-":
@@ -190,15 +203,18 @@ def cmd_tail(args: argparse.Namespace, load: Loader) -> int:
 def add_commands(commands: Any, load: Loader, config_arg: ConfigArg) -> None:
     """Add publish and tail to the ``hookstream`` parser."""
     text = "publish JSON lines as CloudEvents, built by a configured source's rules"
-    publish = commands.add_parser("publish", help=text, description=__doc__.split("\n\n")[1])
+    publish = commands.add_parser("publish", help=text, description=PUBLISH_DESCRIPTION)
     config_arg(publish)
-    publish.add_argument("file", nargs="?", default="-", help="JSON lines file, or - for stdin")
+    publish.add_argument(
+        "file", nargs="?", default="-", metavar="FILE", help="JSON lines file, or - for stdin"
+    )
     publish.add_argument(
         "--source", required=True, help="a source of the config: its id, type and key rules"
     )
     publish.add_argument("--type", help="event type (default: the source's type rules)")
     publish.add_argument(
         "--key-field",
+        metavar="PATH",
         help="payload field (dotted path) of the partition key (default: the source's "
         "partition_key)",
     )
@@ -209,22 +225,29 @@ def add_commands(commands: Any, load: Loader, config_arg: ConfigArg) -> None:
         "(no order per customer)",
     )
     publish.add_argument(
-        "--batch", type=positive_int, default=500, help="events per durable batch (default 500)"
+        "--batch",
+        type=positive_int,
+        default=500,
+        metavar="N",
+        help="events per durable batch (default 500)",
     )
     publish.set_defaults(func=lambda a: cmd_publish(a, load))
 
     text = "print a topic's records as JSON, following"
-    tail = commands.add_parser("tail", help=text, description=__doc__.split("\n\n")[2])
+    tail = commands.add_parser("tail", help=text, description=TAIL_DESCRIPTION)
     config_arg(tail)
     tail.add_argument(
         "topic",
+        metavar="TOPIC",
         help=f"short name of a topic hookstream owns ({', '.join(owned_topics('p'))}) "
         "or a full topic name",
     )
     tail.add_argument(
         "--from-beginning", action="store_true", help="start at the oldest record, not the end"
     )
-    tail.add_argument("--max", type=positive_int, default=None, help="stop after N records shown")
+    tail.add_argument(
+        "--max", type=positive_int, default=None, metavar="N", help="stop after N records shown"
+    )
     tail.add_argument(
         "--jsonl",
         action="store_true",
