@@ -32,7 +32,7 @@ from streams.cli.exits import (
     is_listen_error,
     listen_hint,
 )
-from streams.cli.ops import startup, unreachable_hint
+from streams.cli.ops import quiet_kafka_logs, startup, unreachable_hint
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -168,18 +168,21 @@ def _wait_for_topics(config: HookstreamConfig, config_path: str, wait_s: float) 
     from streams.kafka.admin import ensure_topics
 
     deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            asyncio.run(ensure_topics(config.kafka))
-            return
-        except BrokerUnavailable as exc:
-            if time.monotonic() > deadline:
-                message = (
-                    f"{exc} — {unreachable_hint(config, config_path)}, or wait longer "
-                    "with --wait-for-broker-s"
-                )
-                raise SystemExit(fail(message, EXIT_UNAVAILABLE)) from None
-            time.sleep(1.0)
+    # Each failed attempt would print aiokafka's errors (logging is not set up before Faust
+    # starts): the outcome is one line below. The worker then logs aiokafka as usual.
+    with quiet_kafka_logs():
+        while True:
+            try:
+                asyncio.run(ensure_topics(config.kafka))
+                return
+            except BrokerUnavailable as exc:
+                if time.monotonic() > deadline:
+                    message = (
+                        f"{exc} — {unreachable_hint(config, config_path)}, or wait longer "
+                        "with --wait-for-broker-s"
+                    )
+                    raise SystemExit(fail(message, EXIT_UNAVAILABLE)) from None
+                time.sleep(1.0)
 
 
 def _require_free_port(host: str, port: int, *, option: str) -> None:

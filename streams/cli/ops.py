@@ -63,12 +63,20 @@ def topic_name(config: HookstreamConfig, topic: str, *, option: str = "topic") -
     return resolve_topic(config.kafka.topic_prefix, topic, option=option)
 
 
-def quiet_kafka_logs() -> None:
+@contextlib.contextmanager
+def quiet_kafka_logs() -> Iterator[None]:
     """aiokafka logs each failed connection attempt and metadata miss (on stderr, through
-    logging's last-resort handler); the command reports the outcome in one line instead."""
+    logging's last-resort handler); inside this block the command reports the outcome in
+    one line instead."""
     import logging
 
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    logger = logging.getLogger("aiokafka")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def unreachable_hint(config: HookstreamConfig, config_path: str) -> str:
@@ -90,10 +98,10 @@ def run(coro: Coroutine[Any, Any, int], args: argparse.Namespace, config: Hookst
     """Run a command's coroutine; an expected failure becomes one line and an exit status."""
     import asyncio
 
-    quiet_kafka_logs()
     kafka = config.kafka
     try:
-        return asyncio.run(coro)
+        with quiet_kafka_logs():
+            return asyncio.run(coro)
     except UnknownTopic as exc:
         maker = "the worker" if exc.topic in _worker_topics(kafka.topic_prefix) else "the gateway"
         return fail(

@@ -129,6 +129,7 @@ def test_a_missing_topic_names_it_and_the_prefix_and_exits_4(
         ["dlq", "list"],
         ["replay", "--topic", "events", "--from", "0", "--yes"],
         ["publish", "--source", "open", "--allow-random-key", "-"],
+        ["worker", "--wait-for-broker-s", "0"],
     ],
 )
 def test_an_unreachable_broker_is_one_line_and_exit_3(
