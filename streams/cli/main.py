@@ -241,61 +241,6 @@ def cmd_sinks(args: argparse.Namespace) -> int:
     return _run_faust(args, "sinks")
 
 
-def _gateway_url(config: HookstreamConfig) -> str:
-    """The base URL the gateway of this config listens on, as a local sender reaches it."""
-    settings = config.gateway
-    # A gateway listening on every address is reached on this host's loopback.
-    anywhere = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}  # noqa: S104
-    host = anywhere.get(settings.host, settings.host)
-    if ":" in host:
-        host = f"[{host}]"
-    scheme = "https" if settings.tls_cert_file else "http"
-    return f"{scheme}://{host}:{settings.port}"
-
-
-def curl_command(url: str, headers: dict[str, str], body_path: str) -> str:
-    """A curl command that posts the body file byte for byte (``--data-binary``: ``-d`` would
-    strip its newlines, and the signature of the body as sent would no longer match)."""
-    import shlex
-
-    lines = [f"curl -sS -X POST {shlex.quote(url)}"]
-    lines += [f"-H {shlex.quote(f'{name}: {value}')}" for name, value in headers.items()]
-    lines.append(f"--data-binary {shlex.quote('@' + body_path)}")
-    return " \\\n  ".join(lines)
-
-
-def cmd_sign(args: argparse.Namespace) -> int:
-    """Print a curl command that posts the body signed as the source's sender signs it."""
-    from streams.cli.pubsub import read_input
-    from streams.gateway.signatures import sign_headers
-
-    config = _load(args.config)
-    source = config.source(args.source)
-    if source is None:
-        known = ", ".join(s.name for s in config.sources) or "(none)"
-        return fail(
-            f"--source {args.source!r} is not a source of {args.config}; its sources: {known}",
-            EXIT_BAD_INPUT,
-        )
-    from schemas.errors import ToolError
-
-    try:
-        body = read_input(args.file, what="body")
-    except ToolError as exc:
-        return fail(str(exc), EXIT_BAD_INPUT)
-    signed = sign_headers(source.signature, body)
-    if args.headers_only:
-        for name, value in signed.items():
-            print(f"{name}: {value}")
-        return EXIT_OK
-    base = (args.url or _gateway_url(config)).rstrip("/")
-    headers = {"Content-Type": args.content_type, **signed}
-    print(curl_command(f"{base}/webhooks/{source.name}", headers, args.file))
-    if args.file == "-":
-        print("hookstream: pipe the same body into that curl (@- reads stdin)", file=sys.stderr)
-    return EXIT_OK
-
-
 def _faust_args(parser: argparse.ArgumentParser) -> None:
     _config_arg(parser)
     _loglevel_arg(parser)
@@ -378,25 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("directory", help="where to write them (created if missing)")
     export.set_defaults(func=cmd_schemas_export)
 
-    sign = _command(commands, "sign", "print a curl command that posts a body signed for a source")
-    _config_arg(sign)
-    sign.add_argument("--source", required=True, help="a source of the config: its signature")
-    sign.add_argument("file", help="body file, or - for stdin")
-    sign.add_argument(
-        "--url",
-        help="the gateway's base URL (default: from gateway.host, gateway.port and TLS)",
-    )
-    sign.add_argument(
-        "--content-type",
-        default="application/json",
-        help="the Content-Type header (default application/json)",
-    )
-    sign.add_argument(
-        "--headers-only",
-        action="store_true",
-        help="print only the signature headers, one 'Name: value' per line",
-    )
-    sign.set_defaults(func=cmd_sign)
+    from streams.cli import sign
+
+    sign.add_command(commands, lambda path: _load(path), _config_arg)
 
     dev = _command(commands, "dev", "local simulators")
     dev.add_argument(

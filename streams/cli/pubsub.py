@@ -54,15 +54,21 @@ def read_input(path: str, *, what: str) -> bytes:
         raise ToolError(f"{path}: cannot read the {what}: {exc.strerror or exc}") from None
 
 
-def publish_source(config: HookstreamConfig, args: argparse.Namespace) -> SourceConfig:
-    """The configured source events are published for, with the partition-key rule to use;
-    refuses an unknown source and a source without a key rule (see the module doc)."""
+def configured_source(config: HookstreamConfig, args: argparse.Namespace) -> SourceConfig:
+    """The source ``--source`` names; refused, with the configured ones, when there is none."""
     source = config.source(args.source)
     if source is None:
         known = ", ".join(s.name for s in config.sources) or "(none)"
         raise ToolError(
             f"--source {args.source!r} is not a source of {args.config}; its sources: {known}"
         )
+    return source
+
+
+def publish_source(config: HookstreamConfig, args: argparse.Namespace) -> SourceConfig:
+    """The configured source events are published for, with the partition-key rule to use;
+    refuses an unknown source and a source without a key rule (see the module doc)."""
+    source = configured_source(config, args)
     if args.key_field:
         return source.model_copy(update={"partition_key": args.key_field})
     if source.partition_key is None and not args.allow_random_key:

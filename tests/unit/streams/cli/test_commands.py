@@ -15,8 +15,8 @@ from schemas.config import HookstreamConfig
 from schemas.config_loader import load_config
 from schemas.errors import ToolError
 from schemas.topics import Topics
-from streams.cli.main import curl_command
 from streams.cli.pubsub import publish_source, read_events, record_json
+from streams.cli.sign import curl_command
 from streams.cli.topics import owned_topics, resolve_topic
 
 CONFIG = """
