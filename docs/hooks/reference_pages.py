@@ -709,7 +709,24 @@ def layout_markdown(root: Path = ROOT) -> str:
     return "\n".join(lines)
 
 
+def readme_quickstart(readme: Path | None = None) -> str:
+    """The README's "Two commands" and quickstart sections, for docs/quickstart.md.
+
+    One text, run by tests/integration/test_readme.py, shown in both places: links into docs/
+    become page links, and the fences lose the ``readme:<name>`` tags the test finds its
+    blocks by.
+    """
+    text = (readme or ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index("\n## Two commands")
+    end = text.index("\n## What you can rely on")
+    part = text[start:end].strip()
+    part = re.sub(r"^(```\w+) readme:[\w-]+$", r"\1", part, flags=re.MULTILINE)
+    part = part.replace("](docs/", "](")
+    return part + "\n"
+
+
 PAGE_INSERTS: dict[str, Callable[[], str]] = {
+    "<!-- generated: readme-quickstart -->": readme_quickstart,
     "<!-- generated: importlinter-contracts -->": contracts_markdown,
     "<!-- generated: package-layout -->": layout_markdown,
 }

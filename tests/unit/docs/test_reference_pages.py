@@ -218,3 +218,14 @@ def test_every_test_the_manual_names_exists() -> None:
         assert re.search(rf"^(async )?def {name}\(", source, re.MULTILINE), (
             f"docs/{page} names {path}::{name}, which does not exist"
         )
+
+
+def test_the_quickstart_page_shows_every_command_the_readme_test_runs(pages: ModuleType) -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"^```\w+ readme:[\w-]+\n(.*?)^```$", readme, flags=re.MULTILINE | re.S)
+    assert blocks, "the README has no tagged blocks"
+    page = pages.readme_quickstart()
+    for block in blocks:
+        assert block in page
+    assert "readme:" not in page
+    assert "](docs/" not in page
