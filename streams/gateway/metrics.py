@@ -2,7 +2,7 @@
 
 Label values are bounded: ``source`` is a configured source name or ``_unknown`` (never the
 path a stranger typed), ``status`` an HTTP status, ``reason`` a refusal code from the fixed set
-the README lists.
+of :data:`streams.gateway.openapi.PROBLEM_CODES` (docs/reference/problems.md).
 """
 
 from __future__ import annotations
