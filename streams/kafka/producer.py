@@ -179,6 +179,11 @@ class KafkaWriter:
             raise BrokerUnavailable(f"Kafka refused the write: {type(exc).__name__}") from exc
         finally:
             timer.cancel()
+            # The deadline can fire while producer.send() still waits (for a missing topic's
+            # metadata): nobody awaits the waiter then, and asyncio would log its TimeoutError
+            # as "exception never retrieved" once it is collected.
+            if waiter.done() and not waiter.cancelled():
+                waiter.exception()
 
 
 async def _retire(producer: AIOKafkaProducer, timeout_s: float) -> None:
