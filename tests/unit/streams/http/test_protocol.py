@@ -1,8 +1,9 @@
-"""The gateway's HTTP/1.1 layer (streams/http1.py) over real loopback sockets.
+"""The gateway's HTTP/1.1 layer (streams/http/) over real loopback sockets.
 
 A small application stands in for the gateway (tests/support/http1.py); the client side is raw
-bytes on a socket, so framing, ordering and closing are seen exactly as a sender sees them. The
-protections against hostile clients are in test_http1_protections.py.
+bytes on a socket, so framing, ordering and closing are seen exactly as a sender sees them.
+Time is the test's own clock: a timeout fires when a test advances it, never by sleeping. The
+protections against hostile clients are in test_protections.py.
 """
 
 from __future__ import annotations
@@ -15,17 +16,30 @@ import orjson
 import pytest
 
 from streams.http.message import Response
-from streams.http.protocol import MAX_HEAD_BYTES, MAX_QUEUED
-from tests.support.http1 import LIMIT, Served, closed, post, read_answer
+from streams.http.protocol import LINGER_S, MAX_HEAD_BYTES, MAX_QUEUED
+from tests.support.http1 import (
+    IDLE_TIMEOUT_S,
+    LIMIT,
+    SWEEP_S,
+    Served,
+    closed,
+    post,
+    read_answer,
+    until,
+)
 
 
 async def test_pipelined_requests_are_answered_in_order_even_when_the_first_waits(
     served: Served,
 ) -> None:
-    reader, writer = await served.connect()
+    client = await served.open()
+    reader, writer = client.reader, client.writer
     writer.write(post("/hold", b"first") + post("/echo", b"second") + post("/echo", b"third"))
-    await asyncio.sleep(0.2)
-    # The later requests are not answered ahead of the held one.
+    await until(
+        lambda: len(client.connection._queue) == 2 or len(served.app.bodies) > 1,
+        "both later requests to be queued",
+    )
+    # The later requests are not handled ahead of the held one.
     assert served.app.bodies == [b"first"]
     served.app.held[0].set_result(Response(201, b'{"held":true}'))
     answers = [await read_answer(reader) for _ in range(3)]
@@ -37,10 +51,11 @@ async def test_pipelined_requests_are_answered_in_order_even_when_the_first_wait
 async def test_more_pipelined_requests_than_the_queue_holds_are_all_answered(
     served: Served,
 ) -> None:
-    reader, writer = await served.connect()
+    client = await served.open()
+    reader, writer = client.reader, client.writer
     count = MAX_QUEUED * 3
     writer.write(post("/hold", b"0") + b"".join(post("/echo", b"%d" % i) for i in range(1, count)))
-    await asyncio.sleep(0.2)
+    await until(lambda: client.connection._reading_paused_s is not None, "reading paused")
     served.app.held[0].set_result(Response(200, b'{"body":"0"}'))
     bodies = [orjson.loads((await read_answer(reader)).body)["body"] for _ in range(count)]
     assert bodies == [str(i) for i in range(count)]
@@ -256,11 +271,15 @@ async def test_a_bug_in_the_application_is_a_500_not_a_hang(served: Served) -> N
 
 
 async def test_an_idle_connection_is_closed(served: Served) -> None:
-    reader, writer = await served.connect()
-    writer.write(post("/echo", b"x"))
-    await read_answer(reader)
-    assert await closed(reader)  # idle_timeout_s is 0.5
-    writer.close()
+    client = await served.open()
+    client.writer.write(post("/echo", b"x"))
+    await read_answer(client.reader)
+    served.clock.advance(IDLE_TIMEOUT_S)  # idle for exactly the limit: not yet
+    assert not client.closing()
+    served.clock.advance(SWEEP_S)  # past it, at the next sweep
+    assert client.closing()
+    assert await closed(client.reader)
+    client.writer.close()
 
 
 async def test_close_answers_the_request_in_progress_and_refuses_new_connections(
@@ -270,30 +289,73 @@ async def test_close_answers_the_request_in_progress_and_refuses_new_connections
     reader, writer = await served.connect()
     idle_reader, idle_writer = await served.connect()
     writer.write(post("/hold", b"in flight"))
-    await asyncio.sleep(0.1)
+    await until(lambda: served.app.held, "the request to be handled")
     closing = asyncio.create_task(served.server.close(5.0))
-    await asyncio.sleep(0.1)
+    await until(lambda: served.server.closing, "close() to begin")
     assert await closed(idle_reader)  # an idle connection goes at once
     with pytest.raises(ConnectionRefusedError):
         await asyncio.open_connection("127.0.0.1", port)
     served.app.held[0].set_result(Response(202, b'{"late":true}'))
     answer = await read_answer(reader)
     assert (answer.status, answer.headers["connection"]) == (202, "close")
+    assert await closed(reader)
+    assert not closing.done()  # lingering: what the client still sends is read and dropped
+    writer.close()  # the client closes its side: the connection closes, and with it close()
     await asyncio.wait_for(closing, timeout=5)
     assert served.server.connections == set()
-    writer.close()
     idle_writer.close()
+
+
+async def test_close_gives_up_on_what_is_still_unanswered_after_its_timeout(
+    served: Served,
+) -> None:
+    client = await served.open()
+    client.writer.write(post("/hold", b"never answered"))
+    await until(lambda: served.app.held, "the request to be handled")
+    closing = asyncio.create_task(served.server.close(3.0))
+    await until(lambda: served.server.closing, "close() to begin")
+    served.clock.advance(2.9)
+    await asyncio.sleep(0)  # close() would run now, were its time up
+    assert not closing.done()
+    assert not client.closing()
+    served.clock.advance(0.2)
+    await asyncio.wait_for(closing, timeout=5)
+    assert client.closing()
+    assert await closed(client.reader)  # aborted, without an answer
+    client.writer.close()
+
+
+async def test_a_client_that_never_closes_its_side_is_closed_after_the_linger(
+    served: Served,
+) -> None:
+    client = await served.open()
+    client.send(post("/echo", b"last", "Connection: close"))
+    answer = await read_answer(client.reader)
+    assert answer.headers["connection"] == "close"
+    assert await closed(client.reader)  # our side is shut for writing (FIN) ...
+    client.send(b"still sending")
+    await client.delivered()
+    served.clock.advance(LINGER_S)
+    assert not client.closing()  # ... and still reads, up to LINGER_S
+    served.clock.advance(SWEEP_S)
+    assert client.closing()
+    await until(lambda: not served.server.connections, "the connection to close")
+    client.writer.close()
 
 
 async def test_a_refusal_ahead_of_a_large_body_reaches_the_sender_whole(served: Served) -> None:
     # The sender keeps sending the body it announced after the 413 went out. Closing the
     # socket on data not read would reset the connection, and the reset can destroy the
     # answer before the sender reads it.
-    reader, writer = await served.connect()
-    writer.write(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1048576\r\n\r\n")
+    client = await served.open()
+    reader, writer = client.reader, client.writer
+    client.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1048576\r\n\r\n")
+    await until(lambda: served.server.requests_count == 1, "the 413 to be written")
     for _ in range(16):
-        writer.write(b"x" * 16384)
-        await asyncio.sleep(0.01)
+        client.send(b"x" * 16384)
+        await writer.drain()
+    await client.delivered()  # read (and dropped) after the answer, not refused with a reset
+    assert not client.closing()
     answer = await read_answer(reader)
     assert answer.status == 413
     assert orjson.loads(answer.body)["code"] == "payload_too_large"
