@@ -16,8 +16,9 @@ import faust
 from agents.metrics import watch_runner
 from agents.resources import Resources
 from agents.sinks.wiring import register_sink_agents
+from agents.stages.ai import AIStage
+from agents.stages.enrich import EnrichStage
 from agents.stages.runner import OrderedRunner
-from agents.stages.worker import AIStage, EnrichStage
 from schemas.config import HookstreamConfig
 from schemas.topics import Topics
 

@@ -27,7 +27,6 @@ entry with its receipt, compaction keeping the latest.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Literal
 
@@ -40,6 +39,7 @@ from agents.emit import emit
 from agents.refcount import RefCounted
 from schemas.config import KafkaSettings
 from schemas.errors import BrokerUnavailable
+from streams.kafka.compacted import CompactedReader, stop_quietly
 from streams.kafka.producer import KafkaWriter
 
 log = logging.getLogger(__name__)
@@ -47,19 +47,11 @@ Outcome = Literal["delivered", "dead_lettered"]
 DELIVERED: Outcome = "delivered"
 DEAD_LETTERED: Outcome = "dead_lettered"
 _DEAD_LETTER_MARK = b'{"dead_lettered":'
+_ENDS_CLIENT = "the delivered-memory's end-offsets client"
 
 
 def _outcome(value: bytes | None) -> Outcome:
     return DEAD_LETTERED if value is not None and value.startswith(_DEAD_LETTER_MARK) else DELIVERED
-
-
-async def _stop_all(*clients: AIOKafkaConsumer) -> None:
-    """Stop every client, even when stopping one of them fails."""
-    for client in clients:
-        try:
-            await client.stop()
-        except Exception:
-            log.exception("stopping a consumer of the delivered-memory failed")
 
 
 class DeliveredMemory(RefCounted):
@@ -73,17 +65,18 @@ class DeliveredMemory(RefCounted):
         self.topic = topic
         self.tail_fetch_max_wait_ms = tail_fetch_max_wait_ms
         self._outcomes: dict[bytes, Outcome] = {}
-        self._progress = asyncio.Event()
-        self._consumer: AIOKafkaConsumer | None = None
+        self._reader: CompactedReader | None = None
         self._ends: AIOKafkaConsumer | None = None  # ListOffsets only (see the module doc)
-        self._tail: asyncio.Task[None] | None = None
-        self._partitions: list[int] = []
+
+    def _apply(self, key: bytes | None, value: bytes | None) -> None:
+        if key is not None:
+            self._outcomes[key] = _outcome(value)
 
     async def _start(self) -> None:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap_servers,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
+        reader = CompactedReader(
+            self.settings.bootstrap_servers,
+            self.topic,
+            self._apply,
             client_id=f"{self.topic}-memory",
             fetch_max_wait_ms=self.tail_fetch_max_wait_ms,
         )
@@ -93,58 +86,27 @@ class DeliveredMemory(RefCounted):
             client_id=f"{self.topic}-memory-ends",
         )
         try:
-            await consumer.start()
             await ends.start()
-            partitions = sorted(await self._wait_for_partitions(consumer))
-            tps = [TopicPartition(self.topic, p) for p in partitions]
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
+            # Not loaded to the end: each check catches up on its key's partition.
+            await reader.start(load=False)
         except BaseException as exc:  # cancelled too: neither client may be left running
-            await _stop_all(consumer, ends)
+            await stop_quietly(ends, _ENDS_CLIENT)
             if isinstance(exc, KafkaError | TimeoutError):
                 raise BrokerUnavailable(f"cannot read {self.topic}: {exc}") from exc
             raise
-        self._partitions = partitions
-        self._consumer, self._ends = consumer, ends
-        self._tail = asyncio.create_task(self._read_forever(consumer))
-
-    async def _wait_for_partitions(self, consumer: AIOKafkaConsumer) -> set[int]:
-        async with asyncio.timeout(60):
-            while True:
-                await consumer._client.force_metadata_update()
-                partitions = consumer.partitions_for_topic(self.topic)
-                if partitions:
-                    return set(partitions)
-                await asyncio.sleep(0.5)
+        self._reader, self._ends = reader, ends
 
     async def _stop(self) -> None:
-        if self._tail is not None:
-            self._tail.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._tail
-            self._tail = None
-        clients = [c for c in (self._consumer, self._ends) if c is not None]
-        self._consumer = self._ends = None
-        await _stop_all(*clients)
-
-    async def _read_forever(self, consumer: AIOKafkaConsumer) -> None:
-        while True:
-            try:
-                batches = await consumer.getmany(timeout_ms=500)
-            except KafkaError as exc:
-                log.warning("reading %s failed (%s); retrying", self.topic, exc)
-                await asyncio.sleep(1.0)
-                continue
-            for messages in batches.values():
-                for message in messages:
-                    if message.key is not None:
-                        self._outcomes[message.key] = _outcome(message.value)
-            if batches:
-                self._progress.set()
-                self._progress = asyncio.Event()
+        reader, ends = self._reader, self._ends
+        self._reader = self._ends = None
+        if reader is not None:
+            await reader.stop()
+        if ends is not None:
+            await stop_quietly(ends, _ENDS_CLIENT)
 
     def partition_for(self, key: bytes) -> int:
-        return int(DefaultPartitioner()(key, self._partitions, self._partitions))
+        partitions = self._reader.partitions if self._reader is not None else []
+        return int(DefaultPartitioner()(key, partitions, partitions))
 
     async def outcome(self, key: str, *, fresh: bool = False) -> Outcome | None:
         """What became of ``key``: delivered, dead-lettered, or nothing yet (None).
@@ -161,8 +123,8 @@ class DeliveredMemory(RefCounted):
         return self._outcomes.get(raw)
 
     async def _catch_up(self, partition: int) -> None:
-        tail, ends = self._consumer, self._ends
-        if tail is None or ends is None:
+        reader, ends = self._reader, self._ends
+        if reader is None or ends is None:
             raise RuntimeError("DeliveredMemory used outside `async with`")
         tp = TopicPartition(self.topic, partition)
         while True:
@@ -172,12 +134,7 @@ class DeliveredMemory(RefCounted):
             except KafkaError as exc:
                 log.warning("cannot read the end of %s (%s); retrying", tp, exc)
                 await asyncio.sleep(1.0)
-        # The tail's position, not the offset after the last record it read: a partition
-        # emptied by retention (log start = end) has no record to read up to its end.
-        while await tail.position(tp) < end:
-            progress = self._progress
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(progress.wait(), 5.0)
+        await reader.wait_for_position(partition, end)
 
     async def remember(self, writer: KafkaWriter, key: str, receipt: bytes) -> None:
         """Record a delivery durably (acks=all); returns once Kafka has it."""

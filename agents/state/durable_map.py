@@ -16,9 +16,9 @@ So each map is one topic with ``cleanup.policy=compact,delete`` (compaction keep
 value per key; ``retention.ms`` = the TTL drops old segments). :meth:`DurableMap.start` reads
 the topic to its end before returning, so a worker's agents never run with a half-loaded map
 (what Faust's recovery does for tables); a tail task then keeps reading, so entries written by
-other workers arrive within moments. :meth:`put` writes through: the local copy changes only
-once Kafka has the record. Entries older than the TTL are ignored on read and dropped from
-memory by a periodic cleanup.
+other workers arrive within moments (both: :class:`streams.kafka.compacted.CompactedReader`).
+:meth:`put` writes through: the local copy changes only once Kafka has the record. Entries
+older than the TTL are ignored on read and dropped from memory by a periodic cleanup.
 
 Every worker holds the whole map in memory: about (key + value) bytes per entry for one TTL.
 """
@@ -33,18 +33,15 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from agents.emit import emit
 from schemas.config import KafkaSettings
-from schemas.errors import BrokerUnavailable
+from streams.kafka.admin import create_topics
+from streams.kafka.compacted import CompactedReader
 from streams.kafka.producer import KafkaWriter
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], float]
-_LOAD_POLL_MS = 500
 # The tail reads every entry the workers write (two per AI result): left at aiokafka's
 # defaults (fetch_min_bytes=1) the broker answers each fetch with the few records written
 # since the last one, hundreds of fetches a second whose per-request cost was a tenth of the
@@ -70,9 +67,8 @@ class DurableMap:
         self.cleanup_interval_s = cleanup_interval_s
         self._clock = clock
         self._data: dict[str, tuple[float, Any]] = {}
-        self._consumer: AIOKafkaConsumer | None = None
-        self._tasks: list[asyncio.Task[None]] = []
-        self.loaded_records = 0
+        self._reader: CompactedReader | None = None
+        self._cleanup_task: asyncio.Task[None] | None = None
 
     def __len__(self) -> int:
         return len(self._data)
@@ -125,89 +121,44 @@ class DurableMap:
         if current is None or current[0] <= entry[0]:
             self._data[name] = entry
 
-    async def _ensure_topic(self) -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.bootstrap_servers)
-        try:
-            await admin.start()
-        except KafkaError as exc:
-            raise BrokerUnavailable(f"cannot reach Kafka: {exc}") from exc
-        try:
-            if self.topic in set(await admin.list_topics()):
-                return
-            retention_ms = int(self.ttl_s * 1000)
-            configs = {
-                "cleanup.policy": "compact,delete",
-                "retention.ms": str(retention_ms),
-                # Segments roll often enough for retention and compaction to act.
-                "segment.ms": str(max(60_000, min(retention_ms // 10, 86_400_000))),
-            }
-            topic = NewTopic(
-                name=self.topic,
-                num_partitions=self.settings.partitions,
-                replication_factor=self.settings.replication_factor,
-                topic_configs=configs,
-            )
-            with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics([topic])
-        finally:
-            await admin.close()
+    def _topic_configs(self) -> dict[str, str]:
+        retention_ms = int(self.ttl_s * 1000)
+        return {
+            "cleanup.policy": "compact,delete",
+            "retention.ms": str(retention_ms),
+            # Segments roll often enough for retention and compaction to act.
+            "segment.ms": str(max(60_000, min(retention_ms // 10, 86_400_000))),
+        }
 
     async def start(self) -> None:
         """Create the topic if needed and load it to its current end; then keep tailing."""
         started = time.monotonic()
-        await self._ensure_topic()
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap_servers,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
+        await create_topics(
+            self.settings.bootstrap_servers,
+            {self.topic: self._topic_configs()},
+            partitions=self.settings.partitions,
+            replication_factor=self.settings.replication_factor,
+        )
+        reader = CompactedReader(
+            self.settings.bootstrap_servers,
+            self.topic,
+            self._apply,
+            client_id=f"{self.topic}-map",
             isolation_level="read_committed",
             fetch_min_bytes=_TAIL_FETCH_MIN_BYTES,
             fetch_max_wait_ms=_TAIL_FETCH_MAX_WAIT_MS,
         )
-        await consumer.start()
-        self._consumer = consumer
-        partitions = consumer.partitions_for_topic(self.topic)
-        while not partitions:
-            await consumer._client.force_metadata_update()
-            partitions = consumer.partitions_for_topic(self.topic)
-        tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        behind = {tp for tp in tps if ends[tp] > 0}
-        while behind:
-            batch = await consumer.getmany(*behind, timeout_ms=_LOAD_POLL_MS)
-            for messages in batch.values():
-                for message in messages:
-                    self._apply(message.key, message.value)
-                    self.loaded_records += 1
-            for tp in list(behind):
-                if await consumer.position(tp) >= ends[tp]:
-                    behind.discard(tp)
+        await reader.start(load=True)
+        self._reader = reader
         self.cleanup()
         log.info(
             "%s: loaded %d records (%d live entries) in %.2f s",
             self.topic,
-            self.loaded_records,
+            reader.records_read,
             len(self._data),
             time.monotonic() - started,
         )
-        self._tasks = [
-            asyncio.create_task(self._tail(consumer), name=f"tail {self.topic}"),
-            asyncio.create_task(self._cleanup_loop(), name=f"cleanup {self.topic}"),
-        ]
-
-    async def _tail(self, consumer: AIOKafkaConsumer) -> None:
-        while True:
-            try:
-                batch = await consumer.getmany(timeout_ms=1000)
-            except KafkaError as exc:
-                log.warning("%s: tail read failed (%s); retrying", self.topic, exc)
-                await asyncio.sleep(1.0)
-                continue
-            for messages in batch.values():
-                for message in messages:
-                    self._apply(message.key, message.value)
+        self._cleanup_task = asyncio.create_task(self._cleanup_loop(), name=f"cleanup {self.topic}")
 
     async def _cleanup_loop(self) -> None:
         while True:
@@ -217,12 +168,11 @@ class DurableMap:
                 log.info("%s: forgot %d expired entries", self.topic, expired)
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
+        if self._cleanup_task is not None:
+            self._cleanup_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
-        if self._consumer is not None:
-            await self._consumer.stop()
-            self._consumer = None
+                await self._cleanup_task
+            self._cleanup_task = None
+        if self._reader is not None:
+            await self._reader.stop()
+            self._reader = None

@@ -6,7 +6,7 @@ measures its steady drain rate: events / (last output - first output). Per-key o
 violations are counted on each output topic (a key's sequence numbers must rise). The naive
 agent does one call at a time (≈ 1/L events/s); it is measured on a smaller slice, which is
 enough for a rate. Finally the worker's RSS is read from its /metrics with 1,000 events in
-flight (N = 250: the runner admits 4N = 1,000, agents.stages.worker.ADMIT_PER_CALL; L = 2 s).
+flight (N = 250: the runner admits 4N = 1,000, agents.stages.ai.ADMIT_PER_CALL; L = 2 s).
 
 Writes bench/results/ai_stage.md and bench/results/ai_stage.json.
 Usage: python bench/ai_stage/run.py [--events 20000] [--naive-events 300]
@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT))
 
 import orjson  # noqa: E402
 from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
 
+from streams.kafka.admin import create_topics  # noqa: E402
 from tests.support.ai_stack import enriched, metric, produce, scrape, write_config  # noqa: E402
 from tests.support.sims import running_ai_sim  # noqa: E402
 from tests.support.stack import SECRETS, Proc  # noqa: E402
@@ -47,17 +47,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-async def create_topics(bootstrap: str, names: list[str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics(
-            [NewTopic(name=n, num_partitions=PARTITIONS, replication_factor=1) for n in names]
-        )
-    finally:
-        await admin.close()
 
 
 def backlog(run: str, events: int) -> list[Any]:
@@ -156,9 +145,8 @@ async def run_hookstream(
     bootstrap: str, base_url: str, workdir: Path, events: int, n: int = N, rss_at: int = 0
 ) -> dict[str, Any]:
     prefix = f"b{uuid.uuid4().hex[:8]}"
-    await create_topics(
-        bootstrap, [f"{prefix}.{r}" for r in ("events", "enriched", "results", "dlq", "receipts")]
-    )
+    roles = ("events", "enriched", "results", "dlq", "receipts")
+    await create_topics(bootstrap, {f"{prefix}.{r}": {} for r in roles}, partitions=PARTITIONS)
     await produce(bootstrap, f"{prefix}.enriched", backlog(prefix, events))
     port = free_port()
     env = env_for(
@@ -204,7 +192,7 @@ async def run_faust(
 ) -> dict[str, Any]:
     prefix = f"f{uuid.uuid4().hex[:8]}"
     source, output = f"{prefix}.enriched", f"{prefix}.out"
-    await create_topics(bootstrap, [source, output])
+    await create_topics(bootstrap, {source: {}, output: {}}, partitions=PARTITIONS)
     await produce(bootstrap, source, backlog(prefix, events))
     log_path = workdir / f"faust-{mode}.log"
     with log_path.open("wb") as log_file:

@@ -42,10 +42,10 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
 
 from schemas.codec import dumps  # noqa: E402
 from streams.client import make_event  # noqa: E402
+from streams.kafka.admin import create_topics  # noqa: E402
 from tests.support.stack import EXAMPLE_CONFIG, SECRETS  # noqa: E402
 
 PARTITIONS, KEYS = 8, 1000
@@ -104,17 +104,6 @@ def kcat_version_of(kcat: str) -> str:
     librdkafka = re.search(r"librdkafka (\S+)", banner)
     kcat_text = kcat_v.group(1) if kcat_v else "?"
     return f"{kcat_text} (librdkafka {librdkafka.group(1) if librdkafka else '?'})"
-
-
-async def create_topics(bootstrap: str, names: list[str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics(
-            [NewTopic(name=n, num_partitions=PARTITIONS, replication_factor=1) for n in names]
-        )
-    finally:
-        await admin.close()
 
 
 async def produce_events(bootstrap: str, topic: str, count: int) -> None:
@@ -259,7 +248,7 @@ async def main() -> int:
     kcat_version = kcat_version_of(kcat)
     prefix = f"bench{uuid.uuid4().hex[:8]}"
     topics = (f"{prefix}.events", f"{prefix}.kcat-copy")
-    await create_topics(bootstrap, list(topics))
+    await create_topics(bootstrap, {name: {} for name in topics}, partitions=PARTITIONS)
     print(f"producing {args.small:,} + {args.events:,} events to {topics[0]} ...", flush=True)
     small = (*await produce_window(bootstrap, topics[0], args.small), args.small)
     big = (*await produce_window(bootstrap, topics[0], args.events), args.events)

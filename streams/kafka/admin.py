@@ -1,17 +1,89 @@
-"""Creating the topics of the catalogue (:mod:`schemas.topics`) on the broker."""
+"""Creating topics on the broker: the catalogue's (:mod:`schemas.topics`) and any other.
+
+:func:`create_topics` is the one place that talks to the broker's admin API for this: the
+catalogue (:func:`ensure_topics`), the worker's compacted memories
+(:mod:`agents.state.durable_map`), the tests and the benchmarks all create their topics here.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from schemas.config import KafkaSettings
-from schemas.errors import BrokerUnavailable
+from schemas.errors import BrokerUnavailable, ConfigError
 from schemas.topics import ROLES, TOPIC_CONFIGS, Topics
 
 log = logging.getLogger(__name__)
+
+
+async def create_topics(
+    bootstrap_servers: str,
+    topics: Mapping[str, Mapping[str, str]],
+    *,
+    partitions: int,
+    replication_factor: int = 1,
+) -> list[str]:
+    """Create those of ``topics`` (name → topic configs) that do not exist; return their names.
+
+    A topic another process created meanwhile counts as there. Any other refusal raises
+    :class:`ConfigError` naming the topic and the broker's reason: aiokafka returns per-topic
+    errors in the answer instead of raising them, and a topic silently not created would only
+    show later, as a reader waiting for partitions that never come.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    try:
+        await admin.start()
+    except KafkaError as exc:
+        raise BrokerUnavailable(f"cannot reach Kafka at {bootstrap_servers}: {exc}") from exc
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(
+                name=name,
+                num_partitions=partitions,
+                replication_factor=replication_factor,
+                topic_configs=dict(configs),
+            )
+            for name, configs in topics.items()
+            if name not in existing
+        ]
+        if not wanted:
+            return []
+        response = await admin.create_topics(wanted)
+    finally:
+        await admin.close()
+    created = _created(response.topic_errors)
+    if created:
+        log.info("created topics %s", created)
+    return created
+
+
+def _created(topic_errors: list[tuple[Any, ...]]) -> list[str]:
+    """The topics this request created; raises for those the broker refused.
+
+    One that already exists (another process created it meanwhile) is neither.
+    """
+    created: list[str] = []
+    problems = []
+    for entry in topic_errors:
+        name, code = entry[0], entry[1]
+        if code == 0:
+            created.append(name)
+        if code in (0, TopicAlreadyExistsError.errno):
+            continue
+        reason = entry[2] if len(entry) > 2 and entry[2] else for_code(code).__name__
+        problems.append(
+            f"kafka: the broker refused to create topic {name!r}: {reason} "
+            "(check kafka.partitions, kafka.replication_factor and the broker's policies)"
+        )
+    if problems:
+        raise ConfigError(problems)
+    return created
 
 
 async def ensure_topics(settings: KafkaSettings) -> list[str]:
@@ -20,34 +92,10 @@ async def ensure_topics(settings: KafkaSettings) -> list[str]:
     The broker should not auto-create topics (a typo would silently make a new one), so every
     entry point calls this before producing.
     """
-    topics = Topics(settings.topic_prefix)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
-    try:
-        await admin.start()
-    except KafkaError as exc:
-        raise BrokerUnavailable(
-            f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}"
-        ) from exc
-    created: list[str] = []
-    try:
-        existing = set(await admin.list_topics())
-        wanted = [
-            NewTopic(
-                name=name,
-                num_partitions=settings.partitions,
-                replication_factor=settings.replication_factor,
-                topic_configs=TOPIC_CONFIGS.get(role, {}),
-            )
-            for role, name in zip(ROLES, topics.all(), strict=True)
-            if name not in existing
-        ]
-        if wanted:
-            try:
-                await admin.create_topics(wanted)
-            except TopicAlreadyExistsError:
-                log.debug("topics created concurrently by another process")
-            created = [t.name for t in wanted]
-            log.info("created topics %s", created)
-    finally:
-        await admin.close()
-    return created
+    names = Topics(settings.topic_prefix).all()
+    return await create_topics(
+        settings.bootstrap_servers,
+        {name: TOPIC_CONFIGS.get(role, {}) for role, name in zip(ROLES, names, strict=True)},
+        partitions=settings.partitions,
+        replication_factor=settings.replication_factor,
+    )

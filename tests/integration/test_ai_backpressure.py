@@ -11,7 +11,7 @@ import asyncio
 import uuid
 from pathlib import Path
 
-from agents.stages.worker import ADMIT_PER_CALL
+from agents.stages.ai import ADMIT_PER_CALL
 from tests.support.ai_stack import enriched, metric, produce, scrape, write_config
 from tests.support.broker import free_port
 from tests.support.stack import running_stack

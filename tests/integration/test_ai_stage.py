@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from agents.stages.worker import ADMIT_PER_CALL
+from agents.stages.ai import ADMIT_PER_CALL
 from schemas.events import AIResult, DeadLetter
 from tests.support.ai_stack import enriched, metric, produce, scrape, write_config
 from tests.support.broker import free_port

@@ -1,7 +1,7 @@
 """A sender's retries of one delivery give one event downstream: one AI call, one CRM update.
 
 Posted 5 times at once, then again after the gateway restarted. The whole stack runs as real
-processes on the example config; the worker's dedupe (agents.stages.worker) drops the repeats.
+processes on the example config; the worker's dedupe (agents.stages.enrich) drops the repeats.
 """
 
 from __future__ import annotations

@@ -10,7 +10,9 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient
+
+from streams.kafka.admin import create_topics
 
 
 @dataclass(frozen=True)
@@ -91,12 +93,7 @@ async def wait_for_records(
 async def create_topic(bootstrap: str, prefix: str, partitions: int) -> str:
     """A new topic named ``<prefix>-<random>``, so that runs never share one."""
     name = f"{prefix}-{uuid.uuid4().hex[:10]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, partitions, 1)])
-    finally:
-        await admin.close()
+    await create_topics(bootstrap, {name: {}}, partitions=partitions)
     return name
 
 

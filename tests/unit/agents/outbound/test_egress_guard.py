@@ -19,8 +19,8 @@ from agents.outbound.egress_guard import NetGuard, PublicOnlyResolver, is_public
 from agents.outbound.http import new_session, request_json
 from agents.resources import Resources
 from agents.sinks.stage import SinkStage
+from agents.stages.enrich import EnrichStage
 from agents.stages.enricher import Enricher
-from agents.stages.worker import EnrichStage
 from schemas.config import HookstreamConfig
 from schemas.config_loader import load_config
 from schemas.errors import PermanentRemoteError, UnsafeDestination

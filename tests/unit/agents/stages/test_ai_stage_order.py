@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-import agents.stages.worker
+import agents.stages.ai
 from agents.ai.task import AITask, TaskOutcome
 from agents.resources import Resources
-from agents.stages.worker import AIStage
+from agents.stages.ai import AIStage
 from schemas.codec import dumps
 from schemas.config import HookstreamConfig
 from schemas.config_loader import load_config
@@ -93,7 +93,7 @@ async def test_done_mark_waits_for_the_result_write(monkeypatch: pytest.MonkeyPa
         order.append(f"mark {key}")
 
     monkeypatch.setattr(AITask, "run", run)
-    monkeypatch.setattr(agents.stages.worker, "emit", slow_emit)
+    monkeypatch.setattr(agents.stages.ai, "emit", slow_emit)
     monkeypatch.setattr(resources.dedupe, "put", put)
     stage = AIStage(config, resources)
     handling = asyncio.create_task(stage.handle(Event(Message(dumps(enriched)))))

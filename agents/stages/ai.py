@@ -1,30 +1,15 @@
-"""The worker's stages: enrich (events → enriched) and ai (enriched → results).
+"""The AI stage: enriched → results, one model call per (flow, event) at most.
 
-Dedupe lives here, in two places, both backed by the worker's durable dedupe map
-(:mod:`agents.state.durable_map`):
-
-- enrich remembers each event id (``seen/<source>/<id>``) once its enriched records are on
-  Kafka: a sender's retry of the same delivery, whichever gateway took it, carries the same id
-  and the same partition key, so it reaches the same partition after the original and is
-  dropped;
-- ai remembers each (flow, event id) whose result is on Kafka (``done/<flow>/<source>/<id>``):
-  an event processed again after a crash — or enriched twice because the crash came between
-  enrich's output and its marker — is skipped without calling the model. The marker is
-  written only once the result is acknowledged (a marker without its result would make a
-  restarted worker skip an event that has none); should a crash land between the two,
-  :mod:`agents.state.recovery` finds the result on restart.
-
-A replayed record (``hookstream-replay: <replay id>``, :mod:`schemas.headers`) gets markers of
-its own, ``…/replay/<replay id>``, rather than skipping dedupe. Its live markers are set — the
-event was processed — so plain keys would drop every replayed event; skipping dedupe for
-replays would instead lose dedupe *inside* a replay (a crash mid-replay, or a sender's duplicate
-delivery inside the window, would produce a second replayed result). With the replay id in the
-key each replay runs exactly once per event, a second replay is a new run, and the AI answer
-cache (keyed by flow and prompt, not by marker) still answers an unchanged flow without a model
-call. Redriven records (``hookstream-redriven``) keep the plain keys: a dead-lettered event was
-never marked, so its redrive runs, and a redrive of something already done is skipped.
-:mod:`agents.state.recovery` rebuilds both kinds from the results topic (a result carries its
-replay's header), so a crash between a replayed result and its marker costs no second call.
+Its dedupe is the second of the worker's two (the first is enrich's, :mod:`agents.stages.enrich`,
+whose docstring also says how replayed records get markers of their own): ai remembers each
+(flow, event id) whose result is on Kafka (``done/<flow>/<source>/<id>``,
+:func:`agents.state.recovery.done_key`). An event processed again after a crash — or enriched
+twice because the crash came between enrich's output and its marker — is skipped without
+calling the model. The marker is written only once the result is acknowledged (a marker without
+its result would make a restarted worker skip an event that has none); should a crash land
+between the two, :mod:`agents.state.recovery` finds the result on restart. It rebuilds replayed
+markers too (a result carries its replay's header), so a crash between a replayed result and
+its marker costs no second call.
 """
 
 from __future__ import annotations
@@ -39,85 +24,19 @@ from agents import metrics
 from agents.ai.clients import client_for
 from agents.ai.task import AITask, ProviderRuntime, cache_entry
 from agents.emit import emit
-from agents.outbound.retry import RetriesExhausted, RetryPolicy, with_retries
+from agents.outbound.retry import RetriesExhausted
 from agents.resources import Resources
 from agents.stages.base import InvalidRecord, Stage, decode
-from agents.stages.enricher import Enricher
-from agents.state import recovery
+from agents.state.recovery import done_key
 from schemas.codec import dumps
-from schemas.config import FlowConfig, HookstreamConfig
+from schemas.config import HookstreamConfig
 from schemas.errors import HookstreamError, InvalidModelOutput
-from schemas.events import CloudEvent, EnrichedEvent
-from schemas.headers import carried_headers, replay_id, replay_suffix
+from schemas.events import EnrichedEvent
+from schemas.headers import carried_headers, replay_id
 
 log = logging.getLogger(__name__)
 # Events admitted per call slot (see AIStage.max_in_flight).
 ADMIT_PER_CALL = 4
-
-
-def seen_key(event: CloudEvent, replay: str | None = None) -> str:
-    return f"seen/{event.event_key}{replay_suffix(replay)}"
-
-
-def done_key(flow: str, event: CloudEvent, replay: str | None = None) -> str:
-    return recovery.done_key(flow, event.source, event.id, replay)
-
-
-class EnrichStage(Stage):
-    name = "enrich"
-
-    def __init__(self, config: HookstreamConfig, resources: Resources) -> None:
-        super().__init__(config, resources)
-        self.policy = RetryPolicy(
-            max_attempts=3,
-            backoff_s=config.worker.retry_backoff_s,
-            backoff_max_s=config.worker.retry_backoff_max_s,
-        )
-        self.enricher = Enricher(config, resources.session_for)
-
-    async def handle(self, event: Any) -> None:
-        message = event.message
-        try:
-            cloud_event = decode(CloudEvent, message.value, stage=self.name)
-        except InvalidRecord as exc:
-            await self._fail(message, exc, extra_headers=[])
-            return
-        flows = self.config.flows_for(cloud_event.source, cloud_event.type)
-        if not flows:
-            log.debug("no flow matches %s %s", cloud_event.source, cloud_event.type)
-            return
-        dedupe = self.resources.dedupe
-        seen = seen_key(cloud_event, replay_id(message))
-        if dedupe is not None and seen in dedupe:
-            metrics.DUPLICATES_SKIPPED.labels(self.name).inc()
-            log.info("skipping %s: this delivery was already processed", cloud_event.event_key)
-            return
-        enricher = self.enricher
-        dead_lettered = False
-        for flow in flows:
-
-            async def attempt(_: int, flow: FlowConfig = flow) -> EnrichedEvent:
-                return await enricher.enrich_for(flow, cloud_event)
-
-            try:
-                enriched, _ = await with_retries(
-                    attempt, self.policy, what=f"flow {flow.name} enrichment"
-                )
-            except HookstreamError as exc:
-                flow_header = [("hookstream-flow", flow.name.encode())]
-                await self._fail(message, exc, extra_headers=flow_header)
-                dead_lettered = True
-                continue
-            await emit(
-                self.resources.writer,
-                self.topics.enriched,
-                dumps(enriched),
-                key=cloud_event.partitionkey.encode(),
-                headers=carried_headers(message),
-            )
-        # A dead-lettered event stays unmarked: its redrive, or the sender's retry, runs again.
-        if dedupe is not None and not dead_lettered:
-            await dedupe.put(self.resources.writer, seen, 1)
 
 
 class AIStage(Stage):
@@ -176,7 +95,8 @@ class AIStage(Stage):
             await self._fail(message, exc, extra_headers=[])
             return
         dedupe, cache = self.resources.dedupe, self.resources.ai_cache
-        marker = done_key(enriched.flow, enriched.event, replay_id(message))
+        event = enriched.event
+        marker = done_key(enriched.flow, event.source, event.id, replay_id(message))
         if dedupe is not None and marker in dedupe:
             metrics.DUPLICATES_SKIPPED.labels(self.name).inc()
             log.info("skipping %s: its result is already on Kafka", marker)

@@ -1,0 +1,149 @@
+"""The shared reader of a compacted topic and the one topic-creating function, on the real broker.
+
+The reader (:mod:`streams.kafka.compacted`) serves both the worker's durable maps and the sinks'
+delivered-memory; these tests pin what both rely on: a load returns only once every partition
+is read to its end, tombstones reach the owner, the tail delivers later records, and a failed
+start says which topic and leaves nothing running.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+from agents.state.durable_map import DurableMap
+from schemas.config import KafkaSettings
+from schemas.errors import BrokerUnavailable, ConfigError
+from streams.kafka.admin import create_topics
+from streams.kafka.compacted import CompactedReader
+from tests.support.kafka import create_topic
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+async def _write(bootstrap: str, topic: str, records: list[tuple[bytes, bytes | None]]) -> int:
+    """Write ``records`` (key, value; None is a tombstone) in order; return the last offset."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        offset = -1
+        for key, value in records:
+            written = await producer.send_and_wait(topic, value, key=key, partition=0)
+            offset = written.offset
+        return offset
+    finally:
+        await producer.stop()
+
+
+class Recorded:
+    """The owner's side: a dict kept like a memory keeps it (a tombstone drops the key)."""
+
+    def __init__(self) -> None:
+        self.data: dict[bytes, bytes] = {}
+
+    def __call__(self, key: bytes | None, value: bytes | None) -> None:
+        assert key is not None
+        if value is None:
+            self.data.pop(key, None)
+        else:
+            self.data[key] = value
+
+
+async def test_a_load_returns_once_every_partition_is_read_to_its_end(
+    kafka_bootstrap: str,
+) -> None:
+    topic = await create_topic(kafka_bootstrap, "compacted", 3)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        for i in range(300):
+            await producer.send(topic, b"v%d" % i, key=b"k%d" % i, partition=i % 3)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    recorded = Recorded()
+    reader = CompactedReader(kafka_bootstrap, topic, recorded, fetch_min_bytes=64 * 1024)
+    await reader.start(load=True)
+    try:
+        # Read at once, before any await: what the load promised is already there.
+        assert len(recorded.data) == 300
+        assert recorded.data[b"k299"] == b"v299"
+        assert reader.records_read == 300
+        assert reader.partitions == [0, 1, 2]
+    finally:
+        await reader.stop()
+
+
+async def test_a_tombstone_reaches_the_owner_and_the_tail_reads_on(kafka_bootstrap: str) -> None:
+    topic = await create_topic(kafka_bootstrap, "compacted", 1)
+    await _write(kafka_bootstrap, topic, [(b"gone", b"1"), (b"kept", b"2"), (b"gone", None)])
+    recorded = Recorded()
+    reader = CompactedReader(kafka_bootstrap, topic, recorded)
+    await reader.start(load=True)
+    try:
+        assert recorded.data == {b"kept": b"2"}
+        # Written by someone else after the load: the tail brings it, and a wait for the
+        # partition's new end returns once it is applied.
+        last = await _write(kafka_bootstrap, topic, [(b"later", b"3"), (b"kept", None)])
+        await reader.wait_for_position(0, last + 1)
+        assert recorded.data == {b"later": b"3"}
+    finally:
+        await reader.stop()
+
+
+async def test_a_durable_map_restarted_sees_the_tombstone_and_its_topic_is_compacted(
+    kafka_bootstrap: str,
+) -> None:
+    topic = f"map-{uuid.uuid4().hex[:10]}"
+    settings = KafkaSettings(bootstrap_servers=kafka_bootstrap, partitions=2)
+    first = DurableMap(settings, topic, ttl_s=3600, cleanup_interval_s=3600)
+    await first.start()
+    entry = orjson.dumps({"written_at": 1e10, "value": "answer"})
+    try:
+        for i in range(50):
+            key = f"k{i}".encode()
+            await _write(kafka_bootstrap, topic, [(key, entry)])
+        await _write(kafka_bootstrap, topic, [(b"k7", None)])
+    finally:
+        await first.stop()
+    second = DurableMap(settings, topic, ttl_s=3600, cleanup_interval_s=3600)
+    await second.start()
+    try:
+        assert len(second) == 49
+        assert second.get("k7") is None
+        assert second.get("k49") == "answer"
+    finally:
+        await second.stop()
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    finally:
+        await admin.close()
+    configs = {name: value for name, value, *_ in described[0].resources[0][4]}
+    assert configs["cleanup.policy"] == "compact,delete"
+    assert configs["retention.ms"] == "3600000"
+
+
+async def test_a_topic_that_never_appears_fails_the_start_naming_it(kafka_bootstrap: str) -> None:
+    topic = f"missing-{uuid.uuid4().hex[:10]}"
+    reader = CompactedReader(kafka_bootstrap, topic, Recorded(), partitions_timeout_s=1.0)
+    with pytest.raises(BrokerUnavailable, match=topic):
+        await reader.start(load=True)
+    with pytest.raises(RuntimeError, match="not started"):
+        await reader.wait_for_position(0, 1)
+
+
+async def test_create_topics_creates_once_and_names_a_refused_topic(kafka_bootstrap: str) -> None:
+    name = f"created-{uuid.uuid4().hex[:10]}"
+    wanted = {name: {"cleanup.policy": "compact"}}
+    assert await create_topics(kafka_bootstrap, wanted, partitions=2) == [name]
+    assert await create_topics(kafka_bootstrap, wanted, partitions=2) == []
+    refused = f"refused-{uuid.uuid4().hex[:10]}"
+    with pytest.raises(ConfigError, match=refused):
+        await create_topics(kafka_bootstrap, {refused: {"cleanup.policy": "bogus"}}, partitions=1)
