@@ -16,23 +16,27 @@ SETTINGS = {
         "`gateway.idle_timeout_s` (75 s: a head not complete 75 s after its first byte, and an "
         "idle keep-alive connection, are closed), `gateway.body_timeout_s` (10 s, then 408), "
         "`gateway.max_body_bytes` (1 MiB, held on the wire and once decoded); fixed: 64 KiB "
-        "head (431), 128 headers (431), 32 queued / 128 pipelined requests, reading paused "
+        "head (431), 128 header lines (431 from the 129th), 32 queued / 128 pipelined "
+        "requests, reading paused "
         "while the client does not read its answers, 16 gzip members"
     ),
     "aiohttp": (
-        "`max_line_size`/`max_field_size` (8190), `max_headers` (128), `client_max_size` "
-        "(1 MiB, in `request.read()`), `auto_decompress` (True), `keepalive_timeout`, "
-        "`lingering_time`; no timeout on a head or a body being received"
+        "`max_line_size`/`max_field_size` (8190), `max_headers` (128: 400 from the 129th "
+        "line), `client_max_size` (1 MiB, in `request.read()`), `auto_decompress` (True), "
+        "`keepalive_timeout` (3630 s under `AppRunner`, 75 s under `run_app`), "
+        "`lingering_time` (10 s); no timeout on a head or a body being received"
     ),
     "uvicorn": (
         "`--timeout-keep-alive` (5 s, between requests only), `--limit-concurrency` (none), "
         "`--h11-max-incomplete-event-size` (h11 only, not httptools); no head or body timeout, "
-        "no head size or header count limit with httptools; the body is the app's to limit "
-        "and decode"
+        "no head size or header count limit with httptools (403 header lines answered 202 in a "
+        "probe); the body is the app's to limit and decode"
     ),
     "granian-asgi": (
         "`--http1-header-read-timeout` (30,000 ms), `--http1-buffer-size` (417,792 bytes), "
-        "`--backpressure` (backlog/workers = 1024); the body is the app's to limit and decode"
+        "`--backpressure` (backlog/workers = 1024); 100 header lines (431 from the 101st: "
+        "hyper's limit, no granian option); no body timeout option; the body is the app's to "
+        "limit and decode"
     ),
     "granian-rsgi": "as granian-asgi",
 }
@@ -43,6 +47,7 @@ ATTACKS = {
     "half_body": "body stops half-way (Content-Length 1000, 500 sent)",
     "endless_header": "one endless header value (up to 64 MiB / 30 s)",
     "pipelined_flood": "10,000 pipelined POSTs, answers never read (10 s)",
+    "pipelined_flood_100000": "100,000 pipelined POSTs, answers never read (10 s)",
     "gzip_bomb": "gzip bomb body (512 MiB of zeros in ~0.5 MB)",
     "content_length_5000_digits": "Content-Length of 5,000 digits",
     "headers_200": "200 header lines",
@@ -74,13 +79,17 @@ def markdown(data: dict[str, Any]) -> str:
         "at its defaults, under uvloop, one process (granian: one worker).\n",
     ]
     if "throughput" in data:
-        parts.append(_throughput(data["throughput"]))
+        parts.append(_throughput(data["throughput"], "Throughput"))
+    if "throughput_unpinned" in data:
+        parts.append(
+            _throughput(data["throughput_unpinned"], "Throughput, nothing pinned (a second run)")
+        )
     if "protections" in data:
         parts.append(_protections(data["protections"]))
     return "\n".join(parts)
 
 
-def _throughput(t: dict[str, Any]) -> str:
+def _throughput(t: dict[str, Any], title: str) -> str:
     s = t["summary"]
     st = t["settings"]
     m = t["machine"]
@@ -95,9 +104,11 @@ def _throughput(t: dict[str, Any]) -> str:
     labels = "\n".join(f"- **{n}**: {label}" for n, label in t["servers"].items())
     pinned = (
         f"servers pinned to CPU {st['server_cpus']}, wrk and this script to CPU "
-        f"{st['loadgen_cpus']}"
+        f"{st['loadgen_cpus']} (granian's Rust I/O thread and its Python thread then share "
+        "that one core, as the other servers' single event-loop thread has it alone)"
         if st["server_cpus"]
-        else "nothing pinned"
+        else "nothing pinned: servers, wrk and other work share both cores, and granian's "
+        "I/O thread can run beside its Python thread"
     )
     paced = ""
     if t.get("paced"):
@@ -116,7 +127,7 @@ median ({rate:.0f} req/s asked; 64 connections paced by wrk's `delay` hook).
 {prow}
 """
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
-    return f"""## Throughput
+    return f"""## {title}
 
 Closed loop: {st["load_generator"]}, {st["connections"]} connections, {st["duration_s"]} s per
 round, {st["rounds"]} interleaved rounds (the first server rotating); figures are medians of the
@@ -139,7 +150,7 @@ layer from the {st.get("hookstream_code", "work tree")}. Wall time {st["wall_s"]
 
 def _cell(attack: str, o: dict[str, Any]) -> str:
     """One outcome in a few words and figures."""
-    if attack == "pipelined_flood":
+    if attack.startswith("pipelined_flood"):
         end = o.get("server_end")
         closed = f"; closed ({end['closed']})" if end and end.get("closed") else ""
         text = (
@@ -174,12 +185,51 @@ def _cell(attack: str, o: dict[str, Any]) -> str:
     return text
 
 
+def _in_order(results: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The attacks in the order of :data:`ATTACKS` (a partial re-run appends to the JSON)."""
+    rank = {name: index for index, name in enumerate(ATTACKS)}
+    return sorted(results.items(), key=lambda item: rank.get(item[0], len(rank)))
+
+
+def _exposed(attack: str, o: dict[str, Any]) -> str | None:
+    """Why an outcome leaves the server exposed, in figures; None when it defended itself."""
+    if o.get("held_s"):
+        return f"held the connection {o['held_s']:g} s"
+    if attack == "endless_header" and not o.get("status"):
+        return (
+            f"took {o['value_bytes_sent'] / 2**20:.0f} MiB of one header without answering "
+            f"(RSS +{o['rss_growth_mib']} MiB, {o['server_cpu_s']:g} s CPU)"
+        )
+    if attack.startswith("pipelined_flood") and o["rss_growth_mib"] >= 10:
+        return f"RSS +{o['rss_growth_mib']} MiB"
+    if attack == "gzip_bomb" and o.get("status") == 202:
+        return "handed the compressed body to the app (202): decoding and its limit are the app's"
+    if attack.startswith("headers_") and o.get("status") == 202:
+        return "accepted them (202)"
+    return None
+
+
+def _differences(p: dict[str, Any]) -> str:
+    lines = []
+    for attack, by_server in _in_order(p["results"]):
+        exposed = {n: why for n, o in by_server.items() if (why := _exposed(attack, o))}
+        if not exposed:
+            continue
+        guarded = [n for n in by_server if n not in exposed]
+        text = "; ".join(f"{n} {why}" for n, why in exposed.items())
+        lines.append(
+            f"- {ATTACKS.get(attack, attack)}: {text}. "
+            f"Defended: {', '.join(guarded) if guarded else 'none'}."
+        )
+    return "\n".join(lines)
+
+
 def _protections(p: dict[str, Any]) -> str:
     names = list(p["servers"])
     header = "| attack | " + " | ".join(names) + " |"
     rule = "|---|" + "---|" * len(names)
     rows = []
-    for attack, by_server in p["results"].items():
+    for attack, by_server in _in_order(p["results"]):
         cells = [_cell(attack, by_server[n]) if n in by_server else "" for n in names]
         rows.append(f"| {ATTACKS.get(attack, attack)} | " + " | ".join(cells) + " |")
     settings = "\n".join(f"- **{n}**: {SETTINGS.get(n, '')}" for n in names)
@@ -200,6 +250,10 @@ it would be the app's work. "fin": the server closed; "reset": it reset the conn
 {header}
 {rule}
 {chr(10).join(rows)}
+
+Where they differ (generated from the table):
+
+{_differences(p)}
 
 What governs each behaviour, with the default used here:
 
