@@ -60,7 +60,8 @@ async def test_a_permanent_error_is_not_retried() -> None:
 
 
 async def test_an_outage_costs_one_probe_per_backoff_not_one_call_per_record() -> None:
-    gate = _gate()
+    # Backoff held at its 0.05 s floor (doubling is test_pause_honours_retry_after_...'s).
+    gate = OutageGate("sink test", backoff_s=0.05, backoff_max_s=0.05)
     target = Target(down_for=13)  # 10 first tries fail, then 3 probes fail, the 4th succeeds
     results = await asyncio.gather(*(gate.call(target, max_attempts=2) for _ in range(10)))
     assert [status for status, _ in results] == [200] * 10
@@ -74,17 +75,29 @@ async def test_an_outage_costs_one_probe_per_backoff_not_one_call_per_record() -
 
 
 async def test_while_closed_callers_wait_without_calling() -> None:
-    gate = _gate(backoff_s=0.5)
+    gate = _gate(backoff_s=0.1)
     target = Target(down_for=1)
-    first = asyncio.create_task(gate.call(target, max_attempts=1))
-    await asyncio.sleep(0.05)  # the first call failed: closed until its backoff ends
-    assert not gate.is_open
-    later = asyncio.create_task(gate.call(target, max_attempts=1))
-    await asyncio.sleep(0.05)
-    assert target.calls == 1  # the newcomer waits for the probe instead of calling
+    failed = asyncio.Event()
+    calls_while_closed = 0
+
+    async def call() -> int:
+        nonlocal calls_while_closed
+        calls_while_closed += not gate.is_open
+        try:
+            return await target()
+        except RetriableRemoteError:
+            failed.set()  # the gate closes as this propagates, before the test resumes
+            raise
+
+    first = asyncio.create_task(gate.call(call, max_attempts=1))
+    await failed.wait()
+    assert not gate.is_open  # closed until its backoff ends
+    later = asyncio.create_task(gate.call(call, max_attempts=1))
     assert (await first)[0] == 200
     assert (await later) == (200, 1)
     assert target.calls == 3
+    # While closed only the probe called; the newcomer waited for it, then called once.
+    assert calls_while_closed == 1
 
 
 def test_pause_honours_retry_after_and_doubles_otherwise() -> None:
@@ -102,11 +115,11 @@ def test_pause_honours_retry_after_and_doubles_otherwise() -> None:
 
 async def test_retry_after_sets_the_probe_time() -> None:
     gate = _gate()
-    target = Target(down_for=1, retry_after_s=0.3)
+    target = Target(down_for=1, retry_after_s=0.15)  # the backoff alone would be 0.05 s
     loop = asyncio.get_running_loop()
     started = loop.time()
     assert await gate.call(target, max_attempts=1) == (200, 2)
-    assert loop.time() - started >= 0.29
+    assert loop.time() - started >= 0.149
 
 
 async def test_a_record_failing_while_others_succeed_is_its_own_problem() -> None:

@@ -77,11 +77,14 @@ async def test_same_key_runs_in_arrival_order_even_when_the_first_is_slow() -> N
     events = make_events([("p0", "a"), ("p0", "a"), ("p0", "b")], acks)
     finished: list[int] = []
     done = asyncio.Event()
+    b_finished = asyncio.Event()
 
     async def handle(event: Event) -> None:
         if event.message.offset == 0:
-            await asyncio.sleep(0.05)
+            await b_finished.wait()  # the first a is still running when b ends
         finished.append(event.message.offset)
+        if event.message.offset == 2:
+            b_finished.set()
         if len(finished) == 3:
             done.set()
 
@@ -96,18 +99,24 @@ async def test_different_keys_run_concurrently_up_to_the_bound() -> None:
     started: list[int] = []
     release = asyncio.Event()
     three_started = asyncio.Event()
+    running = most_running = 0
 
     async def handle(event: Event) -> None:
+        nonlocal running, most_running
         started.append(event.message.offset)
+        running += 1
+        most_running = max(most_running, running)
         if len(started) == 3:
             three_started.set()
         await release.wait()
+        running -= 1
 
     runner = OrderedRunner(handle, max_in_flight=3)
     source = Source(events)
     task = asyncio.create_task(runner.run(source))
     await asyncio.wait_for(three_started.wait(), 5)
-    await asyncio.sleep(0.05)  # give the runner every chance to overrun its bound
+    # The runner pulled the fourth event in the step that admitted the third, then waited for
+    # a slot; the handlers started after that step, so all of this is settled by now.
     assert started == [0, 1, 2]
     assert runner.stats.in_flight == 3
     # Backpressure: one more event pulled (waiting for a slot), the rest stay in Kafka.
@@ -115,6 +124,7 @@ async def test_different_keys_run_concurrently_up_to_the_bound() -> None:
     release.set()
     await until(lambda: runner.stats.handled == 10)
     assert runner.stats.max_in_flight_seen == 3
+    assert most_running == 3  # counted by the handlers themselves, over the whole run
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
