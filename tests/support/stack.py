@@ -165,6 +165,10 @@ class Stack:
             return response.status, answer, response.headers
 
 
+def _without(env: dict[str, str], name: str) -> dict[str, str]:
+    return {key: value for key, value in env.items() if key != name}
+
+
 def _proc(stack_env: dict[str, str], workdir: Path, name: str, args: list[str]) -> Proc:
     return Proc(name=name, args=args, env=stack_env, log_path=workdir / f"{name}.log")
 
@@ -201,7 +205,10 @@ async def running_stack(
             "sinks": ["sinks", "-c", str(config_path), "-l", "info"],
         }
         for role in roles:
-            result.procs[role] = _proc(env, workdir, role, role_args[role])
+            # HOOKSTREAM_METRICS_PORT is the worker's here: the sinks read it too, and two
+            # processes on one port would make the second one exit (port in use).
+            role_env = env if role == "worker" else _without(env, "HOOKSTREAM_METRICS_PORT")
+            result.procs[role] = _proc(role_env, workdir, role, role_args[role])
 
         async def stop_all() -> None:
             for proc in result.procs.values():
