@@ -40,7 +40,7 @@ async def test_the_same_delivery_posted_six_times_is_processed_once(
                 await asyncio.sleep(0.1)
             raise AssertionError(f"fewer than {at_least} duplicates skipped")
 
-        await stack.crm.wait_for_updates(1, customer_id="cus_009", timeout_s=90)
+        first = (await stack.crm.wait_for_updates(1, customer_id="cus_009", timeout_s=90))[0]
         await skipped(4)
 
         gateway = stack.procs["gateway"]
@@ -49,8 +49,14 @@ async def test_the_same_delivery_posted_six_times_is_processed_once(
         status, _, _ = await stack.post("helpdesk", body, webhook_id=webhook_id)
         assert status == 202
         await skipped(5)
-        await asyncio.sleep(1.0)  # a second update, if any, would have reached the CRM by now
-        updates = await stack.crm.updates(customer_id="cus_009")
-        keys = [u["idempotency_key"] for u in updates]
-        assert len(keys) == 1, keys
+        # A sentinel: a new delivery for the same customer, posted after the repeats. It has
+        # their partition key, so it reaches the AI and the CRM after anything they caused.
+        sentinel = {**body, "ticket_id": "T-sentinel", "message": f"{text} (sentinel)"}
+        status, _, _ = await stack.post("helpdesk", sentinel, webhook_id=f"{webhook_id}-next")
+        assert status == 202
+        updates = await stack.crm.wait_for_updates(2, customer_id="cus_009", timeout_s=90)
+        assert updates[0] == first
+        tickets = [u["body"]["last_feedback_ticket"] for u in updates]
+        assert tickets == ["T-1", "T-sentinel"], updates  # nothing from the repeats between
+        assert updates[1]["idempotency_key"] != first["idempotency_key"]
         assert len(await stack.ai.calls_for(text)) == 1

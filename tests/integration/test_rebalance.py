@@ -9,7 +9,6 @@ offset order, so that commit is exactly what is done, and the new owner starts a
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import signal
 import uuid
@@ -85,7 +84,14 @@ async def test_a_worker_joining_then_leaving_mid_load_processes_each_event_once(
         assert metric(samples, "hookstream_runner_handled", agent="hookstream.ai") > 0
         assert await second.stop(signal.SIGTERM) == 0  # leaves gracefully: a rebalance again
         await results_for(everything, len(everything))
-        await asyncio.sleep(3)  # anything redone would show up by now
+        # Sentinels: one more event per customer. Each is behind that customer's events in its
+        # partition and runs after them (per-key order), so once every sentinel has its result,
+        # whatever the last rebalance made the first worker redo has its result too.
+        sentinels = [
+            enriched(f"cus-{i}", f"Rebalance {run} sentinel {i}.") for i in range(CUSTOMERS)
+        ]
+        await produce(stack.bootstrap, stack.topic("enriched"), sentinels)
+        await results_for(sentinels, CUSTOMERS)
 
         found = results_of(await read_all(stack.bootstrap, results), ids)
         counts = Counter(r.event.id for r in found)

@@ -54,8 +54,17 @@ async def test_sigkill_mid_load_then_restart_gives_exactly_one_result_per_event(
             return set(result_ids(found, ids)) >= ids
 
         await wait_for_records(stack.bootstrap, results, all_done, timeout_s=180)
-        # Let the restarted worker finish anything it might still redo, then count.
-        await asyncio.sleep(3)
+        # Sentinels: one more event per customer, behind that customer's events in its
+        # partition and run after them (per-key order). Once each has its result, whatever the
+        # restarted worker redoes has its result too: then count.
+        sentinels = [enriched(f"cus-{i}", f"Load {run} sentinel {i}.") for i in range(40)]
+        sentinel_ids = {r.event.id for r in sentinels}
+        await produce(stack.bootstrap, stack.topic("enriched"), sentinels)
+
+        def sentinels_done(found: list[Record]) -> bool:
+            return set(result_ids(found, sentinel_ids)) >= sentinel_ids
+
+        await wait_for_records(stack.bootstrap, results, sentinels_done, timeout_s=120)
         counts = result_ids(await read_all(stack.bootstrap, results), ids)
         assert set(counts) == ids  # none lost
         assert {n for n in counts.values()} == {1}, counts.most_common(3)  # none twice
