@@ -160,6 +160,7 @@ async def serve() -> AsyncIterator[Served]:
         max_body_bytes=LIMIT, body_timeout_s=BODY_TIMEOUT_S, idle_timeout_s=IDLE_TIMEOUT_S
     )
     server = HttpServer(app, limits, clock=clock)
+    assert server._sweep_every_s == SWEEP_S  # the tests' steps are whole sweeps
     await server.listen("127.0.0.1", 0)
     try:
         yield Served(app, server, clock)

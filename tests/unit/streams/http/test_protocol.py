@@ -315,7 +315,7 @@ async def test_close_gives_up_on_what_is_still_unanswered_after_its_timeout(
     closing = asyncio.create_task(served.server.close(3.0))
     await until(lambda: served.server.closing, "close() to begin")
     served.clock.advance(2.9)
-    await asyncio.sleep(0)  # close() would run now, were its time up
+    await asyncio.sleep(0)  # one turn of the loop: close() would resume in it, were time up
     assert not closing.done()
     assert not client.closing()
     served.clock.advance(0.2)
