@@ -16,12 +16,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from schemas.config import (
-    PATTERN_HINTS,
-    HookstreamConfig,
-    production_warnings,
-    reference_problems,
-)
+from schemas.config import HookstreamConfig
+from schemas.config_base import PATTERN_HINTS
+from schemas.config_checks import production_warnings, reference_problems
 from schemas.config_messages import explain
 from schemas.errors import ConfigError
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from enum import IntEnum
 
-from schemas.config import BreakerConfig
+from schemas.config_ai import BreakerConfig
 from schemas.errors import CircuitOpen
 
 Clock = Callable[[], float]

@@ -14,7 +14,7 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from schemas.config import BudgetConfig
+from schemas.config_ai import BudgetConfig
 
 Clock = Callable[[], float]
 

@@ -7,7 +7,7 @@ import aiohttp
 from agents.ai.anthropic import AnthropicMessages
 from agents.ai.openai import OpenAIChat
 from agents.ai.provider import ChatClient
-from schemas.config import ProviderConfig
+from schemas.config_ai import ProviderConfig
 
 
 def client_for(provider: ProviderConfig, session: aiohttp.ClientSession) -> ChatClient:

@@ -14,7 +14,7 @@ import aiohttp
 
 from agents.ai.provider import STAGE, ChatRequest, Completion
 from agents.outbound.http import request_json
-from schemas.config import ProviderConfig
+from schemas.config_ai import ProviderConfig
 from schemas.errors import RetriableRemoteError
 from schemas.events import TokenUsage
 

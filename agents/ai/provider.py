@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from schemas.config import ProviderConfig
+from schemas.config_ai import ProviderConfig
 from schemas.events import TokenUsage
 
 STAGE = "ai"

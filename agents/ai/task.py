@@ -29,7 +29,9 @@ from agents.ai.output import compile_schema, parse_output
 from agents.ai.provider import ChatClient, ChatRequest, Completion
 from agents.outbound.retry import RetriesExhausted, RetryPolicy, with_retries
 from schemas import templates
-from schemas.config import FlowConfig, ProviderConfig, WorkerSettings
+from schemas.config import WorkerSettings
+from schemas.config_ai import ProviderConfig
+from schemas.config_flows import FlowConfig
 from schemas.errors import CircuitOpen, HookstreamError, InvalidModelOutput, RemoteError
 from schemas.events import AIResult, EnrichedEvent, TokenUsage
 

@@ -14,7 +14,7 @@ from agents.outbound.egress_guard import NetGuard
 from agents.outbound.http import request_json
 from agents.sinks.base import STAGE, Delivery, Sink
 from schemas import templates
-from schemas.config import HttpSinkConfig
+from schemas.config_sinks import HttpSinkConfig
 
 
 class HttpSink(Sink):

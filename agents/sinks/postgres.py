@@ -29,7 +29,7 @@ import orjson
 
 from agents.sinks.base import STAGE, BatchingSink, Delivery
 from schemas import templates
-from schemas.config import PostgresSinkConfig
+from schemas.config_sinks import PostgresSinkConfig
 from schemas.errors import ConfigError, PermanentRemoteError, RetriableRemoteError, StageError
 
 log = logging.getLogger(__name__)

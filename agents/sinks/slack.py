@@ -17,7 +17,7 @@ from agents.outbound.egress_guard import NetGuard
 from agents.outbound.http import request_json
 from agents.sinks.base import STAGE, Delivery, Sink
 from schemas import templates
-from schemas.config import SlackSinkConfig
+from schemas.config_sinks import SlackSinkConfig
 from schemas.errors import ConfigError
 
 

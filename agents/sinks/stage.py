@@ -30,7 +30,8 @@ from agents.sinks.slack import SlackSink
 from agents.stages.base import InvalidRecord, Stage, decode
 from agents.state.delivered import DEAD_LETTERED, DELIVERED, DeliveredMemory
 from schemas.codec import dumps
-from schemas.config import HookstreamConfig, HttpSinkConfig, SlackSinkConfig
+from schemas.config import HookstreamConfig
+from schemas.config_sinks import HttpSinkConfig, SlackSinkConfig
 from schemas.errors import HookstreamError
 from schemas.events import AIResult, DeliveryReceipt
 from schemas.headers import REDRIVEN_HEADER, header, replay_id

@@ -31,7 +31,8 @@ from agents.resources import Resources
 from agents.stages.base import InvalidRecord, Stage, decode
 from agents.stages.enricher import Enricher
 from schemas.codec import dumps
-from schemas.config import FlowConfig, HookstreamConfig
+from schemas.config import HookstreamConfig
+from schemas.config_flows import FlowConfig
 from schemas.errors import HookstreamError
 from schemas.events import CloudEvent, EnrichedEvent
 from schemas.headers import carried_headers, replay_id, replay_suffix

@@ -15,7 +15,8 @@ import aiohttp
 from agents.outbound.egress_guard import NetGuard
 from agents.outbound.http import request_json
 from schemas import templates
-from schemas.config import FlowConfig, HookstreamConfig, LookupConfig
+from schemas.config import HookstreamConfig
+from schemas.config_flows import FlowConfig, LookupConfig
 from schemas.errors import PermanentRemoteError
 from schemas.events import CloudEvent, EnrichedEvent
 

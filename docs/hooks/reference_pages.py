@@ -4,8 +4,9 @@ Why generated: a hand-written reference drifts from the code the day a field, an
 problem code or a metric is added. These pages are built from the things themselves, so they
 cannot:
 
-- ``reference/config.md`` from the pydantic models of :mod:`schemas.config` (every field, its
-  type, constraints, default and description, nested models included);
+- ``reference/config.md`` from the pydantic models reachable from
+  :class:`schemas.config.HookstreamConfig` (every field, its type, constraints, default and
+  description, nested models included);
 - ``reference/cli.md`` from the argument parser of :func:`streams.cli.main.build_parser`
   (every subcommand and option with its help), plus the simulators' own parsers;
 - ``reference/problems.md`` from the gateway's OpenAPI document
@@ -232,10 +233,10 @@ def config_reference() -> str:
         "# Config reference",
         "",
         GENERATED_NOTE,
-        "The models of `schemas/config.py`, one section per block of the YAML file, in the "
-        "order they nest. `[]` marks a list item, `<name>` a key of your choosing. A field "
-        "ending in `_env` names the environment variable that holds a secret; the secret "
-        "itself is never written in the file. The prose is in "
+        "The models of `schemas/config.py` and `schemas/config_*.py`, one section per block "
+        "of the YAML file, in the order they nest. `[]` marks a list item, `<name>` a key "
+        "of your choosing. A field ending in `_env` names the environment variable that holds "
+        "a secret; the secret itself is never written in the file. The prose is in "
         "[Configuration](../configuration.md).",
         "",
     ]

@@ -27,7 +27,8 @@ from streams.cli.ops import ConfigArg, Loader, positive_int, run, startup, topic
 from streams.cli.topics import owned_topics
 
 if TYPE_CHECKING:
-    from schemas.config import HookstreamConfig, SourceConfig
+    from schemas.config import HookstreamConfig
+    from schemas.config_sources import SourceConfig
     from schemas.events import CloudEvent
 
 

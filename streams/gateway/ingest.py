@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from schemas.config import SourceConfig
+from schemas.config_sources import SourceConfig
 from schemas.errors import InvalidPayload, TemplateError
 from schemas.events import CloudEvent
 from schemas.templates import lookup

@@ -12,7 +12,7 @@ import math
 import time
 from collections.abc import Callable, Iterable
 
-from schemas.config import RateLimitConfig, SourceConfig
+from schemas.config_sources import RateLimitConfig, SourceConfig
 
 
 class TokenBucket:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from schemas.config import HookstreamConfig, SourceConfig
+from schemas.config import HookstreamConfig
+from schemas.config_sources import SourceConfig
 
 PROBLEM_CODES: dict[int, tuple[str, ...]] = {
     400: ("invalid_json", "missing_partition_key", "invalid_encoding", "malformed_request"),

@@ -21,7 +21,8 @@ from collections.abc import Awaitable, Callable
 import orjson
 from aiokafka.structs import RecordMetadata
 
-from schemas.config import HookstreamConfig, SourceConfig
+from schemas.config import HookstreamConfig
+from schemas.config_sources import SourceConfig
 from schemas.errors import (
     BrokerUnavailable,
     ClientNotAllowed,

@@ -31,7 +31,8 @@ from aiokafka.errors import KafkaError
 
 from schemas import templates
 from schemas import topics as catalogue
-from schemas.config import FlowConfig, HookstreamConfig
+from schemas.config import HookstreamConfig
+from schemas.config_flows import FlowConfig
 from schemas.errors import BrokerUnavailable, TemplateError
 from schemas.headers import REPLAY_HEADER
 from streams.kafka.reader import (

@@ -37,8 +37,8 @@ from typing import Any
 
 import pytest
 
-from schemas.config import HttpSinkConfig
 from schemas.config_loader import load_config
+from schemas.config_sinks import HttpSinkConfig
 from streams.dev.ai_sim_logic import analyse
 from tests.support.kafka import read_all
 

@@ -7,8 +7,8 @@ import os
 import subprocess
 import sys
 
-from schemas.config import HttpSinkConfig, PostgresSinkConfig, SlackSinkConfig
 from schemas.config_loader import load_config
+from schemas.config_sinks import HttpSinkConfig, PostgresSinkConfig, SlackSinkConfig
 from tests.support.stack import REPO_ROOT
 
 EXAMPLE = REPO_ROOT / "examples" / "flows-sinks.yaml"

@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 
-from schemas.config import SignatureConfig
+from schemas.config_sources import SignatureConfig
 from streams.gateway.signatures import generic, github, standard, stripe
 from streams.gateway.signatures.generic import sign_hmac_sha256
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
 
-from schemas.config import SignatureConfig, split_secrets
+from schemas.config_sources import SignatureConfig, split_secrets
 from schemas.errors import SignatureError
 
 _BLOCK_BYTES = 64  # SHA-256's block size

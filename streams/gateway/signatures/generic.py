@@ -10,7 +10,7 @@ import base64
 import binascii
 from collections.abc import Mapping
 
-from schemas.config import SignatureConfig
+from schemas.config_sources import SignatureConfig
 from schemas.errors import SignatureError
 from streams.gateway.signatures._common import (
     any_matches,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from schemas.config import SignatureConfig
+from schemas.config_sources import SignatureConfig
 from schemas.errors import SignatureError
 from streams.gateway.signatures._common import (
     any_matches,

@@ -14,7 +14,7 @@ import binascii
 from collections.abc import Mapping
 from functools import lru_cache
 
-from schemas.config import SignatureConfig, split_secrets
+from schemas.config_sources import SignatureConfig, split_secrets
 from schemas.errors import SignatureError
 from streams.gateway.signatures._common import (
     any_matches,

@@ -17,17 +17,16 @@ from agents.ai.provider import ChatRequest, Completion
 from agents.ai.task import AITask, ProviderRuntime
 from agents.outbound.http import retry_after_s
 from agents.outbound.retry import RetriesExhausted
-from schemas.config import (
+from schemas.config import WorkerSettings
+from schemas.config_ai import (
     AITaskConfig,
     BreakerConfig,
     BudgetConfig,
     FallbackConfig,
-    FlowConfig,
-    MatchConfig,
     PricingConfig,
     ProviderConfig,
-    WorkerSettings,
 )
+from schemas.config_flows import FlowConfig, MatchConfig
 from schemas.errors import CircuitOpen, InvalidModelOutput, RetriableRemoteError
 from schemas.events import CloudEvent, EnrichedEvent, TokenUsage
 

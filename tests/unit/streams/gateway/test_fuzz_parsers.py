@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from schemas.config import SignatureConfig
+from schemas.config_sources import SignatureConfig
 from schemas.errors import SignatureError
 from streams.gateway.client_access import client_address, parse_address
 from streams.gateway.signatures import sign_headers, stripe, verify

@@ -7,7 +7,7 @@ from ipaddress import ip_network
 
 import pytest
 
-from schemas.config import RateLimitConfig, SignatureConfig, SourceConfig
+from schemas.config_sources import RateLimitConfig, SignatureConfig, SourceConfig
 from streams.gateway.backpressure import WriteGate
 from streams.gateway.client_access import IPNetwork, client_address, in_networks, parse_address
 from streams.gateway.limits import RateLimiter, TokenBucket, retry_after_header

@@ -11,7 +11,8 @@ import pytest
 from multidict import CIMultiDict
 
 from schemas.codec import dumps
-from schemas.config import DEFAULT_FORWARDED_HEADERS, SignatureConfig, SourceConfig
+from schemas.config import DEFAULT_FORWARDED_HEADERS
+from schemas.config_sources import SignatureConfig, SourceConfig
 from schemas.errors import InvalidPayload
 from schemas.events import CloudEvent
 from streams.gateway.ingest import build_event, encode_event, event_type, payload_field, webhook_id

@@ -11,7 +11,7 @@ import pytest
 from multidict import CIMultiDict
 from pydantic import SecretStr
 
-from schemas.config import SignatureConfig
+from schemas.config_sources import SignatureConfig
 from schemas.errors import SignatureError
 from streams.gateway.signatures import (
     github,

@@ -1,0 +1,129 @@
+"""Checks across a whole config file: cross-references, and settings unfit for production.
+
+Its own module because neither check belongs to one model. :func:`reference_problems` reads the
+raw file data (a flow naming a source or provider that does not exist, a name used twice), so
+its findings are reported together with the field errors of the models rather than instead of
+them; :func:`production_warnings` reads a valid config and finds what is right on a laptop and
+wrong in production. :mod:`schemas.config_loader` turns both into ``file:line: field: reason``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from schemas.config import HookstreamConfig
+from schemas.config_messages import unknown_choice
+
+
+def reference_problems(data: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
+    """Cross-references, checked on the raw file data so they are reported together with
+    field errors: (location, reason) pairs."""
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+
+    def names(section: str) -> list[str | None]:
+        items = data.get(section)
+        if not isinstance(items, list):
+            return []
+        return [i.get("name") if isinstance(i, dict) else None for i in items]
+
+    for section in ("sources", "providers", "flows"):
+        first_index: dict[str, int] = {}
+        for index, name in enumerate(names(section)):
+            if name is None:
+                continue
+            if name in first_index:
+                problems.append(
+                    (
+                        (section, index, "name"),
+                        f"{name!r} is already the name of {section}[{first_index[name]}]",
+                    )
+                )
+            first_index.setdefault(name, index)
+    sources = [n for n in names("sources") if n is not None]
+    providers = [n for n in names("providers") if n is not None]
+    flows = data.get("flows") if isinstance(data.get("flows"), list) else []
+    for i, flow in enumerate(flows or []):
+        if not isinstance(flow, dict):
+            continue
+        match, ai = flow.get("match"), flow.get("ai")
+        source = match.get("source") if isinstance(match, dict) else None
+        if isinstance(source, str) and source not in sources:
+            problems.append(
+                (("flows", i, "match", "source"), unknown_choice("source", source, sources))
+            )
+        provider = ai.get("provider") if isinstance(ai, dict) else None
+        if isinstance(provider, str) and provider not in providers:
+            problems.append(
+                (
+                    ("flows", i, "ai", "provider"),
+                    unknown_choice("provider", provider, providers),
+                )
+            )
+        fallbacks = ai.get("fallbacks") if isinstance(ai, dict) else None
+        for j, fallback in enumerate(fallbacks if isinstance(fallbacks, list) else []):
+            name = fallback.get("provider") if isinstance(fallback, dict) else None
+            if isinstance(name, str) and name not in providers:
+                problems.append(
+                    (
+                        ("flows", i, "ai", "fallbacks", j, "provider"),
+                        unknown_choice("provider", name, providers),
+                    )
+                )
+    return problems
+
+
+def _is_local_host(host: str) -> bool:
+    host = host.strip().strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _hosts(bootstrap_servers: str) -> list[str]:
+    """The host of each ``host:port`` (IPv6 in brackets) of a bootstrap list."""
+    hosts = []
+    for server in filter(None, (s.strip() for s in bootstrap_servers.split(","))):
+        host = server.rsplit(":", 1)[0] if server.count(":") == 1 or "]:" in server else server
+        hosts.append(host)
+    return hosts
+
+
+def production_warnings(config: HookstreamConfig) -> list[tuple[tuple[str | int, ...], str]]:
+    """Settings that are right on a laptop and wrong in production, as (location, reason):
+    ``hookstream config check`` prints them and still accepts the file, because the same file
+    serves both and only its reader knows which one this is."""
+    warnings: list[tuple[tuple[str | int, ...], str]] = []
+    remote = [h for h in _hosts(config.kafka.bootstrap_servers) if not _is_local_host(h)]
+    if config.kafka.replication_factor == 1 and remote:
+        warnings.append(
+            (
+                ("kafka", "replication_factor"),
+                f"1 copy of each event on a broker that is not local ({remote[0]}): losing "
+                "that broker loses webhooks already answered 2xx; use 3 in production",
+            )
+        )
+    if not _is_local_host(config.gateway.host):
+        for index, source in enumerate(config.sources):
+            if source.signature.scheme == "none":
+                warnings.append(
+                    (
+                        ("sources", index, "signature", "scheme"),
+                        f"source {source.name!r} accepts unsigned webhooks on "
+                        f"{config.gateway.host}: anyone who reaches the gateway can post "
+                        "events; sign them in production",
+                    )
+                )
+    if config.worker.allow_private_networks:
+        warnings.append(
+            (
+                ("worker", "allow_private_networks"),
+                "every sink and lookup may call loopback and private addresses, so a templated "
+                "URL can reach internal services (SSRF); meant for local simulators, use "
+                "allow_private on the single sink or lookup that needs it in production",
+            )
+        )
+    return warnings
