@@ -11,6 +11,11 @@ reopens the gate for all, its failure closes it for the next, longer, pause. An 
 costs one request per backoff period, not one per waiting record, and a crash meanwhile simply
 redoes the records after the last commit.
 
+Time is read and waited on through a :class:`~streams.http.clock.Clock` (the HTTP layer's): in
+production the running event loop (``loop.time``, ``loop.call_later``: the timers
+``asyncio.sleep`` and ``asyncio.wait_for`` would set), in tests a clock moved by hand, so that a
+probe's time is checked to the value rather than by sleeping through the backoff.
+
 A record the target keeps refusing while it accepts others (a 5xx that is really about this
 record) is not an outage: after ``max_attempts`` such failures it is dead-lettered.
 """
@@ -18,7 +23,7 @@ record) is not an outage: after ``max_attempts`` such failures it is dead-letter
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -26,20 +31,32 @@ from typing import TypeVar
 
 from agents.outbound.retry import RetriesExhausted
 from schemas.errors import HookstreamError, RemoteError
+from streams.http.clock import Clock, Timer
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class OutageGate:
-    def __init__(self, what: str, *, backoff_s: float, backoff_max_s: float) -> None:
+    def __init__(
+        self, what: str, *, backoff_s: float, backoff_max_s: float, clock: Clock | None = None
+    ) -> None:
+        """``clock``: what the backoff is measured on; by default the running event loop (read
+        at each use, so the gate may be built before the loop runs)."""
         self.what = what
         self.backoff_s = max(backoff_s, 0.05)
         self.backoff_max_s = max(backoff_max_s, self.backoff_s)
+        self._clock = clock
         self._open = True
         self._probing = False
-        self._retry_at = 0.0
-        self._changed = asyncio.Event()
+        self._retry_at_s = 0.0
+        # Callers waiting for the gate to change, in arrival order (the first probes first).
+        self._waiters: dict[asyncio.Future[None], None] = {}
         self.consecutive_failures = 0
         self.successes = 0
         self.pauses = 0
@@ -82,7 +99,7 @@ class OutageGate:
                     self._release(probe)
                     if own_failures >= max_attempts:
                         raise RetriesExhausted(exc, attempts, first_failure_at, now) from exc
-                    await asyncio.sleep(self.pause_s(exc))
+                    await self._wait(self.pause_s(exc), notified=False)
                     continue
                 self._failed(probe, exc)
                 continue
@@ -92,24 +109,41 @@ class OutageGate:
             self._succeeded(probe)
             return result, attempts
 
+    @property
+    def clock(self) -> Clock:
+        return self._clock if self._clock is not None else asyncio.get_running_loop()
+
     async def _admit(self) -> bool:
         """Wait until the gate is open (False) or this caller is the probe (True)."""
-        loop = asyncio.get_running_loop()
         while True:
             if self._open:
                 return False
-            now = loop.time()
-            if not self._probing and now >= self._retry_at:
+            now_s = self.clock.time()
+            if not self._probing and now_s >= self._retry_at_s:
                 self._probing = True
                 return True
-            changed = self._changed
-            timeout_s = None if self._probing else self._retry_at - now
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), timeout_s)
+            # While a probe is out, its outcome is what everyone waits for; else the retry time.
+            await self._wait(None if self._probing else self._retry_at_s - now_s, notified=True)
+
+    async def _wait(self, timeout_s: float | None, *, notified: bool) -> None:
+        """Until ``timeout_s`` has passed on the clock or, if ``notified``, the gate changes."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        timer: Timer | None = None
+        if timeout_s is not None:
+            timer = self.clock.call_later(timeout_s, functools.partial(_wake, waiter))
+        if notified:
+            self._waiters[waiter] = None
+        try:
+            await waiter
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self._waiters.pop(waiter, None)
 
     def _notify(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
+        waiters, self._waiters = self._waiters, {}
+        for waiter in waiters:
+            _wake(waiter)
 
     def _release(self, probe: bool) -> None:
         if probe:
@@ -131,7 +165,7 @@ class OutageGate:
             return  # closed already by an earlier failure; just wait for the probe
         self.consecutive_failures += 1
         pause_s = self.pause_s(error)
-        self._retry_at = asyncio.get_running_loop().time() + pause_s
+        self._retry_at_s = self.clock.time() + pause_s
         if self._open:
             self.pauses += 1
             log.warning(

@@ -40,7 +40,8 @@ class ManualTimer:
 
 
 class ManualClock:
-    """``time()`` and ``call_later()`` like the event loop's; time passes in :meth:`advance`."""
+    """``time()`` and ``call_later()`` like the event loop's; time passes in :meth:`advance`
+    (by a step the test chooses) or :meth:`run` (from timer to timer while every task waits)."""
 
     def __init__(self, start_s: float = 1000.0) -> None:
         self.now_s = start_s
@@ -70,15 +71,18 @@ class ManualClock:
             heapq.heappop(self._timers)
         return self._timers[0].due_s if self._timers else None
 
-    async def run(self, until: Callable[[], bool], *, limit_s: float = 3600.0) -> None:
+    async def run(
+        self, until: Callable[[], bool], *, limit_s: float = 3600.0, max_steps: int = 10_000
+    ) -> None:
         """Run the event loop with time passing only while every task waits, until ``until()``.
 
         Between steps the loop settles (see :func:`settle`); then the clock jumps to the next
         timer. Raises AssertionError instead of hanging when nothing is left to wait for (a
-        deadlock) or the clock would pass ``limit_s`` from now (a loop that never ends).
+        deadlock), or the clock would pass ``limit_s`` from now, or ``max_steps`` timers have
+        run (a loop that never ends, such as a timer re-set at the instant it fires).
         """
         end_s = self.now_s + limit_s
-        while True:
+        for _ in range(max_steps):
             await settle()
             if until():
                 return
@@ -88,6 +92,7 @@ class ManualClock:
             if due_s > end_s:
                 raise AssertionError(f"still not done after {limit_s:g} s on the clock")
             self.advance_to(due_s)
+        raise AssertionError(f"still not done after {max_steps} timers, at {self.now_s:g} s")
 
     def advance(self, seconds: float) -> None:
         """Move time on by ``seconds``, running every timer that falls due on the way."""
