@@ -1,4 +1,4 @@
-"""What every AI provider client shares: the request, the answer, and picking a client.
+"""What every AI provider client shares: the request, the answer, the client protocol.
 
 A flow's task builds one :class:`ChatRequest` per event; the client for the provider's
 ``kind`` turns it into that API's wire format. Both APIs return a :class:`Completion` with the

@@ -26,10 +26,10 @@ from typing import Any
 
 from agents import metrics
 from agents.emit import emit
+from agents.outbound.lookups import Enricher
 from agents.outbound.retry import RetryPolicy, with_retries
 from agents.resources import Resources
 from agents.stages.base import InvalidRecord, Stage, decode
-from agents.stages.enricher import Enricher
 from schemas.codec import dumps
 from schemas.config import HookstreamConfig
 from schemas.config_flows import FlowConfig

@@ -527,7 +527,7 @@ event-loop thread.
 {targets}
 
 (d) is not one of issue 3's targets. It is the same bare handler as (a), served by the HTTP
-layer the gateway runs on (`streams/http1.py`) instead of aiohttp's: what the gateway's own
+layer the gateway runs on (`streams/http/`) instead of aiohttp's: what the gateway's own
 stack allows before any webhook work. (c)/(d) = {s["c_over_d"]:.2f}.
 
 Machine: {m["cpu"]}, {m["cores"]} cores, load average at start {m["load_average_at_start"]}

@@ -1,0 +1,1 @@
+"""Prometheus exposition (``/metrics``) and lock-free metrics updated from one event loop."""

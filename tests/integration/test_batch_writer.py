@@ -14,12 +14,13 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import RecordMetadata
 
 from schemas.config import KafkaSettings
 from schemas.errors import BrokerUnavailable, RecordTooLarge
+from streams.kafka.admin import create_topics
 from streams.kafka.batch_writer import BatchingKafkaWriter
 from tests.support.kafka import read_all
 
@@ -30,12 +31,7 @@ HEADERS = [("content-type", b"application/json")]
 
 async def create_topic(bootstrap: str, *, config: dict[str, str] | None = None) -> str:
     name = f"batch-writer-{uuid.uuid4().hex[:10]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, PARTITIONS, 1, topic_configs=config or {})])
-    finally:
-        await admin.close()
+    await create_topics(bootstrap, {name: config or {}}, partitions=PARTITIONS)
     return name
 
 

@@ -14,10 +14,10 @@ from typing import Any
 import orjson
 import pytest
 import pytest_asyncio
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from schemas.events import AIResult
 from streams.client import Publisher, Subscriber, make_event
+from streams.kafka.admin import create_topics
 from tests.support.kafka import read_all, wait_for_records
 from tests.support.sinkstack import run_cli, wait_until
 from tests.support.stack import Stack, running_stack
@@ -186,12 +186,7 @@ async def test_tail_prints_pretty_json_and_follows(stack: Stack, published: list
 
     # Following: a tail started at the end prints what is written after it started.
     topic = f"{stack.prefix}.tail-{uuid.uuid4().hex[:6]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=stack.bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
-    finally:
-        await admin.close()
+    await create_topics(stack.bootstrap, {topic: {}}, partitions=2)
     async with Publisher(bootstrap_servers=stack.bootstrap, topic_prefix=stack.prefix) as pub:
         tail = asyncio.create_task(run_cli(*base, topic, "--max", "1", env=stack.env))
         sent = 0

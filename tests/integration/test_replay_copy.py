@@ -19,11 +19,11 @@ import orjson
 import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from schemas.config import HookstreamConfig, KafkaSettings
 from schemas.config_loader import load_config
 from schemas.errors import ToolError
+from streams.kafka.admin import create_topics
 from streams.kafka.reader import new_consumer, read_window_raw, window
 from streams.ops.replay import Replayer, ReplayFilter
 from tests.support.kafka import Record, delete_topics, read_all
@@ -113,14 +113,7 @@ PREFIX = f"replay-copy-{uuid.uuid4().hex[:10]}"
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def topic(kafka_bootstrap: str) -> AsyncIterator[str]:
     name = f"{PREFIX}.events"  # the events role: the filters read CloudEvents
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics(
-            [NewTopic(name=name, num_partitions=PARTITIONS, replication_factor=1)]
-        )
-    finally:
-        await admin.close()
+    await create_topics(kafka_bootstrap, {name: {}}, partitions=PARTITIONS)
     await _fill(kafka_bootstrap, name)
     yield name
     await delete_topics(kafka_bootstrap, [name])

@@ -13,14 +13,14 @@ import pytest_asyncio
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-import agents.stages.enricher
-from agents.outbound import egress_guard as netguard
+import agents.outbound.lookups
+from agents.outbound import egress_guard
 from agents.outbound.egress_guard import NetGuard, PublicOnlyResolver, is_public
 from agents.outbound.http import new_session, request_json
+from agents.outbound.lookups import Enricher
 from agents.resources import Resources
 from agents.sinks.stage import SinkStage
 from agents.stages.enrich import EnrichStage
-from agents.stages.enricher import Enricher
 from schemas.config import HookstreamConfig
 from schemas.config_loader import load_config
 from schemas.errors import PermanentRemoteError, UnsafeDestination
@@ -103,11 +103,11 @@ async def test_localhost_by_name_is_refused() -> None:
 
 
 async def test_every_address_of_a_name_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def two_records(host: str, port: int) -> list[netguard.IPAddress]:
+    async def two_records(host: str, port: int) -> list[egress_guard.IPAddress]:
         assert (host, port) == ("mixed.example", 443)
         return [ipaddress.ip_address("93.184.216.34"), ipaddress.ip_address("10.0.0.7")]
 
-    monkeypatch.setattr(netguard, "resolve", two_records)
+    monkeypatch.setattr(egress_guard, "resolve", two_records)
     with pytest.raises(UnsafeDestination, match=r"10\.0\.0\.7"):
         await NetGuard().check("https://mixed.example/", what="sink crm")
 
@@ -119,8 +119,8 @@ async def test_only_http_urls_with_a_host(url: str) -> None:
 
 
 async def test_resolve_keeps_literals_and_drops_scope_ids() -> None:
-    assert await netguard.resolve("[fe80::1]", 80) == [ipaddress.ip_address("fe80::1")]
-    assert await netguard.resolve("no-such-host.invalid", 80) == []
+    assert await egress_guard.resolve("[fe80::1]", 80) == [ipaddress.ip_address("fe80::1")]
+    assert await egress_guard.resolve("no-such-host.invalid", 80) == []
 
 
 async def test_enrichment_lookups_pass_the_guard() -> None:
@@ -200,10 +200,10 @@ async def local_server() -> AsyncIterator[tuple[int, list[str]]]:
 def public_pre_check(monkeypatch: pytest.MonkeyPatch) -> None:
     """The check before the request sees a public address for every name."""
 
-    async def public(host: str, port: int) -> list[netguard.IPAddress]:
+    async def public(host: str, port: int) -> list[egress_guard.IPAddress]:
         return [ipaddress.ip_address("93.184.216.34")]
 
-    monkeypatch.setattr(netguard, "resolve", public)
+    monkeypatch.setattr(egress_guard, "resolve", public)
 
 
 def session_on(resolver: AbstractResolver) -> aiohttp.ClientSession:
@@ -295,7 +295,7 @@ async def test_guarded_lookups_go_through_the_public_only_session(
         sessions.append(session)
         return 200, {"ok": True}
 
-    monkeypatch.setattr(agents.stages.enricher, "request_json", fake_request)
+    monkeypatch.setattr(agents.outbound.lookups, "request_json", fake_request)
     plain, guarded = object(), object()
 
     def stage_of(config: HookstreamConfig) -> EnrichStage:

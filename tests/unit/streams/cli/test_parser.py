@@ -93,8 +93,8 @@ def test_dlq_refuses_an_unknown_stage_and_names_the_stages(
 
 def test_the_stage_list_is_the_stages_that_dead_letter() -> None:
     from agents.ai.provider import STAGE as AI
+    from agents.outbound.lookups import STAGE as ENRICH
     from agents.sinks.base import STAGE as SINK
-    from agents.stages.enricher import STAGE as ENRICH
 
     assert set(STAGES) == {ENRICH, AI, SINK}
 

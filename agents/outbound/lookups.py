@@ -1,7 +1,9 @@
-"""Enrichment: match an event to its flows and add each flow's lookups.
+"""A flow's HTTP lookups: what the enrich stage (:mod:`agents.stages.enrich`) adds to an event.
 
-One event can feed several flows; each match becomes its own enriched record keyed like the
-event, so per-key order carries through. A flow without lookups passes the event through.
+Each lookup's URL is a template filled from the event, checked by the egress guard and fetched
+with the shared session; a flow's lookups run concurrently and any failure fails the whole
+enrichment (the stage retries or dead-letters it). A flow without lookups passes the event
+through with an empty enrichment.
 """
 
 from __future__ import annotations
