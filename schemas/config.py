@@ -28,18 +28,62 @@ DEFAULT_FORWARDED_HEADERS = ("user-agent", "content-type", "x-request-id", "trac
 
 
 class KafkaSettings(ConfigModel):
-    bootstrap_servers: str = "127.0.0.1:9092"
-    topic_prefix: Annotated[str, Field(pattern=TOPIC_PREFIX_PATTERN)] = "hookstream"
-    partitions: Annotated[int, Field(ge=1, le=1024)] = 8
-    replication_factor: Annotated[int, Field(ge=1, le=16)] = 1
-    produce_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
-    linger_ms: Annotated[int, Field(ge=0, le=1000)] = 5
+    bootstrap_servers: str = Field(
+        default="127.0.0.1:9092",
+        description="The Kafka brokers to connect to, as comma-separated host:port pairs. "
+        "The environment variable KAFKA_BOOTSTRAP_SERVERS, when set, replaces this value.",
+    )
+    topic_prefix: Annotated[str, Field(pattern=TOPIC_PREFIX_PATTERN)] = Field(
+        default="hookstream",
+        description="The start of every topic name (<prefix>.events, .enriched, .results, "
+        ".dlq, .receipts and the worker's memories) and of the consumer groups "
+        "(<prefix>-worker, <prefix>-sinks): deployments with different prefixes can share "
+        "one cluster without seeing each other.",
+    )
+    partitions: Annotated[int, Field(ge=1, le=1024)] = Field(
+        default=8,
+        description="Partitions of each topic hookstream creates (a topic that already exists "
+        "keeps its own). Events are spread over them by key, and each partition is handled "
+        "by one worker at a time, so this bounds how many workers share the load.",
+    )
+    replication_factor: Annotated[int, Field(ge=1, le=16)] = Field(
+        default=1,
+        description="Copies of each partition of the topics hookstream creates; it cannot "
+        "exceed the number of brokers (the broker refuses to create the topics). 1 suits a "
+        "local broker; use 3 in production (config check warns about 1 on a remote broker).",
+    )
+    produce_timeout_s: Annotated[float, Field(gt=0, le=300)] = Field(
+        default=10.0,
+        description="How long a write may wait for Kafka's acknowledgement, in seconds (also "
+        "the producer's request timeout). Then the gateway answers 503 broker_unavailable; "
+        "the write may still land later, and the event id makes the duplicate harmless.",
+    )
+    linger_ms: Annotated[int, Field(ge=0, le=1000)] = Field(
+        default=5,
+        description="How long the producer waits for more records to send in one batch, in "
+        "milliseconds (Kafka's linger.ms): 0 sends at once; more means fewer, larger "
+        "requests under load at the cost of up to that much latency per write.",
+    )
 
 
 class GatewaySettings(ConfigModel):
-    host: str = "127.0.0.1"
-    port: Annotated[int, Field(ge=0, le=65535)] = 8080
-    max_body_bytes: Annotated[int, Field(ge=1, le=64 * 1024 * 1024)] = 1024 * 1024
+    host: str = Field(
+        default="127.0.0.1",
+        description="The address the gateway listens on: 127.0.0.1 takes local connections "
+        "only, 0.0.0.0 every IPv4 interface. On an address that is not local, config check "
+        "warns about sources that accept unsigned webhooks.",
+    )
+    port: Annotated[int, Field(ge=0, le=65535)] = Field(
+        default=8080,
+        description="The TCP port the gateway listens on (`hookstream gateway --port` "
+        "overrides it); 0 lets the system pick a free port.",
+    )
+    max_body_bytes: Annotated[int, Field(ge=1, le=64 * 1024 * 1024)] = Field(
+        default=1024 * 1024,
+        description="The largest webhook body accepted, in bytes (default 1 MiB), held both "
+        "on the bytes received and on the body once unpacked (gzip, deflate); a larger one "
+        "gets 413 payload_too_large.",
+    )
     body_timeout_s: Annotated[float, Field(gt=0, le=600)] = Field(
         default=10.0,
         description="How long a sender may take to send a body after its headers; then 408.",
@@ -49,8 +93,19 @@ class GatewaySettings(ConfigModel):
         description="A connection with no complete request for this long is closed (idle "
         "keep-alive connections, and senders that never finish their headers).",
     )
-    forwarded_headers: tuple[str, ...] = DEFAULT_FORWARDED_HEADERS
-    retry_after_s: Annotated[int, Field(ge=1, le=3600)] = 5
+    forwarded_headers: tuple[str, ...] = Field(
+        default=DEFAULT_FORWARDED_HEADERS,
+        description="Request headers copied into each event's webhookheaders (names are "
+        "lower-cased; a header the request lacks is left out). Headers that may carry "
+        "credentials (authorization, cookie, proxy-authorization, any name containing "
+        "'signature' or 'secret') are refused.",
+    )
+    retry_after_s: Annotated[int, Field(ge=1, le=3600)] = Field(
+        default=5,
+        description="The whole seconds sent in Retry-After with every 503 (broker_unavailable, "
+        "overloaded, and /readyz's not_ready). A 429 of a rate limit sends its own: the "
+        "seconds until the bucket has a token again.",
+    )
     max_in_flight_writes: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
         default=2048,
         description="Kafka writes waiting for their ack; beyond it the gateway answers 503 at "
@@ -59,7 +114,11 @@ class GatewaySettings(ConfigModel):
     shutdown_timeout_s: Annotated[float, Field(gt=0, le=3600)] = Field(
         default=30.0, description="On SIGTERM: how long in-flight requests may take to finish."
     )
-    readiness_timeout_s: Annotated[float, Field(gt=0, le=60)] = 2.0
+    readiness_timeout_s: Annotated[float, Field(gt=0, le=60)] = Field(
+        default=2.0,
+        description="How long GET /readyz waits for Kafka to answer a metadata request, in "
+        "seconds, before it answers 503 not_ready.",
+    )
     client_ip_header: str | None = Field(
         default=None,
         description="Header a trusted proxy puts the client address in, e.g. X-Forwarded-For.",
@@ -95,25 +154,70 @@ class GatewaySettings(ConfigModel):
 class DedupeConfig(ConfigModel):
     """How long the worker remembers an event id, so a sender's retry is not processed twice."""
 
-    ttl_s: Annotated[float, Field(gt=0)] = 7 * 86400.0
-    cleanup_interval_s: Annotated[float, Field(gt=0)] = 300.0
+    ttl_s: Annotated[float, Field(gt=0)] = Field(
+        default=7 * 86400.0,
+        description="How long an event id is remembered, in seconds (default 7 days): a "
+        "sender's retry that arrives later than this is processed again. Also the retention "
+        "of the <prefix>.dedupe topic that holds the ids (set when it is created).",
+    )
+    cleanup_interval_s: Annotated[float, Field(gt=0)] = Field(
+        default=300.0,
+        description="Seconds between the sweeps that drop expired ids from each worker's "
+        "memory; an expired id is ignored before its sweep anyway.",
+    )
 
 
 class CacheConfig(ConfigModel):
     """The AI answer cache: identical (provider, model, rendered prompt, parameters) within
     ``ttl_s`` reuse the answer instead of calling the model."""
 
-    ttl_s: Annotated[float, Field(gt=0)] = 86400.0
-    cleanup_interval_s: Annotated[float, Field(gt=0)] = 300.0
+    ttl_s: Annotated[float, Field(gt=0)] = Field(
+        default=86400.0,
+        description="How long a model's answer is reused for an identical request, in "
+        "seconds (default 1 day). Also the retention of the <prefix>.ai-cache topic (set "
+        "when it is created).",
+    )
+    cleanup_interval_s: Annotated[float, Field(gt=0)] = Field(
+        default=300.0,
+        description="Seconds between the sweeps that drop expired answers from each worker's "
+        "memory; an expired answer is not reused before its sweep anyway.",
+    )
 
 
 class WorkerSettings(ConfigModel):
-    retry_backoff_s: Annotated[float, Field(ge=0, le=60)] = 0.5
-    retry_backoff_max_s: Annotated[float, Field(ge=0, le=600)] = 30.0
-    http_connect_timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
-    enrich_concurrency: Annotated[int, Field(ge=1, le=4096)] = 64
-    sink_concurrency: Annotated[int, Field(ge=1, le=4096)] = 32
-    commit_interval_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    retry_backoff_s: Annotated[float, Field(ge=0, le=60)] = Field(
+        default=0.5,
+        description="The first pause before retrying a lookup, a model call or a sink "
+        "delivery, in seconds; it doubles with each attempt (with full jitter) up to "
+        "retry_backoff_max_s. A server's Retry-After is used instead when it sends one.",
+    )
+    retry_backoff_max_s: Annotated[float, Field(ge=0, le=600)] = Field(
+        default=30.0,
+        description="The longest pause between two tries, in seconds: it caps the doubling "
+        "backoff, a server's Retry-After, and the wait between a paused sink's probes.",
+    )
+    http_connect_timeout_s: Annotated[float, Field(gt=0, le=60)] = Field(
+        default=5.0,
+        description="The connect timeout, in seconds, of the HTTP client sessions that "
+        "lookups, model calls and the http and slack sinks share; each call's whole time "
+        "is bounded by its own timeout_s.",
+    )
+    enrich_concurrency: Annotated[int, Field(ge=1, le=4096)] = Field(
+        default=64,
+        description="Events the enrich agent handles at once in one worker process (events "
+        "with the same key one after the other); at the bound it stops reading from Kafka.",
+    )
+    sink_concurrency: Annotated[int, Field(ge=1, le=4096)] = Field(
+        default=32,
+        description="Results each sink agent handles at once in one process (results with "
+        "the same key one after the other); at the bound it stops reading from Kafka.",
+    )
+    commit_interval_s: Annotated[float, Field(gt=0, le=60)] = Field(
+        default=1.0,
+        description="How often the worker commits its consumer offsets, in seconds (Faust's "
+        "broker_commit_interval). Only offsets whose events are fully done are committed; "
+        "after a crash the work done since the last commit is redone, and deduplicated.",
+    )
     session_timeout_s: Annotated[float, Field(ge=6, le=300)] = Field(
         default=10.0,
         description="How long Kafka waits for a silent worker before giving its partitions to "
@@ -124,18 +228,44 @@ class WorkerSettings(ConfigModel):
         description="Let sinks and lookups call loopback, private and link-local addresses "
         "(refused by default: a templated URL must not reach internal services).",
     )
-    dedupe: DedupeConfig = Field(default_factory=DedupeConfig)
-    ai_cache: CacheConfig = Field(default_factory=CacheConfig)
+    dedupe: DedupeConfig = Field(
+        default_factory=DedupeConfig,
+        description="How long event ids are remembered, so a sender's retry is handled once.",
+    )
+    ai_cache: CacheConfig = Field(
+        default_factory=CacheConfig,
+        description="How long model answers are reused; a flow turns it off with ai.cache.",
+    )
 
 
 class HookstreamConfig(ConfigModel):
-    version: Literal[1] = 1
-    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
-    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
-    worker: WorkerSettings = Field(default_factory=WorkerSettings)
-    sources: tuple[SourceConfig, ...]
-    providers: tuple[ProviderConfig, ...] = ()
-    flows: tuple[FlowConfig, ...] = ()
+    version: Literal[1] = Field(
+        default=1, description="The version of the file's format; 1 is the only one."
+    )
+    kafka: KafkaSettings = Field(
+        default_factory=KafkaSettings,
+        description="The Kafka connection and the topics hookstream creates.",
+    )
+    gateway: GatewaySettings = Field(
+        default_factory=GatewaySettings,
+        description="The webhook receiver (`hookstream gateway`): address, limits, TLS.",
+    )
+    worker: WorkerSettings = Field(
+        default_factory=WorkerSettings,
+        description="The worker and the sinks: retries, concurrency, and their memories.",
+    )
+    sources: tuple[SourceConfig, ...] = Field(
+        description="Who may post webhooks: one entry per POST /webhooks/{name}. Required; "
+        "an empty list makes the gateway refuse every webhook (404 unknown_source).",
+    )
+    providers: tuple[ProviderConfig, ...] = Field(
+        default=(), description="The AI model endpoints that flows call, by name."
+    )
+    flows: tuple[FlowConfig, ...] = Field(
+        default=(),
+        description="What happens to events: which ones, the lookups, the model task and the "
+        "sinks. An event no flow matches is kept on <prefix>.events and goes no further.",
+    )
 
     def source(self, name: str) -> SourceConfig | None:
         return next((s for s in self.sources if s.name == name), None)

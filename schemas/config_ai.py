@@ -20,8 +20,15 @@ _SUPPORTED_OUTPUT_TYPES = {"string", "number", "integer", "boolean", "array", "o
 class PricingConfig(ConfigModel):
     """What one model costs, in US dollars per million tokens (the unit providers publish)."""
 
-    input_usd_per_mtok: Annotated[float, Field(ge=0)] = 0.0
-    output_usd_per_mtok: Annotated[float, Field(ge=0)] = 0.0
+    input_usd_per_mtok: Annotated[float, Field(ge=0)] = Field(
+        default=0.0,
+        description="US dollars per million prompt (input) tokens, as the provider reports "
+        "them; 0 counts them as free.",
+    )
+    output_usd_per_mtok: Annotated[float, Field(ge=0)] = Field(
+        default=0.0,
+        description="US dollars per million answer (output) tokens; 0 counts them as free.",
+    )
 
 
 class BudgetConfig(ConfigModel):
@@ -31,8 +38,17 @@ class BudgetConfig(ConfigModel):
     ``max_tokens``) and corrected with the usage the provider returns.
     """
 
-    requests_per_minute: Annotated[int, Field(ge=1)] | None = None
-    tokens_per_minute: Annotated[int, Field(ge=1)] | None = None
+    requests_per_minute: Annotated[int, Field(ge=1)] | None = Field(
+        default=None,
+        description="Calls per minute this provider may take; a call waits for room rather "
+        "than go over. Unset: no limit.",
+    )
+    tokens_per_minute: Annotated[int, Field(ge=1)] | None = Field(
+        default=None,
+        description="Tokens per minute, estimated before each call (prompt characters / 4 "
+        "plus max_tokens) and corrected with the usage the provider returns; a call waits "
+        "for room. Unset: no limit.",
+    )
 
 
 class BreakerConfig(ConfigModel):
@@ -40,29 +56,65 @@ class BreakerConfig(ConfigModel):
     timeouts, connection errors) calls skip the provider for ``open_s``, then one trial call
     decides whether it closes again."""
 
-    failure_threshold: Annotated[int, Field(ge=1, le=1000)] = 5
-    open_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    failure_threshold: Annotated[int, Field(ge=1, le=1000)] = Field(
+        default=5,
+        description="Consecutive failures (5xx, timeouts, connection errors) that open the "
+        "breaker; a 429 or another 4xx does not count, a success resets the count.",
+    )
+    open_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=30.0,
+        description="How long an open breaker skips the provider, in seconds (flows go to "
+        "their fallbacks); then one trial call closes it again or opens it for another "
+        "open_s.",
+    )
 
 
 class ProviderConfig(ConfigModel):
-    name: Name
+    """One AI model endpoint: where it is, how to call it, and what guards it."""
+
+    name: Name = Field(
+        description="The name flows use for it, in ai.provider and ai.fallbacks[].provider."
+    )
     kind: Literal["openai", "anthropic"] = Field(
         default="openai",
-        description="openai: /chat/completions (any compatible server); anthropic: /v1/messages.",
+        description="openai: POST {base_url}/chat/completions (OpenAI or any compatible "
+        "server: vLLM, Ollama, LiteLLM); anthropic: POST {base_url}/messages.",
     )
-    base_url: Annotated[str, Field(pattern=BASE_URL_PATTERN)]
-    api_key_env: str | None = None
-    model: str
-    timeout_s: Annotated[float, Field(gt=0, le=600)] = 30.0
+    base_url: Annotated[str, Field(pattern=BASE_URL_PATTERN)] = Field(
+        description="The API's root, to which the kind's path is appended, e.g. "
+        "https://api.openai.com/v1 or https://api.anthropic.com/v1."
+    )
+    api_key_env: str | None = Field(
+        default=None,
+        description="The environment variable holding the API key, sent as Authorization: "
+        "Bearer (openai) or x-api-key (anthropic). Unset: no key is sent (local servers).",
+    )
+    model: str = Field(
+        description="The model asked, unless a flow's ai.model or a fallback's model names another."
+    )
+    timeout_s: Annotated[float, Field(gt=0, le=600)] = Field(
+        default=30.0,
+        description="The longest one call may take, in seconds; a call that runs out is a "
+        "failure: retried, and counted by the breaker.",
+    )
     structured_output: Literal["json_schema", "json_object", "instruction"] = Field(
         default="json_schema",
         description="openai kind: response_format json_schema, JSON mode, or the schema in the "
         "system prompt (for servers without either). anthropic: always a forced tool call.",
     )
-    budget: BudgetConfig = Field(default_factory=BudgetConfig)
-    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+    budget: BudgetConfig = Field(
+        default_factory=BudgetConfig,
+        description="The provider's rate limits, spent here before the provider says 429 "
+        "(default: none).",
+    )
+    breaker: BreakerConfig = Field(
+        default_factory=BreakerConfig,
+        description="The circuit breaker that stops calling the provider while it fails.",
+    )
     prices: dict[str, PricingConfig] = Field(
-        default_factory=dict, description="Per model name; a model not listed costs 0."
+        default_factory=dict,
+        description="What each model costs, by model name, for the results' cost_usd and the "
+        "cost metric; a model not listed costs 0.",
     )
     api_key: SecretStr | None = Field(default=None, exclude=True)
 
@@ -71,24 +123,64 @@ class FallbackConfig(ConfigModel):
     """Another provider (and model) a flow falls back to when the one before it is open or
     exhausted."""
 
-    provider: Name
-    model: str | None = Field(default=None, description="Defaults to the provider's model.")
+    provider: Name = Field(description="The name of a provider in providers.")
+    model: str | None = Field(
+        default=None, description="The model to ask; unset: the provider's model."
+    )
 
 
 class AITaskConfig(ConfigModel):
-    provider: Name
-    model: str | None = Field(default=None, description="Overrides the provider's model.")
-    system: str = ""
-    prompt: str
-    output: dict[str, Any] = Field(description="JSON Schema (type object) of the answer.")
-    max_concurrency: Annotated[int, Field(ge=1, le=4096)] = 8
-    max_attempts: Annotated[int, Field(ge=1, le=20)] = 3
-    temperature: Annotated[float, Field(ge=0, le=2)] = 0.0
-    max_tokens: Annotated[int, Field(ge=1, le=200_000)] = 512
-    fallbacks: tuple[FallbackConfig, ...] = Field(
-        default=(), description="Tried in order when the provider before is open or exhausted."
+    """What a flow asks a model for each event, and the shape the answer must have."""
+
+    provider: Name = Field(description="The name of the provider (in providers) asked first.")
+    model: str | None = Field(
+        default=None, description="The model to ask; unset: the provider's model."
     )
-    cache: bool = Field(default=True, description="Reuse answers to identical requests.")
+    system: str = Field(
+        default="",
+        description="The system prompt, a template over event, data (the webhook body) and "
+        "enrichment; empty: none of your own.",
+    )
+    prompt: str = Field(
+        description="The user prompt, a template over event, data (the webhook body) and "
+        "enrichment."
+    )
+    output: dict[str, Any] = Field(
+        description="The JSON Schema (type: object, each property typed) the answer must "
+        "fit; an answer that does not is asked again once with the errors, then "
+        "dead-lettered."
+    )
+    max_concurrency: Annotated[int, Field(ge=1, le=4096)] = Field(
+        default=8,
+        description="Model calls in flight for this flow in one worker process (events with "
+        "the same key one after the other). The worker admits at most four times that many "
+        "events, then stops reading from Kafka.",
+    )
+    max_attempts: Annotated[int, Field(ge=1, le=20)] = Field(
+        default=3,
+        description="Calls to one provider per event, retries included (backoff from "
+        "worker.retry_backoff_s); then the next fallback, and after the last one the DLQ.",
+    )
+    temperature: Annotated[float, Field(ge=0, le=2)] = Field(
+        default=0.0,
+        description="The sampling temperature sent to the model: 0 is the most "
+        "deterministic, higher varies more.",
+    )
+    max_tokens: Annotated[int, Field(ge=1, le=200_000)] = Field(
+        default=512,
+        description="The most tokens the answer may have, sent to the model; also counted "
+        "in the provider's tokens_per_minute estimate.",
+    )
+    fallbacks: tuple[FallbackConfig, ...] = Field(
+        default=(),
+        description="Providers tried in order when the one before is open or its attempts "
+        "are exhausted; empty: none.",
+    )
+    cache: bool = Field(
+        default=True,
+        description="Reuse a model's answer to an identical request within "
+        "worker.ai_cache.ttl_s instead of calling again.",
+    )
 
     @field_validator("prompt", "system")
     @classmethod

@@ -22,16 +22,24 @@ _SINK_ROOTS = {"event", "data", "enrichment", "result", "ai"}
 class _SinkBase(ConfigModel):
     """What every sink has: a name, whether replays reach it, retries, the SSRF opt-in."""
 
-    name: Name
+    name: Name = Field(
+        description="The sink's name in its flow: it names the sink's agent, receipts and "
+        "metrics, and is part of each delivery's Idempotency-Key."
+    )
     deliver_replays: bool = Field(
         default=True,
         description="Deliver replayed results too (update the CRM again), or skip them.",
     )
     allow_private: bool = Field(
         default=False,
-        description="Allow a loopback/private/link-local target (refused by default: SSRF).",
+        description="Let this sink reach loopback, private and link-local addresses (refused "
+        "by default: SSRF; worker.allow_private_networks does it for all).",
     )
-    timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
+    timeout_s: Annotated[float, Field(gt=0, le=120)] = Field(
+        default=10.0,
+        description="The longest one delivery may take, in seconds (postgres: each "
+        "statement). A timeout counts as the target being down: the sink pauses and probes.",
+    )
     max_attempts: Annotated[int, Field(ge=1, le=50)] = Field(
         default=5,
         description="Attempts of one record while the target serves others; a target that "
@@ -42,13 +50,38 @@ class _SinkBase(ConfigModel):
 class HttpSinkConfig(_SinkBase):
     """An HTTP call per result: the CRM update, any endpoint."""
 
-    kind: Literal["http"] = "http"
-    method: Literal["PUT", "POST", "PATCH"] = "POST"
-    url: str
-    headers: dict[str, str] = Field(default_factory=dict)
-    body: Any = None
-    success_codes: tuple[int, ...] = (200, 201, 202, 204)
-    api_key_env: str | None = Field(default=None, description="Sent as a Bearer token.")
+    kind: Literal["http"] = Field(
+        default="http", description="Picks the sink's kind; a sink without one is http."
+    )
+    method: Literal["PUT", "POST", "PATCH"] = Field(
+        default="POST", description="The HTTP method of each delivery."
+    )
+    url: str = Field(
+        description="The URL, a template over event, data, enrichment, result and ai (values "
+        "are percent-encoded); its host must resolve to a public address unless "
+        "allow_private is set."
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Request headers, sent as written (not templates); Idempotency-Key is "
+        "always added.",
+    )
+    body: Any = Field(
+        default=None,
+        description="The JSON body: any YAML value whose strings are templates over event, "
+        "data, enrichment, result and ai; a string that is exactly one placeholder keeps the "
+        "value's JSON type. null: no body.",
+    )
+    success_codes: tuple[int, ...] = Field(
+        default=(200, 201, 202, 204),
+        description="The statuses that count as delivered. Any other is a failure: 408, 425, "
+        "429 and 5xx are retried (see max_attempts), the rest dead-letter the record at once.",
+    )
+    api_key_env: str | None = Field(
+        default=None,
+        description="The environment variable holding an API key, sent as Authorization: "
+        "Bearer. Unset: none is sent.",
+    )
     api_key: SecretStr | None = Field(default=None, exclude=True)
 
     @field_validator("url")
@@ -67,12 +100,26 @@ class HttpSinkConfig(_SinkBase):
 class SlackSinkConfig(_SinkBase):
     """A Slack incoming webhook: one message per result. Replays are not re-posted by default."""
 
-    kind: Literal["slack"]
-    webhook_url_env: str = Field(description="Environment variable holding the webhook URL.")
-    text: str = Field(description="Message text (template).")
-    username: str | None = None
-    icon_emoji: str | None = None
-    deliver_replays: bool = False
+    kind: Literal["slack"] = Field(description="slack: required to pick this kind.")
+    webhook_url_env: str = Field(
+        description="The environment variable holding the incoming webhook's URL (the URL "
+        "is the secret)."
+    )
+    text: str = Field(
+        description="The message text, a template over event, data, enrichment, result and ai."
+    )
+    username: str | None = Field(
+        default=None, description="The name to post as; unset: the webhook's own."
+    )
+    icon_emoji: str | None = Field(
+        default=None,
+        description="The icon to post with, e.g. :robot_face:; unset: the webhook's own.",
+    )
+    deliver_replays: bool = Field(
+        default=False,
+        description="Post replayed results too; off by default, so a replay does not post "
+        "the same message again.",
+    )
     webhook_url: SecretStr | None = Field(default=None, exclude=True)
 
     @field_validator("text")
@@ -84,8 +131,11 @@ class SlackSinkConfig(_SinkBase):
 class PostgresSinkConfig(_SinkBase):
     """An upsert per result into one table: ``INSERT … ON CONFLICT (key) DO UPDATE``, batched."""
 
-    kind: Literal["postgres"]
-    dsn_env: str = Field(description="Environment variable holding the libpq DSN/URL.")
+    kind: Literal["postgres"] = Field(description="postgres: required to pick this kind.")
+    dsn_env: str = Field(
+        description="The environment variable holding the libpq DSN or URL, e.g. "
+        "postgresql://user@host:5432/db."
+    )
     table: Annotated[
         str, Field(pattern=TABLE_PATTERN, description="Table, optionally schema.table.")
     ]
@@ -95,8 +145,16 @@ class PostgresSinkConfig(_SinkBase):
     columns: dict[Annotated[str, Field(pattern=COLUMN_PATTERN)], Any] = Field(
         description="Column name → value template; PostgreSQL casts each JSON value."
     )
-    batch_size: Annotated[int, Field(ge=1, le=10_000)] = 200
-    linger_ms: Annotated[int, Field(ge=0, le=10_000)] = 20
+    batch_size: Annotated[int, Field(ge=1, le=10_000)] = Field(
+        default=200,
+        description="The most rows in one upsert statement; a batch is written when this "
+        "many are queued or linger_ms after its first row.",
+    )
+    linger_ms: Annotated[int, Field(ge=0, le=10_000)] = Field(
+        default=20,
+        description="How long a batch waits for more rows after its first, in milliseconds; "
+        "0: no waiting.",
+    )
     dsn: SecretStr | None = Field(default=None, exclude=True)
 
     @field_validator("columns")

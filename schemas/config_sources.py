@@ -31,19 +31,42 @@ class SignatureConfig(ConfigModel):
     header and encoding; ``none`` accepts unsigned webhooks and must be written explicitly.
     """
 
-    scheme: SignatureScheme
+    scheme: SignatureScheme = Field(
+        description="How the sender signs: standard-webhooks (Svix), stripe, github, "
+        "hmac-sha256 (the generic HMAC, shaped by the fields below) or none (unsigned "
+        "webhooks accepted; it must be written explicitly).",
+    )
     secret_env: str | None = Field(
         default=None,
-        description="Environment variable holding the signing secret; several secrets "
-        "separated by commas or line breaks are all accepted (rotation).",
+        description="The environment variable holding the signing secret; required unless "
+        "scheme is none. Several secrets separated by commas or line breaks are all "
+        "accepted (rotation: the new one first).",
     )
-    header: str = "X-Signature"
-    encoding: Literal["hex", "base64"] = "hex"
-    prefix: str = Field(default="", description="Text before the digest, e.g. 'sha256='.")
+    header: str = Field(
+        default="X-Signature",
+        description="hmac-sha256 only: the request header holding the digest (the other "
+        "schemes fix their headers). Missing: 401 missing_signature.",
+    )
+    encoding: Literal["hex", "base64"] = Field(
+        default="hex", description="hmac-sha256 only: how the digest is written."
+    )
+    prefix: str = Field(
+        default="",
+        description="hmac-sha256 only: text before the digest in the header, e.g. "
+        "'sha256='; empty: none.",
+    )
     timestamp_header: str | None = Field(
-        default=None, description="When set, the signed text is '<timestamp>.<body>'."
+        default=None,
+        description="hmac-sha256 only: a header holding Unix seconds. When set, the signed "
+        "text is '<timestamp>.<body>' and the timestamp must be within tolerance_s.",
     )
-    tolerance_s: Annotated[int, Field(ge=1, le=86400)] = 300
+    tolerance_s: Annotated[int, Field(ge=1, le=86400)] = Field(
+        default=300,
+        description="How far a signed timestamp may be from the gateway's clock, either way, "
+        "in seconds (the replay window); beyond it: 401 timestamp_out_of_window. Used by "
+        "standard-webhooks, stripe, and hmac-sha256 with timestamp_header; github signs no "
+        "time.",
+    )
     secret: SecretStr | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")
@@ -83,25 +106,64 @@ class RateLimitConfig(ConfigModel):
     """A token bucket per source (per gateway process): ``burst`` requests at once, refilled at
     ``requests_per_s``. Beyond it: 429 with Retry-After."""
 
-    requests_per_s: Annotated[float, Field(gt=0, le=1_000_000)]
-    burst: Annotated[int, Field(ge=1, le=1_000_000)] = 1
+    requests_per_s: Annotated[float, Field(gt=0, le=1_000_000)] = Field(
+        description="The sustained rate, in requests per second per gateway process (the "
+        "bucket refills continuously at this rate).",
+    )
+    burst: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        default=1,
+        description="The bucket's size: how many requests may come at once after a quiet "
+        "spell; 1 allows no burst beyond the rate.",
+    )
 
 
 class SourceConfig(ConfigModel):
-    name: Name
-    signature: SignatureConfig
+    """One sender of webhooks, posting to ``POST /webhooks/{name}``."""
+
+    name: Name = Field(
+        description="The source's name: its webhooks go to POST /webhooks/{name}, and flows "
+        "pick its events by it (match.source)."
+    )
+    signature: SignatureConfig = Field(
+        description="How the gateway verifies that a webhook comes from this sender."
+    )
     id_header: str | None = Field(
         default=None,
-        description="Header carrying the webhook id (default: the scheme's delivery id).",
+        description="The header carrying the sender's delivery id, which makes its retries "
+        "deduplicate. The id is taken from this header, else id_field, else the scheme's "
+        "delivery id, else the body's SHA-256.",
     )
-    id_field: str | None = Field(default=None, description="Payload path of the webhook id.")
-    type_header: str | None = None
-    type_field: str | None = Field(default=None, description="Payload path of the event type.")
-    default_type: str = "webhook"
+    id_field: str | None = Field(
+        default=None,
+        description="The dotted payload path of the delivery id (e.g. id), used when "
+        "id_header is unset or absent from the request.",
+    )
+    type_header: str | None = Field(
+        default=None,
+        description="The header carrying the event type that flows match on. The type is "
+        "taken from this header, else the scheme's type header, else type_field, else "
+        "default_type.",
+    )
+    type_field: str | None = Field(
+        default=None, description="The dotted payload path of the event type (e.g. event)."
+    )
+    default_type: str = Field(
+        default="webhook",
+        description="The event type when neither a header nor the payload gives one.",
+    )
     partition_key: str | None = Field(
-        default=None, description="Payload path of the Kafka key (e.g. customer_id)."
+        default=None,
+        description="The dotted payload path of the Kafka key (e.g. customer_id): events with "
+        "the same key keep their order. A webhook without it gets 400 missing_partition_key; "
+        "unset, the key is the event id (no order between events).",
     )
-    rate_limit: RateLimitConfig | None = None
+    rate_limit: RateLimitConfig | None = Field(
+        default=None,
+        description="A token bucket per gateway process; beyond it: 429 rate_limited with "
+        "Retry-After. Unset: no limit.",
+    )
     allow_ips: tuple[IPvAnyNetwork, ...] = Field(
-        default=(), description="When set, only these client networks (CIDR) may post."
+        default=(),
+        description="When set, only clients in these networks (CIDR) may post; others get "
+        "403 ip_not_allowed. Behind a proxy, see gateway.client_ip_header. Empty: anyone.",
     )
