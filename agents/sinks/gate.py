@@ -11,7 +11,7 @@ reopens the gate for all, its failure closes it for the next, longer, pause. An 
 costs one request per backoff period, not one per waiting record, and a crash meanwhile simply
 redoes the records after the last commit.
 
-Time is read and waited on through a :class:`~streams.http.clock.Clock` (the HTTP layer's): in
+Time is read and waited on through a :class:`~schemas.clock.Clock`: in
 production the running event loop (``loop.time``, ``loop.call_later``: the timers
 ``asyncio.sleep`` and ``asyncio.wait_for`` would set), in tests a clock moved by hand, so that a
 probe's time is checked to the value rather than by sleeping through the backoff.
@@ -30,8 +30,8 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 from agents.outbound.retry import RetriesExhausted
+from schemas.clock import Clock, Timer
 from schemas.errors import HookstreamError, RemoteError
-from streams.http.clock import Clock, Timer
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -48,6 +48,7 @@ from typing import Protocol, cast
 import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from schemas.clock import Clock
 from schemas.errors import (
     BodyTimeout,
     MalformedRequest,
@@ -55,7 +56,6 @@ from schemas.errors import (
     RequestHeadTooLarge,
     WebhookRejected,
 )
-from streams.http.clock import Clock
 from streams.http.message import (
     CONTINUE,
     Application,

@@ -1,7 +1,7 @@
 """The listening side of the gateway's HTTP/1.1 server: connections, clock, timeouts, close.
 
 One :class:`~streams.http.protocol.Connection` per client does the protocol; this keeps what they
-share: the application and limits, the clock (:mod:`streams.http.clock`: the event loop unless
+share: the application and limits, the clock (:mod:`schemas.clock`: the event loop unless
 a test passes its own), the Date line (formatted a few times a second rather than per answer),
 the sweep that enforces every connection's timeouts, and a graceful close.
 """
@@ -13,7 +13,7 @@ import logging
 from email.utils import formatdate
 from typing import Any
 
-from streams.http.clock import Clock, Timer
+from schemas.clock import Clock, Timer
 from streams.http.message import Application, Limits
 from streams.http.protocol import Connection
 

@@ -1,5 +1,5 @@
 """A clock that moves only when a test moves it, for code that keeps time through an injected
-:class:`streams.http.clock.Clock` (the HTTP layer, the sinks' outage gate).
+:class:`schemas.clock.Clock` (the HTTP layer, the sinks' outage gate).
 
 With it a timeout fires at the instant the test chooses, in microseconds, and never by accident
 on a slow machine: the test shows "not yet" just before a limit and "now" just after it, with no
