@@ -55,8 +55,12 @@ GENERATED_NOTE = (
 
 
 def cell(text: str) -> str:
-    """Text fit for one Markdown table cell: one line, pipes escaped."""
-    return " ".join(text.split()).replace("|", "\\|")
+    """Text fit for one Markdown table cell: one line, pipes escaped, and ``<``/``>`` outside
+    code spans escaped (Markdown would pass ``<prefix>.events`` through as an HTML tag, and the
+    browser would show nothing of it)."""
+    parts = " ".join(text.split()).replace("|", "\\|").split("`")
+    parts[::2] = [p.replace("<", "&lt;").replace(">", "&gt;") for p in parts[::2]]
+    return "`".join(parts)
 
 
 def rst_to_md(text: str) -> str:
@@ -339,6 +343,16 @@ def cli_commands() -> list[Command]:
     return commands
 
 
+# A help text that says "default" (also "defaults to", and argparse's ``%(default)s``, checked
+# before it is expanded) already gives the option's default: the row does not add it again.
+_STATES_DEFAULT = re.compile(r"\bdefault", re.IGNORECASE)
+
+
+def states_default(help: str) -> bool:
+    """Whether an option's unexpanded help text gives its default itself."""
+    return _STATES_DEFAULT.search(help) is not None
+
+
 def _argument_row(action: argparse.Action, prog: str) -> str | None:
     if action.help == argparse.SUPPRESS or isinstance(
         action, argparse._HelpAction | argparse._SubParsersAction
@@ -354,9 +368,8 @@ def _argument_row(action: argparse.Action, prog: str) -> str | None:
         name = ", ".join(f"`{o}{metavar}`" for o in action.option_strings)
     else:
         name = f"`{action.metavar if isinstance(action.metavar, str) else action.dest}`"
-    help = action.help or ""
-    if "%" in help:
-        help = help % {**vars(action), "prog": prog}
+    raw_help = action.help or ""
+    help = raw_help % {**vars(action), "prog": prog} if "%" in raw_help else raw_help
     notes: list[str] = []
     if action.choices is not None:
         notes.append("one of " + ", ".join(f"`{c}`" for c in action.choices))
@@ -365,7 +378,12 @@ def _argument_row(action: argparse.Action, prog: str) -> str | None:
     if action.nargs == argparse.REMAINDER:
         notes.append("the rest of the line")
     default = action.default
-    if action.option_strings and action.nargs != 0 and default not in (None, argparse.SUPPRESS):
+    if (
+        action.option_strings
+        and action.nargs != 0
+        and default not in (None, argparse.SUPPRESS)
+        and not states_default(raw_help)
+    ):
         notes.append(f"default `{default}`")
     text = "; ".join(x for x in (help, *notes) if x)
     return f"| {name} | {cell(rst_to_md(text))} |"

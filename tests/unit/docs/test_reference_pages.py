@@ -105,6 +105,23 @@ def test_config_reference_lists_every_field_with_its_default(pages: ModuleType) 
                 assert "**required**" in row
 
 
+def test_config_reference_describes_every_field(pages: ModuleType) -> None:
+    """The description column is filled on every row (the models' own check is
+    tests/unit/schemas/test_config_descriptions.py; this one holds the generator to it)."""
+    page: str = pages.config_reference()
+    rows = [line for line in page.splitlines() if line.startswith("| `")]
+    assert len(rows) > 130
+    empty = [row for row in rows if row.rstrip().endswith("|  |") or row.endswith("| |")]
+    assert not empty, f"rows without a description: {empty}"
+    kafka = _section(page, "## `kafka`")
+    row = next(line for line in kafka.splitlines() if line.startswith("| `bootstrap_servers` |"))
+    assert "KAFKA_BOOTSTRAP_SERVERS" in row
+    # "<prefix>.events" outside a code span would be an (invisible) HTML tag.
+    prose = [part for row in rows for part in row.split("`")[::2]]
+    assert not [part for part in prose if "<" in part], "unescaped < in a row"
+    assert "&lt;prefix&gt;.events" in _section(page, "## `kafka`")
+
+
 def test_config_reference_shows_defaults_and_bounds(pages: ModuleType) -> None:
     gateway = _section(pages.config_reference(), "## `gateway`")
     row = next(line for line in gateway.splitlines() if line.startswith("| `max_body_bytes` |"))
@@ -148,6 +165,36 @@ def test_cli_reference_lists_every_subcommand_and_option(pages: ModuleType) -> N
                 assert f"`{action.metavar or action.dest}`" in text, f"{title}: {action.dest}"
             if action.help and "%" not in action.help:
                 assert " ".join(action.help.split()) in text, f"{title}: help of {action.dest}"
+
+
+_DEFAULT_WORD = re.compile(r"\bdefault", re.IGNORECASE)
+
+
+def test_cli_reference_states_each_default_once(pages: ModuleType) -> None:
+    page: str = pages.cli_reference()
+    rows = [line for line in page.splitlines() if line.startswith("| `-")]
+    assert len(rows) > 30
+    twice = [row for row in rows if len(_DEFAULT_WORD.findall(row)) > 1]
+    assert not twice, f"option rows stating their default twice: {twice}"
+
+
+def test_cli_reference_adds_a_default_only_when_the_help_has_none(pages: ModuleType) -> None:
+    parser = argparse.ArgumentParser(prog="demo")
+    parser.add_argument("--said", type=float, default=60.0, help="wait this long (default 60)")
+    parser.add_argument("--expanded", default=7, help="retries, %(default)s unless given")
+    parser.add_argument("--defaults-to", default="x", help="the name; defaults to x")
+    parser.add_argument("--unsaid", default=3, help="batch size")
+    parser.add_argument("--none", default=None, help="an optional name")
+    rows = {
+        action.dest: pages._argument_row(action, "demo")
+        for action in parser._actions
+        if action.option_strings != ["-h", "--help"]
+    }
+    assert rows["said"].endswith("| wait this long (default 60) |")
+    assert rows["expanded"].endswith("| retries, 7 unless given |")
+    assert rows["defaults_to"].endswith("| the name; defaults to x |")
+    assert rows["unsaid"].endswith("| batch size; default `3` |")
+    assert rows["none"].endswith("| an optional name |")
 
 
 def test_cli_reference_does_not_leak_the_builders_environment(
