@@ -139,7 +139,12 @@ async def request_json(
             url,
             data=data,
             headers=request_headers,
-            timeout=aiohttp.ClientTimeout(total=timeout_s),
+            # A request's timeout replaces the session's whole, so the session's connect
+            # bound (worker.http_connect_timeout_s) is carried over: without it a peer that
+            # never completes the handshake held each attempt for all of ``timeout_s``.
+            timeout=aiohttp.ClientTimeout(
+                total=timeout_s, sock_connect=session.timeout.sock_connect
+            ),
             allow_redirects=not guarded,
         ) as response:
             raw = await response.read()
@@ -170,6 +175,10 @@ async def request_json(
                 return status, orjson.loads(raw)
             except orjson.JSONDecodeError:
                 return status, None
+    except aiohttp.ConnectionTimeoutError as exc:
+        raise RetriableRemoteError(
+            f"{what}: could not connect within {session.timeout.sock_connect:g} s", stage=stage
+        ) from exc
     except TimeoutError as exc:
         raise RetriableRemoteError(
             f"{what}: no answer within {timeout_s:g} s", stage=stage

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
 from multidict import CIMultiDict
 
-from agents.outbound.http import RETRIABLE_STATUSES, retry_after_s
+from agents.outbound.http import RETRIABLE_STATUSES, new_session, request_json, retry_after_s
+from schemas.errors import RetriableRemoteError
 
 
 def headers(value: str | None) -> CIMultiDict[str]:
@@ -67,3 +70,37 @@ def test_absent_header(value: str | None) -> None:
 def test_retriable_statuses() -> None:
     assert {408, 429, 500, 502, 503, 504} <= RETRIABLE_STATUSES
     assert not {400, 401, 403, 404, 409, 422} & RETRIABLE_STATUSES
+
+
+async def test_a_peer_that_never_completes_the_handshake_is_bounded_by_the_connect_timeout() -> (
+    None
+):
+    """worker.http_connect_timeout_s reaches every call, though each sets its own total.
+
+    A listener whose accept queue is full drops further SYNs, so the connection never opens.
+    Without the session's connect bound carried into the request's timeout, the call waits for
+    its whole total and says "no answer within 5 s".
+    """
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    fillers = [socket.socket() for _ in range(8)]
+    for filler in fillers:
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("127.0.0.1", port))
+    try:
+        async with new_session(connect_timeout_s=0.2) as session:
+            with pytest.raises(RetriableRemoteError, match=r"could not connect within 0\.2 s"):
+                await request_json(
+                    session,
+                    "GET",
+                    f"http://127.0.0.1:{port}/customers/1",
+                    stage="enrich",
+                    what="lookup customer",
+                    timeout_s=5,
+                )
+    finally:
+        for sock in (*fillers, server):
+            sock.close()
