@@ -85,6 +85,7 @@ lint: venv ## ruff check, ruff format --check, mypy, the import contracts, compo
 	echo "+ ruff check ."; $(PY) -m ruff check . || rc=1; \
 	echo "+ ruff format --check ."; $(PY) -m ruff format --check . || rc=1; \
 	echo "+ mypy"; $(PY) -m mypy || rc=1; \
+	echo "+ mypy docs/hooks"; $(PY) -m mypy --strict docs/hooks/reference_pages.py || rc=1; \
 	echo "+ lint-imports"; $(VENV)/bin/lint-imports || rc=1; \
 	echo "+ compose-check"; $(MAKE) --no-print-directory compose-check || rc=1; \
 	exit $$rc
