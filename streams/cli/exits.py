@@ -13,12 +13,12 @@ A script that runs ``hookstream`` can tell the failures apart without reading st
 ==== =====================================================================================
 
 Every expected failure is one line on stderr, ``hookstream: <what> — <what to do>``, never a
-traceback: a traceback means a bug.
+traceback: a traceback means a bug. A port that cannot be listened on is worded by
+:func:`streams.http.ports.listen_hint`, which the simulators share.
 """
 
 from __future__ import annotations
 
-import errno
 import sys
 
 EXIT_OK = 0
@@ -28,9 +28,6 @@ EXIT_UNAVAILABLE = 3
 EXIT_NO_TOPIC = 4
 EXIT_CANNOT_LISTEN = 5
 EXIT_INTERRUPTED = 130
-
-# The errors of bind(2) that mean "choose another address or port", not a bug.
-LISTEN_ERRNOS = frozenset({errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES})
 
 EPILOG = (
     "exit status: 0 done (or stdout closed by its reader), 1 declined (replay not confirmed), "
@@ -43,19 +40,3 @@ def fail(message: str, status: int) -> int:
     """Print ``hookstream: <message>`` on stderr, one line, and return ``status``."""
     print(f"hookstream: {message}", file=sys.stderr)
     return status
-
-
-def is_listen_error(exc: OSError) -> bool:
-    """A bind that failed on the address itself (not a file, such as a TLS key, that failed)."""
-    return exc.errno in LISTEN_ERRNOS and exc.filename is None
-
-
-def listen_hint(host: str, port: int, exc: OSError, *, option: str) -> str:
-    """The one line for a port we could not listen on, naming the option that sets it."""
-    if exc.errno == errno.EADDRINUSE:
-        what = f"port {port} on {host} is in use by another process"
-    elif exc.errno == errno.EACCES:
-        what = f"not permitted to listen on port {port} on {host}"
-    else:
-        what = f"{host} is not an address of this host"
-    return f"{what} — stop that process or choose another with {option}"

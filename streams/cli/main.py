@@ -29,10 +29,9 @@ from streams.cli.exits import (
     EXIT_OK,
     EXIT_UNAVAILABLE,
     fail,
-    is_listen_error,
-    listen_hint,
 )
-from streams.cli.ops import quiet_kafka_logs, startup, unreachable_hint
+from streams.cli.ops import non_negative_seconds, quiet_kafka_logs, startup, unreachable_hint
+from streams.http.ports import env_default, is_listen_error, listen_hint, port_type
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -42,6 +41,7 @@ if TYPE_CHECKING:
 CONFIG_ENV = "HOOKSTREAM_CONFIG"
 METRICS_PORT_ENV = "HOOKSTREAM_METRICS_PORT"
 LOG_LEVELS = ("crit", "error", "warn", "info", "debug")
+SIMULATORS = ("ai-sim", "crm-sim", "slack-sim")
 EXIT_CONFIG = EXIT_BAD_INPUT  # the name main.py used before streams.cli.exits
 
 
@@ -103,6 +103,10 @@ def _load(path: str, *, require_secrets: bool = True) -> HookstreamConfig:
         raise SystemExit(EXIT_CONFIG) from None
 
 
+def _load_without_secrets(path: str) -> HookstreamConfig:
+    return _load(path, require_secrets=False)
+
+
 def _setup_logging(level: str) -> None:
     import logging
 
@@ -128,7 +132,13 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 def cmd_schemas_export(args: argparse.Namespace) -> int:
     from schemas.export import export_schemas
 
-    for path in export_schemas(Path(args.directory)):
+    try:
+        written = export_schemas(Path(args.directory))
+    except OSError as exc:
+        where = exc.filename if exc.filename is not None else args.directory
+        reason = exc.strerror or str(exc)
+        return fail(f"{where}: cannot write the JSON Schemas there: {reason}", EXIT_BAD_INPUT)
+    for path in written:
         print(path)
     return 0
 
@@ -246,14 +256,14 @@ def _faust_args(parser: argparse.ArgumentParser) -> None:
     _loglevel_arg(parser)
     parser.add_argument(
         "--wait-for-broker-s",
-        type=float,
+        type=non_negative_seconds,
         default=60.0,
         help="how long to wait for Kafka at start (default 60)",
     )
     parser.add_argument(
         "--metrics-port",
-        type=int,
-        default=int(os.environ[METRICS_PORT_ENV]) if os.environ.get(METRICS_PORT_ENV) else None,
+        type=port_type(any_free=False),
+        default=env_default(METRICS_PORT_ENV),
         help=f"serve Prometheus /metrics on this port (default: ${METRICS_PORT_ENV}, else "
         "off; 9464 is customary)",
     )
@@ -287,7 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
     gateway = _command(commands, "gateway", "run the webhook gateway")
     _config_arg(gateway)
     gateway.add_argument(
-        "--port", type=int, default=None, help="listen on this port instead of gateway.port"
+        "--port",
+        type=port_type(any_free=True),
+        default=None,
+        help="listen on this port instead of gateway.port (0: any free port)",
     )
     _loglevel_arg(gateway)
     gateway.set_defaults(func=cmd_gateway)
@@ -325,26 +338,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     from streams.cli import sign
 
-    sign.add_command(commands, lambda path: _load(path), _config_arg)
+    # The operator commands and sign load the config without its secrets: they use none
+    # (sign checks its one source's secret itself), and an operator's shell should not need
+    # every signing secret and the AI key to tail a topic. The services load them all.
+    sign.add_command(commands, _load_without_secrets, _config_arg)
 
     dev = _command(commands, "dev", "local simulators")
-    dev.add_argument(
-        "simulator", choices=["ai-sim", "crm-sim", "slack-sim"], help="the simulator to run"
-    )
+    # Optional to argparse, so that its own "required: simulator, sim_args" (sim_args is
+    # not) gives way to cmd_dev's line that lists the simulators.
+    dev.add_argument("simulator", nargs="?", choices=SIMULATORS, help="the simulator to run")
     dev.add_argument(
         "sim_args", nargs=argparse.REMAINDER, help="its own options (hookstream dev NAME -h)"
     )
-    dev.set_defaults(func=cmd_dev)
+    dev.usage = f"%(prog)s [-h] {{{','.join(SIMULATORS)}}} ..."
+    dev.set_defaults(func=lambda a: cmd_dev(a, dev))
 
     from streams.cli import ops as cli_ops  # dlq, replay
     from streams.cli import pubsub  # publish, tail
 
-    cli_ops.add_commands(commands, lambda path: _load(path), _config_arg)
-    pubsub.add_commands(commands, lambda path: _load(path), _config_arg)
+    cli_ops.add_commands(commands, _load_without_secrets, _config_arg)
+    pubsub.add_commands(commands, _load_without_secrets, _config_arg)
     return parser
 
 
-def cmd_dev(args: argparse.Namespace) -> int:
+def cmd_dev(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if args.simulator is None:
+        parser.error(f"give the simulator to run: one of {', '.join(SIMULATORS)}")
     if args.simulator == "ai-sim":
         from streams.dev import ai_sim
 

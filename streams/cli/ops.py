@@ -1,7 +1,7 @@
 """The operator commands of ``hookstream``: dlq and replay (publish and tail: :mod:`.pubsub`).
 
 Registered on the main parser by :func:`add_commands` (``streams.cli.main``). Each loads the config
-for the broker address and topic prefix. An expected failure is one line on stderr that says what
+for the broker address and topic prefix, without its secrets (it uses none of them). An expected failure is one line on stderr that says what
 to do, with the exit status of :mod:`streams.cli.exits` (2 bad input, 3 Kafka unreachable, 4 no
 such topic).
 """
@@ -103,10 +103,9 @@ def run(coro: Coroutine[Any, Any, int], args: argparse.Namespace, config: Hookst
         with quiet_kafka_logs():
             return asyncio.run(coro)
     except UnknownTopic as exc:
-        maker = "the worker" if exc.topic in _worker_topics(kafka.topic_prefix) else "the gateway"
+        where = f"{exc} on the broker at {kafka.bootstrap_servers}"
         return fail(
-            f"{exc} on the broker at {kafka.bootstrap_servers} — check kafka.topic_prefix in "
-            f"{args.config} (now {kafka.topic_prefix!r}); {maker} creates it when it first starts",
+            f"{where} — {missing_topic_hint(exc.topic, kafka.topic_prefix, args.config)}",
             EXIT_NO_TOPIC,
         )
     except ToolError as exc:
@@ -117,9 +116,22 @@ def run(coro: Coroutine[Any, Any, int], args: argparse.Namespace, config: Hookst
         return EXIT_INTERRUPTED
 
 
-def _worker_topics(prefix: str) -> set[str]:
+def missing_topic_hint(topic: str, prefix: str, config_path: str) -> str:
+    """What to check for a topic that does not exist. Only hookstream's own topics under the
+    configured prefix are created by the gateway (or the worker, for its memories); any other
+    name is the operator's to check."""
     owned = owned_topics(prefix)
-    return {owned["dedupe"], owned["ai-cache"]}
+    if topic not in owned.values():
+        return (
+            f"check the name (hookstream's own topics are named {prefix}.<name>, "
+            f"from kafka.topic_prefix in {config_path})"
+        )
+    worker = {owned["dedupe"], owned["ai-cache"]}
+    maker = "the worker" if topic in worker else "the gateway"
+    return (
+        f"check kafka.topic_prefix in {config_path} (now {prefix!r}); "
+        f"{maker} creates it when it first starts"
+    )
 
 
 # --- dlq ------------------------------------------------------------------------------------
@@ -139,6 +151,8 @@ def _dlq_filter(args: argparse.Namespace) -> Any:
 
 
 def _print_entries(entries: list[Any], as_json: bool) -> None:
+    if not entries:
+        return  # no table header either: stdout stays empty (the count goes to stderr)
     if as_json:
         for entry in entries:
             print(orjson.dumps(entry.as_json()).decode())
@@ -323,6 +337,17 @@ def positive_int(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
+def non_negative_seconds(text: str) -> float:
+    """An argparse type: a duration in seconds, 0 or more (``--wait-for-broker-s``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds, 0 or more")
     return value
 
 

@@ -14,7 +14,9 @@ only those with one key (``--key``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -163,6 +165,52 @@ def record_json(record: Any) -> dict[str, Any]:
     }
 
 
+async def until_stdout_closes(work: Coroutine[Any, Any, None]) -> None:
+    """Run ``work``; if stdout is a pipe whose reader goes away first, stop it and raise
+    BrokenPipeError, which ``hookstream`` ends quietly with exit 0.
+
+    ``hookstream tail … | head -1`` on a quiet topic: head has exited, but a write is the
+    only thing that would find out, and no record comes to be written, so tail waited for
+    ever. The write end of a pipe reports an error to epoll once its last reader has closed
+    (EPOLLERR, which epoll reports whatever was asked for): watched as a reader, it wakes
+    the loop then. While the reader is there, a pipe's write end never becomes readable.
+    """
+    import asyncio
+    import errno
+    import os
+    import stat
+
+    task = asyncio.ensure_future(work)
+    try:
+        fd = sys.stdout.fileno()
+        is_pipe = stat.S_ISFIFO(os.fstat(fd).st_mode)
+    except (OSError, ValueError):  # no real stdout (e.g. replaced in tests): nothing to watch
+        is_pipe = False
+    if not is_pipe:
+        await task
+        return
+    loop = asyncio.get_running_loop()
+    closed: asyncio.Future[None] = loop.create_future()
+
+    def reader_gone() -> None:
+        if not closed.done():
+            closed.set_result(None)
+
+    loop.add_reader(fd, reader_gone)
+    try:
+        await asyncio.wait([task, closed], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        loop.remove_reader(fd)
+        if not task.done():  # the reader has gone, or we are being cancelled
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if not task.cancelled():
+        task.result()  # done first: its exception, if any
+        return
+    raise BrokenPipeError(errno.EPIPE, "stdout's reader has gone")
+
+
 def cmd_tail(args: argparse.Namespace, load: Loader) -> int:
     with startup():
         from aiokafka.errors import KafkaError
@@ -193,13 +241,18 @@ def cmd_tail(args: argparse.Namespace, load: Loader) -> int:
                 await consumer.seek_to_beginning(*tps)
             else:
                 await consumer.seek_to_end(*tps)
-            async for record in consumer:
-                if wanted is not None and record.key != wanted:
-                    continue
-                print(orjson.dumps(record_json(record), option=option).decode(), flush=True)
-                shown += 1
-                if args.max is not None and shown >= args.max:
-                    break
+
+            async def follow() -> None:
+                nonlocal shown
+                async for record in consumer:
+                    if wanted is not None and record.key != wanted:
+                        continue
+                    print(orjson.dumps(record_json(record), option=option).decode(), flush=True)
+                    shown += 1
+                    if args.max is not None and shown >= args.max:
+                        return
+
+            await until_stdout_closes(follow())
         finally:
             await consumer.stop()
         return 0

@@ -51,9 +51,15 @@ def cmd_sign(args: argparse.Namespace, load: Loader) -> int:
     """Print a curl command that posts the body signed as the source's sender signs it."""
     from streams.gateway.signatures import sign_headers
 
-    config = load(args.config)
+    config = load(args.config)  # without secrets: only this source's is needed, checked here
     try:
         source = configured_source(config, args)
+        signature = source.signature
+        if signature.scheme != "none" and not signature.secrets:
+            raise ToolError(
+                f"environment variable {signature.secret_env} is not set: it holds the secret "
+                f"of source {source.name!r} (signature.secret_env in {args.config})"
+            )
         body = read_input(args.file, what="body")
     except ToolError as exc:
         return fail(str(exc), EXIT_BAD_INPUT)
@@ -70,6 +76,23 @@ def cmd_sign(args: argparse.Namespace, load: Loader) -> int:
     return EXIT_OK
 
 
+def gateway_url(text: str) -> str:
+    """An argparse type: an http:// or https:// URL with a host (curl would take ftp:// and
+    post nothing the gateway receives)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(text)
+        has_host = bool(parts.hostname)
+    except ValueError:  # e.g. an unclosed [IPv6 bracket
+        parts, has_host = None, False
+    if parts is None or parts.scheme not in ("http", "https") or not has_host:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an http:// or https:// URL with a host (e.g. http://127.0.0.1:8080)"
+        )
+    return text
+
+
 def add_command(commands: Any, load: Loader, config_arg: ConfigArg) -> None:
     """Add sign to the ``hookstream`` parser."""
     text = "print a curl command that posts a body signed for a source"
@@ -79,6 +102,7 @@ def add_command(commands: Any, load: Loader, config_arg: ConfigArg) -> None:
     sign.add_argument("file", metavar="FILE", help="body file, or - for stdin")
     sign.add_argument(
         "--url",
+        type=gateway_url,
         help="the gateway's base URL (default: from gateway.host, gateway.port and TLS)",
     )
     sign.add_argument(

@@ -15,6 +15,7 @@ import logging
 import os
 import random
 import signal
+import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -24,10 +25,17 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from pydantic import BaseModel, SecretStr, ValidationError
 
+from streams.http.ports import is_listen_error, listen_hint, port_type
+
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SettingsT = TypeVar("SettingsT", bound=BaseModel)
+
+# The ``hookstream`` command's exit statuses (streams.cli.exits, which this layer may not
+# import; a unit test holds them equal): bad input, and a port that cannot be listened on.
+EXIT_BAD_INPUT = 2
+EXIT_CANNOT_LISTEN = 5
 
 # Handlers may sleep for seconds (simulated latency); a stop must not wait for all of them.
 _SHUTDOWN_TIMEOUT_S = 0.5
@@ -184,7 +192,7 @@ def add_server_args(parser: argparse.ArgumentParser, *, default_port: int) -> No
     )
     parser.add_argument(
         "--port",
-        type=int,
+        type=port_type(any_free=True),
         default=default_port,
         help="port; 0 picks a free one (default %(default)s)",
     )
@@ -241,16 +249,29 @@ async def serve(app: web.Application, *, host: str, port: int, name: str) -> Non
         await runner.cleanup()
 
 
-def run(app: web.Application, *, host: str, port: int, name: str) -> int:
-    """Blocking entry point used by the simulators' ``main``; returns the exit status."""
+def run(app: web.Application, *, host: str, port: int, name: str, prog: str) -> int:
+    """Blocking entry point used by the simulators' ``main``; returns the exit status.
+
+    A port it cannot listen on is one line on stderr and exit 5, as for ``hookstream
+    gateway``; a host that is not an address at all is bad input (exit 2).
+    """
+    import socket
+
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     try:
         asyncio.run(serve(app, host=host, port=port, name=name))
+    except socket.gaierror as exc:
+        print(f"{prog}: --host {host!r}: not a host name or address here ({exc})", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except OSError as exc:
-        logger.error("%s cannot listen on %s:%s: %s", name, host, port, exc)
-        return 1
+        if not is_listen_error(exc):
+            raise
+        print(f"{prog}: {listen_hint(host, port, exc, option='--port')}", file=sys.stderr)
+        return EXIT_CANNOT_LISTEN
+    except KeyboardInterrupt:  # between loop start and the signal handlers being set
+        return 0
     return 0
 
 
@@ -274,7 +295,18 @@ def serve_from_args(
     try:
         settings = settings_type(**fields)
     except ValidationError as exc:
-        parser.error(str(exc))
+        parser.error(options_problems(exc))
     host: str = getattr(settings, "host")  # noqa: B009 - every settings model has host/port
     port: int = getattr(settings, "port")  # noqa: B009
-    return run(create_app(settings), host=host, port=port, name=name)
+    return run(create_app(settings), host=host, port=port, name=name, prog=parser.prog)
+
+
+def options_problems(exc: ValidationError) -> str:
+    """A settings model's validation errors in one line, each named by the option that set
+    the field (``latency_ms`` → ``--latency-ms``), not pydantic's multi-line dump."""
+    problems = []
+    for error in exc.errors(include_url=False):
+        field = str(error["loc"][0]) if error["loc"] else ""
+        option = f"--{field.replace('_', '-')}" if field else "options"
+        problems.append(f"argument {option}: {error['msg']} (got {error['input']!r})")
+    return "; ".join(problems)

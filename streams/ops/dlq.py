@@ -147,9 +147,12 @@ class DeadLetters:
         }
 
     async def entries(self, selection: DLQFilter | None = None) -> list[DLQEntry]:
+        # The DLQ first: a missing prefix or an unreachable broker is then reported on the
+        # topic the operator asked about, not on the redriven memory read beside it.
+        records = [record async for record in self._read(self.topics.dlq)]
         done = await self.redriven()
         found = []
-        async for record in self._read(self.topics.dlq):
+        for record in records:
             entry = _entry(record, done)
             if selection is None or entry.matches(selection):
                 found.append(entry)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -146,6 +147,39 @@ async def test_tail_piped_into_head_by_a_shell_ends_cleanly(
         env={**os.environ, **SECRETS},
     )
     out, err = await asyncio.wait_for(shell.communicate(), 120)
+    assert (shell.returncode, err.decode()) == (0, "")
+    assert orjson.loads(out)["value"] == {"n": 1}
+
+
+async def test_tail_piped_into_head_ends_when_head_does_on_a_quiet_topic(
+    tmp_path: Path, kafka_bootstrap: str
+) -> None:
+    """``tail … results --from-beginning | head -1`` with one record: head exits after it, and
+    no further record comes for tail's next write to find the pipe closed. tail watches its
+    stdout for the reader going away and ends with 0 (it waited for ever before)."""
+    config = write_config(tmp_path, kafka_bootstrap)
+    topic = f"{prefix_of(config)}.results"
+    await create_topics(kafka_bootstrap, {topic: {}}, partitions=1)
+    await produce(kafka_bootstrap, topic, [(b"k1", {"n": 1})])
+    pipeline = (
+        f"set -o pipefail; {HOOKSTREAM} tail -c {config} results --from-beginning --jsonl "
+        "| head -n 1"
+    )
+    shell = await asyncio.create_subprocess_exec(
+        "bash",
+        "-c",
+        pipeline,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **SECRETS},
+        start_new_session=True,  # its own process group, to end it all if it hangs
+    )
+    try:
+        out, err = await asyncio.wait_for(shell.communicate(), 60)
+    finally:
+        if shell.returncode is None:
+            os.killpg(shell.pid, signal.SIGKILL)
+            await shell.wait()
     assert (shell.returncode, err.decode()) == (0, "")
     assert orjson.loads(out)["value"] == {"n": 1}
 
