@@ -8,11 +8,17 @@ AI clients, budgets and breakers of :mod:`agents.ai` are built from these models
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
-from schemas.config_base import BASE_URL_PATTERN, ConfigModel, Name, check_template
+from schemas.config_base import (
+    BASE_URL_PATTERN,
+    ConfigModel,
+    Name,
+    check_secret_source,
+    check_template,
+)
 
 _SUPPORTED_OUTPUT_TYPES = {"string", "number", "integer", "boolean", "array", "object"}
 
@@ -89,6 +95,12 @@ class ProviderConfig(ConfigModel):
         description="The environment variable holding the API key, sent as Authorization: "
         "Bearer (openai) or x-api-key (anthropic). Unset: no key is sent (local servers).",
     )
+    api_key_file: str | None = Field(
+        default=None,
+        description="Instead of api_key_env: a file holding the API key (a mounted Kubernetes "
+        "or Docker secret), relative to the config file's folder unless absolute; one "
+        "trailing line break is ignored.",
+    )
     model: str = Field(
         description="The model asked, unless a flow's ai.model or a fallback's model names another."
     )
@@ -117,6 +129,11 @@ class ProviderConfig(ConfigModel):
         "cost metric; a model not listed costs 0.",
     )
     api_key: SecretStr | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _one_api_key_source(self) -> Self:
+        check_secret_source(self, "api_key", required=False)
+        return self
 
 
 class FallbackConfig(ConfigModel):

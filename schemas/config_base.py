@@ -55,3 +55,21 @@ def check_template(value: str, allowed_roots: set[str]) -> str:
             f"template refers to {sorted(unknown)}; it may use {sorted(allowed_roots)}"
         )
     return value
+
+
+def check_secret_source(model: BaseModel, name: str, *, required: bool) -> None:
+    """A secret comes from exactly one place: ``<name>_env`` (an environment variable) or
+    ``<name>_file`` (a file, as Kubernetes and Docker mount secrets); ``required`` when the
+    model cannot work without it. ValueError, reported at the model, otherwise."""
+    env, file = getattr(model, f"{name}_env"), getattr(model, f"{name}_file")
+    if env and file:
+        raise ValueError(f"set {name}_env or {name}_file, not both")
+    if required and not (env or file):
+        raise ValueError(f"{name}_env or {name}_file is required")
+
+
+def secret_origin(model: BaseModel, name: str) -> str:
+    """Where the secret ``name`` comes from, for a message: the variable's name, or "file"
+    and the file's path; never the value."""
+    file = getattr(model, f"{name}_file", None)
+    return f"file {file}" if file else str(getattr(model, f"{name}_env", None))

@@ -2,7 +2,9 @@
 
 Used by ``hookstream config check`` and, with the same messages, by every command at start.
 Strings may use ``${VAR}`` or ``${VAR:-default}`` so one file serves laptop and compose; secrets
-are only ever taken from environment variables named by ``*_env`` fields.
+are only ever taken from environment variables named by ``*_env`` fields or from files named by
+``*_file`` fields (Kubernetes and Docker mount secrets as files), never from the file itself, and
+their values never appear in a message.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ _SECRET_FIELDS = {
     "api_key": "api_key_env",
     "dsn": "dsn_env",
     "webhook_url": "webhook_url_env",
+    "sasl_password": "sasl_password_env",
 }
 BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"
 
@@ -121,25 +124,69 @@ def _interpolate(
     return value
 
 
+def _read_secret_file(
+    name: str, base: Path, location: Location, problems: _Problems, required: bool
+) -> str | None:
+    """The secret in file ``name`` (relative to the config file's folder), with one trailing
+    line break removed (``echo`` and most editors add one; Kubernetes' mounted Secrets keep the
+    bytes as given); None with a problem naming the path, never the content, when it cannot be
+    used and the secret is ``required``."""
+    path = Path(name) if Path(name).is_absolute() else base / name
+    reason: str | None = None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        reason = f"cannot read {path}: {exc.strerror or exc}"
+    except UnicodeDecodeError:
+        reason = f"{path} is not UTF-8 text"
+    else:
+        if text.endswith("\r\n"):
+            text = text[:-2]
+        elif text.endswith("\n"):
+            text = text[:-1]
+        if text:
+            return text
+        reason = f"{path} is empty"
+    if required:
+        problems.add(location, reason)
+    return None
+
+
 def _inject_secrets(
-    value: Any, location: Location, env: Mapping[str, str], problems: _Problems, required: bool
+    value: Any,
+    location: Location,
+    env: Mapping[str, str],
+    base: Path,
+    problems: _Problems,
+    required: bool,
 ) -> None:
-    """Refuse inline secrets; put each ``*_env`` variable's value beside it, or report it."""
+    """Refuse inline secrets; put each ``*_env`` variable's or ``*_file`` file's value beside
+    it, or report it."""
     if isinstance(value, list):
         for index, item in enumerate(value):
-            _inject_secrets(item, (*location, index), env, problems, required)
+            _inject_secrets(item, (*location, index), env, base, problems, required)
         return
     if not isinstance(value, dict):
         return
     for secret_field, env_field in _SECRET_FIELDS.items():
+        file_field = f"{secret_field}_file"
         if secret_field in value:
             problems.add(
                 (*location, secret_field),
                 f"secrets are not written in the file: put it in an environment variable "
-                f"and give its name in {env_field}",
+                f"or a file and give its name in {env_field} or {file_field}",
             )
             del value[secret_field]
         env_name = value.get(env_field)
+        file_name = value.get(file_field)
+        if env_name and file_name:
+            problems.add((*location, file_field), f"set {env_field} or {file_field}, not both")
+            del value[file_field]  # one message: the model would say it again
+            file_name = None
+        if isinstance(file_name, str) and file_name:
+            secret = _read_secret_file(file_name, base, (*location, file_field), problems, required)
+            if secret is not None:
+                value[secret_field] = secret
         if isinstance(env_name, str) and env_name and not re.fullmatch(_ENV_NAME, env_name):
             # Most likely the secret itself pasted where its variable's name belongs: never
             # echo it.
@@ -155,7 +202,7 @@ def _inject_secrets(
                 problems.add((*location, env_field), f"environment variable {env_name} is not set")
     for key, child in list(value.items()):
         if key not in _SECRET_FIELDS:
-            _inject_secrets(child, (*location, key), env, problems, required)
+            _inject_secrets(child, (*location, key), env, base, problems, required)
 
 
 def load_config(
@@ -188,7 +235,7 @@ def load_config(
         problems.add((), "the file must be a YAML mapping with sources, providers and flows")
         problems.raise_if_any()
     data = _interpolate(raw, (), env, problems)
-    _inject_secrets(data, (), env, problems, require_secrets)
+    _inject_secrets(data, (), env, file.parent, problems, require_secrets)
     if env.get(BOOTSTRAP_ENV):
         data.setdefault("kafka", {})
         if isinstance(data["kafka"], dict):

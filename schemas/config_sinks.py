@@ -7,13 +7,20 @@ template checks) and share only their base and the discriminated union that pick
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 import pydantic
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from schemas import templates
-from schemas.config_base import COLUMN_PATTERN, TABLE_PATTERN, ConfigModel, Name, check_template
+from schemas.config_base import (
+    COLUMN_PATTERN,
+    TABLE_PATTERN,
+    ConfigModel,
+    Name,
+    check_secret_source,
+    check_template,
+)
 
 # What a sink's templates may refer to: the event, its enrichment and the AI's result.
 _SINK_ROOTS = {"event", "data", "enrichment", "result", "ai"}
@@ -82,7 +89,18 @@ class HttpSinkConfig(_SinkBase):
         description="The environment variable holding an API key, sent as Authorization: "
         "Bearer. Unset: none is sent.",
     )
+    api_key_file: str | None = Field(
+        default=None,
+        description="Instead of api_key_env: a file holding the API key (a mounted Kubernetes "
+        "or Docker secret), relative to the config file's folder unless absolute; one "
+        "trailing line break is ignored.",
+    )
     api_key: SecretStr | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _one_api_key_source(self) -> Self:
+        check_secret_source(self, "api_key", required=False)
+        return self
 
     @field_validator("url")
     @classmethod
@@ -101,9 +119,16 @@ class SlackSinkConfig(_SinkBase):
     """A Slack incoming webhook: one message per result. Replays are not re-posted by default."""
 
     kind: Literal["slack"] = Field(description="slack: required to pick this kind.")
-    webhook_url_env: str = Field(
+    webhook_url_env: str | None = Field(
+        default=None,
         description="The environment variable holding the incoming webhook's URL (the URL "
-        "is the secret)."
+        "is the secret); this or webhook_url_file is required.",
+    )
+    webhook_url_file: str | None = Field(
+        default=None,
+        description="Instead of webhook_url_env: a file holding the incoming webhook's URL (a "
+        "mounted Kubernetes or Docker secret), relative to the config file's folder unless "
+        "absolute; one trailing line break is ignored.",
     )
     text: str = Field(
         description="The message text, a template over event, data, enrichment, result and ai."
@@ -122,6 +147,11 @@ class SlackSinkConfig(_SinkBase):
     )
     webhook_url: SecretStr | None = Field(default=None, exclude=True)
 
+    @model_validator(mode="after")
+    def _one_webhook_url_source(self) -> Self:
+        check_secret_source(self, "webhook_url", required=True)
+        return self
+
     @field_validator("text")
     @classmethod
     def _text(cls, value: str) -> str:
@@ -132,9 +162,16 @@ class PostgresSinkConfig(_SinkBase):
     """An upsert per result into one table: ``INSERT … ON CONFLICT (key) DO UPDATE``, batched."""
 
     kind: Literal["postgres"] = Field(description="postgres: required to pick this kind.")
-    dsn_env: str = Field(
+    dsn_env: str | None = Field(
+        default=None,
         description="The environment variable holding the libpq DSN or URL, e.g. "
-        "postgresql://user@host:5432/db."
+        "postgresql://user@host:5432/db; this or dsn_file is required.",
+    )
+    dsn_file: str | None = Field(
+        default=None,
+        description="Instead of dsn_env: a file holding the libpq DSN or URL (a mounted "
+        "Kubernetes or Docker secret), relative to the config file's folder unless absolute; "
+        "one trailing line break is ignored.",
     )
     table: Annotated[
         str, Field(pattern=TABLE_PATTERN, description="Table, optionally schema.table.")
@@ -156,6 +193,11 @@ class PostgresSinkConfig(_SinkBase):
         "0: no waiting.",
     )
     dsn: SecretStr | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _one_dsn_source(self) -> Self:
+        check_secret_source(self, "dsn", required=True)
+        return self
 
     @field_validator("columns")
     @classmethod

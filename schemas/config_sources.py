@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, IPvAnyNetwork, SecretStr, model_validator
 
-from schemas.config_base import ConfigModel, Name
+from schemas.config_base import ConfigModel, Name, secret_origin
 
 SignatureScheme = Literal["standard-webhooks", "stripe", "github", "hmac-sha256", "none"]
 # Fields only the generic scheme reads; the named schemes fix their headers and encodings.
@@ -41,6 +41,12 @@ class SignatureConfig(ConfigModel):
         description="The environment variable holding the signing secret; required unless "
         "scheme is none. Several secrets separated by commas or line breaks are all "
         "accepted (rotation: the new one first).",
+    )
+    secret_file: str | None = Field(
+        default=None,
+        description="Instead of secret_env: a file holding the signing secret (a mounted "
+        "Kubernetes or Docker secret), relative to the config file's folder unless absolute; "
+        "one trailing line break is ignored. Several secrets as in secret_env.",
     )
     header: str = Field(
         default="X-Signature",
@@ -71,8 +77,10 @@ class SignatureConfig(ConfigModel):
 
     @model_validator(mode="after")
     def _secret_needed(self) -> SignatureConfig:
-        if self.scheme != "none" and not self.secret_env:
-            raise ValueError("secret_env is required unless scheme is 'none'")
+        if self.secret_env and self.secret_file:
+            raise ValueError("set secret_env or secret_file, not both")
+        if self.scheme != "none" and not (self.secret_env or self.secret_file):
+            raise ValueError("secret_env or secret_file is required unless scheme is 'none'")
         if self.scheme not in ("hmac-sha256", "none"):
             fixed = [f for f in _GENERIC_ONLY_FIELDS if f in self.model_fields_set]
             if fixed:
@@ -86,7 +94,8 @@ class SignatureConfig(ConfigModel):
                 except ValueError:
                     # Never echo the value: say which variable holds it.
                     raise ValueError(
-                        f"the secret in {self.secret_env} must be 'whsec_' followed by base64"
+                        f"the secret in {secret_origin(self, 'secret')} must be 'whsec_' "
+                        "followed by base64"
                     ) from None
         return self
 

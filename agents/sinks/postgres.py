@@ -29,6 +29,7 @@ import orjson
 
 from agents.sinks.base import STAGE, BatchingSink, Delivery
 from schemas import templates
+from schemas.config_base import secret_origin
 from schemas.config_sinks import PostgresSinkConfig
 from schemas.errors import ConfigError, PermanentRemoteError, RetriableRemoteError, StageError
 
@@ -77,7 +78,7 @@ class PostgresSink(BatchingSink):
             flow, config.name, batch_size=config.batch_size, linger_ms=config.linger_ms
         )
         if config.dsn is None:
-            raise ConfigError([f"sink {config.name}: {config.dsn_env} is not set"])
+            raise ConfigError([f"sink {config.name}: no DSN in {secret_origin(config, 'dsn')}"])
         self.config = config
         self.dsn = config.dsn.get_secret_value()
         self.sql = upsert_sql(config)

@@ -17,6 +17,7 @@ from agents.outbound.egress_guard import NetGuard
 from agents.outbound.http import request_json
 from agents.sinks.base import STAGE, Delivery, Sink
 from schemas import templates
+from schemas.config_base import secret_origin
 from schemas.config_sinks import SlackSinkConfig
 from schemas.errors import ConfigError
 
@@ -27,7 +28,9 @@ class SlackSink(Sink):
     ) -> None:
         super().__init__(flow, config.name)
         if config.webhook_url is None:
-            raise ConfigError([f"sink {config.name}: {config.webhook_url_env} is not set"])
+            raise ConfigError(
+                [f"sink {config.name}: no webhook URL in {secret_origin(config, 'webhook_url')}"]
+            )
         self.config = config
         self.session = session
         self.guard = guard

@@ -47,6 +47,13 @@ def curl_command(url: str, headers: dict[str, str], body_path: str) -> str:
     return " \\\n  ".join(lines)
 
 
+def _unset(env_name: str | None, file_name: str | None) -> str:
+    """Why a secret is missing, naming its variable or file (never a value)."""
+    if file_name:
+        return f"file {file_name} is missing, unreadable or empty"
+    return f"environment variable {env_name} is not set"
+
+
 def cmd_sign(args: argparse.Namespace, load: Loader) -> int:
     """Print a curl command that posts the body signed as the source's sender signs it."""
     from streams.gateway.signatures import sign_headers
@@ -57,8 +64,9 @@ def cmd_sign(args: argparse.Namespace, load: Loader) -> int:
         signature = source.signature
         if signature.scheme != "none" and not signature.secrets:
             raise ToolError(
-                f"environment variable {signature.secret_env} is not set: it holds the secret "
-                f"of source {source.name!r} (signature.secret_env in {args.config})"
+                f"{_unset(signature.secret_env, signature.secret_file)}: it holds the secret "
+                f"of source {source.name!r} (signature.secret_"
+                f"{'file' if signature.secret_file else 'env'} in {args.config})"
             )
         body = read_input(args.file, what="body")
     except ToolError as exc:

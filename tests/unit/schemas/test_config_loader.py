@@ -221,7 +221,8 @@ def test_inline_secret_is_refused_even_when_the_variable_is_set(tmp_path: Path) 
     problems = problems_of(path, VALID_ENV)
     assert problems == [
         f"{path}:7: sources[0].signature.secret: secrets are not written in the file: "
-        "put it in an environment variable and give its name in secret_env"
+        "put it in an environment variable or a file and give its name in secret_env or "
+        "secret_file"
     ]
     assert "hunter2-inline" not in "\n".join(problems)
 
@@ -232,7 +233,8 @@ def test_inline_api_key_is_refused(tmp_path: Path) -> None:
     problems = problems_of(path, VALID_ENV)
     assert problems == [
         f"{path}:11: providers[0].api_key: secrets are not written in the file: "
-        "put it in an environment variable and give its name in api_key_env"
+        "put it in an environment variable or a file and give its name in api_key_env or "
+        "api_key_file"
     ]
     assert "sk-inline-key" not in "\n".join(problems)
 
@@ -580,7 +582,7 @@ def test_unknown_field_with_nothing_close_lists_the_fields(tmp_path: Path) -> No
     path = write(tmp_path, text)
     assert problems_of(path, VALID_ENV) == [
         f"{path}:7: sources[0].signature: unknown field 'zzz'; allowed fields: encoding, "
-        "header, prefix, scheme, secret_env, timestamp_header, tolerance_s"
+        "header, prefix, scheme, secret_env, secret_file, timestamp_header, tolerance_s"
     ]
 
 
