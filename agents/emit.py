@@ -14,7 +14,7 @@ from typing import Any
 
 from schemas.errors import BrokerUnavailable
 from schemas.events import DeadLetter
-from streams.kafka.producer import Headers, KafkaWriter
+from streams.kafka.producer import Headers, KafkaWriter, PendingWrite
 
 log = logging.getLogger(__name__)
 _PAUSE_MAX_S = 10.0
@@ -23,13 +23,28 @@ _PAUSE_MAX_S = 10.0
 async def emit(
     writer: KafkaWriter, topic: str, value: bytes, *, key: bytes | None, headers: Headers = ()
 ) -> None:
-    """Send until acknowledged, pausing (up to 10 s) between attempts."""
+    """Write until acknowledged, never adding a copy while an earlier one may still land.
+
+    A write that missed its deadline is still held by the idempotent producer, which retries
+    it (same sequence numbers, so the broker keeps one copy) until the broker is back: writing
+    the record again then would put it on Kafka twice (before: up to 8 copies of one result in
+    an 18 s outage). So a timeout only means waiting again on the same write; the record is
+    written anew only once the producer gave that write up (see ``PendingWrite``), pausing up
+    to 10 s between such attempts.
+    """
     pause_s = 0.2
+    pending: PendingWrite | None = None
     while True:
         try:
-            await writer.send(topic, value, key=key, headers=headers)
+            if pending is None:
+                pending = await writer.write(topic, value, key=key, headers=headers)
+            await writer.outcome(pending)
             return
         except BrokerUnavailable as exc:
+            if pending is not None and not pending.given_up:
+                log.warning("waiting for Kafka to acknowledge a write to %s (%s)", topic, exc)
+                continue
+            pending = None
             log.warning("cannot write to %s yet (%s); retrying in %.1f s", topic, exc, pause_s)
             await asyncio.sleep(pause_s)
             pause_s = min(pause_s * 2, _PAUSE_MAX_S)

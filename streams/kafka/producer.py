@@ -185,6 +185,106 @@ class KafkaWriter:
             if waiter.done() and not waiter.cancelled():
                 waiter.exception()
 
+    async def write(
+        self, topic: str, value: bytes, *, key: bytes | None = None, headers: Headers = ()
+    ) -> PendingWrite:
+        """Hand one record to the producer and return its pending write, without waiting.
+
+        For callers that retry until a write is on Kafka (agents/emit.py): they wait on the
+        returned write with :meth:`outcome`, as often as it takes, instead of writing the record
+        again after a deadline while the producer still holds (and may deliver) the first copy.
+        Raises BrokerUnavailable (or RecordTooLarge) when the producer did not take the record:
+        nothing was written then.
+        """
+        if not self._started:
+            raise BrokerUnavailable("the Kafka producer is not running")
+        producer = self._producer
+        try:
+            # Waits while the partition's batch is full or the topic's metadata is missing,
+            # bounded by aiokafka's request_timeout_ms (= produce_timeout_s).
+            ack = await producer.send(topic, value=value, key=key, headers=list(headers) or None)
+        except MessageSizeTooLargeError as exc:
+            raise RecordTooLarge(
+                f"the record is {len(value)} bytes, over Kafka's request size limit"
+            ) from exc
+        except KafkaError as exc:
+            if isinstance(exc, BROKEN_PRODUCER_ERRORS):
+                await self._replace(producer)
+            raise BrokerUnavailable(f"Kafka refused the write: {type(exc).__name__}") from exc
+        # Retrieve a failure even if the caller stops waiting (e.g. it is cancelled), so that
+        # asyncio does not log "Future exception was never retrieved" for it.
+        ack.add_done_callback(_retrieve)
+        return PendingWrite(ack, producer)
+
+    async def outcome(
+        self, pending: PendingWrite, *, timeout_s: float | None = None
+    ) -> RecordMetadata:
+        """Wait up to ``timeout_s`` (default ``kafka.produce_timeout_s``) for ``pending``'s ack.
+
+        Raises BrokerUnavailable when the write is not acknowledged in time; then
+        ``pending.given_up`` says whether the producer may still deliver it (wait again) or
+        has definitively given it up (only then is writing the record again no duplicate).
+        """
+        deadline_s = self.settings.produce_timeout_s if timeout_s is None else timeout_s
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[RecordMetadata] = loop.create_future()
+        timer = loop.call_later(deadline_s, expire_waiter, waiter)
+        pending.ack.add_done_callback(functools.partial(_relay, waiter))
+        try:
+            return await waiter
+        except TimeoutError as exc:
+            raise BrokerUnavailable(f"Kafka did not acknowledge within {deadline_s:g} s") from exc
+        except KafkaError as exc:
+            if isinstance(exc, BROKEN_PRODUCER_ERRORS):
+                await self._replace(pending.producer)
+            raise BrokerUnavailable(f"Kafka refused the write: {type(exc).__name__}") from exc
+        finally:
+            timer.cancel()
+
+
+class PendingWrite:
+    """One record the producer took: its acknowledgement, awaitable any number of times.
+
+    When aiokafka's idempotent producer gives a write up ("definitively failed"), in 0.14:
+    - the broker answered a non-retriable error (e.g. the record is too large, not authorized);
+    - the partition had no known leader and the batch was older than request_timeout_ms
+      (drained and failed with NotLeaderForPartition/LeaderNotAvailable);
+    - the producer's sender stopped on a fatal error (OutOfOrderSequenceNumber,
+      ProducerFenced): every batch it held fails with it;
+    - the producer was stopped (a retired producer, see ``KafkaWriter._replace``): a batch it
+      had not delivered when its sender was cancelled is never resolved.
+    Otherwise (connection refused, request timed out, the leader moved, NotEnoughReplicas, ...)
+    it retries the same batch with the same sequence numbers, without an expiry, so the broker
+    keeps at most one copy: waiting on the same write is what keeps an outage copy-free.
+
+    Of these, the leaderless expiry and the fatal sender stop can fail a batch that had been
+    sent before and may have landed (its answer was lost): writing it again then may add one
+    copy, which the event id makes harmless downstream. Nothing else writes twice.
+    """
+
+    __slots__ = ("ack", "producer")
+
+    def __init__(self, ack: asyncio.Future[RecordMetadata], producer: AIOKafkaProducer) -> None:
+        self.ack = ack
+        self.producer = producer
+
+    @property
+    def given_up(self) -> bool:
+        """The producer failed this write, or stopped without delivering it: write it again."""
+        if self.ack.done():
+            return self.ack.cancelled() or self.ack.exception() is not None
+        # aiokafka keeps no public "stopped" flag; a stopped producer's cancelled sender task
+        # leaves its undelivered batches unresolved forever (Sender._fail_all ignores a cancel).
+        sender = getattr(self.producer, "_sender", None)
+        task = getattr(sender, "sender_task", None)
+        closed = bool(getattr(self.producer, "_closed", False))
+        return closed and (task is None or task.done())
+
+
+def _retrieve(ack: asyncio.Future[RecordMetadata]) -> None:
+    if not ack.cancelled():
+        ack.exception()
+
 
 async def _retire(producer: AIOKafkaProducer, timeout_s: float) -> None:
     """Stop a replaced producer in the background; its pending writes fail (their 503s)."""
