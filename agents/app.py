@@ -78,7 +78,7 @@ def create_app(
     )
     resources = Resources(config, client_id=app_id, state=role == "worker")
     if metrics_port is not None:
-        _serve_metrics(app, metrics_host, metrics_port)
+        _serve_metrics(app, metrics_host, metrics_port, resources)
     if role == "worker":
         register_worker(app, config, resources)
     else:
@@ -86,11 +86,36 @@ def create_app(
     return app
 
 
-def _serve_metrics(app: faust.App, host: str, port: int) -> None:
-    """``/metrics`` from the worker's own event loop, for as long as the worker runs."""
+def _serve_metrics(app: faust.App, host: str, port: int, resources: Resources) -> None:
+    """``/metrics`` and the Kubernetes probes from the worker's own event loop, for as long as
+    the worker runs.
+
+    ``/healthz`` (liveness): 503 once the Faust app crashed or is stopping, else 200; it does
+    not ask Kafka, so a broker outage does not make Kubernetes restart every pod.
+    ``/readyz`` (readiness): 200 once every agent has entered the shared resources, which
+    starts the Kafka writer and, in the worker, loads both memories and the crash recovery
+    (``Resources._start``) before any event is handled. It does not wait for a partition
+    assignment: a replica beyond the partition count never gets one, and a rebalance would
+    make every replica unready at once (a rollout and the PodDisruptionBudget would stall).
+    """
+
+    def alive() -> str | None:
+        state = app.state
+        return f"faust app {state}" if state in ("crashed", "stopping", "shutdown") else None
+
+    def ready() -> str | None:
+        not_alive = alive()
+        if not_alive is not None:
+            return not_alive
+        if not app.started:
+            return "starting: faust app not started yet"
+        agents = len(app.agents)
+        if resources.users < agents:
+            return f"starting: {resources.users} of {agents} agents running (memories loading)"
+        return None
 
     async def serve_metrics() -> None:
-        runner = await start_metrics_server(host, port)
+        runner = await start_metrics_server(host, port, alive=alive, ready=ready)
         try:
             await asyncio.Event().wait()
         finally:

@@ -19,6 +19,11 @@ class RefCounted:
         self._lock = asyncio.Lock()
         self._users = 0
 
+    @property
+    def users(self) -> int:
+        """How many have entered and found it started (the worker's /readyz counts them)."""
+        return self._users
+
     async def _start(self) -> None:
         raise NotImplementedError
 
