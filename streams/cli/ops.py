@@ -1,9 +1,9 @@
 """The operator commands of ``hookstream``: dlq and replay (publish and tail: :mod:`.pubsub`).
 
-Registered on the main parser by :func:`add_commands` (``streams.cli.main``). Each loads the config
-for the broker address and topic prefix, without its secrets (it uses none of them). An expected failure is one line on stderr that says what
-to do, with the exit status of :mod:`streams.cli.exits` (2 bad input, 3 Kafka unreachable, 4 no
-such topic).
+Registered on the main parser by :func:`add_commands` (``streams.cli.main``). Each loads the
+config for the broker address and topic prefix, without its secrets (it uses none of them). An
+expected failure is one line on stderr that says what to do, with the exit status of
+:mod:`streams.cli.exits` (2 bad input, 3 Kafka unreachable, 4 no such topic).
 """
 
 from __future__ import annotations
