@@ -20,6 +20,7 @@ from agents.pipeline import register_sinks, register_worker
 from agents.resources import Resources
 from schemas import codec
 from schemas.config import HookstreamConfig
+from streams.kafka.connection import faust_credentials
 from streams.metrics.exposition import start_metrics_server
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,8 @@ def create_app(
     app = faust.App(
         app_id,
         broker=broker_urls(config.kafka.bootstrap_servers),
+        # TLS and SASL, from the same place as every other client (streams.kafka.connection).
+        broker_credentials=faust_credentials(config.kafka),
         store="memory://",
         datadir=str(datadir),
         web_enabled=False,

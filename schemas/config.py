@@ -7,7 +7,8 @@ loaded, so a bad file fails at start, not on the first event; :mod:`schemas.conf
 the errors into ``file:line: field.path: reason``.
 
 This module holds :class:`HookstreamConfig` (the file) and the blocks that configure hookstream's
-own processes: ``kafka``, ``gateway``, ``worker``. The blocks a user writes per integration have
+own processes: ``kafka`` (with :mod:`schemas.config_kafka_security`), ``gateway``, ``worker``.
+The blocks a user writes per integration have
 their own modules: :mod:`schemas.config_sources`, :mod:`schemas.config_ai`,
 :mod:`schemas.config_flows` and :mod:`schemas.config_sinks`, on the shared base of
 :mod:`schemas.config_base`; checks across the whole file are in :mod:`schemas.config_checks`.
@@ -22,12 +23,16 @@ from pydantic import Field, IPvAnyNetwork, field_validator, model_validator
 from schemas.config_ai import ProviderConfig
 from schemas.config_base import TOPIC_PREFIX_PATTERN, ConfigModel
 from schemas.config_flows import FlowConfig
+from schemas.config_kafka_security import _KafkaSecurity
 from schemas.config_sources import SourceConfig
 
 DEFAULT_FORWARDED_HEADERS = ("user-agent", "content-type", "x-request-id", "traceparent")
 
 
-class KafkaSettings(ConfigModel):
+class KafkaSettings(_KafkaSecurity):
+    """The Kafka connection (its TLS and SASL fields come from _KafkaSecurity) and the
+    topics hookstream creates."""
+
     bootstrap_servers: str = Field(
         default="127.0.0.1:9092",
         description="The Kafka brokers to connect to, as comma-separated host:port pairs. "

@@ -22,7 +22,8 @@ backoff-and-retry and an immediate dead letter, and the gateway to choose betwee
     │   ├── ClientNotAllowed        403: the client address is not in the source's allow_ips
     │   └── RateLimited             429 + Retry-After: the source's token bucket is empty
     ├── BrokerUnavailable           Kafka did not acknowledge a write in time; retriable (503)
-    │   └── GatewayBusy             503 at once: too many writes in flight, or Kafka failing
+    │   ├── GatewayBusy             503 at once: too many writes in flight, or Kafka failing
+    │   └── KafkaAccessDenied       the broker refused our login or TLS; not retriable
     ├── RecordTooLarge              a record is over the producer's request size; not retriable
     ├── TemplateError               a template refers to a field the event lacks; not retriable
     ├── ToolError                   an operator command (dlq, replay, publish, tail) cannot proceed
@@ -160,6 +161,16 @@ class GatewayBusy(BrokerUnavailable):
     def __init__(self, message: str, *, code: str = "overloaded") -> None:
         self.code = code
         super().__init__(message)
+
+
+class KafkaAccessDenied(BrokerUnavailable):
+    """The broker answers but refuses this client: SASL authentication failed (wrong password
+    or unknown user), its certificate is not trusted, or the client speaks the wrong protocol
+    for the listener (plaintext on a TLS port). Not retriable: the same settings fail the same
+    way, so start-up stops at once instead of retrying. The message never holds the secret."""
+
+    retriable = False
+    code = "kafka_access_denied"
 
 
 class TemplateError(HookstreamError):

@@ -21,6 +21,10 @@ The subscriber reads a results topic in its own consumer group and commits a res
 only after the caller has handled it (when the ``async for`` asks for the next one, or on a
 clean exit from the ``async with``, ``break`` included): a crash in between redelivers that
 result, never skips it.
+
+Against a secured cluster, pass ``settings=`` (a :class:`~schemas.config.KafkaSettings`, e.g.
+``load_config(path).kafka``): both take their TLS and SASL settings from it, through the same
+:mod:`streams.kafka.connection` as hookstream's own processes.
 """
 
 from __future__ import annotations
@@ -40,9 +44,10 @@ from pydantic import ValidationError
 
 from schemas.codec import dumps
 from schemas.config import KafkaSettings
-from schemas.errors import BrokerUnavailable, ToolError
+from schemas.errors import ToolError
 from schemas.events import AIResult, CloudEvent
 from schemas.topics import Topics
+from streams.kafka.connection import client_kwargs, start_failure
 from streams.kafka.producer import Headers, KafkaWriter
 
 
@@ -142,12 +147,18 @@ class Subscriber:
         topic_prefix: str = "hookstream",
         topic: str | None = None,
         from_beginning: bool = True,
+        settings: KafkaSettings | None = None,
     ) -> None:
-        self.topic = topic or Topics(topic_prefix).results
+        # ``settings`` (e.g. a loaded config's ``kafka``) carries TLS and SASL too, and its
+        # prefix and brokers replace ``topic_prefix`` and ``bootstrap_servers``.
+        self.settings = settings or KafkaSettings(
+            bootstrap_servers=bootstrap_servers, topic_prefix=topic_prefix
+        )
+        self.topic = topic or Topics(self.settings.topic_prefix).results
         self.group_id = group_id
         self._consumer = AIOKafkaConsumer(
             self.topic,
-            bootstrap_servers=bootstrap_servers,
+            **client_kwargs(self.settings),
             group_id=group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest" if from_beginning else "latest",
@@ -161,7 +172,7 @@ class Subscriber:
             await self._consumer.start()
         except KafkaError as exc:
             await self._consumer.stop()
-            raise BrokerUnavailable(f"cannot subscribe to {self.topic}: {exc}") from exc
+            raise await start_failure(self.settings, exc) from exc
         return self
 
     async def __aexit__(

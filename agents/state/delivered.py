@@ -40,6 +40,7 @@ from agents.refcount import RefCounted
 from schemas.config import KafkaSettings
 from schemas.errors import BrokerUnavailable
 from streams.kafka.compacted import CompactedReader, stop_quietly
+from streams.kafka.connection import client_kwargs
 from streams.kafka.producer import KafkaWriter
 
 log = logging.getLogger(__name__)
@@ -74,14 +75,14 @@ class DeliveredMemory(RefCounted):
 
     async def _start(self) -> None:
         reader = CompactedReader(
-            self.settings.bootstrap_servers,
+            self.settings,
             self.topic,
             self._apply,
             client_id=f"{self.topic}-memory",
             fetch_max_wait_ms=self.tail_fetch_max_wait_ms,
         )
         ends = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap_servers,
+            **client_kwargs(self.settings),
             enable_auto_commit=False,
             client_id=f"{self.topic}-memory-ends",
         )

@@ -133,14 +133,9 @@ class DurableMap:
     async def start(self) -> None:
         """Create the topic if needed and load it to its current end; then keep tailing."""
         started = time.monotonic()
-        await create_topics(
-            self.settings.bootstrap_servers,
-            {self.topic: self._topic_configs()},
-            partitions=self.settings.partitions,
-            replication_factor=self.settings.replication_factor,
-        )
+        await create_topics(self.settings, {self.topic: self._topic_configs()})
         reader = CompactedReader(
-            self.settings.bootstrap_servers,
+            self.settings,
             self.topic,
             self._apply,
             client_id=f"{self.topic}-map",

@@ -27,6 +27,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from schemas.config import KafkaSettings
 from schemas.headers import replay_id, replay_suffix
+from streams.kafka.connection import client_kwargs
 
 log = logging.getLogger(__name__)
 _MARGIN_MS = 60_000
@@ -85,13 +86,13 @@ async def results_since_last_commit(
     of results a crash may have left unmarked."""
     started = time.monotonic()
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
+        **client_kwargs(settings),
         enable_auto_commit=False,
         isolation_level="read_committed",
     )
     await consumer.start()
     found: set[str] = set()
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    admin = AIOKafkaAdminClient(**client_kwargs(settings))
     await admin.start()
     try:
         committed = await admin.list_consumer_group_offsets(group)

@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 import orjson  # noqa: E402
 from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
 
+from schemas.config import KafkaSettings  # noqa: E402
 from streams.kafka.admin import create_topics  # noqa: E402
 from tests.support.ai_stack import enriched, metric, produce, scrape, write_config  # noqa: E402
 from tests.support.sims import running_ai_sim  # noqa: E402
@@ -146,7 +147,11 @@ async def run_hookstream(
 ) -> dict[str, Any]:
     prefix = f"b{uuid.uuid4().hex[:8]}"
     roles = ("events", "enriched", "results", "dlq", "receipts")
-    await create_topics(bootstrap, {f"{prefix}.{r}": {} for r in roles}, partitions=PARTITIONS)
+    await create_topics(
+        KafkaSettings(bootstrap_servers=bootstrap),
+        {f"{prefix}.{r}": {} for r in roles},
+        partitions=PARTITIONS,
+    )
     await produce(bootstrap, f"{prefix}.enriched", backlog(prefix, events))
     port = free_port()
     env = env_for(
@@ -192,7 +197,9 @@ async def run_faust(
 ) -> dict[str, Any]:
     prefix = f"f{uuid.uuid4().hex[:8]}"
     source, output = f"{prefix}.enriched", f"{prefix}.out"
-    await create_topics(bootstrap, {source: {}, output: {}}, partitions=PARTITIONS)
+    await create_topics(
+        KafkaSettings(bootstrap_servers=bootstrap), {source: {}, output: {}}, partitions=PARTITIONS
+    )
     await produce(bootstrap, source, backlog(prefix, events))
     log_path = workdir / f"faust-{mode}.log"
     with log_path.open("wb") as log_file:

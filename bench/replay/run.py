@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
 
 from schemas.codec import dumps  # noqa: E402
+from schemas.config import KafkaSettings  # noqa: E402
 from streams.client import make_event  # noqa: E402
 from streams.kafka.admin import create_topics  # noqa: E402
 from tests.support.stack import EXAMPLE_CONFIG, SECRETS  # noqa: E402
@@ -248,7 +249,11 @@ async def main() -> int:
     kcat_version = kcat_version_of(kcat)
     prefix = f"bench{uuid.uuid4().hex[:8]}"
     topics = (f"{prefix}.events", f"{prefix}.kcat-copy")
-    await create_topics(bootstrap, {name: {} for name in topics}, partitions=PARTITIONS)
+    await create_topics(
+        KafkaSettings(bootstrap_servers=bootstrap),
+        {name: {} for name in topics},
+        partitions=PARTITIONS,
+    )
     print(f"producing {args.small:,} + {args.events:,} events to {topics[0]} ...", flush=True)
     small = (*await produce_window(bootstrap, topics[0], args.small), args.small)
     big = (*await produce_window(bootstrap, topics[0], args.events), args.events)

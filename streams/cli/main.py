@@ -186,6 +186,9 @@ def _wait_for_topics(config: HookstreamConfig, config_path: str, wait_s: float) 
                 asyncio.run(ensure_topics(config.kafka))
                 return
             except BrokerUnavailable as exc:
+                # A refused login or certificate (KafkaAccessDenied) cannot heal by waiting.
+                if not exc.retriable:
+                    raise SystemExit(fail(str(exc), EXIT_UNAVAILABLE)) from None
                 if time.monotonic() > deadline:
                     message = (
                         f"{exc} — {unreachable_hint(config, config_path)}, or wait longer "

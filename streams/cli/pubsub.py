@@ -132,7 +132,7 @@ def cmd_publish(args: argparse.Namespace, load: Loader) -> int:
     async def main() -> int:
         async with Publisher(settings=config.kafka) as publisher:
             # A missing topic is reported at once, not after produce_timeout_s of retries.
-            consumer = new_consumer(config.kafka.bootstrap_servers)
+            consumer = new_consumer(config.kafka)
             try:
                 await consumer.start()
                 await partitions_of(consumer, publisher.topic)
@@ -215,7 +215,7 @@ def cmd_tail(args: argparse.Namespace, load: Loader) -> int:
     with startup():
         from aiokafka.errors import KafkaError
 
-        from schemas.errors import BrokerUnavailable
+        from streams.kafka.connection import start_failure
         from streams.kafka.reader import new_consumer, partitions_of
 
         config = load(args.config)
@@ -227,14 +227,13 @@ def cmd_tail(args: argparse.Namespace, load: Loader) -> int:
     wanted = args.key.encode() if args.key is not None else None
 
     async def main() -> int:
-        bootstrap = config.kafka.bootstrap_servers
-        consumer = new_consumer(bootstrap)
+        consumer = new_consumer(config.kafka)
         shown = 0
         try:
             try:
                 await consumer.start()
             except KafkaError as exc:
-                raise BrokerUnavailable(f"cannot reach Kafka at {bootstrap}: {exc}") from None
+                raise await start_failure(config.kafka, exc) from None
             tps = await partitions_of(consumer, topic)
             consumer.assign(tps)
             if args.from_beginning:

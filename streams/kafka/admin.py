@@ -15,31 +15,39 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from schemas.config import KafkaSettings
-from schemas.errors import BrokerUnavailable, ConfigError
+from schemas.errors import ConfigError
 from schemas.topics import ROLES, TOPIC_CONFIGS, Topics
+from streams.kafka.connection import client_kwargs, start_failure
 
 log = logging.getLogger(__name__)
 
 
 async def create_topics(
-    bootstrap_servers: str,
+    settings: KafkaSettings,
     topics: Mapping[str, Mapping[str, str]],
     *,
-    partitions: int,
-    replication_factor: int = 1,
+    partitions: int | None = None,
+    replication_factor: int | None = None,
 ) -> list[str]:
     """Create those of ``topics`` (name → topic configs) that do not exist; return their names.
+
+    ``settings`` is the connection (TLS, SASL) and, unless given here, the partitions and
+    replication factor.
 
     A topic another process created meanwhile counts as there. Any other refusal raises
     :class:`ConfigError` naming the topic and the broker's reason: aiokafka returns per-topic
     errors in the answer instead of raising them, and a topic silently not created would only
     show later, as a reader waiting for partitions that never come.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    partitions = settings.partitions if partitions is None else partitions
+    if replication_factor is None:
+        replication_factor = settings.replication_factor
+    admin = AIOKafkaAdminClient(**client_kwargs(settings))
     try:
         await admin.start()
     except KafkaError as exc:
-        raise BrokerUnavailable(f"cannot reach Kafka at {bootstrap_servers}: {exc}") from exc
+        await admin.close()
+        raise await start_failure(settings, exc) from exc
     try:
         existing = set(await admin.list_topics())
         wanted = [
@@ -94,7 +102,7 @@ async def ensure_topics(settings: KafkaSettings) -> list[str]:
     """
     names = Topics(settings.topic_prefix).all()
     return await create_topics(
-        settings.bootstrap_servers,
+        settings,
         {name: TOPIC_CONFIGS.get(role, {}) for role, name in zip(ROLES, names, strict=True)},
         partitions=settings.partitions,
         replication_factor=settings.replication_factor,

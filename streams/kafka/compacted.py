@@ -23,7 +23,9 @@ from typing import Literal
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from schemas.config import KafkaSettings
 from schemas.errors import BrokerUnavailable
+from streams.kafka.connection import client_kwargs
 
 log = logging.getLogger(__name__)
 OnRecord = Callable[[bytes | None, bytes | None], None]
@@ -46,7 +48,7 @@ class CompactedReader:
 
     def __init__(
         self,
-        bootstrap_servers: str,
+        settings: KafkaSettings,
         topic: str,
         on_record: OnRecord,
         *,
@@ -56,7 +58,7 @@ class CompactedReader:
         fetch_max_wait_ms: int = 500,
         partitions_timeout_s: float = 60.0,
     ) -> None:
-        self.bootstrap_servers = bootstrap_servers
+        self.settings = settings
         self.topic = topic
         self._on_record = on_record
         self._client_id = client_id
@@ -79,7 +81,7 @@ class CompactedReader:
         nothing running; so does cancellation.
         """
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap_servers,
+            **client_kwargs(self.settings),
             client_id=self._client_id or f"{self.topic}-reader",
             enable_auto_commit=False,
             auto_offset_reset="earliest",

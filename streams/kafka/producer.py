@@ -29,6 +29,7 @@ from aiokafka.structs import RecordMetadata
 
 from schemas.config import KafkaSettings
 from schemas.errors import BrokerUnavailable, RecordTooLarge
+from streams.kafka.connection import client_kwargs, start_failure
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class KafkaWriter:
 
     def _new_producer(self) -> AIOKafkaProducer:
         return AIOKafkaProducer(
-            bootstrap_servers=self.settings.bootstrap_servers,
+            **client_kwargs(self.settings),
             client_id=self.client_id,
             acks="all",
             enable_idempotence=True,
@@ -76,9 +77,7 @@ class KafkaWriter:
             await self._producer.start()
         except KafkaError as exc:
             await self._producer.stop()
-            raise BrokerUnavailable(
-                f"cannot reach Kafka at {self.settings.bootstrap_servers}: {exc}"
-            ) from exc
+            raise await start_failure(self.settings, exc) from exc
         self._started = True
 
     async def stop(self) -> None:

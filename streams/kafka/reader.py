@@ -23,7 +23,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.consumer.fetcher import FetchResult
 from aiokafka.structs import ConsumerRecord
 
+from schemas.config import KafkaSettings
 from schemas.errors import ToolError, UnknownTopic
+from streams.kafka.connection import client_kwargs
 
 Position = int | datetime
 FIRST_FETCH_BYTES = 64 * 1024  # per partition; read_window_raw doubles it with each fetch
@@ -61,10 +63,10 @@ class Window:
         return sum(max(0, end - start) for start, end in self.ranges.values())
 
 
-def new_consumer(bootstrap_servers: str, **kwargs: object) -> AIOKafkaConsumer:
+def new_consumer(settings: KafkaSettings, **kwargs: object) -> AIOKafkaConsumer:
     """A consumer without a group: it reads what it is told, and commits nothing."""
     return AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers,
+        **client_kwargs(settings),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         **kwargs,

@@ -126,7 +126,7 @@ class DeadLetters:
         self.topics = Topics(settings.topic_prefix)
 
     async def _read(self, topic: str) -> AsyncIterator[Any]:
-        consumer = new_consumer(self.settings.bootstrap_servers)
+        consumer = new_consumer(self.settings)
         try:
             await consumer.start()
             win = await window(consumer, topic)

@@ -35,6 +35,7 @@ from schemas.config import HookstreamConfig
 from schemas.config_flows import FlowConfig
 from schemas.errors import BrokerUnavailable, TemplateError
 from schemas.headers import REPLAY_HEADER
+from streams.kafka.connection import client_kwargs
 from streams.kafka.reader import (
     Position,
     Window,
@@ -172,7 +173,7 @@ class Replayer:
 
     async def estimate(self) -> tuple[int, ModelEstimate]:
         """(records selected, model calls and tokens) — a read-only pass over the window."""
-        consumer = new_consumer(self.config.kafka.bootstrap_servers)
+        consumer = new_consumer(self.config.kafka)
         estimate, selected = ModelEstimate(), 0
         try:
             await consumer.start()
@@ -203,7 +204,7 @@ class Replayer:
         # No CRC check on read (librdkafka's default too): the broker checked each batch on
         # write, and the producer computes new CRCs for the copies.
         consumer = new_consumer(
-            settings.bootstrap_servers,
+            settings,
             max_partition_fetch_bytes=self.batch_bytes,
             check_crcs=False,
         )
@@ -213,7 +214,7 @@ class Replayer:
         # much of its time waiting for acks=all of the request before (bench/replay).
         producers = [
             AIOKafkaProducer(
-                bootstrap_servers=settings.bootstrap_servers,
+                **client_kwargs(settings),
                 client_id=f"hookstream-replay-{self.replay_id}-{index}",
                 acks="all",
                 enable_idempotence=True,

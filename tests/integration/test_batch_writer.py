@@ -31,7 +31,9 @@ HEADERS = [("content-type", b"application/json")]
 
 async def create_topic(bootstrap: str, *, config: dict[str, str] | None = None) -> str:
     name = f"batch-writer-{uuid.uuid4().hex[:10]}"
-    await create_topics(bootstrap, {name: config or {}}, partitions=PARTITIONS)
+    await create_topics(
+        KafkaSettings(bootstrap_servers=bootstrap), {name: config or {}}, partitions=PARTITIONS
+    )
     return name
 
 

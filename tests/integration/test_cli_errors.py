@@ -15,6 +15,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from schemas.config import KafkaSettings
 from streams.kafka.admin import create_topics
 from tests.integration.gateway_config import GITHUB_SECRET, SECRETS, write_config
 from tests.support.kafka import read_all
@@ -193,7 +194,9 @@ async def test_publish_without_a_key_rule_refuses_until_told_how_to_key(
     config: Path, kafka_bootstrap: str
 ) -> None:
     events = f"{prefix_of(config)}.events"
-    await create_topics(kafka_bootstrap, {events: {}}, partitions=2)
+    await create_topics(
+        KafkaSettings(bootstrap_servers=kafka_bootstrap), {events: {}}, partitions=2
+    )
     body = b'{"account": "acc_1", "n": 1}\n{"account": "acc_2", "n": 2}\n'
     base = ("publish", "-c", str(config), "--source", "open")
 
@@ -329,7 +332,7 @@ async def test_operator_commands_need_none_of_the_secrets(
     every one of them set (exit 2 naming the first missing variable)."""
     prefix = prefix_of(config)
     await create_topics(
-        kafka_bootstrap,
+        KafkaSettings(bootstrap_servers=kafka_bootstrap),
         {f"{prefix}.{name}": {} for name in ("events", "dlq", "dlq-redriven")},
         partitions=1,
     )

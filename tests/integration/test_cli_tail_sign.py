@@ -13,6 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from schemas.config import KafkaSettings
 from streams.kafka.admin import create_topics
 from tests.integration.gateway_config import SECRETS, write_config
 from tests.integration.test_cli_errors import HOOKSTREAM, prefix_of
@@ -55,7 +56,7 @@ async def dedupe_topic(tmp_path: Path, kafka_bootstrap: str) -> tuple[Path, str]
     KEYED; tail should find it by its short name."""
     config = write_config(tmp_path, kafka_bootstrap)
     topic = f"{prefix_of(config)}.dedupe"
-    await create_topics(kafka_bootstrap, {topic: {}}, partitions=1)
+    await create_topics(KafkaSettings(bootstrap_servers=kafka_bootstrap), {topic: {}}, partitions=1)
     await produce(kafka_bootstrap, topic, KEYED)
     return config, topic
 
@@ -159,7 +160,7 @@ async def test_tail_piped_into_head_ends_when_head_does_on_a_quiet_topic(
     stdout for the reader going away and ends with 0 (it waited for ever before)."""
     config = write_config(tmp_path, kafka_bootstrap)
     topic = f"{prefix_of(config)}.results"
-    await create_topics(kafka_bootstrap, {topic: {}}, partitions=1)
+    await create_topics(KafkaSettings(bootstrap_servers=kafka_bootstrap), {topic: {}}, partitions=1)
     await produce(kafka_bootstrap, topic, [(b"k1", {"n": 1})])
     pipeline = (
         f"set -o pipefail; {HOOKSTREAM} tail -c {config} results --from-beginning --jsonl "

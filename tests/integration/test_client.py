@@ -15,6 +15,7 @@ import orjson
 import pytest
 import pytest_asyncio
 
+from schemas.config import KafkaSettings
 from schemas.events import AIResult
 from streams.client import Publisher, Subscriber, make_event
 from streams.kafka.admin import create_topics
@@ -186,7 +187,7 @@ async def test_tail_prints_pretty_json_and_follows(stack: Stack, published: list
 
     # Following: a tail started at the end prints what is written after it started.
     topic = f"{stack.prefix}.tail-{uuid.uuid4().hex[:6]}"
-    await create_topics(stack.bootstrap, {topic: {}}, partitions=2)
+    await create_topics(KafkaSettings(bootstrap_servers=stack.bootstrap), {topic: {}}, partitions=2)
     async with Publisher(bootstrap_servers=stack.bootstrap, topic_prefix=stack.prefix) as pub:
         tail = asyncio.create_task(run_cli(*base, topic, "--max", "1", env=stack.env))
         sent = 0

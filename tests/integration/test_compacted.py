@@ -67,7 +67,9 @@ async def test_a_load_returns_once_every_partition_is_read_to_its_end(
     finally:
         await producer.stop()
     recorded = Recorded()
-    reader = CompactedReader(kafka_bootstrap, topic, recorded, fetch_min_bytes=64 * 1024)
+    reader = CompactedReader(
+        KafkaSettings(bootstrap_servers=kafka_bootstrap), topic, recorded, fetch_min_bytes=64 * 1024
+    )
     await reader.start(load=True)
     try:
         # Read at once, before any await: what the load promised is already there.
@@ -83,7 +85,7 @@ async def test_a_tombstone_reaches_the_owner_and_the_tail_reads_on(kafka_bootstr
     topic = await create_topic(kafka_bootstrap, "compacted", 1)
     await _write(kafka_bootstrap, topic, [(b"gone", b"1"), (b"kept", b"2"), (b"gone", None)])
     recorded = Recorded()
-    reader = CompactedReader(kafka_bootstrap, topic, recorded)
+    reader = CompactedReader(KafkaSettings(bootstrap_servers=kafka_bootstrap), topic, recorded)
     await reader.start(load=True)
     try:
         assert recorded.data == {b"kept": b"2"}
@@ -132,7 +134,12 @@ async def test_a_durable_map_restarted_sees_the_tombstone_and_its_topic_is_compa
 
 async def test_a_topic_that_never_appears_fails_the_start_naming_it(kafka_bootstrap: str) -> None:
     topic = f"missing-{uuid.uuid4().hex[:10]}"
-    reader = CompactedReader(kafka_bootstrap, topic, Recorded(), partitions_timeout_s=1.0)
+    reader = CompactedReader(
+        KafkaSettings(bootstrap_servers=kafka_bootstrap),
+        topic,
+        Recorded(),
+        partitions_timeout_s=1.0,
+    )
     with pytest.raises(BrokerUnavailable, match=topic):
         await reader.start(load=True)
     with pytest.raises(RuntimeError, match="not started"):
@@ -142,8 +149,17 @@ async def test_a_topic_that_never_appears_fails_the_start_naming_it(kafka_bootst
 async def test_create_topics_creates_once_and_names_a_refused_topic(kafka_bootstrap: str) -> None:
     name = f"created-{uuid.uuid4().hex[:10]}"
     wanted = {name: {"cleanup.policy": "compact"}}
-    assert await create_topics(kafka_bootstrap, wanted, partitions=2) == [name]
-    assert await create_topics(kafka_bootstrap, wanted, partitions=2) == []
+    assert await create_topics(
+        KafkaSettings(bootstrap_servers=kafka_bootstrap), wanted, partitions=2
+    ) == [name]
+    assert (
+        await create_topics(KafkaSettings(bootstrap_servers=kafka_bootstrap), wanted, partitions=2)
+        == []
+    )
     refused = f"refused-{uuid.uuid4().hex[:10]}"
     with pytest.raises(ConfigError, match=refused):
-        await create_topics(kafka_bootstrap, {refused: {"cleanup.policy": "bogus"}}, partitions=1)
+        await create_topics(
+            KafkaSettings(bootstrap_servers=kafka_bootstrap),
+            {refused: {"cleanup.policy": "bogus"}},
+            partitions=1,
+        )

@@ -113,7 +113,9 @@ PREFIX = f"replay-copy-{uuid.uuid4().hex[:10]}"
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def topic(kafka_bootstrap: str) -> AsyncIterator[str]:
     name = f"{PREFIX}.events"  # the events role: the filters read CloudEvents
-    await create_topics(kafka_bootstrap, {name: {}}, partitions=PARTITIONS)
+    await create_topics(
+        KafkaSettings(bootstrap_servers=kafka_bootstrap), {name: {}}, partitions=PARTITIONS
+    )
     await _fill(kafka_bootstrap, name)
     yield name
     await delete_topics(kafka_bootstrap, [name])
@@ -140,7 +142,11 @@ async def _originals(bootstrap: str, topic: str) -> dict[int, list[Record]]:
 
 
 async def test_read_window_raw_covers_the_window_exactly(kafka_bootstrap: str, topic: str) -> None:
-    consumer = new_consumer(kafka_bootstrap, max_partition_fetch_bytes=1024, check_crcs=False)
+    consumer = new_consumer(
+        KafkaSettings(bootstrap_servers=kafka_bootstrap),
+        max_partition_fetch_bytes=1024,
+        check_crcs=False,
+    )
     await consumer.start()
     try:
         win = await window(consumer, topic, START, END)
@@ -212,7 +218,7 @@ async def test_a_filtered_replay_copies_only_what_it_selects(
 
 
 async def _ends(bootstrap: str, topic: str) -> dict[int, int]:
-    consumer = new_consumer(bootstrap)
+    consumer = new_consumer(KafkaSettings(bootstrap_servers=bootstrap))
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
@@ -228,7 +234,7 @@ async def test_an_unknown_topic_is_refused_before_anything_is_written(
     missing = f"{PREFIX}.no-such-topic"
     with pytest.raises(ToolError, match="does not exist"):
         await Replayer(config, missing, start=0, end=None).run()
-    consumer = new_consumer(kafka_bootstrap)
+    consumer = new_consumer(KafkaSettings(bootstrap_servers=kafka_bootstrap))
     await consumer.start()
     try:
         assert missing not in await consumer.topics()

@@ -12,7 +12,16 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from schemas.config import KafkaSettings
 from streams.kafka.admin import create_topics
+from streams.kafka.connection import client_kwargs
+
+# A bootstrap address (a plaintext broker) or whole settings (TLS, SASL: the secured broker).
+Kafka = str | KafkaSettings
+
+
+def settings_of(kafka: Kafka) -> KafkaSettings:
+    return kafka if isinstance(kafka, KafkaSettings) else KafkaSettings(bootstrap_servers=kafka)
 
 
 @dataclass(frozen=True)
@@ -29,10 +38,12 @@ class Record:
         return orjson.loads(self.value or b"null")
 
 
-async def read_all(bootstrap: str, topic: str) -> list[Record]:
+async def read_all(bootstrap: Kafka, topic: str) -> list[Record]:
     """Every record currently on ``topic``, in partition/offset order."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+        **client_kwargs(settings_of(bootstrap)),
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
     )
     await consumer.start()
     try:
@@ -71,7 +82,7 @@ async def read_all(bootstrap: str, topic: str) -> list[Record]:
 
 
 async def wait_for_records(
-    bootstrap: str,
+    bootstrap: Kafka,
     topic: str,
     predicate: Callable[[list[Record]], bool],
     *,
@@ -90,15 +101,15 @@ async def wait_for_records(
         await asyncio.sleep(poll_s)
 
 
-async def create_topic(bootstrap: str, prefix: str, partitions: int) -> str:
+async def create_topic(bootstrap: Kafka, prefix: str, partitions: int) -> str:
     """A new topic named ``<prefix>-<random>``, so that runs never share one."""
     name = f"{prefix}-{uuid.uuid4().hex[:10]}"
-    await create_topics(bootstrap, {name: {}}, partitions=partitions)
+    await create_topics(settings_of(bootstrap), {name: {}}, partitions=partitions)
     return name
 
 
-async def delete_topics(bootstrap: str, topics: list[str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def delete_topics(bootstrap: Kafka, topics: list[str]) -> None:
+    admin = AIOKafkaAdminClient(**client_kwargs(settings_of(bootstrap)))
     await admin.start()
     try:
         await admin.delete_topics(topics)
@@ -106,9 +117,9 @@ async def delete_topics(bootstrap: str, topics: list[str]) -> None:
         await admin.close()
 
 
-async def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+async def committed_offsets(bootstrap: Kafka, group: str, topic: str) -> dict[int, int]:
     """The group's committed offset per partition (absent partitions omitted)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**client_kwargs(settings_of(bootstrap)))
     await admin.start()
     try:
         offsets = await admin.list_consumer_group_offsets(group)

@@ -7,6 +7,7 @@ import socket
 
 import pytest
 
+from schemas.config import KafkaSettings
 from schemas.errors import BrokerUnavailable
 from streams.kafka.admin import create_topics
 from streams.kafka.compacted import CompactedReader
@@ -20,7 +21,9 @@ def _closed_port() -> str:
 
 
 async def test_the_reader_of_an_unreachable_broker_names_its_topic() -> None:
-    reader = CompactedReader(_closed_port(), "t.dedupe", lambda key, value: None)
+    reader = CompactedReader(
+        KafkaSettings(bootstrap_servers=_closed_port()), "t.dedupe", lambda key, value: None
+    )
     with pytest.raises(BrokerUnavailable, match=r"cannot read t\.dedupe"):
         await reader.start(load=True)
     with pytest.raises(RuntimeError, match="not started"):
@@ -30,4 +33,6 @@ async def test_the_reader_of_an_unreachable_broker_names_its_topic() -> None:
 async def test_creating_topics_on_an_unreachable_broker_names_the_address() -> None:
     address = _closed_port()
     with pytest.raises(BrokerUnavailable, match=f"cannot reach Kafka at {address}"):
-        await create_topics(address, {"t.events": {}}, partitions=1)
+        await create_topics(
+            KafkaSettings(bootstrap_servers=address), {"t.events": {}}, partitions=1
+        )
