@@ -19,6 +19,8 @@ from aiokafka import AIOKafkaProducer
 
 from schemas.codec import dumps
 from schemas.events import CloudEvent, EnrichedEvent
+from streams.kafka.connection import client_kwargs
+from tests.support.kafka import Kafka, settings_of
 
 AI_CONFIG = """
 version: 1
@@ -89,10 +91,10 @@ def enriched(customer: str, message: str, *, event_id: str | None = None) -> Enr
     return EnrichedEvent(flow="triage", event=event)
 
 
-async def produce(bootstrap: str, topic: str, records: list[EnrichedEvent]) -> None:
+async def produce(bootstrap: Kafka, topic: str, records: list[EnrichedEvent]) -> None:
     """Write enriched records in big batches (send without waiting, then flush)."""
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=20
+        **client_kwargs(settings_of(bootstrap)), acks="all", enable_idempotence=True, linger_ms=20
     )
     await producer.start()
     try:
