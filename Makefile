@@ -19,7 +19,7 @@ STATE_DIR ?= $(or $(HOOKSTREAM_STATE_DIR),.hookstream)
 # environment (make passes both environment and command-line variables on to recipes).
 
 .PHONY: help venv kafka-up kafka-down kafka-status kafka-logs test unit demo lint docs fmt clean \
-	bench-gateway bench-ai bench-replay bench-latency bench-http postgres-up postgres-down compose-check
+	bench-gateway bench-ai bench-replay bench-latency bench-http postgres-up postgres-down compose-check deploy-check
 
 help: ## list the targets
 	@echo "hookstream make targets:"
@@ -80,7 +80,7 @@ bench-http: venv ## own HTTP/1.1 layer vs aiohttp, uvicorn, granian: req/s, CPU/
 	$(PY) bench/http_servers/run.py $(BENCH_HTTP_ARGS)
 	$(PY) bench/http_servers/protections.py $(BENCH_HTTP_ARGS)
 
-lint: venv ## ruff check, ruff format --check, mypy, the import contracts, compose-check (runs all, fails if any fails)
+lint: venv ## ruff check, ruff format --check, mypy, the import contracts, compose-check, deploy-check (runs all, fails if any fails)
 	@rc=0; \
 	echo "+ ruff check ."; $(PY) -m ruff check . || rc=1; \
 	echo "+ ruff format --check ."; $(PY) -m ruff format --check . || rc=1; \
@@ -88,10 +88,14 @@ lint: venv ## ruff check, ruff format --check, mypy, the import contracts, compo
 	echo "+ mypy docs/hooks"; $(PY) -m mypy --strict docs/hooks/reference_pages.py || rc=1; \
 	echo "+ lint-imports"; $(VENV)/bin/lint-imports || rc=1; \
 	echo "+ compose-check"; $(MAKE) --no-print-directory compose-check || rc=1; \
+	echo "+ deploy-check"; $(MAKE) --no-print-directory deploy-check || rc=1; \
 	exit $$rc
 
 compose-check: venv ## validate docker-compose.yml without a container engine (compose-go and the Compose Specification's schema; commands, ports, env, healthchecks; needs go)
 	$(PY) scripts/compose_check.py
+
+deploy-check: venv ## render the Helm chart (deploy/helm/hookstream) and validate every manifest offline: helm lint/template, Kubernetes schemas (strict), hookstream's own checks; builds Helm from source once (needs go)
+	$(PY) scripts/deploy_check.py
 
 docs: venv ## build the manual (docs/, mkdocs-material) into site/ with --strict: a broken link, anchor or page fails
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --clean --site-dir site
