@@ -20,6 +20,8 @@ import yaml
 from tests.support.stack import REPO_ROOT
 
 Manifests = list[dict[str, Any]]
+# The first test to run may build Helm: up to ~7 minutes cold, past the suite's 300 s default.
+pytestmark = pytest.mark.timeout(900)
 
 
 def deploy_check() -> Any:
