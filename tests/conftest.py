@@ -33,8 +33,15 @@ def kafka_bootstrap() -> str:
     return bootstrap
 
 
+# Tests of the validators built with Go (compose-go, Helm): on a machine without Go's caches the
+# first build takes minutes, so they run last, while .ci/run builds the tools in the background.
+GO_TOOL_TESTS = ("tests/integration/test_deploy_check.py", "tests/integration/test_scripts.py")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Integration tests are marked by their folder, so none can forget the marker."""
+    """Integration tests are marked by their folder, so none can forget the marker; the tests
+    of the Go-built validators go last (GO_TOOL_TESTS)."""
     for item in items:
         if "integration" in item.nodeid.split("/"):
             item.add_marker(pytest.mark.integration)
+    items.sort(key=lambda item: item.nodeid.startswith(GO_TOOL_TESTS))
