@@ -38,7 +38,8 @@ IMAGE_ROOT = PurePosixPath("/app")
 URL = re.compile(r"^https?://(?P<host>[^/:]+):(?P<port>\d+)(?P<path>/.*)?$")
 # The path each kind of hookstream process serves for a healthcheck.
 HEALTH_PATHS = {"gateway": ("/healthz", "/readyz"), "dev": ("/healthz",)}
-METRICS_PATH = "/metrics"
+# worker and sinks answer their probes on the metrics port (--metrics-port).
+PROBE_PATHS = ("/healthz", "/readyz")
 
 sys.path.insert(0, str(REPO))
 
@@ -323,8 +324,10 @@ class Checker:
             if argv[1] in ("worker", "sinks"):
                 if metrics is None:
                     self.problem(name, "no --metrics-port for its healthcheck to ask")
-                elif (port, path) != (int(metrics), METRICS_PATH):
-                    self.problem(name, f"healthcheck {urls[0]}: serves /metrics on {metrics}")
+                elif port != int(metrics) or path not in PROBE_PATHS:
+                    self.problem(
+                        name, f"healthcheck {urls[0]}: serves {', '.join(PROBE_PATHS)} on {metrics}"
+                    )
             else:
                 served = self.serves(name)
                 paths = HEALTH_PATHS.get(argv[1], ())
