@@ -98,7 +98,13 @@ def secure_broker(state_dir: Path) -> Iterator[SecureKafka]:
     how to reach it, stop it."""
     port = _free_run(4)
     env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
-    env.update(HOOKSTREAM_STATE_DIR=str(state_dir), KAFKA_PORT=str(port))
+    # The controller port too: .ci/run exports its own broker's KAFKA_CONTROLLER_PORT, which
+    # the script would otherwise take (and find in use).
+    env.update(
+        HOOKSTREAM_STATE_DIR=str(state_dir),
+        KAFKA_PORT=str(port),
+        KAFKA_CONTROLLER_PORT=str(port + 1),
+    )
     up = subprocess.run(
         [str(KAFKA_SCRIPT), "up", "--secure"],
         env=env,
