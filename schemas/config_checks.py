@@ -92,6 +92,41 @@ def _hosts(bootstrap_servers: str) -> list[str]:
     return hosts
 
 
+def _plaintext_kafka_warnings(
+    config: HookstreamConfig, remote: list[str]
+) -> list[tuple[tuple[str | int, ...], str]]:
+    """An unencrypted connection to a broker that is not local. Only a remote broker: on
+    loopback nothing crosses a network, and scripts/kafka's local broker is plaintext."""
+    kafka = config.kafka
+    if not remote or kafka.security_protocol not in ("PLAINTEXT", "SASL_PLAINTEXT"):
+        return []
+    location: tuple[str | int, ...] = ("kafka", "security_protocol")
+    if kafka.security_protocol == "PLAINTEXT":
+        return [
+            (
+                location,
+                f"PLAINTEXT on a broker that is not local ({remote[0]}): no login and no "
+                "encryption, so anyone on the network path can read and write every event; "
+                "use SASL_SSL (or SSL) in production",
+            )
+        ]
+    # SCRAM never sends the password itself, but a captured exchange lets an eavesdropper
+    # guess it offline; PLAIN sends it as is.
+    exposed = (
+        "the password crosses the network unencrypted"
+        if kafka.sasl_mechanism == "PLAIN"
+        else f"the {kafka.sasl_mechanism} login crosses the network unencrypted (a captured "
+        "exchange lets an eavesdropper guess the password offline)"
+    )
+    return [
+        (
+            location,
+            f"SASL_PLAINTEXT on a broker that is not local ({remote[0]}): {exposed}, and "
+            "every event travels unencrypted; use SASL_SSL in production",
+        )
+    ]
+
+
 def production_warnings(config: HookstreamConfig) -> list[tuple[tuple[str | int, ...], str]]:
     """Settings that are right on a laptop and wrong in production, as (location, reason):
     ``hookstream config check`` prints them and still accepts the file, because the same file
@@ -106,6 +141,7 @@ def production_warnings(config: HookstreamConfig) -> list[tuple[tuple[str | int,
                 "that broker loses webhooks already answered 2xx; use 3 in production",
             )
         )
+    warnings.extend(_plaintext_kafka_warnings(config, remote))
     if not _is_local_host(config.gateway.host):
         for index, source in enumerate(config.sources):
             if source.signature.scheme == "none":
