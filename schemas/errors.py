@@ -186,9 +186,9 @@ class UnknownTopic(ToolError):
     """The topic an operator command reads or writes does not exist on the broker (a wrong
     ``kafka.topic_prefix``, or hookstream has not created its topics yet). Not retriable."""
 
-    def __init__(self, topic: str) -> None:
+    def __init__(self, topic: str, *, hint: str = "") -> None:
         self.topic = topic
-        super().__init__(f"topic {topic!r} does not exist")
+        super().__init__(f"topic {topic!r} does not exist" + (f" {hint}" if hint else ""))
 
 
 class StageError(HookstreamError):

@@ -22,6 +22,11 @@ only after the caller has handled it (when the ``async for`` asks for the next o
 clean exit from the ``async with``, ``break`` included): a crash in between redelivers that
 result, never skips it.
 
+Both check their topic once, on entering the ``async with``: a topic that does not exist (a
+wrong prefix, or hookstream's gateway has not run yet) raises
+:class:`~schemas.errors.UnknownTopic` at once, naming the topic and the prefix, instead of
+aiokafka waiting for its metadata with a warning per retry and then ``BrokerUnavailable``.
+
 Against a secured cluster, pass ``settings=`` (a :class:`~schemas.config.KafkaSettings`, e.g.
 ``load_config(path).kafka``): both take their TLS and SASL settings from it, through the same
 :mod:`streams.kafka.connection` as hookstream's own processes.
@@ -44,7 +49,7 @@ from pydantic import ValidationError
 
 from schemas.codec import dumps
 from schemas.config import KafkaSettings
-from schemas.errors import ToolError
+from schemas.errors import ToolError, UnknownTopic
 from schemas.events import AIResult, CloudEvent
 from schemas.topics import Topics
 from streams.kafka.connection import client_kwargs, start_failure
@@ -97,6 +102,12 @@ class Publisher:
 
     async def __aenter__(self) -> Publisher:
         await self._writer.start()
+        try:
+            if self.topic not in await self._writer.topics():
+                raise missing_topic(self.topic, self.settings)
+        except BaseException:
+            await self._writer.stop()
+            raise
         return self
 
     async def __aexit__(
@@ -156,8 +167,9 @@ class Subscriber:
         )
         self.topic = topic or Topics(self.settings.topic_prefix).results
         self.group_id = group_id
+        # Subscribed on entry, once the topic is known to exist: subscribed to a missing one,
+        # the consumer would wait for it without end, warning on every metadata refresh.
         self._consumer = AIOKafkaConsumer(
-            self.topic,
             **client_kwargs(self.settings),
             group_id=group_id,
             enable_auto_commit=False,
@@ -170,9 +182,14 @@ class Subscriber:
     async def __aenter__(self) -> Subscriber:
         try:
             await self._consumer.start()
+            topics = await self._consumer.topics()
         except KafkaError as exc:
             await self._consumer.stop()
             raise await start_failure(self.settings, exc) from exc
+        if self.topic not in topics:
+            await self._consumer.stop()
+            raise missing_topic(self.topic, self.settings)
+        self._consumer.subscribe([self.topic])
         return self
 
     async def __aexit__(
@@ -214,6 +231,21 @@ class Subscriber:
         record = await self._consumer.getone()
         self._handed_out = (TopicPartition(record.topic, record.partition), record.offset + 1)
         return record
+
+
+def missing_topic(topic: str, settings: KafkaSettings) -> UnknownTopic:
+    """The one line for a topic that does not exist: where, and the prefix in use."""
+    prefix = settings.topic_prefix
+    own = topic.startswith(f"{prefix}.")
+    return UnknownTopic(
+        topic,
+        hint=f"on the broker at {settings.bootstrap_servers} (topic prefix {prefix!r}): "
+        + (
+            "check the prefix; hookstream's gateway creates its topics when it first starts"
+            if own
+            else f"check the name; hookstream's own topics are named {prefix}.<name>"
+        ),
+    )
 
 
 def parse_result(record: ConsumerRecord[bytes, bytes]) -> AIResult:

@@ -103,7 +103,8 @@ def run(coro: Coroutine[Any, Any, int], args: argparse.Namespace, config: Hookst
         with quiet_kafka_logs():
             return asyncio.run(coro)
     except UnknownTopic as exc:
-        where = f"{exc} on the broker at {kafka.bootstrap_servers}"
+        # The topic alone: the library's own hint (streams.client) would repeat the broker.
+        where = f"topic {exc.topic!r} does not exist on the broker at {kafka.bootstrap_servers}"
         return fail(
             f"{where} — {missing_topic_hint(exc.topic, kafka.topic_prefix, args.config)}",
             EXIT_NO_TOPIC,

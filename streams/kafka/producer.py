@@ -135,6 +135,18 @@ class KafkaWriter:
         except KafkaError as exc:
             raise BrokerUnavailable(f"no Kafka broker answers: {type(exc).__name__}") from exc
 
+    async def topics(self) -> set[str]:
+        """The topics on the cluster (that this login may see), from one metadata request:
+        a caller checks its topic once, instead of aiokafka waiting produce_timeout_s for a
+        missing topic's metadata and logging a warning per retry."""
+        if not self._started:
+            raise BrokerUnavailable("the Kafka producer is not running")
+        try:
+            cluster = await self._producer.client.fetch_all_metadata()
+        except KafkaError as exc:
+            raise BrokerUnavailable(f"no Kafka broker answers: {type(exc).__name__}") from exc
+        return set(cluster.topics())
+
     async def send(
         self,
         topic: str,
