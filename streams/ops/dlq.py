@@ -6,14 +6,22 @@ the flow (``hookstream-flow`` header, else the value's ``flow``) and the last fa
 
 Redrive writes each matching record's original key and value to its stage's input topic (the
 ``original_topic`` header), with the record's non-DLQ headers and ``hookstream-redriven:
-<partition>:<offset>``, and then remembers those DLQ coordinates in the compacted topic
-``<prefix>.dlq-redriven``. A second run — with the same or wider filters — skips what is
-remembered, so each dead letter is redriven once. (A crash between the two writes can redrive one
-record twice; the event id makes that harmless downstream.)
+<partition>:<offset>``, and then — once Kafka acknowledged that write — remembers those DLQ
+coordinates in the compacted topic ``<prefix>.dlq-redriven``. A second run — with the same or
+wider filters — skips what is remembered, so each dead letter is redriven once.
+
+A write that misses its deadline is not given up: the idempotent producer still holds it and
+delivers it when the broker answers again, so the redrive waits on that same write (the rule of
+agents/emit.py) rather than failing, which left a record that landed later unremembered and
+redriven a second time by the next run. It stops only once the producer gave the write up
+(nothing more of it can land; see ``PendingWrite``): running it again then adds no copy. (A run
+killed while it waits, or between the two writes, can still redrive one record twice; the event
+id makes that harmless downstream.)
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,6 +29,7 @@ from typing import Any
 
 import orjson
 from aiokafka.errors import KafkaError
+from aiokafka.structs import RecordMetadata
 from pydantic import ValidationError
 
 from schemas.config import KafkaSettings
@@ -28,8 +37,37 @@ from schemas.errors import BrokerUnavailable, ToolError
 from schemas.events import DLQ_HEADER_PREFIX, DeadLetter
 from schemas.headers import REDRIVEN_HEADER
 from schemas.topics import Topics
-from streams.kafka.producer import KafkaWriter
+from streams.kafka.producer import Headers, KafkaWriter
 from streams.kafka.reader import new_consumer, read_window, window
+
+log = logging.getLogger(__name__)
+
+
+async def write_acknowledged(
+    writer: KafkaWriter,
+    topic: str,
+    value: bytes,
+    *,
+    key: bytes | None,
+    headers: Headers = (),
+    what: str,
+) -> RecordMetadata:
+    """Write one record and wait until Kafka acknowledges it, however long the outage.
+
+    A timeout only means waiting again on the same write: the producer retries it with the
+    same sequence numbers, so it lands once. Raises BrokerUnavailable when the producer did not
+    take the record or gave it up; nothing of it is on Kafka then (``what`` names it).
+    """
+    pending = await writer.write(topic, value, key=key, headers=headers)
+    while True:
+        try:
+            return await writer.outcome(pending)
+        except BrokerUnavailable as exc:
+            if pending.given_up:
+                raise BrokerUnavailable(
+                    f"Kafka failed {what} ({exc}); it was not written: run the redrive again"
+                ) from exc
+            log.warning("waiting for Kafka to acknowledge %s (%s)", what, exc)
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,19 +224,21 @@ class DeadLetters:
                     if not k.startswith(DLQ_HEADER_PREFIX) and k != REDRIVEN_HEADER
                 ]
                 headers.append((REDRIVEN_HEADER, entry.coordinates.encode()))
-                await writer.send(
-                    entry.letter.original_topic,
+                target = entry.letter.original_topic
+                await write_acknowledged(
+                    writer,
+                    target,
                     entry.value or b"",
                     key=entry.key,
                     headers=headers,
+                    what=f"the redrive of {self.topics.dlq} {entry.coordinates} to {target}",
                 )
-                memo = {
-                    "redriven_at": datetime.now(UTC).isoformat(),
-                    "to": entry.letter.original_topic,
-                }
-                await writer.send(
+                memo = {"redriven_at": datetime.now(UTC).isoformat(), "to": target}
+                await write_acknowledged(
+                    writer,
                     self.topics.dlq_redriven,
                     orjson.dumps(memo),
                     key=entry.coordinates.encode(),
+                    what=f"the memo that {self.topics.dlq} {entry.coordinates} was redriven",
                 )
         return todo, already
