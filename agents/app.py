@@ -8,6 +8,7 @@ sinks scale and lag independently of the (expensive) AI stage.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 from pathlib import Path
@@ -20,6 +21,7 @@ from agents.pipeline import register_sinks, register_worker
 from agents.resources import Resources
 from schemas import codec
 from schemas.config import HookstreamConfig
+from streams.kafka.admin import replication_factor
 from streams.kafka.connection import faust_credentials
 from streams.metrics.exposition import start_metrics_server
 
@@ -66,7 +68,8 @@ def create_app(
         datadir=str(datadir),
         web_enabled=False,
         topic_partitions=config.kafka.partitions,
-        topic_replication_factor=config.kafka.replication_factor,
+        # The topics Faust creates itself (its assignor's) get the same copies as ours.
+        topic_replication_factor=_replication_factor(config),
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=config.worker.commit_interval_s,
         broker_session_timeout=config.worker.session_timeout_s,
@@ -87,6 +90,19 @@ def create_app(
     else:
         register_sinks(app, config, resources)
     return app
+
+
+def _replication_factor(config: HookstreamConfig) -> int:
+    """``kafka.replication_factor``, or the automatic one the cluster gives (min(3, brokers)).
+
+    Faust takes one number when the app is made, before its event loop runs; the question to
+    the cluster runs on a loop of its own in a thread, so this works whether or not the caller
+    is inside one.
+    """
+    if config.kafka.replication_factor is not None:
+        return config.kafka.replication_factor
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, replication_factor(config.kafka)).result()
 
 
 def _serve_metrics(app: faust.App, host: str, port: int, resources: Resources) -> None:

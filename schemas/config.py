@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, IPvAnyNetwork, field_validator, model_validator
+from pydantic import Field, IPvAnyNetwork, ValidationInfo, field_validator, model_validator
 
 from schemas.config_ai import ProviderConfig
 from schemas.config_base import TOPIC_PREFIX_PATTERN, ConfigModel
@@ -51,11 +51,21 @@ class KafkaSettings(_KafkaSecurity):
         "keeps its own). Events are spread over them by key, and each partition is handled "
         "by one worker at a time, so this bounds how many workers share the load.",
     )
-    replication_factor: Annotated[int, Field(ge=1, le=16)] = Field(
-        default=1,
-        description="Copies of each partition of the topics hookstream creates; it cannot "
-        "exceed the number of brokers (the broker refuses to create the topics). 1 suits a "
-        "local broker; use 3 in production (config check warns about 1 on a remote broker).",
+    replication_factor: Annotated[int, Field(ge=1, le=16)] | None = Field(
+        default=None,
+        description="Copies of each partition of the topics hookstream creates (its own and "
+        "the worker's); it cannot exceed the number of brokers (the broker refuses to create "
+        "the topics). Empty (null, the default) means automatic: min(3, brokers in the "
+        "cluster when the topics are created), so 1 on a local broker and 3 on a cluster. "
+        "config check warns about 1 on a remote broker.",
+    )
+    min_insync_replicas: Annotated[int, Field(ge=1, le=16)] | None = Field(
+        default=None,
+        description="min.insync.replicas of the topics hookstream creates: how many copies "
+        "must have a write before Kafka acknowledges it (hookstream writes with acks=all). "
+        "Empty (null, the default) means 2 when the replication factor is 3 or more (one "
+        "broker may fail without refusing writes or losing an acknowledged one) and the "
+        "broker's own default otherwise. At most the replication factor.",
     )
     produce_timeout_s: Annotated[float, Field(gt=0, le=300)] = Field(
         default=10.0,
@@ -69,6 +79,18 @@ class KafkaSettings(_KafkaSecurity):
         "milliseconds (Kafka's linger.ms): 0 sends at once; more means fewer, larger "
         "requests under load at the cost of up to that much latency per write.",
     )
+
+    @field_validator("min_insync_replicas")
+    @classmethod
+    def _insync_within_copies(cls, value: int | None, info: ValidationInfo) -> int | None:
+        # Above the copies, every acks=all write would be refused (NotEnoughReplicas).
+        copies = info.data.get("replication_factor")
+        if value is not None and copies is not None and value > copies:
+            raise ValueError(
+                f"{value} is more than kafka.replication_factor ({copies}): every write "
+                "would be refused; at most the replication factor"
+            )
+        return value
 
 
 class GatewaySettings(ConfigModel):

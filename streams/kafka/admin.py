@@ -22,6 +22,13 @@ from streams.kafka.connection import client_kwargs, start_failure
 log = logging.getLogger(__name__)
 
 
+AUTOMATIC_REPLICAS_MAX = 3
+"""The automatic replication factor: min(this, brokers). Three copies let one broker fail
+(with min.insync.replicas 2) without refusing writes or losing an acknowledged one."""
+
+INSYNC_WITH_THREE_COPIES = 2
+
+
 async def create_topics(
     settings: KafkaSettings,
     topics: Mapping[str, Mapping[str, str]],
@@ -32,7 +39,10 @@ async def create_topics(
     """Create those of ``topics`` (name → topic configs) that do not exist; return their names.
 
     ``settings`` is the connection (TLS, SASL) and, unless given here, the partitions and
-    replication factor.
+    replication factor. A factor left automatic (``kafka.replication_factor: null``) is
+    min(3, the brokers the cluster reports now), so the same file serves a laptop's single
+    broker and a production cluster; ``min.insync.replicas`` is ``kafka.min_insync_replicas``,
+    or 2 with three copies or more (see :func:`insync_replicas`), unless ``topics`` sets it.
 
     A topic another process created meanwhile counts as there. Any other refusal raises
     :class:`ConfigError` naming the topic and the broker's reason: aiokafka returns per-topic
@@ -50,25 +60,81 @@ async def create_topics(
         raise await start_failure(settings, exc) from exc
     try:
         existing = set(await admin.list_topics())
+        missing = {name: configs for name, configs in topics.items() if name not in existing}
+        if not missing:
+            return []
+        if replication_factor is None:
+            replication_factor = await _automatic_replication(admin)
+        insync = insync_replicas(settings, replication_factor)
         wanted = [
             NewTopic(
                 name=name,
                 num_partitions=partitions,
                 replication_factor=replication_factor,
-                topic_configs=dict(configs),
+                topic_configs=_with_insync(configs, insync),
             )
-            for name, configs in topics.items()
-            if name not in existing
+            for name, configs in missing.items()
         ]
-        if not wanted:
-            return []
         response = await admin.create_topics(wanted)
     finally:
         await admin.close()
     created = _created(response.topic_errors)
     if created:
-        log.info("created topics %s", created)
+        log.info(
+            "created topics %s (replication factor %d, min.insync.replicas %s)",
+            created,
+            replication_factor,
+            insync if insync is not None else "broker default",
+        )
     return created
+
+
+def insync_replicas(settings: KafkaSettings, replication_factor: int) -> int | None:
+    """``min.insync.replicas`` for new topics of ``replication_factor`` copies; None: the
+    broker's default.
+
+    ``kafka.min_insync_replicas`` when set (the config refuses one above an explicit factor;
+    with an automatic factor it is capped at the copies there are, since more would refuse
+    every acks=all write); else 2 from three copies on: one broker may fail and writes go on,
+    and an acknowledged write is on two brokers.
+    """
+    if settings.min_insync_replicas is not None:
+        return min(settings.min_insync_replicas, replication_factor)
+    if replication_factor >= AUTOMATIC_REPLICAS_MAX:
+        return INSYNC_WITH_THREE_COPIES
+    return None
+
+
+def _with_insync(configs: Mapping[str, str], insync: int | None) -> dict[str, str]:
+    merged = dict(configs)
+    if insync is not None:
+        merged.setdefault("min.insync.replicas", str(insync))
+    return merged
+
+
+async def _automatic_replication(admin: AIOKafkaAdminClient) -> int:
+    """min(3, brokers alive in the cluster now): a broker that is down is not counted, so a
+    topic created while one of three is down gets 2 copies instead of a refusal."""
+    cluster = await admin.describe_cluster()
+    brokers = len(cluster.get("brokers") or ())
+    return max(1, min(AUTOMATIC_REPLICAS_MAX, brokers))
+
+
+async def replication_factor(settings: KafkaSettings) -> int:
+    """``kafka.replication_factor``, or the automatic factor the cluster gives now (for the
+    topics Faust creates itself, which take one number at app creation)."""
+    if settings.replication_factor is not None:
+        return settings.replication_factor
+    admin = AIOKafkaAdminClient(**client_kwargs(settings))
+    try:
+        await admin.start()
+    except KafkaError as exc:
+        await admin.close()
+        raise await start_failure(settings, exc) from exc
+    try:
+        return await _automatic_replication(admin)
+    finally:
+        await admin.close()
 
 
 def _created(topic_errors: list[tuple[Any, ...]]) -> list[str]:
@@ -87,7 +153,8 @@ def _created(topic_errors: list[tuple[Any, ...]]) -> list[str]:
         reason = entry[2] if len(entry) > 2 and entry[2] else for_code(code).__name__
         problems.append(
             f"kafka: the broker refused to create topic {name!r}: {reason} "
-            "(check kafka.partitions, kafka.replication_factor and the broker's policies)"
+            "(check kafka.partitions, kafka.replication_factor, kafka.min_insync_replicas and "
+            "the broker's policies)"
         )
     if problems:
         raise ConfigError(problems)

@@ -605,7 +605,7 @@ def test_wrong_types_say_what_was_expected_and_what_was_read(tmp_path: Path) -> 
         "  produce_timeout_s: abc\n"
         "  linger_ms: 1.5\n"
         "  bootstrap_servers: 9092\n"
-        "  replication_factor:\n"
+        "  replication_factor: two\n"
         "gateway:\n"
         "  reuse_port: maybe\n"
         "  forwarded_headers: user-agent\n"
@@ -618,7 +618,7 @@ def test_wrong_types_say_what_was_expected_and_what_was_read(tmp_path: Path) -> 
         f"{path}:3: kafka.produce_timeout_s: expected a number, got 'abc'",
         f"{path}:4: kafka.linger_ms: expected a whole number, got 1.5",
         f"{path}:5: kafka.bootstrap_servers: expected a string, got 9092 (write it in quotes)",
-        f"{path}:6: kafka.replication_factor: expected a whole number, got nothing",
+        f"{path}:6: kafka.replication_factor: expected a whole number, got 'two'",
         f"{path}:8: gateway.reuse_port: expected true or false, got 'maybe'",
         f"{path}:9: gateway.forwarded_headers: expected a list, got 'user-agent'",
         f"{path}:10: gateway.trusted_proxies[0]: "

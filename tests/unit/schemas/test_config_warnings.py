@@ -95,10 +95,8 @@ def test_a_setting_left_at_its_default_points_at_its_section(tmp_path: Path) -> 
         encoding="utf-8",
     )
     warnings = config_warnings(path, load_config(path, env=ENV))
-    assert [w.split(":", 3)[1:3] for w in warnings] == [
-        ["1", " kafka.replication_factor"],
-        ["1", " kafka.security_protocol"],
-    ]
+    # The replication factor left at its default is automatic (min(3, brokers)): no warning.
+    assert [w.split(":", 3)[1:3] for w in warnings] == [["1", " kafka.security_protocol"]]
 
 
 def test_plaintext_on_a_remote_broker_is_warned_about(tmp_path: Path) -> None:

@@ -1,0 +1,75 @@
+"""A private three-broker Kafka cluster for tests: ``scripts/kafka up --brokers 3`` in a state
+dir of its own, on free ports (client ports base..base+2, controller ports base+3..base+5).
+
+The shared broker of ``make test`` is never touched: ``KAFKA_BOOTSTRAP_SERVERS`` is removed
+from the script's environment (with it set, the script starts nothing) and
+``KAFKA_CONTROLLER_PORT`` is set explicitly (.ci/run exports its own broker's).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.support.secure_kafka import KAFKA_SCRIPT, _free_run
+
+BROKERS = 3
+
+
+@dataclass
+class PrivateCluster:
+    state_dir: Path
+    port: int  # node I (1..3) serves clients on port + I - 1
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(f"127.0.0.1:{self.port + i}" for i in range(BROKERS))
+
+    def _env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
+        env.update(
+            HOOKSTREAM_STATE_DIR=str(self.state_dir),
+            KAFKA_PORT=str(self.port),
+            KAFKA_CONTROLLER_PORT=str(self.port + BROKERS),
+            KAFKA_BROKERS=str(BROKERS),
+        )
+        return env
+
+    async def script(self, *args: str) -> str:
+        """Run scripts/kafka ARGS against this cluster; its stdout (raises on failure)."""
+        process = await asyncio.create_subprocess_exec(
+            str(KAFKA_SCRIPT),
+            *args,
+            env=self._env(),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await process.communicate()
+        if process.returncode != 0:
+            raise RuntimeError(
+                f"scripts/kafka {' '.join(args)} failed ({process.returncode}):\n"
+                f"{err.decode(errors='replace')[-4000:]}"
+            )
+        return out.decode()
+
+    async def start(self) -> str:
+        """``up``: starts the whole cluster, or the nodes of it that are down (with their
+        data); returns the bootstrap list the script printed."""
+        return (await self.script("up")).strip().splitlines()[-1]
+
+    async def stop(self) -> None:
+        await self.script("down")
+
+    def pid(self, node_id: int) -> int:
+        return int((self.state_dir / "kafka" / f"node-{node_id}" / "kafka.pid").read_text())
+
+    def kill(self, node_id: int) -> None:
+        """SIGKILL one node: no controlled shutdown, as when a machine dies."""
+        os.kill(self.pid(node_id), signal.SIGKILL)
+
+
+def new_cluster(state_dir: Path) -> PrivateCluster:
+    return PrivateCluster(state_dir, _free_run(2 * BROKERS))
