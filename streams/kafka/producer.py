@@ -180,14 +180,8 @@ class KafkaWriter:
             return await waiter
         except TimeoutError as exc:
             raise BrokerUnavailable(f"Kafka did not acknowledge within {deadline_s:g} s") from exc
-        except MessageSizeTooLargeError as exc:
-            raise RecordTooLarge(
-                f"the record is {len(value)} bytes, over Kafka's request size limit"
-            ) from exc
         except KafkaError as exc:
-            if isinstance(exc, BROKEN_PRODUCER_ERRORS):
-                await self._replace(producer)
-            raise BrokerUnavailable(f"Kafka refused the write: {type(exc).__name__}") from exc
+            raise await self._refused(exc, len(value), producer) from exc
         finally:
             timer.cancel()
             # The deadline can fire while producer.send() still waits (for a missing topic's
@@ -195,6 +189,19 @@ class KafkaWriter:
             # as "exception never retrieved" once it is collected.
             if waiter.done() and not waiter.cancelled():
                 waiter.exception()
+
+    async def _refused(
+        self, exc: KafkaError, size_bytes: int, producer: AIOKafkaProducer
+    ) -> RecordTooLarge | BrokerUnavailable:
+        """The error a write the producer refused raises (send and write alike); a producer
+        whose idempotence state broke is replaced first."""
+        if isinstance(exc, MessageSizeTooLargeError):
+            return RecordTooLarge(
+                f"the record is {size_bytes} bytes, over Kafka's request size limit"
+            )
+        if isinstance(exc, BROKEN_PRODUCER_ERRORS):
+            await self._replace(producer)
+        return BrokerUnavailable(f"Kafka refused the write: {type(exc).__name__}")
 
     async def write(
         self, topic: str, value: bytes, *, key: bytes | None = None, headers: Headers = ()
@@ -214,14 +221,8 @@ class KafkaWriter:
             # Waits while the partition's batch is full or the topic's metadata is missing,
             # bounded by aiokafka's request_timeout_ms (= produce_timeout_s).
             ack = await producer.send(topic, value=value, key=key, headers=list(headers) or None)
-        except MessageSizeTooLargeError as exc:
-            raise RecordTooLarge(
-                f"the record is {len(value)} bytes, over Kafka's request size limit"
-            ) from exc
         except KafkaError as exc:
-            if isinstance(exc, BROKEN_PRODUCER_ERRORS):
-                await self._replace(producer)
-            raise BrokerUnavailable(f"Kafka refused the write: {type(exc).__name__}") from exc
+            raise await self._refused(exc, len(value), producer) from exc
         # Retrieve a failure even if the caller stops waiting (e.g. it is cancelled), so that
         # asyncio does not log "Future exception was never retrieved" for it.
         ack.add_done_callback(_retrieve)
