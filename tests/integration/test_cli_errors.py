@@ -111,12 +111,13 @@ def test_a_busy_metrics_port_is_found_before_the_worker_starts(
         (["tail", "dedupe"], "dedupe"),
         (["replay", "--topic", "events", "--from", "0", "--yes"], "events"),
         (["dlq", "list"], "dlq"),  # the DLQ asked about, not the redriven memory beside it
+        (["publish", "--source", "open", "--allow-random-key", "-"], "events"),
     ],
 )
 def test_a_missing_topic_names_it_and_the_prefix_and_exits_4(
     args: list[str], topic: str, config: Path
 ) -> None:
-    result = hookstream(*args, "-c", str(config))
+    result = hookstream(*args, "-c", str(config), stdin=b'{"n": 1}\n')
     assert result.returncode == 4
     line = one_line(result)
     prefix = prefix_of(config)
