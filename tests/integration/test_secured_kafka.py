@@ -1,4 +1,5 @@
-"""hookstream against a secured broker: SASL_SSL (SCRAM) and mutual TLS, end to end.
+"""hookstream against a secured broker: SASL_SSL (SCRAM), mutual TLS and SASL_PLAINTEXT, end
+to end.
 
 The broker is the real Apache Kafka from ``scripts/kafka up --secure``, started by this module
 (once per session, its own state dir and ports) so ``make test`` and CI need nothing else. The
@@ -6,7 +7,8 @@ gateway, worker and sinks reach it only through its SASL_SSL listener (the confi
 other), so every record on the way proves that each client took the TLS and SASL settings from
 ``streams.kafka.connection``. Then the operators' tools (replay, DLQ redrive), the
 Publisher/Subscriber client, and the refusals: each wrong setting fails at start, in one line
-naming its cause, without the password.
+naming its cause, without the password. ``publish`` and ``tail`` make a round trip with each
+other SASL variant (SASL_PLAINTEXT, SCRAM-SHA-256), and refuse a wrong password in one line.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
 import pytest
 import pytest_asyncio
 from pydantic import SecretStr
@@ -26,7 +29,7 @@ from pydantic import SecretStr
 from schemas.config import KafkaSettings
 from schemas.errors import BrokerUnavailable, KafkaAccessDenied
 from streams.client import Publisher, Subscriber, make_event
-from streams.kafka.admin import create_topics
+from streams.kafka.admin import create_topics, ensure_topics
 from streams.kafka.producer import KafkaWriter
 from tests.support.kafka import Record, read_all, wait_for_records
 from tests.support.secure_kafka import PASSWORD_ENV, SecureKafka, secure_broker
@@ -42,11 +45,17 @@ def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureKaf
         yield kafka
 
 
-def secured_config(kafka: SecureKafka, path: Path) -> Path:
-    """The example config with the SASL_SSL settings in its ``kafka:`` block."""
+def secured_config(
+    kafka: SecureKafka,
+    path: Path,
+    protocol: str = "SASL_SSL",
+    mechanism: str = "SCRAM-SHA-512",
+) -> Path:
+    """The example config with a SASL listener's settings in its ``kafka:`` block."""
     text = EXAMPLE_CONFIG.read_text()
     assert "\nkafka:\n" in text
-    path.write_text(text.replace("\nkafka:\n", "\nkafka:\n" + kafka.config_block(), 1))
+    block = kafka.config_block(protocol, mechanism)
+    path.write_text(text.replace("\nkafka:\n", "\nkafka:\n" + block, 1))
     return path
 
 
@@ -183,6 +192,64 @@ async def test_mutual_tls_writes_and_creates_topics(secure_kafka: SecureKafka) -
     async with KafkaWriter(settings) as writer:
         await writer.send(topic, b"over mutual TLS")
     assert [r.value for r in await read_all(settings, topic)] == [b"over mutual TLS"]
+
+
+SASL_VARIANTS = [
+    ("SASL_PLAINTEXT", "SCRAM-SHA-512"),
+    ("SASL_PLAINTEXT", "SCRAM-SHA-256"),
+    ("SASL_SSL", "SCRAM-SHA-256"),
+]
+
+
+@pytest.mark.parametrize(("protocol", "mechanism"), SASL_VARIANTS)
+async def test_publish_and_tail_round_trip_over_each_sasl_variant(
+    secure_kafka: SecureKafka, tmp_path: Path, protocol: str, mechanism: str
+) -> None:
+    """The CLI's publish and tail through one listener and mechanism (the config names no
+    other); then a wrong password: exit code and one line naming the user, no password."""
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    config = secured_config(secure_kafka, tmp_path / "flows.yaml", protocol, mechanism)
+    settings = secure_kafka.sasl(
+        bootstrap_servers=secure_kafka.address(protocol),
+        security_protocol=protocol,
+        sasl_mechanism=mechanism,
+        ssl_cafile=secure_kafka.ca if protocol == "SASL_SSL" else None,
+        topic_prefix=prefix,
+    )
+    await ensure_topics(settings)
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": secure_kafka.address(protocol),
+        "HOOKSTREAM_TOPIC_PREFIX": prefix,
+        PASSWORD_ENV: secure_kafka.password,
+    }
+    payload = _feedback(7)
+    line = orjson.dumps(payload) + b"\n"
+    code, out, err = await run_cli(
+        "publish", "-c", str(config), "--source", "helpdesk", "-", env=env, stdin=line
+    )
+    assert code == 0, err
+    code, out, err = await run_cli(
+        "tail", "-c", str(config), "events", "--from-beginning", "--max", "1", "--jsonl",
+        env=env,
+    )  # fmt: skip
+    assert code == 0, err
+    [record] = [orjson.loads(row) for row in out.splitlines()]
+    assert record["value"]["data"] == payload
+    # The record is on the secured broker: read back through its plaintext listener.
+    [plain] = await read_all(secure_kafka.plaintext, f"{prefix}.events")
+    assert plain.json()["data"] == payload
+    assert secure_kafka.password not in out + err
+
+    env[PASSWORD_ENV] = "wrong-" + secure_kafka.password[:4]
+    code, out, err = await run_cli(
+        "publish", "-c", str(config), "--source", "helpdesk", "-", env=env, stdin=line
+    )
+    assert code != 0
+    refusals = [row for row in err.splitlines() if "SASL authentication failed" in row]
+    assert len(refusals) == 1, err
+    assert f"for user {secure_kafka.user}" in refusals[0]
+    assert secure_kafka.password not in out + err
 
 
 # The refusals: each fails at start with one line naming the cause, never with the password.

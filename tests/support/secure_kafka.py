@@ -1,7 +1,8 @@
 """The secured local broker for tests: ``scripts/kafka up --secure`` in a state dir of its own.
 
 One broker per test session (it takes ~15 s to start): a plaintext listener, SASL_SSL with a
-SCRAM user, and SSL with client certificates, on four consecutive free ports. The shared
+SCRAM user, SSL with client certificates and SASL_PLAINTEXT, on five consecutive free ports
+(the controller's is the second). The shared
 plaintext broker of ``make test`` is never touched: this one has its own state dir and ports,
 and ``KAFKA_BOOTSTRAP_SERVERS`` is removed from the script's environment (with it set, the
 script would start nothing).
@@ -32,6 +33,7 @@ class SecureKafka:
     plaintext: str  # host:port of the plaintext listener (brokers, tools)
     sasl_ssl: str  # SASL_SSL, SCRAM-SHA-512 / SCRAM-SHA-256 / PLAIN
     mtls: str  # SSL with required client certificates
+    sasl_plaintext: str  # SASL without TLS, the same mechanisms as sasl_ssl
     tls_dir: Path
     user: str
     password: str
@@ -54,6 +56,10 @@ class SecureKafka:
         fields.update(overrides)
         return KafkaSettings.model_validate(fields)
 
+    def address(self, protocol: str) -> str:
+        """The listener for ``protocol`` (SASL_SSL or SASL_PLAINTEXT)."""
+        return {"SASL_SSL": self.sasl_ssl, "SASL_PLAINTEXT": self.sasl_plaintext}[protocol]
+
     def mutual_tls(self, **overrides: object) -> KafkaSettings:
         fields: dict[str, object] = {
             "bootstrap_servers": self.mtls,
@@ -65,15 +71,15 @@ class SecureKafka:
         fields.update(overrides)
         return KafkaSettings.model_validate(fields)
 
-    def config_block(self) -> str:
-        """The ``kafka:`` security lines of a config file for the SASL_SSL listener."""
-        return (
-            "  security_protocol: SASL_SSL\n"
-            "  sasl_mechanism: SCRAM-SHA-512\n"
+    def config_block(self, protocol: str = "SASL_SSL", mechanism: str = "SCRAM-SHA-512") -> str:
+        """The ``kafka:`` security lines of a config file for a SASL listener."""
+        block = (
+            f"  security_protocol: {protocol}\n"
+            f"  sasl_mechanism: {mechanism}\n"
             f"  sasl_username: {self.user}\n"
             f"  sasl_password_env: {PASSWORD_ENV}\n"
-            f"  ssl_cafile: {self.ca}\n"
         )
+        return block + (f"  ssl_cafile: {self.ca}\n" if protocol == "SASL_SSL" else "")
 
 
 def _free_run(count: int) -> int:
@@ -96,7 +102,7 @@ def _free_run(count: int) -> int:
 def secure_broker(state_dir: Path) -> Iterator[SecureKafka]:
     """Start the secured broker (a failure to start raises: the tests must not skip), yield
     how to reach it, stop it."""
-    port = _free_run(4)
+    port = _free_run(5)
     env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
     # The controller port too: .ci/run exports its own broker's KAFKA_CONTROLLER_PORT, which
     # the script would otherwise take (and find in use).
@@ -121,6 +127,7 @@ def secure_broker(state_dir: Path) -> Iterator[SecureKafka]:
             plaintext=up.stdout.strip().splitlines()[-1],
             sasl_ssl=f"127.0.0.1:{port + 2}",
             mtls=f"127.0.0.1:{port + 3}",
+            sasl_plaintext=f"127.0.0.1:{port + 4}",
             tls_dir=kafka / "tls",
             user=(kafka / "sasl" / "user").read_text().strip(),
             password=(kafka / "sasl" / "password").read_text().strip(),
