@@ -59,7 +59,7 @@ class EnrichStage(Stage):
     async def handle(self, event: Any) -> None:
         message = event.message
         try:
-            cloud_event = decode(CloudEvent, message.value, stage=self.name)
+            cloud_event = decode(CloudEvent, message.value, stage=self.name, message=message)
         except InvalidRecord as exc:
             await self._fail(message, exc, extra_headers=[])
             return

@@ -17,21 +17,25 @@ import orjson
 
 from schemas.config_sources import SourceConfig
 from schemas.errors import InvalidPayload, TemplateError
-from schemas.events import CloudEvent
+from schemas.events import CloudEvent, json_kind
 from schemas.templates import lookup
 from streams.gateway.signatures import delivery_id_source, type_source
 
 _random_bits = random.getrandbits
 
 
-def payload_field(payload: Any, path: str) -> Any:
-    """Value at a dotted ``path`` of the payload, or None when absent."""
+_ABSENT: Any = object()
+
+
+def payload_field(payload: Any, path: str, absent: Any = None) -> Any:
+    """Value at a dotted ``path`` of the payload, or ``absent`` when there is none (a field
+    holding null is None, not absent)."""
     if "." not in path and type(payload) is dict:  # the common case, on every webhook
-        return payload.get(path)
+        return payload.get(path, absent)
     try:
         return lookup({"payload": payload}, ("payload", *path.split(".")))
     except TemplateError:
-        return None
+        return absent
 
 
 def _scalar_text(value: Any) -> str | None:
@@ -89,15 +93,22 @@ def event_type(source: SourceConfig, headers: Mapping[str, str], payload: Any) -
 
 
 def _partition_key(source: SourceConfig, payload: Any, event_id: str) -> str:
+    """The source's partition key field as text: a non-empty string, or an integer."""
     if not source.partition_key:
         return event_id
-    found = _scalar_text(payload_field(payload, source.partition_key))
-    if found is None:
-        raise InvalidPayload(
-            f"the payload has no field {source.partition_key!r} (the source's partition_key)",
-            code="missing_partition_key",
-        )
-    return found
+    value = payload_field(payload, source.partition_key, _ABSENT)
+    if type(value) is str and value:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    field = f"{source.partition_key!r} (the source's partition_key)"
+    if value is _ABSENT:
+        raise InvalidPayload(f"the payload has no field {field}", code="missing_partition_key")
+    raise InvalidPayload(
+        f"the payload's field {field} is {json_kind(value)}; a partition key must be a "
+        "non-empty string or an integer",
+        code="invalid_partition_key",
+    )
 
 
 def build_event(

@@ -1,10 +1,13 @@
 """The gateway's OpenAPI 3.1 document, served at ``GET /openapi.json``.
 
-Built from the config, so the ``source`` parameter lists the configured sources and the header
-parameters are the ones their signature schemes read. Every answer is documented, errors
-included (one RFC 9457 problem schema with its ``code`` values), because senders integrate
-against the error bodies as much as the 202. The fuzz tests (schemathesis) hold the gateway to
-this document.
+Built from the config: one path per configured source, ``/webhooks/<name>``, with the header
+parameters its signature scheme reads and a request body schema that says what the source needs
+(its ``partition_key`` field, a non-empty string or an integer, as a required property), so a
+client or fuzzer that follows the document is not refused for the body's shape; and
+``/webhooks/{source}`` for every other name (404). Every answer is documented, errors included
+(one RFC 9457 problem schema with its ``code`` values), because senders integrate against the
+error bodies as much as the 202. The fuzz tests (schemathesis) hold the gateway to this
+document, valid data included.
 """
 
 from __future__ import annotations
@@ -15,7 +18,13 @@ from schemas.config import HookstreamConfig
 from schemas.config_sources import SourceConfig
 
 PROBLEM_CODES: dict[int, tuple[str, ...]] = {
-    400: ("invalid_json", "missing_partition_key", "invalid_encoding", "malformed_request"),
+    400: (
+        "invalid_json",
+        "missing_partition_key",
+        "invalid_partition_key",
+        "invalid_encoding",
+        "malformed_request",
+    ),
     401: (
         "missing_signature",
         "malformed_signature",
@@ -38,14 +47,16 @@ PROBLEM_CODES: dict[int, tuple[str, ...]] = {
 }
 _DESCRIPTIONS = {
     400: "The body is not JSON (or not the gzip/deflate it says it is), lacks the source's "
-    "partition key, or the request is not valid HTTP/1.1: fix the request.",
+    "partition key or holds one that is not a non-empty string or an integer, or the request "
+    "is not valid HTTP/1.1: fix the request.",
     401: "Signature verification failed; `code` says which check.",
     403: "The client address is not in the source's allow_ips.",
     404: "No source of that name (or no such route).",
     405: "Method not allowed on this route.",
     408: "The body did not arrive within gateway.body_timeout_s of the headers: send it again.",
     413: "Body over gateway.max_body_bytes, or over Kafka's message size once wrapped.",
-    415: "Content-Type is not JSON, or Content-Encoding is not gzip, deflate or identity.",
+    415: "Content-Type is missing or not JSON (application/json or application/*+json), or "
+    "Content-Encoding is not gzip, deflate or identity.",
     431: "The request line and headers are over 64 KiB, or over 128 headers.",
     429: "The source's rate limit is exhausted: retry after Retry-After seconds.",
     503: "Nothing was accepted (Kafka unavailable or too many writes in flight): retry after "
@@ -108,14 +119,85 @@ def _json_response(description: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+# What the gateway reads as JSON (streams.gateway.routes: schemas.events.is_json_media_type).
+ACCEPTED_MEDIA_TYPES = ("application/json", "application/*+json")
+_MEDIA_NOTE = (
+    "Content-Type application/json or any application/*+json (e.g. "
+    "application/cloudevents+json); parameters such as charset are ignored and the body must "
+    "be UTF-8. Anything else, or no Content-Type, is answered 415."
+)
+
+
+def partition_key_schema(path: str) -> dict[str, Any]:
+    """The body schema of a source keyed by the dotted payload ``path``: an object with each
+    step required, ending in a non-empty string or an integer (what the gateway accepts)."""
+    schema: dict[str, Any] = {
+        "type": ["string", "integer"],
+        "minLength": 1,
+        # The JSON parser reads integers beyond 64 bits as floats, which are refused.
+        "minimum": -(2**63),
+        "maximum": 2**64 - 1,
+        "description": "The partition key (the source's partition_key): events with the same "
+        "key keep their order. A non-empty string or a 64-bit integer written as one (3, "
+        "not 3.0); null, a float, a boolean, an object or a list is refused with 400 "
+        "invalid_partition_key.",
+    }
+    for step in reversed(path.split(".")):
+        schema = {"type": "object", "required": [step], "properties": {step: schema}}
+    return schema
+
+
+def request_body(source: SourceConfig) -> dict[str, Any]:
+    """What ``source`` takes: any JSON, or an object holding its partition key."""
+    schema = partition_key_schema(source.partition_key) if source.partition_key else {}
+    return {
+        "required": True,
+        "description": _MEDIA_NOTE,
+        "content": {media: {"schema": schema} for media in ACCEPTED_MEDIA_TYPES},
+    }
+
+
+def _webhook_operation(source: SourceConfig) -> dict[str, Any]:
+    statuses = (400, 401, 403, 408, 413, 415, 429, 431, 503)
+    return {
+        "operationId": f"receiveWebhook_{source.name}",
+        "summary": f"Receive one webhook of source {source.name}; 202 only once Kafka "
+        "acknowledged it.",
+        "parameters": [
+            {"name": name, "in": "header", "required": False, "schema": {"type": "string"}}
+            for name in _signature_headers((source,))
+        ],
+        "requestBody": request_body(source),
+        "responses": {
+            "202": _json_response(
+                "The event is on Kafka.", {"$ref": "#/components/schemas/Accepted"}
+            ),
+            **{str(s): _problem_response(s) for s in statuses},
+        },
+    }
+
+
+def _unknown_source_operation(names: list[str]) -> dict[str, Any]:
+    """Any other name: 404 (checked on the request's head, before anything else)."""
+    not_a_source: dict[str, Any] = {"type": "string"}
+    if names:
+        not_a_source["not"] = {"enum": names}
+    return {
+        "operationId": "receiveWebhookUnknownSource",
+        "summary": "A name that is not a configured source: 404.",
+        "parameters": [{"name": "source", "in": "path", "required": True, "schema": not_a_source}],
+        "requestBody": {"required": False, "content": {"application/json": {"schema": {}}}},
+        "responses": {str(s): _problem_response(s) for s in (400, 404, 431)},
+    }
+
+
 def build_openapi(config: HookstreamConfig) -> dict[str, Any]:
-    """The document for this config (sources, their headers, every answer)."""
-    header_params = [
-        {"name": name, "in": "header", "required": False, "schema": {"type": "string"}}
-        for name in _signature_headers(config.sources)
-    ]
-    webhook_statuses = (400, 401, 403, 404, 408, 413, 415, 429, 431, 503)
+    """The document for this config (sources, their headers and bodies, every answer)."""
     not_ready = _problem_response(503)
+    webhooks = {
+        f"/webhooks/{source.name}": {"post": _webhook_operation(source)}
+        for source in config.sources
+    }
     return {
         "openapi": "3.1.0",
         "info": {
@@ -125,30 +207,9 @@ def build_openapi(config: HookstreamConfig) -> dict[str, Any]:
             "before the 202.",
         },
         "paths": {
+            **webhooks,
             "/webhooks/{source}": {
-                "post": {
-                    "operationId": "receiveWebhook",
-                    "summary": "Receive one webhook; 202 only once Kafka acknowledged it.",
-                    "parameters": [
-                        {
-                            "name": "source",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "string", "enum": [s.name for s in config.sources]},
-                        },
-                        *header_params,
-                    ],
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {"schema": {}}},
-                    },
-                    "responses": {
-                        "202": _json_response(
-                            "The event is on Kafka.", {"$ref": "#/components/schemas/Accepted"}
-                        ),
-                        **{str(s): _problem_response(s) for s in webhook_statuses},
-                    },
-                }
+                "post": _unknown_source_operation([s.name for s in config.sources])
             },
             "/healthz": {
                 "get": {

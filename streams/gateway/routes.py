@@ -35,6 +35,7 @@ from schemas.errors import (
     UnsupportedMediaType,
     WebhookRejected,
 )
+from schemas.events import is_json_media_type
 from schemas.topics import Topics
 from streams.gateway import signatures
 from streams.gateway.backpressure import WriteGate
@@ -50,7 +51,6 @@ from streams.metrics.exposition import exposition
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
-_JSON_TYPES = frozenset(("application/json", "text/json", "text/plain", "application/x-json"))
 _CLOUDEVENTS_HEADERS = [("content-type", b"application/cloudevents+json")]
 _WEBHOOKS = "/webhooks/"
 Route = Callable[[Request], "Response | Awaitable[Response]"]
@@ -123,13 +123,19 @@ def _check_head(state: GatewayState, source: SourceConfig, request: Request) -> 
             f"source {source.name!r} is over its rate limit; retry later", retry_after_s=wait_s
         )
     raw_type = request.headers.get("Content-Type")
-    if raw_type is not None and raw_type != "application/json":
-        # A plain split rather than a full parser: only the media type matters here.
-        content_type = raw_type.partition(";")[0].strip().lower()
-        if content_type not in _JSON_TYPES:
-            raise UnsupportedMediaType(
-                f"Content-Type {content_type!r} is not accepted; send application/json"
-            )
+    if raw_type != "application/json" and (raw_type is None or not is_json_media_type(raw_type)):
+        raise UnsupportedMediaType(_media_type_refusal(raw_type))
+
+
+def _media_type_refusal(raw_type: str | None) -> str:
+    """Why a Content-Type is refused, and what to send instead (openapi.ACCEPTED_MEDIA_TYPES)."""
+    wanted = "send application/json (or an application/*+json type)"
+    if raw_type is None:
+        return f"the Content-Type header is missing; {wanted}"
+    media = raw_type.partition(";")[0].strip().lower()
+    if media in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        wanted += "; a GitHub webhook: set its content type to application/json"
+    return f"Content-Type {media!r} is not accepted; {wanted}"
 
 
 def _encode(state: GatewayState, source: SourceConfig, request: Request) -> EncodedEvent:

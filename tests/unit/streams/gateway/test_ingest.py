@@ -141,14 +141,54 @@ def test_build_event_without_partition_key_uses_the_webhook_id() -> None:
     assert len(event.traceid) == 32
 
 
-@pytest.mark.parametrize("path", ["data.customer_id", "nope", "data.refs"])
+@pytest.mark.parametrize("path", ["data.customer_id", "nope", "data.refs.3", "customer_id.x"])
 def test_missing_partition_key_is_invalid_payload(path: str) -> None:
     src = source(partition_key=path)
     with pytest.raises(InvalidPayload) as info:
         build_event(src, http_headers(), BODY, PAYLOAD, forwarded_headers=())
     assert info.value.code == "missing_partition_key"
     assert info.value.status == 400
-    assert repr(path) in str(info.value)
+    assert f"has no field {path!r}" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "kind"),
+    [
+        (None, "null"),
+        (1.5, "a float"),
+        (7.0, "a float"),
+        (True, "a boolean"),
+        (False, "a boolean"),
+        ({"id": 1}, "an object"),
+        (["cus-1"], "a list"),
+        ("", "an empty string"),
+    ],
+)
+def test_a_partition_key_of_the_wrong_type_is_named_with_its_type(value: Any, kind: str) -> None:
+    payload = {"customer": {"id": value}}
+    body = orjson.dumps(payload)
+    for build in (build_event, encode_event):
+        with pytest.raises(InvalidPayload) as info:
+            build(
+                source(partition_key="customer.id"),
+                http_headers(),
+                body,
+                payload,
+                forwarded_headers=(),
+            )
+        assert (info.value.code, info.value.status) == ("invalid_partition_key", 400)
+        detail = str(info.value)
+        assert f"field 'customer.id' (the source's partition_key) is {kind};" in detail
+        assert "has no field" not in detail
+
+
+@pytest.mark.parametrize(("value", "key"), [("cus-1", "cus-1"), (42, "42"), (0, "0"), (-3, "-3")])
+def test_strings_and_integers_are_partition_keys(value: Any, key: str) -> None:
+    payload = {"customer_id": value}
+    body = orjson.dumps(payload)
+    src = source(partition_key="customer_id")
+    assert build_event(src, http_headers(), body, payload, forwarded_headers=()).partitionkey == key
+    assert encode_event(src, http_headers(), body, payload, forwarded_headers=()).key == key
 
 
 def test_only_the_forwarded_subset_of_headers_is_kept() -> None:
