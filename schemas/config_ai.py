@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from schemas.config_base import (
     BASE_URL_PATTERN,
@@ -19,8 +20,7 @@ from schemas.config_base import (
     check_secret_source,
     check_template,
 )
-
-_SUPPORTED_OUTPUT_TYPES = {"string", "number", "integer", "boolean", "array", "object"}
+from schemas.output_schema import schema_problems
 
 
 class PricingConfig(ConfigModel):
@@ -163,9 +163,12 @@ class AITaskConfig(ConfigModel):
         "enrichment."
     )
     output: dict[str, Any] = Field(
-        description="The JSON Schema (type: object, each property typed) the answer must "
-        "fit; an answer that does not is asked again once with the errors, then "
-        "dead-lettered."
+        description="The JSON Schema (draft 2020-12) the answer must fit; its top level is "
+        "type: object. Every keyword is enforced, nested ones too (properties, required, "
+        "items, minimum/maximum, pattern, enum, const, additionalProperties, $defs/$ref...); "
+        "format is an annotation only. An answer that does not fit is asked again once with "
+        "every error, then dead-lettered with all of them. Sink templates reading "
+        "result.<field> are checked against it at load."
     )
     max_concurrency: Annotated[int, Field(ge=1, le=4096)] = Field(
         default=8,
@@ -207,16 +210,19 @@ class AITaskConfig(ConfigModel):
     @field_validator("output")
     @classmethod
     def _output(cls, value: dict[str, Any]) -> dict[str, Any]:
-        if value.get("type") != "object" or not isinstance(value.get("properties"), dict):
-            raise ValueError("must be a JSON Schema with type: object and properties")
-        for name, prop in value["properties"].items():
-            kind = prop.get("type") if isinstance(prop, dict) else None
-            if kind not in _SUPPORTED_OUTPUT_TYPES:
-                raise ValueError(
-                    f"property {name!r} needs a type among {sorted(_SUPPORTED_OUTPUT_TYPES)}"
-                )
-        required = value.get("required", [])
-        missing = [r for r in required if r not in value["properties"]]
-        if missing:
-            raise ValueError(f"required names unknown properties {missing}")
+        problems = schema_problems(value)
+        if problems:
+            # Raised as a ValidationError of its own, each problem at its path inside output,
+            # so the loader names the line of ``maximum: "ten"`` rather than of ``output:``.
+            raise ValidationError.from_exception_data(
+                "output",
+                [
+                    InitErrorDetails(
+                        type=PydanticCustomError("output_schema", "{reason}", {"reason": reason}),
+                        loc=location,
+                        input=value,
+                    )
+                    for location, reason in problems
+                ],
+            )
         return value

@@ -12,8 +12,14 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+from schemas import templates
 from schemas.config import HookstreamConfig
 from schemas.config_messages import unknown_choice
+from schemas.config_sinks import SINK_TEMPLATE_FIELDS
+from schemas.errors import TemplateError
+from schemas.output_schema import result_field_problem, schema_problems
+
+Location = tuple[str | int, ...]
 
 
 def reference_problems(data: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
@@ -70,6 +76,34 @@ def reference_problems(data: dict[str, Any]) -> list[tuple[tuple[str | int, ...]
                         unknown_choice("provider", name, providers),
                     )
                 )
+        problems.extend(_result_field_problems(flow, ("flows", i)))
+    return problems
+
+
+def _result_field_problems(flow: dict[str, Any], location: Location) -> list[tuple[Location, str]]:
+    """Sink templates reading ``result.<field>`` that no answer valid for the flow's output
+    schema has: a typo found at load rather than as a dead letter at the first delivery.
+    Skipped when the schema itself is not valid (the model reports that) and for templates
+    that do not parse (so does the sink's model)."""
+    ai, sinks = flow.get("ai"), flow.get("sinks")
+    schema = ai.get("output") if isinstance(ai, dict) else None
+    if not isinstance(schema, dict) or not isinstance(sinks, list) or schema_problems(schema):
+        return []
+    problems: list[tuple[Location, str]] = []
+    for j, sink in enumerate(sinks):
+        if not isinstance(sink, dict):
+            continue
+        for field in SINK_TEMPLATE_FIELDS:
+            where = (*location, "sinks", j, field)
+            for at, text in templates.strings_in(sink.get(field), where):
+                try:
+                    paths = templates.parse(text).paths
+                except TemplateError:
+                    continue
+                for path in paths:
+                    reason = result_field_problem(schema, path[1:]) if path[0] == "result" else None
+                    if reason is not None:
+                        problems.append((at, f"{{{{ {'.'.join(path)} }}}}: {reason}"))
     return problems
 
 

@@ -24,6 +24,9 @@ from schemas.config_base import (
 
 # What a sink's templates may refer to: the event, its enrichment and the AI's result.
 _SINK_ROOTS = {"event", "data", "enrichment", "result", "ai"}
+# The fields of any sink kind whose strings are templates: the ones whose ``result.<field>``
+# paths are checked against the flow's output schema (schemas.config_checks).
+SINK_TEMPLATE_FIELDS = ("url", "body", "text", "columns")
 
 
 class _SinkBase(ConfigModel):

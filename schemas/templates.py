@@ -14,7 +14,7 @@ placeholder is a dotted path into the render context (``event``, ``data``, ``enr
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -135,3 +135,18 @@ def templates_in(body: Any) -> list[Template]:
     if isinstance(body, list):
         return [t for item in body for t in templates_in(item)]
     return []
+
+
+def strings_in(
+    body: Any, location: tuple[str | int, ...] = ()
+) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    """Every string inside a JSON-like body with its path (keys and list indexes): where a
+    template sits, so a check of the raw config can name its line."""
+    if isinstance(body, str):
+        yield location, body
+    elif isinstance(body, Mapping):
+        for key, value in body.items():
+            yield from strings_in(value, (*location, key))
+    elif isinstance(body, list):
+        for index, item in enumerate(body):
+            yield from strings_in(item, (*location, index))

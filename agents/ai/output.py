@@ -1,48 +1,40 @@
-"""Check a model's answer against the flow's output schema.
+"""Check a model's answer against the flow's output schema (JSON Schema draft 2020-12).
 
-The schema in the config is a JSON Schema object; it is compiled once into a pydantic model
-(strict, extra keys dropped) so validation errors name the field and the reason, which is what
-the dead letter shows and what a re-ask would send back to the model.
+The schema is compiled once per flow (:func:`compile_schema`, when the AI task is built; the
+config load already refused a schema that is not valid, see :mod:`schemas.output_schema`).
+Every keyword is enforced, nested ones included; ``format`` is an annotation (the draft's
+default). An answer that does not fit raises :class:`InvalidModelOutput` whose message lists
+*every* error with its JSON path, sorted by path: that text is what the re-ask sends back to
+the model and what the dead letter's ``validation_errors`` header shows.
+
+What the result keeps: the answer as validated. Keys the schema does not declare stay (the
+schema allows them unless it says ``additionalProperties: false``, and then the answer is
+invalid); top-level properties the schema declares but the answer left out are added as
+null, so a sink template reading an optional ``result.<field>`` renders it empty instead of
+failing.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
 
 from schemas.errors import InvalidModelOutput
+from schemas.output_schema import new_validator
 
-_SCALARS: dict[str, Any] = {
-    "string": str,
-    "number": float,
-    "integer": int,
-    "boolean": bool,
-    "array": list[Any],
-    "object": dict[str, Any],
-}
+# A re-ask pays for every character it sends back: an answer with a 10,000-item array that
+# is all wrong gets the first errors and a count, and a long value is shortened in each.
+_MOST_ERRORS_LISTED = 50
+_LONGEST_VALUE_CHARS = 80
 
 
-def _field_type(spec: dict[str, Any]) -> Any:
-    enum = spec.get("enum")
-    if enum:
-        return Literal[tuple(enum)]
-    return _SCALARS[spec["type"]]
-
-
-def compile_schema(name: str, schema: dict[str, Any]) -> type[BaseModel]:
-    required = set(schema.get("required", []))
-    fields: dict[str, Any] = {}
-    for prop, spec in schema["properties"].items():
-        kind = _field_type(spec)
-        fields[prop] = (kind, ...) if prop in required else (kind | None, None)
-    model: type[BaseModel] = create_model(
-        f"Output_{name.replace('-', '_')}",
-        __config__=ConfigDict(extra="ignore", frozen=True, strict=True),
-        **fields,
-    )
-    return model
+def compile_schema(name: str, schema: dict[str, Any]) -> Draft202012Validator:
+    """The flow's validator, built once. ``name`` is the flow's, for the reader of a trace."""
+    del name  # the errors name paths in the answer; the dead letter already names the flow
+    return new_validator(schema)
 
 
 def _strip_fences(text: str) -> str:
@@ -55,21 +47,46 @@ def _strip_fences(text: str) -> str:
     return stripped.strip()
 
 
-def parse_output(model: type[BaseModel], content: str) -> dict[str, Any]:
-    """Parse and validate; raise :class:`InvalidModelOutput` with the reasons."""
+def _path_key(error: ValidationError) -> tuple[tuple[bool, Any], ...]:
+    # Indexes before names at the same depth, each compared with its own kind (2 before 10).
+    return tuple((isinstance(p, str), p) for p in error.absolute_path)
+
+
+def _described(error: ValidationError) -> str:
+    """``$.score: 999 is greater than the maximum of 10``, with a long value shortened."""
+    message = error.message
+    shown = repr(error.instance)
+    if len(shown) > _LONGEST_VALUE_CHARS and shown in message:
+        message = message.replace(shown, shown[: _LONGEST_VALUE_CHARS - 4] + "...", 1)
+    return f"{error.json_path}: {message}"
+
+
+def answer_errors(validator: Draft202012Validator, answer: Any) -> list[str]:
+    """Every way ``answer`` breaks the schema, sorted by JSON path; empty when it fits."""
+    errors = sorted(validator.iter_errors(answer), key=lambda e: (_path_key(e), e.message))
+    return [_described(e) for e in errors]
+
+
+def parse_output(validator: Draft202012Validator, content: str) -> dict[str, Any]:
+    """Parse (a Markdown fence is stripped), validate, and return the answer as the result's
+    ``output``; raise :class:`InvalidModelOutput` listing every error."""
     try:
         raw = orjson.loads(_strip_fences(content))
     except orjson.JSONDecodeError:
         preview = " ".join(content.split())[:120]
         raise InvalidModelOutput(f"the answer is not JSON: {preview!r}", stage="ai") from None
-    try:
-        validated = model.model_validate(raw)
-    except ValidationError as exc:
-        reasons = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(answer)'}: {err['msg']}"
-            for err in exc.errors(include_url=False)
-        )
+    errors = answer_errors(validator, raw)
+    if errors:
+        listed = errors[:_MOST_ERRORS_LISTED]
+        if len(errors) > len(listed):
+            listed.append(f"and {len(errors) - len(listed)} more")
+        count = f"{len(errors)} error{'s' if len(errors) > 1 else ''}"
         raise InvalidModelOutput(
-            f"the answer does not fit the schema: {reasons}", stage="ai"
-        ) from None
-    return validated.model_dump(mode="json", exclude_none=False)
+            f"the answer does not fit the schema ({count}): {'; '.join(listed)}", stage="ai"
+        )
+    # The schema's top level is type: object (checked at load), so a valid answer is a dict.
+    output: dict[str, Any] = raw
+    schema = validator.schema
+    for name in (schema.get("properties") if isinstance(schema, dict) else None) or {}:
+        output.setdefault(name, None)
+    return output

@@ -289,16 +289,16 @@ def test_sink_body_template_with_unknown_root_is_refused(tmp_path: Path) -> None
 def test_output_schema_must_be_type_object(tmp_path: Path) -> None:
     path = write(tmp_path, VALID.replace("type: object", "type: array"))
     assert problems_of(path, VALID_ENV) == [
-        f"{path}:20: flows[0].ai.output: must be a JSON Schema with type: object and properties"
+        f"{path}:21: flows[0].ai.output.type: the top level must be type: object (the answer "
+        "is a mapping), got 'array'"
     ]
 
 
-def test_output_property_needs_a_supported_type(tmp_path: Path) -> None:
+def test_output_property_type_must_be_a_json_type(tmp_path: Path) -> None:
     path = write(tmp_path, VALID.replace("summary: {type: string}", "summary: {type: text}"))
-    problems = problems_of(path, VALID_ENV)
-    assert problems == [
-        f"{path}:20: flows[0].ai.output: property 'summary' needs a type among "
-        "['array', 'boolean', 'integer', 'number', 'object', 'string']"
+    assert problems_of(path, VALID_ENV) == [
+        f"{path}:23: flows[0].ai.output.properties.summary.type: unknown JSON type 'text'; "
+        "expected one of: array, boolean, integer, null, number, object, string"
     ]
 
 
@@ -307,11 +307,12 @@ def test_output_required_must_name_known_properties(tmp_path: Path) -> None:
         tmp_path,
         VALID.replace(
             "          summary: {type: string}\n",
-            "          summary: {type: string}\n        required: [summary, mood]\n",
+            "          summary: {type: string}\n        required: [summary, sumary]\n",
         ),
     )
     assert problems_of(path, VALID_ENV) == [
-        f"{path}:20: flows[0].ai.output: required names unknown properties ['mood']"
+        f"{path}:24: flows[0].ai.output.required[1]: 'sumary' is required but not among the "
+        "properties; did you mean 'summary'?"
     ]
 
 
