@@ -58,6 +58,26 @@ AI_CACHE = Counter(
     "Answer cache lookups, by result: hit, miss.",
     ["flow", "result"],
 )
+AI_ANSWERS_REUSED = Counter(
+    "hookstream_ai_answers_reused_total",
+    "Results written from the answer journal after a restart instead of calling again.",
+    ["flow"],
+)
+AI_FLOW_PAUSED = Gauge(
+    "hookstream_ai_flow_paused",
+    "1 while the flow is paused: its provider and every fallback unavailable.",
+    ["flow"],
+)
+AI_FLOW_PAUSES = Counter(
+    "hookstream_ai_flow_pauses_total",
+    "Times the flow paused, by the error class that paused it.",
+    ["flow", "cause"],
+)
+AI_PROBES = Counter(
+    "hookstream_ai_probes_total",
+    "Walks of a paused flow's provider chain (one call per provider) to see if it is back.",
+    ["flow"],
+)
 AI_IN_FLIGHT = Gauge("hookstream_ai_in_flight", "Events inside the AI task, per flow.", ["flow"])
 DUPLICATES_SKIPPED = Counter(
     "hookstream_duplicates_skipped_total",

@@ -18,7 +18,7 @@ from agents.resources import Resources
 from agents.sinks.wiring import register_sink_agents
 from agents.stages.ai import AIStage
 from agents.stages.enrich import EnrichStage
-from agents.stages.runner import OrderedRunner
+from agents.stages.runner import Groups, OrderedRunner
 from schemas.config import HookstreamConfig
 from schemas.topics import Topics
 
@@ -38,10 +38,11 @@ def _attach(
     resources: Resources,
     handle: Callable[[Any], Awaitable[None]],
     max_in_flight: int,
+    groups: Groups[Any] | None = None,
 ) -> None:
     async def agent(stream: Any) -> None:
         async with resources:
-            runner = OrderedRunner(handle, max_in_flight=max_in_flight)
+            runner = OrderedRunner(handle, max_in_flight=max_in_flight, groups=groups)
             watch_runner(name, runner.stats, max_in_flight)
             log.info("agent %s running with max %d in flight", name, max_in_flight)
             await runner.run(stream.noack().events())
@@ -69,6 +70,7 @@ def register_worker(app: faust.App, config: HookstreamConfig, resources: Resourc
         resources,
         ai.handle,
         max_in_flight=ai.max_in_flight,
+        groups=ai.groups(),
     )
 
 

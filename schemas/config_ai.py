@@ -179,7 +179,17 @@ class AITaskConfig(ConfigModel):
     max_attempts: Annotated[int, Field(ge=1, le=20)] = Field(
         default=3,
         description="Calls to one provider per event, retries included (backoff from "
-        "worker.retry_backoff_s); then the next fallback, and after the last one the DLQ.",
+        "worker.retry_backoff_s; a 429 is not counted: the call waits for the rate limit's "
+        "reset and goes again); then the next fallback. When every provider of the flow is "
+        "unavailable the flow pauses instead (see max_outage_s); an event a provider keeps "
+        "failing while it answers others goes to the DLQ.",
+    )
+    max_outage_s: Annotated[float, Field(gt=0, le=604_800)] | None = Field(
+        default=None,
+        description="How long the flow's events wait, paused, while its provider and all "
+        "its fallbacks are unavailable (5xx, timeouts, connection errors, open breakers), "
+        "in seconds; after that they go to the DLQ (OutageTooLong) until a probe is "
+        "answered. Unset: they wait for the provider, however long.",
     )
     temperature: Annotated[float, Field(ge=0, le=2)] = Field(
         default=0.0,

@@ -5,6 +5,12 @@ errors — not 429, which the budget handles, nor 4xx, which are the request's f
 Open: calls fail at once with :class:`~schemas.errors.CircuitOpen`, so the flow moves on to its
 fallback instead of spending retries on a provider that is down. After ``open_s`` one trial call
 is let through (half-open): success closes the breaker, failure opens it for another ``open_s``.
+
+An open breaker never fails an event: it only says "skip this provider now". When every
+provider of a flow is skipped or exhausted, the flow pauses on its outage gate
+(:mod:`agents.outbound.gate`), and the gate's probe — one per backoff, usually far sooner than
+``open_s`` — is let through as a trial (``before_call(force=True)``), so the first probe that
+is answered closes the breaker and resumes the flow.
 """
 
 from __future__ import annotations
@@ -62,12 +68,15 @@ class CircuitBreaker:
     def is_open(self) -> bool:
         return self.open_for_s() > 0
 
-    def before_call(self) -> None:
-        """Raise CircuitOpen unless a call may go now; moves open → half-open when due."""
+    def before_call(self, *, force: bool = False) -> None:
+        """Raise CircuitOpen unless a call may go now; moves open → half-open when due.
+
+        ``force``: the call is a paused flow's probe, let through as a trial whatever the
+        time (the flow's gate already limits probes to one per backoff)."""
         if self.state == BreakerState.CLOSED:
             return
         wait_s = self.open_for_s()
-        if wait_s > 0:
+        if wait_s > 0 and not force:
             raise CircuitOpen(
                 f"provider {self.name}: circuit open after {self.failures} consecutive "
                 f"failures; next trial in {wait_s:.1f} s",

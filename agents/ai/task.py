@@ -1,23 +1,34 @@
-"""A flow's AI task: render the prompt, then cache → budget → breaker → call → validate.
+"""A flow's AI task: render the prompt, then cache → gate → budget → breaker → call → validate.
 
 For one event: the answer cache is asked first (identical provider, model, rendered prompt and
 parameters within the TTL). Otherwise the flow's chain — its provider, then its fallbacks in
-order — is walked: a provider whose breaker is open is skipped; on each provider the call is
-retried (429 after the provider's Retry-After/reset time, 5xx, timeouts and connection errors
-with jittered backoff) up to ``max_attempts``; when those are exhausted the next provider is
-tried. An answer that does not fit the schema gets exactly one re-ask carrying the validation
-errors; still invalid, the event is dead-lettered with them (a fallback model is not asked:
-the prompt, not the provider, is the likely cause).
+order — is walked, through the flow's outage gate (:mod:`agents.outbound.gate`):
+
+- a provider whose breaker is open is skipped; on each provider a 5xx, a timeout or a
+  connection error is retried with jittered backoff up to ``max_attempts`` calls, then the next
+  provider is tried;
+- a 429 is not an attempt: the provider's budget pauses until its Retry-After / rate-limit
+  reset time (capped at ``worker.retry_backoff_max_s``), and the call goes again;
+- when every provider of the chain is skipped or exhausted, the flow is unavailable: the event
+  waits on the gate, holding its runner slot and its offset, with every other event of the
+  flow; one probe per backoff walks the chain again (one call per provider, past open
+  breakers), and the first answer resumes them all;
+- only permanent failures end in the DLQ: a 4xx other than 408/429, an answer still invalid
+  after its one re-ask (a fallback model is not asked: the prompt, not the provider, is the
+  likely cause), an outage longer than the flow's ``max_outage_s``, or an event a provider
+  failed ``max_attempts`` times while it answered calls sent after this event's first failure
+  (the record's own problem, not an outage).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import aiohttp
 
@@ -27,23 +38,35 @@ from agents.ai.budget import RateBudget
 from agents.ai.clients import client_for
 from agents.ai.output import compile_schema, parse_output
 from agents.ai.provider import ChatClient, ChatRequest, Completion
-from agents.outbound.retry import RetriesExhausted, RetryPolicy, with_retries
+from agents.outbound.gate import OutageGate, OutageTooLong
+from agents.outbound.retry import RetriesExhausted, RetryPolicy
 from schemas import templates
+from schemas.clock import Clock
 from schemas.config import WorkerSettings
 from schemas.config_ai import ProviderConfig
 from schemas.config_flows import FlowConfig
 from schemas.errors import CircuitOpen, HookstreamError, InvalidModelOutput, RemoteError
 from schemas.events import AIResult, EnrichedEvent, TokenUsage
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class ProviderRuntime:
-    """One provider's client, budget and breaker: shared by every flow in the process."""
+    """One provider's client, budget and breaker: shared by every flow in the process.
+
+    ``calls_started`` numbers the calls as they go out; ``answered_seq`` is the highest number
+    of a call that was answered. An event whose first failure came when ``calls_started`` was
+    N, and that sees ``answered_seq > N`` later, knows the provider answered a call sent after
+    its own failed: the provider works, the event is the problem.
+    """
 
     config: ProviderConfig
     client: ChatClient
     budget: RateBudget
     breaker: CircuitBreaker
+    calls_started: int = 0
+    answered_seq: int = 0
 
     @classmethod
     def build(cls, config: ProviderConfig, session: aiohttp.ClientSession) -> ProviderRuntime:
@@ -98,8 +121,15 @@ class _Calls:
         self.last_error = error
 
 
-class _Skip(Exception):
-    """Move on to the next provider of the chain (not a HookstreamError: no retry)."""
+class _Unavailable(Exception):
+    """A provider of the chain cannot answer this event now: skipped (open breaker) or its
+    attempts exhausted. ``own``: the event's own problem, not an outage (a 4xx, or failures
+    while the provider answered others)."""
+
+    def __init__(self, error: HookstreamError, *, own: bool) -> None:
+        self.error = error
+        self.own = own
+        super().__init__(str(error))
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +165,10 @@ class AITask:
         flow: FlowConfig,
         runtimes: Mapping[str, ProviderRuntime],
         worker: WorkerSettings,
+        gate: OutageGate | None = None,
     ) -> None:
+        """``gate``: the flow's outage gate; pass the same one to every task built for the
+        flow (the stage rebuilds tasks when the HTTP session changes), else a new one."""
         self.flow = flow
         primary = runtimes[flow.ai.provider]
         self.chain = [Target(primary, flow.ai.model or primary.config.model, True)]
@@ -150,6 +183,8 @@ class AITask:
             backoff_s=worker.retry_backoff_s,
             backoff_max_s=worker.retry_backoff_max_s,
         )
+        self.gate = gate or flow_gate(flow, worker)
+        self._probes = metrics.AI_PROBES.labels(flow.name)
         # Metric children looked up once: ``labels()`` takes a lock and hashes per call.
         self._cache_hit = metrics.AI_CACHE.labels(flow.name, "hit")
         self._cache_miss = metrics.AI_CACHE.labels(flow.name, "miss")
@@ -216,16 +251,14 @@ class AITask:
         return None
 
     async def _call(
-        self, target: Target, request: ChatRequest, calls: _Calls, *, last: bool
+        self, target: Target, request: ChatRequest, calls: _Calls, *, probe: bool
     ) -> Completion:
         runtime = target.runtime
         name = runtime.config.name
         try:
-            runtime.breaker.before_call()
+            runtime.breaker.before_call(force=probe)
         except CircuitOpen as exc:
             calls.failed(exc)
-            if not last:
-                raise _Skip from exc
             raise
         estimate = request.estimated_tokens()
         waited_s = await runtime.budget.acquire(estimate)
@@ -234,6 +267,8 @@ class AITask:
         if calls.count:
             metrics.AI_RETRIES.labels(name).inc()
         calls.count += 1
+        runtime.calls_started += 1
+        seq = runtime.calls_started
         started = time.perf_counter()
         settled = False
         try:
@@ -246,9 +281,9 @@ class AITask:
             if exc.status == 429:
                 metrics.AI_RATE_LIMITED.labels(name).inc()
                 metrics.AI_CALLS.labels(name, target.model, "rate_limited").inc()
-                runtime.budget.pause(
-                    exc.retry_after_s if exc.retry_after_s is not None else self.policy.backoff_s
-                )
+                told_s = exc.retry_after_s
+                pause_s = self.policy.backoff_s if told_s is None else told_s
+                runtime.budget.pause(min(pause_s, self.policy.backoff_max_s))
                 runtime.breaker.on_neutral()
             else:
                 metrics.AI_CALLS.labels(name, target.model, "error").inc()
@@ -261,6 +296,7 @@ class AITask:
             if not settled:  # cancelled: say nothing about the provider's health
                 runtime.breaker.on_neutral()
         runtime.breaker.on_success()
+        runtime.answered_seq = max(runtime.answered_seq, seq)
         usage = completion.usage
         runtime.budget.correct(estimate, usage.total_tokens or estimate)
         cost_usd = runtime.cost_usd(target.model, completion.model, usage)
@@ -283,23 +319,63 @@ class AITask:
         return found
 
     async def _retried(
-        self, target: Target, request: ChatRequest, calls: _Calls, *, last: bool
+        self, target: Target, request: ChatRequest, calls: _Calls, *, probe: bool
     ) -> Completion:
-        async def attempt(_: int) -> Completion:
-            return await self._call(target, request, calls, last=last)
+        """One provider's answer; raises _Unavailable when it is skipped or exhausted.
 
-        completion, _ = await with_retries(
-            attempt,
-            self.policy,
-            what=f"flow {self.flow.name} provider {target.runtime.config.name}",
-        )
-        return completion
+        A 429 goes again once the budget's pause is over, without counting as an attempt;
+        a probe makes one call (its gate's backoff is the retry). Only a rate limit that lasts
+        longer than the flow's ``max_outage_s`` ends in OutageTooLong.
+        """
+        runtime = target.runtime
+        max_attempts = 1 if probe else self.policy.max_attempts
+        failures = 0
+        first_failure_seq = 0
+        limited_since_s: float | None = None
+        while True:
+            try:
+                return await self._call(target, request, calls, probe=probe)
+            except CircuitOpen as exc:
+                raise _Unavailable(exc, own=False) from None
+            except RemoteError as exc:
+                if exc.status == 429:
+                    now_s = self.gate.clock.time()
+                    limited_since_s = now_s if limited_since_s is None else limited_since_s
+                    limit_s = self.flow.ai.max_outage_s
+                    if limit_s is not None and now_s - limited_since_s >= limit_s:
+                        raise OutageTooLong(
+                            f"flow {self.flow.name}: provider {runtime.config.name} rate "
+                            f"limited (429) for {now_s - limited_since_s:.1f} s, longer "
+                            f"than ai.max_outage_s ({limit_s:g} s)",
+                            stage="ai",
+                        ) from None
+                    continue  # the budget's pause is the wait; not an attempt
+                if not exc.retriable:  # a 4xx: this provider will never take this request
+                    raise _Unavailable(exc, own=True) from None
+                failures += 1
+                if failures == 1:
+                    first_failure_seq = runtime.calls_started
+                if failures >= max_attempts:
+                    own = not probe and runtime.answered_seq > first_failure_seq
+                    raise _Unavailable(exc, own=own) from None
+                pause_s = self.policy.delay_s(failures, exc)
+                log.info(
+                    "flow %s provider %s failed (attempt %d/%d): %s; retrying in %.2f s",
+                    self.flow.name,
+                    runtime.config.name,
+                    failures,
+                    max_attempts,
+                    exc,
+                    pause_s,
+                )
+                await self.gate.sleep(pause_s)
 
     async def _answer(
-        self, target: Target, request: ChatRequest, calls: _Calls, *, last: bool
+        self, target: Target, request: ChatRequest, calls: _Calls, *, probe: bool
     ) -> tuple[dict[str, Any], bool]:
-        """(validated output, re-asked?) from one provider; raises RetriesExhausted."""
-        completion = await self._retried(target, request, calls, last=last)
+        """(validated output, re-asked?) from one provider; raises _Unavailable, or _Final
+        when the answer is still invalid after the re-ask."""
+        completion = await self._retried(target, request, calls, probe=probe)
         try:
             return parse_output(self.output_model, completion.content), False
         except InvalidModelOutput as first:
@@ -309,7 +385,7 @@ class AITask:
             calls.failed(first)
             reason = str(first)
         again = request.reask(completion.content, reason)
-        completion = await self._retried(target, again, calls, last=last)
+        completion = await self._retried(target, again, calls, probe=probe)
         try:
             return parse_output(self.output_model, completion.content), True
         except InvalidModelOutput as second:
@@ -318,26 +394,49 @@ class AITask:
                 stage="ai",
             )
             calls.failed(error)
-            raise _Invalid(error) from None
+            raise _Final(error) from None
 
     async def run(
         self, enriched: EnrichedEvent, requests: Sequence[ChatRequest] | None = None
     ) -> TaskOutcome:
-        """Walk the chain; ``requests`` are :meth:`requests_for`'s, when already rendered."""
+        """The event's outcome, waiting through outages; ``requests`` are
+        :meth:`requests_for`'s, when already rendered. Raises RetriesExhausted (its
+        ``attempts`` the calls really made) for what is dead-lettered."""
         calls = _Calls()
         if requests is None:
             requests = self.requests_for(enriched)
-        for index, (target, request) in enumerate(zip(self.chain, requests, strict=True)):
-            last = index == len(self.chain) - 1
+        chosen = requests
+
+        async def walk(probe: bool) -> TaskOutcome:
+            if probe:
+                self._probes.inc()
+            return await self._walk(enriched, chosen, calls, probe=probe)
+
+        try:
+            outcome, _ = await self.gate.call_probing(walk, max_attempts=self.policy.max_attempts)
+        except RetriesExhausted as exc:
+            last = exc.last.error if isinstance(exc.last, _Final) else exc.last
+            if isinstance(last, OutageTooLong):
+                calls.failed(last)
+            raise self._exhausted(calls, last) from None
+        return outcome
+
+    async def _walk(
+        self,
+        enriched: EnrichedEvent,
+        requests: Sequence[ChatRequest],
+        calls: _Calls,
+        *,
+        probe: bool,
+    ) -> TaskOutcome:
+        """One walk of the chain. Raises a retriable error when no provider could answer
+        (the gate pauses the flow), _Final when one failed the event while answering others."""
+        missed: list[_Unavailable] = []
+        for target, request in zip(self.chain, requests, strict=True):
             try:
-                output, reasked = await self._answer(target, request, calls, last=last)
-            except _Skip:
-                continue
-            except _Invalid as exc:
-                raise self._exhausted(calls, exc.error) from None
-            except RetriesExhausted as exc:
-                if last:
-                    raise self._exhausted(calls, exc.last) from None
+                output, reasked = await self._answer(target, request, calls, probe=probe)
+            except _Unavailable as exc:
+                missed.append(exc)
                 continue
             if not target.primary:
                 metrics.AI_FALLBACKS.labels(self.flow.name).inc()
@@ -360,7 +459,10 @@ class AITask:
                 request.cache_key(target.runtime.config.name) if self.flow.ai.cache else None
             )
             return TaskOutcome(result, cache_key)
-        raise self._exhausted(calls, calls.last_error)
+        own = [m for m in missed if m.own]
+        if own:
+            raise _Final(own[-1].error)
+        _raise_outage(missed)
 
     @staticmethod
     def _exhausted(calls: _Calls, error: BaseException | None) -> RetriesExhausted:
@@ -368,16 +470,55 @@ class AITask:
         last = error or CircuitOpen("every provider of the flow is unavailable", stage="ai")
         return RetriesExhausted(
             last,
-            max(calls.count, 1),
+            calls.count,
             calls.first_failure_at or now,
             calls.last_failure_at or now,
         )
 
 
-class _Invalid(HookstreamError):
-    """Internal: the answer is still invalid after the re-ask (not retried, not fallen back)."""
+def _raise_outage(missed: Sequence[_Unavailable]) -> NoReturn:
+    """Raise the error the gate pauses on: the one whose Retry-After comes soonest, else the
+    last provider's (an open breaker's CircuitOpen: the gate's own backoff then)."""
+    told = [
+        m.error
+        for m in missed
+        if isinstance(m.error, RemoteError) and m.error.retry_after_s is not None
+    ]
+    if told:
+        raise min(told, key=lambda e: e.retry_after_s or 0.0)
+    raise missed[-1].error
 
-    def __init__(self, error: InvalidModelOutput) -> None:
+
+def flow_gate(
+    flow: FlowConfig, worker: WorkerSettings, *, clock: Clock | None = None
+) -> OutageGate:
+    """The flow's outage gate, its pauses shown as ``hookstream_ai_flow_paused{flow}``."""
+    paused = metrics.AI_FLOW_PAUSED.labels(flow.name)
+    paused.set(0)
+
+    def on_pause(cause: str) -> None:
+        paused.set(1)
+        metrics.AI_FLOW_PAUSES.labels(flow.name, cause).inc()
+
+    def on_resume(_paused_s: float) -> None:
+        paused.set(0)
+
+    return OutageGate(
+        f"flow {flow.name}: its provider and every fallback",
+        backoff_s=worker.retry_backoff_s,
+        backoff_max_s=worker.retry_backoff_max_s,
+        clock=clock,
+        max_outage_s=flow.ai.max_outage_s,
+        on_pause=on_pause,
+        on_resume=on_resume,
+    )
+
+
+class _Final(HookstreamError):
+    """Internal: the event fails for good (an answer still invalid after the re-ask, or a
+    provider that failed it while answering others): not retried, not paused on."""
+
+    def __init__(self, error: HookstreamError) -> None:
         self.error = error
         super().__init__(str(error))
 

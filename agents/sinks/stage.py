@@ -21,9 +21,9 @@ from typing import Any
 
 from agents.emit import emit
 from agents.outbound.egress_guard import NetGuard
+from agents.outbound.gate import OutageGate
 from agents.resources import Resources
 from agents.sinks.base import Delivery, Sink, idempotency_key, sink_context
-from agents.sinks.gate import OutageGate
 from agents.sinks.http import HttpSink
 from agents.sinks.postgres import PostgresSink
 from agents.sinks.slack import SlackSink

@@ -10,28 +10,39 @@ its result would make a restarted worker skip an event that has none); should a 
 between the two, :mod:`agents.state.recovery` finds the result on restart. It rebuilds replayed
 markers too (a result carries its replay's header), so a crash between a replayed result and
 its marker costs no second call.
+
+A provider outage pauses the flow rather than dead-lettering its events
+(:mod:`agents.ai.task`, :mod:`agents.outbound.gate`): they wait, holding their runner slots and
+offsets. One runner reads the enriched topic for every flow, so each flow may hold at most
+``ADMIT_PER_CALL`` times its ``max_concurrency`` of the runner's slots (:meth:`AIStage.groups`):
+a paused flow cannot take the slots of the others, which go on until the next record read is
+one more of the paused flow's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Hashable
 from typing import Any
 
 import aiohttp
+import orjson
 
 from agents import metrics
 from agents.ai.clients import client_for
-from agents.ai.task import AITask, ProviderRuntime, cache_entry
+from agents.ai.task import AITask, ProviderRuntime, cache_entry, flow_gate
 from agents.emit import emit
+from agents.outbound.gate import OutageGate
 from agents.outbound.retry import RetriesExhausted
 from agents.resources import Resources
 from agents.stages.base import InvalidRecord, Stage, decode
+from agents.stages.runner import Groups
 from agents.state.recovery import done_key
 from schemas.codec import dumps
 from schemas.config import HookstreamConfig
 from schemas.errors import HookstreamError, InvalidModelOutput
-from schemas.events import EnrichedEvent
+from schemas.events import AIResult, EnrichedEvent
 from schemas.headers import carried_headers, replay_id
 
 log = logging.getLogger(__name__)
@@ -53,6 +64,10 @@ class AIStage(Stage):
         self._session: aiohttp.ClientSession | None = None
         self._runtimes: dict[str, ProviderRuntime] = {}
         self._tasks: dict[str, AITask] = {}
+        # One outage gate per flow, kept across the tasks' rebuilds like budgets and breakers.
+        self.gates: dict[str, OutageGate] = {
+            flow.name: flow_gate(flow, config.worker) for flow in config.flows
+        }
 
     @property
     def max_in_flight(self) -> int:
@@ -65,6 +80,15 @@ class AIStage(Stage):
         still bounds the calls, and memory stays bounded by this number, not by the backlog.
         """
         return max(1, ADMIT_PER_CALL * sum(flow.ai.max_concurrency for flow in self.config.flows))
+
+    def groups(self) -> Groups[Any]:
+        """Each flow's share of the runner: ``ADMIT_PER_CALL`` times its ``max_concurrency``
+        (the shares add up to :attr:`max_in_flight`). A paused flow's events hold at most its
+        share; a record that names no flow has only the overall bound (it is dead-lettered at
+        once)."""
+        flows = self.config.flows
+        limits: dict[Hashable, int] = {f.name: ADMIT_PER_CALL * f.ai.max_concurrency for f in flows}
+        return Groups(group_of=_flow_of, limits=limits)
 
     def _task(self, flow: str) -> AITask:
         """The flow's task; provider clients follow the current HTTP session, while budgets
@@ -79,7 +103,8 @@ class AIStage(Stage):
                 else:
                     runtime.client = client_for(provider, session)
             self._tasks = {
-                f.name: AITask(f, self._runtimes, self.config.worker) for f in self.config.flows
+                f.name: AITask(f, self._runtimes, self.config.worker, self.gates[f.name])
+                for f in self.config.flows
             }
         return self._tasks[flow]
 
@@ -100,11 +125,29 @@ class AIStage(Stage):
         if dedupe is not None and marker in dedupe:
             metrics.DUPLICATES_SKIPPED.labels(self.name).inc()
             log.info("skipping %s: its result is already on Kafka", marker)
+            if self.resources.answers is not None:
+                self.resources.answers.done(marker)
+            return
+        answers = self.resources.answers
+        journaled = answers.take(marker) if answers is not None else None
+        if journaled is not None:
+            # Answered before a crash, its result not on Kafka then: written now, not paid again.
+            metrics.AI_ANSWERS_REUSED.labels(enriched.flow).inc()
+            log.info("answering %s from the answer journal (paid before the restart)", marker)
+            entry = None
+            if journaled.cache_key is not None:
+                entry = cache_entry(AIResult.model_validate_json(journaled.result))
+            key = event.partitionkey.encode()
+            await self._write(message, key, marker, journaled.result, journaled.cache_key, entry)
             return
         flow_header = [("hookstream-flow", enriched.flow.encode())]
         task = self._task(enriched.flow)
         # Rendered once, outside the call slot: the slot bounds calls, not template work.
-        requests = task.requests_for(enriched)
+        try:
+            requests = task.requests_for(enriched)
+        except HookstreamError as exc:  # a template the event cannot fill: for good
+            await self._fail(message, exc, extra_headers=flow_header)
+            return
         result = task.cached(enriched, cache, requests)
         cache_key = None
         if result is None:
@@ -125,23 +168,49 @@ class AIStage(Stage):
                 await self._fail(message, failure, extra_headers=flow_header + extra)
                 return
             result, cache_key = outcome.result, outcome.cache_key
+        payload = dumps(result)
+        if answers is not None and not result.cached:
+            # Paid for: on local disk before anything else (agents.state.answers says why).
+            answers.record(marker, payload, cache_key)
+        entry = cache_entry(result) if cache_key is not None else None
+        key = event.partitionkey.encode()
+        await self._write(message, key, marker, payload, cache_key, entry)
+
+    async def _write(
+        self,
+        message: Any,
+        key: bytes,
+        marker: str,
+        payload: bytes,
+        cache_key: str | None,
+        entry: dict[str, Any] | None,
+    ) -> None:
+        """The result, then its "done" marker and its answer-cache entry, then the journal's
+        note that the answer is safe on Kafka."""
         writer = self.resources.writer
+        dedupe, cache = self.resources.dedupe, self.resources.ai_cache
         # The result first, and only once Kafka has it the "done" mark: written together, a
         # crash could leave the mark without the result, and the restarted worker would then
         # skip an event that has no result (found by the SIGKILL test).
-        await emit(
-            writer,
-            self.topics.results,
-            dumps(result),
-            key=enriched.event.partitionkey.encode(),
-            headers=carried_headers(message),
-        )
+        await emit(writer, self.topics.results, payload, key=key, headers=carried_headers(message))
         marks = []
         if dedupe is not None:
             marks.append(dedupe.put(writer, marker, 1))
-        if cache is not None and cache_key is not None:
-            marks.append(cache.put(writer, cache_key, cache_entry(result)))
+        if cache is not None and cache_key is not None and entry is not None:
+            marks.append(cache.put(writer, cache_key, entry))
         await asyncio.gather(*marks)
+        if self.resources.answers is not None:
+            self.resources.answers.done(marker)
+
+
+def _flow_of(event: Any) -> str | None:
+    """The flow an enriched record is for, read without validating the rest of it."""
+    try:
+        value = orjson.loads(event.message.value or b"")
+    except orjson.JSONDecodeError:
+        return None
+    flow = value.get("flow") if isinstance(value, dict) else None
+    return flow if isinstance(flow, str) else None
 
 
 def _errors(exc: RetriesExhausted) -> list[tuple[str, bytes]]:

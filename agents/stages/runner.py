@@ -12,6 +12,12 @@ and acks arriving out of offset order can let the commit pass an event still in 
   every event before it in its partition are done, so a slow head holds the commit back and a
   crash redoes exactly the unfinished events.
 
+- optionally, events are sorted into groups (the AI stage: one per flow) each with its own
+  bound inside the overall one, so that a group whose events cannot progress (a paused flow)
+  holds at most its own share of the slots. The runner keeps pulling while the group of the
+  next event has room; it stops at the first event of a full group (it cannot skip it: the
+  commit would pass it), so the other groups run on until such an event comes next.
+
 ``handle`` must deal with its own failures (retry, then dead-letter). If it raises anyway — the
 dead-letter write itself failing, say — the runner retries it after a pause rather than ack an
 event that was not handled.
@@ -22,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterable, Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -50,6 +56,15 @@ class _Entry(Generic[E]):
     done: bool = False
 
 
+@dataclass(frozen=True)
+class Groups(Generic[E]):
+    """Per-group bounds: ``group_of(event)`` names an event's group, ``limits`` the most
+    events of each group admitted at once; a group not listed has only the overall bound."""
+
+    group_of: Callable[[E], Hashable]
+    limits: Mapping[Hashable, int]
+
+
 @dataclass
 class RunnerStats:
     """Live counters, read by metrics and tests."""
@@ -59,6 +74,7 @@ class RunnerStats:
     handled: int = 0
     handler_crashes: int = 0
     pending_by_partition: dict[Any, int] = field(default_factory=dict)
+    in_flight_by_group: dict[Hashable, int] = field(default_factory=dict)
 
 
 class OrderedRunner(Generic[E]):
@@ -68,11 +84,17 @@ class OrderedRunner(Generic[E]):
         *,
         max_in_flight: int,
         crash_retry_s: float = 1.0,
+        groups: Groups[E] | None = None,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
         self._handle = handle
         self._slots = asyncio.Semaphore(max_in_flight)
+        self._group_of = groups.group_of if groups is not None else None
+        self._group_slots = {
+            name: asyncio.Semaphore(max(1, limit))
+            for name, limit in (groups.limits.items() if groups is not None else ())
+        }
         self._crash_retry_s = crash_retry_s
         self._tails: dict[Any, asyncio.Task[None]] = {}
         self._pending: dict[Any, deque[_Entry[E]]] = {}
@@ -83,8 +105,11 @@ class OrderedRunner(Generic[E]):
         """Consume ``events`` (Faust's noack stream events) until it ends or is cancelled."""
         try:
             async for event in events:
+                group = self._group(event)
+                if group is not None:
+                    await group[1].acquire()
                 await self._slots.acquire()
-                self._admit(event)
+                self._admit(event, group)
         finally:
             for task in list(self._tasks):
                 task.cancel()
@@ -96,13 +121,23 @@ class OrderedRunner(Generic[E]):
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    def _admit(self, event: E) -> None:
+    def _group(self, event: E) -> tuple[Hashable, asyncio.Semaphore] | None:
+        if self._group_of is None:
+            return None
+        name = self._group_of(event)
+        slots = self._group_slots.get(name)
+        return None if slots is None else (name, slots)
+
+    def _admit(self, event: E, group: tuple[Hashable, asyncio.Semaphore] | None = None) -> None:
         tp = event.message.tp
         entry = _Entry(event)
+        if group is not None:
+            by_group = self.stats.in_flight_by_group
+            by_group[group[0]] = by_group.get(group[0], 0) + 1
         self._pending.setdefault(tp, deque()).append(entry)
         key = (tp, event.key)
         previous = self._tails.get(key)
-        task = asyncio.create_task(self._run_one(entry, key, previous))
+        task = asyncio.create_task(self._run_one(entry, key, previous, group))
         self._tails[key] = task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -110,7 +145,11 @@ class OrderedRunner(Generic[E]):
         self.stats.max_in_flight_seen = max(self.stats.max_in_flight_seen, self.stats.in_flight)
 
     async def _run_one(
-        self, entry: _Entry[E], key: Any, previous: asyncio.Task[None] | None
+        self,
+        entry: _Entry[E],
+        key: Any,
+        previous: asyncio.Task[None] | None,
+        group: tuple[Hashable, asyncio.Semaphore] | None,
     ) -> None:
         try:
             if previous is not None:
@@ -135,6 +174,9 @@ class OrderedRunner(Generic[E]):
         finally:
             self.stats.in_flight -= 1
             self._slots.release()
+            if group is not None:
+                self.stats.in_flight_by_group[group[0]] -= 1
+                group[1].release()
             if self._tails.get(key) is asyncio.current_task():
                 del self._tails[key]
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from agents.stages.runner import OrderedRunner
+from agents.stages.runner import Groups, OrderedRunner
 
 
 @dataclass(frozen=True)
@@ -199,3 +199,43 @@ def test_bound_must_be_positive() -> None:
 
     with pytest.raises(ValueError, match="at least 1"):
         OrderedRunner(handle, max_in_flight=0)
+
+
+async def test_a_stuck_group_holds_only_its_share_and_the_others_run_on() -> None:
+    """A paused AI flow (group "paused") may hold 2 of the runner's 6 slots; the other flow's
+    events keep being pulled and handled past it, until the next record read is one more of
+    the paused flow's: there the runner stops (it cannot skip it)."""
+    acks: list[tuple[str, int]] = []
+    # keys name the group; "p" events never finish while the test runs.
+    specs = [("p0", "p1"), ("p0", "o1"), ("p0", "p2"), ("p0", "o2"), ("p0", "o3"), ("p0", "o4")]
+    specs += [("p0", "o5"), ("p0", "p3"), ("p0", "o6")]
+    events = make_events(specs, acks)
+    release = asyncio.Event()
+    handled: list[bytes] = []
+
+    async def handle(event: Event) -> None:
+        if event.key.startswith(b"p"):
+            await release.wait()
+        handled.append(event.key)
+
+    groups: Groups[Event] = Groups(
+        group_of=lambda e: "paused" if e.key.startswith(b"p") else "other",
+        limits={"paused": 2, "other": 4},
+    )
+    runner = OrderedRunner(handle, max_in_flight=6, groups=groups)
+    source = Source(events)
+    task = asyncio.create_task(runner.run(source))
+    try:
+        await until(lambda: len(handled) == 5)
+        assert handled == [b"o1", b"o2", b"o3", b"o4", b"o5"]
+        await until(lambda: source.pulled == 8)  # p3 pulled, waiting for the paused share
+        assert runner.stats.in_flight_by_group == {"paused": 2, "other": 0}
+        assert acks == []  # p1 heads the partition: nothing committed past it
+        release.set()
+        await until(lambda: len(handled) == 9)
+        assert runner.stats.in_flight_by_group == {"paused": 0, "other": 0}
+        assert acks == [("p0", i) for i in range(9)]
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task

@@ -15,8 +15,8 @@ from collections.abc import Iterable
 
 import pytest
 
+from agents.outbound.gate import OutageGate
 from agents.outbound.retry import RetriesExhausted
-from agents.sinks.gate import OutageGate
 from schemas.errors import PermanentRemoteError, RetriableRemoteError
 from tests.support.clock import ManualClock
 
