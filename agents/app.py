@@ -11,6 +11,7 @@ import asyncio
 import concurrent.futures
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,7 +22,7 @@ from agents.pipeline import register_sinks, register_worker
 from agents.resources import Resources
 from schemas import codec
 from schemas.config import HookstreamConfig
-from streams.kafka.admin import replication_factor
+from streams.kafka.admin import insync_replicas, replication_factor
 from streams.kafka.connection import faust_credentials
 from streams.metrics.exposition import start_metrics_server
 
@@ -59,6 +60,7 @@ def create_app(
     state_dir = Path(os.environ.get("HOOKSTREAM_STATE_DIR", ".hookstream"))
     datadir = datadir or state_dir / "faust" / app_id
     datadir.mkdir(parents=True, exist_ok=True)
+    copies = _replication_factor(config)
     app = faust.App(
         app_id,
         broker=broker_urls(config.kafka.bootstrap_servers),
@@ -68,12 +70,18 @@ def create_app(
         datadir=str(datadir),
         web_enabled=False,
         topic_partitions=config.kafka.partitions,
-        # The topics Faust creates itself (its assignor's) get the same copies as ours.
-        topic_replication_factor=_replication_factor(config),
+        # The topics Faust creates itself (its assignor's leader topic; changelogs and
+        # repartition topics, should an agent ever use them) get the same copies and
+        # min.insync.replicas as ours.
+        topic_replication_factor=copies,
+        Topic=_topic_class(insync_replicas(config.kafka, copies)),
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=config.worker.commit_interval_s,
         broker_session_timeout=config.worker.session_timeout_s,
         broker_heartbeat_interval=config.worker.session_timeout_s / 5,
+        # Static membership when set (worker.group_instance_id): a restart within the
+        # session timeout takes its partitions back without a rebalance.
+        consumer_group_instance_id=config.worker.group_instance_id,
         producer_acks=-1,
         autodiscover=False,
         # Faust's default, pinned: at a rebalance, wait for every event that started (the
@@ -82,7 +90,12 @@ def create_app(
         # test_rebalance.py fails: two results, two model calls).
         stream_wait_empty=True,
     )
-    resources = Resources(config, client_id=app_id, state=role == "worker")
+    resources = Resources(
+        config,
+        client_id=app_id,
+        state=role == "worker",
+        journal_dir=state_dir / "answers" / app_id,
+    )
     if metrics_port is not None:
         _serve_metrics(app, metrics_host, metrics_port, resources)
     if role == "worker":
@@ -103,6 +116,24 @@ def _replication_factor(config: HookstreamConfig) -> int:
         return config.kafka.replication_factor
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, replication_factor(config.kafka)).result()
+
+
+def _topic_class(insync: int | None) -> type[faust.Topic]:
+    """Faust's Topic with ``min.insync.replicas`` in the configs of every topic Faust creates.
+
+    Faust declares its own topics with the replication factor it is given but the broker's
+    ``min.insync.replicas`` (1 on most clusters): an acks=all write to them would then be
+    acknowledged by one copy alone. A topic's own setting (none in hookstream) wins.
+    """
+    if insync is None:
+        return faust.Topic
+    extra = {"min.insync.replicas": str(insync)}
+
+    class InsyncTopic(faust.Topic):
+        def __init__(self, *args: Any, config: Mapping[str, Any] | None = None, **kw: Any):
+            super().__init__(*args, config={**extra, **dict(config or {})}, **kw)
+
+    return InsyncTopic
 
 
 def _serve_metrics(app: faust.App, host: str, port: int, resources: Resources) -> None:

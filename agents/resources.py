@@ -7,11 +7,14 @@ the last to leave closes them.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import aiohttp
 
 from agents.outbound.egress_guard import NetGuard
 from agents.outbound.http import new_session
 from agents.refcount import RefCounted
+from agents.state.answers import AnswerJournal
 from agents.state.durable_map import DurableMap
 from agents.state.recovery import results_since_last_commit
 from schemas.config import HookstreamConfig
@@ -20,7 +23,16 @@ from streams.kafka.producer import KafkaWriter
 
 
 class Resources(RefCounted):
-    def __init__(self, config: HookstreamConfig, *, client_id: str, state: bool = False) -> None:
+    def __init__(
+        self,
+        config: HookstreamConfig,
+        *,
+        client_id: str,
+        state: bool = False,
+        journal_dir: Path | None = None,
+    ) -> None:
+        """``journal_dir``: where the worker journals model answers (:mod:`agents.state.answers`);
+        None: no journal."""
         super().__init__()
         self.config = config
         self.client_id = client_id
@@ -46,6 +58,9 @@ class Resources(RefCounted):
             self.maps = [self.dedupe, self.ai_cache]
         else:
             self.dedupe = self.ai_cache = None
+        self.answers: AnswerJournal | None = None
+        if state and journal_dir is not None and config.worker.answer_journal:
+            self.answers = AnswerJournal(journal_dir, max_age_s=config.worker.dedupe.ttl_s)
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -94,8 +109,15 @@ class Resources(RefCounted):
             await durable_map.start()
         if self.dedupe is not None:
             await self._recover_markers(self.dedupe)
+        if self.answers is not None:
+            self.answers.open()
+            if self.dedupe is not None:
+                dedupe = self.dedupe
+                self.answers.forget([key for key in self.answers.recovered if key in dedupe])
 
     async def _stop(self) -> None:
+        if self.answers is not None:
+            self.answers.close()
         for durable_map in self.maps:
             await durable_map.stop()
         sessions = (self._session, self._guarded_session)

@@ -250,10 +250,27 @@ class WorkerSettings(ConfigModel):
         description="How long Kafka waits for a silent worker before giving its partitions to "
         "the others: the failover time after a crash (Faust's default is 60 s).",
     )
+    group_instance_id: Annotated[str, Field(min_length=1, max_length=249)] | None = Field(
+        default=None,
+        description="Kafka static membership (group.instance.id) for this process, unique "
+        "per process, e.g. ${POD_NAME} of a StatefulSet: a worker killed and restarted "
+        "within session_timeout_s gets its partitions back without a rebalance (the others "
+        "go on undisturbed). Unset: dynamic membership, where a stopping worker leaves the "
+        "group at once; a static one does not, so its partitions wait session_timeout_s "
+        "when it stops for good (scale-down). Worker and sinks are separate groups and may "
+        "share it.",
+    )
     allow_private_networks: bool = Field(
         default=False,
         description="Let sinks and lookups call loopback, private and link-local addresses "
         "(refused by default: a templated URL must not reach internal services).",
+    )
+    answer_journal: bool = Field(
+        default=True,
+        description="Keep each model answer in a local file (under HOOKSTREAM_STATE_DIR) "
+        "from its arrival until its result is on Kafka, so that a worker killed in between "
+        "does not pay for the answer again after its restart. Off: such an event is "
+        "answered by a second call.",
     )
     dedupe: DedupeConfig = Field(
         default_factory=DedupeConfig,

@@ -1,0 +1,104 @@
+"""A model answer that arrived before a crash is not paid for again (issue 17, "paid once").
+
+The window is made wide and certain instead of hoped for: a private broker is frozen with
+SIGSTOP while the worker's calls are at the AI simulator, so the answers arrive but their
+results cannot be acknowledged. The worker is then killed with SIGKILL, the broker thawed, and
+the worker started again. A result already in the killed worker's socket may still land once
+the broker is thawed, as it would in production, and the crash recovery finds it. Without the
+answer journal every other event is answered by a second call (``calls_for`` gives 2, checked
+with ``worker.answer_journal: false``); with it, the restarted worker writes those results from
+its journal and the simulator sees one call per event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import uuid
+from collections import Counter
+from pathlib import Path
+
+from schemas.events import AIResult
+from tests.support.ai_stack import enriched, produce, write_config
+from tests.support.broker import PrivateBroker, private_broker
+from tests.support.kafka import Record, read_all, wait_for_records
+from tests.support.stack import running_stack
+
+EVENTS = 12
+
+
+def broker_pid(broker: PrivateBroker) -> int:
+    return int((broker.state_dir / "kafka" / "kafka.pid").read_text().strip())
+
+
+def journaled(state_dir: Path) -> int:
+    """Answers in the worker's journal files (the sentinel that they reached the worker)."""
+    return sum(
+        path.read_bytes().count(b'{"k":') for path in (state_dir / "answers").glob("*/slot-*.jsonl")
+    )
+
+
+async def eventually(check: object, what: str, *, timeout_s: float = 60.0) -> None:
+    for _ in range(int(timeout_s / 0.1)):
+        result = check() if callable(check) else check
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_answers_that_arrived_before_a_crash_are_not_paid_again(tmp_path: Path) -> None:
+    async with (
+        private_broker(tmp_path / "broker") as broker,
+        running_stack(
+            broker.bootstrap,
+            tmp_path,
+            config_path=write_config(tmp_path),
+            roles=("worker",),
+            extra_env={"HOOKSTREAM_TEST_N": str(EVENTS)},
+            ai_knobs={"latency_ms": 1500},
+        ) as stack,
+    ):
+        worker = stack.procs["worker"]
+        run = uuid.uuid4().hex[:6]
+        texts = {f"Paid once {run} #{i}." for i in range(EVENTS)}
+        records = [enriched(f"cus-{i}", text) for i, text in enumerate(sorted(texts))]
+        ids = {r.event.id for r in records}
+        await produce(stack.bootstrap, stack.topic("enriched"), records)
+
+        async def all_at_the_provider() -> bool:
+            return int((await stack.ai.stats())["in_flight"]) >= EVENTS
+
+        await eventually(all_at_the_provider, "every call to reach the simulator")
+        pid = broker_pid(broker)
+        os.kill(pid, signal.SIGSTOP)  # no result can reach Kafka from now on
+        try:
+            state = Path(worker.env["HOOKSTREAM_STATE_DIR"])
+            await eventually(lambda: journaled(state) >= EVENTS, "the answers to be journaled")
+            assert await worker.stop(signal.SIGKILL) == -signal.SIGKILL
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        await worker.start()
+
+        def all_done(found: list[Record]) -> bool:
+            return ids <= {_event_id(r) for r in found}
+
+        await wait_for_records(stack.bootstrap, stack.topic("results"), all_done, timeout_s=120)
+        found = await read_all(stack.bootstrap, stack.topic("results"))
+        counts = Counter(_event_id(r) for r in found if _event_id(r) in ids)
+        assert set(counts.values()) == {1}, counts  # one result each
+        for text in texts:
+            calls = await stack.ai.calls_for(text)
+            assert len(calls) == 1, (text, calls)  # and one paid call each
+        log_text = worker.log_text()
+        assert f"answer journal: {EVENTS} answers from before the restart" in log_text
+        # Results the dead worker's socket still delivered after the thaw were found by the
+        # crash recovery; the others were written from the journal.
+        assert "from the answer journal (paid before the restart)" in log_text
+
+
+def _event_id(record: Record) -> str:
+    return AIResult.model_validate(record.json()).event.id
