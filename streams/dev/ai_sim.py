@@ -207,8 +207,11 @@ async def _answer(request: web.Request, chat: ChatRequest, api: str) -> Analysis
     call["model"] = chat.model
     call["api"] = api
     call["user_text_sha256"] = hashlib.sha256(user_text.encode()).hexdigest()
-    # A re-ask carries the earlier answer as an assistant turn.
+    # A re-ask carries the earlier answer as an assistant turn, then what was wrong with it:
+    # kept, so a test can see what the model was told.
     call["reask"] = any(role == "assistant" for role, _ in chat.texts)
+    if call["reask"]:
+        call["correction"] = chat.texts[-1][1]
     fault, delay_s = state.draw()
     if delay_s > 0:
         await asyncio.sleep(delay_s)
