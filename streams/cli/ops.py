@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import re
 import sys
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -31,6 +32,7 @@ from streams.cli.topics import owned_topics, resolve_topic
 
 if TYPE_CHECKING:
     from schemas.config import HookstreamConfig
+    from streams.kafka.reader import Position
 
 Loader = Callable[[str], "HookstreamConfig"]
 ConfigArg = Callable[[argparse.ArgumentParser], None]
@@ -261,9 +263,55 @@ def _confirm(question: str) -> bool:
     return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
 
 
+_DATE_ONLY = re.compile(r"^\s*\d{4}-\d{2}-\d{2}\s*$")
+BOUND_FORMS = (
+    "an offset (e.g. 1200, in every partition) or an ISO 8601 time with at least hours and "
+    "minutes (e.g. 2026-12-01T09:30Z, 2026-12-01T09:30:00+01:00; no zone means UTC)"
+)
+
+
+def replay_bound(text: str, *, option: str) -> Position:
+    """A replay bound (``--from``/``--to``): an offset or a time, never a bare date.
+
+    A date alone used to mean midnight UTC, which once replayed a whole day; it is refused
+    with the accepted forms (write ``2026-12-01T00:00Z`` to mean midnight).
+    """
+    from streams.kafka.reader import parse_position
+
+    if _DATE_ONLY.match(text):
+        raise ToolError(
+            f"{option} {text!r} is a date without a time; give {BOUND_FORMS} "
+            f"(for midnight UTC: {option} {text.strip()}T00:00Z)"
+        )
+    try:
+        return parse_position(text, option=option)
+    except ToolError:
+        raise ToolError(f"{option} {text!r}: give {BOUND_FORMS}") from None
+
+
+def replay_window(from_: str, to: str | None) -> tuple[Position, Position | None]:
+    """``--from`` and ``--to``, refused when ``--from`` is not before ``--to`` (two offsets or
+    two times; an offset and a time cannot be compared before the topic is read)."""
+    start = replay_bound(from_, option="--from")
+    end = replay_bound(to, option="--to") if to is not None else None
+    # (kind, value): offsets and times compare only with their own kind.
+    first = (isinstance(start, int), start if isinstance(start, int) else start.timestamp())
+    last = None
+    if end is not None:
+        last = (isinstance(end, int), end if isinstance(end, int) else end.timestamp())
+    order = -1  # > 0: --from after --to; 0: the same; < 0: before, or not comparable
+    if last is not None and first[0] == last[0]:
+        order = (first[1] > last[1]) - (first[1] < last[1])
+    if order >= 0:
+        raise ToolError(
+            f"--from {from_!r} is {'later than' if order else 'the same as'} --to {to!r}: the "
+            "window [--from, --to) is empty (--to is exclusive); swap them or widen the window"
+        )
+    return start, end
+
+
 def cmd_replay(args: argparse.Namespace, load: Loader) -> int:
     with startup():
-        from streams.kafka.reader import parse_position
         from streams.ops.replay import Replayer, ReplayFilter
 
         config = load(args.config)
@@ -274,6 +322,7 @@ def cmd_replay(args: argparse.Namespace, load: Loader) -> int:
                 f"--flow {args.flow!r} is not a flow of {args.config}; its flows: "
                 f"{', '.join(flow.name for flow in config.flows) or '(none)'}"
             )
+        start, end = replay_window(args.from_, args.to)
     except ToolError as exc:
         return fail(str(exc), EXIT_BAD_INPUT)
 
@@ -281,20 +330,18 @@ def cmd_replay(args: argparse.Namespace, load: Loader) -> int:
         replayer = Replayer(
             config,
             topic,
-            start=parse_position(args.from_, option="--from"),
-            end=parse_position(args.to, option="--to") if args.to else None,
+            start=start,
+            end=end,
             selection=ReplayFilter(source=args.source, type=args.type, flow=args.flow),
         )
-        if replayer.calls_model and not args.yes:
-            selected, estimate = await replayer.estimate()
-            print(
-                f"replay of {replayer.topic}: {selected:,} record(s); may call the model "
-                f"{estimate.calls:,} time(s) {dict(estimate.by_flow)}, up to "
-                f"~{estimate.prompt_tokens:,} prompt + {estimate.completion_tokens:,} completion "
-                "tokens (results in the AI cache are reused and cost nothing)",
-                file=sys.stderr,
-            )
-            if estimate.calls and not _confirm("Replay?"):
+        if replayer.calls_model:
+            # Printed with --yes too: the one line says what the replay is about to spend.
+            from streams.cli.replay_cost import ReplayPricer
+
+            async with ReplayPricer(config) as pricer:
+                estimate = await replayer.estimate(pricer)
+            print(estimate.line(replayer.topic), file=sys.stderr, flush=True)
+            if estimate.total().calls and not args.yes and not _confirm("Replay?"):
                 print("replay: not confirmed (use --yes to skip the question)", file=sys.stderr)
                 return EXIT_DECLINED
         bar = None if args.no_progress else ProgressBar()
@@ -319,13 +366,24 @@ def _add_replay(commands: Any, load: Loader, config_arg: ConfigArg) -> None:
         help="short name (events, enriched, results, …) or full topic name",
     )
     replay.add_argument(
-        "--from", dest="from_", required=True, help="first offset (every partition) or ISO time"
+        "--from",
+        dest="from_",
+        required=True,
+        help="first offset (every partition) or ISO time with hours and minutes "
+        "(2026-12-01T09:30Z; a bare date is refused)",
     )
-    replay.add_argument("--to", help="end offset or ISO time, exclusive (default: now)")
+    replay.add_argument(
+        "--to", help="end offset or ISO time, exclusive, after --from (default: now)"
+    )
     replay.add_argument("--source", help="only events of this source")
     replay.add_argument("--type", help="only events of this type")
     replay.add_argument("--flow", help="only records of this flow (a configured one)")
-    replay.add_argument("--yes", "-y", action="store_true", help="do not ask before model calls")
+    replay.add_argument(
+        "--yes",
+        "-y",
+        action="store_true",
+        help="do not ask before model calls (the cost estimate is still printed)",
+    )
     replay.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     replay.set_defaults(func=lambda a: cmd_replay(a, load))
 

@@ -7,8 +7,19 @@ from typing import Any
 import pytest
 
 from schemas.config import HookstreamConfig
+from schemas.config_ai import PricingConfig
 from schemas.config_loader import load_config
-from streams.ops.replay import ModelEstimate, Replayer, ReplayFilter, ReplayStats
+from schemas.events import EnrichedEvent
+from streams.cli.replay_cost import ReplayPricer
+from streams.ops.replay import (
+    FlowEstimate,
+    ModelEstimate,
+    Original,
+    Priced,
+    Replayer,
+    ReplayFilter,
+    ReplayStats,
+)
 from tests.unit.schemas.test_config_loader import EXAMPLE, EXAMPLE_ENV
 
 TICKET = {
@@ -97,27 +108,97 @@ def test_each_replay_has_its_own_id(config: HookstreamConfig) -> None:
     assert given.replay_id == "r-1"
 
 
-def test_the_estimate_counts_calls_and_tokens_per_flow(config: HookstreamConfig) -> None:
-    events = _replayer(config, "events")
-    estimate = ModelEstimate()
-    events._estimate_one(TICKET, estimate)
-    events._estimate_one(TICKET, estimate)
-    events._estimate_one(PAYMENT, estimate)
-    events._estimate_one({"source": "unknown", "type": "x"}, estimate)  # matches no flow
-    assert estimate.calls == 3
-    assert estimate.by_flow == {"feedback-triage": 2, "payment-followup": 1}
-    triage, followup = config.flows
-    assert estimate.completion_tokens == 2 * triage.ai.max_tokens + followup.ai.max_tokens
-    prompt = (len(triage.ai.system) + len("The export is slow.")) // 4 + 1
-    assert estimate.prompt_tokens > 2 * prompt  # plus the payment's
+def _pricer(config: HookstreamConfig, prices: dict[str, Any]) -> ReplayPricer:
+    """The CLI's pricer on a config whose provider has ``prices`` (no Kafka: the cache is
+    filled by hand)."""
+    provider = config.providers[0].model_copy(
+        update={"prices": {m: PricingConfig(**p) for m, p in prices.items()}}
+    )
+    return ReplayPricer(config.model_copy(update={"providers": [provider]}))
 
-    enriched = _replayer(config, "enriched")
-    one = ModelEstimate()
-    enriched._estimate_one(_wrapped("feedback-triage", TICKET), one)
-    assert (one.calls, one.prompt_tokens) == (1, prompt)
-    none = ModelEstimate()
-    enriched._estimate_one(_wrapped("gone-flow", TICKET), none)
-    assert none.calls == 0
+
+def test_the_pricer_answers_from_the_cache_or_prices_a_call(config: HookstreamConfig) -> None:
+    model = config.providers[0].model
+    pricer = _pricer(config, {model: {"input_usd_per_mtok": 2.0, "output_usd_per_mtok": 10.0}})
+    triage = config.flows[0]
+    ticket = {**TICKET, "time": "2026-01-01T00:00:00Z", "partitionkey": "c", "traceid": "t"}
+    enriched = _wrapped(triage.name, ticket)
+
+    # Not cached, no earlier result: prompt characters / 4 + 1, and max_tokens.
+    call = pricer.price(triage, "enriched", enriched, None)
+    assert call.outcome == "call"
+    assert not call.from_usage
+    prompt = (len(triage.ai.system) + len("The export is slow.")) // 4 + 1
+    assert (call.prompt_tokens, call.completion_tokens) == (prompt, triage.ai.max_tokens)
+    assert call.cost_usd == pytest.approx((prompt * 2.0 + triage.ai.max_tokens * 10.0) / 1e6)
+
+    # An earlier result's usage replaces the estimate.
+    original = Original(enrichment={}, model=model, prompt_tokens=100, completion_tokens=20)
+    used = pricer.price(triage, "events", ticket, original)
+    assert (used.outcome, used.from_usage) == ("call", True)
+    assert used.cost_usd == pytest.approx((100 * 2.0 + 20 * 10.0) / 1e6)
+
+    # In the cache under the AI stage's own key: answered from it, for free.
+    task = pricer.tasks[triage.name]
+    request = task.request_for(EnrichedEvent.model_validate(enriched))
+    entry = {"provider": "default", "model": model, "output": {}, "usage": {}}
+    pricer.cache.remember(request.cache_key(config.providers[0].name), entry)
+    assert pricer.price(triage, "enriched", enriched, None).outcome == "cache"
+    # The same event on the events topic has no enrichment: its earlier result's stands in.
+    with_enrichment = Original(
+        enrichment=enriched["enrichment"], model=model, prompt_tokens=1, completion_tokens=1
+    )
+    assert pricer.price(triage, "events", ticket, with_enrichment).outcome == "cache"
+    assert pricer.price(triage, "events", {"id": "broken"}, None).outcome == "invalid"
+
+
+def test_a_model_without_a_price_is_flagged(config: HookstreamConfig) -> None:
+    pricer = _pricer(config, {})
+    triage = config.flows[0]
+    ticket = {**TICKET, "time": "2026-01-01T00:00:00Z", "partitionkey": "c", "traceid": "t"}
+    priced = pricer.price(triage, "enriched", _wrapped(triage.name, ticket), None)
+    assert (priced.cost_usd, priced.has_price) == (0.0, False)
+
+
+def test_the_estimate_line_says_what_is_counted_and_estimated() -> None:
+    estimate = ModelEstimate(records=5)
+    triage = estimate.by_flow.setdefault("triage", FlowEstimate(tasks=4))
+    triage.add(Priced("cache"))
+    triage.add(Priced("call", 100, 20, 0.25, from_usage=True))
+    triage.add(Priced("unknown", 50, 200, 0.5, has_price=False))
+    triage.add(Priced("invalid"))
+    estimate.by_flow.setdefault("other", FlowEstimate(tasks=1)).add(Priced("call", 10, 200, 1.0))
+    total = estimate.total()
+    assert (total.tasks, total.cached, total.calls, total.unknown, total.invalid) == (5, 1, 3, 1, 1)
+    assert (total.prompt_tokens, total.completion_tokens) == (160, 420)
+    line = estimate.line("hookstream.events")
+    assert "5 record(s), 5 AI task(s): 1 from the AI cache, 3 model call(s)" in line
+    assert "(triage: 1 cached + 2 call(s), other: 0 cached + 1 call(s))" in line
+    assert "estimated cost $1.7500 for ~160 prompt + 420 completion tokens" in line
+    assert "tokens of 1 call(s) from their earlier results' usage, 2 estimated" in line
+    assert "1 whose cache entry cannot be checked" in line
+    assert "1 invalid event(s)" in line
+    assert "1 call(s) of a model without a price" in line
+    assert "priced (one in" not in line
+
+
+def test_a_sampled_estimate_is_scaled_to_every_task_and_says_so() -> None:
+    # 10 tasks, every 5th priced: one from the cache, one call of 100 + 20 tokens at $0.5.
+    estimate = ModelEstimate(records=10, stride=5)
+    share = estimate.by_flow.setdefault("triage", FlowEstimate(tasks=10))
+    share.add(Priced("cache"))
+    share.add(Priced("call", 100, 20, 0.5))
+    share.scale()
+    assert (share.cached, share.calls, share.prompt_tokens, share.completion_tokens) == (
+        5,
+        5,
+        500,
+        100,
+    )
+    assert share.cost_usd == pytest.approx(2.5)
+    line = estimate.line("hookstream.events")
+    assert "10 AI task(s): 5 from the AI cache, 5 model call(s)" in line
+    assert "2 of the 10 tasks priced (one in 5), the figures scaled to all" in line
 
 
 def test_stats_rate() -> None:

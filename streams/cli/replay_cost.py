@@ -1,0 +1,173 @@
+"""The replay's pricer: each (flow, event) answered the way the AI stage would answer it.
+
+:meth:`streams.ops.replay.Replayer.estimate` reads the window; this prices each task with the
+AI stage's own code, so the estimate cannot drift from what the worker does: the request is
+rendered by :meth:`agents.ai.task.AITask.requests_for`, the cache is asked through
+:meth:`~agents.ai.task.AITask.cached` (each model of the flow's chain, by
+:meth:`~agents.ai.provider.ChatRequest.cache_key`), tokens are estimated by
+:meth:`~agents.ai.provider.ChatRequest.estimated_tokens` and dollars come from
+:meth:`~agents.ai.task.ProviderRuntime.cost_usd` and the provider's ``prices``. It lives in
+the CLI because only this layer may join ``agents`` and ``streams.ops``.
+
+The answer cache is the worker's ``<prefix>.ai-cache`` topic, read whole, read-only (the topic
+is not created when missing: nothing is cached then), into the same
+:class:`~agents.state.durable_map.DurableMap` the worker uses, with the worker's TTL.
+
+What is estimated, and said so in the printed line: an events-topic record has no enrichment
+yet, so its earlier result's enrichment stands in (the lookups are assumed to answer the same);
+without one, a prompt that needs the enrichment cannot be rendered and the task counts as a
+call. A call's tokens are its earlier result's usage when there is one (the same prompt costs
+about the same again), else prompt characters / 4 plus ``max_tokens`` (an upper bound for the
+completion); it is priced at the primary model of the flow (fallbacks are not foreseen).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+
+from agents.ai.breaker import CircuitBreaker
+from agents.ai.budget import RateBudget
+from agents.ai.provider import ChatClient, ChatRequest
+from agents.ai.task import AITask, ProviderRuntime
+from agents.state.durable_map import DurableMap
+from schemas.config import HookstreamConfig
+from schemas.config_flows import FlowConfig
+from schemas.errors import HookstreamError, TemplateError
+from schemas.events import CloudEvent, EnrichedEvent, TokenUsage
+from schemas.topics import ENRICHED, Topics
+from streams.kafka.compacted import CompactedReader
+from streams.kafka.connection import client_kwargs
+from streams.ops.replay import Original, Priced
+
+
+class _NoClient:
+    """The pricer renders requests and reads prices; it never calls a model."""
+
+    provider: Any = None
+
+    async def complete(self, request: Any) -> Any:
+        raise RuntimeError("the replay's pricer does not call models")
+
+
+def _runtime(config: HookstreamConfig, name: str) -> ProviderRuntime:
+    provider = next(p for p in config.providers if p.name == name)
+    client: ChatClient = _NoClient()
+    return ProviderRuntime(
+        provider, client, RateBudget(provider.budget), CircuitBreaker(name, provider.breaker)
+    )
+
+
+class ReplayPricer:
+    """Implements :class:`streams.ops.replay.Pricer`; ``async with`` loads the answer cache."""
+
+    def __init__(self, config: HookstreamConfig) -> None:
+        self.config = config
+        runtimes = {p.name: _runtime(config, p.name) for p in config.providers}
+        self.tasks = {f.name: AITask(f, runtimes, config.worker) for f in config.flows}
+        worker = config.worker
+        self.cache = DurableMap(
+            config.kafka,
+            Topics(config.kafka.topic_prefix).ai_cache,
+            ttl_s=worker.ai_cache.ttl_s,
+            cleanup_interval_s=worker.ai_cache.cleanup_interval_s,
+        )
+        self.cache_entries = 0
+
+    async def __aenter__(self) -> ReplayPricer:
+        if any(flow.ai.cache for flow in self.config.flows) and await self._cache_exists():
+            reader = CompactedReader(
+                self.config.kafka,
+                self.cache.topic,
+                # The map's own record reader: entries are kept exactly as the worker keeps
+                # them (newest written_at per key, TTL on read).
+                self.cache._apply,
+                client_id="hookstream-replay-estimate",
+                isolation_level="read_committed",
+            )
+            await reader.start(load=True)
+            await reader.stop()
+            self.cache_entries = len(self.cache)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
+
+    async def _cache_exists(self) -> bool:
+        consumer = AIOKafkaConsumer(**client_kwargs(self.config.kafka))
+        try:
+            await consumer.start()
+            return self.cache.topic in await consumer.topics()
+        finally:
+            await consumer.stop()
+
+    def _enriched(
+        self, flow: FlowConfig, role: str, value: dict[str, Any], original: Original | None
+    ) -> EnrichedEvent:
+        if role == ENRICHED:
+            return EnrichedEvent.model_validate(value)
+        enrichment = original.enrichment if original is not None else {}
+        return EnrichedEvent(
+            flow=flow.name, event=CloudEvent.model_validate(value), enrichment=enrichment
+        )
+
+    def price(
+        self, flow: FlowConfig, role: str, value: dict[str, Any], original: Original | None
+    ) -> Priced:
+        """How the AI stage would answer this (flow, event) now, and what a call costs."""
+        task = self.tasks[flow.name]
+        try:
+            enriched = self._enriched(flow, role, value, original)
+        except ValueError:  # pydantic's ValidationError: the enrich stage dead-letters it
+            return Priced("invalid")
+        unknown = False
+        try:
+            requests = task.requests_for(enriched)
+        except TemplateError:
+            needs_enrichment = "enrichment" in task.system.roots | task.prompt.roots
+            if role == ENRICHED or original is not None or not needs_enrichment:
+                return Priced("invalid")  # the AI stage dead-letters an unrenderable prompt
+            # The prompt needs the enrichment: the payload's JSON stands in for it, to size
+            # the call; whether the cache holds it cannot be known.
+            unknown = True
+            requests = [
+                ChatRequest(
+                    model=task.chain[0].model,
+                    system=flow.ai.system,
+                    prompt=orjson.dumps(enriched.event.data).decode(),
+                    schema_name=flow.name,
+                    schema=flow.ai.output,
+                    temperature=flow.ai.temperature,
+                    max_tokens=flow.ai.max_tokens,
+                )
+            ]
+        except HookstreamError:
+            return Priced("invalid")
+        if not unknown and task.cached(enriched, self.cache, requests) is not None:
+            return Priced("cache")
+        target, request = task.chain[0], requests[0]
+        if original is not None and original.prompt_tokens + original.completion_tokens:
+            usage = TokenUsage(
+                prompt_tokens=original.prompt_tokens,
+                completion_tokens=original.completion_tokens,
+            )
+            from_usage = True
+        else:
+            total = request.estimated_tokens()
+            usage = TokenUsage(
+                prompt_tokens=total - request.max_tokens, completion_tokens=request.max_tokens
+            )
+            from_usage = False
+        runtime = target.runtime
+        answered = original.model if original is not None else target.model
+        prices = runtime.config.prices
+        return Priced(
+            "unknown" if unknown else "call",
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cost_usd=runtime.cost_usd(target.model, answered, usage),
+            from_usage=from_usage,
+            has_price=target.model in prices or answered in prices,
+        )
