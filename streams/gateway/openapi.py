@@ -4,10 +4,10 @@ Built from the config: one path per configured source, ``/webhooks/<name>``, wit
 parameters its signature scheme reads and a request body schema that says what the source needs
 (its ``partition_key`` field, a non-empty string or an integer, as a required property), so a
 client or fuzzer that follows the document is not refused for the body's shape; and
-``/webhooks/{source}`` for every other name (404). Every answer is documented, errors included
-(one RFC 9457 problem schema with its ``code`` values), because senders integrate against the
-error bodies as much as the 202. The fuzz tests (schemathesis) hold the gateway to this
-document, valid data included.
+``/webhooks/{source}`` for any name (404 unless it is a source's). Every answer is documented,
+errors included (one RFC 9457 problem schema with its ``code`` values), because senders
+integrate against the error bodies as much as the 202. The fuzz tests (schemathesis) hold the
+gateway to this document, valid data included.
 """
 
 from __future__ import annotations
@@ -134,12 +134,13 @@ def partition_key_schema(path: str) -> dict[str, Any]:
     schema: dict[str, Any] = {
         "type": ["string", "integer"],
         "minLength": 1,
-        # The JSON parser reads integers beyond 64 bits as floats, which are refused.
+        # Beyond 64 bits the JSON parser reads integers as floats, and the gateway refuses them.
         "minimum": -(2**63),
         "maximum": 2**64 - 1,
         "description": "The partition key (the source's partition_key): events with the same "
-        "key keep their order. A non-empty string or a 64-bit integer written as one (3, "
-        "not 3.0); null, a float, a boolean, an object or a list is refused with 400 "
+        "key keep their order. A non-empty string or a 64-bit integer (3.0 is read as 3, up to "
+        "2**53); "
+        "null, a number with a fraction, a boolean, an object or a list is refused with 400 "
         "invalid_partition_key.",
     }
     for step in reversed(path.split(".")):
@@ -157,8 +158,10 @@ def request_body(source: SourceConfig) -> dict[str, Any]:
     }
 
 
+_WEBHOOK_STATUSES = (400, 401, 403, 408, 413, 415, 429, 431, 503)
+
+
 def _webhook_operation(source: SourceConfig) -> dict[str, Any]:
-    statuses = (400, 401, 403, 408, 413, 415, 429, 431, 503)
     return {
         "operationId": f"receiveWebhook_{source.name}",
         "summary": f"Receive one webhook of source {source.name}; 202 only once Kafka "
@@ -172,23 +175,33 @@ def _webhook_operation(source: SourceConfig) -> dict[str, Any]:
             "202": _json_response(
                 "The event is on Kafka.", {"$ref": "#/components/schemas/Accepted"}
             ),
-            **{str(s): _problem_response(s) for s in statuses},
+            **{str(s): _problem_response(s) for s in _WEBHOOK_STATUSES},
         },
     }
 
 
-def _unknown_source_operation(names: list[str]) -> dict[str, Any]:
-    """Any other name: 404 (checked on the request's head, before anything else)."""
-    not_a_source: dict[str, Any] = {"type": "string"}
-    if names:
-        not_a_source["not"] = {"enum": names}
-    return {
-        "operationId": "receiveWebhookUnknownSource",
-        "summary": "A name that is not a configured source: 404.",
-        "parameters": [{"name": "source", "in": "path", "required": True, "schema": not_a_source}],
-        "requestBody": {"required": False, "content": {"application/json": {"schema": {}}}},
-        "responses": {str(s): _problem_response(s) for s in (400, 404, 431)},
+def _any_name_operation(sources: tuple[SourceConfig, ...]) -> dict[str, Any]:
+    """Any name: 404 unless it is a configured source, which answers as its own path does
+    (a client that fills the name in is not bound to the listed paths)."""
+    operation = _webhook_operation(sources[0]) if sources else {"responses": {}}
+    operation.update(
+        operationId="receiveWebhookAnyName",
+        summary="A name that is not a configured source: 404 unknown_source. A configured "
+        "source's name answers as that source's own path (its body and headers there).",
+        parameters=[
+            {"name": "source", "in": "path", "required": True, "schema": {"type": "string"}},
+            *(
+                {"name": name, "in": "header", "required": False, "schema": {"type": "string"}}
+                for name in _signature_headers(sources)
+            ),
+        ],
+        requestBody={"required": True, "content": {"application/json": {"schema": {}}}},
+    )
+    operation["responses"] = {
+        **operation["responses"],
+        **{str(s): _problem_response(s) for s in (*_WEBHOOK_STATUSES, 404)},
     }
+    return operation
 
 
 def build_openapi(config: HookstreamConfig) -> dict[str, Any]:
@@ -208,9 +221,7 @@ def build_openapi(config: HookstreamConfig) -> dict[str, Any]:
         },
         "paths": {
             **webhooks,
-            "/webhooks/{source}": {
-                "post": _unknown_source_operation([s.name for s in config.sources])
-            },
+            "/webhooks/{source}": {"post": _any_name_operation(config.sources)},
             "/healthz": {
                 "get": {
                     "operationId": "healthz",

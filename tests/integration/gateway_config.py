@@ -64,6 +64,9 @@ sources:
   - name: guarded
     signature: {{scheme: none}}
     allow_ips: [203.0.113.0/24, "2001:db8::/32"]
+  - name: keyed
+    signature: {{scheme: none}}
+    partition_key: customer.id
 """
 
 

@@ -259,28 +259,32 @@ async def test_openapi_documents_every_route_and_error(gateway: Gateway) -> None
         assert response.status == 200
         document = await response.json()
     routes = {(path, method) for path, item in document["paths"].items() for method in item}
+    sources = [s.name for s in gateway.config.sources]
     assert routes == {
+        *((f"/webhooks/{name}", "post") for name in sources),
         ("/webhooks/{source}", "post"),
         ("/healthz", "get"),
         ("/readyz", "get"),
         ("/metrics", "get"),
         ("/openapi.json", "get"),
     }
-    webhook = document["paths"]["/webhooks/{source}"]["post"]
-    assert set(webhook["responses"]) == {
-        "202",
-        "400",
-        "401",
-        "403",
-        "404",
-        "408",
-        "413",
-        "415",
-        "429",
-        "431",
-        "503",
-    }
-    assert webhook["parameters"][0]["schema"]["enum"] == [s.name for s in gateway.config.sources]
+    for name in sources:
+        webhook = document["paths"][f"/webhooks/{name}"]["post"]
+        assert set(webhook["responses"]) == {
+            "202",
+            "400",
+            "401",
+            "403",
+            "408",
+            "413",
+            "415",
+            "429",
+            "431",
+            "503",
+        }
+    assert "404" in document["paths"]["/webhooks/{source}"]["post"]["responses"]
+    keyed = document["paths"]["/webhooks/keyed"]["post"]["requestBody"]["content"]
+    assert keyed["application/json"]["schema"]["required"] == ["customer"]
 
 
 @pytest.mark.parametrize(
