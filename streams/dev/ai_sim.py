@@ -6,6 +6,10 @@ last ``user`` message (sentiment, category, summary, score), shaped by the reque
 a given input always yields the same output. Faults (429 with Retry-After, 500, malformed JSON) and
 latency are injected from a seeded RNG and can be changed at runtime through ``/_sim/config``.
 
+With ``tokens_per_minute`` / ``requests_per_minute`` set it enforces a provider's rate limits
+(a sliding minute, 429 with Retry-After and the x-ratelimit-* / anthropic-ratelimit-* headers,
+which successful answers carry too): :mod:`streams.dev.ai_sim_limits`.
+
 The same analysis answers Anthropic's ``POST /v1/messages`` (a forced tool call's
 ``input_schema`` shapes the answer); the pure logic lives in :mod:`streams.dev.ai_sim_logic`.
 
@@ -22,6 +26,7 @@ import asyncio
 import hashlib
 import random
 import sys
+import time
 from collections import Counter, deque
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -43,6 +48,7 @@ from streams.dev._simcommon import (
     serve_from_args,
     utc_now_iso,
 )
+from streams.dev.ai_sim_limits import SlidingWindow, Verdict, limit_headers
 from streams.dev.ai_sim_logic import (
     SIM_MODEL,
     SUMMARY_MAX_CHARS,
@@ -97,6 +103,10 @@ class AISimSettings(BaseModel):
     rate_malformed: float = Field(default=0.0, ge=0, le=1)
     seed: int = 0
     down_models: list[str] = Field(default_factory=list)  # these models answer 503
+    # A provider's limits over a sliding minute (None: none): prompt + max_tokens counted at
+    # admission, settled to the tokens used once answered (streams.dev.ai_sim_limits).
+    tokens_per_minute: int | None = Field(default=None, ge=1)
+    requests_per_minute: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _rates_fit_one_draw(self) -> Self:
@@ -116,6 +126,8 @@ RUNTIME_KNOBS = frozenset(
         "rate_malformed",
         "seed",
         "down_models",
+        "tokens_per_minute",
+        "requests_per_minute",
     }
 )
 Fault = Literal["429", "500", "malformed"] | None
@@ -137,6 +149,8 @@ class _SimState:
         self.calls: deque[dict[str, Any]] = deque(maxlen=CALLS_KEPT)
         self.in_flight = getattr(self, "in_flight", 0)
         self.max_in_flight = self.in_flight
+        self.limits = getattr(self, "limits", None) or SlidingWindow(time.monotonic)
+        self.limits.reset()
 
     def draw(self) -> tuple[Fault, float]:
         """The fault and the delay of the next request; always two draws, whatever the knobs."""
@@ -159,12 +173,18 @@ class _SimState:
             "malformed": self.malformed,
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
+            "rate_limit": {
+                "limited": self.limits.limited,
+                "requests_counted": self.limits.requests_counted,
+                "tokens_counted": self.limits.tokens_counted,
+            },
             "calls": sorted(self.calls, key=lambda call: call["seq"]),
         }
 
 
 STATE = web.AppKey("ai_sim_state", _SimState)
 CALL = web.RequestKey("ai_sim_call", dict)
+ADMISSION = web.RequestKey("ai_sim_admission", Verdict)
 
 
 @web.middleware
@@ -193,6 +213,9 @@ async def _stats_middleware(request: web.Request, handler: Handler) -> web.Strea
         call["status"] = exc.status
         raise
     finally:
+        verdict = request.get(ADMISSION)
+        if verdict is not None and verdict.entry is not None:
+            state.limits.settle(verdict.entry, 0)  # failed: no tokens used (a no-op if settled)
         state.in_flight -= 1
         state.by_status[str(call["status"])] += 1
         state.calls.append(call)
@@ -213,6 +236,7 @@ async def _answer(request: web.Request, chat: ChatRequest, api: str) -> Analysis
     if call["reask"]:
         call["correction"] = chat.texts[-1][1]
     fault, delay_s = state.draw()
+    _admit(request, chat, api)
     if delay_s > 0:
         await asyncio.sleep(delay_s)
     if chat.model in state.settings.down_models:
@@ -244,6 +268,42 @@ async def _answer(request: web.Request, chat: ChatRequest, api: str) -> Analysis
     return analyse(user_text)
 
 
+def _admit(request: web.Request, chat: ChatRequest, api: str) -> None:
+    """Count the request against the rate limits, or answer 429 as the provider would."""
+    settings = request.app[STATE].settings
+    rpm, tpm = settings.requests_per_minute, settings.tokens_per_minute
+    if rpm is None and tpm is None:
+        return
+    verdict = request.app[STATE].limits.admit(chat.prompt_tokens + chat.max_tokens, rpm, tpm)
+    if verdict.entry is None:
+        raise SimError(
+            429,
+            f"Rate limit reached for {verdict.limited_by} per minute (simulated).",
+            type_=verdict.limited_by,
+            code="rate_limit_exceeded",
+            headers=limit_headers(verdict, api),
+        )
+    request[ADMISSION] = verdict
+
+
+def _answered(request: web.Request, body: dict[str, Any], api: str) -> web.Response:
+    """The answer, with the rate-limit headers; its request now counts its real usage."""
+    response = json_response(body)
+    verdict = request.get(ADMISSION)
+    if verdict is not None and verdict.entry is not None:
+        usage = body["usage"]
+        used = sum(int(usage.get(name, 0)) for name in _USAGE_FIELDS[api])
+        request.app[STATE].limits.settle(verdict.entry, used)
+        response.headers.update(limit_headers(verdict, api))
+    return response
+
+
+_USAGE_FIELDS = {
+    "openai": ("prompt_tokens", "completion_tokens"),
+    "anthropic": ("input_tokens", "output_tokens"),
+}
+
+
 def _malformed(chat: ChatRequest) -> str:
     """What a chatty model without JSON mode does: prose, then a truncated pseudo-object."""
     analysis = analyse(chat.user_text)
@@ -266,7 +326,7 @@ async def _completions(request: web.Request) -> web.Response:
         content = _malformed(chat)
     else:
         content = orjson.dumps(build_output(chat.schema, analysis)).decode()
-    return json_response(completion_body(chat, content, _digest(chat)))
+    return _answered(request, completion_body(chat, content, _digest(chat)), "openai")
 
 
 async def _messages(request: web.Request) -> web.Response:
@@ -275,12 +335,12 @@ async def _messages(request: web.Request) -> web.Response:
     analysis = await _answer(request, chat, "anthropic")
     tool = data.get("tool_choice", {}).get("name", "") if chat.schema is not None else ""
     if analysis is None:
-        return json_response(messages_body(chat, None, _malformed(chat), tool, _digest(chat)))
-    output = build_output(chat.schema, analysis)
-    if chat.schema is None:
-        text = orjson.dumps(output).decode()
-        return json_response(messages_body(chat, None, text, tool, _digest(chat)))
-    return json_response(messages_body(chat, output, None, tool, _digest(chat)))
+        body = messages_body(chat, None, _malformed(chat), tool, _digest(chat))
+    else:
+        output = build_output(chat.schema, analysis)
+        text = orjson.dumps(output).decode() if chat.schema is None else None
+        body = messages_body(chat, None if text else output, text, tool, _digest(chat))
+    return _answered(request, body, "anthropic")
 
 
 async def _models(_request: web.Request) -> web.Response:
@@ -338,6 +398,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--rate-malformed", type=float, default=0.0, help="share answered 200 with non-JSON content"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the fault/jitter RNG")
+    parser.add_argument(
+        "--tokens-per-minute",
+        type=int,
+        default=None,
+        help="answer 429 past this many tokens (prompt + max_tokens, settled to usage) a minute",
+    )
+    parser.add_argument(
+        "--requests-per-minute", type=int, default=None, help="answer 429 past this many a minute"
+    )
     return parser
 
 

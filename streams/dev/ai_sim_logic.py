@@ -220,6 +220,12 @@ class ChatRequest:
     model: str
     texts: tuple[tuple[str, str], ...]  # (role, text) per message
     schema: Mapping[str, Any] | None
+    max_tokens: int = 0  # the completion allowance asked for (0: none given)
+
+    @property
+    def prompt_tokens(self) -> int:
+        """What the answer's usage reports as prompt tokens."""
+        return count_tokens("".join(text for _, text in self.texts))
 
     @property
     def user_text(self) -> str:
@@ -251,7 +257,20 @@ def parse_chat_request(data: Any) -> ChatRequest:
                 400, f"messages[{i}] must be an object with a 'role'", code="invalid_messages"
             )
         texts.append((message["role"], _content_text(message.get("content"))))
-    return ChatRequest(model, tuple(texts), _response_schema(data.get("response_format")))
+    return ChatRequest(
+        model, tuple(texts), _response_schema(data.get("response_format")), _max_tokens(data)
+    )
+
+
+def _max_tokens(data: Mapping[str, Any]) -> int:
+    """``max_completion_tokens`` (OpenAI's newer name) or ``max_tokens``; 0 when absent."""
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = data.get(name)
+        if value is not None:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise SimError(400, f"'{name}' must be a positive integer", code="invalid_value")
+            return value
+    return 0
 
 
 def _response_schema(response_format: Any) -> Mapping[str, Any] | None:
@@ -283,7 +302,7 @@ def _response_schema(response_format: Any) -> Mapping[str, Any] | None:
 
 def completion_body(request: ChatRequest, content: str, request_digest: str) -> dict[str, Any]:
     """A ``chat.completion`` object; token counts are a pure function of the texts."""
-    prompt_tokens = count_tokens("".join(text for _, text in request.texts))
+    prompt_tokens = request.prompt_tokens
     completion_tokens = count_tokens(content)
     return {
         "id": f"chatcmpl-{request_digest[:24]}",
@@ -361,7 +380,7 @@ def parse_messages_request(data: Any) -> ChatRequest:
                 400, f"messages.{i}.role: must be 'user' or 'assistant'", code="invalid_messages"
             )
         texts.append((role, _anthropic_text(message.get("content"), f"messages.{i}.content")))
-    return ChatRequest(model, tuple(texts), _tool_schema(data))
+    return ChatRequest(model, tuple(texts), _tool_schema(data), data["max_tokens"])
 
 
 def messages_body(
@@ -389,7 +408,7 @@ def messages_body(
         "stop_reason": "tool_use" if text is None else "end_turn",
         "stop_sequence": None,
         "usage": {
-            "input_tokens": count_tokens("".join(t for _, t in request.texts)),
+            "input_tokens": request.prompt_tokens,
             "output_tokens": count_tokens(answered),
         },
     }
