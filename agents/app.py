@@ -18,6 +18,7 @@ from typing import Any, Literal
 import faust
 from faust.serializers import codecs
 
+from agents import metrics
 from agents.pipeline import register_sinks, register_worker
 from agents.resources import Resources
 from schemas import codec
@@ -163,6 +164,9 @@ def _serve_metrics(app: faust.App, host: str, port: int, resources: Resources) -
         if resources.users < agents:
             return f"starting: {resources.users} of {agents} agents running (memories loading)"
         return None
+
+    # Consumer lag per partition, read at scrape time (agents.metrics.consumer_lag).
+    metrics.watch_consumer(app.conf.id, app)
 
     async def serve_metrics() -> None:
         runner = await start_metrics_server(host, port, alive=alive, ready=ready)

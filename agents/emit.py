@@ -12,6 +12,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from agents import metrics
 from schemas.errors import BrokerUnavailable
 from schemas.events import DeadLetter
 from streams.kafka.producer import Headers, KafkaWriter, PendingWrite
@@ -94,4 +95,5 @@ async def dead_letter(
         key=message.key,
         headers=[*letter.to_headers(), *extra_headers],
     )
+    metrics.DEAD_LETTERS.labels(stage, letter.error_class).inc()
     return letter

@@ -6,9 +6,12 @@ Never event ids or payload content.
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Iterator
+from typing import Any, Protocol
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 
 class RunnerCounters(Protocol):
@@ -98,3 +101,131 @@ def watch_runner(agent: str, stats: RunnerCounters, limit: int) -> None:
     RUNNER_MAX_IN_FLIGHT_SEEN.labels(agent).set_function(lambda: stats.max_in_flight_seen)
     RUNNER_HANDLED.labels(agent).set_function(lambda: stats.handled)
     RUNNER_LIMIT.labels(agent).set(limit)
+    watch_runner_total(agent, stats)
+
+
+# --- every stage: dead letters, lookups, sinks, end-to-end latency, consumer lag -------------
+DEAD_LETTERS = Counter(
+    "hookstream_dead_letters_total",
+    "Records put on the DLQ (acknowledged by Kafka), by stage and error class.",
+    ["stage", "error_class"],
+)
+LOOKUP_SECONDS = Histogram(
+    "hookstream_lookup_seconds",
+    "Wall time of enrichment lookups, by outcome: ok, not_found (answered null), error.",
+    ["flow", "lookup", "outcome"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+SINK_DELIVERIES = Counter(
+    "hookstream_sink_deliveries_total",
+    "Results a sink handled, by outcome: delivered, duplicate (delivered before), "
+    "dead_lettered, dead_lettered_before (in the DLQ already), replay_skipped.",
+    ["flow", "sink", "outcome"],
+)
+SINK_RETRIES = Counter(
+    "hookstream_sink_retries_total",
+    "Delivery attempts that retried a result after a failed attempt (outage probes included).",
+    ["flow", "sink"],
+)
+SINK_DELIVERY_SECONDS = Histogram(
+    "hookstream_sink_delivery_seconds",
+    "Wall time of the attempt that delivered: the target's answer (a batching sink: until "
+    "the batch holding the record was written).",
+    ["flow", "sink"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+SINK_PAUSED = Gauge(
+    "hookstream_sink_paused",
+    "1 while the sink is paused: its target is down and deliveries wait for a probe.",
+    ["flow", "sink"],
+)
+SINK_PAUSES = Counter(
+    "hookstream_sink_pauses_total",
+    "Times the sink paused, by the error class that paused it.",
+    ["flow", "sink", "cause"],
+)
+END_TO_END_SECONDS = Histogram(
+    "hookstream_end_to_end_seconds",
+    "From the webhook's receipt (the CloudEvent's time: the gateway's, else the events "
+    "record's timestamp) to its delivery by the sink; live results only (no replays, redrives).",
+    ["flow", "sink"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600),
+)
+
+
+class _RunnerTotals(Collector):
+    """``hookstream_runner_events_total``: the runners' done counts as a counter, so that
+    ``rate()`` is right across restarts (``hookstream_runner_handled`` is a gauge)."""
+
+    def __init__(self) -> None:
+        self.stats: dict[str, RunnerCounters] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "hookstream_runner_events", "Events done (acked) since start.", labels=["agent"]
+        )
+        for agent, stats in list(self.stats.items()):
+            family.add_metric([agent], stats.handled)
+        yield family
+
+
+class _ConsumerLag(Collector):
+    """``hookstream_consumer_lag_records``, read when Prometheus scrapes: per partition this
+    process consumes, the partition's high watermark (the last fetch response's, kept by the
+    Kafka client) minus the group's committed offset (Faust's, after its last commit or the
+    seek at assignment). Nothing is done per event and no request is sent; after a rebalance
+    only the partitions now assigned here are listed, so sum or max the series by group,
+    topic and partition across processes. A partition this group never committed counts from
+    offset 0; one whose high watermark is not known yet (no fetch since assignment) is left
+    out.
+    """
+
+    def __init__(self) -> None:
+        self.apps: dict[str, Any] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "hookstream_consumer_lag_records",
+            "Records not yet committed by the consumer group: high watermark minus committed "
+            "offset, per partition assigned to this process.",
+            labels=["group", "topic", "partition"],
+        )
+        for group, app in list(self.apps.items()):
+            for topic, partition, lag in consumer_lag(app):
+                family.add_metric([group, topic, str(partition)], lag)
+        yield family
+
+
+def consumer_lag(app: Any) -> list[tuple[str, int, int]]:
+    """(topic, partition, lag) for each partition assigned to ``app``'s consumer whose high
+    watermark is known; [] before the consumer started or while a rebalance changes it."""
+    consumer = getattr(app, "_consumer", None)  # app.consumer would create one
+    if consumer is None:
+        return []
+    committed = getattr(consumer, "_committed_offset", {})
+    found: list[tuple[str, int, int]] = []
+    try:
+        for tp in sorted(consumer.assignment()):
+            highwater = consumer.highwater(tp)
+            if highwater is not None:
+                offset = committed.get(tp) or 0
+                found.append((tp.topic, tp.partition, max(highwater - offset, 0)))
+    except Exception:  # noqa: BLE001 - not started yet, or a rebalance in the Kafka thread
+        return []
+    return found
+
+
+RUNNER_TOTALS = _RunnerTotals()
+CONSUMER_LAG = _ConsumerLag()
+REGISTRY.register(RUNNER_TOTALS)
+REGISTRY.register(CONSUMER_LAG)
+
+
+def watch_runner_total(agent: str, stats: RunnerCounters) -> None:
+    """Count a runner's done events in ``hookstream_runner_events_total``."""
+    RUNNER_TOTALS.stats[agent] = stats
+
+
+def watch_consumer(group: str, app: Any) -> None:
+    """Report ``app``'s consumer lag as group ``group`` (its Kafka consumer group id)."""
+    CONSUMER_LAG.apps[group] = app

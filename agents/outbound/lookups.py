@@ -9,11 +9,13 @@ through with an empty enrichment.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 
+from agents import metrics
 from agents.outbound.egress_guard import NetGuard
 from agents.outbound.http import request_json
 from schemas import templates
@@ -54,6 +56,25 @@ class Enricher:
         }
 
     async def _lookup(self, flow: FlowConfig, lookup: LookupConfig, context: dict[str, Any]) -> Any:
+        """One lookup, timed in ``hookstream_lookup_seconds`` by outcome (ok, not_found when
+        a 404 answers null, error for any failure, the guard's refusals included; a lookup
+        cancelled because another of the flow failed is not counted)."""
+        histogram = metrics.LOOKUP_SECONDS
+        started_s = time.perf_counter()
+        try:
+            body, found = await self._fetch(flow, lookup, context)
+        except Exception:
+            elapsed_s = time.perf_counter() - started_s
+            histogram.labels(flow.name, lookup.name, "error").observe(elapsed_s)
+            raise
+        outcome = "ok" if found else "not_found"
+        histogram.labels(flow.name, lookup.name, outcome).observe(time.perf_counter() - started_s)
+        return body
+
+    async def _fetch(
+        self, flow: FlowConfig, lookup: LookupConfig, context: dict[str, Any]
+    ) -> tuple[Any, bool]:
+        """The lookup's answer, and False when it was a 404 taken as null."""
         url = templates.render_url(self._urls[(flow.name, lookup.name)], context)
         guard = self._guards[(flow.name, lookup.name)]
         status, body = await request_json(
@@ -69,7 +90,7 @@ class Enricher:
         )
         if status == 404 and lookup.on_not_found == "fail":
             raise PermanentRemoteError(f"lookup {lookup.name}: not found", stage=STAGE, status=404)
-        return body
+        return body, status != 404
 
     async def enrich_for(self, flow: FlowConfig, event: CloudEvent) -> EnrichedEvent:
         """Run one flow's lookups concurrently; any failure fails the whole enrichment."""

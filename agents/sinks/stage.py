@@ -16,9 +16,12 @@ Per result, in this order (the runner acks only after ``handle`` returns):
 from __future__ import annotations
 
 import logging
+import time
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
+from agents import metrics
 from agents.emit import emit
 from agents.outbound.egress_guard import NetGuard
 from agents.outbound.gate import OutageGate
@@ -56,11 +59,33 @@ class SinkStage(Stage):
         self.memory = memory
         self.flow = flow
         self.sink_config = next(s for s in config.flow(flow).sinks if s.name == sink)
+        paused = metrics.SINK_PAUSED.labels(flow, sink)
+        paused.set(0)
+
+        def on_pause(cause: str) -> None:
+            paused.set(1)
+            metrics.SINK_PAUSES.labels(flow, sink, cause).inc()
+
         self.gate = OutageGate(
             f"sink {flow}/{sink}",
             backoff_s=config.worker.retry_backoff_s,
             backoff_max_s=config.worker.retry_backoff_max_s,
+            on_pause=on_pause,
+            on_resume=lambda _paused_s: paused.set(0),
         )
+        self._outcomes = {
+            outcome: metrics.SINK_DELIVERIES.labels(flow, sink, outcome)
+            for outcome in (
+                "delivered",
+                "duplicate",
+                "dead_lettered",
+                "dead_lettered_before",
+                "replay_skipped",
+            )
+        }
+        self._retries = metrics.SINK_RETRIES.labels(flow, sink)
+        self._delivery_seconds = metrics.SINK_DELIVERY_SECONDS.labels(flow, sink)
+        self._end_to_end_seconds = metrics.END_TO_END_SECONDS.labels(flow, sink)
         self.guard = NetGuard.for_target(
             config.worker, self.sink_config.allow_private, stage=self.name
         )
@@ -110,6 +135,7 @@ class SinkStage(Stage):
         replay = replay_id(message)
         if replay is not None and not self.sink_config.deliver_replays:
             self.skipped_replays += 1
+            self._outcomes["replay_skipped"].inc()
             log.debug("sink %s: not delivering replayed %s", self.sink.name, result.event.event_key)
             return
         key = idempotency_key(result, self.sink_config.name, replay)
@@ -117,17 +143,27 @@ class SinkStage(Stage):
         past = await self.memory.outcome(key, fresh=redriven)
         if past == DELIVERED:
             self.skipped_delivered += 1
+            self._outcomes["duplicate"].inc()
             log.info("sink %s: %s was delivered already; skipping", self.sink.name, key)
             return
         if past == DEAD_LETTERED and not redriven:
             self.skipped_dead_lettered += 1
+            self._outcomes["dead_lettered_before"].inc()
             log.info("sink %s: %s is in the DLQ already; skipping", self.sink.name, key)
             return
         delivery = Delivery(result, key, sink_context(result), replay)
         sink = self.sink
+        tries = 0
 
         async def attempt() -> int:
-            return await sink.add(delivery)
+            nonlocal tries
+            tries += 1
+            if tries > 1:
+                self._retries.inc()
+            started_s = time.perf_counter()
+            status = await sink.add(delivery)
+            self._delivery_seconds.observe(time.perf_counter() - started_s)
+            return status
 
         try:
             status, attempts = await self.gate.call(
@@ -138,7 +174,10 @@ class SinkStage(Stage):
             await self.memory.remember_dead_letter(
                 self.resources.writer, key, type(failed).__name__
             )
+            self._outcomes["dead_lettered"].inc()
             return
+        if replay is None and not redriven:
+            self._end_to_end_seconds.observe(_since_s(result.event.time))
         receipt = DeliveryReceipt(
             flow=self.flow,
             sink=self.sink_config.name,
@@ -156,9 +195,18 @@ class SinkStage(Stage):
             key=result.event.partitionkey.encode(),
         )
         self.delivered += 1
+        self._outcomes["delivered"].inc()
 
     def _headers(self) -> list[tuple[str, bytes]]:
         return [
             ("hookstream-flow", self.flow.encode()),
             ("hookstream-sink", self.sink_config.name.encode()),
         ]
+
+
+def _since_s(received_at: datetime) -> float:
+    """Seconds from ``received_at`` (a CloudEvent's time; naive means UTC) until now; a time a
+    little ahead of this host's clock (another host's) counts as 0."""
+    if received_at.tzinfo is None:
+        received_at = received_at.replace(tzinfo=UTC)
+    return max((datetime.now(UTC) - received_at).total_seconds(), 0.0)
