@@ -19,7 +19,7 @@ STATE_DIR ?= $(or $(HOOKSTREAM_STATE_DIR),.hookstream)
 # environment (make passes both environment and command-line variables on to recipes).
 
 .PHONY: help venv kafka-up kafka-down kafka-status kafka-logs test unit demo lint docs fmt clean \
-	bench-gateway bench-ai bench-replay bench-latency bench-http postgres-up postgres-down compose-check deploy-check
+	bench-gateway bench-ai bench-replay bench-latency bench-http postgres-up postgres-down compose-check deploy-check monitoring-check
 
 help: ## list the targets
 	@echo "hookstream make targets:"
@@ -96,6 +96,9 @@ compose-check: venv ## validate docker-compose.yml without a container engine (c
 
 deploy-check: venv ## render the Helm chart (deploy/helm/hookstream) and validate every manifest offline: helm lint/template, Kubernetes schemas (strict), hookstream's own checks; builds Helm from source once (needs go)
 	$(PY) scripts/deploy_check.py
+
+monitoring-check: venv ## check deploy/monitoring: promtool check and test rules of the alerts, the dashboard's queries parsed and naming only exported metrics (also in make test; needs promtool: apt-get install prometheus)
+	$(PY) -m pytest -q tests/unit/deploy/test_monitoring.py
 
 docs: venv ## build the manual (docs/, mkdocs-material) into site/ with --strict: a broken link, anchor or page fails
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --clean --site-dir site

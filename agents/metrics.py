@@ -157,6 +157,8 @@ class _RunnerTotals(Collector):
     """``hookstream_runner_events_total``: the runners' done counts as a counter, so that
     ``rate()`` is right across restarts (``hookstream_runner_handled`` is a gauge)."""
 
+    labelnames = ("agent",)
+
     def __init__(self) -> None:
         self.stats: dict[str, RunnerCounters] = {}
 
@@ -179,6 +181,8 @@ class _ConsumerLag(Collector):
     offset 0; one whose high watermark is not known yet (no fetch since assignment) is left
     out.
     """
+
+    labelnames = ("group", "topic", "partition")
 
     def __init__(self) -> None:
         self.apps: dict[str, Any] = {}
