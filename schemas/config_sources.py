@@ -163,8 +163,9 @@ class SourceConfig(ConfigModel):
     partition_key: str | None = Field(
         default=None,
         description="The dotted payload path of the Kafka key (e.g. customer_id): events with "
-        "the same key keep their order. A webhook without it gets 400 missing_partition_key; "
-        "unset, the key is the event id (no order between events).",
+        "the same key keep their order. It must be a non-empty string or an integer: a "
+        "webhook without it gets 400 missing_partition_key, one with another type 400 "
+        "invalid_partition_key; unset, the key is the event id (no order between events).",
     )
     rate_limit: RateLimitConfig | None = Field(
         default=None,
