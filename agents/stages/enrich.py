@@ -17,6 +17,10 @@ the AI answer cache (keyed by flow and prompt, not by marker) still answers an u
 without a model call. Redriven records (``hookstream-redriven``) keep the plain keys: a
 dead-lettered event was never marked, so its redrive runs, and a redrive of something already
 done is skipped.
+
+Its input may come from any producer (:mod:`schemas.events`): the event is decoded with its Kafka
+record, which gives the attributes a foreign producer may leave out (time, key, trace id) and
+the attributes of a binary-mode CloudEvent (``ce_*`` headers).
 """
 
 from __future__ import annotations
