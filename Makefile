@@ -65,8 +65,9 @@ postgres-down: ## stop the local PostgreSQL server
 bench-gateway: venv ## gateway vs bare aiohttp vs naive aiokafka, one run (bench/results/gateway.md)
 	scripts/with-kafka $(PY) bench/gateway/run.py
 
-bench-ai: venv ## AI stage vs naive Faust vs Faust concurrency=64 (bench/results/ai_stage.md, .json)
+bench-ai: venv ## AI stage vs naive Faust vs Faust concurrency=64; TPM budget vs a rate-limited provider, 4 min (bench/results/ai_stage.md, ai_budget.md, .json)
 	scripts/with-kafka $(PY) bench/ai_stage/run.py
+	$(PY) bench/ai_budget/run.py
 
 bench-replay: venv ## hookstream replay vs a kcat pipe over 100,000 events (bench/results/replay.md, .json; installs kcat if missing)
 	scripts/with-kafka $(PY) bench/replay/run.py
