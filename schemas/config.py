@@ -160,6 +160,19 @@ class GatewaySettings(ConfigModel):
         description="SO_REUSEPORT: several gateway processes on one host share the port and "
         "the kernel spreads connections among them (one process uses one core).",
     )
+    log_accepted: Literal["info", "debug", "off"] = Field(
+        default="debug",
+        description="The level of the one line logged per accepted webhook (source, event "
+        "id, trace id, partition, offset). debug by default: written only with --loglevel "
+        "debug, because at the default info a gateway taking 20,000 webhooks/s would write "
+        "20,000 lines a second; info (with log_accepted_sample_rate to thin them) for an "
+        "audit trail in the log; off for none.",
+    )
+    log_accepted_sample_rate: Annotated[float, Field(gt=0, le=1)] = Field(
+        default=1.0,
+        description="The share of accepted webhooks logged when log_accepted's level is on: "
+        "1 logs each one, 0.01 about one in a hundred (chosen at random).",
+    )
 
     @field_validator("forwarded_headers")
     @classmethod

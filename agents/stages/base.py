@@ -23,6 +23,7 @@ from schemas.config import HookstreamConfig
 from schemas.errors import StageError
 from schemas.events import CE_HEADER_PREFIX, RecordFacts, binary_mode_document, json_kind
 from schemas.topics import Topics
+from streams.logs import bind_event
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
@@ -49,7 +50,7 @@ def decode(model: type[M], raw: bytes | None, *, stage: str, message: Any = None
             if document is None:
                 document = orjson.loads(raw or b"")
             context = {"record": record_facts(message, headers)}
-        return model.model_validate(document, context=context)
+        decoded = model.model_validate(document, context=context)
     except orjson.JSONDecodeError as exc:
         raise InvalidRecord(f"value is not JSON: {exc}", stage=stage) from None
     except ValidationError as exc:
@@ -61,6 +62,10 @@ def decode(model: type[M], raw: bytes | None, *, stage: str, message: Any = None
         ) from None
     except ValueError as exc:  # a binary-mode record's headers or data (binary_mode_document)
         raise InvalidRecord(f"binary-mode CloudEvent: {exc}", stage=stage) from None
+    # The handler's log lines from here on carry the event's ids (streams.logs).
+    event = getattr(decoded, "event", decoded)  # an EnrichedEvent's or AIResult's CloudEvent
+    bind_event(stage, event, getattr(decoded, "flow", None))
+    return decoded
 
 
 def _problem(error: ErrorDetails) -> str:

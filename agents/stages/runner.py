@@ -32,6 +32,8 @@ from collections.abc import AsyncIterable, Awaitable, Callable, Hashable, Mappin
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
+from streams.logs import bind_record
+
 log = logging.getLogger(__name__)
 
 
@@ -151,6 +153,8 @@ class OrderedRunner(Generic[E]):
         previous: asyncio.Task[None] | None,
         group: tuple[Hashable, asyncio.Semaphore] | None,
     ) -> None:
+        # This task's log lines are about this record (streams.logs; the stage adds its ids).
+        bind_record(entry.event.message)
         try:
             if previous is not None:
                 # Same key: wait for the earlier event; its outcome does not matter here.

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import sys
 import time
@@ -32,9 +33,10 @@ from streams.cli.exits import (
 )
 from streams.cli.ops import non_negative_seconds, quiet_kafka_logs, startup, unreachable_hint
 from streams.http.ports import env_default, is_listen_error, listen_hint, port_type
+from streams.logs import LOG_FORMAT_ENV, LOG_FORMATS, configure, default_format, level_number
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
 
     from schemas.config import HookstreamConfig
 
@@ -42,6 +44,7 @@ CONFIG_ENV = "HOOKSTREAM_CONFIG"
 METRICS_PORT_ENV = "HOOKSTREAM_METRICS_PORT"
 LOG_LEVELS = ("crit", "error", "warn", "info", "debug")
 SIMULATORS = ("ai-sim", "crm-sim", "slack-sim")
+SERVICES = ("gateway", "worker", "sinks")
 EXIT_CONFIG = EXIT_BAD_INPUT  # the name main.py used before streams.cli.exits
 
 
@@ -107,11 +110,40 @@ def _load_without_secrets(path: str) -> HookstreamConfig:
     return _load(path, require_secrets=False)
 
 
-def _setup_logging(level: str) -> None:
-    import logging
+def _log_format_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=default_format(),
+        help=f"log lines as text or one JSON object per line (default: ${LOG_FORMAT_ENV}, "
+        "else text)",
+    )
 
-    numeric = {"crit": logging.CRITICAL, "warn": logging.WARNING}.get(level, level.upper())
-    logging.basicConfig(level=numeric, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+def _every_command(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    """The parsers of every command that runs something (the leaves of the command tree)."""
+    found = False
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            found = True
+            for sub in dict.fromkeys(action.choices.values()):  # aliases share a parser
+                yield from _every_command(sub)
+    if not found:
+        yield parser
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    """Logging for the command's process: JSON for every command (on stderr; the services'
+    stdout too), text for the services as before; an operator command in text mode keeps
+    logging's default (warnings and errors, message only)."""
+    if args.log_format not in LOG_FORMATS:  # from the environment: argparse checks only flags
+        message = f"${LOG_FORMAT_ENV}={args.log_format!r}: not a log format; use text or json"
+        raise SystemExit(fail(message, EXIT_BAD_INPUT))
+    role = args.simulator if args.command == "dev" and args.simulator else args.command
+    loglevel = getattr(args, "loglevel", None)
+    level = level_number(loglevel) if loglevel is not None else logging.WARNING
+    if args.log_format == "json" or role in SERVICES:
+        configure(args.log_format, level=level, role=role, capture_stdout=role in SERVICES)
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
@@ -149,7 +181,6 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     from streams.gateway.server import serve
 
     config = _load(args.config)
-    _setup_logging(args.loglevel)
     loop_factory = None
     try:
         # uvloop: the gateway's hot path is socket I/O; it serves more requests per core.
@@ -241,7 +272,20 @@ def _run_faust(args: argparse.Namespace, role: str) -> int:
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
     )
-    worker = faust.Worker(app, loglevel=args.loglevel, quiet=True)
+    if args.log_format == "json":
+        # Logging is set up already (streams.logs): Faust would replace it with its own
+        # (colored text, stdout redirected at WARN). Without its spinner, "Ready" is logged.
+        worker = faust.Worker(
+            app,
+            loglevel=args.loglevel,
+            quiet=True,
+            override_logging=False,
+            stdout=sys.stdout,
+            stderr=sys.stderr,
+        )
+        worker.spinner = None
+    else:
+        worker = faust.Worker(app, loglevel=args.loglevel, quiet=True)
     worker.execute_from_commandline()  # exits the process when the worker stops
     return 0
 
@@ -361,6 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_ops.add_commands(commands, _load_without_secrets, _config_arg)
     pubsub.add_commands(commands, _load_without_secrets, _config_arg)
+    for command in _every_command(parser):
+        _log_format_arg(command)
     return parser
 
 
@@ -391,6 +437,7 @@ def _stdout_closed() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _setup_logging(args)
     try:
         code: int = args.func(args)
         sys.stdout.flush()

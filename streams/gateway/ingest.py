@@ -153,6 +153,7 @@ class EncodedEvent(NamedTuple):
     type: str
     key: str
     value: bytes
+    traceid: str
 
 
 def encode_event(
@@ -173,6 +174,8 @@ def encode_event(
     event_id = webhook_id(source, headers, payload, body)
     key = _partition_key(source, payload, event_id)
     kind = event_type(source, headers, payload)
+    # A trace id needs to be unique, not secret: the PRNG, not a getrandom() system call.
+    traceid = headers.get("x-request-id") or f"{_random_bits(128):032x}"
     document = {
         "specversion": "1.0",
         "id": event_id,
@@ -182,9 +185,10 @@ def encode_event(
         "datacontenttype": "application/json",
         "data": orjson.Fragment(body),
         "partitionkey": key,
-        # A trace id needs to be unique, not secret: the PRNG, not a getrandom() system call.
-        "traceid": headers.get("x-request-id") or f"{_random_bits(128):032x}",
+        "traceid": traceid,
         "webhookheaders": {name: headers[name] for name in forwarded_headers if name in headers},
     }
     value = orjson.dumps(document, option=orjson.OPT_UTC_Z)
-    return EncodedEvent(id=event_id, source=source.name, type=kind, key=key, value=value)
+    return EncodedEvent(
+        id=event_id, source=source.name, type=kind, key=key, value=value, traceid=traceid
+    )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 
@@ -53,6 +54,7 @@ log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
 _CLOUDEVENTS_HEADERS = [("content-type", b"application/cloudevents+json")]
 _WEBHOOKS = "/webhooks/"
+_ACCEPTED_LEVELS = {"info": logging.INFO, "debug": logging.DEBUG, "off": None}
 Route = Callable[[Request], "Response | Awaitable[Response]"]
 
 
@@ -71,6 +73,9 @@ class GatewayState:
         self.draining = False
         self.retry_after = str(config.gateway.retry_after_s)
         self.forwarded_headers = config.gateway.forwarded_headers
+        # The accepted line's level (None: off) and sampled share (gateway.log_accepted).
+        self.accepted_level = _ACCEPTED_LEVELS[config.gateway.log_accepted]
+        self.accepted_sample_rate = config.gateway.log_accepted_sample_rate
 
 
 def problem(status: int, title: str, detail: str, code: str, **headers: str) -> Response:
@@ -259,6 +264,7 @@ class Gateway:
             }
             count_request(label, 202)
             answer.set_result(Response(202, orjson.dumps(accepted)))
+            self._log_accepted(event, metadata)
         elif isinstance(error, RecordTooLarge):
             # Within max_body_bytes but over Kafka's limit once wrapped: the sender's retry
             # would fail alike, so 413, and the broker is fine (the gate is not told otherwise).
@@ -271,6 +277,26 @@ class Gateway:
         else:  # not an outcome the writer promises: a bug, answered 500 by the server
             gate.leave(acknowledged=None)
             answer.set_exception(error)
+
+    def _log_accepted(self, event: EncodedEvent, metadata: RecordMetadata) -> None:
+        """One line per accepted webhook, at gateway.log_accepted's level and sampled share;
+        nothing is formatted when that level is off (the hot path pays one level check)."""
+        level = self.state.accepted_level
+        if level is None or not log.isEnabledFor(level):
+            return
+        rate = self.state.accepted_sample_rate
+        if rate < 1.0 and random.random() >= rate:  # noqa: S311 - sampling, not a secret
+            return
+        log.log(
+            level,
+            "accepted %s/%s -> %s[%d]@%d",
+            event.source,
+            event.id,
+            metadata.topic,
+            metadata.partition,
+            metadata.offset,
+            extra={"event_id": event.id, "trace_id": event.traceid, "source": event.source},
+        )
 
     def _refused(
         self, label: str, request: Request | None, exc: WebhookRejected | BrokerUnavailable

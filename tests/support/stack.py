@@ -35,7 +35,7 @@ SECRETS = {
     "PAYMENTS_WEBHOOK_SECRET": "test-payments-secret",
     "AI_API_KEY": "test-ai-key",
 }
-_LISTENING = re.compile(r" listening on (http://\S+)")
+_LISTENING = re.compile(r" listening on (http://[^\s\"]+)")
 _READY_MARK = "[^Worker]: Ready"
 
 
