@@ -13,11 +13,14 @@ order — is walked, through the flow's outage gate (:mod:`agents.outbound.gate`
   waits on the gate, holding its runner slot and its offset, with every other event of the
   flow; one probe per backoff walks the chain again (one call per provider, past open
   breakers), and the first answer resumes them all;
-- only permanent failures end in the DLQ: a 4xx other than 408/429, an answer still invalid
+- only permanent failures end in the DLQ: a 4xx other than 408/429 from a provider while no
+  other provider of the chain answers (the fallbacks are still asked), an answer still invalid
   after its one re-ask (a fallback model is not asked: the prompt, not the provider, is the
-  likely cause), an outage longer than the flow's ``max_outage_s``, or an event a provider
-  failed ``max_attempts`` times while it answered calls sent after this event's first failure
-  (the record's own problem, not an outage).
+  likely cause), an outage longer than the flow's ``max_outage_s``, or an event whose walk
+  failed ``max_attempts`` times while the flow's other events were answered (the record's own
+  problem, not an outage: the gate's rule, so ``max_attempts`` squared calls on its first
+  provider). Counting walks, not calls, keeps random 5xx from dead-lettering: with 1 call in 9
+  failing, 3 failed calls in a row happen to 1 event in 730, 9 to 1 in 390 million.
 """
 
 from __future__ import annotations
@@ -53,20 +56,12 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ProviderRuntime:
-    """One provider's client, budget and breaker: shared by every flow in the process.
-
-    ``calls_started`` numbers the calls as they go out; ``answered_seq`` is the highest number
-    of a call that was answered. An event whose first failure came when ``calls_started`` was
-    N, and that sees ``answered_seq > N`` later, knows the provider answered a call sent after
-    its own failed: the provider works, the event is the problem.
-    """
+    """One provider's client, budget and breaker: shared by every flow in the process."""
 
     config: ProviderConfig
     client: ChatClient
     budget: RateBudget
     breaker: CircuitBreaker
-    calls_started: int = 0
-    answered_seq: int = 0
 
     @classmethod
     def build(cls, config: ProviderConfig, session: aiohttp.ClientSession) -> ProviderRuntime:
@@ -123,12 +118,11 @@ class _Calls:
 
 class _Unavailable(Exception):
     """A provider of the chain cannot answer this event now: skipped (open breaker) or its
-    attempts exhausted. ``own``: the event's own problem, not an outage (a 4xx, or failures
-    while the provider answered others)."""
+    attempts exhausted. ``final``: it refused the request (a 4xx): waiting will not help."""
 
-    def __init__(self, error: HookstreamError, *, own: bool) -> None:
+    def __init__(self, error: HookstreamError, *, final: bool) -> None:
         self.error = error
-        self.own = own
+        self.final = final
         super().__init__(str(error))
 
 
@@ -267,8 +261,6 @@ class AITask:
         if calls.count:
             metrics.AI_RETRIES.labels(name).inc()
         calls.count += 1
-        runtime.calls_started += 1
-        seq = runtime.calls_started
         started = time.perf_counter()
         settled = False
         try:
@@ -296,7 +288,6 @@ class AITask:
             if not settled:  # cancelled: say nothing about the provider's health
                 runtime.breaker.on_neutral()
         runtime.breaker.on_success()
-        runtime.answered_seq = max(runtime.answered_seq, seq)
         usage = completion.usage
         runtime.budget.correct(estimate, usage.total_tokens or estimate)
         cost_usd = runtime.cost_usd(target.model, completion.model, usage)
@@ -330,13 +321,12 @@ class AITask:
         runtime = target.runtime
         max_attempts = 1 if probe else self.policy.max_attempts
         failures = 0
-        first_failure_seq = 0
         limited_since_s: float | None = None
         while True:
             try:
                 return await self._call(target, request, calls, probe=probe)
             except CircuitOpen as exc:
-                raise _Unavailable(exc, own=False) from None
+                raise _Unavailable(exc, final=False) from None
             except RemoteError as exc:
                 if exc.status == 429:
                     now_s = self.gate.clock.time()
@@ -351,13 +341,10 @@ class AITask:
                         ) from None
                     continue  # the budget's pause is the wait; not an attempt
                 if not exc.retriable:  # a 4xx: this provider will never take this request
-                    raise _Unavailable(exc, own=True) from None
+                    raise _Unavailable(exc, final=True) from None
                 failures += 1
-                if failures == 1:
-                    first_failure_seq = runtime.calls_started
                 if failures >= max_attempts:
-                    own = not probe and runtime.answered_seq > first_failure_seq
-                    raise _Unavailable(exc, own=own) from None
+                    raise _Unavailable(exc, final=False) from None
                 pause_s = self.policy.delay_s(failures, exc)
                 log.info(
                     "flow %s provider %s failed (attempt %d/%d): %s; retrying in %.2f s",
@@ -430,7 +417,7 @@ class AITask:
         probe: bool,
     ) -> TaskOutcome:
         """One walk of the chain. Raises a retriable error when no provider could answer
-        (the gate pauses the flow), _Final when one failed the event while answering others."""
+        (the gate pauses the flow), _Final when a provider refused the request (a 4xx)."""
         missed: list[_Unavailable] = []
         for target, request in zip(self.chain, requests, strict=True):
             try:
@@ -459,9 +446,9 @@ class AITask:
                 request.cache_key(target.runtime.config.name) if self.flow.ai.cache else None
             )
             return TaskOutcome(result, cache_key)
-        own = [m for m in missed if m.own]
-        if own:
-            raise _Final(own[-1].error)
+        refused = [m for m in missed if m.final]
+        if refused:
+            raise _Final(refused[-1].error)
         _raise_outage(missed)
 
     @staticmethod
@@ -516,7 +503,7 @@ def flow_gate(
 
 class _Final(HookstreamError):
     """Internal: the event fails for good (an answer still invalid after the re-ask, or a
-    provider that failed it while answering others): not retried, not paused on."""
+    provider that refused the request): not retried, not paused on."""
 
     def __init__(self, error: HookstreamError) -> None:
         self.error = error

@@ -98,7 +98,8 @@ class OutageGate:
     def pause_s(self, error: BaseException) -> float:
         if isinstance(error, RemoteError) and error.retry_after_s is not None:
             return min(max(error.retry_after_s, 0.05), self.backoff_max_s)
-        exponent = max(self.consecutive_failures - 1, 0)
+        # Capped: 2.0**1024 overflows, and an outage of ~1,000 probes is hours, not a bug.
+        exponent = min(max(self.consecutive_failures - 1, 0), 32)
         return min(self.backoff_max_s, self.backoff_s * 2.0**exponent)
 
     async def call(

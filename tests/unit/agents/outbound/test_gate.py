@@ -228,3 +228,10 @@ async def test_a_record_failing_while_others_succeed_is_its_own_problem() -> Non
     assert healthy.began_s == [T0_S + n * LATENCY_S for n in range(17)]
     assert gate.pauses == 0  # never taken for an outage
     assert gate.is_open
+
+
+def test_the_pause_stays_capped_after_thousands_of_failed_probes() -> None:
+    # Hours of outage at the cap: the doubling must not overflow (2.0**1024 raised before).
+    gate = OutageGate("sink test", backoff_s=0.5, backoff_max_s=4.0)
+    gate.consecutive_failures = 5000
+    assert gate.pause_s(RetriableRemoteError("503", status=503)) == 4.0
