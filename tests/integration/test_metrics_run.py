@@ -3,7 +3,8 @@
 Real processes (gateway, worker, sinks with ``--metrics-port``), the AI and CRM simulators, the
 example config. Each metric added for issue 13 is read back with a value only this run can
 explain: 5 webhooks, 4 seeded or new customers and one without ``ticket_id``, then a CRM
-outage (its PUTs answer 503) while 2 more arrive for one customer, then the CRM back.
+outage (its PUTs answer 503) while 2 more arrive for one customer, then the CRM back. A
+second test shows the lag series following the partitions when a second sink worker joins.
 """
 
 from __future__ import annotations
@@ -74,11 +75,13 @@ def feedback(customer: str, *, ticket: bool = True) -> dict[str, Any]:
     return body
 
 
-async def start(stack: Stack, role: str, tmp_path: Path) -> str:
+async def start(stack: Stack, role: str, tmp_path: Path, *, name: str | None = None) -> str:
+    """Start ``hookstream <role>`` with a metrics port; return its /metrics URL."""
     port = free_port()
+    name = name or role
     args = [role, "-c", str(stack.config_path), "-l", "info", "--metrics-port", str(port)]
-    proc = Proc(name=role, args=args, env=stack.env, log_path=tmp_path / f"{role}.log")
-    stack.procs[role] = proc
+    proc = Proc(name=name, args=args, env=stack.env, log_path=tmp_path / f"{name}.log")
+    stack.procs[name] = proc
     await proc.start()
     return f"http://127.0.0.1:{port}/metrics"
 
@@ -188,3 +191,62 @@ async def test_worker_and_sinks_metrics_after_a_run(kafka_bootstrap: str, tmp_pa
         later_sum_s = value(sinks, "hookstream_end_to_end_seconds_sum", **e2e)
         assert later_sum_s is not None
         assert later_sum_s > e2e_sum_s
+
+
+async def test_lag_moves_with_the_partitions_at_a_rebalance(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """A second sink worker joins: afterwards each results partition is reported by exactly
+    one of the two (the first dropped the series of the partitions it gave away), and the
+    lag of a result held by a paused sink is reported by the process that holds it."""
+    async with (
+        running_stack(kafka_bootstrap, tmp_path, roles=("gateway",)) as stack,
+        aiohttp.ClientSession() as session,
+    ):
+        group, results = f"{stack.prefix}-sinks", stack.topic("results")
+        first = await start(stack, "sinks", tmp_path)
+        await until(
+            session,
+            first,
+            lambda s: len(lag(s, group, results)) == 8,
+            what="the first sink worker reporting all 8 partitions",
+        )
+        second = await start(stack, "sinks", tmp_path, name="sinks-2")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 90
+        while True:  # until the rebalance has settled: each partition in one process
+            mine = set(lag(await scrape(session, first), group, results))
+            theirs = set(lag(await scrape(session, second), group, results))
+            if mine and theirs and not mine & theirs and len(mine | theirs) == 8:
+                break
+            assert loop.time() < deadline, (sorted(mine), sorted(theirs))
+            await asyncio.sleep(0.2)
+
+        await start(stack, "worker", tmp_path)  # makes the result the sinks will hold
+        await stack.crm.configure(fail_status=503, fail_methods=["PUT"])
+        status, answer, _ = await stack.post("helpdesk", feedback("cus_006"))
+        assert status == 202, answer
+
+        def held(samples: Samples) -> dict[str, float]:
+            return {p: n for p, n in lag(samples, group, results).items() if n}
+
+        deadline = loop.time() + 90
+        while True:  # the process owning the result's partition reports its lag of 1
+            behind = [held(await scrape(session, url)) for url in (first, second)]
+            if sorted(len(b) for b in behind) == [0, 1]:
+                break
+            assert loop.time() < deadline, behind
+            await asyncio.sleep(0.2)
+        owner = 0 if behind[0] else 1
+        partition = next(iter(behind[owner]))
+        assert behind[owner] == {partition: 1}
+        assert partition in (mine, theirs)[owner]
+
+        # The CRM back: the owner delivers it and its lag returns to 0 (and it stops at once).
+        await stack.crm.configure(fail_status=None)
+        await until(
+            session,
+            (first, second)[owner],
+            lambda s: lag(s, group, results).get(partition) == 0,
+            what="the held result delivered and committed",
+        )
