@@ -165,8 +165,9 @@ class GatewaySettings(ConfigModel):
         description="The level of the one line logged per accepted webhook (source, event "
         "id, trace id, partition, offset). debug by default: written only with --loglevel "
         "debug, because at the default info a gateway taking 20,000 webhooks/s would write "
-        "20,000 lines a second; info (with log_accepted_sample_rate to thin them) for an "
-        "audit trail in the log; off for none.",
+        "20,000 lines a second, and a JSON line per webhook cost 11 µs of CPU per request "
+        "(0.86x the req/s, bench/results/gateway_logs.md); info (with "
+        "log_accepted_sample_rate to thin them) for an audit trail in the log; off for none.",
     )
     log_accepted_sample_rate: Annotated[float, Field(gt=0, le=1)] = Field(
         default=1.0,
