@@ -272,7 +272,7 @@ class Gateway:
             answer.set_result(self._refused(label, request, _too_large_for_kafka(event)))
         elif isinstance(error, BrokerUnavailable):
             gate.leave(acknowledged=False)
-            log.warning("503 for %s/%s: %s", label, event.id, error)
+            log.warning("503 for %s/%s: %s", label, event.id, error, extra=_log_ids(event))
             answer.set_result(self._refused(label, request, error))
         else:  # not an outcome the writer promises: a bug, answered 500 by the server
             gate.leave(acknowledged=None)
@@ -295,7 +295,7 @@ class Gateway:
             metadata.topic,
             metadata.partition,
             metadata.offset,
-            extra={"event_id": event.id, "trace_id": event.traceid, "source": event.source},
+            extra=_log_ids(event),
         )
 
     def _refused(
@@ -341,6 +341,11 @@ class Gateway:
 
     def openapi(self, request: Request) -> Response:
         return Response(200, self.state.openapi)
+
+
+def _log_ids(event: EncodedEvent) -> dict[str, str]:
+    """A line's event fields (streams.logs): no task per webhook carries them here."""
+    return {"event_id": event.id, "trace_id": event.traceid, "source": event.source}
 
 
 def _too_large_for_kafka(event: EncodedEvent) -> PayloadTooLarge:
