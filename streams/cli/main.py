@@ -136,14 +136,16 @@ def _setup_logging(args: argparse.Namespace) -> None:
     """Logging for the command's process: JSON for every command (on stderr; the services'
     stdout too), text for the services as before; an operator command in text mode keeps
     logging's default (warnings and errors, message only)."""
-    if args.log_format not in LOG_FORMATS:  # from the environment: argparse checks only flags
-        message = f"${LOG_FORMAT_ENV}={args.log_format!r}: not a log format; use text or json"
+    # A command added after build_parser's last step has no option: the environment decides.
+    log_format = getattr(args, "log_format", None) or default_format()
+    if log_format not in LOG_FORMATS:  # from the environment: argparse checks only flags
+        message = f"${LOG_FORMAT_ENV}={log_format!r}: not a log format; use text or json"
         raise SystemExit(fail(message, EXIT_BAD_INPUT))
     role = args.simulator if args.command == "dev" and args.simulator else args.command
     loglevel = getattr(args, "loglevel", None)
     level = level_number(loglevel) if loglevel is not None else logging.WARNING
-    if args.log_format == "json" or role in SERVICES:
-        configure(args.log_format, level=level, role=role, capture_stdout=role in SERVICES)
+    if log_format == "json" or role in SERVICES:
+        configure(log_format, level=level, role=role, capture_stdout=role in SERVICES)
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
@@ -402,9 +404,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from streams.cli import ops as cli_ops  # dlq, replay
     from streams.cli import pubsub  # publish, tail
+    from streams.cli import trace as cli_trace
 
     cli_ops.add_commands(commands, _load_without_secrets, _config_arg)
     pubsub.add_commands(commands, _load_without_secrets, _config_arg)
+    cli_trace.add_command(commands, _load_without_secrets, _config_arg)
     for command in _every_command(parser):
         _log_format_arg(command)
     return parser
