@@ -1,7 +1,8 @@
 """Log lines as text or JSON, and the event each line is about.
 
-Every process (``hookstream gateway|worker|sinks``, the operator commands, the simulators)
-sets its logging up here, from ``--log-format text|json`` or ``$HOOKSTREAM_LOG_FORMAT``:
+Every ``hookstream`` command sets its logging up here (:func:`configure`, called by
+:mod:`streams.cli.main`), from ``--log-format text|json`` or ``$HOOKSTREAM_LOG_FORMAT`` (in text
+mode the operator commands and the simulators keep their own defaults):
 
 - ``text`` (the default): ``time LEVEL logger: message``, as before;
 - ``json``: one object per line, for a log collector (Loki, Elasticsearch, CloudWatch)::
@@ -24,8 +25,8 @@ binds the Kafka record there (:func:`bind_record`); the stage binds the decoded 
 has it (:func:`bind_event`). Each stores one small tuple of the ids; nothing is formatted
 unless a line is written (bench/results/logs.md: the cost per event). A task started while an
 event is handled inherits its context, which is right for work done for that event (a model
-call) and means "started by" for shared work (a sink's batch). The gateway
-answers from callbacks, not a task per webhook: it passes the ids as ``extra`` fields.
+call) and means "started by" for shared work (a sink's batch). The gateway answers from
+callbacks, not a task per webhook: it passes the ids as ``extra`` fields.
 
 Secrets: the config holds them as ``SecretStr`` and no log call formats one; this module adds
 only the fields above (tests/integration/test_json_logs.py checks a failing start at debug).
