@@ -320,7 +320,7 @@ class AITask:
         """
         runtime = target.runtime
         max_attempts = 1 if probe else self.policy.max_attempts
-        failures = 0
+        failures = limited = 0
         limited_since_s: float | None = None
         while True:
             try:
@@ -339,6 +339,11 @@ class AITask:
                             f"than ai.max_outage_s ({limit_s:g} s)",
                             stage="ai",
                         ) from None
+                    limited += 1
+                    if limited > 1:  # limited again: no spinning on a Retry-After of 0
+                        exponent = min(limited - 2, 16)
+                        floor_s = max(self.policy.backoff_s, 0.05) * 2.0**exponent
+                        await self.gate.sleep(min(floor_s, self.policy.backoff_max_s))
                     continue  # the budget's pause is the wait; not an attempt
                 if not exc.retriable:  # a 4xx: this provider will never take this request
                     raise _Unavailable(exc, final=True) from None

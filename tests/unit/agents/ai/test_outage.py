@@ -282,3 +282,23 @@ async def test_an_outage_longer_than_max_outage_s_dead_letters_with_a_clear_erro
         assert "flow f" in str(caught.value.last)
         assert caught.value.attempts == calls_of([a], f"late {i}")
     assert not task.gate.is_open  # still down: the next event probes or waits again
+
+
+async def test_a_provider_answering_only_429_backs_off_and_ends_at_max_outage_s() -> None:
+    clock = ManualClock(T0_S)
+
+    def limited(_now_s: float, _request: ChatRequest) -> Exception | None:
+        return RetriableRemoteError("HTTP 429", stage="ai", status=429, retry_after_s=0.0)
+
+    a = Provider("a", clock, limited)
+    task = task_for(clock, [a], max_outage_s=5.0)
+    run = asyncio.create_task(task.run(event("limited")))
+    await clock.run(run.done)
+    with pytest.raises(RetriesExhausted) as caught:
+        run.result()
+    assert isinstance(caught.value.last, OutageTooLong)
+    assert "rate limited (429)" in str(caught.value.last)
+    # Retry-After 0 yet no spinning: 0.5, 1, 2, 2 s between the calls once limited again.
+    began = [t for t, _, _ in a.calls]
+    assert [round(b - a_, 6) for a_, b in itertools.pairwise(began)] == [0.0, 0.5, 1.0, 2.0, 2.0]
+    assert caught.value.attempts == len(began) == 6

@@ -136,3 +136,31 @@ async def test_a_failed_call_gives_its_slot_back_before_dead_lettering(
     await asyncio.wait_for(stage.handle(Event(Message(dumps(enriched)))), 5)
     assert dead_lettered == ["InvalidModelOutput"]
     assert slots_free_at_dead_letter == [True]
+
+
+async def test_a_prompt_the_event_cannot_fill_is_dead_lettered_not_retried(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A TemplateError is permanent: before, it escaped handle and the runner retried it
+    for ever, holding the partition."""
+    config = load_config(EXAMPLE_CONFIG, env=SECRETS)
+    resources = offline_resources(config)
+    event = ticket("wh-3", "cus_003").model_copy(update={"data": {"customer_id": "cus_003"}})
+    enriched = EnrichedEvent(flow="feedback-triage", event=event)
+    called: list[str] = []
+    dead_lettered: list[str] = []
+
+    async def run(self: AITask, *_: Any) -> TaskOutcome:
+        called.append("run")
+        raise AssertionError("no model call for an event the prompt cannot be built from")
+
+    async def fail(message: Any, exc: Exception, *, extra_headers: Any) -> None:
+        dead_lettered.append(f"{type(exc).__name__}: {exc}")
+
+    monkeypatch.setattr(AITask, "run", run)
+    stage = AIStage(config, resources)
+    monkeypatch.setattr(stage, "_fail", fail)
+    await asyncio.wait_for(stage.handle(Event(Message(dumps(enriched)))), 5)
+    assert called == []
+    assert len(dead_lettered) == 1
+    assert dead_lettered[0].startswith("TemplateError: the event has no field 'data.message'")
