@@ -408,6 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_ops.add_commands(commands, _load_without_secrets, _config_arg)
     pubsub.add_commands(commands, _load_without_secrets, _config_arg)
+    from streams.cli import console  # the web console
+
+    console.add_command(commands, _load_without_secrets, _config_arg)
     cli_trace.add_command(commands, _load_without_secrets, _config_arg)
     for command in _every_command(parser):
         _log_format_arg(command)
