@@ -13,10 +13,8 @@ Chromium missing fails the test (never a skip): ``.ci/run`` installs it.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import shutil
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -27,6 +25,7 @@ import pytest_asyncio
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from tests.support.broker import free_port
+from tests.support.console import running_console
 from tests.support.kafka import Record, read_all, wait_for_records
 from tests.support.stack import REPO_ROOT, SECRETS, Proc, Stack, running_stack
 
@@ -56,29 +55,11 @@ async def console(
     workdir: Path = tmp_path_factory.mktemp("console")
     async with running_stack(kafka_bootstrap, workdir, roles=("gateway",)) as stack:
         urls = [await _start_service(stack, role, workdir) for role in ("worker", "sinks")]
-        args = ["console", "-c", str(stack.config_path), "--port", "0"]
-        for url in [*urls, UNREACHABLE_METRICS]:
-            args += ["--metrics-url", url]
-        with (workdir / "console.log").open("wb") as log:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "streams.cli.main",
-                *args,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=log,
-                cwd=REPO_ROOT,
-                env=stack.env,  # every secret of the config is set
-            )
-        assert process.stdout is not None
-        line = await asyncio.wait_for(process.stdout.readline(), 60)
-        match = re.search(rb"listening on (http://\S+)", line)
-        assert match, (line, (workdir / "console.log").read_text())
-        try:
-            yield stack, match.group(1).decode()
-        finally:
-            process.terminate()
-            await process.wait()
+        extra = [arg for url in [*urls, UNREACHABLE_METRICS] for arg in ("--metrics-url", url)]
+        # stack.env: every secret of the config is set in the console's environment.
+        log = workdir / "console.log"
+        async with running_console(stack.config_path, stack.env, log, *extra) as url:
+            yield stack, url
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

@@ -1,0 +1,93 @@
+"""The console's pieces without a broker: the bind rule, escaping, charts, the metrics parsing."""
+
+from __future__ import annotations
+
+import pytest
+
+from schemas.errors import ToolError
+from streams.console.html import chart, esc, table
+from streams.console.scrape import shown, states_of
+from streams.console.security import Guard, bind_token, is_loopback
+
+METRICS = """\
+# TYPE hookstream_ai_breaker_state gauge
+hookstream_ai_breaker_state{provider="default"} 2.0
+hookstream_ai_breaker_state{provider="backup"} 0.0
+# TYPE hookstream_ai_flow_paused gauge
+hookstream_ai_flow_paused{flow="feedback-triage"} 1.0
+# TYPE hookstream_sink_paused gauge
+hookstream_sink_paused{flow="feedback-triage",sink="crm"} 0.0
+# TYPE hookstream_runner_in_flight gauge
+hookstream_runner_in_flight{agent="ai"} 3.0
+"""
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.8.9.10", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("localhost", True),
+        ("0.0.0.0", False),  # noqa: S104 - the address under test, nothing binds it
+        ("192.168.1.5", False),
+        ("example.internal", False),
+    ],
+)
+def test_loopback_hosts(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+
+
+def test_a_token_is_needed_beyond_loopback_and_must_be_long() -> None:
+    assert bind_token("127.0.0.1", None) is None
+    assert bind_token("127.0.0.1", "") is None
+    with pytest.raises(ToolError, match=r"--host 10\.0\.0\.1: .*HOOKSTREAM_CONSOLE_TOKEN"):
+        bind_token("10.0.0.1", None)
+    with pytest.raises(ToolError, match="15 characters long; use at least 16") as refused:
+        bind_token("10.0.0.1", "x" * 15)
+    assert "x" * 15 not in str(refused.value)
+    assert bind_token("10.0.0.1", "y" * 16) == "y" * 16
+
+
+def test_csrf_tokens_belong_to_one_session_and_one_process() -> None:
+    guard, other = Guard(None), Guard(None)
+    token = guard.csrf_token("session-a")
+    assert guard.csrf_ok("session-a", token)
+    assert not guard.csrf_ok("session-b", token)
+    assert not guard.csrf_ok("", guard.csrf_token(""))  # no session, no form
+    assert not other.csrf_ok("session-a", token)  # a restarted console: forms are stale
+
+
+def test_markup_from_kafka_is_text() -> None:
+    hostile = "<script>alert('x')</script>\" onload=\"y"
+    cell = esc(hostile)
+    assert "<" not in cell
+    assert '"' not in cell
+    assert "&lt;script&gt;" in cell
+    html = table([hostile], [[cell]])
+    assert "<script>" not in html
+
+
+def test_chart_scales_to_its_peak_and_escapes_its_title() -> None:
+    svg = chart("<b>Events</b>", [0, 2, 4], start_ms=0, bucket_s=60, width=104, height=58)
+    assert "&lt;b&gt;Events&lt;/b&gt; (max 4; 60 s buckets)" in svg
+    # x from 4 to 100, y from 54 (0) to 4 (the peak)
+    assert 'points="4.0,54.0 52.0,29.0 100.0,4.0"' in svg
+    flat = chart("Dead letters", [0, 0], start_ms=0, bucket_s=60, width=104, height=58)
+    assert 'points="4.0,54.0 100.0,54.0"' in flat
+
+
+def test_states_from_metrics_text() -> None:
+    found = {(s.kind, s.name): (s.state, s.bad) for s in states_of("w", METRICS)}
+    assert found == {
+        ("breaker", "default"): ("open", True),
+        ("breaker", "backup"): ("closed", False),
+        ("flow", "feedback-triage"): ("paused", True),
+        ("sink", "feedback-triage / crm"): ("delivering", False),
+    }
+
+
+def test_a_metrics_url_is_shown_without_its_credentials() -> None:
+    assert shown("http://user:s3cret@10.0.0.5:9464/metrics") == "http://10.0.0.5:9464/metrics"
+    assert shown("http://worker:9464/metrics?x=1") == "http://worker:9464/metrics?x=1"
