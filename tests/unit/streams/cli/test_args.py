@@ -48,6 +48,7 @@ def test_every_port_option_takes_a_port_number() -> None:
     found = {(words, action.option_strings[-1]) for words, _, action in port_options()}
     assert found == {
         ("gateway", "--port"),
+        ("console", "--port"),
         ("worker", "--metrics-port"),
         ("sinks", "--metrics-port"),
         ("dev ai-sim", "--port"),
