@@ -67,11 +67,17 @@ class Activity:
 
 
 def _newest(win: Window, limit: int) -> tuple[Window, bool]:
-    """At most ``limit`` records of ``win``, the newest of each partition."""
+    """At most ``limit`` records of ``win``, the newest of each partition: an equal share per
+    partition, what a short partition leaves going to the others."""
     if win.size <= limit:
         return win, False
-    share = max(limit // max(len(win.ranges), 1), 1)
-    ranges = {tp: (max(start, end - share), end) for tp, (start, end) in win.ranges.items()}
+    sizes = sorted(win.ranges.items(), key=lambda item: item[1][1] - item[1][0])
+    ranges = {}
+    left = limit
+    for done, (tp, (start, end)) in enumerate(sizes):
+        take = min(end - start, left // (len(sizes) - done))
+        ranges[tp] = (end - take, end)
+        left -= take
     return Window(ranges), True
 
 

@@ -91,3 +91,19 @@ def test_states_from_metrics_text() -> None:
 def test_a_metrics_url_is_shown_without_its_credentials() -> None:
     assert shown("http://user:s3cret@10.0.0.5:9464/metrics") == "http://10.0.0.5:9464/metrics"
     assert shown("http://worker:9464/metrics?x=1") == "http://worker:9464/metrics?x=1"
+
+
+def test_a_long_window_keeps_the_newest_records_up_to_the_limit() -> None:
+    from aiokafka import TopicPartition
+
+    from streams.console.activity import _newest
+    from streams.kafka.reader import Window
+
+    a, b, c = (TopicPartition("t", p) for p in range(3))
+    win = Window({a: (0, 10), b: (5, 1005), c: (0, 2000)})
+    kept, truncated = _newest(win, 100)
+    assert truncated
+    assert kept.size == 100
+    # a keeps its 10; b and c share the other 90, each its newest records
+    assert kept.ranges == {a: (0, 10), b: (960, 1005), c: (1955, 2000)}
+    assert _newest(win, 5000) == (win, False)
