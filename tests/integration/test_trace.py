@@ -112,7 +112,11 @@ async def test_a_delivered_webhook_shows_every_hop_in_order(stack: Stack) -> Non
     code, out, err = await _trace(stack, event_id)
     assert code == 0, err
     lines = out.splitlines()
-    assert lines[0].startswith(f"event helpdesk/{event_id}  key cus_002  4 hops in ")
+    trace_id = hops[0]["value"]["traceid"]
+    assert journey["trace_id"] == trace_id
+    assert lines[0].startswith(
+        f"event helpdesk/{event_id}  key cus_002  trace {trace_id}  4 hops in "
+    )
     for line, hop in zip(lines[1:5], hops, strict=True):
         assert line.startswith(hop["time"])
         where = f"{hop['topic']}[{hop['partition']}]@{hop['offset']}"

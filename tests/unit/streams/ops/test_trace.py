@@ -26,6 +26,7 @@ from streams.ops.trace import (
 
 T0 = 1_796_000_000_000  # 2026-11-30T00:53:20Z
 
+EVENT = {"id": "w1", "source": "helpdesk", "traceid": "4bf92f3577b34da6a3ce929d0e0e4736"}
 RESULT: dict[str, Any] = {
     "flow": "triage",
     "event": {"id": "w1", "source": "helpdesk"},
@@ -117,7 +118,14 @@ def test_durations_as_people_read_them(ms: int, text: str) -> None:
     assert duration_text(ms) == text
 
 
-def _hop(role: str, kind: str, offset_ms: int, summary: str, replay: str | None = None) -> Hop:
+def _hop(
+    role: str,
+    kind: str,
+    offset_ms: int,
+    summary: str,
+    replay: str | None = None,
+    value: dict[str, Any] | None = None,
+) -> Hop:
     return Hop(
         topic=f"p.{role}",
         partition=5,
@@ -125,7 +133,7 @@ def _hop(role: str, kind: str, offset_ms: int, summary: str, replay: str | None 
         timestamp_ms=T0 + offset_ms,
         kind=kind,
         headers={},
-        value=None,
+        value=value,
         summary=summary,
         role=role,
         replay=replay,
@@ -137,13 +145,13 @@ def _journey() -> Journey:
         event_id="w1",
         source="helpdesk",
         hops=[
-            _hop("events", "event", 0, "helpdesk  ticket.created  key cus_1"),
+            _hop("events", "event", 0, "helpdesk  ticket.created  key cus_1", value=EVENT),
             _hop("enriched", "enriched", 56, "triage  lookups: customer"),
             _hop("results", "result", 1340, "triage  sim-1  212+38 tok  $0.0009  1.2 s"),
         ],
         key="cus_1",
         since_ms=T0 - 3_600_000,
-        searched=[Searched("p.events", [0, 1], 40), Searched("p.enriched", [5], 3)],
+        searched=[Searched("p.events", [0, 1], 40), Searched("p.enriched", [5], 1)],
     )
 
 
@@ -155,20 +163,21 @@ def test_latencies_are_from_the_previous_hop() -> None:
     assert [h["latency_ms"] for h in hops] == [None, 56, 1284]
     assert hops[2]["time"] == iso_ms(T0 + 1340) == "2026-11-30T00:53:21.340Z"
     assert Journey("w2", None, []).total_ms() is None
+    assert journey.trace_id == EVENT["traceid"] == journey.as_json()["trace_id"]
 
 
 def test_printed_lines() -> None:
     lines = journey_lines(_journey())
     assert lines == [
-        "event helpdesk/w1  key cus_1  3 hops in 1.3 s",
+        "event helpdesk/w1  key cus_1  trace 4bf92f3577b34da6a3ce929d0e0e4736  3 hops in 1.3 s",
         "2026-11-30T00:53:20.000Z                p.events[5]@0      event        "
         "helpdesk  ticket.created  key cus_1",
         "2026-11-30T00:53:20.056Z        +56 ms  p.enriched[5]@56   enriched     "
         "triage  lookups: customer",
         "2026-11-30T00:53:21.340Z        +1.3 s  p.results[5]@1340  result       "
         "triage  sim-1  212+38 tok  $0.0009  1.2 s",
-        "searched since 2026-11-29T23:53:20.000Z (43 records read): p.events[0,1] 40 records; "
-        "p.enriched[5] 3 records",
+        "searched since 2026-11-29T23:53:20.000Z (41 records read): p.events[0,1] 40 records; "
+        "p.enriched[5] 1 record",
     ]
 
 
