@@ -7,7 +7,7 @@ redrive through :mod:`streams.ops.dlq`, once each) and a live view of results (S
 Events). It reads Kafka itself, so it shows the same whatever the number of workers.
 
 Modules: :mod:`.security` (bind rule, token, CSRF, headers), :mod:`.html` (escaping, layout,
-SVG charts), :mod:`.activity` and :mod:`.lag` (what Kafka says), :mod:`.scrape` (what the
-processes' metrics say), :mod:`.pages` (the handlers), :mod:`.live` (the results stream),
-:mod:`.app` (the application and ``serve``).
+SVG charts), :mod:`.activity`, :mod:`.lag` and :mod:`.search` (what Kafka says),
+:mod:`.scrape` (what the processes' metrics say), :mod:`.pages` and :mod:`.dlq_pages` (the
+handlers), :mod:`.live` (the results stream), :mod:`.app` (the application and ``serve``).
 """

@@ -107,3 +107,18 @@ def test_a_long_window_keeps_the_newest_records_up_to_the_limit() -> None:
     # a keeps its 10; b and c share the other 90, each its newest records
     assert kept.ranges == {a: (0, 10), b: (960, 1005), c: (1955, 2000)}
     assert _newest(win, 5000) == (win, False)
+
+
+def test_the_states_section_says_when_nothing_is_known() -> None:
+    from streams.console.pages import _states
+    from streams.console.scrape import Scrape
+
+    none_given = _states(Scrape(urls=[]))
+    assert "No metrics URL given" in none_given
+    assert "states are unknown" in none_given
+    url = "http://127.0.0.1:9/metrics"
+    none_answered = _states(Scrape(urls=[url], errors={url: "ClientConnectorError: refused"}))
+    assert "None of the 1 metrics URL(s) answered" in none_answered
+    assert "ClientConnectorError: refused" in none_answered
+    quiet = _states(Scrape(urls=[url]))
+    assert "export no breaker or sink-gate state yet" in quiet
