@@ -185,6 +185,38 @@ async def test_a_dead_letter_and_its_redrive_are_both_in_the_journey(stack: Stac
     assert "redriven" in out
 
 
+async def test_a_sink_dead_letter_redriven_to_the_results_topic(stack: Stack) -> None:
+    # No ticket_id: the CRM sink's template fails (examples/flows.yaml), the result is
+    # dead-lettered by the sink stage, and its redrive fails the same way.
+    event_id = f"trace-sink-{uuid.uuid4().hex[:12]}"
+    ticket = {k: v for k, v in _ticket("cus_005").items() if k != "ticket_id"}
+    status, _, _ = await stack.post("helpdesk", ticket, webhook_id=event_id)
+    assert status == 202
+
+    def letters(count: int) -> Any:
+        return lambda rs: len(_about(rs, event_id)) >= count
+
+    await wait_for_records(stack.bootstrap, stack.topic("dlq"), letters(1), timeout_s=120)
+    config = ("-c", str(stack.config_path))
+    code, out, err = await run_cli("dlq", "redrive", *config, "--stage", "sink", env=stack.env)
+    assert code == 0, err
+    await wait_for_records(stack.bootstrap, stack.topic("dlq"), letters(2), timeout_s=120)
+
+    code, out, err = await _trace(stack, event_id, "--json")
+    assert code == 0, err
+    hops = orjson.loads(out)["hops"]
+    kinds = ["event", "enriched", "result", "dead_letter", "redriven", "dead_letter"]
+    assert [h["kind"] for h in hops] == kinds
+    first, redriven = hops[3], hops[4]
+    assert first["summary"].startswith("sink  flow feedback-triage sink crm  TemplateError: ")
+    assert "data.ticket_id" in first["summary"]
+    assert redriven["topic"] == stack.topic("results")
+    assert redriven["summary"].startswith(
+        f"from dlq {first['partition']}:{first['offset']}: result  feedback-triage  sim-1  "
+    )
+    assert hops[5]["headers"]["hookstream-dlq-original_offset"] == str(redriven["offset"])
+
+
 async def test_an_unknown_id_exits_not_found_saying_what_was_searched(stack: Stack) -> None:
     missing = f"never-{uuid.uuid4().hex[:8]}"
     code, out, err = await _trace(stack, missing, "--since", "1h")
