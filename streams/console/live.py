@@ -22,6 +22,7 @@ from schemas.config import KafkaSettings
 from schemas.errors import ToolError
 from schemas.topics import Topics
 from streams.client import parse_result
+from streams.console.security import SECURITY_HEADERS
 from streams.kafka.reader import new_consumer, partitions_of
 
 log = logging.getLogger(__name__)
@@ -54,9 +55,9 @@ def _event(name: str, data: object) -> bytes:
 
 
 async def stream(request: web.Request, settings: KafkaSettings) -> web.StreamResponse:
-    response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"}
-    )
+    # Sent before the middleware sees the response: its headers go with the first byte.
+    headers = {**SECURITY_HEADERS, "Content-Type": "text/event-stream"}
+    response = web.StreamResponse(headers=headers)
     topic = Topics(settings.topic_prefix).results
     consumer = new_consumer(settings)
     try:

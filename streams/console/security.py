@@ -150,6 +150,8 @@ def middleware(guard: Guard) -> Middleware:
             ):
                 raise web.HTTPForbidden(text="the form is stale or not this console's: reload it")
         response = await handler(request)
+        if response.prepared:  # a stream (the live view): its headers are sent already
+            return response
         response.headers.update(SECURITY_HEADERS)
         if new_session is not None:
             response.set_cookie(
