@@ -30,7 +30,7 @@ def _html(
         try:
             text = await render(request, config)
         except HookstreamError as exc:
-            return pages.error_page(exc)
+            return pages.error_page(exc, config)
         return web.Response(text=text, content_type="text/html")
 
     return handler
@@ -56,7 +56,7 @@ def create_app(
         try:
             return await live.stream(request, config.kafka)
         except HookstreamError as exc:
-            return pages.error_page(exc)
+            return pages.error_page(exc, config)
 
     app.router.add_get("/", _html(pages.overview, config))
     app.router.add_get("/events", _html(pages.events, config))

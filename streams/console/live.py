@@ -19,7 +19,7 @@ from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
 from schemas.config import KafkaSettings
-from schemas.errors import ToolError
+from schemas.errors import BrokerUnavailable, ToolError
 from schemas.topics import Topics
 from streams.client import parse_result
 from streams.console.security import SECURITY_HEADERS
@@ -61,12 +61,15 @@ async def stream(request: web.Request, settings: KafkaSettings) -> web.StreamRes
     topic = Topics(settings.topic_prefix).results
     consumer = new_consumer(settings)
     try:
-        await consumer.start()
-        tps: list[TopicPartition] = await partitions_of(consumer, topic)
-        consumer.assign(tps)
-        await consumer.seek_to_end(*tps)
-        for tp in tps:  # fix the positions now: later results are the live ones
-            await consumer.position(tp)
+        try:
+            await consumer.start()
+            tps: list[TopicPartition] = await partitions_of(consumer, topic)
+            consumer.assign(tps)
+            await consumer.seek_to_end(*tps)
+            for tp in tps:  # fix the positions now: later results are the live ones
+                await consumer.position(tp)
+        except KafkaError as exc:  # before the answer starts: a page that says so
+            raise BrokerUnavailable(f"cannot read {topic}: {exc}") from exc
         await response.prepare(request)
         await response.write(_event("ready", {"topic": topic, "partitions": len(tps)}))
         while True:
@@ -78,7 +81,7 @@ async def stream(request: web.Request, settings: KafkaSettings) -> web.StreamRes
                 await response.write(_event("result", _row(record)))
             if not records:
                 await response.write(b": keepalive\n\n")
-    except (ConnectionResetError, KafkaError) as exc:
+    except (ConnectionResetError, KafkaError) as exc:  # the page went, or Kafka mid-stream
         log.info("live results stream ended: %s", exc)
     finally:
         await consumer.stop()

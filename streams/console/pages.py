@@ -278,9 +278,14 @@ async def login(request: web.Request) -> web.StreamResponse:
     return response
 
 
-def error_page(exc: HookstreamError) -> web.Response:
+def error_page(exc: HookstreamError, config: HookstreamConfig) -> web.Response:
+    """The page of an expected failure: a bad query (400), a topic that does not exist (404),
+    or Kafka not answering (503, naming the brokers the config gives)."""
     status = 404 if isinstance(exc, UnknownTopic) else 400 if isinstance(exc, ToolError) else 503
-    text = page("Cannot show this page", note(str(exc), kind="bad"))
+    said = str(exc)
+    if status == 503:
+        said += f" — check that Kafka runs at {config.kafka.bootstrap_servers}"
+    text = page("Cannot show this page", note(said, kind="bad"))
     return web.Response(text=text, status=status, content_type="text/html")
 
 

@@ -4,7 +4,8 @@ A non-loopback bind without a token is refused before anything listens; with a t
 request needs it (Bearer or the login form's cookie); a POST without this session's CSRF field,
 with another session's, or from another origin is refused before its handler runs. The pages'
 content is the browser test's (tests/integration/test_console_browser.py); here the broker
-holds no topic of the console's prefix, and the gates answer before any read.
+holds no topic of the console's prefix, and the gates answer before any read. Last, a console
+whose broker does not answer shows a page that says so (503), naming the brokers.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pytest_asyncio
 
 from streams.cli.exits import EXIT_BAD_INPUT
 from streams.console.security import AUTH_COOKIE, SECURITY_HEADERS, TOKEN_ENV
+from tests.support.broker import free_port
 from tests.support.console import running_console
 from tests.support.sinkstack import run_cli
 from tests.support.stack import EXAMPLE_CONFIG, SECRETS
@@ -148,3 +150,18 @@ async def test_a_post_needs_this_sessions_csrf_field_and_origin(console: str) ->
         async with http.post(url, data={**record, "csrf": mine.group(1)}, headers=auth) as ok:
             assert ok.status == 404
             assert ".dlq" in await ok.text()
+
+
+async def test_an_unreachable_broker_is_a_page_that_says_so(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    nobody = f"127.0.0.1:{free_port()}"
+    env = _env(kafka_bootstrap, KAFKA_BOOTSTRAP_SERVERS=nobody)
+    async with (
+        running_console(EXAMPLE_CONFIG, env, tmp_path / "console.log") as url,
+        _session() as http,
+    ):
+        for path in ("/", "/dlq", "/events?q=some-id", "/live/stream"):
+            async with http.get(url + path) as response:
+                assert response.status == 503, path
+                assert f"check that Kafka runs at {nobody}" in await response.text(), path
