@@ -279,6 +279,12 @@ def _hop(record: ConsumerRecord[bytes, bytes], role: str, document: dict[str, An
     summary = summarise(role, document, headers)
     kind = _KINDS[role]
     replay = headers.get(REPLAY_HEADER)
+    if role == catalogue.RECEIPTS and replay is None:
+        # A receipt has no headers; a replay's delivery has its own idempotency key.
+        _, marked, replay_tail = str((document or {}).get("idempotency_key", "")).partition(
+            "/replay/"
+        )
+        replay = replay_tail if marked else None
     redriven = headers.get(REDRIVEN_HEADER)
     if redriven is not None and role != catalogue.DLQ:
         kind, summary = "redriven", f"from dlq {redriven}: {kind}  {summary}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -215,6 +216,47 @@ async def test_a_sink_dead_letter_redriven_to_the_results_topic(stack: Stack) ->
         f"from dlq {first['partition']}:{first['offset']}: result  feedback-triage  sim-1  "
     )
     assert hops[5]["headers"]["hookstream-dlq-original_offset"] == str(redriven["offset"])
+
+
+async def test_a_replay_shows_its_copy_and_what_the_stages_made_of_it(stack: Stack) -> None:
+    event_id = await _post_and_deliver(stack, "cus_003")
+    events = _about(await read_all(stack.bootstrap, stack.topic("events")), event_id)
+    stamp_ms = events[0].timestamp_ms
+    # The window [its timestamp, +1 ms): this event alone.
+    start, end = (
+        datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+        for ms in (stamp_ms, stamp_ms + 1)
+    )
+    config = ("-c", str(stack.config_path))
+    code, out, err = await run_cli(
+        "replay", *config, "--topic", "events", "--from", start, "--to", end, "--yes",
+        "--no-progress", env=stack.env,
+    )  # fmt: skip
+    assert code == 0, err
+    replay_id = out.split()[1].rstrip(":")
+
+    def replayed_result(records: list[Record]) -> bool:
+        return any(r.headers.get("hookstream-replay") == replay_id.encode() for r in records)
+
+    def replayed_receipt(records: list[Record]) -> bool:
+        suffix = f"/replay/{replay_id}"
+        return any(r.json()["idempotency_key"].endswith(suffix) for r in records)
+
+    await wait_for_records(stack.bootstrap, stack.topic("results"), replayed_result)
+    # The example's CRM sink delivers replays (deliver_replays defaults to true for HTTP).
+    await wait_for_records(stack.bootstrap, stack.topic("receipts"), replayed_receipt)
+
+    code, out, err = await _trace(stack, event_id, "--json")
+    assert code == 0, err
+    hops = orjson.loads(out)["hops"]
+    kinds = ["event", "enriched", "result", "receipt", "replayed", "enriched", "result", "receipt"]
+    assert [h["kind"] for h in hops] == kinds
+    assert [h["replay"] for h in hops] == [None] * 4 + [replay_id] * 4
+    copy = hops[4]
+    assert copy["topic"] == stack.topic("events")
+    assert copy["summary"] == f"replay {replay_id}: {hops[0]['summary']}"
+    assert hops[5]["summary"].endswith(f"  (replay {replay_id})")
+    assert hops[7]["summary"] == f"{hops[3]['summary']}  (replay {replay_id})"
 
 
 async def test_an_unknown_id_exits_not_found_saying_what_was_searched(stack: Stack) -> None:

@@ -6,7 +6,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import pytest
+from aiokafka.structs import ConsumerRecord
 
 from schemas.errors import ToolError
 from schemas.events import DeadLetter
@@ -22,6 +24,9 @@ from streams.ops.trace import (
     journey_lines,
     partition_for,
     summarise,
+)
+from streams.ops.trace import (
+    _hop as _hop_of,
 )
 
 T0 = 1_796_000_000_000  # 2026-11-30T00:53:20Z
@@ -211,3 +216,25 @@ def test_not_found_is_one_line_with_what_was_searched() -> None:
     assert "\n" not in line
     assert line.startswith("no record of event helpdesk/w9 — searched since 2026-11-30T00:53:20")
     assert "p.events[2] 7 records" in line
+
+
+def _record(topic: str, value: dict[str, Any], headers: list[tuple[str, bytes]]) -> Any:
+    raw = orjson.dumps(value)
+    return ConsumerRecord(topic, 2, 9, T0, 0, b"cus_1", raw, None, 5, len(raw), headers)
+
+
+def test_a_record_becomes_a_hop_of_its_kind() -> None:
+    result = _hop_of(_record("p.results", RESULT, []), "results", RESULT)
+    assert (result.kind, result.where, result.replay) == ("result", "p.results[2]@9", None)
+    redriven = _hop_of(
+        _record("p.results", RESULT, [("hookstream-redriven", b"4:17")]), "results", RESULT
+    )
+    assert redriven.kind == "redriven"
+    assert redriven.summary == "from dlq 4:17: result  " + summarise("results", RESULT, {})
+    # A receipt has no headers: a replay's delivery says so in its idempotency key.
+    receipt = {"flow": "t", "sink": "crm", "status": 200, "idempotency_key": "h/w1/t/crm/replay/r7"}
+    assert _hop_of(_record("p.receipts", receipt, []), "receipts", receipt).replay == "r7"
+    receipt["idempotency_key"] = "h/w1/t/crm"
+    assert _hop_of(_record("p.receipts", receipt, []), "receipts", receipt).replay is None
+    copied = _hop_of(_record("p.events", EVENT, [("hookstream-replay", b"r7")]), "events", EVENT)
+    assert copied.replay == "r7"
