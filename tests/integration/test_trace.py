@@ -17,8 +17,9 @@ import orjson
 import pytest
 import pytest_asyncio
 
-from streams.cli.exits import EXIT_NOT_FOUND
+from streams.cli.exits import EXIT_NOT_FOUND, EXIT_UNAVAILABLE
 from streams.ops.trace import partition_for
+from tests.support.broker import free_port
 from tests.support.kafka import Record, read_all, wait_for_records
 from tests.support.sinkstack import run_cli
 from tests.support.stack import Stack, running_stack
@@ -269,3 +270,13 @@ async def test_an_unknown_id_exits_not_found_saying_what_was_searched(stack: Sta
     assert lines[0].startswith(f"hookstream: no record of event {missing} — searched since ")
     for role in ("events", "enriched", "results", "dlq", "receipts"):
         assert stack.topic(role) in lines[0]
+
+
+async def test_an_unreachable_broker_exits_3(stack: Stack) -> None:
+    env = {**stack.env, "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}"}
+    code, out, err = await run_cli("trace", "-c", str(stack.config_path), "any-id", env=env)
+    assert code == EXIT_UNAVAILABLE
+    assert out == ""
+    assert err.startswith("hookstream: cannot read the ")
+    assert "check that Kafka runs at 127.0.0.1:" in err
+    assert err.count("\n") == 1

@@ -4,6 +4,7 @@ its event, the one-line summaries, the journey's latencies and the printed lines
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -12,6 +13,8 @@ from aiokafka.structs import ConsumerRecord
 
 from schemas.errors import ToolError
 from schemas.events import DeadLetter
+from streams.cli.exits import EXIT_BAD_INPUT
+from streams.cli.main import main
 from streams.cli.trace import not_found_line, since_ms
 from streams.ops.trace import (
     Hop,
@@ -29,6 +32,7 @@ from streams.ops.trace import (
     _hop as _hop_of,
 )
 
+REPO_ROOT = Path(__file__).resolve().parents[4]
 T0 = 1_796_000_000_000  # 2026-11-30T00:53:20Z
 
 EVENT = {"id": "w1", "source": "helpdesk", "traceid": "4bf92f3577b34da6a3ce929d0e0e4736"}
@@ -238,3 +242,22 @@ def test_a_record_becomes_a_hop_of_its_kind() -> None:
     assert _hop_of(_record("p.receipts", receipt, []), "receipts", receipt).replay is None
     copied = _hop_of(_record("p.events", EVENT, [("hookstream-replay", b"r7")]), "events", EVENT)
     assert copied.replay == "r7"
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["x", "--since", "yesterday"], "--since 'yesterday': give a duration back from now"),
+        ([], "give the event's id (EVENT_ID), or --source and --webhook-id"),
+        (["x", "--webhook-id", "y"], "give EVENT_ID or --webhook-id, not both"),
+    ],
+)
+def test_bad_arguments_are_one_line_and_exit_2(
+    argv: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Refused before Kafka is asked: no broker is needed for these.
+    code = main(["trace", "-c", str(REPO_ROOT / "examples" / "flows.yaml"), *argv])
+    assert code == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert err.startswith(f"hookstream: {said}")
+    assert err.count("\n") == 1
