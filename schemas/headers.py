@@ -6,9 +6,14 @@
   its cache.
 - ``hookstream-redriven``: set by ``hookstream dlq redrive`` (value: the DLQ coordinates
   ``<partition>:<offset>``); informational, not carried further.
+- ``traceparent`` / ``tracestate``: the W3C trace context of the webhook
+  (:mod:`schemas.tracecontext`), set by the gateway on the events record and written by every
+  stage on each record it produces (enriched, results, receipts, dead letters); redrive and
+  replay copy them with the record's other headers, so a redriven or replayed event stays in
+  its webhook's trace.
 
 Only these names are shared between stages; the values are opaque to everyone but the tool that
-set them.
+set them (the trace context's are the W3C format's).
 """
 
 from __future__ import annotations
@@ -16,9 +21,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from schemas.tracecontext import TRACEPARENT, TRACESTATE, current_headers, from_headers
+
 REPLAY_HEADER = "hookstream-replay"
 REDRIVEN_HEADER = "hookstream-redriven"
 CARRIED_HEADERS = (REPLAY_HEADER,)
+TRACE_HEADERS = (TRACEPARENT, TRACESTATE)
 
 
 def _pairs(message: Any) -> Iterable[tuple[str, bytes]]:
@@ -43,8 +51,26 @@ def replay_id(message: Any) -> str | None:
 
 
 def carried_headers(message: Any) -> list[tuple[str, bytes]]:
-    """The headers a stage copies from its input record to each record it produces."""
-    return [(k, bytes(v)) for k, v in _pairs(message) if k in CARRIED_HEADERS and v is not None]
+    """The headers a stage copies from its input record to each record it produces, with the
+    trace context (:func:`trace_headers`)."""
+    pairs = _pairs(message)
+    carried = [(k, bytes(v)) for k, v in pairs if k in CARRIED_HEADERS and v is not None]
+    return carried + _trace_headers(pairs)
+
+
+def trace_headers(message: Any) -> list[tuple[str, bytes]]:
+    """The trace context to write on a record derived from ``message``: the current one (the
+    stage's span, when spans are on; :func:`schemas.tracecontext.current`), else the input
+    record's own valid ``traceparent`` with its ``tracestate``."""
+    return _trace_headers(_pairs(message))
+
+
+def _trace_headers(pairs: Iterable[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    current = current_headers()
+    if current:
+        return current
+    found = from_headers((k, bytes(v)) for k, v in pairs if k in TRACE_HEADERS and v is not None)
+    return [] if found is None else found.headers()
 
 
 def replay_suffix(replay: str | None) -> str:

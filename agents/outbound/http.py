@@ -3,6 +3,9 @@
 Every call maps its outcome onto the exception tree, so the retry policy needs no HTTP
 knowledge: 408/429/5xx, timeouts and connection errors are retriable (with the server's
 Retry-After when it gives one); other 4xx are permanent.
+
+Every request carries the current W3C trace context (:func:`schemas.tracecontext.current`:
+the event's, or the innermost span's when spans are on) as ``traceparent``/``tracestate``.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import orjson
 
 from agents.outbound.egress_guard import NetGuard, PublicOnlyResolver
 from schemas.errors import PermanentRemoteError, RetriableRemoteError, UnsafeDestination
+from schemas.tracecontext import TRACEPARENT, TRACESTATE, current
+from streams.metrics import tracing
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +138,11 @@ async def request_json(
     request_headers = dict(headers or {})
     if data is not None:
         request_headers.setdefault("Content-Type", "application/json")
+    trace = current()
+    if trace is not None:
+        request_headers[TRACEPARENT] = trace.traceparent()
+        if trace.state:
+            request_headers[TRACESTATE] = trace.state
     try:
         async with session.request(
             method,
@@ -149,6 +159,8 @@ async def request_json(
         ) as response:
             raw = await response.read()
             status = response.status
+            if tracing.enabled():
+                tracing.set_attributes({"http.response.status_code": status})
             if not_found_ok and status == 404:
                 return status, None
             ok = (200 <= status < 300) if ok_statuses is None else status in ok_statuses

@@ -4,6 +4,9 @@ Each lookup's URL is a template filled from the event, checked by the egress gua
 with the shared session; a flow's lookups run concurrently and any failure fails the whole
 enrichment (the stage retries or dead-letters it). A flow without lookups passes the event
 through with an empty enrichment.
+
+With spans on, each lookup is a ``lookup <name>`` span (kind client) under the enrich stage's,
+and its request's ``traceparent`` names that span.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from schemas.config import HookstreamConfig
 from schemas.config_flows import FlowConfig, LookupConfig
 from schemas.errors import PermanentRemoteError
 from schemas.events import CloudEvent, EnrichedEvent
+from streams.metrics import tracing
 
 STAGE = "enrich"
 
@@ -62,7 +66,19 @@ class Enricher:
         histogram = metrics.LOOKUP_SECONDS
         started_s = time.perf_counter()
         try:
-            body, found = await self._fetch(flow, lookup, context)
+            if tracing.enabled():
+                with tracing.span(
+                    f"lookup {lookup.name}",
+                    kind="client",
+                    attributes={
+                        "http.request.method": "GET",
+                        "hookstream.lookup": lookup.name,
+                        "hookstream.flow": flow.name,
+                    },
+                ):
+                    body, found = await self._fetch(flow, lookup, context)
+            else:
+                body, found = await self._fetch(flow, lookup, context)
         except Exception:
             elapsed_s = time.perf_counter() - started_s
             histogram.labels(flow.name, lookup.name, "error").observe(elapsed_s)

@@ -11,6 +11,11 @@ Per result, in this order (the runner acks only after ``handle`` returns):
 4. deliver it through the sink's outage gate (pause while the target is down; a permanent
    error → dead letter at once, then remembered as dead-lettered);
 5. remember the delivery (``<prefix>.delivered``), then write the receipt (``<prefix>.receipts``).
+
+It runs in the result's trace (:func:`agents.stages.base.traced`): with spans on, a ``process``
+span per result of its flow and a ``deliver <sink>`` span (kind client) per attempt, whose
+context is the ``traceparent`` of an HTTP or Slack sink's request; the receipt and a dead letter
+carry the context too.
 """
 
 from __future__ import annotations
@@ -30,14 +35,15 @@ from agents.sinks.base import Delivery, Sink, idempotency_key, sink_context
 from agents.sinks.http import HttpSink
 from agents.sinks.postgres import PostgresSink
 from agents.sinks.slack import SlackSink
-from agents.stages.base import InvalidRecord, Stage, decode
+from agents.stages.base import InvalidRecord, Stage, decode, traced
 from agents.state.delivered import DEAD_LETTERED, DELIVERED, DeliveredMemory
 from schemas.codec import dumps
 from schemas.config import HookstreamConfig
 from schemas.config_sinks import HttpSinkConfig, SlackSinkConfig
 from schemas.errors import HookstreamError
 from schemas.events import AIResult, DeliveryReceipt
-from schemas.headers import REDRIVEN_HEADER, header, replay_id
+from schemas.headers import REDRIVEN_HEADER, header, replay_id, trace_headers
+from streams.metrics import tracing
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +129,13 @@ class SinkStage(Stage):
             raise RuntimeError("SinkStage used outside `async with`")
         return self._sink
 
+    def span_attributes(self) -> dict[str, str]:
+        return {
+            "hookstream.stage": self.name,
+            "hookstream.flow": self.flow,
+            "hookstream.sink": self.sink_config.name,
+        }
+
     async def handle(self, event: Any) -> None:
         message = event.message
         try:
@@ -131,7 +144,14 @@ class SinkStage(Stage):
             await self._fail(message, exc, extra_headers=self._headers())
             return
         if result.flow != self.flow:
-            return
+            return  # another sink's (each reads every result): no span for it
+        await self._handle_result(event, result)
+
+    @traced
+    async def _handle_result(self, event: Any, result: AIResult) -> None:
+        message = event.message
+        if tracing.enabled():
+            tracing.set_attributes({"hookstream.event_id": result.event.id})
         replay = replay_id(message)
         if replay is not None and not self.sink_config.deliver_replays:
             self.skipped_replays += 1
@@ -161,7 +181,13 @@ class SinkStage(Stage):
             if tries > 1:
                 self._retries.inc()
             started_s = time.perf_counter()
-            status = await sink.add(delivery)
+            if tracing.enabled():
+                with tracing.span(
+                    f"deliver {sink.name}", kind="client", attributes=self._span_attributes(tries)
+                ):
+                    status = await sink.add(delivery)
+            else:
+                status = await sink.add(delivery)
             self._delivery_seconds.observe(time.perf_counter() - started_s)
             return status
 
@@ -193,9 +219,17 @@ class SinkStage(Stage):
             self.topics.receipts,
             encoded,
             key=result.event.partitionkey.encode(),
+            headers=trace_headers(message),
         )
         self.delivered += 1
         self._outcomes["delivered"].inc()
+
+    def _span_attributes(self, attempt: int) -> dict[str, str | int]:
+        return {
+            **self.span_attributes(),
+            "hookstream.sink_kind": self.sink_config.kind,
+            "hookstream.attempt": attempt,
+        }
 
     def _headers(self) -> list[tuple[str, bytes]]:
         return [

@@ -5,12 +5,19 @@ either writes its output or dead-letters the record; it returns only when one of
 Kafka, which is when :class:`agents.stages.runner.OrderedRunner` may ack it. A record that is
 not valid JSON for its topic's model is dead-lettered too: bad input never stops a partition,
 and its dead letter lists every problem of the record at once (one fix, one redrive).
+
+Each handler runs in its record's trace (:func:`traced`): the context of the record's
+``traceparent`` header (or of its event's ``traceid``, :mod:`schemas.tracecontext`) is current
+while it runs, inside a ``process <topic>`` span when spans are on, so the records it writes
+(:func:`schemas.headers.carried_headers`), its dead letters and its outgoing requests carry it.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import orjson
 from pydantic import BaseModel, ValidationError
@@ -19,14 +26,19 @@ from pydantic_core import ErrorDetails
 from agents.emit import dead_letter
 from agents.outbound.retry import RetriesExhausted
 from agents.resources import Resources
+from schemas import tracecontext
 from schemas.config import HookstreamConfig
 from schemas.errors import StageError
 from schemas.events import CE_HEADER_PREFIX, RecordFacts, binary_mode_document, json_kind
+from schemas.headers import trace_headers
 from schemas.topics import Topics
 from streams.logs import bind_event
+from streams.metrics import tracing
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
+S = TypeVar("S", bound="Stage")
+P = ParamSpec("P")
 
 
 class InvalidRecord(StageError):
@@ -63,8 +75,12 @@ def decode(model: type[M], raw: bytes | None, *, stage: str, message: Any = None
     except ValueError as exc:  # a binary-mode record's headers or data (binary_mode_document)
         raise InvalidRecord(f"binary-mode CloudEvent: {exc}", stage=stage) from None
     # The handler's log lines from here on carry the event's ids (streams.logs).
-    event = getattr(decoded, "event", decoded)  # an EnrichedEvent's or AIResult's CloudEvent
-    bind_event(stage, event, getattr(decoded, "flow", None))
+    event: Any = getattr(decoded, "event", decoded)  # an EnrichedEvent's or AIResult's CloudEvent
+    flow = getattr(decoded, "flow", None)
+    bind_event(stage, event, flow)
+    if tracing.enabled():
+        named = {"hookstream.event_id": event.id, "hookstream.source": event.source}
+        tracing.set_attributes(named if flow is None else {**named, "hookstream.flow": flow})
     return decoded
 
 
@@ -104,6 +120,68 @@ def binding_headers(message: Any) -> list[tuple[str, bytes]]:
     ]
 
 
+def record_trace(message: Any) -> tracecontext.TraceContext:
+    """The trace a record belongs to: its ``traceparent`` header; else its event's
+    ``traceid`` (a CloudEvent's, or the ``event`` of an enriched record or a result), read from
+    the value; else a hash of the event's ``source/id`` (what the CloudEvent fills in). A record
+    without the header is parsed twice for it (another producer's, or an old one)."""
+    pairs = header_pairs(message)
+    found = tracecontext.from_headers(pairs)
+    if found is not None:
+        return found
+    try:
+        document = binary_mode_document(message.value, pairs)
+        if document is None:
+            document = orjson.loads(message.value or b"")
+    except (ValueError, orjson.JSONDecodeError):
+        document = None
+    event = document.get("event", document) if isinstance(document, dict) else None
+    if isinstance(event, dict):
+        given = event.get("traceid")
+        if isinstance(given, str) and given:
+            return tracecontext.for_trace_id(tracecontext.trace_id_of(given))
+        source, event_id = event.get("source"), event.get("id")
+        if isinstance(source, str) and isinstance(event_id, str):
+            return tracecontext.for_trace_id(tracecontext.derived_trace_id(source, event_id))
+    return tracecontext.new_trace()
+
+
+def _span_attributes(stage: Stage, message: Any) -> dict[str, str | int]:
+    """A stage span's attributes (OpenTelemetry's messaging conventions, and ours)."""
+    return {
+        "messaging.system": "kafka",
+        "messaging.operation.type": "process",
+        "messaging.destination.name": str(message.topic),
+        "messaging.destination.partition.id": str(message.partition),
+        "messaging.kafka.offset": int(message.offset),
+        **stage.span_attributes(),
+    }
+
+
+def traced(
+    handle: Callable[Concatenate[S, Any, P], Awaitable[None]],
+) -> Callable[Concatenate[S, Any, P], Awaitable[None]]:
+    """Run a stage's handler of ``event`` (a Faust event) in its record's trace
+    (:func:`record_trace`), inside a ``process <topic>`` span (kind consumer, a child of the
+    record's context) when spans are on."""
+
+    @functools.wraps(handle)
+    async def in_trace(stage: S, event: Any, /, *args: P.args, **kwargs: P.kwargs) -> None:
+        message = event.message
+        token = tracecontext.activate(record_trace(message))
+        try:
+            if not tracing.enabled():
+                await handle(stage, event, *args, **kwargs)
+                return
+            attributes = _span_attributes(stage, message)
+            with tracing.span(f"process {message.topic}", kind="consumer", attributes=attributes):
+                await handle(stage, event, *args, **kwargs)
+        finally:
+            tracecontext.restore(token)
+
+    return in_trace
+
+
 class Stage:
     name = ""
 
@@ -112,12 +190,16 @@ class Stage:
         self.resources = resources
         self.topics = Topics(config.kafka.topic_prefix)
 
+    def span_attributes(self) -> dict[str, str]:
+        """What this stage's spans say of it, beside the record's place."""
+        return {"hookstream.stage": self.name}
+
     async def _fail(
         self, message: Any, error: BaseException, *, extra_headers: list[tuple[str, bytes]]
     ) -> BaseException:
         """Dead-letter ``message``; return the error its headers name (a retried operation's
-        last one)."""
-        extra_headers = [*binding_headers(message), *extra_headers]
+        last one). The dead letter carries the trace context, which a redrive copies."""
+        extra_headers = [*binding_headers(message), *trace_headers(message), *extra_headers]
         if isinstance(error, RetriesExhausted):
             await dead_letter(
                 self.resources.writer,

@@ -33,7 +33,7 @@ from agents.emit import emit
 from agents.outbound.lookups import Enricher
 from agents.outbound.retry import RetryPolicy, with_retries
 from agents.resources import Resources
-from agents.stages.base import InvalidRecord, Stage, decode
+from agents.stages.base import InvalidRecord, Stage, decode, traced
 from schemas.codec import dumps
 from schemas.config import HookstreamConfig
 from schemas.config_flows import FlowConfig
@@ -60,6 +60,7 @@ class EnrichStage(Stage):
         )
         self.enricher = Enricher(config, resources.session_for)
 
+    @traced
     async def handle(self, event: Any) -> None:
         message = event.message
         try:

@@ -34,6 +34,7 @@ from streams.cli.exits import (
 from streams.cli.ops import non_negative_seconds, quiet_kafka_logs, startup, unreachable_hint
 from streams.http.ports import env_default, is_listen_error, listen_hint, port_type
 from streams.logs import LOG_FORMAT_ENV, LOG_FORMATS, configure, default_format, level_number
+from streams.metrics import tracing
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -445,6 +446,8 @@ def _stdout_closed() -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args)
+    if args.command in SERVICES:  # spans when $OTEL_EXPORTER_OTLP_ENDPOINT is set
+        tracing.setup(args.command)
     try:
         code: int = args.func(args)
         sys.stdout.flush()

@@ -138,6 +138,8 @@ class _CRMState:
                 "path": request.path,
                 "body": body,
                 "idempotency_key": request.headers.get("Idempotency-Key"),
+                # The W3C trace context hookstream sends (tests/integration/test_tracing.py).
+                "traceparent": request.headers.get("traceparent"),
                 "received_at": utc_now_iso(),
             }
         )

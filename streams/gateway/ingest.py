@@ -7,8 +7,6 @@ without a server.
 from __future__ import annotations
 
 import hashlib
-import random
-import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -19,10 +17,16 @@ from schemas.config_sources import SourceConfig
 from schemas.errors import InvalidPayload, TemplateError
 from schemas.events import CloudEvent, json_kind
 from schemas.templates import lookup
+from schemas.tracecontext import (
+    TRACEPARENT,
+    TRACESTATE,
+    TraceContext,
+    new_span_id,
+    new_trace_id,
+    parse,
+    request_trace_id,
+)
 from streams.gateway.signatures import delivery_id_source, type_source
-
-_random_bits = random.getrandbits
-
 
 _ABSENT: Any = object()
 _EXACT_FLOAT_INT = 2.0**53
@@ -118,6 +122,35 @@ def _partition_key(source: SourceConfig, payload: Any, event_id: str) -> str:
     )
 
 
+def sender_trace(headers: Mapping[str, str]) -> TraceContext | None:
+    """The sender's W3C trace context: its ``traceparent`` (one, valid) with its
+    ``tracestate``; None otherwise (:mod:`schemas.tracecontext` has the rules)."""
+    value = headers.get(TRACEPARENT)
+    if value is None:
+        return None
+    getall = getattr(headers, "getall", None)  # the gateway's headers are a multidict
+    if getall is None:
+        states = [headers[TRACESTATE]] if TRACESTATE in headers else []
+        return parse(value, states)
+    if len(getall(TRACEPARENT)) != 1:
+        return None
+    return parse(value, getall(TRACESTATE, ()))
+
+
+def request_trace(headers: Mapping[str, str]) -> str | None:
+    """The trace id a sender without ``traceparent`` names by a UUID ``X-Request-Id``."""
+    return request_trace_id(headers.get("x-request-id"))
+
+
+def webhook_trace(headers: Mapping[str, str]) -> TraceContext:
+    """The trace a webhook's event goes on in, without spans: the sender's context, else a new
+    trace (its id from a UUID ``X-Request-Id`` when there is one)."""
+    found = sender_trace(headers)
+    if found is not None:
+        return found
+    return TraceContext(request_trace(headers) or new_trace_id(), new_span_id())
+
+
 def build_event(
     source: SourceConfig,
     headers: Mapping[str, str],
@@ -126,6 +159,7 @@ def build_event(
     *,
     forwarded_headers: tuple[str, ...],
     received_at: datetime | None = None,
+    trace: TraceContext | None = None,
 ) -> CloudEvent:
     event_id = webhook_id(source, headers, payload, body)
     kept = {name: headers[name] for name in forwarded_headers if name in headers}
@@ -136,7 +170,7 @@ def build_event(
         time=received_at or datetime.now(UTC),
         data=payload,
         partitionkey=_partition_key(source, payload, event_id),
-        traceid=headers.get("x-request-id") or uuid.uuid4().hex,
+        traceid=(trace or webhook_trace(headers)).trace_id,
         webhookheaders=kept,
     )
 
@@ -154,6 +188,8 @@ class EncodedEvent(NamedTuple):
     key: str
     value: bytes
     traceid: str
+    #: The context the events record carries (its ``traceparent``/``tracestate`` headers).
+    trace: TraceContext | None = None
 
 
 def encode_event(
@@ -164,18 +200,23 @@ def encode_event(
     *,
     forwarded_headers: tuple[str, ...],
     received_at: datetime | None = None,
+    trace: TraceContext | None = None,
 ) -> EncodedEvent:
     """The same JSON as ``dumps(build_event(...))``, without a pydantic model per request.
 
     The gateway's hot path: the body, already validated as JSON, is embedded byte for byte
     (``orjson.Fragment``) instead of being parsed into objects and serialised again. A unit
     test holds this to :class:`~schemas.events.CloudEvent`'s own serialisation.
+
+    ``trace``: the context to write (the gateway's produce span, when spans are on); without
+    it :func:`webhook_trace`'s. The event's ``traceid`` is that context's trace id.
     """
     event_id = webhook_id(source, headers, payload, body)
     key = _partition_key(source, payload, event_id)
     kind = event_type(source, headers, payload)
-    # A trace id needs to be unique, not secret: the PRNG, not a getrandom() system call.
-    traceid = headers.get("x-request-id") or f"{_random_bits(128):032x}"
+    if trace is None:
+        trace = webhook_trace(headers)
+    traceid = trace.trace_id
     document = {
         "specversion": "1.0",
         "id": event_id,
@@ -190,5 +231,11 @@ def encode_event(
     }
     value = orjson.dumps(document, option=orjson.OPT_UTC_Z)
     return EncodedEvent(
-        id=event_id, source=source.name, type=kind, key=key, value=value, traceid=traceid
+        id=event_id,
+        source=source.name,
+        type=kind,
+        key=key,
+        value=value,
+        traceid=traceid,
+        trace=trace,
     )

@@ -45,14 +45,16 @@ from streams.gateway.ingest import EncodedEvent, encode_event
 from streams.gateway.limits import RateLimiter, retry_after_header
 from streams.gateway.metrics import PRODUCE_SECONDS, UNKNOWN_SOURCE, count_refusal, count_request
 from streams.gateway.openapi import build_openapi
+from streams.gateway.traced import WebhookSpans
 from streams.http.message import Request, Response
 from streams.kafka.batch_writer import BatchingKafkaWriter
+from streams.metrics import tracing
 from streams.metrics.exposition import exposition
 
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
-_CLOUDEVENTS_HEADERS = [("content-type", b"application/cloudevents+json")]
+_CLOUDEVENTS_HEADER = ("content-type", b"application/cloudevents+json")
 _WEBHOOKS = "/webhooks/"
 _ACCEPTED_LEVELS = {"info": logging.INFO, "debug": logging.DEBUG, "off": None}
 Route = Callable[[Request], "Response | Awaitable[Response]"]
@@ -76,6 +78,8 @@ class GatewayState:
         # The accepted line's level (None: off) and sampled share (gateway.log_accepted).
         self.accepted_level = _ACCEPTED_LEVELS[config.gateway.log_accepted]
         self.accepted_sample_rate = config.gateway.log_accepted_sample_rate
+        # Spans (streams.metrics.tracing) are set up by the CLI before the gateway is built.
+        self.tracing = tracing.enabled()
 
 
 def problem(status: int, title: str, detail: str, code: str, **headers: str) -> Response:
@@ -143,15 +147,41 @@ def _media_type_refusal(raw_type: str | None) -> str:
     return f"Content-Type {media!r} is not accepted; {wanted}"
 
 
-def _encode(state: GatewayState, source: SourceConfig, request: Request) -> EncodedEvent:
-    """The verified body as the CloudEvent to write."""
-    headers, body = request.headers, request.body
-    signatures.verify(source.signature, headers, body)
+def _verified(source: SourceConfig, request: Request) -> object:
+    """The body's JSON, once its signature is verified."""
+    signatures.verify(source.signature, request.headers, request.body)
     try:
-        payload = orjson.loads(body)
+        return orjson.loads(request.body)
     except orjson.JSONDecodeError as exc:
         raise InvalidPayload(f"body is not valid JSON: {exc}", code="invalid_json") from None
-    return encode_event(source, headers, body, payload, forwarded_headers=state.forwarded_headers)
+
+
+def _encode(
+    state: GatewayState, source: SourceConfig, request: Request, spans: WebhookSpans | None
+) -> EncodedEvent:
+    """The verified body as the CloudEvent to write, in the webhook's trace (the sender's
+    ``traceparent``, else a new trace; with spans, the ``send`` span's context)."""
+    if spans is None:
+        payload = _verified(source, request)
+        trace = None  # encode_event: the sender's context, or a new trace
+    else:
+        with spans.verifying():
+            payload = _verified(source, request)
+        trace = spans.sending(state.topic)
+    return encode_event(
+        source,
+        request.headers,
+        request.body,
+        payload,
+        forwarded_headers=state.forwarded_headers,
+        trace=trace,
+    )
+
+
+def _record_headers(event: EncodedEvent) -> list[tuple[str, bytes]]:
+    """The events record's headers: structured-mode CloudEvent, and the trace context."""
+    trace = event.trace
+    return [_CLOUDEVENTS_HEADER] if trace is None else [_CLOUDEVENTS_HEADER, *trace.headers()]
 
 
 class Gateway:
@@ -211,9 +241,23 @@ class Gateway:
     def receive_webhook(
         self, source: SourceConfig, request: Request
     ) -> Response | asyncio.Future[Response]:
+        if not self.state.tracing:
+            return self._receive(source, request, None)
+        spans = WebhookSpans(source, request)
+        try:
+            answer = self._receive(source, request, spans)
+        except Exception as exc:  # a bug, answered 500 by the server
+            spans.failed(exc)
+            raise
+        spans.answered(answer)
+        return answer
+
+    def _receive(
+        self, source: SourceConfig, request: Request, spans: WebhookSpans | None
+    ) -> Response | asyncio.Future[Response]:
         state = self.state
         try:
-            event = _encode(state, source, request)
+            event = _encode(state, source, request, spans)
             if not state.gate.try_enter():
                 if state.gate.broker_failing:
                     raise GatewayBusy(
@@ -222,7 +266,10 @@ class Gateway:
                 raise GatewayBusy("too many writes in flight")
             try:
                 ack = state.writer.submit(
-                    state.topic, event.value, key=event.key.encode(), headers=_CLOUDEVENTS_HEADERS
+                    state.topic,
+                    event.value,
+                    key=event.key.encode(),
+                    headers=_record_headers(event),
                 )
             except BaseException as exc:
                 state.gate.leave(acknowledged=False if isinstance(exc, BrokerUnavailable) else None)
@@ -234,7 +281,7 @@ class Gateway:
         answer: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
         ack.add_done_callback(
             functools.partial(
-                self._acknowledged, answer, source.name, request, event, time.perf_counter()
+                self._acknowledged, answer, source.name, request, event, time.perf_counter(), spans
             )
         )
         return answer
@@ -246,6 +293,7 @@ class Gateway:
         request: Request,
         event: EncodedEvent,
         started_s: float,
+        spans: WebhookSpans | None,
         ack: asyncio.Future[RecordMetadata],
     ) -> None:
         """The write's outcome: 202 with the record's place, or the refusal that says why."""
@@ -255,6 +303,8 @@ class Gateway:
             gate.leave(acknowledged=True)
             PRODUCE_SECONDS.observe(time.perf_counter() - started_s)
             metadata = ack.result()
+            if spans is not None:
+                spans.acknowledged(event.id, metadata)
             accepted = {
                 "id": event.id,
                 "source": event.source,

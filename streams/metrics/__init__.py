@@ -1,1 +1,2 @@
-"""Prometheus exposition (``/metrics``) and lock-free metrics updated from one event loop."""
+"""Prometheus exposition (``/metrics``), lock-free metrics updated from one event loop, and
+OpenTelemetry spans when configured (:mod:`streams.metrics.tracing`)."""

@@ -21,6 +21,7 @@ import pytest_asyncio
 from aiokafka import AIOKafkaProducer
 
 from schemas.events import AIResult, DeadLetter
+from schemas.tracecontext import derived_trace_id
 from streams.kafka.connection import client_kwargs
 from tests.support.kafka import Record, read_all, settings_of, wait_for_records
 from tests.support.stack import Stack, running_stack
@@ -174,7 +175,10 @@ async def test_a_binary_mode_dead_letter_keeps_the_ce_headers(stack: Stack) -> N
     )
     letter = mine(records)
     assert len(letter) == 1
-    assert {k: v for k, v in letter[0].headers.items() if not k.startswith("hookstream-")} == dict(
-        headers
-    )
+    kept = letter[0].headers
+    # Beside the binding's headers, the trace context every dead letter carries: here the
+    # trace of the event's source/id, as the record names no trace (schemas.tracecontext).
+    trace = derived_trace_id("helpdesk", marker)
+    assert kept.pop("traceparent").startswith(f"00-{trace}-".encode())
+    assert {k: v for k, v in kept.items() if not k.startswith("hookstream-")} == dict(headers)
     assert b"type: Field required" in letter[0].headers["hookstream-dlq-error_message"]

@@ -15,7 +15,15 @@ from schemas.config import DEFAULT_FORWARDED_HEADERS
 from schemas.config_sources import SignatureConfig, SourceConfig
 from schemas.errors import InvalidPayload
 from schemas.events import CloudEvent
-from streams.gateway.ingest import build_event, encode_event, event_type, payload_field, webhook_id
+from schemas.tracecontext import TraceContext, parse_traceparent
+from streams.gateway.ingest import (
+    build_event,
+    encode_event,
+    event_type,
+    payload_field,
+    webhook_id,
+    webhook_trace,
+)
 
 PAYLOAD: dict[str, Any] = {
     "id": "evt_123",
@@ -26,6 +34,7 @@ PAYLOAD: dict[str, Any] = {
 }
 BODY = orjson.dumps(PAYLOAD)
 RECEIVED = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 
 
 def source(**overrides: Any) -> SourceConfig:
@@ -119,7 +128,7 @@ def test_build_event_uses_the_nested_partition_key() -> None:
     src = source(id_field="id", type_field="type", partition_key="data.customer")
     event = build_event(
         src,
-        http_headers(x_request_id="req-1"),
+        http_headers(traceparent=f"00-{TRACE_ID}-00f067aa0ba902b7-01", x_request_id="req-1"),
         BODY,
         PAYLOAD,
         forwarded_headers=DEFAULT_FORWARDED_HEADERS,
@@ -131,7 +140,7 @@ def test_build_event_uses_the_nested_partition_key() -> None:
     assert event.source == "payments"
     assert event.time == RECEIVED
     assert event.data == PAYLOAD
-    assert event.traceid == "req-1"
+    assert event.traceid == TRACE_ID  # the sender's traceparent wins over any X-Request-Id
     assert event.event_key == "payments/evt_123"
 
 
@@ -270,7 +279,7 @@ def test_scheme_types() -> None:
 
 def test_encode_event_is_the_cloudevent_serialisation() -> None:
     src = source(id_field="id", type_field="type", partition_key="data.customer")
-    headers = http_headers(user_agent="ua", x_request_id="req-1", x_signature="never")
+    headers = http_headers(user_agent="ua", x_request_id=TRACE_ID, x_signature="never")
     body = b'{"id": "evt_9", "type": "t.x", "data": {"customer": "c-1", "s": "h\\u00e9"}}\n'
     payload = orjson.loads(body)
     for received in (RECEIVED, RECEIVED.replace(microsecond=123456)):
@@ -293,3 +302,64 @@ def test_encode_event_is_the_cloudevent_serialisation() -> None:
         assert orjson.loads(encoded.value) == orjson.loads(dumps(model))
         assert CloudEvent.model_validate_json(encoded.value) == model
         assert (encoded.id, encoded.type, encoded.key) == ("evt_9", "t.x", "c-1")
+
+
+# --- the webhook's trace ------------------------------------------------------------------
+
+
+def test_the_senders_traceparent_and_tracestate_are_continued() -> None:
+    sent = f"00-{TRACE_ID}-00f067aa0ba902b7-00"
+    trace = webhook_trace(http_headers(traceparent=sent, tracestate="vendor=1"))
+    assert trace == TraceContext(TRACE_ID, "00f067aa0ba902b7", 0, "vendor=1")
+    encoded = encode_event(
+        source(id_field="id"),
+        http_headers(traceparent=sent),
+        BODY,
+        PAYLOAD,
+        forwarded_headers=(),
+    )
+    assert encoded.trace is not None
+    assert encoded.trace.traceparent() == sent
+    assert orjson.loads(encoded.value)["traceid"] == TRACE_ID == encoded.traceid
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"traceparent": f"00-{TRACE_ID.upper()}-00f067aa0ba902b7-01", "tracestate": "v=1"},
+        {"traceparent": "garbage", "x-request-id": "req-1"},
+        {},
+    ],
+)
+def test_without_a_valid_traceparent_a_new_trace_starts(headers: dict[str, str]) -> None:
+    given = CIMultiDict(headers)
+    first, second = webhook_trace(given), webhook_trace(given)
+    assert first.trace_id != second.trace_id
+    for trace in (first, second):
+        assert parse_traceparent(trace.traceparent()) == trace._replace(state=None)
+        assert trace.sampled
+        assert trace.state is None  # an invalid traceparent's tracestate is not read
+
+
+def test_a_uuid_request_id_names_the_new_trace() -> None:
+    request_id = "4bf92f35-77b3-4da6-a3ce-929d0e0e4736"
+    assert webhook_trace(http_headers(x_request_id=request_id)).trace_id == TRACE_ID
+    assert webhook_trace(http_headers(x_request_id=TRACE_ID)).trace_id == TRACE_ID
+    sent = f"00-{'a' * 32}-00f067aa0ba902b7-01"
+    both = http_headers(x_request_id=request_id, traceparent=sent)
+    assert webhook_trace(both).trace_id == "a" * 32
+
+
+def test_two_traceparent_headers_start_a_new_trace() -> None:
+    headers: CIMultiDict[str] = CIMultiDict()
+    headers.add("traceparent", f"00-{TRACE_ID}-00f067aa0ba902b7-01")
+    headers.add("traceparent", f"00-{'a' * 32}-00f067aa0ba902b7-01")
+    assert webhook_trace(headers).trace_id not in (TRACE_ID, "a" * 32)
+
+
+def test_several_tracestate_headers_are_one_list() -> None:
+    headers: CIMultiDict[str] = CIMultiDict()
+    headers.add("traceparent", f"00-{TRACE_ID}-00f067aa0ba902b7-01")
+    headers.add("tracestate", "a=1")
+    headers.add("tracestate", "b=2")
+    assert webhook_trace(headers).state == "a=1,b=2"
