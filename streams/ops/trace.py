@@ -36,7 +36,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import pairwise
-from typing import Any
+from typing import Any, Protocol, cast
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -50,7 +50,14 @@ from schemas.errors import BrokerUnavailable, ToolError
 from schemas.events import DeadLetter, binary_mode_document
 from schemas.headers import REDRIVEN_HEADER, REPLAY_HEADER
 from schemas.topics import Topics
-from streams.kafka.reader import Window, new_consumer, partitions_of, read_window, window
+from streams.kafka.reader import (
+    RawRecord,
+    Window,
+    new_consumer,
+    partitions_of,
+    read_window_raw,
+    window,
+)
 
 DEFAULT_SINCE_S = 7 * 24 * 3600
 # The topics read, in pipeline order (the order of hops written in the same millisecond).
@@ -195,7 +202,14 @@ def partition_for(key: str | bytes, partitions: int) -> int:
 # --- what a record says ------------------------------------------------------------------
 
 
-def _document(record: ConsumerRecord[bytes, bytes]) -> dict[str, Any] | None:
+class _Record(RawRecord, Protocol):
+    """A record as the window reader hands it out, with its timestamp."""
+
+    @property
+    def timestamp(self) -> int: ...
+
+
+def _document(record: _Record) -> dict[str, Any] | None:
     """The record's JSON object (a binary-mode CloudEvent read as its structured document)."""
     headers = [(k, bytes(v)) for k, v in record.headers]
     try:
@@ -335,14 +349,14 @@ class _Search:
     keys: set[bytes] = field(default_factory=set)
     windows: dict[str, Window] = field(default_factory=dict)
 
-    def matches(self, record: ConsumerRecord[bytes, bytes]) -> dict[str, Any] | None:
+    def matches(self, record: _Record) -> dict[str, Any] | None:
         """The record's document when it is about the event, else None (most records are
         dropped on a byte search, unparsed)."""
-        value = record.value or b""
-        if self.needle not in value and not any(
-            k == "ce_id" and self.needle in bytes(v) for k, v in record.headers
-        ):
-            return None
+        if self.needle not in (record.value or b""):
+            # A binary-mode event (CloudEvents' Kafka binding) has its id in a header.
+            headers = record.headers
+            if not headers or not any(k == "ce_id" and self.needle in v for k, v in headers):
+                return None
         document = _document(record)
         found = identity(document) if document is not None else None
         if found is None or found[1] != self.event_id:
@@ -379,30 +393,53 @@ class _Search:
         return present
 
     async def read(self, selected: dict[str, list[TopicPartition]]) -> None:
-        """Read the selected partitions of each role's topic from ``since`` to their current
-        end; keep a hop per record about the event."""
-        ranges = {tp: self.windows[role].ranges[tp] for role, tps in selected.items() for tp in tps}
-        counts = {role: 0 for role in selected}
-        roles = {tp.topic: role for role, tps in selected.items() for tp in tps}
-        async for batch in read_window(self.consumer, Window(ranges)):
-            for record in batch:
-                role = roles[record.topic]
-                counts[role] += 1
-                document = self.matches(record)
-                if document is None:
-                    continue
-                self.hops.append(_hop(record, role, document))
-                if role == catalogue.EVENTS:
-                    self._learn_keys(record, document)
-        for role, tps in selected.items():
-            parts = sorted(tp.partition for tp in tps)
-            self.searched.append(Searched(self.topics.name(role), parts, counts[role]))
+        """Read the selected partitions of each role's topic from ``since`` to their end as
+        of the start; keep a hop per record about the event.
 
-    def _learn_keys(self, record: ConsumerRecord[bytes, bytes], doc: dict[str, Any] | None) -> None:
+        Records are read as decoded from the fetched batches, not as ``ConsumerRecord``s:
+        building one per record was ~40 % of a 200,000-record search (cProfile), for records
+        that are nearly all dropped on the byte search.
+        """
+        for role, tps in selected.items():
+            name = self.topics.name(role)
+            ranges = {tp: self.windows[role].ranges[tp] for tp in tps}
+            count = 0
+            async for partition, records in read_window_raw(self.consumer, Window(ranges)):
+                for record in cast("Iterable[_Record]", records):
+                    count += 1
+                    document = self.matches(record)
+                    if document is None:
+                        continue
+                    self.hops.append(
+                        _hop(_consumer_record(name, partition, record), role, document)
+                    )
+                    if role == catalogue.EVENTS:
+                        self._learn_keys(record, document)
+            parts = sorted(tp.partition for tp in tps)
+            self.searched.append(Searched(name, parts, count))
+
+    def _learn_keys(self, record: _Record, doc: dict[str, Any] | None) -> None:
         if record.key is not None:
             self.keys.add(record.key)
         key = (doc or {}).get("partitionkey")
         self.keys.add(key.encode() if isinstance(key, str) and key else self.event_id.encode())
+
+
+def _consumer_record(topic: str, partition: int, record: _Record) -> ConsumerRecord[bytes, bytes]:
+    key, value = record.key, record.value
+    return ConsumerRecord(
+        topic,
+        partition,
+        record.offset,
+        record.timestamp,
+        0,
+        key,
+        value,
+        None,
+        len(key or b""),
+        len(value or b""),
+        [(k, bytes(v)) for k, v in record.headers],
+    )
 
 
 def _select(tps: list[TopicPartition], keys: Iterable[bytes]) -> list[TopicPartition]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
@@ -13,6 +13,7 @@ from aiokafka.structs import ConsumerRecord
 
 from schemas.errors import ToolError
 from schemas.events import DeadLetter
+from schemas.topics import Topics
 from streams.cli.exits import EXIT_BAD_INPUT
 from streams.cli.main import main
 from streams.cli.trace import not_found_line, since_ms
@@ -21,6 +22,7 @@ from streams.ops.trace import (
     Journey,
     Searched,
     _mark_replays,
+    _Search,
     duration_text,
     identity,
     iso_ms,
@@ -261,3 +263,40 @@ def test_bad_arguments_are_one_line_and_exit_2(
     err = capsys.readouterr().err
     assert err.startswith(f"hookstream: {said}")
     assert err.count("\n") == 1
+
+
+class _Raw:
+    """A record as the window reader hands it out."""
+
+    def __init__(self, value: bytes | None, headers: list[tuple[str, bytes]]) -> None:
+        self.offset, self.timestamp, self.key = 0, T0, None
+        self.value, self.headers = value, headers
+
+
+def _search(source: str | None = None) -> _Search:
+    topics = Topics("p")
+    since = datetime.fromtimestamp(T0 / 1000, UTC)
+    return _Search(cast("Any", None), topics, "w1", source, since, b"w1")
+
+
+def test_which_records_are_about_the_event() -> None:
+    search = _search()
+    assert search.matches(_Raw(orjson.dumps(EVENT), [])) == EVENT
+    # The id's bytes inside another id, or in the body: parsed, and dropped.
+    assert search.matches(_Raw(orjson.dumps({**EVENT, "id": "w10"}), [])) is None
+    assert search.matches(_Raw(b'{"flow": "t", "note": "w1"}', [])) is None
+    assert search.matches(_Raw(b"not json w1", [])) is None
+    assert search.matches(_Raw(orjson.dumps({**EVENT, "id": "w2"}), [])) is None
+    # A binary-mode CloudEvent: the id is a header, the value is only the data.
+    binary = [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", b"w1"),
+        ("ce_source", b"shop"),
+        ("ce_type", b"order.created"),
+    ]
+    found = search.matches(_Raw(b'{"total": 3}', binary))
+    assert found is not None
+    assert (found["id"], found["source"], found["data"]) == ("w1", "shop", {"total": 3})
+    assert search.sources == {"helpdesk", "shop"}  # find_journey then asks for --source
+    # With a source given, the other source's record is not the event.
+    assert _search("helpdesk").matches(_Raw(b'{"total": 3}', binary)) is None
