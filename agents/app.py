@@ -19,6 +19,7 @@ import faust
 from faust.serializers import codecs
 
 from agents import metrics
+from agents.faust_app import ReleasingApp
 from agents.pipeline import register_sinks, register_worker
 from agents.resources import Resources
 from schemas import codec
@@ -62,7 +63,7 @@ def create_app(
     datadir = datadir or state_dir / "faust" / app_id
     datadir.mkdir(parents=True, exist_ok=True)
     copies = _replication_factor(config)
-    app = faust.App(
+    app = ReleasingApp(
         app_id,
         broker=broker_urls(config.kafka.bootstrap_servers),
         # TLS and SASL, from the same place as every other client (streams.kafka.connection).

@@ -7,12 +7,14 @@ runner acked, in offset order.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
 
+from agents.faust_app import on_release
 from agents.metrics import watch_runner
 from agents.resources import Resources
 from agents.sinks.wiring import register_sink_agents
@@ -39,10 +41,16 @@ def _attach(
     handle: Callable[[Any], Awaitable[None]],
     max_in_flight: int,
     groups: Groups[Any] | None = None,
+    busy: Callable[[asyncio.Task[Any]], bool] | None = None,
 ) -> None:
+    """``busy``: which of the agent's event tasks must finish before a rebalance or a stop;
+    the others are released unacked then (:meth:`OrderedRunner.release`). None: all must."""
+
     async def agent(stream: Any) -> None:
         async with resources:
             runner = OrderedRunner(handle, max_in_flight=max_in_flight, groups=groups)
+            if busy is not None:
+                on_release(app, lambda: runner.release(busy))
             watch_runner(name, runner.stats, max_in_flight)
             log.info("agent %s running with max %d in flight", name, max_in_flight)
             await runner.run(stream.noack().events())
@@ -71,6 +79,7 @@ def register_worker(app: faust.App, config: HookstreamConfig, resources: Resourc
         ai.handle,
         max_in_flight=ai.max_in_flight,
         groups=ai.groups(),
+        busy=ai.busy,
     )
 
 

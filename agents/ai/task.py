@@ -25,6 +25,7 @@ order — is walked, through the flow's outage gate (:mod:`agents.outbound.gate`
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -160,9 +161,12 @@ class AITask:
         runtimes: Mapping[str, ProviderRuntime],
         worker: WorkerSettings,
         gate: OutageGate | None = None,
+        calling: set[asyncio.Task[Any]] | None = None,
     ) -> None:
         """``gate``: the flow's outage gate; pass the same one to every task built for the
-        flow (the stage rebuilds tasks when the HTTP session changes), else a new one."""
+        flow (the stage rebuilds tasks when the HTTP session changes), else a new one.
+        ``calling``: where the asyncio tasks now waiting on a provider are kept (the stage's
+        rebalance must not cancel a call that may be paid for)."""
         self.flow = flow
         primary = runtimes[flow.ai.provider]
         self.chain = [Target(primary, flow.ai.model or primary.config.model, True)]
@@ -178,6 +182,7 @@ class AITask:
             backoff_max_s=worker.retry_backoff_max_s,
         )
         self.gate = gate or flow_gate(flow, worker)
+        self.calling: set[asyncio.Task[Any]] = set() if calling is None else calling
         self._probes = metrics.AI_PROBES.labels(flow.name)
         # Metric children looked up once: ``labels()`` takes a lock and hashes per call.
         self._cache_hit = metrics.AI_CACHE.labels(flow.name, "hit")
@@ -263,6 +268,9 @@ class AITask:
         calls.count += 1
         started = time.perf_counter()
         settled = False
+        current = asyncio.current_task()
+        if current is not None:
+            self.calling.add(current)
         try:
             completion = await runtime.client.complete(request)
             settled = True
@@ -285,6 +293,8 @@ class AITask:
                     runtime.breaker.on_neutral()
             raise
         finally:
+            if current is not None:
+                self.calling.discard(current)
             if not settled:  # cancelled: say nothing about the provider's health
                 runtime.breaker.on_neutral()
         runtime.breaker.on_success()

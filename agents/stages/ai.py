@@ -22,8 +22,9 @@ one more of the paused flow's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 from typing import Any
 
 import aiohttp
@@ -68,6 +69,18 @@ class AIStage(Stage):
         self.gates: dict[str, OutageGate] = {
             flow.name: flow_gate(flow, config.worker) for flow in config.flows
         }
+        # The asyncio tasks a rebalance must let finish (see busy()).
+        self._calling: set[asyncio.Task[Any]] = set()
+        self._writing: set[asyncio.Task[Any]] = set()
+
+    def busy(self, task: asyncio.Task[Any]) -> bool:
+        """Is this event's task in a model call, or writing its result or dead letter?
+
+        The runner's ``release`` (at a rebalance or a stop) cancels every other admitted
+        event: those only wait (for a call slot, or for a paused flow's provider) and have
+        neither paid for nor written anything.
+        """
+        return task in self._calling or task in self._writing
 
     @property
     def max_in_flight(self) -> int:
@@ -103,7 +116,9 @@ class AIStage(Stage):
                 else:
                     runtime.client = client_for(provider, session)
             self._tasks = {
-                f.name: AITask(f, self._runtimes, self.config.worker, self.gates[f.name])
+                f.name: AITask(
+                    f, self._runtimes, self.config.worker, self.gates[f.name], self._calling
+                )
                 for f in self.config.flows
             }
         return self._tasks[flow]
@@ -187,20 +202,42 @@ class AIStage(Stage):
     ) -> None:
         """The result, then its "done" marker and its answer-cache entry, then the journal's
         note that the answer is safe on Kafka."""
-        writer = self.resources.writer
-        dedupe, cache = self.resources.dedupe, self.resources.ai_cache
-        # The result first, and only once Kafka has it the "done" mark: written together, a
-        # crash could leave the mark without the result, and the restarted worker would then
-        # skip an event that has no result (found by the SIGKILL test).
-        await emit(writer, self.topics.results, payload, key=key, headers=carried_headers(message))
-        marks = []
-        if dedupe is not None:
-            marks.append(dedupe.put(writer, marker, 1))
-        if cache is not None and cache_key is not None and entry is not None:
-            marks.append(cache.put(writer, cache_key, entry))
-        await asyncio.gather(*marks)
-        if self.resources.answers is not None:
-            self.resources.answers.done(marker)
+        with self._writes():
+            writer = self.resources.writer
+            dedupe, cache = self.resources.dedupe, self.resources.ai_cache
+            # The result first, and only once Kafka has it the "done" mark: written together, a
+            # crash could leave the mark without the result, and the restarted worker would then
+            # skip an event that has no result (found by the SIGKILL test).
+            await emit(
+                writer, self.topics.results, payload, key=key, headers=carried_headers(message)
+            )
+            marks = []
+            if dedupe is not None:
+                marks.append(dedupe.put(writer, marker, 1))
+            if cache is not None and cache_key is not None and entry is not None:
+                marks.append(cache.put(writer, cache_key, entry))
+            await asyncio.gather(*marks)
+            if self.resources.answers is not None:
+                self.resources.answers.done(marker)
+
+    async def _fail(
+        self, message: Any, error: BaseException, *, extra_headers: list[tuple[str, bytes]]
+    ) -> BaseException:
+        with self._writes():
+            return await super()._fail(message, error, extra_headers=extra_headers)
+
+    @contextlib.contextmanager
+    def _writes(self) -> Iterator[None]:
+        """Mark the current task busy (:meth:`busy`) while it writes."""
+        current = asyncio.current_task()
+        if current is None:
+            yield
+            return
+        self._writing.add(current)
+        try:
+            yield
+        finally:
+            self._writing.discard(current)
 
 
 def _flow_of(event: Any) -> str | None:

@@ -56,6 +56,7 @@ E = TypeVar("E", bound=EventLike)
 class _Entry(Generic[E]):
     event: E
     done: bool = False
+    task: asyncio.Task[None] | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ class RunnerStats:
     handler_crashes: int = 0
     pending_by_partition: dict[Any, int] = field(default_factory=dict)
     in_flight_by_group: dict[Hashable, int] = field(default_factory=dict)
+    released: int = 0
 
 
 class OrderedRunner(Generic[E]):
@@ -101,16 +103,25 @@ class OrderedRunner(Generic[E]):
         self._tails: dict[Any, asyncio.Task[None]] = {}
         self._pending: dict[Any, deque[_Entry[E]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._held: E | None = None
         self.stats = RunnerStats()
 
     async def run(self, events: AsyncIterable[E]) -> None:
         """Consume ``events`` (Faust's noack stream events) until it ends or is cancelled."""
         try:
             async for event in events:
+                # Held until it has its slots; a release meanwhile lets go of it (see release).
+                self._held = event
                 group = self._group(event)
                 if group is not None:
                     await group[1].acquire()
                 await self._slots.acquire()
+                if self._held is None:
+                    self._slots.release()
+                    if group is not None:
+                        group[1].release()
+                    continue
+                self._held = None
                 self._admit(event, group)
         finally:
             for task in list(self._tasks):
@@ -140,6 +151,7 @@ class OrderedRunner(Generic[E]):
         key = (tp, event.key)
         previous = self._tails.get(key)
         task = asyncio.create_task(self._run_one(entry, key, previous, group))
+        entry.task = task
         self._tails[key] = task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -184,9 +196,48 @@ class OrderedRunner(Generic[E]):
             if self._tails.get(key) is asyncio.current_task():
                 del self._tails[key]
 
+    def release(self, busy: Callable[[asyncio.Task[None]], bool]) -> int:
+        """Give back, unacked, every admitted event whose task is not ``busy``; return how
+        many.
+
+        Called when Faust is about to wait for every admitted event to be acked (a rebalance,
+        or the worker stopping): an event that is only waiting — behind its key's predecessor,
+        for a call slot, or for a paused flow's provider — could keep that wait going for as
+        long as an outage lasts. Such an event has made no call and written nothing, so it is
+        cancelled and left unacked: the commit stops before it (Faust commits only the
+        contiguous acked offsets), and whoever owns its partition after the rebalance reads it
+        again from there. A ``busy`` event (in a model call, or writing its result) is left to
+        finish: cancelling it could pay for an answer twice or write a result twice. Its
+        message is marked acked *for Faust's wait only* (``message.acked``, which Faust's
+        ``wait_empty`` reads), never passed to ``consumer.ack``, so its offset is not committed.
+        """
+        released = 0
+        if self._held is not None:  # read, still waiting for a slot
+            self._held.message.acked = True
+            self._held = None
+            released += 1
+        for tp, queue in list(self._pending.items()):
+            keep: deque[_Entry[E]] = deque()
+            for entry in queue:
+                task = entry.task
+                if entry.done or task is None or task.done() or busy(task):
+                    keep.append(entry)
+                    continue
+                task.cancel()
+                entry.event.message.acked = True
+                released += 1
+            self._pending[tp] = keep
+            self._ack_ready(tp)
+        if released:
+            self.stats.released += released
+            log.info("released %d waiting events unacked, to be read again", released)
+        return released
+
     def _ack_ready(self, tp: Any) -> None:
         """Ack the done prefix of the partition's queue, in offset order."""
-        queue = self._pending[tp]
+        queue = self._pending.get(tp)
+        if queue is None:
+            return  # released: nothing of it is acked
         while queue and queue[0].done:
             queue.popleft().event.ack()
         self.stats.pending_by_partition[tp] = len(queue)

@@ -1,0 +1,95 @@
+"""A paused flow does not hold up a rebalance or a stop (issue 17, "Outage means pause").
+
+While every provider of a flow is down, its events wait in the worker. Faust waits for every
+event it handed out before a rebalance or a stop goes on, so those waiting events used to hold
+a stop until its kill timeout (over 90 s, then SIGKILL) and a rebalance for the outage's
+length. Now the runner releases them unacked at that moment (``OrderedRunner.release``): they
+have made no paid call and written nothing, and whoever owns their partition next reads them
+again. Checked here with real workers: a second worker joins during the outage and later
+stops with SIGTERM (exit 0), the first one too, and once the provider is back every event has
+exactly one result, one answered call, and no dead letter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import signal
+import uuid
+from collections import Counter
+from pathlib import Path
+
+from schemas.events import AIResult
+from tests.support.ai_stack import enriched, produce, write_config
+from tests.support.kafka import Record, read_all, wait_for_records
+from tests.support.stack import Proc, running_stack
+
+EVENTS = 40
+
+
+async def logged(proc: Proc, text: str, *, after: int = 0, timeout_s: float = 90.0) -> None:
+    for _ in range(int(timeout_s / 0.1)):
+        if text in proc.log_text()[after:]:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{proc.name} never logged {text!r}")
+
+
+async def test_a_paused_flow_lets_rebalances_and_stops_through(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    async with running_stack(
+        kafka_bootstrap,
+        tmp_path,
+        config_path=write_config(tmp_path),
+        roles=("worker",),
+        extra_env={"HOOKSTREAM_TEST_N": "4"},
+        ai_knobs={"rate_500": 1.0},
+    ) as stack:
+        first = stack.procs["worker"]
+        run = uuid.uuid4().hex[:6]
+        records = [enriched(f"cus-{i}", f"Release {run} #{i}.") for i in range(EVENTS)]
+        ids = {r.event.id for r in records}
+        await produce(stack.bootstrap, stack.topic("enriched"), records)
+        await logged(first, "pausing")  # both providers answer 500: the flow is paused
+
+        # A second worker joins while the flow is paused: the rebalance must complete.
+        second = Proc(
+            name="worker-2",
+            args=first.args,
+            env={**stack.env, "HOOKSTREAM_STATE_DIR": str(tmp_path / "state-2")},
+            log_path=tmp_path / "worker-2.log",
+        )
+        mark = len(first.log_text())
+        await second.start()  # ready = it joined the group: the rebalance went through
+        await logged(first, "released", after=mark)
+        await logged(second, "pausing")  # it got partitions, and the outage too
+
+        # Stops during the outage are clean (they used to run into their kill timeout).
+        assert await second.stop(signal.SIGTERM, timeout_s=60) == 0
+        assert await first.stop(signal.SIGTERM, timeout_s=60) == 0
+        await first.start()
+        await stack.ai.configure(rate_500=0.0)  # the provider is back
+
+        def all_done(found: list[Record]) -> bool:
+            return ids <= {_event_id(r) for r in found}
+
+        await wait_for_records(stack.bootstrap, stack.topic("results"), all_done, timeout_s=180)
+        counts = Counter(
+            _event_id(r) for r in await read_all(stack.bootstrap, stack.topic("results"))
+        )
+        assert {counts[i] for i in ids} == {1}  # one result each, none lost
+        dlq = await read_all(stack.bootstrap, stack.topic("dlq"))
+        assert not dlq
+        answered = Counter(
+            call["user_text_sha256"]
+            for call in (await stack.ai.stats())["calls"]
+            if call["status"] == 200
+        )
+        for record in records:
+            digest = hashlib.sha256(record.event.data["message"].encode()).hexdigest()
+            assert answered[digest] == 1, record.event.data["message"]  # paid once
+
+
+def _event_id(record: Record) -> str:
+    return AIResult.model_validate(record.json()).event.id

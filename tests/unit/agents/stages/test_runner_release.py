@@ -1,0 +1,121 @@
+"""OrderedRunner.release: at a rebalance or a stop, events that only wait are let go unacked.
+
+Faust waits for every event it handed out to be acked before a rebalance or a stop goes on
+(``stream_wait_empty``). A paused flow's events could keep that wait going for an outage's
+length; ``release`` cancels the ones that are only waiting and marks their messages acked *for
+that wait only*, without acking them, so the commit stays before them and they are read again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from agents.stages.runner import OrderedRunner
+
+
+@dataclass
+class Message:
+    tp: str
+    offset: int
+    acked: bool = False  # what Faust's wait reads
+
+
+@dataclass
+class Event:
+    key: bytes
+    message: Message
+    acks: list[int] = field(repr=False, default_factory=list)
+
+    def ack(self) -> bool:  # what commits: the runner's in-order ack
+        self.acks.append(self.message.offset)
+        return True
+
+
+class Source:
+    def __init__(self, events: list[Event]) -> None:
+        self.events = events
+
+    async def __aiter__(self) -> AsyncIterator[Event]:
+        for event in self.events:
+            yield event
+        await asyncio.Event().wait()
+
+
+async def until(condition: object) -> None:
+    for _ in range(5000):
+        if callable(condition) and condition():
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError("condition never became true")
+
+
+async def test_waiting_events_are_released_unacked_and_busy_ones_finish() -> None:
+    acks: list[int] = []
+    # Offsets 0..4 on one partition: 0 is in a call (busy), 1 waits for the provider,
+    # 2 waits behind 1 (same key), 3 is done quickly, 4 is in a call too.
+    keys = [b"a", b"b", b"b", b"c", b"d"]
+    events = [Event(k, Message("p0", i), acks) for i, k in enumerate(keys)]
+    in_call: dict[int, asyncio.Event] = {0: asyncio.Event(), 4: asyncio.Event()}
+    busy: set[asyncio.Task[None]] = set()
+    started: set[int] = set()
+    cancelled: list[int] = []
+
+    async def handle(event: Event) -> None:
+        offset = event.message.offset
+        started.add(offset)
+        try:
+            if offset in in_call:
+                current = asyncio.current_task()
+                assert current is not None
+                busy.add(current)
+                await in_call[offset].wait()
+                busy.discard(current)
+            elif offset != 3:
+                await asyncio.Event().wait()  # a paused flow: waits for ever
+        except asyncio.CancelledError:
+            cancelled.append(offset)
+            raise
+
+    runner: OrderedRunner[Event] = OrderedRunner(handle, max_in_flight=8)
+    task = asyncio.create_task(runner.run(Source(events)))
+    await until(lambda: {0, 1, 3, 4} <= started)
+
+    assert runner.release(lambda t: t in busy) == 2  # 1 (waiting) and 2 (behind it)
+    await until(lambda: cancelled == [1])  # 2 was cancelled before its handler began
+    assert [e.message.acked for e in events] == [False, True, True, False, False]
+    assert acks == []  # 0 is still in its call: nothing may be acked before it
+
+    in_call[0].set()
+    in_call[4].set()
+    await until(lambda: acks == [0, 3, 4])
+    # 1 and 2 were never acked: Faust's commit stops at 1 (it commits only contiguous acks),
+    # and the partition's next owner reads 1 and 2 again.
+    assert 1 not in acks
+    assert 2 not in acks
+    assert cancelled == [1]
+    assert 2 not in started  # never handled here: its predecessor's release took it along
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_an_event_read_but_waiting_for_a_slot_is_released_and_not_admitted() -> None:
+    acks: list[int] = []
+    events = [Event(f"k{i}".encode(), Message("p0", i), acks) for i in range(3)]
+    handled: list[int] = []
+
+    async def handle(event: Event) -> None:
+        handled.append(event.message.offset)
+        await asyncio.Event().wait()
+
+    runner: OrderedRunner[Event] = OrderedRunner(handle, max_in_flight=2)
+    task = asyncio.create_task(runner.run(Source(events)))
+    await until(lambda: handled == [0, 1])  # the third is read, waiting for a slot
+    assert runner.release(lambda t: False) == 3
+    assert all(e.message.acked for e in events)
+    await asyncio.sleep(0.01)
+    assert handled == [0, 1]  # the slots freed by the release did not go to the held event
+    assert acks == []
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
