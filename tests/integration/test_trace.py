@@ -17,7 +17,7 @@ import orjson
 import pytest
 import pytest_asyncio
 
-from streams.cli.exits import EXIT_NOT_FOUND, EXIT_UNAVAILABLE
+from streams.cli.exits import EXIT_BAD_INPUT, EXIT_NOT_FOUND, EXIT_UNAVAILABLE
 from streams.ops.trace import partition_for
 from tests.support.broker import free_port
 from tests.support.kafka import Record, read_all, wait_for_records
@@ -280,3 +280,35 @@ async def test_an_unreachable_broker_exits_3(stack: Stack) -> None:
     assert err.startswith("hookstream: cannot read the ")
     assert "check that Kafka runs at 127.0.0.1:" in err
     assert err.count("\n") == 1
+
+
+async def test_an_id_two_sources_used_needs_source(stack: Stack) -> None:
+    event_id = await _post_and_deliver(stack, "cus_001")
+    payment = {
+        "id": event_id,  # the payments source takes the id from the body
+        "type": "payment.failed",
+        "data": {"customer": "cus_001", "amount": 4200, "description": "Card declined."},
+    }
+    status, _, _ = await stack.post("payments", payment)
+    assert status == 202
+    # The payments flow's result: by then the payments event is on the events topic too.
+    await wait_for_records(
+        stack.bootstrap,
+        stack.topic("results"),
+        lambda rs: any(r.json()["flow"] == "payment-followup" for r in _about(rs, event_id)),
+        timeout_s=120,
+    )
+    code, out, err = await _trace(stack, event_id)
+    assert code == EXIT_BAD_INPUT
+    assert err == (
+        f"hookstream: event id {event_id!r} was received from several sources "
+        "(helpdesk, payments): give --source\n"
+    )
+    code, out, err = await _trace(stack, event_id, "--source", "payments", "--json")
+    assert code == 0, err
+    journey = orjson.loads(out)
+    assert journey["source"] == "payments"
+    assert journey["hops"][0]["value"]["source"] == "payments"
+    kinds = [h["kind"] for h in journey["hops"]]
+    assert kinds[:3] == ["event", "enriched", "result"]
+    assert all("payment-followup" in h["summary"] for h in journey["hops"][1:])
