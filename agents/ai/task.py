@@ -37,6 +37,7 @@ from typing import Any, NoReturn
 import aiohttp
 
 from agents import metrics
+from agents.ai import spans
 from agents.ai.breaker import CircuitBreaker
 from agents.ai.budget import RateBudget
 from agents.ai.clients import client_for
@@ -272,7 +273,9 @@ class AITask:
         if current is not None:
             self.calling.add(current)
         try:
-            completion = await runtime.client.complete(request)
+            completion = await spans.complete(
+                runtime.client, runtime.config, request, runtime.cost_usd
+            )
             settled = True
         except RemoteError as exc:
             settled = True

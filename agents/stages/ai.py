@@ -37,7 +37,7 @@ from agents.emit import emit
 from agents.outbound.gate import OutageGate
 from agents.outbound.retry import RetriesExhausted
 from agents.resources import Resources
-from agents.stages.base import InvalidRecord, Stage, decode
+from agents.stages.base import InvalidRecord, Stage, decode, traced
 from agents.stages.runner import Groups
 from agents.state.recovery import done_key
 from schemas.codec import dumps
@@ -123,6 +123,7 @@ class AIStage(Stage):
             }
         return self._tasks[flow]
 
+    @traced
     async def handle(self, event: Any) -> None:
         message = event.message
         try:
