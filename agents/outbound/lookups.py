@@ -59,6 +59,11 @@ class Enricher:
             for lookup in flow.enrich
         }
 
+    def url_for(self, flow: FlowConfig, lookup: LookupConfig, context: dict[str, Any]) -> str:
+        """The lookup's URL for one event (:func:`event_context`): what it GETs, and what
+        ``hookstream flow test`` prints without calling it."""
+        return templates.render_url(self._urls[(flow.name, lookup.name)], context)
+
     async def _lookup(self, flow: FlowConfig, lookup: LookupConfig, context: dict[str, Any]) -> Any:
         """One lookup, timed in ``hookstream_lookup_seconds`` by outcome (ok, not_found when
         a 404 answers null, error for any failure, the guard's refusals included; a lookup
@@ -91,7 +96,7 @@ class Enricher:
         self, flow: FlowConfig, lookup: LookupConfig, context: dict[str, Any]
     ) -> tuple[Any, bool]:
         """The lookup's answer, and False when it was a 404 taken as null."""
-        url = templates.render_url(self._urls[(flow.name, lookup.name)], context)
+        url = self.url_for(flow, lookup, context)
         guard = self._guards[(flow.name, lookup.name)]
         status, body = await request_json(
             self.session_for(guard),

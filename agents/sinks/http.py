@@ -8,6 +8,8 @@ applies it once. The URL is a template filled from event data, so it passes the 
 
 from __future__ import annotations
 
+from typing import Any
+
 import aiohttp
 
 from agents.outbound.egress_guard import NetGuard
@@ -15,6 +17,16 @@ from agents.outbound.http import request_json
 from agents.sinks.base import STAGE, Delivery, Sink
 from schemas import templates
 from schemas.config_sinks import HttpSinkConfig
+
+
+def http_request(
+    config: HttpSinkConfig, url: templates.Template, delivery: Delivery
+) -> tuple[str, dict[str, str], Any]:
+    """One delivery's URL, headers and JSON body, without the API key (the sink adds it):
+    what ``hookstream flow test`` prints, rendered by the code that sends it."""
+    rendered = templates.render_url(url, delivery.context)
+    body = templates.render_json(config.body, delivery.context)
+    return rendered, {**config.headers, "Idempotency-Key": delivery.idempotency_key}, body
 
 
 class HttpSink(Sink):
@@ -29,9 +41,7 @@ class HttpSink(Sink):
         self.ok_statuses = frozenset(config.success_codes)
 
     async def add(self, delivery: Delivery) -> int:
-        url = templates.render_url(self.url, delivery.context)
-        body = templates.render_json(self.config.body, delivery.context)
-        headers = {**self.config.headers, "Idempotency-Key": delivery.idempotency_key}
+        url, headers, body = http_request(self.config, self.url, delivery)
         if self.config.api_key is not None:
             headers["Authorization"] = f"Bearer {self.config.api_key.get_secret_value()}"
         status, _ = await request_json(

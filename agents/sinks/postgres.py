@@ -72,6 +72,13 @@ def classify(exc: BaseException, what: str) -> StageError:
     return RetriableRemoteError(f"{what}: {type(exc).__name__}: {exc}", stage=STAGE)
 
 
+def postgres_row(config: PostgresSinkConfig, context: dict[str, Any]) -> dict[str, Any]:
+    """One result's row, column → JSON value (``hookstream flow test`` prints it)."""
+    return {
+        column: templates.render_json(value, context) for column, value in config.columns.items()
+    }
+
+
 class PostgresSink(BatchingSink):
     def __init__(self, flow: str, config: PostgresSinkConfig) -> None:
         super().__init__(
@@ -102,10 +109,7 @@ class PostgresSink(BatchingSink):
             self._pool = None
 
     def row(self, delivery: Delivery) -> dict[str, Any]:
-        return {
-            column: templates.render_json(value, delivery.context)
-            for column, value in self.config.columns.items()
-        }
+        return postgres_row(self.config, delivery.context)
 
     async def write(self, batch: list[Delivery]) -> None:
         rows: dict[tuple[str, ...], dict[str, Any]] = {}

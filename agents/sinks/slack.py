@@ -22,6 +22,18 @@ from schemas.config_sinks import SlackSinkConfig
 from schemas.errors import ConfigError
 
 
+def slack_message(
+    config: SlackSinkConfig, text: templates.Template, context: dict[str, Any]
+) -> dict[str, Any]:
+    """The JSON body posted for one result (``hookstream flow test`` prints it)."""
+    body: dict[str, Any] = {"text": templates.render_text(text, context)}
+    if config.username:
+        body["username"] = config.username
+    if config.icon_emoji:
+        body["icon_emoji"] = config.icon_emoji
+    return body
+
+
 class SlackSink(Sink):
     def __init__(
         self, flow: str, config: SlackSinkConfig, session: aiohttp.ClientSession, guard: NetGuard
@@ -38,12 +50,7 @@ class SlackSink(Sink):
         self.text = templates.parse(config.text)
 
     def message(self, delivery: Delivery) -> dict[str, Any]:
-        body: dict[str, Any] = {"text": templates.render_text(self.text, delivery.context)}
-        if self.config.username:
-            body["username"] = self.config.username
-        if self.config.icon_emoji:
-            body["icon_emoji"] = self.config.icon_emoji
-        return body
+        return slack_message(self.config, self.text, delivery.context)
 
     async def add(self, delivery: Delivery) -> int:
         status, _ = await request_json(

@@ -10,6 +10,7 @@ A script that runs ``hookstream`` can tell the failures apart without reading st
 4    a topic does not exist on the broker
 5    a port cannot be listened on (in use, not permitted, not an address of this host)
 6    not found (``trace``: no record of the event in the window searched)
+7    a test failed (``flow test --all``: a flow test's expectation did not match)
 130  interrupted (Ctrl-C)
 ==== =====================================================================================
 
@@ -29,12 +30,14 @@ EXIT_UNAVAILABLE = 3
 EXIT_NO_TOPIC = 4
 EXIT_CANNOT_LISTEN = 5
 EXIT_NOT_FOUND = 6
+EXIT_TEST_FAILED = 7
 EXIT_INTERRUPTED = 130
 
 EPILOG = (
     "exit status: 0 done (or stdout closed by its reader), 1 declined (replay not confirmed), "
     "2 bad input (config file, argument, input file), 3 Kafka unreachable, "
-    "4 topic does not exist, 5 cannot listen on the port, 6 not found (trace), 130 interrupted"
+    "4 topic does not exist, 5 cannot listen on the port, 6 not found (trace), "
+    "7 a flow test failed, 130 interrupted"
 )
 
 

@@ -413,6 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     console.add_command(commands, _load_without_secrets, _config_arg)
     cli_trace.add_command(commands, _load_without_secrets, _config_arg)
+    from streams.cli import flowtest  # flow test: offline, secrets only for --call-model
+
+    flowtest.add_command(commands, _load_without_secrets, _config_arg)
     for command in _every_command(parser):
         _log_format_arg(command)
     return parser
