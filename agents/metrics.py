@@ -119,7 +119,8 @@ LOOKUP_SECONDS = Histogram(
 SINK_DELIVERIES = Counter(
     "hookstream_sink_deliveries_total",
     "Results a sink handled, by outcome: delivered, duplicate (delivered before), "
-    "dead_lettered, dead_lettered_before (in the DLQ already), replay_skipped.",
+    "dead_lettered, dead_lettered_before (in the DLQ already), replay_skipped, skipped_when "
+    "(the sink's when was false).",
     ["flow", "sink", "outcome"],
 )
 SINK_RETRIES = Counter(

@@ -12,10 +12,10 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from schemas import templates
+from schemas import conditions, templates
 from schemas.config import HookstreamConfig
 from schemas.config_messages import unknown_choice
-from schemas.config_sinks import SINK_TEMPLATE_FIELDS
+from schemas.config_sinks import SINK_ROOTS, SINK_TEMPLATE_FIELDS
 from schemas.errors import TemplateError
 from schemas.output_schema import result_field_problem, schema_problems
 
@@ -104,6 +104,27 @@ def _result_field_problems(flow: dict[str, Any], location: Location) -> list[tup
                     reason = result_field_problem(schema, path[1:]) if path[0] == "result" else None
                     if reason is not None:
                         problems.append((at, f"{{{{ {'.'.join(path)} }}}}: {reason}"))
+        problems.extend(_when_problems(schema, sink.get("when"), (*location, "sinks", j, "when")))
+    return problems
+
+
+def _when_problems(
+    schema: dict[str, Any], when: Any, location: Location
+) -> list[tuple[Location, str]]:
+    """A sink's ``when`` testing a ``result.<field>`` no valid answer has: such a test would
+    be false (or, under ``not``, true) for every result, silently. A condition that does not
+    parse is skipped here: the sink's model reports it."""
+    if when is None:
+        return []
+    try:
+        parsed = conditions.parse(when, SINK_ROOTS)
+    except conditions.ConditionError:
+        return []
+    problems: list[tuple[Location, str]] = []
+    for at, test in parsed.tests(location):
+        reason = result_field_problem(schema, test.path[1:]) if test.path[0] == "result" else None
+        if reason is not None:
+            problems.append(((*at, "field"), f"{'.'.join(test.path)}: {reason}"))
     return problems
 
 

@@ -7,18 +7,24 @@ other, and the root config only lists flows.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from fnmatch import fnmatchcase
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, PrivateAttr, field_validator
 
+from schemas import conditions
 from schemas.config_ai import AITaskConfig
 from schemas.config_base import ConfigModel, Name, check_template
 from schemas.config_sinks import SinkConfig
 
+# What match.where may read: the event as received (no lookup has run yet).
+WHERE_ROOTS = {"event", "data"}
+
 
 class MatchConfig(ConfigModel):
-    """Which events a flow takes: a source, and optionally some of its event types."""
+    """Which events a flow takes: a source, optionally some of its event types, and optionally
+    a condition on the payload (``where``)."""
 
     source: Name = Field(description="The name of the source (in sources) whose events it takes.")
     types: tuple[str, ...] = Field(
@@ -27,10 +33,37 @@ class MatchConfig(ConfigModel):
         "taken. Empty: every type.",
     )
 
+    where: Any = Field(
+        default=None,
+        description="A condition on the event's fields (event, data), checked after source and "
+        "types: {field: data.amount, gt: 100}, with the operators equals, in, exists, lt, le, "
+        "gt, ge, matches, combined with all, any and not (docs/configuration.md, Conditions). "
+        "Unset: every event of the source and types.",
+    )
+    _where: conditions.Condition | None = PrivateAttr(default=None)
+
+    @field_validator("where")
+    @classmethod
+    def _check_where(cls, value: Any) -> Any:
+        conditions.check(value, WHERE_ROOTS)
+        return value
+
+    def model_post_init(self, context: Any, /) -> None:
+        self._where = conditions.check(self.where, WHERE_ROOTS)
+
     def matches(self, source: str, event_type: str) -> bool:
+        """Source and type only: what is known without the payload (replay, console)."""
         if source != self.source:
             return False
         return not self.types or any(fnmatchcase(event_type, p) for p in self.types)
+
+    @property
+    def has_where(self) -> bool:
+        return self._where is not None
+
+    def where_holds(self, context: Mapping[str, Any]) -> bool:
+        """``where`` on the event's render context (``event``, ``data``); True when unset."""
+        return self._where is None or self._where.holds(context)
 
 
 class LookupConfig(ConfigModel):

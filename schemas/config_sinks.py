@@ -7,12 +7,13 @@ template checks) and share only their base and the discriminated union that pick
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal, Self
 
 import pydantic
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 
-from schemas import templates
+from schemas import conditions, templates
 from schemas.config_base import (
     COLUMN_PATTERN,
     TABLE_PATTERN,
@@ -22,8 +23,8 @@ from schemas.config_base import (
     check_template,
 )
 
-# What a sink's templates may refer to: the event, its enrichment and the AI's result.
-_SINK_ROOTS = {"event", "data", "enrichment", "result", "ai"}
+# What a sink's templates and its `when` may refer to: the event, its enrichment, the result.
+SINK_ROOTS = {"event", "data", "enrichment", "result", "ai"}
 # The fields of any sink kind whose strings are templates: the ones whose ``result.<field>``
 # paths are checked against the flow's output schema (schemas.config_checks).
 SINK_TEMPLATE_FIELDS = ("url", "body", "text", "columns")
@@ -55,6 +56,28 @@ class _SinkBase(ConfigModel):
         description="Attempts of one record while the target serves others; a target that "
         "is down pauses the sink instead (no dead letters for an outage).",
     )
+    when: Any = Field(
+        default=None,
+        description="A condition on the result and its event (result, data, event, enrichment, "
+        "ai), e.g. {field: result.sentiment, equals: negative}; same language as match.where. "
+        "A result for which it is false is not delivered: receipt and metric outcome "
+        "skipped_when. Unset: every result.",
+    )
+    _when: conditions.Condition | None = PrivateAttr(default=None)
+
+    @field_validator("when")
+    @classmethod
+    def _check_when(cls, value: Any) -> Any:
+        conditions.check(value, SINK_ROOTS)
+        return value
+
+    def model_post_init(self, context: Any, /) -> None:
+        self._when = conditions.check(self.when, SINK_ROOTS)
+
+    def when_holds(self, context: Mapping[str, Any]) -> bool:
+        """``when`` on a result's sink context (:func:`agents.sinks.base.sink_context`);
+        True when unset."""
+        return self._when is None or self._when.holds(context)
 
 
 class HttpSinkConfig(_SinkBase):
@@ -108,13 +131,13 @@ class HttpSinkConfig(_SinkBase):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        return check_template(value, _SINK_ROOTS)
+        return check_template(value, SINK_ROOTS)
 
     @field_validator("body")
     @classmethod
     def _body(cls, value: Any) -> Any:
         for template in templates.templates_in(value):
-            check_template(template.source, _SINK_ROOTS)
+            check_template(template.source, SINK_ROOTS)
         return value
 
 
@@ -158,7 +181,7 @@ class SlackSinkConfig(_SinkBase):
     @field_validator("text")
     @classmethod
     def _text(cls, value: str) -> str:
-        return check_template(value, _SINK_ROOTS)
+        return check_template(value, SINK_ROOTS)
 
 
 class PostgresSinkConfig(_SinkBase):
@@ -206,7 +229,7 @@ class PostgresSinkConfig(_SinkBase):
     @classmethod
     def _columns(cls, value: dict[str, Any]) -> dict[str, Any]:
         for template in templates.templates_in(value):
-            check_template(template.source, _SINK_ROOTS)
+            check_template(template.source, SINK_ROOTS)
         return value
 
     @model_validator(mode="after")

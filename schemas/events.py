@@ -261,7 +261,9 @@ class AIResult(_Model):
 
 
 class DeliveryReceipt(_Model):
-    """What a sink delivered where; one per successful delivery."""
+    """What a sink delivered where; one per successful delivery, and one per result a sink
+    chose not to deliver because its ``when`` was false (``outcome`` skipped_when, ``status``
+    and ``attempts`` 0), so a trace shows why nothing arrived."""
 
     flow: str
     sink: str
@@ -270,6 +272,7 @@ class DeliveryReceipt(_Model):
     status: int
     attempts: int
     delivered_at: datetime = Field(default_factory=utc_now)
+    outcome: Literal["delivered", "skipped_when"] = "delivered"
 
 
 DLQ_HEADER_PREFIX = "hookstream-dlq-"

@@ -4,7 +4,9 @@ Per result, in this order (the runner acks only after ``handle`` returns):
 
 1. decode it (not an AIResult → dead letter), skip other flows' results;
 2. a replayed result (``hookstream-replay`` header) is skipped unless the sink has
-   ``deliver_replays``; a delivered replay gets its own idempotency key;
+   ``deliver_replays``; a delivered replay gets its own idempotency key; a result for which
+   the sink's ``when`` is false is skipped too, with a receipt saying so (outcome
+   skipped_when);
 3. skip it if the delivered-memory has its idempotency key (redelivery after a crash or a
    rebalance), or has it as dead-lettered and the record is not a redrive (a crash came
    between its dead letter and its ack: it is in the DLQ once already);
@@ -87,6 +89,7 @@ class SinkStage(Stage):
                 "dead_lettered",
                 "dead_lettered_before",
                 "replay_skipped",
+                "skipped_when",
             )
         }
         self._retries = metrics.SINK_RETRIES.labels(flow, sink)
@@ -97,7 +100,7 @@ class SinkStage(Stage):
         )
         self._sink: Sink | None = None
         self.delivered = self.skipped_replays = self.skipped_delivered = 0
-        self.skipped_dead_lettered = 0
+        self.skipped_dead_lettered = self.skipped_when = 0
 
     def build_sink(self) -> Sink:
         cfg = self.sink_config
@@ -159,6 +162,10 @@ class SinkStage(Stage):
             log.debug("sink %s: not delivering replayed %s", self.sink.name, result.event.event_key)
             return
         key = idempotency_key(result, self.sink_config.name, replay)
+        context = sink_context(result)
+        if not self.sink_config.when_holds(context):
+            await self._skip_when(message, result, key)
+            return
         redriven = header(message, REDRIVEN_HEADER) is not None
         past = await self.memory.outcome(key, fresh=redriven)
         if past == DELIVERED:
@@ -171,7 +178,7 @@ class SinkStage(Stage):
             self._outcomes["dead_lettered_before"].inc()
             log.info("sink %s: %s is in the DLQ already; skipping", self.sink.name, key)
             return
-        delivery = Delivery(result, key, sink_context(result), replay)
+        delivery = Delivery(result, key, context, replay)
         sink = self.sink
         tries = 0
 
@@ -223,6 +230,31 @@ class SinkStage(Stage):
         )
         self.delivered += 1
         self._outcomes["delivered"].inc()
+
+    async def _skip_when(self, message: Any, result: AIResult, key: str) -> None:
+        """The sink's ``when`` is false for this result: nothing is sent, and a receipt with
+        outcome skipped_when says so (``hookstream trace`` shows it as "skipped (when)").
+        Nothing goes to the delivered-memory: ``when`` gives the same answer for the same
+        result, so a redelivery skips again (and writes a second such receipt)."""
+        self.skipped_when += 1
+        self._outcomes["skipped_when"].inc()
+        log.debug("sink %s: when is false for %s; not delivering", self.sink.name, key)
+        receipt = DeliveryReceipt(
+            flow=self.flow,
+            sink=self.sink_config.name,
+            event_key=result.event.event_key,
+            idempotency_key=key,
+            status=Sink.NO_STATUS,
+            attempts=0,
+            outcome="skipped_when",
+        )
+        await emit(
+            self.resources.writer,
+            self.topics.receipts,
+            dumps(receipt),
+            key=result.event.partitionkey.encode(),
+            headers=trace_headers(message),
+        )
 
     def _span_attributes(self, attempt: int) -> dict[str, str | int]:
         return {

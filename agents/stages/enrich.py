@@ -30,7 +30,7 @@ from typing import Any
 
 from agents import metrics
 from agents.emit import emit
-from agents.outbound.lookups import Enricher
+from agents.outbound.lookups import Enricher, event_context
 from agents.outbound.retry import RetryPolicy, with_retries
 from agents.resources import Resources
 from agents.stages.base import InvalidRecord, Stage, decode, traced
@@ -69,6 +69,9 @@ class EnrichStage(Stage):
             await self._fail(message, exc, extra_headers=[])
             return
         flows = self.config.flows_for(cloud_event.source, cloud_event.type)
+        if any(flow.match.has_where for flow in flows):
+            context = event_context(cloud_event)
+            flows = [flow for flow in flows if flow.match.where_holds(context)]
         if not flows:
             log.debug("no flow matches %s %s", cloud_event.source, cloud_event.type)
             return

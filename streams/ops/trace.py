@@ -266,6 +266,8 @@ def summarise(role: str, document: dict[str, Any] | None, headers: dict[str, str
             f"{_s(float(doc.get('latency_ms') or 0))}" + "".join(f"  {f}" for f in flags)
         )
     if role == catalogue.RECEIPTS:
+        if doc.get("outcome") == "skipped_when":
+            return f"{flow}  {doc.get('sink')}  skipped (when)"
         attempts = int(doc.get("attempts") or 1)
         tries = f"  {attempts} attempts" if attempts > 1 else ""
         return f"{flow}  {doc.get('sink')}  status {doc.get('status')}{tries}"

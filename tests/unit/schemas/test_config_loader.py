@@ -248,10 +248,10 @@ def test_template_with_unknown_root_is_refused_at_load(tmp_path: Path) -> None:
 
 
 def test_malformed_placeholder_is_refused_at_load(tmp_path: Path) -> None:
-    path = write(tmp_path, VALID.replace("{{ data.message }}", "{{ data.message | upper }}"))
+    path = write(tmp_path, VALID.replace("{{ data.message }}", "{{ data.message | uper }}"))
     assert problems_of(path, VALID_ENV) == [
-        f"{path}:19: flows[0].ai.prompt: placeholder '{{{{ data.message | upper }}}}' "
-        "is not a dotted field path like data.customer_id"
+        f"{path}:19: flows[0].ai.prompt: placeholder '{{{{ data.message | uper }}}}': unknown "
+        "filter 'uper'; known filters: default, json, lower, truncate, upper"
     ]
 
 

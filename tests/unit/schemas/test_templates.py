@@ -55,7 +55,7 @@ def test_single_placeholder_is_recognised_only_without_surrounding_text() -> Non
         "{{ data..id }}",
         "{{ data.id() }}",
         "{{ 1data }}",
-        "{{ data.x | upper }}",
+        "{{ data.x upper }}",
     ],
 )
 def test_parse_refuses_anything_but_a_dotted_path(placeholder: str) -> None:
@@ -212,3 +212,81 @@ def test_render_json_walks_lists_and_leaves_keys_and_non_strings_alone() -> None
 def test_render_json_raises_on_a_missing_field() -> None:
     with pytest.raises(TemplateError, match=r"'data\.nope'"):
         render_json({"a": ["{{ data.nope }}"]}, CONTEXT)
+
+
+# --- filters --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ('{{ data.ticket_id | default("n/a") }}', "n/a"),  # missing
+        ("{{ data.note | default('none') }}", "none"),  # null
+        ('{{ data.customer.name | default("n/a") }}', "Ada Lovelace"),  # there: unchanged
+        ('{{ data.vip | default("n/a") }}', "true"),
+        ('{{ data.ticket_id | default("a|b}") }}', "a|b}"),  # | and } inside the argument
+        ("{{ data.customer.name | upper }}", "ADA LOVELACE"),
+        ("{{ data.customer.name | lower }}", "ada lovelace"),
+        ("{{ data.customer.name | truncate(3) }}", "Ada"),
+        ("{{ data.customer.name | truncate(100) }}", "Ada Lovelace"),
+        ("{{ data.customer.id | truncate(1) }}", "4"),  # a number's text
+        ("{{ data.customer | json }}", '{"id":42,"name":"Ada Lovelace"}'),
+        ("{{ data.customer.name | json }}", '"Ada Lovelace"'),
+        ("{{ data.note | json }}", "null"),
+        ("{{data.ticket_id|default('Open ticket')|upper|truncate(4)}}", "OPEN"),  # a chain
+        ("{{ data.note | upper }}", ""),  # null's text is empty
+    ],
+)
+def test_filters_render(source: str, expected: str) -> None:
+    assert render_text(parse(source), CONTEXT) == expected
+
+
+def test_a_filter_after_a_missing_field_without_default_first_raises() -> None:
+    with pytest.raises(TemplateError, match=r"data\.ticket_id"):
+        render_text(parse("{{ data.ticket_id | upper }}"), CONTEXT)
+    with pytest.raises(TemplateError, match=r"data\.ticket_id"):
+        render_text(parse('{{ data.ticket_id | upper | default("x") }}'), CONTEXT)
+
+
+def test_render_json_keeps_the_type_of_a_filtered_single_placeholder() -> None:
+    body = {
+        "n": "{{ data.count | default(0) }}",
+        "flag": "{{ data.flag | default(false) }}",
+        "none": "{{ data.other | default(null) }}",
+        "name": "{{ data.customer.name | upper }}",
+        "raw": "{{ data.customer | json }}",
+    }
+    assert render_json(body, CONTEXT) == {
+        "n": 0,
+        "flag": False,
+        "none": None,
+        "name": "ADA LOVELACE",
+        "raw": '{"id":42,"name":"Ada Lovelace"}',
+    }
+
+
+def test_render_url_encodes_a_filtered_value() -> None:
+    template = parse("http://crm/{{ data.path | upper }}/{{ data.x | default('a b') }}")
+    assert render_url(template, CONTEXT) == "http://crm/A%2FB%3FC%3D1%23FRAG/a%20b"
+
+
+@pytest.mark.parametrize(
+    ("placeholder", "reason"),
+    [
+        ("{{ data.x | uper }}", "unknown filter 'uper'; known filters: default, json, lower, "),
+        ("{{ data.x | default }}", "filter default needs an argument"),
+        ("{{ data.x | default() }}", "filter default needs an argument"),
+        ("{{ data.x | upper(2) }}", "filter upper takes no argument"),
+        ("{{ data.x | truncate(0) }}", "truncate takes a whole number of characters >= 1"),
+        ("{{ data.x | truncate(2.5) }}", "truncate takes a whole number"),
+        ('{{ data.x | truncate("3") }}', "truncate takes a whole number"),
+        ("{{ data.x | default(n/a) }}", "its argument must be one JSON literal"),
+        ("{{ data.x | }}", "expected '| filter'"),
+        ("{{ data.x || upper }}", "expected '| filter'"),
+    ],
+)
+def test_filter_errors_name_the_placeholder(placeholder: str, reason: str) -> None:
+    with pytest.raises(TemplateError) as info:
+        parse(f"text {placeholder} text")
+    assert repr(placeholder) in str(info.value)
+    assert reason in str(info.value)
