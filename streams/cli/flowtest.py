@@ -277,6 +277,6 @@ def add_command(commands: Any, load: Loader, config_arg: ConfigArg) -> None:
     test.add_argument(
         "--tests",
         metavar="FILE",
-        help="with --all: the tests file (default: <flows file>.tests.yaml beside it)",
+        help="with --all: the tests file (default: NAME.tests.yaml beside the flows file NAME.yaml)",
     )
     test.set_defaults(func=lambda a: cmd_flow_test(a, load))
