@@ -119,8 +119,9 @@ def _model_lines(model: dict[str, Any]) -> list[str]:
     ]
     if model["fallbacks"]:
         lines.append(f"{_INDENT}fallbacks: {', '.join(model['fallbacks'])}")
-    lines.append(f"{_INDENT}system: {model['system']}")
-    lines.append(f"{_INDENT}prompt: {model['prompt']}")
+    for part in ("system", "prompt"):  # a multi-line prompt keeps its lines, indented
+        text = model[part].replace("\n", "\n" + _INDENT * 3)
+        lines.append(f"{_INDENT}{part}: {text}")
     return lines
 
 
@@ -277,6 +278,6 @@ def add_command(commands: Any, load: Loader, config_arg: ConfigArg) -> None:
     test.add_argument(
         "--tests",
         metavar="FILE",
-        help="with --all: the tests file (default: NAME.tests.yaml beside the flows file NAME.yaml)",
+        help="with --all: the tests file (default: NAME.tests.yaml beside NAME.yaml)",
     )
     test.set_defaults(func=lambda a: cmd_flow_test(a, load))
