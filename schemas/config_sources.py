@@ -10,14 +10,34 @@ from __future__ import annotations
 import base64
 import re
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, IPvAnyNetwork, SecretStr, model_validator
 
 from schemas.config_base import ConfigModel, Name, secret_origin
 
-SignatureScheme = Literal["standard-webhooks", "stripe", "github", "hmac-sha256", "none"]
+SignatureScheme = Literal[
+    "standard-webhooks",
+    "stripe",
+    "github",
+    "hmac-sha256",
+    # Presets for the senders people have (streams/gateway/signatures/presets.py, url_signed.py)
+    "slack",
+    "zendesk",
+    "hubspot",
+    "twilio",
+    "shopify",
+    "intercom",
+    "gitlab",
+    "linear",
+    "paddle",
+    "square",
+    "none",
+]
 # Fields only the generic scheme reads; the named schemes fix their headers and encodings.
 _GENERIC_ONLY_FIELDS = ("header", "encoding", "prefix", "timestamp_header")
+# Senders that sign the URL they post to: the gateway cannot know it behind a proxy or a tunnel.
+URL_SIGNED_SCHEMES = frozenset({"hubspot", "twilio", "square"})
 # Commas or line breaks, not spaces: GitHub and generic senders let people type secrets with
 # spaces in them (GitHub's own example is "It's a Secret to Everybody").
 _SECRET_SEPARATORS = re.compile(r"[,\r\n]")
@@ -26,15 +46,18 @@ _SECRET_SEPARATORS = re.compile(r"[,\r\n]")
 class SignatureConfig(ConfigModel):
     """How a source signs its webhooks.
 
-    ``standard-webhooks`` (Svix and the Standard Webhooks spec), ``stripe``, ``github`` fix their
-    headers; ``hmac-sha256`` is the generic HMAC of ``[timestamp.]body`` with a configurable
-    header and encoding; ``none`` accepts unsigned webhooks and must be written explicitly.
+    ``standard-webhooks`` (Svix and the Standard Webhooks spec), ``stripe``, ``github`` and the
+    sender presets (``slack`` … ``square``) fix their headers; ``hmac-sha256`` is the generic
+    HMAC of ``[timestamp.]body`` with a configurable header and encoding; ``none`` accepts
+    unsigned webhooks and must be written explicitly.
     """
 
     scheme: SignatureScheme = Field(
-        description="How the sender signs: standard-webhooks (Svix), stripe, github, "
-        "hmac-sha256 (the generic HMAC, shaped by the fields below) or none (unsigned "
-        "webhooks accepted; it must be written explicitly).",
+        description="How the sender signs: standard-webhooks (Svix), stripe, github, the "
+        "sender presets slack, zendesk, hubspot (v3), twilio, shopify, intercom, gitlab, "
+        "linear, paddle and square (docs/gateway.md has what each signs), hmac-sha256 (the "
+        "generic HMAC, shaped by the fields below) or none (unsigned webhooks accepted; it "
+        "must be written explicitly).",
     )
     secret_env: str | None = Field(
         default=None,
@@ -70,10 +93,39 @@ class SignatureConfig(ConfigModel):
         default=300,
         description="How far a signed timestamp may be from the gateway's clock, either way, "
         "in seconds (the replay window); beyond it: 401 timestamp_out_of_window. Used by "
-        "standard-webhooks, stripe, and hmac-sha256 with timestamp_header; github signs no "
+        "standard-webhooks, stripe, slack, zendesk, hubspot, linear, paddle, and hmac-sha256 "
+        "with timestamp_header; github, twilio, shopify, intercom, gitlab and square sign no "
         "time.",
     )
+    url: str | None = Field(
+        default=None,
+        description="hubspot, twilio and square only (required there): the public URL the "
+        "sender posts to, as typed into the sender's settings, without query string (e.g. "
+        "https://hooks.example.com/webhooks/twilio). These senders sign the URL, which the "
+        "gateway cannot see behind a proxy or tunnel; the request's own query string is "
+        "appended as received.",
+    )
     secret: SecretStr | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _url_where_signed(self) -> SignatureConfig:
+        if self.scheme in URL_SIGNED_SCHEMES:
+            if not self.url:
+                raise ValueError(
+                    f"scheme {self.scheme} signs the URL it posts to: set url to that public "
+                    "URL (e.g. https://hooks.example.com/webhooks/<source>)"
+                )
+            parts = urlsplit(self.url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError(f"url {self.url!r} must be an absolute http:// or https:// URL")
+            if parts.query or parts.fragment:
+                raise ValueError(
+                    f"url {self.url!r} must have no query or fragment: the request's own "
+                    "query string is appended as received"
+                )
+        elif self.url is not None:
+            raise ValueError("url only applies to schemes hubspot, twilio and square")
+        return self
 
     @model_validator(mode="after")
     def _secret_needed(self) -> SignatureConfig:

@@ -20,7 +20,10 @@ if TYPE_CHECKING:
 
 DESCRIPTION = (
     "Print a curl command that posts FILE to the gateway, signed as the source's sender signs "
-    "it (the source's scheme and first secret), sent byte for byte with --data-binary."
+    "it (the source's scheme and first secret), sent byte for byte with --data-binary. "
+    "hubspot, twilio and square sign the source's signature.url, not --url: the curl command "
+    "posts to --url, so both must reach the same gateway. A twilio or slack form: "
+    "--content-type application/x-www-form-urlencoded."
 )
 
 
@@ -56,7 +59,7 @@ def _unset(env_name: str | None, file_name: str | None) -> str:
 
 def cmd_sign(args: argparse.Namespace, load: Loader) -> int:
     """Print a curl command that posts the body signed as the source's sender signs it."""
-    from streams.gateway.signatures import sign_headers
+    from streams.gateway.signatures import sign_request
 
     config = load(args.config)  # without secrets: only this source's is needed, checked here
     try:
@@ -71,14 +74,17 @@ def cmd_sign(args: argparse.Namespace, load: Loader) -> int:
         body = read_input(args.file, what="body")
     except ToolError as exc:
         return fail(str(exc), EXIT_BAD_INPUT)
-    signed = sign_headers(source.signature, body)
+    signed = sign_request(source.signature, body, content_type=args.content_type)
     if args.headers_only:
-        for name, value in signed.items():
+        for name, value in signed.headers.items():
             print(f"{name}: {value}")
+        if signed.query:  # Twilio's JSON variant: the body's hash goes in the query
+            print(f"hookstream: post to the URL with ?{signed.query}", file=sys.stderr)
         return EXIT_OK
     base = (args.url or _gateway_url(config)).rstrip("/")
-    headers = {"Content-Type": args.content_type, **signed}
-    print(curl_command(f"{base}/webhooks/{source.name}", headers, args.file))
+    headers = {"Content-Type": args.content_type, **signed.headers}
+    url = f"{base}/webhooks/{source.name}" + (f"?{signed.query}" if signed.query else "")
+    print(curl_command(url, headers, args.file))
     if args.file == "-":
         print("hookstream: pipe the same body into that curl (@- reads stdin)", file=sys.stderr)
     return EXIT_OK
@@ -116,7 +122,8 @@ def add_command(commands: Any, load: Loader, config_arg: ConfigArg) -> None:
     sign.add_argument(
         "--content-type",
         default="application/json",
-        help="the Content-Type header (default application/json)",
+        help="the Content-Type header (default application/json); twilio and slack sources "
+        "also take application/x-www-form-urlencoded (Twilio then signs the form's fields)",
     )
     sign.add_argument(
         "--headers-only",

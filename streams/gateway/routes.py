@@ -45,6 +45,7 @@ from streams.gateway.ingest import EncodedEvent, encode_event
 from streams.gateway.limits import RateLimiter, retry_after_header
 from streams.gateway.metrics import PRODUCE_SECONDS, UNKNOWN_SOURCE, count_refusal, count_request
 from streams.gateway.openapi import build_openapi
+from streams.gateway.signatures.forms import form_data
 from streams.gateway.traced import WebhookSpans
 from streams.http.message import Request, Response
 from streams.kafka.batch_writer import BatchingKafkaWriter
@@ -132,7 +133,11 @@ def _check_head(state: GatewayState, source: SourceConfig, request: Request) -> 
             f"source {source.name!r} is over its rate limit; retry later", retry_after_s=wait_s
         )
     raw_type = request.headers.get("Content-Type")
-    if raw_type != "application/json" and (raw_type is None or not is_json_media_type(raw_type)):
+    if (
+        raw_type != "application/json"
+        and (raw_type is None or not is_json_media_type(raw_type))
+        and not signatures.takes_form(source.signature, raw_type)  # Twilio, Slack: forms
+    ):
         raise UnsupportedMediaType(_media_type_refusal(raw_type))
 
 
@@ -147,11 +152,16 @@ def _media_type_refusal(raw_type: str | None) -> str:
     return f"Content-Type {media!r} is not accepted; {wanted}"
 
 
-def _verified(source: SourceConfig, request: Request) -> object:
-    """The body's JSON, once its signature is verified."""
-    signatures.verify(source.signature, request.headers, request.body)
+def _verified(source: SourceConfig, request: Request) -> tuple[object, bytes]:
+    """The body's JSON and the event's data as JSON bytes (the body itself, or a form's fields
+    as an object: streams.gateway.signatures.forms), once its signature is verified."""
+    body = request.body
+    signatures.verify(source.signature, request.headers, body, target=request.target)
+    if signatures.takes_form(source.signature, request.headers.get("Content-Type")):
+        fields = form_data(body)
+        return fields, orjson.dumps(fields)
     try:
-        return orjson.loads(request.body)
+        return orjson.loads(body), body
     except orjson.JSONDecodeError as exc:
         raise InvalidPayload(f"body is not valid JSON: {exc}", code="invalid_json") from None
 
@@ -162,16 +172,16 @@ def _encode(
     """The verified body as the CloudEvent to write, in the webhook's trace (the sender's
     ``traceparent``, else a new trace; with spans, the ``send`` span's context)."""
     if spans is None:
-        payload = _verified(source, request)
+        payload, data = _verified(source, request)
         trace = None  # encode_event: the sender's context, or a new trace
     else:
         with spans.verifying():
-            payload = _verified(source, request)
+            payload, data = _verified(source, request)
         trace = spans.sending(state.topic)
     return encode_event(
         source,
         request.headers,
-        request.body,
+        data,
         payload,
         forwarded_headers=state.forwarded_headers,
         trace=trace,

@@ -45,6 +45,9 @@ class Request:
     body: bytes = b""
     keep_alive: bool = True
     context: Any = None
+    #: The request target as received (path and query, not decoded): senders that sign the
+    #: URL they post to sign its query too (streams.gateway.signatures.url_signed).
+    target: bytes = b""
 
 
 @dataclass(slots=True)

@@ -269,6 +269,7 @@ class Connection(asyncio.Protocol):
             CIMultiDictProxy(CIMultiDict(self._headers)),
             self._peer,
             parser.get_http_version(),
+            target=self._url,
         )
         self._request = request
         self._head_done_s = self._clock.time()

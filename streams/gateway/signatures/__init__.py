@@ -4,6 +4,10 @@
 - ``stripe`` (:mod:`.stripe`): ``Stripe-Signature: t=…,v1=…``.
 - ``github`` (:mod:`.github`): ``X-Hub-Signature-256: sha256=…``.
 - ``hmac-sha256`` (:mod:`.generic`): configurable header, hex/base64, optional timestamp.
+- sender presets that sign the body (:mod:`.presets`): ``slack``, ``zendesk``, ``shopify``,
+  ``intercom``, ``gitlab`` (a token, not a signature), ``linear``, ``paddle``.
+- sender presets that sign the URL they post to (:mod:`.url_signed`): ``hubspot`` (v3),
+  ``twilio`` (forms, and JSON by ``bodySHA256``), ``square``.
 - ``none``: unsigned, only when the source says so explicitly.
 
 Every scheme accepts several active secrets (rotation: any one matching is enough), compares in
@@ -15,19 +19,31 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from typing import NamedTuple
 
 from schemas.config_sources import SignatureConfig
-from streams.gateway.signatures import generic, github, standard, stripe
+from streams.gateway.signatures import generic, github, presets, standard, stripe, url_signed
+from streams.gateway.signatures.forms import FORM_SCHEMES, is_form
 from streams.gateway.signatures.generic import sign_hmac_sha256
 
-__all__ = ["delivery_id_source", "sign_headers", "sign_hmac_sha256", "verify"]
+__all__ = [
+    "FORM_SCHEMES",
+    "SignedRequest",
+    "delivery_id_source",
+    "sign_headers",
+    "sign_hmac_sha256",
+    "sign_request",
+    "verify",
+]
 
 Verifier = Callable[[SignatureConfig, Mapping[str, str], bytes, "float | None"], None]
+_BUILT_IN = frozenset({"standard-webhooks", "stripe", "github", "hmac-sha256"})
 _VERIFIERS: dict[str, Verifier] = {
     "standard-webhooks": standard.verify,
     "stripe": stripe.verify,
     "github": github.verify,
     "hmac-sha256": generic.verify,
+    **presets.VERIFIERS,
 }
 
 # Where each scheme's sender puts its delivery id: the same on every retry of a delivery, which
@@ -36,9 +52,31 @@ _DELIVERY_IDS: dict[str, tuple[tuple[str, ...], str | None]] = {
     "standard-webhooks": ((standard.ID_HEADER, "svix-id"), None),
     "github": ((github.DELIVERY_HEADER,), None),
     "stripe": ((), "id"),
+    "slack": ((), "event_id"),
+    "zendesk": ((), "id"),
+    "twilio": ((url_signed.TWILIO_DELIVERY,), None),
+    "shopify": (("X-Shopify-Webhook-Id",), None),
+    "intercom": ((), "id"),
+    "gitlab": (("Idempotency-Key", "X-Gitlab-Event-UUID"), None),
+    "linear": (("Linear-Delivery",), None),
+    "paddle": ((), "event_id"),
+    "square": ((), "event_id"),
 }
-_TYPE_HEADERS = {"github": github.EVENT_HEADER}
-_TYPE_FIELDS = {"stripe": "type", "standard-webhooks": "type"}
+_TYPE_HEADERS = {
+    "github": github.EVENT_HEADER,
+    "shopify": "X-Shopify-Topic",
+    "gitlab": "X-Gitlab-Event",
+    "linear": "Linear-Event",
+}
+_TYPE_FIELDS = {
+    "stripe": "type",
+    "standard-webhooks": "type",
+    "slack": "event.type",
+    "zendesk": "type",
+    "intercom": "topic",
+    "paddle": "event_type",
+    "square": "type",
+}
 
 
 def verify(
@@ -47,11 +85,26 @@ def verify(
     body: bytes,
     *,
     now_s: float | None = None,
+    target: bytes = b"",
 ) -> None:
-    """Raise :class:`SignatureError` unless ``body`` carries a valid signature."""
-    if config.scheme == "none":
+    """Raise :class:`SignatureError` unless ``body`` carries a valid signature.
+
+    ``target``: the request target as received (``/webhooks/x?a=1``); the schemes that sign
+    their URL (:mod:`.url_signed`) take its query string.
+    """
+    scheme = config.scheme
+    if scheme == "none":
         return
-    _VERIFIERS[config.scheme](config, headers, body, now_s)
+    url_verifier = url_signed.VERIFIERS.get(scheme)
+    if url_verifier is not None:
+        url_verifier(config, headers, body, now_s, url_signed.query_of(target))
+        return
+    _VERIFIERS[scheme](config, headers, body, now_s)
+
+
+def takes_form(config: SignatureConfig, content_type: str | None) -> bool:
+    """Whether this body is a form the source's scheme signs (its data becomes the fields)."""
+    return config.scheme in FORM_SCHEMES and is_form(content_type)
 
 
 def delivery_id_source(scheme: str) -> tuple[tuple[str, ...], str | None]:
@@ -62,6 +115,48 @@ def delivery_id_source(scheme: str) -> tuple[tuple[str, ...], str | None]:
 def type_source(scheme: str) -> tuple[str | None, str | None]:
     """(header, payload field) naming the event type under ``scheme``, if the scheme fixes one."""
     return _TYPE_HEADERS.get(scheme), _TYPE_FIELDS.get(scheme)
+
+
+class SignedRequest(NamedTuple):
+    """What a sender adds to a request: headers, and a query string (Twilio's ``bodySHA256``)."""
+
+    headers: dict[str, str]
+    query: str = ""
+
+
+def sign_request(
+    config: SignatureConfig,
+    body: bytes,
+    *,
+    content_type: str = "application/json",
+    webhook_id: str | None = None,
+    timestamp: int | None = None,
+    secrets: tuple[str, ...] | None = None,
+) -> SignedRequest:
+    """The request a sender of this scheme would make of ``body`` (``hookstream sign``, tests).
+
+    Signs with the first configured secret unless ``secrets`` is given (Stripe signs with each).
+    """
+    keys = config.secrets if secrets is None else secrets
+    if config.scheme == "none" or not keys:
+        return SignedRequest({})
+    ts = int(time.time()) if timestamp is None else timestamp
+    scheme, url = config.scheme, config.url or ""
+    signer = presets.SIGNERS.get(scheme)
+    if signer is not None:
+        return SignedRequest(signer(keys[0], body, ts))
+    if scheme == "twilio":
+        headers, query = url_signed.sign_twilio(url, keys[0], body, form=is_form(content_type))
+        if webhook_id:
+            headers[url_signed.TWILIO_DELIVERY] = webhook_id
+        return SignedRequest(headers, query)
+    if scheme == "hubspot":
+        return SignedRequest(url_signed.sign_hubspot(url, keys[0], body, ts))
+    if scheme == "square":
+        return SignedRequest(url_signed.sign_square(url, keys[0], body))
+    return SignedRequest(
+        sign_headers(config, body, webhook_id=webhook_id, timestamp=ts, secrets=keys)
+    )
 
 
 def sign_headers(
@@ -75,11 +170,15 @@ def sign_headers(
     """The headers a sender of this scheme would add (``hookstream sign``, demo, tests, bench).
 
     Signs with the first configured secret unless ``secrets`` is given (Stripe signs with each).
+    The presets' headers come from :func:`sign_request` (Twilio's JSON variant also needs its
+    query string: use :func:`sign_request` for it).
     """
     keys = config.secrets if secrets is None else secrets
     if config.scheme == "none" or not keys:
         return {}
     ts = int(time.time()) if timestamp is None else timestamp
+    if config.scheme not in _BUILT_IN:
+        return sign_request(config, body, webhook_id=webhook_id, timestamp=ts, secrets=keys).headers
     if config.scheme == "standard-webhooks":
         msg_id = webhook_id or f"msg_{time.time_ns():x}"
         return standard.sign(keys[0], body, msg_id=msg_id, timestamp=ts)

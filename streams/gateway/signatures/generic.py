@@ -7,7 +7,6 @@ This covers the many senders that roll their own scheme (and hookstream's own ex
 from __future__ import annotations
 
 import base64
-import binascii
 from collections.abc import Mapping
 
 from schemas.config_sources import SignatureConfig
@@ -21,6 +20,7 @@ from streams.gateway.signatures._common import (
     required_header,
     utf8_keys,
 )
+from streams.gateway.signatures._digests import decode
 
 
 def sign_hmac_sha256(
@@ -30,17 +30,6 @@ def sign_hmac_sha256(
     signed = body if timestamp is None else f"{timestamp}.".encode() + body
     digest = hmac_sha256(secret, signed)
     return digest.hex() if encoding == "hex" else base64.b64encode(digest).decode()
-
-
-def _decode(value: str, config: SignatureConfig) -> bytes:
-    try:
-        if config.encoding == "hex":
-            return bytes.fromhex(value)
-        return base64.b64decode(value, validate=True)
-    except (ValueError, binascii.Error):
-        raise SignatureError(
-            f"header {config.header} is not {config.encoding}", code="malformed_signature"
-        ) from None
 
 
 def verify(
@@ -64,7 +53,7 @@ def verify(
                 code="malformed_signature",
             )
         value = value[len(config.prefix) :]
-    given = _decode(value, config)
+    given = decode(value, config.encoding, config.header)
     signed = body if timestamp is None else f"{timestamp}.".encode() + body
     if not any_matches(keys, signed, [given]):
         raise no_match(config.header)

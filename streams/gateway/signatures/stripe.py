@@ -20,23 +20,14 @@ from streams.gateway.signatures._common import (
     required_header,
     utf8_keys,
 )
+from streams.gateway.signatures._digests import hex_candidates, time_and_signatures
 
 SIGNATURE_HEADER = "Stripe-Signature"
 
 
 def parse_header(value: str) -> tuple[str | None, list[str]]:
     """(the ``t`` text or None, every ``v1`` value) of a Stripe-Signature header."""
-    timestamp: str | None = None
-    v1: list[str] = []
-    for item in value.split(","):
-        key, sep, item_value = item.strip().partition("=")
-        if not sep:
-            continue
-        if key == "t" and timestamp is None:
-            timestamp = item_value
-        elif key == "v1":
-            v1.append(item_value)
-    return timestamp, v1
+    return time_and_signatures(value, ",", "t", "v1")
 
 
 def verify(
@@ -51,16 +42,7 @@ def verify(
         )
     timestamp = parse_timestamp(raw_ts, f"{SIGNATURE_HEADER} t=")
     check_window(timestamp, f"{SIGNATURE_HEADER} t=", config.tolerance_s, now_s)
-    candidates: list[bytes] = []
-    for text in v1:
-        try:
-            candidates.append(bytes.fromhex(text))
-        except ValueError:
-            continue
-    if not candidates:
-        raise SignatureError(
-            f"header {SIGNATURE_HEADER} has no v1=<hex> signature", code="malformed_signature"
-        )
+    candidates = hex_candidates(v1, SIGNATURE_HEADER, "v1")
     if not any_matches(keys, f"{timestamp}.".encode() + body, candidates):
         raise no_match(SIGNATURE_HEADER)
 

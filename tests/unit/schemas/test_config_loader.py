@@ -49,6 +49,11 @@ flows:
       max_concurrency: 4
 """
 VALID_ENV = {"HELPDESK_SECRET": "hd-secret-abc", "AI_KEY": "ai-key-xyz"}
+# Every signature scheme, as a refusal lists them (sorted): the sender presets included.
+SCHEMES = (
+    "github, gitlab, hmac-sha256, hubspot, intercom, linear, none, paddle, shopify, slack, "
+    "square, standard-webhooks, stripe, twilio, zendesk"
+)
 
 
 def write(tmp_path: Path, text: str, name: str = "flows.yaml") -> Path:
@@ -381,7 +386,7 @@ def test_several_problems_are_reported_at_once_in_file_order(tmp_path: Path) -> 
     problems = problems_of(path, {"AI_KEY": "k"})
     assert problems == [
         f"{path}:5: sources[0].signature.scheme: unknown signature scheme 'rot13'; "
-        "expected one of: github, hmac-sha256, none, standard-webhooks, stripe",
+        f"expected one of: {SCHEMES}",
         f"{path}:6: sources[0].signature.secret_env: "
         "environment variable HELPDESK_SECRET is not set",
         f"{path}:10: providers[0].base_url: must start with http:// or https://, got 'ftp://nope'",
@@ -522,8 +527,7 @@ def test_signature_scheme_in_the_wrong_case_suggests_the_right_one(tmp_path: Pat
     path = write(tmp_path, VALID.replace("scheme: hmac-sha256", "scheme: GitHub"))
     assert problems_of(path, VALID_ENV) == [
         f"{path}:5: sources[0].signature.scheme: unknown signature scheme 'GitHub'; "
-        "expected one of: github, hmac-sha256, none, standard-webhooks, stripe "
-        "(did you mean 'github'?)"
+        f"expected one of: {SCHEMES} (did you mean 'github'?)"
     ]
 
 
@@ -583,7 +587,7 @@ def test_unknown_field_with_nothing_close_lists_the_fields(tmp_path: Path) -> No
     path = write(tmp_path, text)
     assert problems_of(path, VALID_ENV) == [
         f"{path}:7: sources[0].signature: unknown field 'zzz'; allowed fields: encoding, "
-        "header, prefix, scheme, secret_env, secret_file, timestamp_header, tolerance_s"
+        "header, prefix, scheme, secret_env, secret_file, timestamp_header, tolerance_s, url"
     ]
 
 
@@ -680,8 +684,7 @@ def test_missing_required_fields_are_named_on_their_parent(tmp_path: Path) -> No
     )
     path = write(tmp_path, text)
     assert problems_of(path, VALID_ENV) == [
-        f"{path}:4: sources[0].signature: missing required field 'scheme' "
-        "(one of: github, hmac-sha256, none, standard-webhooks, stripe)",
+        f"{path}:4: sources[0].signature: missing required field 'scheme' (one of: {SCHEMES})",
         f"{path}:16: flows[0].ai: missing required field 'prompt'",
     ]
 
