@@ -6,9 +6,11 @@ object); a form to a JSON-only source is still 415 and writes nothing.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -29,6 +31,7 @@ from schemas.config import HookstreamConfig
 from schemas.config_loader import load_config
 from schemas.topics import Topics
 from streams.gateway.server import running_gateway
+from tests.integration.test_cli_errors import HOOKSTREAM
 from tests.support.kafka import read_all
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -40,6 +43,10 @@ SECRETS = {
     "P_PADDLE": "pdl_ntfset_secret",
     "P_GITLAB": "gitlab-token",
     "P_SHOPIFY": "shopify-secret",
+    "P_ZENDESK": "zendesk-signing-secret",
+    "P_INTERCOM": "intercom-client-secret",
+    "P_LINEAR": "lin_wh_secret",
+    "P_SQUARE": "square-signature-key",
 }
 FORM = "application/x-www-form-urlencoded"
 CONFIG = """
@@ -59,12 +66,22 @@ sources:
     signature: {{scheme: gitlab, secret_env: P_GITLAB}}
   - name: shopify
     signature: {{scheme: shopify, secret_env: P_SHOPIFY}}
+  - name: zendesk
+    signature: {{scheme: zendesk, secret_env: P_ZENDESK}}
+  - name: intercom
+    signature: {{scheme: intercom, secret_env: P_INTERCOM}}
+  - name: linear
+    signature: {{scheme: linear, secret_env: P_LINEAR}}
+  - name: square
+    signature: {{scheme: square, secret_env: P_SQUARE, url: "{public}/square"}}
 """
 
 
 class Gateway:
-    def __init__(self, url: str, config: HookstreamConfig, session: aiohttp.ClientSession):
-        self.url, self.config, self.session = url, config, session
+    def __init__(
+        self, url: str, path: Path, config: HookstreamConfig, session: aiohttp.ClientSession
+    ) -> None:
+        self.url, self.path, self.config, self.session = url, path, config, session
 
     async def post(
         self, path: str, body: bytes, headers: dict[str, str]
@@ -79,23 +96,24 @@ class Gateway:
         return {r.json()["id"]: r.json() for r in records}
 
 
-def write_config(directory: Path, bootstrap: str) -> HookstreamConfig:
+def write_config(directory: Path, bootstrap: str) -> Path:
     path = directory / "hookstream.yaml"
     prefix = f"t{uuid.uuid4().hex[:10]}"
     path.write_text(CONFIG.format(bootstrap=bootstrap, prefix=prefix, public=PUBLIC))
-    return load_config(path, env=SECRETS)
+    return path
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def gateway(
     kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Gateway]:
-    config = write_config(tmp_path_factory.mktemp("presets"), kafka_bootstrap)
+    path = write_config(tmp_path_factory.mktemp("presets"), kafka_bootstrap)
+    config = load_config(path, env=SECRETS)
     async with (
         running_gateway(config, port=0) as (_, url),
         aiohttp.ClientSession() as session,
     ):
-        yield Gateway(url, config, session)
+        yield Gateway(url, path, config, session)
 
 
 async def test_presets_signed_by_the_senders_sdks_reach_the_events_topic(
@@ -260,3 +278,57 @@ async def test_forms_only_where_the_scheme_signs_them_and_forged_ones_write_noth
     assert (status, answer["code"]) == (401, "timestamp_out_of_window")
     events = await gateway.events()
     assert not [e for e in events.values() if marker in orjson.dumps(e["data"]).decode()]
+
+
+async def shell(*args: str, timeout_s: float = 60) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **SECRETS},
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout_s)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+@pytest.mark.parametrize(
+    ("source", "content_type"),
+    [
+        ("twilio", FORM),
+        ("twilio", "application/json"),
+        ("slack", FORM),
+        ("slack", "application/json"),
+        ("zendesk", "application/json"),
+        ("hubspot", "application/json"),
+        ("shopify", "application/json"),
+        ("intercom", "application/json"),
+        ("gitlab", "application/json"),
+        ("linear", "application/json"),
+        ("paddle", "application/json"),
+        ("square", "application/json"),
+    ],
+)
+async def test_hookstream_sign_prints_a_curl_command_each_preset_accepts(
+    gateway: Gateway, tmp_path: Path, source: str, content_type: str
+) -> None:
+    marker = uuid.uuid4().hex
+    body = tmp_path / "body"
+    if content_type == FORM:
+        body.write_bytes(urlencode({"marker": marker, "Body": "a b&c"}).encode())
+    else:  # Linear's time is in the body, in milliseconds
+        body.write_bytes(
+            orjson.dumps({"marker": marker, "webhookTimestamp": time.time_ns() // 10**6})
+        )
+    code, command, err = await shell(
+        HOOKSTREAM, "sign", "-c", str(gateway.path), "--source", source,
+        "--url", gateway.url, "--content-type", content_type, str(body),
+    )  # fmt: skip
+    assert code == 0, err
+    code, status, err = await shell(
+        "sh", "-c", command.rstrip() + " -o /dev/null -w '%{http_code}'"
+    )
+    assert (code, status) == (0, "202"), err
+    events = await gateway.events()
+    found = [e for e in events.values() if e["source"] == source and marker in str(e["data"])]
+    assert len(found) == 1
