@@ -48,6 +48,16 @@ def seen_key(event: CloudEvent, replay: str | None = None) -> str:
     return f"seen/{event.event_key}{replay_suffix(replay)}"
 
 
+def flows_taking(config: HookstreamConfig, event: CloudEvent) -> list[FlowConfig]:
+    """The flows that take ``event``: its source and type, then each flow's ``match.where``
+    (the event context is built only when a flow has one). ``hookstream flow test`` asks it."""
+    flows = config.flows_for(event.source, event.type)
+    if any(flow.match.has_where for flow in flows):
+        context = event_context(event)
+        flows = [flow for flow in flows if flow.match.where_holds(context)]
+    return flows
+
+
 class EnrichStage(Stage):
     name = "enrich"
 
@@ -68,10 +78,7 @@ class EnrichStage(Stage):
         except InvalidRecord as exc:
             await self._fail(message, exc, extra_headers=[])
             return
-        flows = self.config.flows_for(cloud_event.source, cloud_event.type)
-        if any(flow.match.has_where for flow in flows):
-            context = event_context(cloud_event)
-            flows = [flow for flow in flows if flow.match.where_holds(context)]
+        flows = flows_taking(self.config, cloud_event)
         if not flows:
             log.debug("no flow matches %s %s", cloud_event.source, cloud_event.type)
             return

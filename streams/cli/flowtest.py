@@ -126,6 +126,8 @@ def _model_lines(model: dict[str, Any]) -> list[str]:
 
 
 def _sink_lines(name: str, sink: dict[str, Any]) -> list[str]:
+    if "skipped" in sink:
+        return [f"sink {name} ({sink['kind']}): skipped, {sink['skipped']}"]
     if "dead_letter" in sink:
         return [f"sink {name} ({sink['kind']}): {_dead_letter_line(sink['dead_letter'])}"]
     if sink["kind"] == "postgres":

@@ -4,8 +4,8 @@ Each step runs the worker's own code, so the report cannot drift from what the w
 
 - the webhook body becomes its CloudEvent by the gateway's
   :func:`streams.gateway.ingest.build_event` (id, type and partition key from the source);
-- flows match by :meth:`schemas.config.HookstreamConfig.flows_for`; a flow that does not is
-  reported with the reason (the source, or the type against the flow's patterns);
+- flows match by :func:`agents.stages.enrich.flows_taking`; a flow that does not is reported
+  with the reason (the source, the type against the flow's patterns, or its ``match.where``);
 - lookup URLs are rendered by :meth:`agents.outbound.lookups.Enricher.url_for`; answers come
   from files, or (``call_lookups``) from a real GET by
   :meth:`~agents.outbound.lookups.Enricher.enrich_for`, once, without the stage's retries; a
@@ -18,7 +18,9 @@ Each step runs the worker's own code, so the report cannot drift from what the w
 - each sink's request or row is rendered by the sink's own function
   (:func:`agents.sinks.http.http_request`, :func:`agents.sinks.slack.slack_message`,
   :func:`agents.sinks.postgres.postgres_row`) over :func:`agents.sinks.base.sink_context`;
-  secrets (an API key, Slack's webhook URL, a DSN) are never shown, only where they come from.
+  secrets (an API key, Slack's webhook URL, a DSN) are never shown, only where they come from;
+  a sink whose ``when`` is false (:meth:`schemas.config_sinks.HttpSinkConfig.when_holds`) is
+  reported skipped, as the sink stage skips it.
 
 A step that fails the way the worker would dead-letter is reported as the flow's (or the
 sink's) ``dead_letter``: stage, error class and message, as the DLQ headers would say.
@@ -32,6 +34,7 @@ from datetime import datetime
 from typing import Any
 
 import aiohttp
+import orjson
 from multidict import CIMultiDict
 
 from agents.ai.breaker import CircuitBreaker
@@ -48,6 +51,7 @@ from agents.sinks.base import Delivery, idempotency_key, sink_context
 from agents.sinks.http import http_request
 from agents.sinks.postgres import postgres_row
 from agents.sinks.slack import slack_message
+from agents.stages.enrich import flows_taking
 from schemas import templates
 from schemas.config import HookstreamConfig
 from schemas.config_ai import ProviderConfig
@@ -99,11 +103,17 @@ class _GivenAnswers:
 
 
 def why_not(flow: FlowConfig, event: CloudEvent) -> str:
-    """Why ``flow`` does not take ``event`` (its match is a source and type patterns)."""
+    """Why ``flow`` does not take ``event``: its source, its types, or its ``match.where``."""
     if event.source != flow.match.source:
         return f"source is {event.source}, the flow takes {flow.match.source}"
-    patterns = ", ".join(flow.match.types)
-    return f"type {event.type} matches none of the flow's types ({patterns})"
+    if not flow.match.matches(event.source, event.type):
+        patterns = ", ".join(flow.match.types)
+        return f"type {event.type} matches none of the flow's types ({patterns})"
+    return f"match.where is false for this event: {_compact(flow.match.where)}"
+
+
+def _compact(value: Any) -> str:
+    return orjson.dumps(value, default=str).decode()
 
 
 class FlowTester:
@@ -163,7 +173,7 @@ class FlowTester:
     async def run(self, given: FlowInput) -> dict[str, Any]:
         """The report: the event, the flows it matches, and for each what would happen."""
         event = self.event_for(given)
-        matched = {f.name for f in self.config.flows_for(event.source, event.type)}
+        matched = {f.name for f in flows_taking(self.config, event)}
         flows: dict[str, Any] = {}
         for flow in self.config.flows:
             if flow.name in matched:
@@ -288,6 +298,8 @@ class FlowTester:
     def _sink(self, sink: SinkConfig, result: AIResult) -> dict[str, Any]:
         key = idempotency_key(result, sink.name)
         delivery = Delivery(result, key, sink_context(result))
+        if not sink.when_holds(delivery.context):
+            return {"kind": sink.kind, "skipped": f"when is false: {_compact(sink.when)}"}
         try:
             if isinstance(sink, HttpSinkConfig):
                 url, headers, body = http_request(sink, templates.parse(sink.url), delivery)

@@ -172,3 +172,38 @@ def test_a_bad_tests_file_names_the_file_and_field(tmp_path: Path, text: str, me
     path.write_text(text)
     with pytest.raises(ToolError, match=message):
         load_tests(path)
+
+
+async def test_match_where_and_a_sinks_when_are_reported(tmp_path: Path) -> None:
+    text = (EXAMPLES / "flows.yaml").read_text()
+    text = text.replace(
+        '      types: ["ticket.*"]\n',
+        '      types: ["ticket.*"]\n      where: {field: data.customer_id, equals: cus_001}\n',
+    )
+    path = tmp_path / "flows.yaml"
+    path.write_text(text)
+    config = load_config(path, require_secrets=False)
+    report = await _report(config, _given([GOOD]))  # cus_002's ticket
+    assert report["matched"] == []
+    assert report["flows"]["feedback-triage"]["why_not"] == (
+        'match.where is false for this event: {"field":"data.customer_id","equals":"cus_001"}'
+    )
+
+    text = (
+        (EXAMPLES / "flows.yaml")
+        .read_text()
+        .replace(
+            "        method: PUT\n",
+            "        method: PUT\n        when: {field: result.sentiment, equals: positive}\n",
+            1,
+        )
+    )
+    path.write_text(text)
+    config = load_config(path, require_secrets=False)
+    report = await _report(config, _given([GOOD]))  # a negative answer
+    crm = report["flows"]["feedback-triage"]["sinks"]["crm"]
+    assert crm == {
+        "kind": "http",
+        "skipped": 'when is false: {"field":"result.sentiment","equals":"positive"}',
+    }
+    assert "    sink crm (http): skipped, when is false: " in "\n".join(report_lines(report))
