@@ -10,11 +10,12 @@ wrong in production. :mod:`schemas.config_loader` turns both into ``file:line: f
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from typing import Any
 
 from schemas import conditions, templates
 from schemas.config import HookstreamConfig
-from schemas.config_messages import unknown_choice
+from schemas.config_messages import show, unknown_choice
 from schemas.config_sinks import SINK_ROOTS, SINK_TEMPLATE_FIELDS
 from schemas.errors import TemplateError
 from schemas.output_schema import result_field_problem, schema_problems
@@ -122,10 +123,61 @@ def _when_problems(
         return []
     problems: list[tuple[Location, str]] = []
     for at, test in parsed.tests(location):
-        reason = result_field_problem(schema, test.path[1:]) if test.path[0] == "result" else None
+        if test.path[0] != "result":
+            continue
+        reason = result_field_problem(schema, test.path[1:])
         if reason is not None:
             problems.append(((*at, "field"), f"{'.'.join(test.path)}: {reason}"))
+            continue
+        problem = _never_holds(_declared(schema, test.path[1:]), test)
+        if problem is not None:
+            problems.append(((*at, test.operator), f"{'.'.join(test.path)}: {problem}"))
     return problems
+
+
+def _declared(schema: Mapping[str, Any], path: tuple[str, ...]) -> Mapping[str, Any] | None:
+    """The schema of ``result.<path>`` when plain nested ``properties`` declare it, else None
+    (a ``$ref`` or a combinator on the way: not judged, the check stays lenient)."""
+    node: Any = schema
+    for segment in path:
+        properties = node.get("properties") if isinstance(node, Mapping) else None
+        if not isinstance(properties, Mapping) or not isinstance(properties.get(segment), Mapping):
+            return None
+        node = properties[segment]
+    return node if isinstance(node, Mapping) else None
+
+
+def _never_holds(node: Mapping[str, Any] | None, test: conditions.FieldTest) -> str | None:
+    """Why ``test`` is false for every answer valid for ``node`` (a value outside its
+    ``enum``/``const``, a comparison with a field that is never a number or a string), or
+    None. A typo there would silently turn a sink off, or on for every result under not."""
+    if node is None:
+        return None
+    allowed = node.get("enum") if "enum" in node else [node["const"]] if "const" in node else None
+    if isinstance(allowed, list) and test.operator in ("equals", "in"):
+        values = test.value if test.operator == "in" else (test.value,)
+        outside = [v for v in values if not any(conditions.same(v, a) for a in allowed)]
+        if outside:
+            return (
+                f"{show(outside[0])} is not one of the values the flow's ai.output allows "
+                f"({', '.join(show(a) for a in allowed)})"
+            )
+    kinds = node.get("type")
+    kinds = {kinds} if isinstance(kinds, str) else set(kinds) if isinstance(kinds, list) else None
+    if kinds is not None:
+        if test.operator in conditions.COMPARISONS:
+            wanted = {"integer", "number"} if isinstance(test.value, int | float) else {"string"}
+            if not kinds & wanted:
+                return (
+                    f"{test.operator} compares with {show(test.value)}, but the flow's "
+                    f"ai.output makes it {' or '.join(sorted(kinds))}: never true"
+                )
+        if test.operator == "matches" and "string" not in kinds:
+            return (
+                f"matches reads strings, but the flow's ai.output makes it "
+                f"{' or '.join(sorted(kinds))}: never true"
+            )
+    return None
 
 
 def _is_local_host(host: str) -> bool:

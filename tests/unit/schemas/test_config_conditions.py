@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from schemas.config_checks import _when_problems
 from schemas.config_loader import load_config
 from schemas.config_sinks import SlackSinkConfig
 from schemas.errors import ConfigError
@@ -125,6 +126,18 @@ def test_a_flow_without_where_takes_every_event_of_its_types(tmp_path: Path) -> 
             "FILE:33: flows[0].sinks[0].when.any[0].field: result.sentimnet: the flow's "
             "ai.output declares no field 'sentimnet'; did you mean 'sentiment'?",
         ),
+        (  # a value the output schema's enum does not allow: never true
+            "{field: result.sentiment, equals: negative}",
+            "{field: result.sentiment, in: [negative, negatve]}",
+            "FILE:33: flows[0].sinks[0].when.any[0].in: result.sentiment: 'negatve' is not one "
+            "of the values the flow's ai.output allows ('positive', 'neutral', 'negative')",
+        ),
+        (  # a comparison with a string field
+            "{field: result.sentiment, equals: negative}",
+            "{field: result.summary, gt: 3}",
+            "FILE:33: flows[0].sinks[0].when.any[0].gt: result.summary: gt compares with 3, but "
+            "the flow's ai.output makes it string: never true",
+        ),
         (
             "not: {field: data.vip, exists: false}",
             "not: {field: data.vip}",
@@ -151,3 +164,37 @@ def test_load_errors_name_file_line_and_place(
 ) -> None:
     assert old in BASE
     assert problems_of(tmp_path, BASE.replace(old, new)) == [expected]
+
+
+def test_when_values_are_judged_only_where_the_schema_declares_them_plainly() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "a": {"$ref": "#/$defs/s"},
+            "b": {"type": ["string", "null"]},
+            "n": {"type": "integer"},
+            "c": {"const": "x"},
+        },
+        "$defs": {"s": {"enum": ["x"]}},
+    }
+
+    def problems(test: dict[str, object]) -> list[tuple[tuple[str | int, ...], str]]:
+        return _when_problems(schema, test, ("when",))
+
+    assert problems({"field": "result.a", "equals": "y"}) == []  # behind a $ref: not judged
+    assert problems({"field": "result.b", "matches": "^a"}) == []
+    assert problems({"field": "result.n", "ge": 1.5}) == []
+    assert problems({"field": "result.c", "equals": "x"}) == []
+    assert problems({"field": "result.c", "equals": "y"}) == [
+        (
+            ("when", "equals"),
+            "result.c: 'y' is not one of the values the flow's ai.output allows ('x')",
+        )
+    ]
+    assert problems({"field": "result.n", "matches": "1"}) == [
+        (
+            ("when", "matches"),
+            "result.n: matches reads strings, but the flow's ai.output "
+            "makes it integer: never true",
+        )
+    ]

@@ -90,6 +90,8 @@ def test_summaries_of_event_enriched_and_receipt() -> None:
     assert summarise("enriched", {"flow": "triage"}, {}) == "triage  lookups: none"
     receipt = {"flow": "triage", "sink": "crm", "status": 200, "attempts": 3}
     assert summarise("receipts", receipt, {}) == "triage  crm  status 200  3 attempts"
+    skipped = {**receipt, "status": 0, "attempts": 0, "outcome": "skipped_when"}
+    assert summarise("receipts", skipped, {}) == "triage  crm  skipped (when)"
 
 
 def test_dead_letter_summary_from_its_headers() -> None:
