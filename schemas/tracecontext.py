@@ -39,6 +39,10 @@ TRACESTATE: Final = "tracestate"
 SAMPLED: Final = 0x01
 
 _HEX = frozenset("0123456789abcdef")
+# version-traceid-parentid-flags, and what a later version may add after a dash.
+_TRACEPARENT = re.compile(
+    r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?\Z", re.S
+)
 _ZERO_TRACE: Final = "0" * 32
 _ZERO_SPAN: Final = "0" * 16
 # A request id that is a UUID (any case, with or without dashes) names a trace.
@@ -48,6 +52,7 @@ _STATE_KEY = r"(?:[a-z][a-z0-9_\-*/]{0,255}|[a-z0-9][a-z0-9_\-*/]{0,240}@[a-z][a
 _STATE_VALUE = r"[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]"
 _STATE_MEMBER = re.compile(rf"^({_STATE_KEY})=({_STATE_VALUE})$")
 _MAX_STATE_MEMBERS: Final = 32
+_FLAGS = tuple(f"-{flags:02x}" for flags in range(256))
 # A trace id needs to be unique, not secret: the PRNG, not a getrandom() system call per event.
 _random_bits = random.getrandbits
 
@@ -66,7 +71,7 @@ class TraceContext(NamedTuple):
         return bool(self.flags & SAMPLED)
 
     def traceparent(self) -> str:
-        return f"00-{self.trace_id}-{self.span_id}-{self.flags:02x}"
+        return "00-" + self.trace_id + "-" + self.span_id + _FLAGS[self.flags & 0xFF]
 
     def headers(self) -> list[tuple[str, bytes]]:
         """As Kafka record headers (``traceparent``, and ``tracestate`` when there is one)."""
@@ -98,21 +103,18 @@ def parse_traceparent(value: str | bytes | None) -> TraceContext | None:
     """The context of a ``traceparent`` value, or None when it is absent or invalid."""
     if value is None:
         return None
-    if isinstance(value, bytes | bytearray | memoryview):
+    if not isinstance(value, str):
         try:
             value = bytes(value).decode("ascii")
         except UnicodeDecodeError:
             return None
-    value = value.strip(" \t")
-    size = len(value)
-    if size < 55 or value[2] != "-" or value[35] != "-" or value[52] != "-":
+    found = _TRACEPARENT.match(value.strip(" \t"))
+    if found is None:
         return None
-    version, trace_id, span_id, flags = value[0:2], value[3:35], value[36:52], value[53:55]
-    if not (_is_hex(version) and _is_hex(trace_id) and _is_hex(span_id) and _is_hex(flags)):
-        return None
+    version, trace_id, span_id, flags, rest = found.groups()
     if version == "ff" or trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
         return None
-    if size > 55 and (version == "00" or value[55] != "-"):
+    if rest and version == "00":  # version 00 is exactly 55 characters
         return None
     return TraceContext(trace_id, span_id, int(flags, 16))
 
@@ -153,19 +155,25 @@ def parse(
     return context if state is None else context._replace(state=state)
 
 
-def from_headers(pairs: Iterable[tuple[str, bytes]]) -> TraceContext | None:
+def from_headers(pairs: Iterable[tuple[str, bytes | None]]) -> TraceContext | None:
     """The context of a Kafka record's headers; None without a valid ``traceparent``. Two
     ``traceparent`` headers are invalid, as the spec says of HTTP."""
-    parents: list[bytes] = []
-    states: list[bytes] = []
+    parent: bytes | None = None
+    states: list[bytes] | None = None
     for name, value in pairs:
         if name == TRACEPARENT:
-            parents.append(value)
-        elif name == TRACESTATE:
-            states.append(value)
-    if len(parents) != 1:
+            if parent is not None:
+                return None
+            parent = value or b""
+        elif name == TRACESTATE and value:
+            states = [value] if states is None else [*states, value]
+    if parent is None:
         return None
-    return parse(parents[0], states)
+    context = parse_traceparent(parent)
+    if context is None or states is None:
+        return context
+    state = parse_tracestate(states)
+    return context if state is None else context._replace(state=state)
 
 
 def trace_id_of(text: str) -> str:

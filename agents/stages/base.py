@@ -125,10 +125,11 @@ def record_trace(message: Any) -> tracecontext.TraceContext:
     ``traceid`` (a CloudEvent's, or the ``event`` of an enriched record or a result), read from
     the value; else a hash of the event's ``source/id`` (what the CloudEvent fills in). A record
     without the header is parsed twice for it (another producer's, or an old one)."""
-    pairs = header_pairs(message)
-    found = tracecontext.from_headers(pairs)
+    headers = getattr(message, "headers", None) or ()
+    found = tracecontext.from_headers(headers.items() if isinstance(headers, dict) else headers)
     if found is not None:
         return found
+    pairs = header_pairs(message)
     try:
         document = binary_mode_document(message.value, pairs)
         if document is None:

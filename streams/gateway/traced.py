@@ -35,7 +35,7 @@ ROUTE = "/webhooks/{source}"
 class WebhookSpans:
     """The spans of one webhook: receive, then verify and send under it."""
 
-    __slots__ = ("_parent", "receive", "send")
+    __slots__ = ("_parent", "_recording", "receive", "send")
 
     def __init__(self, source: SourceConfig, request: Request) -> None:
         headers = request.headers
@@ -53,6 +53,9 @@ class WebhookSpans:
             trace_id=None if self._parent is not None else request_trace(headers),
         )
         self.send: Span | None = None
+        # An unsampled webhook (a sender's unsampled traceparent, a ratio sampler's drop) gets
+        # no child spans: the sampler would drop them; its context goes on as the receive's.
+        self._recording = tracing.recording(self.receive)
 
     def _context(self, span: Span) -> TraceContext:
         return tracing.context_of(span, self._parent)
@@ -60,6 +63,9 @@ class WebhookSpans:
     @contextmanager
     def verifying(self) -> Iterator[None]:
         """The ``verify`` span around the signature check and the JSON parse."""
+        if not self._recording:
+            yield
+            return
         span = tracing.start("verify", self._context(self.receive))
         try:
             yield
@@ -71,6 +77,8 @@ class WebhookSpans:
 
     def sending(self, topic: str) -> TraceContext:
         """Start the ``send`` span; its context is what the events record carries."""
+        if not self._recording:
+            return self._context(self.receive)
         self.send = tracing.start(
             f"send {topic}",
             self._context(self.receive),

@@ -48,6 +48,9 @@ Attributes = Mapping[str, str | int | float | bool]
 
 _tracer: Tracer | None = None
 _provider: Any = None
+# The sampler follows the parent's decision (the default, parentbased_*): a span under an
+# unsampled context is then not even made, as the sampler would only drop it.
+_parent_based = True
 # The innermost span of the current task (for attributes learnt after it started).
 _SPAN: ContextVar[Span | None] = ContextVar("hookstream_span", default=None)
 # The trace id a root span is to have (a sender's X-Request-Id): read by the id generator.
@@ -71,7 +74,7 @@ def setup(role: str, environ: Mapping[str, str] = os.environ, *, exporter: Any =
     ``hookstream.role``. ``exporter`` (tests): a span exporter that gets each span as it ends,
     instead of the batching OTLP one, whatever the environment says.
     """
-    global _tracer, _provider
+    global _tracer, _provider, _parent_based
     if _tracer is not None or (exporter is None and not configured(environ)):
         return _tracer is not None
     try:
@@ -110,6 +113,8 @@ def setup(role: str, environ: Mapping[str, str] = os.environ, *, exporter: Any =
         provider.add_span_processor(SimpleSpanProcessor(exporter))
     _provider = provider
     _tracer = provider.get_tracer("hookstream")
+    sampler = environ.get("OTEL_TRACES_SAMPLER", "").strip().lower()
+    _parent_based = not sampler or sampler.startswith("parentbased_")
     log.info(
         "tracing on: spans of service %s exported over OTLP/HTTP",
         resource.attributes.get(SERVICE_NAME),
@@ -127,6 +132,11 @@ def shutdown() -> None:
 
 def enabled() -> bool:
     return _tracer is not None
+
+
+def recording(span: Span) -> bool:
+    """Is ``span`` recorded, or, under a parent-based sampler, would its children be?"""
+    return not _parent_based or span.is_recording()
 
 
 # The ``with`` of a span when spans are off: nothing, and no span (``as`` gives None).
@@ -165,10 +175,14 @@ def span(
     name: str, *, kind: Kind = "internal", attributes: Attributes | None = None
 ) -> ActiveSpan | nullcontext[None]:
     """A child of the current context, current inside its ``with``; :data:`OFF` when spans
-    are off (no span object). Build costly names and attributes only after :func:`enabled`."""
+    are off (no span object), or when the current context is not sampled and the sampler
+    follows the parent's decision (the context then goes on unchanged). Build costly names and
+    attributes only after :func:`enabled`."""
     if _tracer is None:
         return OFF
     parent = tracecontext.current()
+    if parent is not None and _parent_based and not parent.flags & tracecontext.SAMPLED:
+        return OFF
     return ActiveSpan(start(name, parent, kind=kind, attributes=attributes), parent)
 
 

@@ -3,6 +3,7 @@ imported; on, spans nest through schemas.tracecontext's current context."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -139,3 +140,24 @@ def test_an_unsampled_parent_gives_unsampled_children(exported: InMemorySpanExpo
     assert not context.sampled
     assert context.trace_id == TRACE
     assert exported.get_finished_spans() == ()  # parent-based sampling: not recorded
+
+
+def test_a_sampler_not_following_the_parent_gets_every_span(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Under ``always_on`` a child of an unsampled context is made (and recorded): the
+    shortcut that skips it holds only for the parent-based samplers."""
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_on")
+    exporter = InMemorySpanExporter()
+    tracing.setup("worker", os.environ, exporter=exporter)
+    try:
+        token = tracecontext.activate(TraceContext(TRACE, SPAN, 0))
+        try:
+            with tracing.span("recorded anyway"):
+                pass
+        finally:
+            tracecontext.restore(token)
+    finally:
+        tracing.shutdown()
+    (span,) = exporter.get_finished_spans()
+    assert _ids(span) == (TRACE, _ids(span)[1], SPAN)
