@@ -16,6 +16,8 @@ from typing import Any
 
 from schemas.config import HookstreamConfig
 from schemas.config_sources import SourceConfig
+from streams.gateway.signatures import SCHEME_HEADERS
+from streams.gateway.signatures.forms import FORM_MEDIA_TYPE, FORM_SCHEMES
 
 PROBLEM_CODES: dict[int, tuple[str, ...]] = {
     400: (
@@ -62,11 +64,6 @@ _DESCRIPTIONS = {
     503: "Nothing was accepted (Kafka unavailable or too many writes in flight): retry after "
     "Retry-After seconds.",
 }
-_SCHEME_HEADERS: dict[str, tuple[str, ...]] = {
-    "standard-webhooks": ("webhook-id", "webhook-timestamp", "webhook-signature"),
-    "stripe": ("Stripe-Signature",),
-    "github": ("X-Hub-Signature-256", "X-GitHub-Delivery", "X-GitHub-Event"),
-}
 
 
 def _signature_headers(sources: tuple[SourceConfig, ...]) -> list[str]:
@@ -77,7 +74,7 @@ def _signature_headers(sources: tuple[SourceConfig, ...]) -> list[str]:
             names[sig.header] = None
             if sig.timestamp_header:
                 names[sig.timestamp_header] = None
-        names.update(dict.fromkeys(_SCHEME_HEADERS.get(sig.scheme, ())))
+        names.update(dict.fromkeys(SCHEME_HEADERS.get(sig.scheme, ())))
         for extra in (source.id_header, source.type_header):
             if extra:
                 names[extra] = None
@@ -151,11 +148,12 @@ def partition_key_schema(path: str) -> dict[str, Any]:
 def request_body(source: SourceConfig) -> dict[str, Any]:
     """What ``source`` takes: any JSON, or an object holding its partition key."""
     schema = partition_key_schema(source.partition_key) if source.partition_key else {}
-    return {
-        "required": True,
-        "description": _MEDIA_NOTE,
-        "content": {media: {"schema": schema} for media in ACCEPTED_MEDIA_TYPES},
-    }
+    content = {media: {"schema": schema} for media in ACCEPTED_MEDIA_TYPES}
+    note = _MEDIA_NOTE
+    if source.signature.scheme in FORM_SCHEMES:  # Twilio, Slack: data is the form's fields
+        content[FORM_MEDIA_TYPE] = {"schema": {"type": "object"}}
+        note += f" This source also takes {FORM_MEDIA_TYPE}: the event's data is its fields."
+    return {"required": True, "description": note, "content": content}
 
 
 _WEBHOOK_STATUSES = (400, 401, 403, 408, 413, 415, 429, 431, 503)

@@ -332,3 +332,25 @@ async def test_hookstream_sign_prints_a_curl_command_each_preset_accepts(
     events = await gateway.events()
     found = [e for e in events.values() if e["source"] == source and marker in str(e["data"])]
     assert len(found) == 1
+
+
+async def test_openapi_lists_each_presets_headers_and_forms_where_taken(gateway: Gateway) -> None:
+    async with gateway.session.get(f"{gateway.url}/openapi.json") as answer:
+        document = await answer.json()
+    paths = document["paths"]
+
+    def operation(source: str) -> dict[str, Any]:
+        found: dict[str, Any] = paths[f"/webhooks/{source}"]["post"]
+        return found
+
+    def headers(source: str) -> set[str]:
+        return {p["name"] for p in operation(source)["parameters"]}
+
+    assert {"X-Twilio-Signature", "I-Twilio-Idempotency-Token"} <= headers("twilio")
+    assert {"X-Slack-Signature", "X-Slack-Request-Timestamp"} <= headers("slack")
+    assert {"X-HubSpot-Signature-v3", "X-HubSpot-Request-Timestamp"} <= headers("hubspot")
+    assert "Paddle-Signature" in headers("paddle")
+    assert "X-Gitlab-Token" in headers("gitlab")
+    assert FORM in operation("twilio")["requestBody"]["content"]
+    assert FORM in operation("slack")["requestBody"]["content"]
+    assert FORM not in operation("shopify")["requestBody"]["content"]

@@ -28,6 +28,7 @@ from streams.gateway.signatures.generic import sign_hmac_sha256
 
 __all__ = [
     "FORM_SCHEMES",
+    "SCHEME_HEADERS",
     "SignedRequest",
     "delivery_id_source",
     "sign_headers",
@@ -61,6 +62,22 @@ _DELIVERY_IDS: dict[str, tuple[tuple[str, ...], str | None]] = {
     "linear": (("Linear-Delivery",), None),
     "paddle": ((), "event_id"),
     "square": ((), "event_id"),
+}
+# The headers each scheme reads (the OpenAPI document lists them per source).
+SCHEME_HEADERS: dict[str, tuple[str, ...]] = {
+    "standard-webhooks": (standard.ID_HEADER, standard.TIMESTAMP_HEADER, standard.SIGNATURE_HEADER),
+    "stripe": (stripe.SIGNATURE_HEADER,),
+    "github": (github.SIGNATURE_HEADER, github.DELIVERY_HEADER, github.EVENT_HEADER),
+    "slack": (presets.SLACK_SIGNATURE, presets.SLACK_TIMESTAMP),
+    "zendesk": (presets.ZENDESK_SIGNATURE, presets.ZENDESK_TIMESTAMP),
+    "hubspot": (url_signed.HUBSPOT_SIGNATURE, url_signed.HUBSPOT_TIMESTAMP),
+    "twilio": (url_signed.TWILIO_SIGNATURE, url_signed.TWILIO_SETTINGS, url_signed.TWILIO_DELIVERY),
+    "shopify": (presets.SHOPIFY_SIGNATURE, "X-Shopify-Webhook-Id", "X-Shopify-Topic"),
+    "intercom": (presets.INTERCOM_SIGNATURE,),
+    "gitlab": (presets.GITLAB_TOKEN, "Idempotency-Key", "X-Gitlab-Event-UUID", "X-Gitlab-Event"),
+    "linear": (presets.LINEAR_SIGNATURE, "Linear-Delivery", "Linear-Event"),
+    "paddle": (presets.PADDLE_SIGNATURE,),
+    "square": (url_signed.SQUARE_SIGNATURE,),
 }
 _TYPE_HEADERS = {
     "github": github.EVENT_HEADER,
