@@ -6,7 +6,8 @@ A script that runs ``hookstream`` can tell the failures apart without reading st
 0    done (also: stdout was closed by its reader, e.g. ``hookstream tail … | head``)
 1    not done, by choice (``replay`` not confirmed)
 2    bad input: the config file, an argument, an input file (argparse also exits 2)
-3    Kafka cannot be reached (or did not answer in time)
+3    Kafka cannot be reached (or did not answer in time); ``flow test``: a model or lookup it
+     called did not answer within ``--timeout-s``
 4    a topic does not exist on the broker
 5    a port cannot be listened on (in use, not permitted, not an address of this host)
 6    not found (``trace``: no record of the event in the window searched)

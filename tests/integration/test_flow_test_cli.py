@@ -19,7 +19,8 @@ import orjson
 import pytest
 
 from streams.dev.ai_sim_logic import analyse
-from tests.support.sims import running_ai_sim
+from streams.dev.crm_sim import seed_customers
+from tests.support.sims import running_ai_sim, running_crm_sim
 from tests.support.stack import REPO_ROOT
 
 EXAMPLE = REPO_ROOT / "examples" / "flows.yaml"
@@ -167,3 +168,35 @@ async def test_call_model_without_the_api_key_names_its_variable() -> None:
     code, out, err = await hookstream(*args, "--call-model", env={}, drop=("AI_API_KEY",))
     assert (code, out) == (2, "")
     assert err == "hookstream: --call-model: provider default's API key (AI_API_KEY) is unset\n"
+
+
+async def test_call_lookups_gets_the_crm_simulators_customer(silent_broker: str) -> None:
+    async with running_crm_sim(seed_customers=3) as crm:
+        env = {"KAFKA_BOOTSTRAP_SERVERS": silent_broker, "HOOKSTREAM_CRM_URL": crm.base_url}
+        args = ("flow", "test", "-c", str(EXAMPLE), "--source", "helpdesk", str(BUG))
+        code, out, err = await hookstream(*args, "--call-lookups", "--json", env=env)
+    assert (code, err) == (0, "")
+    lookup = orjson.loads(out)["flows"]["feedback-triage"]["lookups"]["customer"]
+    assert lookup["url"] == f"{crm.base_url}/customers/cus_002"
+    assert lookup["answer"] == "called"
+    assert lookup["value"] == seed_customers(3)["cus_002"]
+
+
+async def test_a_model_that_never_answers_stops_at_the_timeout(silent_broker: str) -> None:
+    async with running_ai_sim(rate_500=1.0) as sim:
+        env = {
+            "KAFKA_BOOTSTRAP_SERVERS": silent_broker,
+            "HOOKSTREAM_AI_BASE_URL": sim.base_url,
+            "AI_API_KEY": "sim-key",
+        }
+        args = ("flow", "test", "-c", str(EXAMPLE), "--source", "helpdesk", str(BUG))
+        code, out, err = await hookstream(*args, "--call-model", "--timeout-s", "2", env=env)
+    assert (code, out) == (3, "")
+    lines = err.splitlines()
+    assert lines[-1] == (
+        "hookstream: no answer within 2 s (--timeout-s): the model or a lookup is down or "
+        "slow; the worker would wait for it, pausing the flow"
+    )
+    # Before it, the flow's outage gate says why, as the worker's log would.
+    assert "provider default: HTTP 500" in lines[0]
+    assert "pausing, next try in" in lines[0]
