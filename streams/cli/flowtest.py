@@ -220,8 +220,11 @@ def cmd_flow_test(args: argparse.Namespace, load: Loader) -> int:
             print(f"{len(outcomes) - failed} passed, {failed} failed ({path})")
         return EXIT_TEST_FAILED if failed else EXIT_OK
 
+    run_suite = args.all or args.tests is not None
     try:
-        return asyncio.run(suite() if args.all else one())
+        if run_suite and (args.event is not None or args.source is not None):
+            raise ToolError("--all runs the tests file: give no EVENT.json or --source with it")
+        return asyncio.run(suite() if run_suite else one())
     except ToolError as exc:
         return fail(str(exc), EXIT_BAD_INPUT)
     except TimeoutError as exc:
@@ -280,6 +283,6 @@ def add_command(commands: Any, load: Loader, config_arg: ConfigArg) -> None:
     test.add_argument(
         "--tests",
         metavar="FILE",
-        help="with --all: the tests file (default: NAME.tests.yaml beside NAME.yaml)",
+        help="the tests file to run (implies --all; default: NAME.tests.yaml beside NAME.yaml)",
     )
     test.set_defaults(func=lambda a: cmd_flow_test(a, load))

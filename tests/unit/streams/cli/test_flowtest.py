@@ -207,3 +207,28 @@ async def test_match_where_and_a_sinks_when_are_reported(tmp_path: Path) -> None
         "skipped": 'when is false: {"field":"result.sentiment","equals":"positive"}',
     }
     assert "    sink crm (http): skipped, when is false: " in "\n".join(report_lines(report))
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--all", "--source", "helpdesk"], "--all runs the tests file: give no EVENT.json"),
+        ([], "give --source SOURCE and the webhook body EVENT.json (or --all)"),
+        (
+            ["--source", "helpdesk", str(BUG), "--answer", str(BUG), "--call-model"],
+            "give --answer FILE or --call-model, not both",
+        ),
+        (["--source", "helpdesk", str(BUG), "--lookup", "customer"], "--lookup 'customer': give"),
+        (["--source", "helpdesk", "missing.json"], "EVENT missing.json: cannot read it"),
+    ],
+)
+def test_wrong_arguments_are_one_line_and_exit_2(
+    extra: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from streams.cli.main import main
+
+    assert main(["flow", "test", "-c", str(EXAMPLES / "flows.yaml"), *extra]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith(f"hookstream: {message}")
+    assert len(err.splitlines()) == 1
