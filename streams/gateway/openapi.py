@@ -160,6 +160,17 @@ _WEBHOOK_STATUSES = (400, 401, 403, 408, 413, 415, 429, 431, 503)
 
 
 def _webhook_operation(source: SourceConfig) -> dict[str, Any]:
+    operation = _webhook_answers(source)
+    if source.signature.scheme == "slack":  # streams.gateway.signatures.handshake
+        challenge = {"type": "object", "properties": {"challenge": {"type": "string"}}}
+        operation["responses"]["200"] = _json_response(
+            "Slack's url_verification handshake (signed): its challenge echoed; no event.",
+            challenge,
+        )
+    return operation
+
+
+def _webhook_answers(source: SourceConfig) -> dict[str, Any]:
     return {
         "operationId": f"receiveWebhook_{source.name}",
         "summary": f"Receive one webhook of source {source.name}; 202 only once Kafka "

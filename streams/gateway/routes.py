@@ -168,9 +168,10 @@ def _verified(source: SourceConfig, request: Request) -> tuple[object, bytes]:
 
 def _encode(
     state: GatewayState, source: SourceConfig, request: Request, spans: WebhookSpans | None
-) -> EncodedEvent:
+) -> EncodedEvent | Response:
     """The verified body as the CloudEvent to write, in the webhook's trace (the sender's
-    ``traceparent``, else a new trace; with spans, the ``send`` span's context)."""
+    ``traceparent``, else a new trace; with spans, the ``send`` span's context); or the 200 a
+    sender's handshake expects (Slack's url_verification), written nowhere."""
     if spans is None:
         payload, data = _verified(source, request)
         trace = None  # encode_event: the sender's context, or a new trace
@@ -178,6 +179,10 @@ def _encode(
         with spans.verifying():
             payload, data = _verified(source, request)
         trace = spans.sending(state.topic)
+    if source.signature.scheme == "slack":
+        answer = signatures.handshake(source.signature, payload)
+        if answer is not None:
+            return Response(200, answer)
     return encode_event(
         source,
         request.headers,
@@ -267,7 +272,11 @@ class Gateway:
     ) -> Response | asyncio.Future[Response]:
         state = self.state
         try:
-            event = _encode(state, source, request, spans)
+            encoded = _encode(state, source, request, spans)
+            if isinstance(encoded, Response):  # a handshake, not an event
+                count_request(source.name, encoded.status)
+                return encoded
+            event = encoded
             if not state.gate.try_enter():
                 if state.gate.broker_failing:
                     raise GatewayBusy(

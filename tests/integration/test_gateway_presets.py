@@ -354,3 +354,25 @@ async def test_openapi_lists_each_presets_headers_and_forms_where_taken(gateway:
     assert FORM in operation("twilio")["requestBody"]["content"]
     assert FORM in operation("slack")["requestBody"]["content"]
     assert FORM not in operation("shopify")["requestBody"]["content"]
+
+
+async def test_slacks_signed_url_verification_is_answered_with_its_challenge(
+    gateway: Gateway,
+) -> None:
+    challenge = uuid.uuid4().hex
+    body = orjson.dumps({"token": "t", "challenge": challenge, "type": "url_verification"})
+    now = str(int(time.time()))
+    signature = SlackVerifier(SECRETS["P_SLACK"]).generate_signature(timestamp=now, body=body)
+    headers = {"X-Slack-Request-Timestamp": now, "Content-Type": "application/json"}
+    status, answer = await gateway.post(
+        "/webhooks/slack", body, {**headers, "X-Slack-Signature": str(signature)}
+    )
+    assert (status, answer) == (200, {"challenge": challenge})
+    forged = await gateway.post("/webhooks/slack", body, {**headers, "X-Slack-Signature": "v0=00"})
+    assert forged[0] == 401
+    events = await gateway.events()
+    assert not [e for e in events.values() if challenge in orjson.dumps(e["data"]).decode()]
+    async with gateway.session.get(f"{gateway.url}/openapi.json") as reply:
+        document = await reply.json()
+    assert "200" in document["paths"]["/webhooks/slack"]["post"]["responses"]
+    assert "200" not in document["paths"]["/webhooks/twilio"]["post"]["responses"]

@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
+import orjson
+
 from schemas.config_sources import SignatureConfig
 from streams.gateway.signatures import generic, github, presets, standard, stripe, url_signed
 from streams.gateway.signatures.forms import FORM_SCHEMES, is_form
@@ -117,6 +119,20 @@ def verify(
         url_verifier(config, headers, body, now_s, url_signed.query_of(target))
         return
     _VERIFIERS[scheme](config, headers, body, now_s)
+
+
+def handshake(config: SignatureConfig, payload: object) -> bytes | None:
+    """The answer a sender's verified handshake expects instead of an event, else None.
+
+    Slack's Events API posts ``{"type": "url_verification", "challenge": …}`` (signed) when its
+    Request URL is set, and saves the URL only if the answer echoes the challenge.
+    """
+    if config.scheme != "slack" or not isinstance(payload, dict):
+        return None
+    challenge = payload.get("challenge")
+    if payload.get("type") != "url_verification" or not isinstance(challenge, str):
+        return None
+    return orjson.dumps({"challenge": challenge})
 
 
 def takes_form(config: SignatureConfig, content_type: str | None) -> bool:
