@@ -22,6 +22,7 @@ from streams.gateway.signatures.forms import FORM_MEDIA_TYPE, FORM_SCHEMES
 PROBLEM_CODES: dict[int, tuple[str, ...]] = {
     400: (
         "invalid_json",
+        "invalid_form",
         "missing_partition_key",
         "invalid_partition_key",
         "invalid_encoding",
@@ -48,7 +49,8 @@ PROBLEM_CODES: dict[int, tuple[str, ...]] = {
     503: ("broker_unavailable", "overloaded", "not_ready"),
 }
 _DESCRIPTIONS = {
-    400: "The body is not JSON (or not the gzip/deflate it says it is), lacks the source's "
+    400: "The body is not JSON (a twilio or slack source's form: not a UTF-8 form, "
+    "invalid_form; or not the gzip/deflate it says it is), lacks the source's "
     "partition key or holds one that is not a non-empty string or an integer, or the request "
     "is not valid HTTP/1.1: fix the request.",
     401: "Signature verification failed; `code` says which check.",
@@ -57,7 +59,8 @@ _DESCRIPTIONS = {
     405: "Method not allowed on this route.",
     408: "The body did not arrive within gateway.body_timeout_s of the headers: send it again.",
     413: "Body over gateway.max_body_bytes, or over Kafka's message size once wrapped.",
-    415: "Content-Type is missing or not JSON (application/json or application/*+json), or "
+    415: "Content-Type is missing or not JSON (application/json or application/*+json; a "
+    "twilio or slack source also takes application/x-www-form-urlencoded), or "
     "Content-Encoding is not gzip, deflate or identity.",
     431: "The request line and headers are over 64 KiB, or over 128 headers.",
     429: "The source's rate limit is exhausted: retry after Retry-After seconds.",

@@ -29,8 +29,9 @@ from twilio.request_validator import RequestValidator as TwilioValidator  # type
 
 from schemas.config_loader import load_config
 from schemas.config_sources import SignatureConfig
-from schemas.errors import ConfigError, SignatureError
+from schemas.errors import ConfigError, InvalidPayload, SignatureError
 from streams.gateway.signatures import sign_request, verify
+from streams.gateway.signatures.forms import form_data
 from streams.gateway.signatures.url_signed import sign_hubspot
 
 SECRET = "preset-secret-do-not-echo"
@@ -343,3 +344,12 @@ def test_an_unknown_preset_is_a_config_error_listing_the_known_ones(tmp_path: Pa
     assert "unknown signature scheme 'slak'; expected one of: github, gitlab, " in str(info.value)
     assert "slack, square, standard-webhooks, stripe, twilio, zendesk" in str(info.value)
     assert "did you mean 'slack'?" in str(info.value)
+
+
+def test_a_form_becomes_its_fields_and_a_broken_one_is_invalid_form() -> None:
+    assert form_data(b"a=1&b=x+y&a=2&empty=") == {"a": ["1", "2"], "b": "x y", "empty": ""}
+    assert form_data(b"") == {}
+    for broken in (b"\xff=1", b"a=1&&b"):
+        with pytest.raises(InvalidPayload) as info:
+            form_data(broken)
+        assert info.value.code == "invalid_form"
