@@ -212,3 +212,30 @@ async def test_without_spans_the_context_rides_dead_letters_redrives_and_replays
             stack.bootstrap, stack.topic("events"), lambda rs: bool(replayed(rs))
         )
         assert [r.headers["traceparent"] for r in replayed(events)] == [sent.encode()]
+
+
+async def test_spans_still_buffered_at_a_stop_are_exported_before_the_exit(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """With a 10-minute export delay nothing is sent while the webhook flows; SIGTERM to each
+    service exports its buffer before the process exits (the SDK's exit hook)."""
+    async with running_otlp_receiver() as (receiver, endpoint):
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_BSP_SCHEDULE_DELAY": "600000"}
+        async with running_stack(kafka_bootstrap, tmp_path, extra_env=env) as stack:
+            customer = f"cus_flush_{uuid.uuid4().hex[:8]}"
+            status, answer, _ = await stack.post(
+                "helpdesk",
+                {**TICKET, "customer_id": customer},
+                webhook_id=f"wh-{uuid.uuid4().hex[:12]}",
+            )
+            assert status == 202, answer
+            await stack.crm.wait_for_updates(1, customer_id=customer, timeout_s=90)
+            assert receiver.exports == 0
+            for proc in stack.procs.values():
+                assert await proc.stop() == 0, proc.log_text()[-2000:]
+            # Each process waited for its export's answer before exiting.
+            services = {span.service for span in receiver.spans}
+    assert services == {"hookstream-gateway", "hookstream-worker", "hookstream-sinks"}
+    (root,) = [s for s in receiver.spans if s.name == "POST /webhooks/{source}"]
+    assert {s.trace_id for s in receiver.spans} == {root.trace_id}
+    assert len(receiver.spans) == 9
