@@ -169,7 +169,12 @@ def traced(
     @functools.wraps(handle)
     async def in_trace(stage: S, event: Any, /, *args: P.args, **kwargs: P.kwargs) -> None:
         message = event.message
-        token = tracecontext.activate(record_trace(message))
+        try:
+            context = record_trace(message)
+        except Exception:  # a bug here must not stop the partition: the event goes on untraced
+            log.exception("reading the trace context of %s failed; a new trace", message.topic)
+            context = tracecontext.new_trace()
+        token = tracecontext.activate(context)
         try:
             if not tracing.enabled():
                 await handle(stage, event, *args, **kwargs)

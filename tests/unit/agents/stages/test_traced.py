@@ -180,3 +180,14 @@ async def test_an_outgoing_request_carries_the_current_context(echo_url: str) ->
         tracecontext.restore(token)
     assert mine["traceparent"] == SENT.decode()
     assert theirs["traceparent"] == other.traceparent()
+
+
+async def test_a_record_whose_context_cannot_be_read_is_still_handled() -> None:
+    """A bug reading the context must not hold the partition: the event runs in a new trace."""
+    stage = Recorder()
+    broken = Message(orjson.dumps(EVENT))
+    broken.headers = [("traceparent",)]  # type: ignore[list-item]  # not a (name, value) pair
+    await stage.handle(Event(broken))
+    (seen,) = stage.seen
+    assert seen is not None
+    assert tracecontext.parse_traceparent(seen.traceparent()) == seen
