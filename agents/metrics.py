@@ -234,3 +234,24 @@ def watch_runner_total(agent: str, stats: RunnerCounters) -> None:
 def watch_consumer(group: str, app: Any) -> None:
     """Report ``app``'s consumer lag as group ``group`` (its Kafka consumer group id)."""
     CONSUMER_LAG.apps[group] = app
+
+
+# --- tables (agents.state.table) and the HTTP lookups' cache (agents.outbound.cache) ---------
+TABLE_RECORDS = Counter(
+    "hookstream_table_records_total",
+    "Records of a lookup table's topic read, by outcome: upsert, tombstone (key deleted), "
+    "invalid (no key, or a value that is not JSON: skipped).",
+    ["topic", "outcome"],
+)
+TABLE_ENTRIES = Gauge("hookstream_table_entries", "Keys a lookup table holds.", ["topic"])
+TABLE_LOAD_SECONDS = Gauge(
+    "hookstream_table_load_seconds",
+    "How long the worker took to read the table's topic to its end at start (set once loaded; "
+    "the worker's agents start after it).",
+    ["topic"],
+)
+LOOKUP_CACHE = Counter(
+    "hookstream_lookup_cache_total",
+    "HTTP lookups with a cache, by result: hit (answered from memory), miss (called).",
+    ["flow", "lookup", "result"],
+)

@@ -1,5 +1,6 @@
 """The per-process connections the agents share: one HTTP session, one Kafka writer and, in the
-worker, its durable maps (dedupe and the AI answer cache, :mod:`agents.state.durable_map`).
+worker, its durable maps (dedupe and the AI answer cache, :mod:`agents.state.durable_map`) and
+the lookup tables its flows read (:mod:`agents.state.table`).
 
 Reference-counted (:class:`agents.refcount.RefCounted`): the first agent to enter starts them,
 the last to leave closes them.
@@ -7,6 +8,7 @@ the last to leave closes them.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import aiohttp
@@ -17,6 +19,7 @@ from agents.refcount import RefCounted
 from agents.state.answers import AnswerJournal
 from agents.state.durable_map import DurableMap
 from agents.state.recovery import results_since_last_commit
+from agents.state.table import KafkaTable
 from schemas.config import HookstreamConfig
 from schemas.topics import Topics
 from streams.kafka.producer import KafkaWriter
@@ -40,6 +43,8 @@ class Resources(RefCounted):
         self._guarded_session: aiohttp.ClientSession | None = None
         self._writer: KafkaWriter | None = None
         self.maps: list[DurableMap] = []
+        # By topic; the worker's only (the enrich stage reads them), loaded in _start.
+        self.tables: dict[str, KafkaTable] = {}
         if state:
             topics = Topics(config.kafka.topic_prefix)
             worker = config.worker
@@ -56,6 +61,7 @@ class Resources(RefCounted):
                 cleanup_interval_s=worker.ai_cache.cleanup_interval_s,
             )
             self.maps = [self.dedupe, self.ai_cache]
+            self.tables = tables_of(config)
         else:
             self.dedupe = self.ai_cache = None
         self.answers: AnswerJournal | None = None
@@ -107,6 +113,8 @@ class Resources(RefCounted):
         # Loaded to the end before any agent handles an event (like table recovery).
         for durable_map in self.maps:
             await durable_map.start()
+        # Every table read to its end too: no event is joined with a half-loaded table.
+        await asyncio.gather(*(table.start() for table in self.tables.values()))
         if self.dedupe is not None:
             await self._recover_markers(self.dedupe)
         if self.answers is not None:
@@ -120,6 +128,8 @@ class Resources(RefCounted):
             self.answers.close()
         for durable_map in self.maps:
             await durable_map.stop()
+        for table in self.tables.values():
+            await table.stop()
         sessions = (self._session, self._guarded_session)
         writer = self._writer
         self._session = self._guarded_session = None
@@ -129,3 +139,16 @@ class Resources(RefCounted):
                 await session.close()
         if writer is not None:
             await writer.stop()
+
+
+def tables_of(config: HookstreamConfig) -> dict[str, KafkaTable]:
+    """One table per topic the flows' lookups read, whatever number of lookups share it."""
+    users: dict[str, list[str]] = {}
+    for i, flow in enumerate(config.flows):
+        for j, lookup in enumerate(flow.enrich):
+            if lookup.table is not None:
+                users.setdefault(lookup.table.topic, []).append(f"flows[{i}].enrich[{j}].table")
+    return {
+        topic: KafkaTable(config.kafka, topic, used_by=", ".join(fields))
+        for topic, fields in users.items()
+    }

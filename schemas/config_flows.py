@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from fnmatch import fnmatchcase
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, PrivateAttr, field_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from schemas import conditions
 from schemas.config_ai import AITaskConfig
@@ -66,13 +66,59 @@ class MatchConfig(ConfigModel):
         return self._where is None or self._where.holds(context)
 
 
+class TableConfig(ConfigModel):
+    """A table kept in a compacted Kafka topic: each record's key is a table key, its value
+    the JSON the lookup gives (a tombstone deletes the key). Every worker holds it whole
+    (:mod:`agents.state.table`)."""
+
+    topic: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,249}$")] = Field(
+        description="The compacted topic, named as it is (kafka.topic_prefix is not added): a "
+        "CRM export, a Debezium change stream, a service's own state. It must exist."
+    )
+    key: str = Field(
+        description="The key to look up, a template over event and data, compared with the "
+        "records' keys as UTF-8 text, e.g. {{ data.customer_id }}."
+    )
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: str) -> str:
+        return check_template(value, {"event", "data"})
+
+
+class LookupCacheConfig(ConfigModel):
+    """An HTTP lookup's answers kept in the worker's memory (LRU), keyed by the rendered URL."""
+
+    ttl_s: Annotated[float, Field(gt=0)] = Field(
+        description="How long an answer (a 404 taken as null included) is reused, in seconds."
+    )
+    max_entries: Annotated[int, Field(ge=1)] = Field(
+        default=10_000,
+        description="At most this many answers are kept; past it the least recently used goes.",
+    )
+
+
 class LookupConfig(ConfigModel):
-    """An HTTP GET whose JSON answer is added to the event under ``enrichment.<name>``."""
+    """What is added to the event under ``enrichment.<name>``: an HTTP GET's JSON answer
+    (``url``), or a key's value in a table kept in a compacted topic (``table``)."""
 
     name: Name = Field(description="Where the answer goes: enrichment.<name>.")
-    url: str = Field(
+    url: str | None = Field(
+        default=None,
         description="The URL, a template over event and data (values are percent-encoded); "
-        "its host must resolve to a public address unless allow_private is set."
+        "its host must resolve to a public address unless allow_private is set. Set either "
+        "url or table.",
+    )
+    table: TableConfig | None = Field(
+        default=None,
+        description="Look the key up in a table kept in a compacted topic instead of calling "
+        "a URL: {topic: crm.customers, key: '{{ data.customer_id }}'}. Every worker reads the "
+        "whole topic before its first event, then follows it.",
+    )
+    cache: LookupCacheConfig | None = Field(
+        default=None,
+        description="Reuse a URL's answers for ttl_s (at most max_entries, LRU); errors are "
+        "never cached. Unset: every event calls the URL. HTTP lookups only.",
     )
     headers: dict[str, str] = Field(
         default_factory=dict, description="Request headers, sent as written (not templates)."
@@ -84,8 +130,8 @@ class LookupConfig(ConfigModel):
     )
     on_not_found: Literal["null", "fail"] = Field(
         default="null",
-        description='A 404 answer gives null under enrichment.<name> ("null", quoted in '
-        "YAML), or dead-letters the event (fail).",
+        description="A 404 answer (a table: a key it does not hold) gives null under "
+        'enrichment.<name> ("null", quoted in YAML), or dead-letters the event (fail).',
     )
     allow_private: bool = Field(
         default=False,
@@ -95,8 +141,19 @@ class LookupConfig(ConfigModel):
 
     @field_validator("url")
     @classmethod
-    def _url(cls, value: str) -> str:
-        return check_template(value, {"event", "data"})
+    def _url(cls, value: str | None) -> str | None:
+        return None if value is None else check_template(value, {"event", "data"})
+
+    @model_validator(mode="after")
+    def _one_source(self) -> LookupConfig:
+        if (self.url is None) == (self.table is None):
+            raise ValueError("set either url (an HTTP lookup) or table (a Kafka table), not both")
+        if self.table is not None:
+            http_only = ("headers", "timeout_s", "cache", "allow_private")
+            given = [f for f in http_only if f in self.model_fields_set]
+            if given:
+                raise ValueError(f"{', '.join(given)}: only for an HTTP lookup (url), not a table")
+        return self
 
 
 class FlowConfig(ConfigModel):
@@ -109,8 +166,8 @@ class FlowConfig(ConfigModel):
     match: MatchConfig = Field(description="Which events the flow takes.")
     enrich: tuple[LookupConfig, ...] = Field(
         default=(),
-        description="HTTP lookups run concurrently before the model is asked; empty: the "
-        "event passes through with an empty enrichment.",
+        description="Lookups (HTTP or table) run concurrently before the model is asked; "
+        "empty: the event passes through with an empty enrichment.",
     )
     ai: AITaskConfig = Field(description="What the model is asked, and the answer's shape.")
     sinks: tuple[SinkConfig, ...] = Field(

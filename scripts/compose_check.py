@@ -228,7 +228,8 @@ class Checker:
                 self.expect_url(name, f"provider {provider.name} base_url", provider.base_url)
             for flow in config.flows:
                 for step in flow.enrich:
-                    self.expect_url(name, f"flow {flow.name} enrich {step.name}", step.url)
+                    if step.url is not None:
+                        self.expect_url(name, f"flow {flow.name} enrich {step.name}", step.url)
                 for sink in flow.sinks:
                     url = getattr(sink, "url", None)
                     if url is not None:

@@ -7,24 +7,32 @@ through with an empty enrichment.
 
 With spans on, each lookup is a ``lookup <name>`` span (kind client) under the enrich stage's,
 and its request's ``traceparent`` names that span.
+
+A lookup with ``cache`` answers from its :class:`~agents.outbound.cache.TTLCache` while the
+rendered URL's answer is fresh (no request, no span, counted in
+``hookstream_lookup_cache_total``). A ``table`` lookup reads the worker's copy of a compacted
+topic (:mod:`agents.state.table`): a key the table does not hold is a 404's equivalent (null,
+or dead-lettered with ``on_not_found: fail``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
 
 from agents import metrics
+from agents.outbound.cache import TTLCache
 from agents.outbound.egress_guard import NetGuard
 from agents.outbound.http import request_json
+from agents.state.table import KafkaTable
 from schemas import templates
 from schemas.config import HookstreamConfig
 from schemas.config_flows import FlowConfig, LookupConfig
-from schemas.errors import PermanentRemoteError
+from schemas.errors import PermanentRemoteError, StageError
 from schemas.events import CloudEvent, EnrichedEvent
 from streams.metrics import tracing
 
@@ -37,19 +45,37 @@ def event_context(event: CloudEvent) -> dict[str, Any]:
 
 class Enricher:
     """``session_for`` picks the session a lookup's guard calls for
-    (:meth:`agents.resources.Resources.session_for`), at call time."""
+    (:meth:`agents.resources.Resources.session_for`), at call time. ``tables``: the worker's
+    tables by topic (:attr:`agents.resources.Resources.tables`), loaded before any event."""
 
     def __init__(
         self,
         config: HookstreamConfig,
         session_for: Callable[[NetGuard], aiohttp.ClientSession],
+        tables: Mapping[str, KafkaTable] | None = None,
     ) -> None:
         self.config = config
         self.session_for = session_for
+        self.tables: Mapping[str, KafkaTable] = tables or {}
         self._urls = {
             (flow.name, lookup.name): templates.parse(lookup.url)
             for flow in config.flows
             for lookup in flow.enrich
+            if lookup.url is not None
+        }
+        self._keys = {
+            (flow.name, lookup.name): templates.parse(lookup.table.key)
+            for flow in config.flows
+            for lookup in flow.enrich
+            if lookup.table is not None
+        }
+        self._caches = {
+            (flow.name, lookup.name): TTLCache(
+                ttl_s=lookup.cache.ttl_s, max_entries=lookup.cache.max_entries
+            )
+            for flow in config.flows
+            for lookup in flow.enrich
+            if lookup.cache is not None
         }
         self._guards = {
             (flow.name, lookup.name): NetGuard.for_target(
@@ -64,26 +90,52 @@ class Enricher:
         ``hookstream flow test`` prints without calling it."""
         return templates.render_url(self._urls[(flow.name, lookup.name)], context)
 
+    def key_for(self, flow: FlowConfig, lookup: LookupConfig, context: dict[str, Any]) -> str:
+        """A table lookup's key for one event: its ``table.key`` rendered as plain text."""
+        return templates.render_text(self._keys[(flow.name, lookup.name)], context)
+
+    def target_for(
+        self, flow: FlowConfig, lookup: LookupConfig, context: dict[str, Any]
+    ) -> dict[str, str]:
+        """What the lookup reads for one event, as ``hookstream flow test`` reports it:
+        ``{"url": …}``, or ``{"table": topic, "key": …}``."""
+        if lookup.table is not None:
+            return {"table": lookup.table.topic, "key": self.key_for(flow, lookup, context)}
+        return {"url": self.url_for(flow, lookup, context)}
+
+    def _from_table(
+        self, flow: FlowConfig, lookup: LookupConfig, topic: str, context: dict[str, Any]
+    ) -> tuple[Any, bool]:
+        """The value of the rendered key in the table of ``topic``, and False when the table
+        does not hold the key."""
+        table = self.tables.get(topic)
+        if table is None:  # only a process without the worker's tables gets here
+            raise StageError(f"lookup {lookup.name}: table {topic} is not loaded here", stage=STAGE)
+        found, value = table.lookup(self.key_for(flow, lookup, context))
+        if not found and lookup.on_not_found == "fail":
+            raise StageError(f"lookup {lookup.name}: key not in table {topic}", stage=STAGE)
+        return value, found
+
     async def _lookup(self, flow: FlowConfig, lookup: LookupConfig, context: dict[str, Any]) -> Any:
         """One lookup, timed in ``hookstream_lookup_seconds`` by outcome (ok, not_found when
         a 404 answers null, error for any failure, the guard's refusals included; a lookup
         cancelled because another of the flow failed is not counted)."""
         histogram = metrics.LOOKUP_SECONDS
         started_s = time.perf_counter()
+        cache = self._caches.get((flow.name, lookup.name))
         try:
-            if tracing.enabled():
-                with tracing.span(
-                    f"lookup {lookup.name}",
-                    kind="client",
-                    attributes={
-                        "http.request.method": "GET",
-                        "hookstream.lookup": lookup.name,
-                        "hookstream.flow": flow.name,
-                    },
-                ):
-                    body, found = await self._fetch(flow, lookup, context)
+            if lookup.table is not None:
+                body, found = self._from_table(flow, lookup, lookup.table.topic, context)
+            elif cache is not None:
+                url = self.url_for(flow, lookup, context)
+                hit, body = cache.get(url)
+                metrics.LOOKUP_CACHE.labels(flow.name, lookup.name, "hit" if hit else "miss").inc()
+                if hit:
+                    return body
+                body, found = await self._traced_fetch(flow, lookup, context)
+                cache.put(url, body)  # an answer: errors raised before this line
             else:
-                body, found = await self._fetch(flow, lookup, context)
+                body, found = await self._traced_fetch(flow, lookup, context)
         except Exception:
             elapsed_s = time.perf_counter() - started_s
             histogram.labels(flow.name, lookup.name, "error").observe(elapsed_s)
@@ -91,6 +143,23 @@ class Enricher:
         outcome = "ok" if found else "not_found"
         histogram.labels(flow.name, lookup.name, outcome).observe(time.perf_counter() - started_s)
         return body
+
+    async def _traced_fetch(
+        self, flow: FlowConfig, lookup: LookupConfig, context: dict[str, Any]
+    ) -> tuple[Any, bool]:
+        """:meth:`_fetch` under its ``lookup <name>`` span when spans are on."""
+        if tracing.enabled():
+            with tracing.span(
+                f"lookup {lookup.name}",
+                kind="client",
+                attributes={
+                    "http.request.method": "GET",
+                    "hookstream.lookup": lookup.name,
+                    "hookstream.flow": flow.name,
+                },
+            ):
+                return await self._fetch(flow, lookup, context)
+        return await self._fetch(flow, lookup, context)
 
     async def _fetch(
         self, flow: FlowConfig, lookup: LookupConfig, context: dict[str, Any]

@@ -68,7 +68,7 @@ class EnrichStage(Stage):
             backoff_s=config.worker.retry_backoff_s,
             backoff_max_s=config.worker.retry_backoff_max_s,
         )
-        self.enricher = Enricher(config, resources.session_for)
+        self.enricher = Enricher(config, resources.session_for, resources.tables)
 
     @traced
     async def handle(self, event: Any) -> None:

@@ -211,15 +211,14 @@ class FlowTester:
         called = []
         for lookup in flow.enrich:
             try:
-                url = self.enricher.url_for(flow, lookup, context)
+                entry: dict[str, Any] = self.enricher.target_for(flow, lookup, context)
             except HookstreamError as exc:
                 report["dead_letter"] = dead_letter("enrich", exc)
                 return None
-            entry: dict[str, Any] = {"url": url}
             if lookup.name in given.lookups:
                 entry["answer"] = "given"
                 enrichment[lookup.name] = entry["value"] = given.lookups[lookup.name]
-            elif given.call_lookups:
+            elif given.call_lookups and lookup.table is None:  # a table needs Kafka
                 entry["answer"] = "called"
                 called.append(lookup)
             else:
