@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import orjson
@@ -160,8 +160,8 @@ def _span_attributes(stage: Stage, message: Any) -> dict[str, str | int]:
 
 
 def traced(
-    handle: Callable[Concatenate[S, Any, P], Awaitable[None]],
-) -> Callable[Concatenate[S, Any, P], Awaitable[None]]:
+    handle: Callable[Concatenate[S, Any, P], Coroutine[Any, Any, None]],
+) -> Callable[Concatenate[S, Any, P], Coroutine[Any, Any, None]]:
     """Run a stage's handler of ``event`` (a Faust event) in its record's trace
     (:func:`record_trace`), inside a ``process <topic>`` span (kind consumer, a child of the
     record's context) when spans are on."""
