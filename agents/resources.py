@@ -104,6 +104,15 @@ class Resources(RefCounted):
             dedupe.remember(key, 1)
 
     async def _start(self) -> None:
+        """Start everything; on a failure (a table topic missing, the broker down) stop what
+        started, so that the agent's restart by Faust, which enters again, starts it anew."""
+        try:
+            await self._start_all()
+        except BaseException:
+            await self._stop()
+            raise
+
+    async def _start_all(self) -> None:
         writer = KafkaWriter(self.config.kafka, client_id=self.client_id)
         await writer.start()
         self._writer = writer
@@ -114,7 +123,7 @@ class Resources(RefCounted):
         for durable_map in self.maps:
             await durable_map.start()
         # Every table read to its end too: no event is joined with a half-loaded table.
-        await asyncio.gather(*(table.start() for table in self.tables.values()))
+        await start_tables(list(self.tables.values()))
         if self.dedupe is not None:
             await self._recover_markers(self.dedupe)
         if self.answers is not None:
@@ -139,6 +148,19 @@ class Resources(RefCounted):
                 await session.close()
         if writer is not None:
             await writer.stop()
+
+
+async def start_tables(tables: list[KafkaTable]) -> None:
+    """Load the tables concurrently; when one fails, the others' loads are cancelled (each
+    stops its reader) before the error is raised."""
+    loads = [asyncio.create_task(table.start(), name=f"load {table.topic}") for table in tables]
+    try:
+        await asyncio.gather(*loads)
+    except BaseException:
+        for load in loads:
+            load.cancel()
+        await asyncio.gather(*loads, return_exceptions=True)
+        raise
 
 
 def tables_of(config: HookstreamConfig) -> dict[str, KafkaTable]:

@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import yaml
 from aiokafka import AIOKafkaProducer
@@ -224,3 +225,46 @@ async def test_two_workers_follow_the_table_and_join_with_its_latest_values(
             assert sum(lookups) == len(customers)
             every = await read_all(stack.bootstrap, stack.topic("enriched"))
             assert len(every) == len(customers)
+
+
+async def test_a_missing_table_topic_keeps_the_worker_unready_until_it_exists(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    topic = f"crm-{uuid.uuid4().hex[:10]}.late"
+    port = free_port()
+    config = table_config(tmp_path, topic)
+    env = {"HOOKSTREAM_METRICS_PORT": str(port)}
+    async with running_stack(
+        kafka_bootstrap, tmp_path, config_path=config, roles=("worker",), extra_env=env
+    ) as stack:
+        worker = stack.procs["worker"]
+        expected = f"table {topic} (flows[0].enrich[0].table): cannot load it: no partitions"
+
+        async def said_why() -> bool:
+            return expected in worker.log_text()
+
+        await wait_until(said_why, timeout_s=90)
+        assert await readyz(port) == 503
+        await create_topics(
+            settings_of(kafka_bootstrap), {topic: {"cleanup.policy": "compact"}}, partitions=2
+        )
+        try:
+            await write_table(kafka_bootstrap, topic, [("c1", {"plan": "late"})])
+
+            async def ready() -> bool:
+                return await readyz(port) == 200
+
+            # Faust restarts the crashed agent; its next start finds the topic.
+            await wait_until(ready, timeout_s=120)
+            ids = await publish(stack, ["c1"], "late")
+            assert await accounts(stack, ids) == {"c1": {"plan": "late"}}
+        finally:
+            await delete_topics(kafka_bootstrap, [topic])
+
+
+async def readyz(port: int) -> int:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}/readyz") as response,
+    ):
+        return response.status
