@@ -21,7 +21,7 @@ COPY pyproject.toml README.md* ./
 COPY schemas/ schemas/
 COPY streams/ streams/
 COPY agents/ agents/
-RUN pip install . \
+RUN pip install '.[otel]' \
     && rm -rf build ./*.egg-info
 COPY examples/ examples/
 # The one-shot poster of the compose demo (the `demo` service of docker-compose.yml).
