@@ -147,7 +147,11 @@ def _flow_lines(flow: dict[str, Any]) -> list[str]:
     for name, lookup in flow["lookups"].items():
         told = lookup["answer"]
         answer = f"{told}: {_json(lookup['value'])}" if told != "not called" else "not called: null"
-        lines.append(f"lookup {name}: GET {lookup['url']} ({answer})")
+        if "table" in lookup:  # a table lookup: read from Kafka by the worker, never here
+            target = f"table {lookup['table']} key {lookup['key']}"
+        else:
+            target = f"GET {lookup['url']}"
+        lines.append(f"lookup {name}: {target} ({answer})")
     if flow["model"] is not None:
         lines += _model_lines(flow["model"])
     answered = flow.get("answer")
