@@ -1,4 +1,5 @@
-"""A flow's HTTP lookups: what the enrich stage (:mod:`agents.stages.enrich`) adds to an event.
+"""A flow's lookups, HTTP or table: what the enrich stage (:mod:`agents.stages.enrich`) adds to
+an event.
 
 Each lookup's URL is a template filled from the event, checked by the egress guard and fetched
 with the shared session; a flow's lookups run concurrently and any failure fails the whole
@@ -118,8 +119,9 @@ class Enricher:
 
     async def _lookup(self, flow: FlowConfig, lookup: LookupConfig, context: dict[str, Any]) -> Any:
         """One lookup, timed in ``hookstream_lookup_seconds`` by outcome (ok, not_found when
-        a 404 answers null, error for any failure, the guard's refusals included; a lookup
-        cancelled because another of the flow failed is not counted)."""
+        a 404 or a key the table lacks answers null, error for any failure, the guard's
+        refusals included; a lookup cancelled because another of the flow failed is not
+        counted, nor an answer from the cache)."""
         histogram = metrics.LOOKUP_SECONDS
         started_s = time.perf_counter()
         cache = self._caches.get((flow.name, lookup.name))
