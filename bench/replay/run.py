@@ -394,8 +394,13 @@ hookstream / kcat = **{r["ratio"]:.3f}x**, target ≥ {r["target_ratio"]}x: \
   passes still cost ~8 ms); a copy loop specialised for unfiltered replays (~3 ms per
   100,000).
 - Earlier rounds: one producer batch per partition via `create_batch`/`send_batch` instead of
-  a `send()` and future per record (own rate 50,000 → ~210,000 events/s); `--yes` does not
-  parse records for a cost estimate; no CRC check on read (librdkafka's default).
+  a `send()` and future per record (own rate 50,000 → ~210,000 events/s); no CRC check on
+  read (librdkafka's default).
+- Since session 7 a replay of the events topic first prints its cost line (issue 17), also
+  with `--yes`: it reads the window, renders each flow's prompt for the answer cache's keys
+  and reads the earlier results' token usage, before the copy starts. That, and importing
+  the AI stage's code to do it, is most of the gap to kcat below; issue 16 is where the
+  replay's speed is to be won back (e.g. estimating from a sample of the window).
 """
 
 
