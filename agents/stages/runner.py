@@ -228,13 +228,14 @@ class OrderedRunner(Generic[E]):
             self._held = None
             released += 1
         for tp, queue in list(self._pending.items()):
+            entries = list(queue)
             first = next(
-                (i for i, entry in enumerate(queue) if not entry.done and not _busy(entry, busy)),
+                (i for i, entry in enumerate(entries) if not entry.done and not _busy(entry, busy)),
                 None,
             )
             if first is None:
                 continue
-            for entry in list(queue)[first:]:
+            for entry in entries[first:]:
                 if entry.done:
                     entry.event.message.acked = True
                 elif _busy(entry, busy):
@@ -244,7 +245,7 @@ class OrderedRunner(Generic[E]):
                         entry.task.cancel()
                     entry.event.message.acked = True
                     released += 1
-            self._pending[tp] = deque(list(queue)[:first])
+            self._pending[tp] = deque(entries[:first])
             self._ack_ready(tp)
         if released:
             self.stats.released += released

@@ -7,8 +7,9 @@ catalogue (:func:`ensure_topics`), the worker's compacted memories
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -52,13 +53,7 @@ async def create_topics(
     partitions = settings.partitions if partitions is None else partitions
     if replication_factor is None:
         replication_factor = settings.replication_factor
-    admin = AIOKafkaAdminClient(**client_kwargs(settings))
-    try:
-        await admin.start()
-    except KafkaError as exc:
-        await admin.close()
-        raise await start_failure(settings, exc) from exc
-    try:
+    async with _admin(settings) as admin:
         existing = set(await admin.list_topics())
         missing = {name: configs for name, configs in topics.items() if name not in existing}
         if not missing:
@@ -76,8 +71,6 @@ async def create_topics(
             for name, configs in missing.items()
         ]
         response = await admin.create_topics(wanted)
-    finally:
-        await admin.close()
     created = _created(response.topic_errors)
     if created:
         log.info(
@@ -125,6 +118,14 @@ async def replication_factor(settings: KafkaSettings) -> int:
     topics Faust creates itself, which take one number at app creation)."""
     if settings.replication_factor is not None:
         return settings.replication_factor
+    async with _admin(settings) as admin:
+        return await _automatic_replication(admin)
+
+
+@contextlib.asynccontextmanager
+async def _admin(settings: KafkaSettings) -> AsyncIterator[AIOKafkaAdminClient]:
+    """A started admin client, closed on leaving; a start that fails is the one-line error
+    of :func:`streams.kafka.connection.start_failure` (wrong password, untrusted CA, …)."""
     admin = AIOKafkaAdminClient(**client_kwargs(settings))
     try:
         await admin.start()
@@ -132,7 +133,7 @@ async def replication_factor(settings: KafkaSettings) -> int:
         await admin.close()
         raise await start_failure(settings, exc) from exc
     try:
-        return await _automatic_replication(admin)
+        yield admin
     finally:
         await admin.close()
 

@@ -12,7 +12,6 @@ journal and the simulator sees one call per event.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import uuid
@@ -21,15 +20,12 @@ from pathlib import Path
 
 from schemas.events import AIResult
 from tests.support.ai_stack import enriched, produce, write_config
-from tests.support.broker import PrivateBroker, private_broker
+from tests.support.broker import private_broker
 from tests.support.kafka import Record, read_all, wait_for_records
+from tests.support.sinkstack import wait_until
 from tests.support.stack import running_stack
 
 EVENTS = 12
-
-
-def broker_pid(broker: PrivateBroker) -> int:
-    return int((broker.state_dir / "kafka" / "kafka.pid").read_text().strip())
 
 
 def journaled(state_dir: Path) -> int:
@@ -37,17 +33,6 @@ def journaled(state_dir: Path) -> int:
     return sum(
         path.read_bytes().count(b'{"k":') for path in (state_dir / "answers").glob("*/slot-*.jsonl")
     )
-
-
-async def eventually(check: object, what: str, *, timeout_s: float = 60.0) -> None:
-    for _ in range(int(timeout_s / 0.1)):
-        result = check() if callable(check) else check
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def test_answers_that_arrived_before_a_crash_are_not_paid_again(tmp_path: Path) -> None:
@@ -72,12 +57,16 @@ async def test_answers_that_arrived_before_a_crash_are_not_paid_again(tmp_path: 
         async def all_at_the_provider() -> bool:
             return int((await stack.ai.stats())["in_flight"]) >= EVENTS
 
-        await eventually(all_at_the_provider, "every call to reach the simulator")
-        pid = broker_pid(broker)
+        await wait_until(all_at_the_provider, poll_s=0.1)  # every call is at the simulator
+        pid = broker.pid
         os.kill(pid, signal.SIGSTOP)  # no result can reach Kafka from now on
         try:
             state = Path(worker.env["HOOKSTREAM_STATE_DIR"])
-            await eventually(lambda: journaled(state) >= EVENTS, "the answers to be journaled")
+
+            async def all_journaled() -> bool:
+                return journaled(state) >= EVENTS
+
+            await wait_until(all_journaled, poll_s=0.1)
             assert await worker.stop(signal.SIGKILL) == -signal.SIGKILL
         finally:
             # Killed, not thawed: a thawed broker would still read the results the dead

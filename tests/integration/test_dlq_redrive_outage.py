@@ -36,14 +36,10 @@ from schemas.topics import Topics
 from streams.kafka.admin import create_topics
 from streams.kafka.producer import KafkaWriter
 from streams.ops.dlq import DeadLetters, DLQFilter
-from tests.support.broker import PrivateBroker, private_broker
+from tests.support.broker import private_broker
 from tests.support.kafka import read_all
 
 LETTERS = 20
-
-
-def broker_pid(broker: PrivateBroker) -> int:
-    return int((broker.state_dir / "kafka" / "kafka.pid").read_text().strip())
 
 
 async def put_dead_letters(settings: KafkaSettings, topics: Topics, target: str) -> None:
@@ -85,7 +81,7 @@ async def test_a_redrive_through_an_outage_writes_each_dead_letter_once(
         )
         await put_dead_letters(settings, topics, target)
 
-        pid = broker_pid(broker)
+        pid = broker.pid
         missed = asyncio.Event()
         frozen: list[bool] = []
         originals = 0

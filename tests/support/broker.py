@@ -36,6 +36,11 @@ class PrivateBroker:
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int:
+        """The broker's process id (scripts/kafka's pid file), for tests that signal it."""
+        return int((self.state_dir / "kafka" / "kafka.pid").read_text().strip())
+
     def _env(self, *, keep_data: bool) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
         env.update(

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from agents.stages.runner import OrderedRunner
+from tests.unit.agents.stages.test_runner import until
 
 
 @dataclass
@@ -41,14 +42,6 @@ class Source:
         for event in self.events:
             yield event
         await asyncio.Event().wait()
-
-
-async def until(condition: object) -> None:
-    for _ in range(5000):
-        if callable(condition) and condition():
-            return
-        await asyncio.sleep(0.001)
-    raise AssertionError("condition never became true")
 
 
 async def test_waiting_events_are_released_unacked_and_busy_ones_finish() -> None:
