@@ -35,7 +35,7 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from agents.outbound.retry import RetriesExhausted
 from schemas.clock import Clock, Timer
@@ -85,8 +85,6 @@ class OutageGate:
         self._closed_at_s = 0.0
         # Callers waiting for the gate to change, in arrival order (the first probes first).
         self._waiters: dict[asyncio.Future[None], None] = {}
-        # The tasks held at the closed gate (not the probe): they have sent nothing yet.
-        self.waiting: set[asyncio.Task[Any]] = set()
         self.consecutive_failures = 0
         self.successes = 0
         self.pauses = 0
@@ -187,14 +185,7 @@ class OutageGate:
                     )
                 timeout_s = left_s if timeout_s is None else min(timeout_s, left_s)
             # While a probe is out, its outcome is what everyone waits for; else the retry time.
-            current = asyncio.current_task()
-            if current is not None:
-                self.waiting.add(current)
-            try:
-                await self._wait(timeout_s, notified=True)
-            finally:
-                if current is not None:
-                    self.waiting.discard(current)
+            await self._wait(timeout_s, notified=True)
 
     async def _wait(self, timeout_s: float | None, *, notified: bool) -> None:
         """Until ``timeout_s`` has passed on the clock or, if ``notified``, the gate changes."""

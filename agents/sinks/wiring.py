@@ -15,7 +15,6 @@ from typing import Any
 
 import faust
 
-from agents.faust_app import on_release
 from agents.resources import Resources
 from agents.sinks.stage import SinkStage
 from agents.stages.runner import OrderedRunner
@@ -55,9 +54,6 @@ def _attach(
     async def agent(stream: Any) -> None:
         async with stage.resources, memory, stage:
             runner = OrderedRunner(stage.handle, max_in_flight=max_in_flight)
-            # A paused sink's waiting deliveries must not hold up a rebalance or a stop
-            # (agents.faust_app): only those held at the closed gate are let go.
-            on_release(app, lambda: runner.release(lambda task: task not in stage.gate.waiting))
             log.info("agent %s running with max %d in flight", name, max_in_flight)
             await runner.run(stream.noack().events())
 

@@ -58,7 +58,6 @@ class _Entry(Generic[E]):
     done: bool = False
     task: asyncio.Task[None] | None = None
     detached: bool = False  # cut off by a release: not acked when done (see release)
-    started: bool = False  # its handler began (its key's predecessor is done)
 
 
 @dataclass(frozen=True)
@@ -173,7 +172,6 @@ class OrderedRunner(Generic[E]):
             if previous is not None:
                 # Same key: wait for the earlier event; its outcome does not matter here.
                 await asyncio.wait([previous])
-            entry.started = True
             while True:
                 try:
                     await self._handle(entry.event)
@@ -265,7 +263,6 @@ class OrderedRunner(Generic[E]):
 
 
 def _busy(entry: _Entry[Any], busy: Callable[[asyncio.Task[None]], bool]) -> bool:
-    """Must this entry's task be let finish? One still waiting for its key's predecessor is
-    not: its handler has not begun (and it must not run before a released predecessor)."""
+    """Must this entry's task be let finish? (Not started yet counts as not busy.)"""
     task = entry.task
-    return task is not None and not task.done() and entry.started and busy(task)
+    return task is not None and not task.done() and busy(task)
