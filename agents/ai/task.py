@@ -74,14 +74,23 @@ class ProviderRuntime:
         )
         return cls(config, client_for(config, session), RateBudget(config.budget), breaker)
 
-    def cost_usd(self, model: str, answered_model: str, usage: TokenUsage) -> float:
+    def cost_usd(
+        self, model: str, answered_model: str, usage: TokenUsage, *, batch: bool = False
+    ) -> float:
+        """The price table's dollars for ``usage``; ``batch``: sent through the provider's
+        batch API, at the model's ``batch_price_factor`` of the price."""
         price = self.config.prices.get(model) or self.config.prices.get(answered_model)
         if price is None:
             return 0.0
+        factor = price.batch_price_factor if batch else 1.0
         return (
-            usage.prompt_tokens * price.input_usd_per_mtok
-            + usage.completion_tokens * price.output_usd_per_mtok
-        ) / 1_000_000
+            factor
+            * (
+                usage.prompt_tokens * price.input_usd_per_mtok
+                + usage.completion_tokens * price.output_usd_per_mtok
+            )
+            / 1_000_000
+        )
 
 
 @dataclass(frozen=True, slots=True)

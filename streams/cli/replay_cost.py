@@ -168,6 +168,7 @@ class ReplayPricer:
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
             cost_usd=runtime.cost_usd(target.model, answered, usage),
+            batch_cost_usd=runtime.cost_usd(target.model, answered, usage, batch=True),
             from_usage=from_usage,
             has_price=target.model in prices or answered in prices,
         )

@@ -14,7 +14,8 @@ The same analysis answers Anthropic's ``POST /v1/messages`` (a forced tool call'
 ``input_schema`` shapes the answer); the pure logic lives in :mod:`streams.dev.ai_sim_logic`.
 
 Routes: ``POST /v1/chat/completions``, ``POST /v1/messages``, ``GET /v1/models``,
-``GET /healthz``, ``GET /_sim/stats``, ``GET|POST /_sim/config``, ``POST /_sim/reset``.
+``GET /healthz``, ``GET /_sim/stats``, ``GET|POST /_sim/config``, ``POST /_sim/reset``; the
+batch APIs (OpenAI Files + Batch, Anthropic Message Batches): :mod:`streams.dev.ai_sim_batch`.
 
 Run: ``hookstream dev ai-sim --port 8091`` or ``python -m streams.dev.ai_sim``.
 """
@@ -36,6 +37,7 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from streams.dev import ai_sim_batch
 from streams.dev._simcommon import (
     Handler,
     SimError,
@@ -380,6 +382,7 @@ def create_app(settings: AISimSettings) -> web.Application:
     app.router.add_get("/_sim/stats", _get_stats)
     add_config_routes(app, STATE, RUNTIME_KNOBS)
     app.router.add_post("/_sim/reset", _reset)
+    ai_sim_batch.install(app)  # the batch APIs: /v1/files, /v1/batches, /v1/messages/batches
     return app
 
 

@@ -101,6 +101,7 @@ class Priced:
     cost_usd: float = 0.0
     from_usage: bool = False
     has_price: bool = True
+    batch_cost_usd: float = 0.0  # the same call through the provider's batch API
 
 
 class Pricer(Protocol):
@@ -124,6 +125,7 @@ class FlowEstimate:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
+    batch_cost_usd: float = 0.0  # the calls at batch prices (replay --batch)
     from_usage: int = 0  # calls whose tokens are an earlier result's usage
     unpriced: int = 0  # calls of a model without a price (counted as $0)
 
@@ -140,6 +142,7 @@ class FlowEstimate:
         self.prompt_tokens += priced.prompt_tokens
         self.completion_tokens += priced.completion_tokens
         self.cost_usd += priced.cost_usd
+        self.batch_cost_usd += priced.batch_cost_usd
         self.from_usage += priced.from_usage
         self.unpriced += not priced.has_price
 
@@ -151,6 +154,7 @@ class FlowEstimate:
         for name in _SCALED:
             setattr(self, name, round(getattr(self, name) * factor))
         self.cost_usd *= factor
+        self.batch_cost_usd *= factor
 
 
 _SCALED = (
@@ -210,7 +214,8 @@ class ModelEstimate:
         return (
             f"replay of {topic}: {self.records:,} record(s), {t.tasks:,} AI task(s): "
             f"{t.cached:,} from the AI cache, {t.calls:,} model call(s) ({flows or 'no flow'}); "
-            f"estimated cost ${t.cost_usd:,.4f} for ~{t.prompt_tokens:,} prompt + "
+            f"estimated cost ${t.cost_usd:,.4f} (${t.batch_cost_usd:,.4f} with --batch) for "
+            f"~{t.prompt_tokens:,} prompt + "
             f"{t.completion_tokens:,} completion tokens ({'; '.join(notes)})"
         )
 

@@ -156,7 +156,11 @@ async def test_the_estimate_counts_cache_and_calls_and_prices_them(setup: Setup)
     assert code == 1, err
     assert "6 record(s), 6 AI task(s): 2 from the AI cache, 4 model call(s)" in err
     assert "(feedback-triage: 2 cached + 4 call(s))" in err
-    assert f"estimated cost ${usd:,.4f} for ~{prompt:,} prompt + {completion:,} completion" in err
+    # Both prices: the batch API's at the default batch_price_factor, half.
+    assert (
+        f"estimated cost ${usd:,.4f} (${usd / 2:,.4f} with --batch) for ~{prompt:,} prompt + "
+        f"{completion:,} completion"
+    ) in err
     assert "tokens of 2 call(s) from their earlier results' usage, 2 estimated as prompt" in err
     assert "not confirmed" in err
     assert out == ""

@@ -164,17 +164,18 @@ def test_the_estimate_line_says_what_is_counted_and_estimated() -> None:
     estimate = ModelEstimate(records=5)
     triage = estimate.by_flow.setdefault("triage", FlowEstimate(tasks=4))
     triage.add(Priced("cache"))
-    triage.add(Priced("call", 100, 20, 0.25, from_usage=True))
+    triage.add(Priced("call", 100, 20, 0.25, from_usage=True, batch_cost_usd=0.125))
     triage.add(Priced("unknown", 50, 200, 0.5, has_price=False))
     triage.add(Priced("invalid"))
-    estimate.by_flow.setdefault("other", FlowEstimate(tasks=1)).add(Priced("call", 10, 200, 1.0))
+    other = estimate.by_flow.setdefault("other", FlowEstimate(tasks=1))
+    other.add(Priced("call", 10, 200, 1.0, batch_cost_usd=0.5))
     total = estimate.total()
     assert (total.tasks, total.cached, total.calls, total.unknown, total.invalid) == (5, 1, 3, 1, 1)
     assert (total.prompt_tokens, total.completion_tokens) == (160, 420)
     line = estimate.line("hookstream.events")
     assert "5 record(s), 5 AI task(s): 1 from the AI cache, 3 model call(s)" in line
     assert "(triage: 1 cached + 2 call(s), other: 0 cached + 1 call(s))" in line
-    assert "estimated cost $1.7500 for ~160 prompt + 420 completion tokens" in line
+    assert "estimated cost $1.7500 ($0.6250 with --batch) for ~160 prompt + 420 completion" in line
     assert "tokens of 1 call(s) from their earlier results' usage, 2 estimated" in line
     assert "1 whose cache entry cannot be checked" in line
     assert "1 invalid event(s)" in line
