@@ -490,6 +490,9 @@ async def _post_config(request: web.Request) -> web.Response:
     state = request.app[BATCH_STATE]
     patch = await read_json(request)
     apply_settings(state.settings, patched_settings(state.settings, patch, KNOBS), frozenset(patch))
+    if "latency_s" in patch:  # jobs still processing end by the new latency
+        for job in state.jobs.values():
+            job.ready_s = job.created_s + state.settings.latency_s
     return json_response(state.settings.model_dump())
 
 
