@@ -156,7 +156,7 @@ async def _results(
     kafka_bootstrap: str, case: Case
 ) -> list[tuple[dict[str, Any], dict[str, bytes]]]:
     return [
-        (orjson.loads(r.value), dict(r.headers))
+        (orjson.loads(r.value or b""), dict(r.headers))
         for r in await read_all(kafka_bootstrap, case.topics.results)
     ]
 
@@ -204,7 +204,7 @@ async def _journal_jobs(kafka_bootstrap: str, case: Case) -> list[dict[str, Any]
         records = await read_all(kafka_bootstrap, case.topics.replay_jobs)
     except Exception:  # noqa: BLE001 - the topic is not there yet
         return []
-    return [n for n in (orjson.loads(r.value) for r in records) if n["kind"] == "job"]
+    return [n for n in (orjson.loads(r.value or b"") for r in records) if n["kind"] == "job"]
 
 
 async def test_a_replay_killed_after_submitting_resumes_the_same_jobs(
@@ -275,7 +275,7 @@ async def test_failed_and_invalid_lines_go_to_the_dlq_with_their_error(
     assert f"{len(letters)} dead-lettered" in out
     # Each dead letter is the enriched record byte for byte, so a redrive replays it.
     sent = {e.event.id for e in case.events}
-    assert {orjson.loads(r.value)["event"]["id"] for r in letters} <= sent
+    assert {orjson.loads(r.value or b"")["event"]["id"] for r in letters} <= sent
 
 
 async def test_expired_jobs_dead_letter_every_event_and_cost_nothing(
@@ -284,6 +284,7 @@ async def test_expired_jobs_dead_letter_every_event_and_cost_nothing(
     await case.sim.request_json("POST", "/_sim/batch/config", json={"expire": True})
     code, out, err = await run_cli(*case.args(), env=case.env)
     assert code == 0, err
+    assert f"{2 * PER_FLOW} dead-lettered" in out
     assert await read_all(kafka_bootstrap, case.topics.results) == []
     letters = await read_all(kafka_bootstrap, case.topics.dlq)
     assert len(letters) == 2 * PER_FLOW
