@@ -137,8 +137,9 @@ def write_results(run: dict[str, Any]) -> None:
         "|---|---|---|---|---|---|---|---|",
         f"| {run['events']:,} | {run['sync_cost_usd']:.4f} | {run['batch_cost_usd']:.4f} "
         f"| {run['ratio']} | {run['sync_tokens']:,} / {run['batch_tokens']:,} "
-        f"| {run['sim_sync_calls']:,} | {run['sim_batch_jobs']}, {run['sim_batch_lines']}, "
-        f"{run['sim_batch_paid']} | {run['batch_replay_s']} s (job latency "
+        f"| {run['sim_sync_calls']:,} | {sum(run['sim_batch_jobs'].values())}, "
+        f"{sum(run['sim_batch_lines'].values()):,}, {sum(run['sim_batch_paid'].values()):,} "
+        f"| {run['batch_replay_s']} s (job latency "
         f"{run['job_latency_s']} s) |",
         "",
         f"Requests submitted twice: {run['custom_ids_submitted_twice']}.",

@@ -368,11 +368,13 @@ async def _reset(request: web.Request) -> web.Response:
 def create_app(settings: AISimSettings) -> web.Application:
     """The simulator app; ``settings`` is kept (not copied) and changed by ``/_sim/config``."""
     app = web.Application(
+        # A batch input file is one body: OpenAI takes files up to 200 MB, Anthropic 256 MB.
+        client_max_size=ai_sim_batch.MAX_BODY_BYTES,
         middlewares=[
             _stats_middleware,
             error_middleware,
             bearer_middleware(settings.api_key, ("/v1/",)),
-        ]
+        ],
     )
     app[STATE] = _SimState(settings)
     app.router.add_post(COMPLETIONS_PATH, _completions)

@@ -58,6 +58,7 @@ from streams.dev.ai_sim_logic import (
 
 COMPLETIONS_ENDPOINT = "/v1/chat/completions"
 WINDOWS = frozenset({"24h"})
+MAX_BODY_BYTES = 256 * 1024 * 1024  # Anthropic's limit on a batch request
 
 
 class BatchSimSettings(BaseModel):

@@ -49,7 +49,7 @@ from aiokafka.errors import KafkaError
 from schemas import topics as catalogue
 from schemas.config import HookstreamConfig
 from schemas.config_flows import FlowConfig
-from schemas.errors import BrokerUnavailable, ToolError
+from schemas.errors import BrokerUnavailable, RemoteError, ToolError
 from schemas.events import DeadLetter
 from schemas.headers import REPLAY_HEADER, trace_headers
 from streams.kafka.admin import create_topics
@@ -212,6 +212,11 @@ class BatchReplayer:
             await self._note(producer, {"kind": "finished"})
         except KafkaError as exc:
             raise BrokerUnavailable(f"batch replay of {self.topic} failed: {exc}") from exc
+        except RemoteError as exc:  # a provider refused or did not answer a job request
+            raise ToolError(
+                f"batch replay {self.replay_id}: {exc}; the jobs submitted so far are on "
+                f"{self.journal}: the same command resumes them"
+            ) from exc
         finally:
             await producer.stop()
         stats.elapsed_s = time.monotonic() - started
