@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 import aiohttp
@@ -67,6 +68,15 @@ class BatchAPI(Protocol):
     async def status(self, job_id: str) -> JobStatus: ...
 
     async def results(self, job_id: str) -> dict[str, LineResult]: ...
+
+    async def find(self, label: str, lines: int, since_s: float, known: set[str]) -> str | None:
+        """The id of a job submitted as ``label`` (``lines`` requests, not before ``since_s``,
+        epoch seconds) whose creation's answer was lost; None when the provider has none."""
+        ...
+
+
+# A provider's clock and ours may differ; a job found by listing may be this much older.
+CLOCK_SKEW_S = 300.0
 
 
 class _Base:
@@ -180,6 +190,22 @@ class OpenAIBatch(_Base):
         counts = batch.get("request_counts") or {}
         return JobStatus(state, state in OPENAI_ENDED, {k: int(v) for k, v in counts.items()})
 
+    async def find(self, label: str, lines: int, since_s: float, known: set[str]) -> str | None:
+        """By the ``metadata.hookstream_job`` the submission set, newest jobs first, back to
+        ``since_s`` (less the skew)."""
+        del lines, known  # the label is exact
+        after = ""
+        while True:
+            page = await self._json("GET", f"/batches?limit=100{after}")
+            for batch in page.get("data") or []:
+                if (batch.get("metadata") or {}).get("hookstream_job") == label:
+                    return str(batch["id"])
+                if float(batch.get("created_at") or 0) < since_s - CLOCK_SKEW_S:
+                    return None
+            if not page.get("has_more") or not page.get("last_id"):
+                return None
+            after = f"&after={page['last_id']}"
+
     async def results(self, job_id: str) -> dict[str, LineResult]:
         batch = await self._json("GET", f"/batches/{job_id}")
         found: dict[str, LineResult] = {}
@@ -214,6 +240,26 @@ class AnthropicBatch(_Base):
             ]
         }
         return str((await self._json("POST", "/messages/batches", body))["id"])
+
+    async def find(self, label: str, lines: int, since_s: float, known: set[str]) -> str | None:
+        """A message batch has no metadata: the oldest job not ``known`` created since
+        ``since_s`` (less the skew) with exactly ``lines`` requests. Its answers are kept only
+        for the custom ids the job record lists, so a wrong match answers nothing."""
+        del label
+        found: str | None = None
+        after = ""
+        while True:
+            page = await self._json("GET", f"/messages/batches?limit=100{after}")
+            for batch in page.get("data") or []:
+                created_s = datetime.fromisoformat(str(batch.get("created_at"))).timestamp()
+                if created_s < since_s - CLOCK_SKEW_S:
+                    return found
+                counts = batch.get("request_counts") or {}
+                if batch.get("id") not in known and sum(counts.values()) == lines:
+                    found = str(batch["id"])  # newest first: the last match is the oldest
+            if not page.get("has_more") or not page.get("last_id"):
+                return found
+            after = f"&after_id={page['last_id']}"
 
     async def status(self, job_id: str) -> JobStatus:
         batch = await self._json("GET", f"/messages/batches/{job_id}")

@@ -74,6 +74,11 @@ class BatchBackend:
         requests: list[tuple[str, ChatRequest]] = list(lines)
         return await self.apis[provider].submit(requests, label)
 
+    async def find(
+        self, provider: str, label: str, lines: int, since_s: float, known: set[str]
+    ) -> str | None:
+        return await self.apis[provider].find(label, lines, since_s, known)
+
     async def status(self, provider: str, job_id: str) -> Status:
         found = await self.apis[provider].status(job_id)
         return Status(found.state, found.ended)
@@ -166,7 +171,8 @@ async def run_batch_replay(
     print(
         f"replay {replay_id} (batch): window {stats.window:,}, {stats.cached:,} from the AI "
         f"cache, {stats.submitted:,} request(s) submitted, {stats.resumed:,} resumed from "
-        f"earlier job(s); jobs {jobs}; {stats.results:,} result(s) written, "
+        f"earlier job(s) ({stats.found} found by listing the provider's jobs); jobs {jobs}; "
+        f"{stats.results:,} result(s) written, "
         f"{stats.dead_lettered:,} dead-lettered; ${stats.cost_usd:,.4f} at batch prices; "
         f"{stats.elapsed_s:.1f} s"
     )

@@ -10,24 +10,27 @@ Shapes follow the providers' published references:
   {total, completed, failed}``; ``GET /v1/files/{id}/content`` gives the ``output_file_id``'s
   JSONL (``{id, custom_id, response: {status_code, request_id, body}, error: null}``) and the
   ``error_file_id``'s (``response: null, error: {code, message}``); ``POST
-  /v1/batches/{id}/cancel``.
+  /v1/batches/{id}/cancel``; ``GET /v1/batches?limit&after`` lists them, newest first.
 - Anthropic: ``POST /v1/messages/batches`` ``{requests: [{custom_id, params}]}`` answers a
   ``message_batch`` whose ``processing_status`` goes ``in_progress`` → ``ended`` (``canceling``
   after ``POST .../cancel``) with ``request_counts {processing, succeeded, errored, canceled,
   expired}`` and, once ended, ``results_url``; ``GET .../results`` is a JSONL of ``{custom_id,
-  result: {type: succeeded|errored|canceled|expired, message | error}}``.
+  result: {type: succeeded|errored|canceled|expired, message | error}}``; ``GET
+  /v1/messages/batches?limit&after_id`` lists them, newest first.
 
 Each line is answered by the same analysis as the synchronous routes. Knobs, at runtime through
 ``GET|POST /_sim/batch/config``: ``latency_s`` (from creation to the end of processing),
 ``fail_rate`` (share of lines that fail: a 500 error line), ``invalid_rate`` (share answered
 with JSON that misses the schema's required fields: paid, but invalid), ``expire`` (jobs
-created while set expire unprocessed). Which line fails is drawn from a hash of the seed and
+created while set expire unprocessed), ``create_delay_s`` (the answer to a job's creation
+comes that long after the job exists). Which line fails is drawn from a hash of the seed and
 its ``custom_id``, so it does not depend on the order of the requests. ``GET /_sim/batch/stats``
 counts the jobs submitted, the lines submitted and the paid lines (answered, valid or not).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 import uuid
@@ -71,6 +74,9 @@ class BatchSimSettings(BaseModel):
     invalid_rate: float = Field(default=0.0, ge=0, le=1)
     expire: bool = False
     seed: int = 0
+    # The answer to a job's creation comes this long after the job exists: a client killed
+    # meanwhile never learns its id (it finds it again by listing the jobs).
+    create_delay_s: float = Field(default=0.0, ge=0)
 
 
 KNOBS = frozenset(BatchSimSettings.model_fields)
@@ -348,6 +354,54 @@ def _new_job(state: BatchState, api: str, prefix: str, lines: list[Any]) -> _Job
     return job
 
 
+async def _created(state: BatchState) -> None:
+    """The job exists; its creator hears of it after ``create_delay_s``."""
+    if state.settings.create_delay_s:
+        await asyncio.sleep(state.settings.create_delay_s)
+
+
+def _page(request: web.Request, api: str) -> tuple[list[_Job], bool]:
+    """The API's jobs, newest first, after ``after_id`` (OpenAI: ``after``), ``limit`` of them."""
+    jobs = [job for job in reversed(request.app[BATCH_STATE].jobs.values()) if job.api == api]
+    after = request.query.get("after" if api == "openai" else "after_id")
+    if after:
+        ids = [job.id for job in jobs]
+        jobs = jobs[ids.index(after) + 1 :] if after in ids else []
+    try:
+        limit = min(max(int(request.query.get("limit", "20")), 1), 100)
+    except ValueError:
+        raise SimError(400, "limit must be a whole number from 1 to 100.") from None
+    return jobs[:limit], len(jobs) > limit
+
+
+async def _list_batches(request: web.Request) -> web.Response:
+    state = request.app[BATCH_STATE]
+    jobs, more = _page(request, "openai")
+    data = [_openai_batch(state, job) for job in jobs]
+    return json_response(
+        {
+            "object": "list",
+            "data": data,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+            "has_more": more,
+        }
+    )
+
+
+async def _list_message_batches(request: web.Request) -> web.Response:
+    jobs, more = _page(request, "anthropic")
+    data = [_anthropic_batch(job) for job in jobs]
+    return json_response(
+        {
+            "data": data,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+            "has_more": more,
+        }
+    )
+
+
 async def _create_batch(request: web.Request) -> web.Response:
     state = request.app[BATCH_STATE]
     data = await read_json(request)
@@ -365,6 +419,7 @@ async def _create_batch(request: web.Request) -> web.Response:
     job.input_file_id = str(data["input_file_id"])
     metadata = data.get("metadata")
     job.metadata = metadata if isinstance(metadata, dict) else {}
+    await _created(state)
     return json_response(_openai_batch(state, job))
 
 
@@ -439,6 +494,7 @@ async def _create_message_batch(request: web.Request) -> web.Response:
         seen.add(custom_id)
         lines.append((custom_id, params))
     job = _new_job(state, "anthropic", "msgbatch_", lines)
+    await _created(state)
     return json_response(_anthropic_batch(job))
 
 
@@ -504,9 +560,11 @@ def install(app: web.Application) -> None:
     app.router.add_post("/v1/files", _upload)
     app.router.add_get("/v1/files/{file_id}/content", _file_content)
     app.router.add_post("/v1/batches", _create_batch)
+    app.router.add_get("/v1/batches", _list_batches)
     app.router.add_get("/v1/batches/{batch_id}", _get_batch)
     app.router.add_post("/v1/batches/{batch_id}/cancel", _cancel_batch)
     app.router.add_post("/v1/messages/batches", _create_message_batch)
+    app.router.add_get("/v1/messages/batches", _list_message_batches)
     app.router.add_get("/v1/messages/batches/{batch_id}", _get_message_batch)
     app.router.add_post("/v1/messages/batches/{batch_id}/cancel", _cancel_message_batch)
     app.router.add_get("/v1/messages/batches/{batch_id}/results", _message_batch_results)

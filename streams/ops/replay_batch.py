@@ -86,6 +86,13 @@ class BatchBackend(Protocol):
 
     async def submit(self, provider: str, lines: Sequence[tuple[str, Any]], label: str) -> str: ...
 
+    async def find(
+        self, provider: str, label: str, lines: int, since_s: float, known: set[str]
+    ) -> str | None:
+        """A job submitted as ``label`` whose id never reached the journal (the provider's
+        list of jobs), or None."""
+        ...
+
     async def status(self, provider: str, job_id: str) -> Status: ...
 
     async def results(
@@ -126,6 +133,17 @@ class Job:
 
 
 @dataclass
+class _Intent:
+    """A job about to be submitted: on the journal before the submission."""
+
+    index: int
+    provider: str
+    label: str
+    covers: list[str]
+    at: float
+
+
+@dataclass
 class BatchStats:
     replay_id: str
     window: int = 0
@@ -133,6 +151,7 @@ class BatchStats:
     invalid: int = 0
     submitted: int = 0  # requests submitted by this run
     resumed: int = 0  # requests of jobs an earlier run submitted
+    found: int = 0  # jobs whose id an earlier run never learnt, found by listing
     jobs: list[Job] = field(default_factory=list)
     results: int = 0
     dead_lettered: int = 0
@@ -176,7 +195,9 @@ class BatchReplayer:
     async def run(self, say: Any = None) -> BatchStats:
         stats = BatchStats(self.replay_id)
         started = time.monotonic()
-        await create_topics(self.config.kafka, {self.journal: {}}, partitions=1)
+        # Just created, it holds nothing: not read (its metadata may not have reached every
+        # broker yet, and a read would find no partition).
+        new_journal = bool(await create_topics(self.config.kafka, {self.journal: {}}, partitions=1))
         producer = AIOKafkaProducer(
             **client_kwargs(self.config.kafka),
             client_id=f"hookstream-replay-batch-{self.replay_id}",
@@ -186,15 +207,24 @@ class BatchReplayer:
         )
         try:
             await producer.start()
-            jobs, finished = await self._read_journal()
+            jobs: list[Job] = []
+            intents: list[_Intent] = []
+            finished = False
+            if not new_journal:
+                jobs, intents, finished = await self._read_journal()
             if finished:
                 stats.already_finished = True
                 return stats
+            for job in await self._found(producer, jobs, intents):
+                jobs.append(job)
+                stats.found += 1
+            jobs.sort(key=lambda job: job.index)
             records, plans = await self._read_window(stats, jobs)
             covered = {cid for job in jobs for cid in job.covers}
             stats.resumed = len(covered)
             stats.jobs = jobs
-            for job in await self._submit(producer, records, plans, covered, len(jobs), stats):
+            first_index = max([j.index for j in jobs] + [i.index for i in intents], default=-1) + 1
+            for job in await self._submit(producer, records, plans, covered, first_index, stats):
                 jobs.append(job)
             outcomes = _settled(plans)
             for job in jobs:
@@ -227,9 +257,32 @@ class BatchReplayer:
         note = {"replay": self.replay_id, **note, "at": datetime.now(UTC).isoformat()}
         await producer.send_and_wait(self.journal, orjson.dumps(note), key=self.replay_id.encode())
 
-    async def _read_journal(self) -> tuple[list[Job], bool]:
+    async def _found(
+        self, producer: AIOKafkaProducer, jobs: list[Job], intents: list[_Intent]
+    ) -> list[Job]:
+        """The jobs of intents without a job record: submitted, but the run died before it
+        journaled the id (or the provider's answer was lost). Asked for by listing the
+        provider's jobs; those found are journaled now, the others were never created and
+        their requests are planned again."""
+        known = {job.job_id for job in jobs}
+        found: list[Job] = []
+        for intent in intents:
+            job_id = await self.backend.find(
+                intent.provider, intent.label, len(intent.covers), intent.at, known
+            )
+            if job_id is None:
+                log.info("replay %s: job %s was never created", self.replay_id, intent.label)
+                continue
+            known.add(job_id)
+            job = Job(intent.index, intent.provider, job_id, intent.covers, intent.at)
+            await self._note(producer, _job_note(job))
+            found.append(job)
+        return found
+
+    async def _read_journal(self) -> tuple[list[Job], list[_Intent], bool]:
         consumer = new_consumer(self.config.kafka)
         jobs: dict[int, Job] = {}
+        intents: dict[int, _Intent] = {}
         finished = False
         try:
             await consumer.start()
@@ -247,13 +300,22 @@ class BatchReplayer:
                             list(note["covers"]),
                             float(note["submitted_at"]),
                         )
+                    elif note.get("kind") == "submitting":
+                        intents[note["job"]] = _Intent(
+                            note["job"],
+                            note["provider"],
+                            note["label"],
+                            list(note["covers"]),
+                            float(note["submitted_at"]),
+                        )
                     elif note.get("kind") == "done" and note.get("job") in jobs:
                         jobs[note["job"]].done = True
                     elif note.get("kind") == "finished":
                         finished = True
         finally:
             await consumer.stop()
-        return [jobs[i] for i in sorted(jobs)], finished
+        pending = [intent for index, intent in sorted(intents.items()) if index not in jobs]
+        return [jobs[i] for i in sorted(jobs)], pending, finished
 
     async def _read_window(
         self, stats: BatchStats, jobs: list[Job]
@@ -314,20 +376,24 @@ class BatchReplayer:
             for at in range(0, len(lines), self.max_job_lines):
                 chunk = lines[at : at + self.max_job_lines]
                 label = f"{self.replay_id}-{index}"
-                job_id = await self.backend.submit(provider, chunk, label)
-                job = Job(index, provider, job_id, [cid for cid, _ in chunk], time.time())
-                # On Kafka (acks=all) before any wait: a run killed from here on resumes it.
+                covers = [cid for cid, _ in chunk]
+                submitted_at = time.time()
+                # The intent first: a run killed before the job's id is journaled finds the
+                # job again by listing the provider's jobs (label, size, time).
+                intent = {"job": index, "provider": provider, "label": label}
                 await self._note(
                     producer,
                     {
-                        "kind": "job",
-                        "job": index,
-                        "provider": provider,
-                        "job_id": job_id,
-                        "covers": job.covers,
-                        "submitted_at": job.submitted_at,
+                        "kind": "submitting",
+                        **intent,
+                        "covers": covers,
+                        "submitted_at": submitted_at,
                     },
                 )
+                job_id = await self.backend.submit(provider, chunk, label)
+                job = Job(index, provider, job_id, covers, submitted_at)
+                # On Kafka (acks=all) before any wait: a run killed from here on resumes it.
+                await self._note(producer, _job_note(job))
                 log.info(
                     "replay %s: job %s submitted (%d requests)", self.replay_id, job_id, len(chunk)
                 )
@@ -401,6 +467,17 @@ class BatchReplayer:
             )
             stats.dead_lettered += 1
         await asyncio.gather(*sends)
+
+
+def _job_note(job: Job) -> dict[str, Any]:
+    return {
+        "kind": "job",
+        "job": job.index,
+        "provider": job.provider,
+        "job_id": job.job_id,
+        "covers": job.covers,
+        "submitted_at": job.submitted_at,
+    }
 
 
 def _settled(plans: Mapping[str, Plan]) -> dict[str, bytes | BaseException]:

@@ -283,7 +283,7 @@ async def test_expired_jobs_dead_letter_every_event_and_cost_nothing(
 ) -> None:
     await case.sim.request_json("POST", "/_sim/batch/config", json={"expire": True})
     code, out, err = await run_cli(*case.args(), env=case.env)
-    assert code == 0, err
+    assert code == 0, err + out
     assert f"{2 * PER_FLOW} dead-lettered" in out
     assert await read_all(kafka_bootstrap, case.topics.results) == []
     letters = await read_all(kafka_bootstrap, case.topics.dlq)
@@ -293,3 +293,45 @@ async def test_expired_jobs_dead_letter_every_event_and_cost_nothing(
     stats = await case.batch_stats()
     assert sum(stats["paid_requests"].values()) == 0
     assert {j["status"] for j in stats["jobs"]} == {"expired", "ended"}
+
+
+@pytest.mark.parametrize(
+    ("flow", "api"), [("feedback-triage", "openai"), ("payment-followup", "anthropic")]
+)
+async def test_a_replay_killed_before_it_learnt_the_job_id_finds_the_job(
+    kafka_bootstrap: str, case: Case, flow: str, api: str
+) -> None:
+    # The job exists at once, its id comes back only after 5 s: the run is killed before.
+    await case.sim.request_json("POST", "/_sim/batch/config", json={"create_delay_s": 5.0})
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "streams.cli.main",
+        *case.args("--flow", flow),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+        cwd=REPO_ROOT,
+        env=case.env,
+    )
+
+    async def created() -> bool:
+        return bool((await case.batch_stats())["jobs_submitted"])
+
+    try:
+        await wait_until(created, timeout_s=60.0, poll_s=0.05)
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        await process.wait()
+    assert await _journal_jobs(kafka_bootstrap, case) == []  # its id never reached Kafka
+    await case.sim.request_json("POST", "/_sim/batch/config", json={"create_delay_s": 0.0})
+    code, out, err = await run_cli(*case.args("--flow", flow), env=case.env)
+    assert code == 0, err
+    assert "(1 found by listing the provider's jobs)" in out
+    assert "0 request(s) submitted" in out
+    stats = await case.batch_stats()
+    assert stats["jobs_submitted"] == {api: 1}
+    assert stats["custom_ids_submitted_twice"] == []
+    results = await _results(kafka_bootstrap, case)
+    assert len(results) == PER_FLOW
+    assert {value["flow"] for value, _ in results} == {flow}
