@@ -11,9 +11,10 @@ at OpenAI and Anthropic):
    stage's own code, wired by the CLI since this layer may not import ``agents``) renders the
    flow's request as the AI stage would and asks the answer cache. A cached answer needs no
    call; a record an earlier run already put in a job is not planned again.
-3. The remaining requests are grouped per provider into jobs of at most ``max_job_lines``. Each
-   job is submitted, and its provider job id, with the ``custom_id`` of every request it
-   covers, is on the journal, acknowledged by every in-sync replica, before anything waits.
+3. The remaining requests are grouped per provider into jobs of at most ``max_job_lines``. For
+   each job, its intent (label, provider, the ``custom_id`` of every request it covers) is on
+   the journal before it is submitted, and the provider's job id right after, each
+   acknowledged by every in-sync replica, before anything waits.
 4. Every unfinished job is polled until the provider says it ended; its lines are turned into
    the AI stage's :class:`~schemas.events.AIResult` (validated against the flow's output
    schema, cost at the batch price).
@@ -25,11 +26,11 @@ at OpenAI and Anthropic):
    on the journal, and the replay as finished.
 
 A run killed at any point and started again with the same replay id (the same arguments, or
-``--batch-id``) resumes: the journal's jobs are polled, not submitted again. One gap remains:
-a kill between the provider's answer to the submission and Kafka's acknowledgement of the job
-record (one round trip to the broker) leaves a job the next run does not know, which submits
-its requests again. A kill while results are written writes those already written again on
-the next run (same results, same event ids: the sinks' idempotency keys absorb them).
+``--batch-id``) resumes: the journal's jobs are polled, not submitted again; an intent without
+a job id (killed before the id was journaled) is looked up in the provider's list of jobs
+(:meth:`BatchBackend.find`) and adopted, or, not found, its requests are submitted anew. A kill
+while results are written writes those already written again on the next run (same results,
+same event ids: the sinks' idempotency keys absorb them).
 """
 
 from __future__ import annotations
