@@ -10,7 +10,10 @@ table's dollars for the tokens each answer reports; the ratio is the batch disco
 recorded, with the prompts as the AI stage renders them in both.
 
 Also recorded: the simulator's count of synchronous calls, of batch jobs, submitted lines and
-paid lines, and the batch replay's wall time (simulated job latency 1 s).
+paid lines, and the batch replay's wall time (simulated job latency 1 s). Then the same window
+is replayed again under another replay id, killed -9 once its job is on the journal, and run
+again: the jobs, lines and paid lines the simulator saw for it (extra paid requests per
+10,000 events: target 0).
 
 Writes bench/results/replay_batch.json and bench/results/replay_batch.md.
 Usage: python bench/replay_batch/run.py [--events 10000]
@@ -22,6 +25,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -98,6 +102,7 @@ async def one_run(bootstrap: str, events: int) -> dict[str, Any]:
             sync, batch = _split(await read_all(stack.bootstrap, results))
             sim = await stack.ai.stats()
             batch_sim = await stack.ai.request_json("GET", "/_sim/batch/stats")
+            killed = await kill_and_resume(stack, config, events)
             sync_usd = sum(r["cost_usd"] for r in sync)
             batch_usd = sum(r["cost_usd"] for r in batch)
             return {
@@ -117,11 +122,65 @@ async def one_run(bootstrap: str, events: int) -> dict[str, Any]:
                 "batch_replay_s": round(batch_s, 2),
                 "job_latency_s": JOB_LATENCY_S,
                 "cli_summary": out.strip(),
+                "kill_resume": killed,
             }
+
+
+async def kill_and_resume(stack: Any, config: Path, events: int) -> dict[str, Any]:
+    """The same window again under another replay id, killed -9 once its job is journaled,
+    then run again: the simulator's lines and paid lines for it, and the results written."""
+    ai = stack.ai
+    before = await ai.request_json("GET", "/_sim/batch/stats")
+    await ai.request_json("POST", "/_sim/batch/config", json={"latency_s": 3600.0})
+    args = [
+        "-m", "streams.cli.main", "replay", "-c", str(config), "--topic", "enriched",
+        "--from", "0", "--yes", "--no-progress", "--batch", "--poll-s", "0.5",
+        "--batch-id", f"bench-kill-{uuid.uuid4().hex[:6]}",
+    ]  # fmt: skip
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, *args, cwd=ROOT, env=stack.env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    journal = f"{stack.prefix}.replay-jobs"
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 600
+    while loop.time() < deadline:
+        try:
+            notes = [r.json() for r in await read_all(stack.bootstrap, journal)]
+        except Exception:  # noqa: BLE001 - not created yet
+            notes = []
+        if any(n["kind"] == "job" and n["replay"] == args[-1] for n in notes):
+            break
+        await asyncio.sleep(0.2)
+    os.kill(process.pid, signal.SIGKILL)
+    await process.wait()
+    await ai.request_json("POST", "/_sim/batch/config", json={"latency_s": JOB_LATENCY_S})
+    code, out, err = await run_cli(*args[2:], env=stack.env)
+    if code != 0:
+        raise RuntimeError(f"resumed replay --batch failed ({code}): {err}")
+    after = await ai.request_json("GET", "/_sim/batch/stats")
+    replayed = [
+        r
+        for r in await read_all(stack.bootstrap, stack.topic("results"))
+        if r.headers.get(REPLAY_HEADER) == args[-1].encode()
+    ]
+
+    def delta(name: str) -> int:
+        return sum(after[name].values()) - sum(before[name].values())
+
+    return {
+        "jobs_submitted": delta("jobs_submitted"),
+        "lines_submitted": delta("lines_submitted"),
+        "paid": delta("paid_requests"),
+        "extra_paid_per_10k": round((delta("paid_requests") - events) * 10_000 / events, 1),
+        "results": len(replayed),
+        "cli_summary": out.strip(),
+    }
 
 
 def write_results(run: dict[str, Any]) -> None:
     out = ROOT / "bench" / "results"
+    k = run["kill_resume"]
     (out / "replay_batch.json").write_text(json.dumps(run, indent=2) + "\n")
     lines = [
         "# Dollars of a replay through the batch APIs against the synchronous path",
@@ -143,6 +202,15 @@ def write_results(run: dict[str, Any]) -> None:
         f"{run['job_latency_s']} s) |",
         "",
         f"Requests submitted twice: {run['custom_ids_submitted_twice']}.",
+        "",
+        "Killed -9 once its job was journaled, then run again (another replay id, the same "
+        "window):",
+        "",
+        "| events | jobs submitted | lines submitted | paid lines | extra paid per 10,000 "
+        "| results |",
+        "|---|---|---|---|---|---|",
+        f"| {run['events']:,} | {k['jobs_submitted']} | {k['lines_submitted']:,} | {k['paid']:,} "
+        f"| {k['extra_paid_per_10k']} | {k['results']:,} |",
     ]
     (out / "replay_batch.md").write_text("\n".join(lines) + "\n")
 

@@ -407,7 +407,15 @@ class BatchReplayer:
         self, job: Job, records: dict[str, _Record]
     ) -> dict[str, bytes | BaseException]:
         while True:
-            status = await self.backend.status(job.provider, job.job_id)
+            try:
+                status = await self.backend.status(job.provider, job.job_id)
+            except RemoteError as exc:
+                if not exc.retriable:
+                    raise
+                # A job may take a day: one 5xx or timeout on the way is waited out.
+                log.warning("replay %s: polling job %s: %s", self.replay_id, job.job_id, exc)
+                await asyncio.sleep(max(self.poll_s, 1.0))
+                continue
             if status.ended:
                 break
             await asyncio.sleep(self.poll_s)
