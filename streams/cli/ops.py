@@ -323,6 +323,12 @@ def cmd_replay(args: argparse.Namespace, load: Loader) -> int:
                 f"{', '.join(flow.name for flow in config.flows) or '(none)'}"
             )
         start, end = replay_window(args.from_, args.to)
+        enriched = topic_name(config, "enriched", option="--topic")
+        if args.batch and topic != enriched:
+            raise ToolError(
+                f"--batch answers the AI stage's input: replay --topic enriched ({enriched}), "
+                f"not {topic}"
+            )
     except ToolError as exc:
         return fail(str(exc), EXIT_BAD_INPUT)
 
@@ -348,10 +354,6 @@ def cmd_replay(args: argparse.Namespace, load: Loader) -> int:
                     from streams.cli.replay_batch_backend import run_batch_replay
 
                     return await run_batch_replay(config, args, topic, start, end, pricer.cache)
-        elif args.batch:
-            raise ToolError(
-                f"--batch answers the AI stage's input: replay the enriched topic, not {topic}"
-            )
         bar = None if args.no_progress else ProgressBar()
         stats = await replayer.run(progress=bar)
         print(

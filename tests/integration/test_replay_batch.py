@@ -192,6 +192,12 @@ async def test_one_job_per_provider_one_paid_request_per_event(
         assert value["provider"] == ("default" if value["flow"] == "feedback-triage" else "claude")
         assert value["cost_usd"] == pytest.approx(_sync_cost_usd(value["usage"]) / 2)
         assert value["cost_usd"] > 0
+    # --batch answers the AI stage's input only: another topic is refused before anything.
+    args = case.args()
+    args[args.index("enriched")] = "events"
+    code, _, err = await run_cli(*args, env=case.env)
+    assert code == 2
+    assert f"replay --topic enriched ({case.topics.enriched}), not {case.topics.events}" in err
     # The same command again: the journal says it finished; nothing is submitted.
     code, out, err = await run_cli(*case.args(), env=case.env)
     assert code == 0, err
