@@ -346,10 +346,10 @@ def test_gitlab_compares_the_token_with_every_active_secret() -> None:
 
 
 def linear_body(timestamp_ms: int) -> bytes:
-    return (
+    data = (
         b'{"action":"create","type":"Issue","data":{"title":"caf\xc3\xa9"},"webhookTimestamp":%d}'
-        % (timestamp_ms)
     )
+    return data % timestamp_ms
 
 
 def test_linear_sdk_accepts_what_hookstream_signs_and_both_check_the_bodys_time() -> None:
