@@ -236,8 +236,11 @@ def _refs(schema: Any, location: Location) -> Iterator[tuple[Location, str]]:
 # --- what an answer may hold: the check of templates reading result.<field> -----------------
 
 
-def result_field_problem(schema: Mapping[str, Any], path: tuple[str, ...]) -> str | None:
-    """Why ``result.<path>`` cannot be in an answer valid for ``schema``, or None.
+def result_field_problem(
+    schema: Mapping[str, Any], path: tuple[str, ...], root: str = "result"
+) -> str | None:
+    """Why ``result.<path>`` (``<root>.<path>``) cannot be in an answer valid for ``schema``,
+    or None.
 
     Strict where the schema declares fields (a name not among ``properties`` is a typo, even
     without ``additionalProperties: false``: nothing promises the model adds it), lenient
@@ -246,7 +249,7 @@ def result_field_problem(schema: Mapping[str, Any], path: tuple[str, ...]) -> st
     """
     nodes: list[Any] = [schema]
     for depth, segment in enumerate(path):
-        where = ".".join(("result", *path[:depth]))
+        where = ".".join((root, *path[:depth]))
         branches = [b for node in nodes for b in _branches(node, schema, 0)]
         children: list[Any] = []
         speaks = False

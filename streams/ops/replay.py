@@ -74,7 +74,8 @@ class ReplayFilter:
 # model call, "unknown" when the cache cannot be checked (the prompt needs an enrichment the
 # replay cannot know yet: it is counted as a call, an upper bound), or "invalid" (the event
 # would be dead-lettered before any call).
-Outcome = Literal["cache", "call", "unknown", "invalid"]
+# "none": a flow with no AI step (no call); "steps": a multi-step flow, its steps in parts.
+Outcome = Literal["cache", "call", "unknown", "invalid", "none", "steps"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +102,7 @@ class Priced:
     cost_usd: float = 0.0
     from_usage: bool = False
     has_price: bool = True
+    parts: tuple[Priced, ...] = ()  # a multi-step flow: each step's, in order
 
 
 class Pricer(Protocol):
@@ -129,6 +131,14 @@ class FlowEstimate:
 
     def add(self, priced: Priced) -> None:
         self.priced += 1
+        self._count(priced)
+
+    def _count(self, priced: Priced) -> None:
+        """One task's calls: a multi-step flow's are its steps' (each cached or a call)."""
+        for part in priced.parts:
+            self._count(part)
+        if priced.outcome in ("none", "steps"):
+            return
         if priced.outcome == "cache":
             self.cached += 1
             return

@@ -287,7 +287,7 @@ def test_sink_body_template_with_unknown_root_is_refused(tmp_path: Path) -> None
     path = write(tmp_path, text)
     assert problems_of(path, VALID_ENV) == [
         f"{path}:28: flows[0].sinks[0].body: template refers to ['env']; "
-        "it may use ['ai', 'data', 'enrichment', 'event', 'result']"
+        "it may use ['ai', 'data', 'enrichment', 'event', 'result', 'steps']"
     ]
 
 

@@ -139,7 +139,7 @@ def test_the_pricer_answers_from_the_cache_or_prices_a_call(config: HookstreamCo
     assert used.cost_usd == pytest.approx((100 * 2.0 + 20 * 10.0) / 1e6)
 
     # In the cache under the AI stage's own key: answered from it, for free.
-    task = pricer.tasks[triage.name]
+    task = pricer.tasks[(triage.name, None)]
     request = task.request_for(EnrichedEvent.model_validate(enriched))
     entry = {"provider": "default", "model": model, "output": {}, "usage": {}}
     pricer.cache.remember(request.cache_key(config.providers[0].name), entry)
