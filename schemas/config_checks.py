@@ -101,11 +101,22 @@ def _valid_schema(task: Any) -> dict[str, Any] | None:
 def _step_schemas(flow: dict[str, Any]) -> dict[str, dict[str, Any] | None]:
     """Each named step's output schema (None when it is not valid), in the steps' order."""
     steps = flow.get("steps")
-    return {
-        step["name"]: _valid_schema(step)
-        for step in (steps if isinstance(steps, list) else [])
-        if isinstance(step, dict) and isinstance(step.get("name"), str)
-    }
+    schemas: dict[str, dict[str, Any] | None] = {}
+    for step in steps if isinstance(steps, list) else []:
+        if isinstance(step, dict) and isinstance(step.get("name"), str):
+            schemas.setdefault(step["name"], _valid_schema(step))  # a name used twice: the first
+    return schemas
+
+
+def _result_owner(flow: dict[str, Any]) -> str:
+    """What ``result`` is, for a message about a field it lacks."""
+    if "ai" in flow:
+        return "the flow's ai.output"
+    steps = flow.get("steps")
+    if isinstance(steps, list) and steps:
+        name = steps[-1].get("name") if isinstance(steps[-1], dict) else None
+        return f"the last step's ({name}) output"
+    return "the flow's output mapping"
 
 
 def _result_schema(flow: dict[str, Any]) -> dict[str, Any] | None:
@@ -136,7 +147,9 @@ def _steps_reason(
             return f"step {name!r} has not run yet here: a prompt reads only earlier steps"
         return unknown_choice("step", name, readable)
     schema = steps.get(name)
-    return None if schema is None else result_field_problem(schema, path[2:], f"steps.{name}")
+    if schema is None:
+        return None
+    return result_field_problem(schema, path[2:], f"steps.{name}", f"step {name}'s output")
 
 
 def _step_problems(flow: dict[str, Any], location: Location) -> list[tuple[Location, str]]:
@@ -177,10 +190,11 @@ def _field_reason(
     path: tuple[str, ...],
     result: dict[str, Any] | None,
     steps: Mapping[str, dict[str, Any] | None],
+    owner: str = "the flow's ai.output",
 ) -> str | None:
     """Why a sink's ``result.<field>`` or ``steps.<name>.<field>`` is in no result, or None."""
     if path[0] == "result":
-        return None if result is None else result_field_problem(result, path[1:])
+        return None if result is None else result_field_problem(result, path[1:], owner=owner)
     if path[0] == "steps":
         return _steps_reason(path, steps, list(steps))
     return None
@@ -220,11 +234,17 @@ def _result_field_problems(flow: dict[str, Any], location: Location) -> list[tup
                 except TemplateError:
                     continue
                 for path in paths:
-                    reason = _field_reason(path, result, steps)
+                    reason = _field_reason(path, result, steps, _result_owner(flow))
                     if reason is not None:
                         problems.append((at, f"{{{{ {'.'.join(path)} }}}}: {reason}"))
         problems.extend(
-            _when_problems(result, steps, sink.get("when"), (*location, "sinks", j, "when"))
+            _when_problems(
+                result,
+                steps,
+                sink.get("when"),
+                (*location, "sinks", j, "when"),
+                _result_owner(flow),
+            )
         )
     return problems
 
@@ -234,6 +254,7 @@ def _when_problems(
     steps: Mapping[str, dict[str, Any] | None],
     when: Any,
     location: Location,
+    owner: str = "the flow's ai.output",
 ) -> list[tuple[Location, str]]:
     """A sink's ``when`` testing a ``result.<field>`` no valid answer has: such a test would
     be false (or, under ``not``, true) for every result, silently. A condition that does not
@@ -246,7 +267,7 @@ def _when_problems(
         return []
     problems: list[tuple[Location, str]] = []
     for at, test in parsed.tests(location):
-        reason = _field_reason(test.path, result, steps)
+        reason = _field_reason(test.path, result, steps, owner)
         if reason is not None:
             problems.append(((*at, "field"), f"{'.'.join(test.path)}: {reason}"))
             continue
