@@ -62,8 +62,10 @@ def test_the_example_loads_with_its_steps_and_its_no_ai_flow() -> None:
     loaded = load_config(EXAMPLE, env=EXAMPLE_ENV)
     reply, sync = loaded.flows
     assert [name for name, _ in reply.tasks] == ["classify", "draft"]
-    assert reply.ai is None and reply.output is None
-    assert sync.tasks == () and sync.output is not None
+    assert reply.ai is None
+    assert reply.output is None
+    assert sync.tasks == ()
+    assert sync.output is not None
     assert set(sync.output) == {"event", "amount", "currency"}
 
 
@@ -71,7 +73,8 @@ def test_a_flow_with_ai_keeps_one_unnamed_task(tmp_path: Path) -> None:
     flow = '    ai: {provider: default, prompt: "{{ data.m }}", output: {type: object}}\n'
     loaded = load_config(config(tmp_path, flow), env={})
     [(name, task)] = loaded.flows[0].tasks
-    assert name is None and task.prompt == "{{ data.m }}"
+    assert name is None
+    assert task.prompt == "{{ data.m }}"
 
 
 def test_a_flow_with_neither_has_no_task_and_an_empty_output(tmp_path: Path) -> None:

@@ -130,7 +130,7 @@ async def test_a_failed_call_gives_its_slot_back_before_dead_lettering(
     monkeypatch.setattr(stage, "_fail", fail)
     limit = stage._limits[("feedback-triage", None)]
     # Every slot but one is busy: the failed call's slot is the last one.
-    for _ in range(config.flow("feedback-triage").ai.max_concurrency - 1):
+    for _ in range(config.flow("feedback-triage").max_concurrency - 1):
         await limit.acquire()
     assert not limit.locked()
     await asyncio.wait_for(stage.handle(Event(Message(dumps(enriched)))), 5)
