@@ -270,7 +270,8 @@ def add_command(commands: Any, load: Loader, config_arg: ConfigArg) -> None:
         "--answer",
         action="append",
         metavar="FILE",
-        help="the model's answer (its text, JSON); a second --answer answers the re-ask",
+        help="the model's answer (its text, JSON; a multi-step flow: a JSON mapping of step "
+        "name to that step's answer); a second --answer answers the re-ask",
     )
     test.add_argument(
         "--call-model",
