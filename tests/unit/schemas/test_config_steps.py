@@ -6,28 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from schemas.config_loader import load_config
-from tests.unit.schemas.test_config_loader import problems_of, write
+from tests.unit.schemas.test_config_loader import EXAMPLE_ENV, problems_of, write
+from tests.unit.schemas.test_output_schema import BASE
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "flows-steps.yaml"
-EXAMPLE_ENV = {
-    "HELPDESK_WEBHOOK_SECRET": "helpdesk-secret-value-1234",
-    "PAYMENTS_WEBHOOK_SECRET": "payments-secret-value-5678",
-    "AI_API_KEY": "sk-ai-key-value-9012",
-}
-HEAD = """\
-version: 1
-sources:
-  - name: helpdesk
-    signature: {scheme: none}
-    partition_key: customer_id
-providers:
-  - name: default
-    base_url: http://127.0.0.1:8091/v1
-    model: sim-1
-flows:
-  - name: triage
-    match: {source: helpdesk}
-"""
+# The head of the output schema tests' file, up to the flow's ai (lines 1-12).
+HEAD = BASE[: BASE.index("    ai:\n")]
 # Lines 13-25 of a two-step flow (HEAD is lines 1-12).
 STEPS = """\
     steps:

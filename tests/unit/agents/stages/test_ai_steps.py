@@ -9,7 +9,8 @@ from agents.stages.ai import combined, transformed
 from agents.state.answers import marker_of, step_key
 from schemas.config_loader import load_config
 from schemas.events import AIResult, CloudEvent, EnrichedEvent, TokenUsage
-from tests.unit.schemas.test_config_steps import EXAMPLE, EXAMPLE_ENV
+from tests.unit.schemas.test_config_loader import EXAMPLE_ENV
+from tests.unit.schemas.test_config_steps import EXAMPLE
 
 CONFIG = load_config(EXAMPLE, env=EXAMPLE_ENV)
 

@@ -22,7 +22,6 @@ from streams.ops.replay import (
 )
 from tests.unit.schemas.test_config_loader import EXAMPLE, EXAMPLE_ENV
 from tests.unit.schemas.test_config_steps import EXAMPLE as STEPS_EXAMPLE
-from tests.unit.schemas.test_config_steps import EXAMPLE_ENV as STEPS_ENV
 
 TICKET = {
     "id": "w1",
@@ -211,7 +210,7 @@ def test_stats_rate() -> None:
 
 
 def test_the_pricer_counts_a_call_per_step_and_none_for_a_flow_with_no_ai_step() -> None:
-    config = load_config(STEPS_EXAMPLE, env=STEPS_ENV)
+    config = load_config(STEPS_EXAMPLE, env=EXAMPLE_ENV)
     pricer = ReplayPricer(config)
     reply, sync = config.flows
     ticket = {**TICKET, "time": "2026-01-01T00:00:00Z", "partitionkey": "c", "traceid": "t"}
