@@ -173,7 +173,9 @@ class AIStage(Stage):
             log.info("answering %s from the answer journal (paid before the restart)", marker)
             entry = None
             if journaled.cache_key is not None:
-                entry = cache_entry(AIResult.model_validate_json(journaled.result))
+                written = AIResult.model_validate_json(journaled.result)
+                # A multi-step result's usage is every step's: no entry for its last step.
+                entry = None if written.steps else cache_entry(written)
             key = event.partitionkey.encode()
             await self._write(message, key, marker, journaled.result, journaled.cache_key, entry)
             self._done(enriched.flow, marker)
@@ -202,13 +204,11 @@ class AIStage(Stage):
             # Paid for: on local disk before anything else (agents.state.answers says why).
             answers.record(marker, payload, cache_key)
         key = event.partitionkey.encode()
-        # The earlier steps' cache entries beside the result: like the last step's, they
-        # only save calls, so they need not come before it.
+        await self._write(message, key, marker, payload, cache_key, entry)
+        # The earlier steps' cache entries after the result: like the last step's, they only
+        # save calls. Awaited here, in the event's own task, so busy() covers them.
         earlier = [(k, cache_entry(r)) for r, k in list(answered.values())[:-1] if k is not None]
-        await asyncio.gather(
-            self._write(message, key, marker, payload, cache_key, entry),
-            self._cache_steps(earlier),
-        )
+        await self._cache_steps(earlier)
         self._done(flow.name, marker)
 
     async def _ask(
