@@ -219,10 +219,19 @@ def test_the_pricer_counts_a_call_per_step_and_none_for_a_flow_with_no_ai_step()
     assert [part.outcome for part in priced.parts] == ["call", "unknown"]
     share = FlowEstimate(tasks=1)
     share.add(priced)
-    assert (share.calls, share.unknown, share.cached) == (2, 1, 0)
+    assert (share.calls, share.unknown, share.cached, share.steps) == (2, 1, 0, 2)
     payment = {**PAYMENT, "time": "2026-01-01T00:00:00Z", "partitionkey": "c", "traceid": "t"}
     none = pricer.price(sync, "events", payment, None)
     assert none.outcome == "none"
     share = FlowEstimate(tasks=1)
     share.add(none)
     assert (share.priced, share.calls, share.cached, share.invalid) == (1, 0, 0, 0)
+    estimate = ModelEstimate(records=2, by_flow={"ticket-reply": FlowEstimate(tasks=1)})
+    estimate.by_flow["ticket-reply"].add(priced)
+    estimate.by_flow["payment-sync"] = share
+    share.tasks = 1
+    line = estimate.line("hookstream.enriched")
+    assert (
+        "(ticket-reply: 0 cached + 2 call(s) over 2 steps, payment-sync: no AI step, 0 calls)"
+        in (line)
+    )
