@@ -185,8 +185,9 @@ class AIStage(Stage):
         last: tuple[AIResult, str | None] | None = None
         for step, _ in flow.tasks:
             last = await self._ask(message, enriched, marker, step, answered)
-            if last is None:
-                return  # dead-lettered
+            if last is None:  # dead-lettered: its earlier steps' answers are no longer needed
+                self._done(flow.name, marker)
+                return
             if step is not None:
                 answered[step] = last
         if last is None:  # no AI step: the output mapping is the result

@@ -19,6 +19,7 @@ from agents.state.answers import AnswerJournal, step_key
 from agents.state.recovery import done_key
 from schemas.codec import dumps
 from schemas.config_loader import load_config
+from schemas.errors import InvalidModelOutput
 from schemas.events import AIResult, EnrichedEvent
 from tests.unit.agents.stages.test_ai_stage_order import Event, Message, offline_resources, ticket
 from tests.unit.schemas.test_config_loader import EXAMPLE_ENV
@@ -140,3 +141,34 @@ async def test_a_step_answered_before_a_restart_is_taken_from_the_journal(
     again.open()
     assert again.recovered == {}
     again.close()
+
+
+async def test_a_dead_lettered_event_leaves_no_step_answer_in_the_journal(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    resources = offline_resources(CONFIG)
+    resources.answers = AnswerJournal(tmp_path, max_age_s=3600)
+    resources.answers.open()
+    stage, recorded = _stage(monkeypatch, resources)
+    failing = AITask.run
+
+    async def run(self: AITask, enriched: EnrichedEvent, requests: list[ChatRequest]) -> Any:
+        if self.flow.name == "ticket-reply.draft":
+            raise InvalidModelOutput("still invalid after one re-ask", stage="ai")
+        return await failing(self, enriched, requests)
+
+    dead: list[str] = []
+
+    async def fail(message: Any, exc: Exception, *, extra_headers: Any) -> None:
+        dead.append(type(exc).__name__)
+
+    monkeypatch.setattr(AITask, "run", run)
+    monkeypatch.setattr(stage, "_fail", fail)
+    await asyncio.wait_for(stage.handle(_message("wh-3")), 5)
+    assert dead == ["InvalidModelOutput"]
+    assert [name for name, _ in recorded.prompts] == ["ticket-reply.classify"]
+    resources.answers.close()
+    after = AnswerJournal(tmp_path, max_age_s=3600)
+    after.open()
+    assert after.recovered == {}  # classify's answer was journaled, then noted done
+    after.close()
