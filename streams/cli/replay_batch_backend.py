@@ -49,7 +49,9 @@ class BatchBackend:
         session: aiohttp.ClientSession,
         cache: Any = None,
     ) -> None:
-        self.tasks = {f.name: AITask(f, runtimes, config.worker) for f in config.flows}
+        self.tasks = {
+            f.name: AITask(f, runtimes, config.worker) for f in config.flows if f.ai is not None
+        }
         self.runtimes = runtimes
         self.apis: dict[str, BatchAPI] = {
             p.name: batch_api_for(p, session) for p in config.providers
@@ -176,4 +178,9 @@ async def run_batch_replay(
         f"{stats.dead_lettered:,} dead-lettered; ${stats.cost_usd:,.4f} at batch prices; "
         f"{stats.elapsed_s:.1f} s"
     )
+    if stats.not_batchable:
+        print(
+            f"replay {replay_id}: {stats.not_batchable:,} record(s) of flows with several AI "
+            "steps or none were left alone: replay them without --batch (--flow NAME)"
+        )
     return 0

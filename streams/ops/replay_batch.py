@@ -159,6 +159,8 @@ class BatchStats:
     cost_usd: float = 0.0
     elapsed_s: float = 0.0
     already_finished: bool = False
+    # Records of flows a batch job cannot answer (several AI steps, or none), left alone.
+    not_batchable: int = 0
 
 
 class BatchReplayer:
@@ -190,8 +192,21 @@ class BatchReplayer:
         self.flow = flow
         self.poll_s = poll_s
         self.max_job_lines = max_job_lines
-        self.flows = {f.name: f for f in config.flows}
+        # A batch job answers one request per event: flows with several AI steps (a step's
+        # prompt needs the answer before it) or with none are replayed without --batch.
+        self.flows = {f.name: f for f in config.flows if f.ai is not None}
+        self.other_flows = {f.name for f in config.flows if f.ai is None}
+        if flow is not None and flow in self.other_flows:
+            raise ToolError(
+                f"--batch replays flows with one AI step (ai:); flow {flow} has "
+                f"{'several steps' if self._has_steps(config, flow) else 'no AI step'}: "
+                "replay it without --batch"
+            )
         self.journal = self.topics.replay_jobs
+
+    @staticmethod
+    def _has_steps(config: HookstreamConfig, name: str) -> bool:
+        return any(f.name == name and f.steps for f in config.flows)
 
     async def run(self, say: Any = None) -> BatchStats:
         stats = BatchStats(self.replay_id)
@@ -335,6 +350,7 @@ class BatchReplayer:
                 for item in batch:
                     record = self._record(item)
                     if record is None:
+                        stats.not_batchable += self._other_flow(item)
                         continue
                     records[record.custom_id] = record
                     if record.custom_id in covered:
@@ -346,6 +362,16 @@ class BatchReplayer:
         finally:
             await consumer.stop()
         return records, plans
+
+    def _other_flow(self, item: Any) -> bool:
+        """Is this record one of a flow --batch leaves alone (and the replay selects)?"""
+        if not self.other_flows or self.flow is not None:
+            return False
+        try:
+            parsed = orjson.loads(item.value or b"")
+        except orjson.JSONDecodeError:
+            return False
+        return isinstance(parsed, dict) and parsed.get("flow") in self.other_flows
 
     def _record(self, item: Any) -> _Record | None:
         try:

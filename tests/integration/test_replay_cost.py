@@ -140,12 +140,13 @@ async def setup(
 
 def _expected_usd(config: HookstreamConfig) -> tuple[float, int, int]:
     """Two calls at the earlier usage, two estimated from the prompt: $, prompt, completion."""
-    flow = next(f for f in config.flows if f.name == FLOW)
+    ai = next(f for f in config.flows if f.name == FLOW).ai
+    assert ai is not None
     prompt = 2 * EARLIER_USAGE[0]
     completion = 2 * EARLIER_USAGE[1]
     for n in (4, 5):
-        prompt += (len(flow.ai.system) + len(f"Message {n} " * n)) // 4 + 1
-        completion += flow.ai.max_tokens
+        prompt += (len(ai.system) + len(f"Message {n} " * n)) // 4 + 1
+        completion += ai.max_tokens
     return (prompt * INPUT_USD + completion * OUTPUT_USD) / 1e6, prompt, completion
 
 
