@@ -131,6 +131,9 @@ async def test_a_stop_during_a_probe_that_fails_exits_by_itself_and_loses_nothin
         records = [enriched(f"cus-{i}", f"Stop mid-probe {run} #{i}.") for i in range(12)]
         await produce(stack.bootstrap, stack.topic("enriched"), records)
         await logged(worker, "pausing")
+        # A probe failed: the other events wait at the gate, both breakers are open, and the
+        # next model call can only be a probe.
+        await logged(worker, "still unavailable")
         # The next probe spends 3 s in each provider's call (primary, then backup), then fails.
         await stack.ai.configure(latency_ms=3000)
         await probe_in_flight(stack)
@@ -163,6 +166,7 @@ async def test_a_rebalance_during_a_probe_that_fails_completes(
         records = [enriched(f"cus-{i}", f"Rebalance mid-probe {run} #{i}.") for i in range(24)]
         await produce(stack.bootstrap, stack.topic("enriched"), records)
         await logged(first, "pausing")
+        await logged(first, "still unavailable")  # the next model call is a probe (see above)
         # 8 s in each provider's call: the probe is still out when the second worker joins.
         await stack.ai.configure(latency_ms=8000)
         await probe_in_flight(stack)

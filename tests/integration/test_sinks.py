@@ -253,7 +253,19 @@ async def test_a_paused_sink_lets_a_stop_through_and_delivers_once_after(
             return "pausing" in sinks_proc.log_text()[mark:]
 
         await wait_until(paused, timeout_s=90)
-        await crm.configure(latency_ms=3000)
+        # Every result is out of the worker (whose enrich lookups also call the CRM) ...
+        await wait_for_records(
+            stack.bootstrap,
+            stack.topic("results"),
+            lambda rs: {r.json()["event"]["id"] for r in rs} >= set(ids),
+            timeout_s=90,
+        )
+
+        async def probed() -> bool:  # ... and a probe failed: every delivery waits at the gate
+            return "still unavailable" in sinks_proc.log_text()[mark:]
+
+        await wait_until(probed, timeout_s=30)
+        await crm.configure(latency_ms=3000)  # so the next request is a probe held 3 s
 
         async def probe_out() -> bool:  # a request arrived and is not answered yet
             stats = await crm.stats()
