@@ -87,6 +87,8 @@ class ReleasingApp(faust.App):
             self._releasing = asyncio.get_running_loop().create_task(self._keep_releasing())
 
     def stop_releasing(self, *, resume: bool = True) -> None:
+        """End the releasing state; with ``resume``, the runners handle what they read again
+        (at an assignment: their events now come from the committed offsets)."""
         task, self._releasing = self._releasing, None
         if task is not None:
             task.cancel()
@@ -111,6 +113,7 @@ class ReleasingApp(faust.App):
             hook()
 
     def _in_main_loop(self, call: Callable[[], None]) -> None:
+        """Run ``call`` in the app's loop: now if this is it, else handed over (thread-safe)."""
         loop = self._main_loop
         try:
             running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
