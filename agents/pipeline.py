@@ -14,7 +14,7 @@ from typing import Any
 
 import faust
 
-from agents.faust_app import on_release
+from agents.faust_app import on_release, release_when_waiting
 from agents.metrics import watch_runner
 from agents.resources import Resources
 from agents.sinks.wiring import register_sink_agents
@@ -50,7 +50,7 @@ def _attach(
         async with resources:
             runner = OrderedRunner(handle, max_in_flight=max_in_flight, groups=groups)
             if busy is not None:
-                on_release(app, lambda: runner.release(busy))
+                on_release(app, lambda: runner.release(busy), runner.resume)
             watch_runner(name, runner.stats, max_in_flight)
             log.info("agent %s running with max %d in flight", name, max_in_flight)
             await runner.run(stream.noack().events())
@@ -81,6 +81,7 @@ def register_worker(app: faust.App, config: HookstreamConfig, resources: Resourc
         groups=ai.groups(),
         busy=ai.busy,
     )
+    release_when_waiting(app, ai.gates.values())
 
 
 def register_sinks(app: faust.App, config: HookstreamConfig, resources: Resources) -> None:

@@ -35,7 +35,7 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from agents.outbound.retry import RetriesExhausted
 from schemas.clock import Clock, Timer
@@ -85,6 +85,10 @@ class OutageGate:
         self._closed_at_s = 0.0
         # Callers waiting for the gate to change, in arrival order (the first probes first).
         self._waiters: dict[asyncio.Future[None], None] = {}
+        # The tasks held at the closed gate (not the probe): they have sent nothing yet.
+        self.waiting: set[asyncio.Task[Any]] = set()
+        # Told whenever a caller is about to wait (agents.faust_app.release_when_waiting).
+        self.on_wait: Callable[[], object] | None = None
         self.consecutive_failures = 0
         self.successes = 0
         self.pauses = 0
@@ -185,7 +189,14 @@ class OutageGate:
                     )
                 timeout_s = left_s if timeout_s is None else min(timeout_s, left_s)
             # While a probe is out, its outcome is what everyone waits for; else the retry time.
-            await self._wait(timeout_s, notified=True)
+            current = asyncio.current_task()
+            if current is not None:
+                self.waiting.add(current)
+            try:
+                await self._wait(timeout_s, notified=True)
+            finally:
+                if current is not None:
+                    self.waiting.discard(current)
 
     async def _wait(self, timeout_s: float | None, *, notified: bool) -> None:
         """Until ``timeout_s`` has passed on the clock or, if ``notified``, the gate changes."""
@@ -196,6 +207,8 @@ class OutageGate:
         if notified:
             self._waiters[waiter] = None
         try:
+            if self.on_wait is not None:
+                self.on_wait()  # may cancel this task (a release): raised by the await below
             await waiter
         finally:
             if timer is not None:

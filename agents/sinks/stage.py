@@ -22,6 +22,7 @@ carry the context too.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from datetime import UTC, datetime
@@ -101,6 +102,17 @@ class SinkStage(Stage):
         self._sink: Sink | None = None
         self.delivered = self.skipped_replays = self.skipped_delivered = 0
         self.skipped_dead_lettered = self.skipped_when = 0
+
+    def busy(self, task: asyncio.Task[Any]) -> bool:
+        """Must this delivery's task finish before a rebalance or a stop goes on?
+
+        Only one held at the closed outage gate need not (``OutageGate.waiting``): it has sent
+        nothing, so the runner's release lets it go unacked, to be delivered by whoever reads
+        its partition next. Every other one may be sending, or remembering what it sent. The
+        probe is busy while it sends; if it fails it waits at the gate again, and the next
+        release (repeated while Faust waits, :mod:`agents.faust_app`) lets it go too.
+        """
+        return task not in self.gate.waiting
 
     def build_sink(self) -> Sink:
         cfg = self.sink_config

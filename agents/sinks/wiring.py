@@ -15,6 +15,7 @@ from typing import Any
 
 import faust
 
+from agents.faust_app import on_release, release_when_waiting
 from agents.resources import Resources
 from agents.sinks.stage import SinkStage
 from agents.stages.runner import OrderedRunner
@@ -43,6 +44,7 @@ def register_sink_agents(
             stage = SinkStage(config, resources, memory, flow.name, sink.name)
             stages.append(stage)
             _attach(app, f"hookstream.sink.{flow.name}.{sink.name}", results, stage, memory)
+            release_when_waiting(app, [stage.gate])
     return stages
 
 
@@ -54,6 +56,9 @@ def _attach(
     async def agent(stream: Any) -> None:
         async with stage.resources, memory, stage:
             runner = OrderedRunner(stage.handle, max_in_flight=max_in_flight)
+            # A paused sink's waiting deliveries must not hold up a rebalance or a stop
+            # (agents.faust_app): only those held at the closed gate are let go.
+            on_release(app, lambda: runner.release(stage.busy), runner.resume)
             log.info("agent %s running with max %d in flight", name, max_in_flight)
             await runner.run(stream.noack().events())
 

@@ -58,6 +58,7 @@ class _Entry(Generic[E]):
     done: bool = False
     task: asyncio.Task[None] | None = None
     detached: bool = False  # cut off by a release: not acked when done (see release)
+    started: bool = False  # its handler began (its key's predecessor is done)
 
 
 @dataclass(frozen=True)
@@ -105,12 +106,20 @@ class OrderedRunner(Generic[E]):
         self._pending: dict[Any, deque[_Entry[E]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._held: E | None = None
+        # Busy entries a release cut off from their partition's queue, by task: released in
+        # turn by a later release once they wait again (a probe that failed).
+        self._detached: dict[asyncio.Task[None], _Entry[E]] = {}
+        # From a release until resume(): events read meanwhile are let go at once, unhandled.
+        self._releasing = False
         self.stats = RunnerStats()
 
     async def run(self, events: AsyncIterable[E]) -> None:
         """Consume ``events`` (Faust's noack stream events) until it ends or is cancelled."""
         try:
             async for event in events:
+                if self._releasing:  # read after a release, before Faust paused the stream
+                    self._let_go(event)
+                    continue
                 # Held until it has its slots; a release meanwhile lets go of it (see release).
                 self._held = event
                 group = self._group(event)
@@ -172,6 +181,7 @@ class OrderedRunner(Generic[E]):
             if previous is not None:
                 # Same key: wait for the earlier event; its outcome does not matter here.
                 await asyncio.wait([previous])
+            entry.started = True
             while True:
                 try:
                     await self._handle(entry.event)
@@ -192,6 +202,8 @@ class OrderedRunner(Generic[E]):
             else:
                 self._ack_ready(entry.event.message.tp)
         finally:
+            if entry.task is not None:
+                self._detached.pop(entry.task, None)
             self.stats.in_flight -= 1
             self._slots.release()
             if group is not None:
@@ -218,13 +230,30 @@ class OrderedRunner(Generic[E]):
         rebalance test). Those later events are redone by the next owner and skipped there by
         their "done" markers. A ``busy`` one (in a model call, or writing its result) is let
         finish first — cancelling it could pay for an answer twice or write a result twice —
-        and its message is marked for Faust's wait only when it ends.
+        and its message is marked for Faust's wait only when it ends. One still waiting for
+        its key's predecessor is never busy: its handler has not begun, and it must not run
+        before a released predecessor.
+
+        It is called again for as long as Faust waits (:mod:`agents.faust_app`), and only then:
+        an event busy at one call may stop being busy without ending — the outage gate's
+        probe, whose call failed, waits at the closed gate again — and the next call releases
+        it. Between calls everything stays as the last one left it, so repeating is safe.
+        Until :meth:`resume`, an event read is let go at once: admitted, it could finish and be
+        acked behind a released one (a rebalance's release may run just before Faust pauses
+        the stream).
         """
+        self._releasing = True
         released = 0
         if self._held is not None:  # read, still waiting for a slot: the last one read
             self._held.message.acked = True
             self._held = None
             released += 1
+        for task, entry in list(self._detached.items()):
+            if not _busy(entry, busy):  # cut off while busy, waiting again now
+                del self._detached[task]
+                task.cancel()
+                entry.event.message.acked = True
+                released += 1
         for tp, queue in list(self._pending.items()):
             entries = list(queue)
             first = next(
@@ -236,8 +265,9 @@ class OrderedRunner(Generic[E]):
             for entry in entries[first:]:
                 if entry.done:
                     entry.event.message.acked = True
-                elif _busy(entry, busy):
+                elif _busy(entry, busy) and entry.task is not None:
                     entry.detached = True  # finishes, then is marked (see _run_one)
+                    self._detached[entry.task] = entry
                 else:
                     if entry.task is not None:
                         entry.task.cancel()
@@ -249,6 +279,17 @@ class OrderedRunner(Generic[E]):
             self.stats.released += released
             log.info("released %d waiting events unacked, to be read again", released)
         return released
+
+    def resume(self) -> None:
+        """Faust's wait is over and the partitions are assigned again: events read from now on
+        are the new assignment's, from its committed offsets, and are handled as usual."""
+        self._releasing = False
+
+    def _let_go(self, event: E) -> None:
+        """Release an event read while releasing: neither handled nor acked (see release)."""
+        event.message.acked = True
+        self.stats.released += 1
+        log.info("released an event read during a release unacked, to be read again")
 
     def _ack_ready(self, tp: Any) -> None:
         """Ack the done prefix of the partition's queue, in offset order."""
@@ -263,6 +304,7 @@ class OrderedRunner(Generic[E]):
 
 
 def _busy(entry: _Entry[Any], busy: Callable[[asyncio.Task[None]], bool]) -> bool:
-    """Must this entry's task be let finish? (Not started yet counts as not busy.)"""
+    """Must this entry's task be let finish? One still waiting for its key's predecessor is
+    not: its handler has not begun (and it must not run before a released predecessor)."""
     task = entry.task
-    return task is not None and not task.done() and busy(task)
+    return task is not None and not task.done() and entry.started and busy(task)

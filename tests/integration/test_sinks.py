@@ -232,6 +232,66 @@ async def test_target_down_for_10_s_loses_and_duplicates_nothing(sinks: SinkStac
     assert not [r for r in dlq if r.headers.get("hookstream-sink") == b"crm"]
 
 
+async def test_a_paused_sink_lets_a_stop_through_and_delivers_once_after(
+    sinks: SinkStack,
+) -> None:
+    """A sink paused by its target's outage used to hold a SIGTERM until its kill timeout:
+    Faust waits for every event it handed out, and the paused deliveries never finished. Now
+    those held at the closed gate are let go unacked (agents/faust_app.py) and delivered,
+    once, after the restart. The stop lands while the paused sink's probe is in the CRM (3 s
+    before it is refused): the probe is let finish, goes back to waiting, and is let go then
+    too (the release is repeated while Faust waits; a one-shot one failed this test 1 run in
+    4 when a probe happened to be out)."""
+    stack, crm = sinks.stack, sinks.stack.crm
+    sinks_proc = stack.procs["sinks"]
+    await crm.configure(fail_status=503, fail_methods=["PUT"], retry_after_s=1)
+    try:
+        mark = len(sinks_proc.log_text())
+        ids = [await sinks.publish(f"cus_0{n}", f"Stop while paused {n}.") for n in (1, 2, 3)]
+
+        async def paused() -> bool:
+            return "pausing" in sinks_proc.log_text()[mark:]
+
+        await wait_until(paused, timeout_s=90)
+        # Every result is out of the worker (whose enrich lookups also call the CRM) ...
+        await wait_for_records(
+            stack.bootstrap,
+            stack.topic("results"),
+            lambda rs: {r.json()["event"]["id"] for r in rs} >= set(ids),
+            timeout_s=90,
+        )
+
+        async def probed() -> bool:  # ... and a probe failed: every delivery waits at the gate
+            return "still unavailable" in sinks_proc.log_text()[mark:]
+
+        await wait_until(probed, timeout_s=30)
+        await crm.configure(latency_ms=3000)  # so the next request is a probe held 3 s
+
+        async def probe_out() -> bool:  # a request arrived and is not answered yet
+            stats = await crm.stats()
+            return bool(stats["requests"] > sum(stats["by_status"].values()))
+
+        await wait_until(probe_out, timeout_s=30)
+        stop_mark = len(sinks_proc.log_text())
+        assert await sinks_proc.stop(signal.SIGTERM, timeout_s=60) == 0  # not killed
+        text = sinks_proc.log_text()[stop_mark:]
+        failed = text.index("still unavailable")  # the probe, refused after the SIGTERM
+        assert "released" in text[failed:]  # ... and let go then
+    finally:
+        await crm.configure(fail_status=None, fail_methods=None, latency_ms=0)
+    await sinks_proc.start()
+
+    async def all_delivered() -> list[dict[str, Any]]:
+        updates = await crm.updates()
+        found = [u for i in ids for u in crm_updates_for(updates, i)]
+        return found if len(found) >= len(ids) else []
+
+    updates = await wait_until(all_delivered, timeout_s=90)
+    assert sorted(u["idempotency_key"] for u in updates) == sorted(
+        {u["idempotency_key"] for u in updates}
+    )  # each once
+
+
 async def test_killed_sink_worker_causes_no_second_side_effect(sinks: SinkStack) -> None:
     stack, crm = sinks.stack, sinks.stack.crm
     sinks_proc = stack.procs["sinks"]

@@ -140,3 +140,106 @@ def test_faust_commits_past_a_one_offset_gap_which_is_why_nothing_after_a_releas
     assert Consumer._new_offset(state, tp) == 7  # type: ignore[arg-type]  # 5 skipped
     state._acked[tp], state._acked_index[tp] = [7], {7}
     assert Consumer._new_offset(state, tp) is None  # type: ignore[arg-type]
+
+
+async def test_a_busy_event_that_waits_again_is_released_by_the_next_release() -> None:
+    """The outage gate's probe: busy (in its call) at the first release, then waiting again
+    (its call failed). A one-shot release never let it go, and Faust waited for it for ever;
+    the next release does, whether it heads its partition (0) or comes after a released one
+    (2, cut off from its partition's queue by the first release)."""
+    acks: list[int] = []
+    events = [Event(k, Message("p0", i), acks) for i, k in enumerate([b"a", b"b", b"c"])]
+    busy: set[asyncio.Task[None]] = set()
+    call_over = asyncio.Event()
+    cancelled: list[int] = []
+
+    async def handle(event: Event) -> None:
+        offset = event.message.offset
+        current = asyncio.current_task()
+        assert current is not None
+        try:
+            if offset != 1:  # 0 and 2 are in a call...
+                busy.add(current)
+                await call_over.wait()
+                busy.discard(current)  # ...which fails: they wait again
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.append(offset)
+            raise
+
+    runner: OrderedRunner[Event] = OrderedRunner(handle, max_in_flight=8)
+    task = asyncio.create_task(runner.run(Source(events)))
+    await until(lambda: len(busy) == 2)
+    assert runner.release(lambda t: t in busy) == 1  # 1 only: 0 and 2 are busy
+    await until(lambda: cancelled == [1])
+    assert [e.message.acked for e in events] == [False, True, False]
+    assert runner.release(lambda t: t in busy) == 0  # still busy: nothing changes
+    call_over.set()
+    await until(lambda: not busy)
+    assert runner.release(lambda t: t in busy) == 2
+    await until(lambda: sorted(cancelled) == [0, 1, 2])
+    assert all(e.message.acked for e in events)  # Faust's wait can end
+    assert acks == []  # and nothing was committed: all three are read again
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_events_read_while_releasing_are_let_go_until_resume() -> None:
+    """Between a rebalance's release and Faust pausing the stream, the runner may read more
+    events: handled, one could finish and be acked behind a released one (and Faust would
+    commit past that). They are let go unhandled until ``resume``; after it, events are
+    handled and acked as usual."""
+    acks: list[int] = []
+    handled: list[int] = []
+    feed: asyncio.Queue[Event] = asyncio.Queue()
+
+    class Feed:
+        async def __aiter__(self) -> AsyncIterator[Event]:
+            while True:
+                yield await feed.get()
+
+    async def handle(event: Event) -> None:
+        handled.append(event.message.offset)
+
+    runner: OrderedRunner[Event] = OrderedRunner(handle, max_in_flight=4)
+    task = asyncio.create_task(runner.run(Feed()))
+    assert runner.release(lambda t: False) == 0
+    late = Event(b"a", Message("p0", 7), acks)
+    await feed.put(late)
+    await until(lambda: late.message.acked)
+    assert handled == []
+    assert acks == []
+    runner.resume()
+    await feed.put(Event(b"a", Message("p0", 7), acks))  # read again after the rebalance
+    await until(lambda: acks == [7])
+    assert handled == [7]
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_an_event_behind_its_keys_predecessor_is_never_busy() -> None:
+    """The sinks call every task busy that is not held at their gate; one still waiting for
+    its key's predecessor has not begun, so it is released with that predecessor rather than
+    let run after it was released (it would overtake it)."""
+    acks: list[int] = []
+    events = [Event(b"k", Message("p0", i), acks) for i in range(2)]
+    started: list[int] = []
+    at_gate: set[asyncio.Task[None]] = set()
+
+    async def handle(event: Event) -> None:
+        started.append(event.message.offset)
+        current = asyncio.current_task()
+        assert current is not None
+        at_gate.add(current)
+        await asyncio.Event().wait()  # held at a closed gate
+
+    runner: OrderedRunner[Event] = OrderedRunner(handle, max_in_flight=4)
+    task = asyncio.create_task(runner.run(Source(events)))
+    await until(lambda: started == [0] and runner.stats.in_flight == 2)
+    # The sinks' rule: busy unless held at the gate; 1 waits for 0, not at the gate.
+    assert runner.release(lambda t: t not in at_gate) == 2
+    assert all(e.message.acked for e in events)
+    await until(lambda: runner.stats.in_flight == 0)  # both tasks ended
+    assert started == [0]  # 1 never ran
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)

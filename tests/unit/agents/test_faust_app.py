@@ -1,0 +1,69 @@
+"""ReleasingApp: the release runs in the app's loop, repeated until the partitions are back.
+
+aiokafka calls ``on_rebalance_start`` in Faust's consumer thread, while the runners (and their
+asyncio tasks) live in the app's loop: cancelling a task from another thread is not safe, so the
+release is handed over. It is repeated while Faust may wait, because an event busy at the first
+release can wait again later (the outage gate's probe); it ends when the partitions are assigned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from agents.faust_app import ReleasingApp, on_release, release_when_waiting
+from agents.outbound.gate import OutageGate
+from tests.unit.agents.stages.test_runner import until
+
+
+def _app() -> ReleasingApp:
+    return ReleasingApp(
+        "hookstream-release-unit",
+        broker="kafka://127.0.0.1:9",
+        store="memory://",
+        web_enabled=False,
+        autodiscover=False,
+    )
+
+
+async def test_a_rebalance_started_in_the_consumer_thread_releases_in_the_apps_loop() -> None:
+    app = _app()
+    app._main_loop = asyncio.get_running_loop()  # what on_start records
+    threads: list[threading.Thread] = []
+    resumed: list[bool] = []
+    on_release(
+        app, lambda: threads.append(threading.current_thread()), lambda: resumed.append(True)
+    )
+
+    async def consumer_thread() -> None:  # aiokafka's listener runs in a loop of its own
+        app.on_rebalance_start()
+
+    thread = threading.Thread(target=asyncio.run, args=(consumer_thread(),), name="consumer")
+    thread.start()
+    thread.join()
+    await until(lambda: len(threads) >= 3)  # released, then again while Faust may wait
+    assert set(threads) == {threading.current_thread()}  # always in the app's loop
+    assert app.releasing
+    assert not resumed
+
+    app.stop_releasing()  # what the next assignment does
+    assert not app.releasing
+    assert resumed == [True]
+    app.stop_releasing(resume=False)  # at shutdown: nothing to resume
+    assert resumed == [True]
+
+
+async def test_a_gate_caller_beginning_to_wait_releases_at_once_while_releasing() -> None:
+    """A retry's pause can be shorter than the repeat: the gate says when a caller waits."""
+    app = _app()
+    releases: list[int] = []
+    on_release(app, lambda: releases.append(1))
+    gate = OutageGate("unit", backoff_s=0.05, backoff_max_s=1)
+    release_when_waiting(app, [gate])
+    await gate.sleep(0)
+    assert releases == []  # not releasing: a wait is just a wait
+    app.start_releasing()
+    assert releases == [1]
+    await gate.sleep(0)
+    assert releases[:2] == [1, 1]
+    app.stop_releasing()
