@@ -74,9 +74,10 @@ class KafkaSettings(_KafkaSecurity):
         "the write may still land later, and the event id makes the duplicate harmless.",
     )
     linger_ms: Annotated[int, Field(ge=0, le=1000)] = Field(
-        default=5,
+        default=0,
         description="How long the producer waits for more records to send in one batch, in "
-        "milliseconds (Kafka's linger.ms): 0 sends at once; more means fewer, larger "
+        "milliseconds (Kafka's linger.ms): 0 sends at once (records written while a request "
+        "is in flight still go together in the next one); more means fewer, larger "
         "requests under load at the cost of up to that much latency per write.",
     )
 
