@@ -20,7 +20,12 @@ other workers arrive within moments (both: :class:`streams.kafka.compacted.Compa
 :meth:`put` writes through: the local copy changes only once Kafka has the record. Entries
 older than the TTL are ignored on read and dropped from memory by a periodic cleanup.
 
-Every worker holds the whole map in memory: about (key + value) bytes per entry for one TTL.
+Every worker holds the whole map in memory, for one TTL. Two forms keep that small
+(bench/memory, 1,000,000 entries; docs/capacity.md): a dedupe mark (value 1) is held as its
+write time alone, and any other value as the record's JSON bytes as read from Kafka, parsed
+again at each :meth:`get` (a few µs, on a cache hit only) instead of as Python objects, which
+take several times their JSON's size. What :meth:`put` writes is held as given until the tail
+reads it back, moments later, and replaces it.
 """
 
 from __future__ import annotations
@@ -66,7 +71,8 @@ class DurableMap:
         self.ttl_s = ttl_s
         self.cleanup_interval_s = cleanup_interval_s
         self._clock = clock
-        self._data: dict[str, tuple[float, Any]] = {}
+        # key -> write time (value 1), or (write time, record bytes | value): _written_at, get
+        self._data: dict[str, float | tuple[float, Any]] = {}
         self._reader: CompactedReader | None = None
         self._cleanup_task: asyncio.Task[None] | None = None
 
@@ -77,9 +83,14 @@ class DurableMap:
         entry = self._data.get(key)
         if entry is None:
             return None
-        written_at, value = entry
+        if isinstance(entry, tuple):
+            written_at, value = entry
+        else:
+            written_at, value = entry, 1
         if self._clock() - written_at > self.ttl_s:
             return None
+        if type(value) is bytes:  # a record as read (no value is bytes: JSON has none)
+            return orjson.loads(value)["value"]
         return value
 
     def __contains__(self, key: str) -> bool:
@@ -99,7 +110,7 @@ class DurableMap:
     def cleanup(self) -> int:
         """Forget expired entries; returns how many."""
         horizon = self._clock() - self.ttl_s
-        expired = [key for key, (written_at, _) in self._data.items() if written_at < horizon]
+        expired = [key for key, entry in self._data.items() if _written_at(entry) < horizon]
         for key in expired:
             del self._data[key]
         return len(expired)
@@ -113,13 +124,18 @@ class DurableMap:
             return
         try:
             record = orjson.loads(raw)
-            entry = (float(record["written_at"]), record["value"])
+            written_at, value = float(record["written_at"]), record["value"]
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             log.warning("%s: ignoring a record that is not a map entry (key %r)", self.topic, name)
             return
         current = self._data.get(name)
-        if current is None or current[0] <= entry[0]:
-            self._data[name] = entry
+        if current is None or _written_at(current) <= written_at:
+            # The compact forms (module docstring): 1 (not True) as the time alone; anything
+            # else as the record's bytes (aiokafka's: exactly the record's size).
+            if type(value) is int and value == 1:
+                self._data[name] = written_at
+            else:
+                self._data[name] = (written_at, raw)
 
     def _topic_configs(self) -> dict[str, str]:
         retention_ms = int(self.ttl_s * 1000)
@@ -171,3 +187,7 @@ class DurableMap:
         if self._reader is not None:
             await self._reader.stop()
             self._reader = None
+
+
+def _written_at(entry: float | tuple[float, Any]) -> float:
+    return entry[0] if isinstance(entry, tuple) else entry
