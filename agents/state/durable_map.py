@@ -83,10 +83,9 @@ class DurableMap:
         entry = self._data.get(key)
         if entry is None:
             return None
-        if isinstance(entry, tuple):
-            written_at, value = entry
-        else:
-            written_at, value = entry, 1
+        if type(entry) is float:  # a mark: the dedupe's every lookup
+            return 1 if self._clock() - entry <= self.ttl_s else None
+        written_at, value = entry  # type: ignore[misc]
         if self._clock() - written_at > self.ttl_s:
             return None
         if type(value) is bytes:  # a record as read (no value is bytes: JSON has none)

@@ -85,7 +85,9 @@ def main() -> int:
     before = rss_bytes()
     started = time.perf_counter()
     if mode in ("dedupe", "cache"):
-        holder = DurableMap(KafkaSettings(), f"bench.{mode}", ttl_s=7 * 86400, cleanup_interval_s=60)
+        holder = DurableMap(
+            KafkaSettings(), f"bench.{mode}", ttl_s=7 * 86400, cleanup_interval_s=60
+        )
         for index in range(count):
             key = dedupe_key(index) if mode == "dedupe" else cache_key(index)
             value = 1 if mode == "dedupe" else cache_value(index)
