@@ -110,6 +110,18 @@ def main() -> int:
     grown = rss_bytes() - before
     loops = 200_000
     lookup_us = min(lookup.repeat(3, loops)) / loops * 1e6
+    apply_us = None
+    if isinstance(holder, DurableMap):
+        # What each record the tail reads costs past aiokafka's own: every worker pays it for
+        # every entry any worker writes (docs/capacity.md), so it is timed on its own.
+        fresh = [
+            (f"new/{index}".encode(), as_read({"written_at": now, "value": value}))
+            for index in range(100_000)
+        ]
+        started = time.perf_counter()
+        for key_bytes, raw in fresh:
+            holder._apply(key_bytes, raw)
+        apply_us = (time.perf_counter() - started) / len(fresh) * 1e6
     print(
         json.dumps(
             {
@@ -118,6 +130,7 @@ def main() -> int:
                 "rss_growth_mib": round(grown / 2**20, 1),
                 "bytes_per_entry": round(grown / count),
                 "lookup_us": round(lookup_us, 3),
+                "apply_us": None if apply_us is None else round(apply_us, 2),
                 "fill_s": round(fill_s, 2),
             }
         )
