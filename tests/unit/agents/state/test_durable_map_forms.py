@@ -49,7 +49,7 @@ def test_other_values_are_held_as_bytes_and_parsed_on_each_get() -> None:
     assert isinstance(durable._data["cache"], tuple)
     first = durable.get("cache")
     assert first == entry
-    first["output"]["sentiment"] = "changed by a caller"  # type: ignore[index]
+    first["output"]["sentiment"] = "changed by a caller"
     assert durable.get("cache") == entry
 
 
@@ -82,5 +82,6 @@ def test_a_local_write_read_back_from_the_tail_takes_the_compact_form() -> None:
     durable.remember("done/x", 1)
     assert durable._data["done/x"] == (1_000.0, 1)
     durable._apply(b"done/x", record(1_000.0, 1))
-    assert durable._data["done/x"] == 1_000.0
+    stored: object = durable._data["done/x"]
+    assert stored == 1_000.0
     assert durable.get("done/x") == 1
