@@ -33,6 +33,7 @@ from workers import (
     cpu_s,
     listener_pid,
     load_average,
+    machine_busy_s,
     preload,
     stop_all,
     worker,
@@ -67,6 +68,7 @@ async def one_round(
             done = await count_records(counter, f"{prefix}.results")
             now = time.monotonic()
             cpu = {name: cpu_s(pid) for name, pid in {**pids, **others}.items() if pid}
+            cpu["machine"] = machine_busy_s()
             if first is None and done > 0:
                 first = (now, cpu, done)
             if first is not None and done >= events:
@@ -81,6 +83,7 @@ async def one_round(
     wall_s, counted = now - first[0], done - first[2]
     used = {name: cpu[name] - first[1][name] for name in cpu}
     workers_cpu = sum(used[name] for name in pids)
+    ours = workers_cpu + sum(used[name] for name in others if name in used)
     return {
         "workers": n_workers,
         "load_average": load,
@@ -94,12 +97,15 @@ async def one_round(
             "workers": round(workers_cpu / wall_s, 2),
             **{name: round(used[name] / wall_s, 2) for name in others if name in used},
             "each_worker": [round(used[name] / wall_s, 2) for name in pids],
+            # the broker's own share is in "broker": it serves other work too
+            "other_processes": round((used["machine"] - ours) / wall_s, 2),
         },
+        "load_average_at_end": load_average(),
     }
 
 
 def median(rounds: list[dict[str, Any]], *path: str) -> float:
-    values = []
+    values: list[float] = []
     for r in rounds:
         value: Any = r
         for key in path:
@@ -130,7 +136,8 @@ def markdown(report: dict[str, Any]) -> str:
         each = ", ".join(map(str, b["each_worker"]))
         rows.append(
             f"| {r['workers']} | {r['events_per_s']} | {c['workers']} | {c.get('broker', '-')} "
-            f"| {c.get('model_sim', '-')} | {b['workers']} ({each}) | {r['load_average'][0]} |"
+            f"| {c.get('model_sim', '-')} | {b['workers']} ({each}) "
+            f"| {b.get('other_processes', '-')} | {r['load_average'][0]} |"
         )
     p, o = report["predicted_two"], report["observed_two"]
     return f"""# Capacity check: one worker process, then two
@@ -140,10 +147,12 @@ def markdown(report: dict[str, Any]) -> str:
 consumer group) on the shared broker; the model simulator answers at once, every prompt
 differs; flow `max_concurrency` {CONCURRENCY}. CPU is each process's utime + stime from the
 first result to the last. {report["machine"]["cores"]} cores, shared with the broker, the
-simulator and other work (load average at each round's start in the last column).
+simulator and other work: "others" is the cores the machine's other processes kept busy
+during the round (/proc/stat less the round's own processes), the load average is at the
+round's start.
 
-| workers | events/s | CPU µs/event: workers | broker | model sim | cores busy: workers | load |
-|---|---:|---:|---:|---:|---:|---:|
+| workers | events/s | CPU µs/event: workers | broker | model sim | cores: workers | others | load |
+|---|---:|---:|---:|---:|---:|---:|---:|
 {chr(10).join(rows)}
 
 Two workers predicted from the one-worker rounds (medians; docs/capacity.md's arithmetic):

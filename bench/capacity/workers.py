@@ -42,6 +42,14 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK_S
 
 
+def machine_busy_s() -> float:
+    """CPU seconds all processes on the machine have spent (/proc/stat, every state but idle
+    and iowait): what the rounds' own processes did not spend of it is other work."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    ticks = [int(value) for value in fields]
+    return (sum(ticks[:8]) - ticks[3] - ticks[4]) / TICK_S
+
+
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
