@@ -146,9 +146,9 @@ Load average at the start: {f["load_average"]}.
 ## The durable maps at {count:,} entries
 
 Each row a fresh process filling the map as a worker loads it from Kafka (`DurableMap._apply`);
-RSS growth over the fill; lookup = one `get` of a key held (best of 3 x 200,000; on this
-shared machine it moves by about 0.3 µs between runs); a record read = `_apply` of one more record
-as the tail hands it (100,000 timed, aiokafka's own cost not in it). "before" is the code before
+RSS growth over the fill; lookup = one `get` of a key held (CPU time, best of 3 x 200,000);
+a record read = the CPU time of `_apply` for one more record as the tail hands it (100,000
+timed, aiokafka's own cost not in it). "before" is the code before
 the change, measured in the same run.
 
 - dedupe keys: `seen/helpdesk/msg_<27>` and `done/triage/helpdesk/msg_<27>` (one of each per
