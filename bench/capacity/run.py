@@ -114,9 +114,10 @@ def median(rounds: list[dict[str, Any]], *path: str) -> float:
     return round(statistics.median(values), 2)
 
 
-def predict(one: dict[str, Any], cores: int) -> dict[str, Any]:
+def predict(one: dict[str, Any], cores: float) -> dict[str, Any]:
     """Two workers from one worker's figures: each worker as fast as one alone, unless the
-    machine's cores run out first (workers, broker and simulator per event, all on them)."""
+    cores left by other work run out first (workers, broker and simulator per event, all on
+    them)."""
     per_event_s = sum(one["cpu_us_per_event"].values()) / 1e6
     by_workers = 2 * one["events_per_s"]
     by_cores = cores / per_event_s
@@ -163,8 +164,9 @@ Two workers predicted from the one-worker rounds (medians; docs/capacity.md's ar
 | workers' CPU per event, µs | {p["workers_cpu_us_per_event"]} | {o["workers_cpu_us_per_event"]} |
 
 The prediction is the lower of two bounds: each worker as fast as one alone (2 x
-{p["by_workers_events_per_s"] / 2}); the cores ({report["machine"]["cores"]} /
-{p["machine_cpu_us_per_event"]} µs, the CPU per event of the workers, the broker and the
+{p["by_workers_events_per_s"] / 2}); the cores other work left the two-worker rounds
+(median {p["cores_free"]} of {report["machine"]["cores"]}) divided by
+{p["machine_cpu_us_per_event"]} µs (the CPU per event of the workers, the broker and the
 simulator together) = {p["by_cores_events_per_s"]}.
 Observed / predicted throughput: **{report["observed_vs_predicted"]}**.
 Python {report["machine"]["python"]}.
@@ -200,7 +202,10 @@ async def main() -> int:
             name: median(ones, "cpu_us_per_event", name) for name in ones[0]["cpu_us_per_event"]
         },
     }
-    predicted = predict(one, cores)
+    # The cores other work left the two-worker rounds: this machine is shared, and no
+    # arithmetic predicts what other people run on it.
+    free = round(cores - median(twos, "cores_busy", "other_processes"), 2)
+    predicted = {**predict(one, free), "cores_free": free}
     observed = {
         "events_per_s": median(twos, "events_per_s"),
         "workers_cpu_us_per_event": median(twos, "cpu_us_per_event", "workers"),
