@@ -32,6 +32,7 @@ import orjson
 
 from agents import metrics
 from agents.ai.clients import client_for
+from agents.ai.responses import RESPONSE_IDS, ResponseIds
 from agents.ai.task import AITask, ProviderRuntime, cache_entry, flow_gate
 from agents.emit import emit
 from agents.outbound.gate import OutageGate
@@ -167,6 +168,8 @@ class AIStage(Stage):
         result = task.cached(enriched, cache, requests)
         cache_key = None
         if result is None:
+            if dedupe is not None:  # background responses' ids, kept under the event's marker
+                RESPONSE_IDS.set(ResponseIds(marker, dedupe, self.resources.writer))
             in_flight = self._in_flight[enriched.flow]
             failure: HookstreamError | None = None
             async with self._limits[enriched.flow]:
