@@ -87,6 +87,7 @@ class ResponsesState:
         self.counts[name] = self.counts.get(name, 0) + 1
 
     def stats(self) -> dict[str, Any]:
+        self.expire(time.monotonic())
         names = ("paid", "background", "retrieved", "not_found", "cancelled")
         return {
             **{name: self.counts.get(name, 0) for name in names},
