@@ -398,7 +398,7 @@ def create_app(settings: AISimSettings) -> web.Application:
     app[STATE] = _SimState(settings)
     app.router.add_post(COMPLETIONS_PATH, _completions)
     app.router.add_post(MESSAGES_PATH, _messages)
-    add_responses_routes(app, SimHooks(_begin, _outcome, _answered, STATE))
+    add_responses_routes(app, SimHooks(_begin, _outcome, _answered, STATE, CALL))
     app.router.add_get("/v1/models", _models)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/_sim/stats", _get_stats)

@@ -21,7 +21,8 @@ after its creation (OpenAI keeps background responses for polling about ten minu
 ``GET`` answers 404 as for an id never seen.
 
 Every created response is paid: ``/_sim/stats`` reports ``responses.paid`` (one per response
-created, background or not), and the call log has the POST with status 200, as for a chat call.
+created, background or not), and the call log has the POST with status 200, as for a chat call,
+and the ``response_id`` it created.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class SimHooks:
     outcome: Callable[[Any, ChatRequest, Any], Analysis | None]
     answered: Callable[[web.Request, dict[str, Any], str], web.Response]
     state: web.AppKey[Any]
+    call: web.RequestKey[dict[str, Any]]  # the call log's record of this request
 
 
 @dataclass
@@ -292,6 +294,7 @@ async def _create(request: web.Request) -> web.Response:
     parsed = parse_responses_request(await read_json(request))
     chat = parsed.chat
     response_id = f"resp_{uuid.uuid4().hex}"
+    request[hooks.call]["response_id"] = response_id
     if not parsed.background:
         analysis = await _answer(request, hooks, chat)
         body = response_body(parsed, response_id, "in_progress")
