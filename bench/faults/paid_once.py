@@ -20,6 +20,7 @@ redoes the event). Paid calls are then responses created (status 200 POSTs).
 Writes bench/results/paid_once.{md,json} (``--mode journal``, the default) or
 bench/results/paid_once_background.{md,json} (``--mode background``).
 Usage: python bench/faults/paid_once.py [--events 10000] [--kills 4] [--mode journal|background]
+       [--runs 1]
 """
 
 from __future__ import annotations
@@ -208,6 +209,9 @@ async def main() -> None:
         help="journal: answer journal off vs on; background: the Responses API synchronous "
         "vs background mode",
     )
+    parser.add_argument(
+        "--runs", type=int, default=1, help="repeat the pair of drains this many times"
+    )
     args = parser.parse_args()
     bootstrap = args.bootstrap or os.environ["KAFKA_BOOTSTRAP_SERVERS"]
     runs = []
@@ -215,7 +219,7 @@ async def main() -> None:
         variants: list[tuple[bool, str | None]] = [(False, None), (True, None)]
     else:
         variants = [(True, "sync"), (True, "background")]
-    for journal, responses in variants:
+    for journal, responses in variants * args.runs:
         run = await one_run(
             bootstrap, args.events, args.kills, journal=journal, responses=responses
         )
