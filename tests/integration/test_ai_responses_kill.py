@@ -6,9 +6,10 @@ The window is made certain instead of hoped for: the AI simulator holds backgrou
 ``in_progress`` until released, and the worker is killed once each event's response has been
 polled (so its id was on Kafka before: the client records it before the first poll). The
 restarted worker is then the "next owner" of every partition: it finds each id in the state
-topic and polls it. The same run with the synchronous Responses API (the simulator answering
-after 3 s, the kill while every call waits) shows what the test would see without background
-mode: a second paid response per event.
+topic and polls it (with a state directory of its own, so nothing local helps it). The same
+run with the synchronous Responses API (the simulator answering after 3 s, the kill while
+every call waits) shows what the test would see without background mode: a second paid
+response per event.
 """
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ async def test_a_worker_killed_while_its_responses_are_in_progress_pays_once_in_
 
         await wait_until(all_waiting, poll_s=0.1)
         assert await worker.stop(signal.SIGKILL) == -signal.SIGKILL
+        # A state directory of its own: nothing local (the answer journal) carries over, so
+        # the restarted worker stands for any next owner of the partitions.
+        worker.env["HOOKSTREAM_STATE_DIR"] = str(tmp_path / "next-owner")
         await worker.start()
         if background:
             await ai.request_json("POST", "/_sim/responses/config", json={"hold": False})
