@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from schemas.events import AIResult
+from schemas.events import AIResult, EnrichedEvent
 from tests.support.ai_stack import enriched, produce, write_config
 from tests.support.kafka import Record, read_all, wait_for_records
 from tests.support.sinkstack import wait_until
-from tests.support.stack import running_stack
+from tests.support.stack import Stack, running_stack
 
 EVENTS = 12
 
@@ -85,3 +85,70 @@ async def test_a_worker_killed_while_its_responses_are_in_progress_pays_once_in_
 
 def _event_id(record: Record) -> str:
     return AIResult.model_validate(record.json()).event.id
+
+
+async def test_re_asks_and_fallbacks_work_in_background_mode(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """A re-ask after an invalid answer is a response of its own (paid once more, not the
+    first one fetched again by its recorded id); a model that is down hands over to the
+    fallback (Anthropic Messages) as in synchronous mode."""
+    async with running_stack(
+        kafka_bootstrap,
+        tmp_path,
+        config_path=write_config(tmp_path, responses="background"),
+        roles=("worker",),
+        ai_knobs={"rate_malformed": 0.3, "seed": 7},
+    ) as stack:
+        ai = stack.ai
+        run = uuid.uuid4().hex[:6]
+        texts = [f"Re-ask {run} #{i}." for i in range(EVENTS)]
+        records = [enriched(f"cus-{i}", text) for i, text in enumerate(texts)]
+        await produce(stack.bootstrap, stack.topic("enriched"), records)
+        # Malformed twice (re-ask included) is dead-lettered: each event ends in one or the other.
+        results, dead = await _outcomes(stack, records)
+        assert len(results) + len(dead) == EVENTS
+        reasks = [
+            call
+            for text in texts
+            for call in await ai.calls_for(text)
+            if call["reask"] and call["status"] == 200
+        ]
+        assert reasks  # the seed makes some answers malformed
+        assert sum(r.reasked for r in results.values()) == len(reasks) - len(dead)
+        assert (await ai.stats())["responses"]["paid"] == EVENTS + len(reasks)
+
+        await ai.configure(rate_malformed=0.0, down_models=["sim-1"])
+        more = [enriched(f"cus-{i}", f"Fallback {run} #{i}.") for i in range(3)]
+        await produce(stack.bootstrap, stack.topic("enriched"), more)
+        fallen, none = await _outcomes(stack, more)
+        assert not none
+        assert {(r.provider, r.fallback) for r in fallen.values()} == {("backup", True)}
+        # The 503s created nothing: no response paid for them.
+        assert (await ai.stats())["responses"]["paid"] == EVENTS + len(reasks)
+
+
+async def _outcomes(
+    stack: Stack, records: list[EnrichedEvent]
+) -> tuple[dict[str, AIResult], set[str]]:
+    """Each event's result, or its dead letter, once every event has one (never both)."""
+    ids = {r.event.id for r in records}
+    results_topic, dlq = stack.topic("results"), stack.topic("dlq")
+
+    async def every_outcome() -> tuple[list[AIResult], set[str]] | None:
+        found = [
+            AIResult.model_validate(r.json())
+            for r in await read_all(stack.bootstrap, results_topic)
+        ]
+        dead = {
+            EnrichedEvent.model_validate(r.json()).event.id
+            for r in await read_all(stack.bootstrap, dlq)
+        }
+        done = {r.event.id for r in found} | dead
+        return (found, dead & ids) if ids <= done else None
+
+    found, dead = await wait_until(every_outcome, timeout_s=120, poll_s=0.5)
+    counts = Counter(r.event.id for r in found if r.event.id in ids)
+    assert set(counts.values()) == {1}, counts
+    assert not dead & set(counts)
+    return {r.event.id: r for r in found if r.event.id in ids}, dead
