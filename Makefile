@@ -18,7 +18,7 @@ STATE_DIR ?= $(or $(HOOKSTREAM_STATE_DIR),.hookstream)
 # KAFKA_PORT and the other KAFKA_*/HOOKSTREAM_* variables reach scripts/kafka through the
 # environment (make passes both environment and command-line variables on to recipes).
 
-.PHONY: help venv kafka-up kafka-down kafka-status kafka-logs test unit demo lint docs fmt clean \
+.PHONY: help venv oracles kafka-up kafka-down kafka-status kafka-logs test unit demo lint docs fmt clean \
 	bench-gateway bench-ai bench-replay bench-latency bench-http postgres-up postgres-down compose-check deploy-check monitoring-check
 
 help: ## list the targets
@@ -35,6 +35,16 @@ $(STAMP): pyproject.toml | $(PY)
 
 venv: $(STAMP) ## create .venv and install hookstream with its dev and docs tools (again when pyproject.toml changes)
 
+# The senders' Node SDKs the signature-preset tests use as oracles (tests/oracles): npm ci from
+# the lock file, again when it changes. No node is an error here, not a skip in the tests.
+ORACLES_STAMP = tests/oracles/node_modules/.installed
+$(ORACLES_STAMP): tests/oracles/package.json tests/oracles/package-lock.json
+	@command -v node >/dev/null || { echo "node (20.19 or newer) is needed for tests/oracles" >&2; exit 1; }
+	npm ci --prefix tests/oracles --no-audit --no-fund --loglevel=error
+	@touch $@
+
+oracles: $(ORACLES_STAMP) ## install the Node SDKs the signature presets are tested against (tests/oracles, npm ci)
+
 kafka-up: ## start the local Kafka broker (scripts/kafka up); with KAFKA_BOOTSTRAP_SERVERS set, check that a broker answers there
 	scripts/kafka up
 
@@ -47,10 +57,10 @@ kafka-status: ## is the local Kafka broker running?
 kafka-logs: ## the local broker's log (last lines)
 	scripts/kafka logs
 
-test: venv ## all tests against a real broker and PostgreSQL (started and stopped here unless KAFKA_BOOTSTRAP_SERVERS / HOOKSTREAM_TEST_POSTGRES_DSN are set)
+test: venv oracles ## all tests against a real broker and PostgreSQL (started and stopped here unless KAFKA_BOOTSTRAP_SERVERS / HOOKSTREAM_TEST_POSTGRES_DSN are set)
 	scripts/with-kafka scripts/with-postgres $(PY) -m pytest $(PYTEST_ARGS)
 
-unit: venv ## unit tests only, no broker
+unit: venv oracles ## unit tests only, no broker
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 demo: venv ## the end-to-end demo (scripts/demo.py) against a real broker (no PostgreSQL: the demo does not use it)

@@ -16,7 +16,7 @@ import aiohttp
 from agents.outbound.egress_guard import NetGuard
 from agents.outbound.http import new_session
 from agents.refcount import RefCounted
-from agents.state.answers import AnswerJournal
+from agents.state.answers import AnswerJournal, marker_of
 from agents.state.durable_map import DurableMap
 from agents.state.recovery import results_since_last_commit
 from agents.state.table import KafkaTable
@@ -130,7 +130,9 @@ class Resources(RefCounted):
             self.answers.open()
             if self.dedupe is not None:
                 dedupe = self.dedupe
-                self.answers.forget([key for key in self.answers.recovered if key in dedupe])
+                recovered = self.answers.recovered
+                # A step's answer goes with its event: forgotten once the event is done.
+                self.answers.forget([key for key in recovered if marker_of(key) in dedupe])
 
     async def _stop(self) -> None:
         if self.answers is not None:

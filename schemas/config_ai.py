@@ -35,6 +35,12 @@ class PricingConfig(ConfigModel):
         default=0.0,
         description="US dollars per million answer (output) tokens; 0 counts them as free.",
     )
+    batch_price_factor: Annotated[float, Field(ge=0, le=1)] = Field(
+        default=0.5,
+        description="What a request sent through the provider's batch API (``hookstream replay "
+        "--batch``) costs, as a share of the prices above: 0.5, OpenAI's and Anthropic's "
+        "published batch discount, unless set.",
+    )
 
 
 class BudgetConfig(ConfigModel):

@@ -53,43 +53,175 @@ def reference_problems(data: dict[str, Any]) -> list[tuple[tuple[str | int, ...]
     for i, flow in enumerate(flows or []):
         if not isinstance(flow, dict):
             continue
-        match, ai = flow.get("match"), flow.get("ai")
+        match = flow.get("match")
         source = match.get("source") if isinstance(match, dict) else None
         if isinstance(source, str) and source not in sources:
             problems.append(
                 (("flows", i, "match", "source"), unknown_choice("source", source, sources))
             )
-        provider = ai.get("provider") if isinstance(ai, dict) else None
-        if isinstance(provider, str) and provider not in providers:
-            problems.append(
-                (
-                    ("flows", i, "ai", "provider"),
-                    unknown_choice("provider", provider, providers),
-                )
-            )
-        fallbacks = ai.get("fallbacks") if isinstance(ai, dict) else None
-        for j, fallback in enumerate(fallbacks if isinstance(fallbacks, list) else []):
-            name = fallback.get("provider") if isinstance(fallback, dict) else None
-            if isinstance(name, str) and name not in providers:
+        for at, task in _tasks(flow, ("flows", i)):
+            provider = task.get("provider")
+            if isinstance(provider, str) and provider not in providers:
                 problems.append(
-                    (
-                        ("flows", i, "ai", "fallbacks", j, "provider"),
-                        unknown_choice("provider", name, providers),
-                    )
+                    ((*at, "provider"), unknown_choice("provider", provider, providers))
                 )
+            fallbacks = task.get("fallbacks")
+            for j, fallback in enumerate(fallbacks if isinstance(fallbacks, list) else []):
+                name = fallback.get("provider") if isinstance(fallback, dict) else None
+                if isinstance(name, str) and name not in providers:
+                    problems.append(
+                        (
+                            (*at, "fallbacks", j, "provider"),
+                            unknown_choice("provider", name, providers),
+                        )
+                    )
+        problems.extend(_step_problems(flow, ("flows", i)))
         problems.extend(_result_field_problems(flow, ("flows", i)))
     return problems
 
 
-def _result_field_problems(flow: dict[str, Any], location: Location) -> list[tuple[Location, str]]:
-    """Sink templates reading ``result.<field>`` that no answer valid for the flow's output
-    schema has: a typo found at load rather than as a dead letter at the first delivery.
-    Skipped when the schema itself is not valid (the model reports that) and for templates
-    that do not parse (so does the sink's model)."""
-    ai, sinks = flow.get("ai"), flow.get("sinks")
-    schema = ai.get("output") if isinstance(ai, dict) else None
-    if not isinstance(schema, dict) or not isinstance(sinks, list) or schema_problems(schema):
+def _tasks(flow: dict[str, Any], location: Location) -> list[tuple[Location, dict[str, Any]]]:
+    """The flow's AI tasks as written, with their locations: ``ai``, or each of ``steps``."""
+    ai, steps = flow.get("ai"), flow.get("steps")
+    found: list[tuple[Location, dict[str, Any]]] = []
+    if isinstance(ai, dict):
+        found.append(((*location, "ai"), ai))
+    for j, step in enumerate(steps if isinstance(steps, list) else []):
+        if isinstance(step, dict):
+            found.append(((*location, "steps", j), step))
+    return found
+
+
+def _valid_schema(task: Any) -> dict[str, Any] | None:
+    """A task's output schema when it is one (an invalid one is the model's to report)."""
+    schema = task.get("output") if isinstance(task, dict) else None
+    return schema if isinstance(schema, dict) and not schema_problems(schema) else None
+
+
+def _step_schemas(flow: dict[str, Any]) -> dict[str, dict[str, Any] | None]:
+    """Each named step's output schema (None when it is not valid), in the steps' order."""
+    steps = flow.get("steps")
+    schemas: dict[str, dict[str, Any] | None] = {}
+    for step in steps if isinstance(steps, list) else []:
+        if isinstance(step, dict) and isinstance(step.get("name"), str):
+            schemas.setdefault(step["name"], _valid_schema(step))  # a name used twice: the first
+    return schemas
+
+
+def _result_owner(flow: dict[str, Any]) -> str:
+    """What ``result`` is, for a message about a field it lacks."""
+    if "ai" in flow:
+        return "the flow's ai.output"
+    steps = flow.get("steps")
+    if isinstance(steps, list) and steps:
+        name = steps[-1].get("name") if isinstance(steps[-1], dict) else None
+        return f"the last step's ({name}) output"
+    return "the flow's output mapping"
+
+
+def _result_schema(flow: dict[str, Any]) -> dict[str, Any] | None:
+    """What ``result`` holds, as a schema: the answer of ``ai`` or of the last step, or for a
+    flow with no AI step an object with exactly the keys of its ``output`` mapping."""
+    if "ai" in flow:
+        return _valid_schema(flow.get("ai"))
+    steps = flow.get("steps")
+    if isinstance(steps, list) and steps:
+        return _valid_schema(steps[-1])
+    output = flow.get("output")
+    keys = output if isinstance(output, dict) else {}
+    return {"type": "object", "properties": {str(key): {} for key in keys}}
+
+
+def _steps_reason(
+    path: tuple[str, ...], steps: Mapping[str, dict[str, Any] | None], readable: list[str]
+) -> str | None:
+    """Why ``steps.<name>.<field>`` cannot be read where only the steps ``readable`` (those
+    before it, or all of them for a sink) have answered, or None."""
+    if len(path) < 2:
+        return "name a step and a field: steps.<step>.<field>"
+    name = path[1]
+    if name not in readable:
+        if not steps:
+            return "the flow has no steps (steps.<name> reads a multi-step flow's answers)"
+        if name in steps:
+            return f"step {name!r} has not run yet here: a prompt reads only earlier steps"
+        return unknown_choice("step", name, readable)
+    schema = steps.get(name)
+    if schema is None:
+        return None
+    return result_field_problem(schema, path[2:], f"steps.{name}", f"step {name}'s output")
+
+
+def _step_problems(flow: dict[str, Any], location: Location) -> list[tuple[Location, str]]:
+    """Step names used twice, and step prompts reading a step that has not answered yet or
+    a field its output schema does not have."""
+    steps = flow.get("steps")
+    if not isinstance(steps, list):
         return []
+    schemas = _step_schemas(flow)
+    problems: list[tuple[Location, str]] = []
+    earlier: list[str] = []
+    for j, step in enumerate(steps):
+        if not isinstance(step, dict):
+            continue
+        name = step.get("name")
+        if isinstance(name, str) and name in earlier:
+            problems.append(((*location, "steps", j, "name"), f"{name!r} names two steps"))
+        for field in ("system", "prompt"):
+            text = step.get(field)
+            if not isinstance(text, str):
+                continue
+            try:
+                paths = templates.parse(text).paths
+            except TemplateError:
+                continue  # the step's model reports it
+            for path in paths:
+                reason = _steps_reason(path, schemas, earlier) if path[0] == "steps" else None
+                if reason is not None:
+                    problems.append(
+                        ((*location, "steps", j, field), f"{{{{ {'.'.join(path)} }}}}: {reason}")
+                    )
+        if isinstance(name, str):
+            earlier.append(name)
+    return problems
+
+
+def _field_reason(
+    path: tuple[str, ...],
+    result: dict[str, Any] | None,
+    steps: Mapping[str, dict[str, Any] | None],
+    owner: str = "the flow's ai.output",
+) -> str | None:
+    """Why a sink's ``result.<field>`` or ``steps.<name>.<field>`` is in no result, or None."""
+    if path[0] == "result":
+        return None if result is None else result_field_problem(result, path[1:], owner=owner)
+    if path[0] == "steps":
+        return _steps_reason(path, steps, list(steps))
+    return None
+
+
+def _field_schema(
+    path: tuple[str, ...],
+    result: dict[str, Any] | None,
+    steps: Mapping[str, dict[str, Any] | None],
+) -> Mapping[str, Any] | None:
+    """The declared schema of a sink's ``result.<field>`` or ``steps.<name>.<field>``."""
+    if path[0] == "result" and result is not None:
+        return _declared(result, path[1:])
+    if path[0] == "steps" and len(path) >= 2 and steps.get(path[1]) is not None:
+        return _declared(steps[path[1]] or {}, path[2:])
+    return None
+
+
+def _result_field_problems(flow: dict[str, Any], location: Location) -> list[tuple[Location, str]]:
+    """Sink templates reading ``result.<field>`` (or ``steps.<name>.<field>``) that no
+    answer valid for the flow's output schemas has: a typo found at load rather than as a
+    dead letter at the first delivery. Skipped for schemas that are not valid (the model
+    reports that) and for templates that do not parse (so does the sink's model)."""
+    sinks = flow.get("sinks")
+    if not isinstance(sinks, list):
+        return []
+    result, steps = _result_schema(flow), _step_schemas(flow)
     problems: list[tuple[Location, str]] = []
     for j, sink in enumerate(sinks):
         if not isinstance(sink, dict):
@@ -102,15 +234,27 @@ def _result_field_problems(flow: dict[str, Any], location: Location) -> list[tup
                 except TemplateError:
                     continue
                 for path in paths:
-                    reason = result_field_problem(schema, path[1:]) if path[0] == "result" else None
+                    reason = _field_reason(path, result, steps, _result_owner(flow))
                     if reason is not None:
                         problems.append((at, f"{{{{ {'.'.join(path)} }}}}: {reason}"))
-        problems.extend(_when_problems(schema, sink.get("when"), (*location, "sinks", j, "when")))
+        problems.extend(
+            _when_problems(
+                result,
+                steps,
+                sink.get("when"),
+                (*location, "sinks", j, "when"),
+                _result_owner(flow),
+            )
+        )
     return problems
 
 
 def _when_problems(
-    schema: dict[str, Any], when: Any, location: Location
+    result: dict[str, Any] | None,
+    steps: Mapping[str, dict[str, Any] | None],
+    when: Any,
+    location: Location,
+    owner: str = "the flow's ai.output",
 ) -> list[tuple[Location, str]]:
     """A sink's ``when`` testing a ``result.<field>`` no valid answer has: such a test would
     be false (or, under ``not``, true) for every result, silently. A condition that does not
@@ -123,13 +267,11 @@ def _when_problems(
         return []
     problems: list[tuple[Location, str]] = []
     for at, test in parsed.tests(location):
-        if test.path[0] != "result":
-            continue
-        reason = result_field_problem(schema, test.path[1:])
+        reason = _field_reason(test.path, result, steps, owner)
         if reason is not None:
             problems.append(((*at, "field"), f"{'.'.join(test.path)}: {reason}"))
             continue
-        problem = _never_holds(_declared(schema, test.path[1:]), test)
+        problem = _never_holds(_field_schema(test.path, result, steps), test)
         if problem is not None:
             problems.append(((*at, test.operator), f"{'.'.join(test.path)}: {problem}"))
     return problems

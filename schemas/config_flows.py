@@ -13,13 +13,19 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
-from schemas import conditions
+from schemas import conditions, templates
 from schemas.config_ai import AITaskConfig
 from schemas.config_base import ConfigModel, Name, check_template
 from schemas.config_sinks import SinkConfig
 
 # What match.where may read: the event as received (no lookup has run yet).
 WHERE_ROOTS = {"event", "data"}
+# What a step's prompt may read: the event, its lookups, and the earlier steps' answers.
+STEP_ROOTS = {"event", "data", "enrichment", "steps"}
+# What a flow with no AI step builds its output from.
+OUTPUT_ROOTS = {"event", "data", "enrichment"}
+# A flow with no AI step makes no call: its events are bounded by this many at once.
+NO_AI_CONCURRENCY = 16
 
 
 class MatchConfig(ConfigModel):
@@ -156,6 +162,22 @@ class LookupConfig(ConfigModel):
         return self
 
 
+class StepConfig(AITaskConfig):
+    """One AI step of a multi-step flow: a named AI task whose prompts may also read the
+    answers of the steps before it (``{{ steps.classify.category }}``)."""
+
+    name: Name = Field(
+        description="The step's name: later steps' prompts and sink templates read its answer "
+        "as steps.<name>.<field>."
+    )
+
+    @field_validator("prompt", "system")
+    @classmethod
+    def _prompt(cls, value: str) -> str:
+        # Which steps and fields exist is checked across the flow (schemas.config_checks).
+        return check_template(value, STEP_ROOTS)
+
+
 class FlowConfig(ConfigModel):
     """One path through the pipeline: matched events, looked up, asked of a model, delivered."""
 
@@ -169,9 +191,64 @@ class FlowConfig(ConfigModel):
         description="Lookups (HTTP or table) run concurrently before the model is asked; "
         "empty: the event passes through with an empty enrichment.",
     )
-    ai: AITaskConfig = Field(description="What the model is asked, and the answer's shape.")
+    ai: AITaskConfig | None = Field(
+        default=None,
+        description="What the model is asked, and the answer's shape: one model call per "
+        "event. Set ai, or steps (several calls), or neither (no model call: see output).",
+    )
+    steps: tuple[StepConfig, ...] = Field(
+        default=(),
+        description="Several AI tasks asked in order for each event, each named: a step's "
+        "prompt may read the earlier steps' answers (steps.<name>.<field>); the result's "
+        "output is the last step's answer, and its steps field holds every step's. "
+        "Empty: the flow has ai, or no AI step.",
+    )
+    output: dict[str, Any] | None = Field(
+        default=None,
+        description="A flow with no AI step (neither ai nor steps): the result's output, a "
+        "mapping whose strings are templates over event, data and enrichment (a string that "
+        "is one placeholder keeps the value's JSON type). Unset: the output is {}.",
+    )
     sinks: tuple[SinkConfig, ...] = Field(
         default=(),
         description="Where each result is delivered; empty: results stay on "
         "<prefix>.results for other consumers.",
     )
+
+    @field_validator("output")
+    @classmethod
+    def _output(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        for template in templates.templates_in(value):
+            check_template(template.source, OUTPUT_ROOTS)
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> FlowConfig:
+        if self.ai is not None and self.steps:
+            raise ValueError("set ai (one model call) or steps (several), not both")
+        if self.output is not None and (self.ai is not None or self.steps):
+            raise ValueError(
+                "output: only for a flow with no AI step (the model's answer is the output "
+                "of a flow with ai or steps)"
+            )
+        # Step names used twice, and steps.<name> read before that step runs, are reported
+        # at their own lines by schemas.config_checks.
+        return self
+
+    @property
+    def tasks(self) -> tuple[tuple[str | None, AITaskConfig], ...]:
+        """The flow's AI tasks in order, each with its step name (None for ``ai``); empty
+        for a flow with no AI step."""
+        if self.ai is not None:
+            return ((None, self.ai),)
+        return tuple((step.name, step) for step in self.steps)
+
+    @property
+    def max_concurrency(self) -> int:
+        """Events of the flow in a model call at once, at most (its largest step's bound)."""
+        return max((task.max_concurrency for _, task in self.tasks), default=NO_AI_CONCURRENCY)
+
+    @property
+    def cache(self) -> bool:
+        """Does any of its AI tasks use the answer cache?"""
+        return any(task.cache for _, task in self.tasks)

@@ -24,7 +24,7 @@ from schemas.config_base import (
 )
 
 # What a sink's templates and its `when` may refer to: the event, its enrichment, the result.
-SINK_ROOTS = {"event", "data", "enrichment", "result", "ai"}
+SINK_ROOTS = {"event", "data", "enrichment", "result", "steps", "ai"}
 # The fields of any sink kind whose strings are templates: the ones whose ``result.<field>``
 # paths are checked against the flow's output schema (schemas.config_checks).
 SINK_TEMPLATE_FIELDS = ("url", "body", "text", "columns")

@@ -243,10 +243,21 @@ class AIResult(_Model):
     enrichment: dict[str, Any] = Field(default_factory=dict)
     provider: str
     model: str
-    output: dict[str, Any] = Field(description="The model's answer, valid for the flow's schema.")
+    output: dict[str, Any] = Field(
+        description="The model's answer, valid for the flow's schema (a multi-step flow: the "
+        "last step's; a flow with no AI step: its output mapping, rendered)."
+    )
+    steps: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="A multi-step flow: each step's answer by step name; empty otherwise.",
+    )
     usage: TokenUsage = Field(default_factory=TokenUsage)
-    latency_ms: float = Field(description="Wall time of the successful call.")
-    attempts: int = Field(description="Calls made, including the successful one.")
+    latency_ms: float = Field(
+        description="Wall time of the successful call (a multi-step flow: its steps' summed)."
+    )
+    attempts: int = Field(
+        description="Calls made, including the successful one (every step's; 0: no AI step)."
+    )
     cached: bool = False
     produced_at: datetime = Field(default_factory=utc_now)
     cost_usd: float = Field(

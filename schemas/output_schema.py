@@ -236,8 +236,14 @@ def _refs(schema: Any, location: Location) -> Iterator[tuple[Location, str]]:
 # --- what an answer may hold: the check of templates reading result.<field> -----------------
 
 
-def result_field_problem(schema: Mapping[str, Any], path: tuple[str, ...]) -> str | None:
-    """Why ``result.<path>`` cannot be in an answer valid for ``schema``, or None.
+def result_field_problem(
+    schema: Mapping[str, Any],
+    path: tuple[str, ...],
+    root: str = "result",
+    owner: str = "the flow's ai.output",
+) -> str | None:
+    """Why ``result.<path>`` (``<root>.<path>``) cannot be in an answer valid for ``schema``
+    (what the message calls ``owner``), or None.
 
     Strict where the schema declares fields (a name not among ``properties`` is a typo, even
     without ``additionalProperties: false``: nothing promises the model adds it), lenient
@@ -246,7 +252,7 @@ def result_field_problem(schema: Mapping[str, Any], path: tuple[str, ...]) -> st
     """
     nodes: list[Any] = [schema]
     for depth, segment in enumerate(path):
-        where = ".".join(("result", *path[:depth]))
+        where = ".".join((root, *path[:depth]))
         branches = [b for node in nodes for b in _branches(node, schema, 0)]
         children: list[Any] = []
         speaks = False
@@ -261,7 +267,7 @@ def result_field_problem(schema: Mapping[str, Any], path: tuple[str, ...]) -> st
                 return f"{where} is {' or '.join(kinds)}: it has no field {segment!r}"
             return None  # the schema does not say what is there: anything may be
         if not children:
-            return _no_field(where, segment, branches)
+            return _no_field(where, segment, branches, root, owner)
         nodes = children
     return None
 
@@ -333,12 +339,14 @@ def _scalar_types(branches: list[Mapping[str, Any]]) -> list[str]:
     return [articles.get(k, f"a {k}") for k in sorted(kinds)]
 
 
-def _no_field(where: str, segment: str, branches: list[Mapping[str, Any]]) -> str:
+def _no_field(
+    where: str, segment: str, branches: list[Mapping[str, Any]], root: str, owner: str
+) -> str:
     known = sorted(
         {name for b in branches for name in (b.get("properties") or {}) if isinstance(name, str)}
     )
-    inside = "" if where == "result" else f" in {where}"
-    text = f"the flow's ai.output declares no field {segment!r}{inside}"
+    inside = "" if where == root else f" in {where}"
+    text = f"{owner} declares no field {segment!r}{inside}"
     if not known:
         return text
     near = difflib.get_close_matches(segment.casefold(), [k.casefold() for k in known], n=1)

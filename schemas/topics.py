@@ -74,3 +74,9 @@ class Topics:
     @property
     def ai_cache(self) -> str:
         return f"{self.prefix}.ai-cache"
+
+    # The journal of ``hookstream replay --batch`` (streams.ops.replay_batch): each provider
+    # job it submitted, keyed by the replay id; created by the replay when missing.
+    @property
+    def replay_jobs(self) -> str:
+        return f"{self.prefix}.replay-jobs"

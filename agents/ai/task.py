@@ -48,7 +48,7 @@ from agents.outbound.retry import RetriesExhausted, RetryPolicy
 from schemas import templates
 from schemas.clock import Clock
 from schemas.config import WorkerSettings
-from schemas.config_ai import ProviderConfig
+from schemas.config_ai import AITaskConfig, ProviderConfig
 from schemas.config_flows import FlowConfig
 from schemas.errors import CircuitOpen, HookstreamError, InvalidModelOutput, RemoteError
 from schemas.events import AIResult, EnrichedEvent, TokenUsage
@@ -74,14 +74,23 @@ class ProviderRuntime:
         )
         return cls(config, client_for(config, session), RateBudget(config.budget), breaker)
 
-    def cost_usd(self, model: str, answered_model: str, usage: TokenUsage) -> float:
+    def cost_usd(
+        self, model: str, answered_model: str, usage: TokenUsage, *, batch: bool = False
+    ) -> float:
+        """The price table's dollars for ``usage``; ``batch``: sent through the provider's
+        batch API, at the model's ``batch_price_factor`` of the price."""
         price = self.config.prices.get(model) or self.config.prices.get(answered_model)
         if price is None:
             return 0.0
+        factor = price.batch_price_factor if batch else 1.0
         return (
-            usage.prompt_tokens * price.input_usd_per_mtok
-            + usage.completion_tokens * price.output_usd_per_mtok
-        ) / 1_000_000
+            factor
+            * (
+                usage.prompt_tokens * price.input_usd_per_mtok
+                + usage.completion_tokens * price.output_usd_per_mtok
+            )
+            / 1_000_000
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +159,23 @@ class _OkMetrics:
 
 
 @dataclass(frozen=True, slots=True)
+class TaskFlow:
+    """What an AI task reads of its flow: the name its metrics, gate and errors carry, and
+    the task. A multi-step flow's step is named ``<flow>.<step>`` (flow names have no dots)."""
+
+    name: str
+    ai: AITaskConfig
+
+    @classmethod
+    def of(cls, flow: FlowConfig, step: str | None = None) -> TaskFlow:
+        """The flow's ``ai`` (step None) or its step named ``step``."""
+        for name, task in flow.tasks:
+            if name == step:
+                return cls(flow.name if step is None else f"{flow.name}.{step}", task)
+        raise ValueError(f"flow {flow.name} has no AI task {step!r}")
+
+
+@dataclass(frozen=True, slots=True)
 class TaskOutcome:
     result: AIResult
     cache_key: str | None  # set when the answer should be written to the cache
@@ -163,57 +189,70 @@ class AITask:
         worker: WorkerSettings,
         gate: OutageGate | None = None,
         calling: set[asyncio.Task[Any]] | None = None,
+        step: str | None = None,
     ) -> None:
         """``gate``: the flow's outage gate; pass the same one to every task built for the
         flow (the stage rebuilds tasks when the HTTP session changes), else a new one.
         ``calling``: where the asyncio tasks now waiting on a provider are kept (the stage's
-        rebalance must not cancel a call that may be paid for)."""
-        self.flow = flow
-        primary = runtimes[flow.ai.provider]
-        self.chain = [Target(primary, flow.ai.model or primary.config.model, True)]
-        for fallback in flow.ai.fallbacks:
+        rebalance must not cancel a call that may be paid for). ``step``: which step of a
+        multi-step flow this task asks (None: the flow's ``ai``)."""
+        self.flow = TaskFlow.of(flow, step)
+        ai = self.flow.ai
+        primary = runtimes[ai.provider]
+        self.chain = [Target(primary, ai.model or primary.config.model, True)]
+        for fallback in ai.fallbacks:
             runtime = runtimes[fallback.provider]
             self.chain.append(Target(runtime, fallback.model or runtime.config.model, False))
-        self.system = templates.parse(flow.ai.system)
-        self.prompt = templates.parse(flow.ai.prompt)
-        self.output_model = compile_schema(flow.name, flow.ai.output)
+        self.system = templates.parse(ai.system)
+        self.prompt = templates.parse(ai.prompt)
+        self.output_model = compile_schema(self.flow.name, ai.output)
         self.policy = RetryPolicy(
-            max_attempts=flow.ai.max_attempts,
+            max_attempts=ai.max_attempts,
             backoff_s=worker.retry_backoff_s,
             backoff_max_s=worker.retry_backoff_max_s,
         )
-        self.gate = gate or flow_gate(flow, worker)
+        self.gate = gate or flow_gate(self.flow, worker)
         self.calling: set[asyncio.Task[Any]] = set() if calling is None else calling
-        self._probes = metrics.AI_PROBES.labels(flow.name)
+        self._probes = metrics.AI_PROBES.labels(self.flow.name)
         # Metric children looked up once: ``labels()`` takes a lock and hashes per call.
-        self._cache_hit = metrics.AI_CACHE.labels(flow.name, "hit")
-        self._cache_miss = metrics.AI_CACHE.labels(flow.name, "miss")
+        self._cache_hit = metrics.AI_CACHE.labels(self.flow.name, "hit")
+        self._cache_miss = metrics.AI_CACHE.labels(self.flow.name, "miss")
         self._ok: dict[tuple[str, str], _OkMetrics] = {}
 
     @property
     def provider(self) -> ProviderConfig:
         return self.chain[0].runtime.config
 
-    def request_for(self, enriched: EnrichedEvent, model: str | None = None) -> ChatRequest:
+    def request_for(
+        self,
+        enriched: EnrichedEvent,
+        model: str | None = None,
+        steps: Mapping[str, Any] | None = None,
+    ) -> ChatRequest:
+        """``steps``: a multi-step flow's earlier answers by step name (``steps.<name>``)."""
         context: dict[str, Any] = {
             "event": enriched.event.model_dump(mode="json"),
             "data": enriched.event.data,
             "enrichment": enriched.enrichment,
+            "steps": steps or {},
         }
         return ChatRequest(
             model=model or self.chain[0].model,
             system=templates.render_text(self.system, context),
             prompt=templates.render_text(self.prompt, context),
-            schema_name=self.flow.name.replace("-", "_"),
+            # A step's task is named <flow>.<step>; a schema name is [A-Za-z0-9_-] only.
+            schema_name=self.flow.name.replace("-", "_").replace(".", "_"),
             schema=self.flow.ai.output,
             temperature=self.flow.ai.temperature,
             max_tokens=self.flow.ai.max_tokens,
         )
 
-    def requests_for(self, enriched: EnrichedEvent) -> list[ChatRequest]:
+    def requests_for(
+        self, enriched: EnrichedEvent, steps: Mapping[str, Any] | None = None
+    ) -> list[ChatRequest]:
         """One request per target of the chain. The prompt does not depend on the model, so
         it is rendered once (dumping the event for the template context is the costly part)."""
-        base = self.request_for(enriched)
+        base = self.request_for(enriched, steps=steps)
         return [
             base if target.model == base.model else dataclasses.replace(base, model=target.model)
             for target in self.chain
@@ -495,9 +534,12 @@ def _raise_outage(missed: Sequence[_Unavailable]) -> NoReturn:
 
 
 def flow_gate(
-    flow: FlowConfig, worker: WorkerSettings, *, clock: Clock | None = None
+    flow: FlowConfig | TaskFlow, worker: WorkerSettings, *, clock: Clock | None = None
 ) -> OutageGate:
-    """The flow's outage gate, its pauses shown as ``hookstream_ai_flow_paused{flow}``."""
+    """The flow's outage gate (one per step of a multi-step flow, ``flow`` its TaskFlow),
+    its pauses shown as ``hookstream_ai_flow_paused{flow}``."""
+    if isinstance(flow, FlowConfig):
+        flow = TaskFlow.of(flow)
     paused = metrics.AI_FLOW_PAUSED.labels(flow.name)
     paused.set(0)
 

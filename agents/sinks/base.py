@@ -51,12 +51,13 @@ def idempotency_key(result: AIResult, sink: str, replay: str | None = None) -> s
 
 
 def sink_context(result: AIResult) -> dict[str, Any]:
-    """What sink templates may refer to: event, data, enrichment, result, ai."""
+    """What sink templates may refer to: event, data, enrichment, result, steps, ai."""
     return {
         "event": result.event.model_dump(mode="json"),
         "data": result.event.data,
         "enrichment": result.enrichment,
         "result": result.output,
+        "steps": result.steps,
         "ai": {"model": result.model, "provider": result.provider, "flow": result.flow},
     }
 

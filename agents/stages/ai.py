@@ -11,6 +11,13 @@ between the two, :mod:`agents.state.recovery` finds the result on restart. It re
 markers too (a result carries its replay's header), so a crash between a replayed result and
 its marker costs no second call.
 
+A multi-step flow (``steps:``) asks its steps in order inside the event's handling, so per-key
+order and the runner's commit rule hold as for one call; each earlier step's answer is journaled
+(:func:`agents.state.answers.step_key`) the moment it is paid, so a worker killed between two
+steps asks only the steps not yet answered after its restart. A flow with no AI step renders its
+``output`` mapping here and writes it as its result: no call, and the same results topic, done
+marker and sinks as any other flow.
+
 A provider outage pauses the flow rather than dead-lettering its events
 (:mod:`agents.ai.task`, :mod:`agents.outbound.gate`): they wait, holding their runner slots and
 offsets. One runner reads the enriched topic for every flow, so each flow may hold at most
@@ -33,18 +40,21 @@ import orjson
 from agents import metrics
 from agents.ai.clients import client_for
 from agents.ai.responses import RESPONSE_IDS, ResponseIds
-from agents.ai.task import AITask, ProviderRuntime, cache_entry, flow_gate
+from agents.ai.task import AITask, ProviderRuntime, TaskFlow, cache_entry, flow_gate
 from agents.emit import emit
 from agents.outbound.gate import OutageGate
 from agents.outbound.retry import RetriesExhausted
 from agents.resources import Resources
 from agents.stages.base import InvalidRecord, Stage, decode, traced
 from agents.stages.runner import Groups
+from agents.state.answers import step_key
 from agents.state.recovery import done_key
+from schemas import templates
 from schemas.codec import dumps
 from schemas.config import HookstreamConfig
+from schemas.config_flows import FlowConfig
 from schemas.errors import HookstreamError, InvalidModelOutput
-from schemas.events import AIResult, EnrichedEvent
+from schemas.events import AIResult, EnrichedEvent, TokenUsage
 from schemas.headers import carried_headers, replay_id
 
 log = logging.getLogger(__name__)
@@ -57,18 +67,25 @@ class AIStage(Stage):
 
     def __init__(self, config: HookstreamConfig, resources: Resources) -> None:
         super().__init__(config, resources)
+        self._flows = {flow.name: flow for flow in config.flows}
+        # One call bound per AI task: (flow, None) for ai, (flow, step) for each step.
         self._limits = {
-            flow.name: asyncio.Semaphore(flow.ai.max_concurrency) for flow in config.flows
+            (flow.name, step): asyncio.Semaphore(task.max_concurrency)
+            for flow in config.flows
+            for step, task in flow.tasks
         }
         self._in_flight = {
             flow.name: metrics.AI_IN_FLIGHT.labels(flow.name) for flow in config.flows
         }
         self._session: aiohttp.ClientSession | None = None
         self._runtimes: dict[str, ProviderRuntime] = {}
-        self._tasks: dict[str, AITask] = {}
-        # One outage gate per flow, kept across the tasks' rebuilds like budgets and breakers.
-        self.gates: dict[str, OutageGate] = {
-            flow.name: flow_gate(flow, config.worker) for flow in config.flows
+        self._tasks: dict[tuple[str, str | None], AITask] = {}
+        # One outage gate per AI task, kept across the tasks' rebuilds like budgets and
+        # breakers; a step's is labelled <flow>.<step> in the metrics, like its other ones.
+        self.gates: dict[tuple[str, str | None], OutageGate] = {
+            (flow.name, step): flow_gate(TaskFlow.of(flow, step), config.worker)
+            for flow in config.flows
+            for step, _ in flow.tasks
         }
         # The asyncio tasks a rebalance must let finish (see busy()).
         self._calling: set[asyncio.Task[Any]] = set()
@@ -93,7 +110,7 @@ class AIStage(Stage):
         average, 0.89x the benchmark's target); 4N keeps N calls running. The flow's semaphore
         still bounds the calls, and memory stays bounded by this number, not by the backlog.
         """
-        return max(1, ADMIT_PER_CALL * sum(flow.ai.max_concurrency for flow in self.config.flows))
+        return max(1, ADMIT_PER_CALL * sum(flow.max_concurrency for flow in self.config.flows))
 
     def groups(self) -> Groups[Any]:
         """Each flow's share of the runner: ``ADMIT_PER_CALL`` times its ``max_concurrency``
@@ -101,10 +118,10 @@ class AIStage(Stage):
         share; a record that names no flow has only the overall bound (it is dead-lettered at
         once)."""
         flows = self.config.flows
-        limits: dict[Hashable, int] = {f.name: ADMIT_PER_CALL * f.ai.max_concurrency for f in flows}
+        limits: dict[Hashable, int] = {f.name: ADMIT_PER_CALL * f.max_concurrency for f in flows}
         return Groups(group_of=_flow_of, limits=limits)
 
-    def _task(self, flow: str) -> AITask:
+    def _task(self, flow: str, step: str | None) -> AITask:
         """The flow's task; provider clients follow the current HTTP session, while budgets
         and breakers live as long as the process."""
         session = self.resources.session
@@ -117,33 +134,37 @@ class AIStage(Stage):
                 else:
                     runtime.client = client_for(provider, session)
             self._tasks = {
-                f.name: AITask(
-                    f, self._runtimes, self.config.worker, self.gates[f.name], self._calling
+                (flow, step): AITask(
+                    self._flows[flow],
+                    self._runtimes,
+                    self.config.worker,
+                    gate,
+                    self._calling,
+                    step=step,
                 )
-                for f in self.config.flows
+                for (flow, step), gate in self.gates.items()
             }
-        return self._tasks[flow]
+        return self._tasks[(flow, step)]
 
     @traced
     async def handle(self, event: Any) -> None:
         message = event.message
         try:
             enriched = decode(EnrichedEvent, message.value, stage=self.name)
-            if enriched.flow not in self._limits:
+            if enriched.flow not in self._flows:
                 raise InvalidRecord(
                     f"no flow named {enriched.flow!r} is configured", stage=self.name
                 )
         except HookstreamError as exc:
             await self._fail(message, exc, extra_headers=[])
             return
-        dedupe, cache = self.resources.dedupe, self.resources.ai_cache
+        dedupe = self.resources.dedupe
         event = enriched.event
         marker = done_key(enriched.flow, event.source, event.id, replay_id(message))
         if dedupe is not None and marker in dedupe:
             metrics.DUPLICATES_SKIPPED.labels(self.name).inc()
             log.info("skipping %s: its result is already on Kafka", marker)
-            if self.resources.answers is not None:
-                self.resources.answers.done(marker)
+            self._done(enriched.flow, marker)
             return
         answers = self.resources.answers
         journaled = answers.take(marker) if answers is not None else None
@@ -153,47 +174,120 @@ class AIStage(Stage):
             log.info("answering %s from the answer journal (paid before the restart)", marker)
             entry = None
             if journaled.cache_key is not None:
-                entry = cache_entry(AIResult.model_validate_json(journaled.result))
+                written = AIResult.model_validate_json(journaled.result)
+                # A multi-step result's usage is every step's: no entry for its last step.
+                entry = None if written.steps else cache_entry(written)
             key = event.partitionkey.encode()
             await self._write(message, key, marker, journaled.result, journaled.cache_key, entry)
+            self._done(enriched.flow, marker)
             return
-        flow_header = [("hookstream-flow", enriched.flow.encode())]
-        task = self._task(enriched.flow)
-        # Rendered once, outside the call slot: the slot bounds calls, not template work.
-        try:
-            requests = task.requests_for(enriched)
-        except HookstreamError as exc:  # a template the event cannot fill: for good
-            await self._fail(message, exc, extra_headers=flow_header)
-            return
-        result = task.cached(enriched, cache, requests)
-        cache_key = None
-        if result is None:
-            if dedupe is not None:  # background responses' ids, kept under the event's marker
-                RESPONSE_IDS.set(ResponseIds(marker, dedupe, self.resources.writer))
-            in_flight = self._in_flight[enriched.flow]
-            failure: HookstreamError | None = None
-            async with self._limits[enriched.flow]:
-                in_flight.inc()
-                try:
-                    outcome = await task.run(enriched, requests)
-                except HookstreamError as exc:
-                    failure = exc
-                finally:
-                    in_flight.dec()
-            if failure is not None:
-                # Dead-lettered after the slot is given back: the DLQ write waits for Kafka,
-                # not for the model, and must not keep another event's call waiting.
-                extra = _errors(failure) if isinstance(failure, RetriesExhausted) else []
-                await self._fail(message, failure, extra_headers=flow_header + extra)
+        flow = self._flows[enriched.flow]
+        answered: dict[str, tuple[AIResult, str | None]] = {}
+        last: tuple[AIResult, str | None] | None = None
+        for step, _ in flow.tasks:
+            last = await self._ask(message, enriched, marker, step, answered)
+            if last is None:  # dead-lettered: its earlier steps' answers are no longer needed
+                self._done(flow.name, marker)
                 return
-            result, cache_key = outcome.result, outcome.cache_key
+            if step is not None:
+                answered[step] = last
+        if last is None:  # no AI step: the output mapping is the result
+            try:
+                last = (transformed(flow, enriched), None)
+            except HookstreamError as exc:  # a template the event cannot fill: for good
+                await self._fail(message, exc, extra_headers=_flow_header(flow.name))
+                return
+        result, cache_key = last
+        entry = cache_entry(result) if cache_key is not None else None
+        if answered:
+            result = combined(flow, enriched, {name: r for name, (r, _) in answered.items()})
         payload = dumps(result)
         if answers is not None and not result.cached:
             # Paid for: on local disk before anything else (agents.state.answers says why).
             answers.record(marker, payload, cache_key)
-        entry = cache_entry(result) if cache_key is not None else None
         key = event.partitionkey.encode()
         await self._write(message, key, marker, payload, cache_key, entry)
+        # The earlier steps' cache entries after the result: like the last step's, they only
+        # save calls. Awaited here, in the event's own task, so busy() covers them.
+        earlier = [(k, cache_entry(r)) for r, k in list(answered.values())[:-1] if k is not None]
+        await self._cache_steps(earlier)
+        self._done(flow.name, marker)
+
+    async def _ask(
+        self,
+        message: Any,
+        enriched: EnrichedEvent,
+        marker: str,
+        step: str | None,
+        answered: dict[str, tuple[AIResult, str | None]],
+    ) -> tuple[AIResult, str | None] | None:
+        """One AI task's answer for the event and its answer-cache key (None: not to be
+        cached), or None once the event is dead-lettered. ``step``: the step's name in a
+        multi-step flow, whose earlier answers (``answered``) its prompt may read; such a
+        step's answer is journaled under its own key, and taken from there after a restart."""
+        name = enriched.flow
+        answers = self.resources.answers
+        journal_key = None if step is None else step_key(marker, step)
+        if journal_key is not None and answers is not None:
+            journaled = answers.take(journal_key)
+            if journaled is not None:
+                metrics.AI_ANSWERS_REUSED.labels(f"{name}.{step}").inc()
+                log.info(
+                    "answering %s from the answer journal (paid before the restart)", journal_key
+                )
+                return AIResult.model_validate_json(journaled.result), journaled.cache_key
+        task = self._task(name, step)
+        earlier = {s: result.output for s, (result, _) in answered.items()}
+        # Rendered once, outside the call slot: the slot bounds calls, not template work.
+        try:
+            requests = task.requests_for(enriched, earlier)
+        except HookstreamError as exc:  # a template the event cannot fill: for good
+            await self._fail(message, exc, extra_headers=_flow_header(name))
+            return None
+        result = task.cached(enriched, self.resources.ai_cache, requests)
+        if result is not None:
+            return result, None
+        dedupe = self.resources.dedupe
+        if dedupe is not None:  # background responses' ids, kept under the event's marker
+            RESPONSE_IDS.set(ResponseIds(marker, dedupe, self.resources.writer))
+        in_flight = self._in_flight[name]
+        failure: HookstreamError | None = None
+        async with self._limits[(name, step)]:
+            in_flight.inc()
+            try:
+                outcome = await task.run(enriched, requests)
+            except HookstreamError as exc:
+                failure = exc
+            finally:
+                in_flight.dec()
+        if failure is not None:
+            # Dead-lettered after the slot is given back: the DLQ write waits for Kafka,
+            # not for the model, and must not keep another event's call waiting.
+            extra = _errors(failure) if isinstance(failure, RetriesExhausted) else []
+            await self._fail(message, failure, extra_headers=_flow_header(name) + extra)
+            return None
+        if journal_key is not None and answers is not None:
+            # Paid for: on local disk before the next step (agents.state.answers says why).
+            answers.record(journal_key, dumps(outcome.result), outcome.cache_key)
+        return outcome.result, outcome.cache_key
+
+    async def _cache_steps(self, entries: list[tuple[str, dict[str, Any]]]) -> None:
+        cache = self.resources.ai_cache
+        if cache is None or not entries:
+            return
+        with self._writes():
+            writer = self.resources.writer
+            await asyncio.gather(*(cache.put(writer, k, entry) for k, entry in entries))
+
+    def _done(self, flow: str, marker: str) -> None:
+        """The journal's note that the answers for ``marker`` are safe on Kafka (its result
+        is): the result's (a second note after :meth:`_write`'s is a no-op) and its steps'."""
+        answers = self.resources.answers
+        if answers is None:
+            return
+        answers.done(marker)
+        for step in self._flows[flow].steps:
+            answers.done(step_key(marker, step.name))
 
     async def _write(
         self,
@@ -242,6 +336,59 @@ class AIStage(Stage):
             yield
         finally:
             self._writing.discard(current)
+
+
+def _flow_header(flow: str) -> list[tuple[str, bytes]]:
+    return [("hookstream-flow", flow.encode())]
+
+
+def transformed(flow: FlowConfig, enriched: EnrichedEvent) -> AIResult:
+    """A flow with no AI step: its ``output`` mapping rendered over the event (a string that
+    is one placeholder keeps the value's JSON type), as the flow's result."""
+    context: dict[str, Any] = {
+        "event": enriched.event.model_dump(mode="json"),
+        "data": enriched.event.data,
+        "enrichment": enriched.enrichment,
+    }
+    return AIResult(
+        flow=flow.name,
+        event=enriched.event,
+        enrichment=enriched.enrichment,
+        provider="",
+        model="",
+        output=templates.render_json(flow.output or {}, context),
+        latency_ms=0.0,
+        attempts=0,
+    )
+
+
+def combined(flow: FlowConfig, enriched: EnrichedEvent, steps: dict[str, AIResult]) -> AIResult:
+    """A multi-step flow's result: the last step's answer as output, every step's under
+    ``steps``, usage, cost, calls and latency summed over the steps."""
+    results = list(steps.values())
+    last = results[-1]
+    prompt_tokens = sum(r.usage.prompt_tokens for r in results)
+    completion_tokens = sum(r.usage.completion_tokens for r in results)
+    return AIResult(
+        flow=flow.name,
+        event=enriched.event,
+        enrichment=enriched.enrichment,
+        provider=last.provider,
+        model=last.model,
+        output=last.output,
+        steps={name: r.output for name, r in steps.items()},
+        usage=TokenUsage(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            total_tokens=prompt_tokens + completion_tokens,
+        ),
+        latency_ms=sum(r.latency_ms for r in results),
+        attempts=sum(r.attempts for r in results),
+        cached=all(r.cached for r in results),
+        cost_usd=sum(r.cost_usd for r in results),
+        fallback=any(r.fallback for r in results),
+        reasked=any(r.reasked for r in results),
+    )
 
 
 def _flow_of(event: Any) -> str | None:

@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], float]
 ROTATE_BYTES = 4 * 1024 * 1024
 _MAX_SLOTS = 64
+# Between a done marker and a step name in a step's key: in neither (see step_key).
+STEP_SEPARATOR = "#step/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +220,17 @@ class AnswerJournal:
             log.warning("answer journal: writing to %s again", self._path)
             self._failing = False
         self._size += len(data)
+
+
+def step_key(marker: str, step: str) -> str:
+    """The journal key of one step's answer in a multi-step flow: its event's done marker
+    and the step's name (a worker killed between two steps pays neither again)."""
+    return f"{marker}{STEP_SEPARATOR}{step}"
+
+
+def marker_of(key: str) -> str:
+    """The done marker a journal key belongs to (itself, or a step key's event's)."""
+    return key.split(STEP_SEPARATOR, 1)[0]
 
 
 def _line(key: str, answer: Answer) -> bytes:

@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -213,6 +214,54 @@ def closed_loop(
     return figures
 
 
+def alternate_rounds(
+    wrk: str | None,
+    servers: dict[str, Server],
+    requests_of: Callable[[str], Requests],
+    work: Path,
+    args: Any,
+    brokers: list[int] | None = None,
+) -> dict[str, list[dict[str, Any]]]:
+    """A 2 s warm-up of each server (connections, metadata, caches), then ``args.rounds``
+    rounds in which each server gets a :func:`closed_loop` in turn: alternating spreads a
+    shared machine's slow moments over every variant instead of one."""
+    warm_up = argparse.Namespace(**{**vars(args), "duration_s": 2})
+    for name, server in servers.items():
+        url = f"{server.url}/webhooks/bench"
+        closed_loop(wrk, url, requests_of(name), work, warm_up, server.process.pid)
+    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
+    for round_no in range(1, args.rounds + 1):
+        for name, server in servers.items():
+            url = f"{server.url}/webhooks/bench"
+            figures = closed_loop(
+                wrk, url, requests_of(name), work, args, server.process.pid, brokers
+            )
+            rounds[name].append(figures)
+            print(
+                f"bench: round {round_no} ({name}) {figures['req_per_s']:.0f} req/s, "
+                f"p50 {figures.get('p50_ms', 0):.2f} ms, p99 {figures.get('p99_ms', 0):.2f} ms, "
+                f"non-2xx {figures['non_2xx']}, "
+                f"server CPU {figures['cpu_us_per_req']:.1f} µs/req, "
+                f"broker {figures['broker_cpu_us_per_req']:.1f}, "
+                f"load generator {figures['loadgen_cpu_us_per_req']:.1f}",
+                flush=True,
+            )
+    return rounds
+
+
+def medians(rounds: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Per variant: median req/s and server CPU per request, total requests and non-2xx."""
+    return {
+        name: {
+            "req_per_s": round(statistics.median(r["req_per_s"] for r in results)),
+            "cpu_us_per_req": round(statistics.median(r["cpu_us_per_req"] for r in results), 1),
+            "non_2xx": sum(r["non_2xx"] for r in results),
+            "requests": sum(r["requests"] for r in results),
+        }
+        for name, results in rounds.items()
+    }
+
+
 def half_rate(
     wrk: str | None, url: str, requests: Requests, work: Path, rate: float, args: Any
 ) -> dict[str, Any]:
@@ -359,7 +408,6 @@ def main() -> int:
     env = {**os.environ, "BENCH_WEBHOOK_SECRET": secret, "PYTHONUNBUFFERED": "1"}
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)  # the config names the broker
     info = machine()
-    results: dict[str, list[dict[str, Any]]] = {"a": [], "b": [], "c": [], "d": []}
     with tempfile.TemporaryDirectory(prefix="hookstream-bench-") as tmp:
         work = Path(tmp)
         config = work / "bench.yaml"
@@ -379,26 +427,9 @@ def main() -> int:
         }
         brokers = broker_pids(bootstrap)
         try:
-            for target, server in servers.items():  # warm up: connections, metadata, caches
-                reqs = signed if target == "c" else plain
-                url = f"{server.url}/webhooks/bench"
-                warm_up = argparse.Namespace(**{**vars(args), "duration_s": 2})
-                closed_loop(wrk, url, reqs, work, warm_up, server.process.pid)
-            for round_no in range(1, args.rounds + 1):
-                for target, server in servers.items():
-                    reqs = signed if target == "c" else plain
-                    url = f"{server.url}/webhooks/bench"
-                    figures = closed_loop(wrk, url, reqs, work, args, server.process.pid, brokers)
-                    results[target].append(figures)
-                    print(
-                        f"bench: round {round_no} ({target}) {figures['req_per_s']:.0f} req/s, "
-                        f"p50 {figures['p50_ms']:.2f} ms, p99 {figures['p99_ms']:.2f} ms, "
-                        f"non-2xx {figures['non_2xx']}, "
-                        f"server CPU {figures['cpu_us_per_req']:.1f} µs/req, "
-                        f"broker {figures['broker_cpu_us_per_req']:.1f}, "
-                        f"load generator {figures['loadgen_cpu_us_per_req']:.1f}",
-                        flush=True,
-                    )
+            results = alternate_rounds(
+                wrk, servers, lambda t: signed if t == "c" else plain, work, args, brokers
+            )
             max_c = statistics.median(r["req_per_s"] for r in results["c"])
             url = f"{servers['c'].url}/webhooks/bench"
             half = half_rate(wrk, url, signed, work, max_c / 2, args)

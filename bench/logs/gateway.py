@@ -23,7 +23,6 @@ import importlib.util
 import json
 import os
 import secrets
-import statistics
 import sys
 import tempfile
 import time
@@ -96,7 +95,6 @@ def main() -> int:
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
     env.pop("HOOKSTREAM_LOG_FORMAT", None)
     info = GATEWAY.machine()
-    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in VARIANTS}
     lines: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="hookstream-bench-logs-") as tmp:
         work = Path(tmp)
@@ -122,24 +120,7 @@ def main() -> int:
                 server = GATEWAY.start(name, [*command, *extra], env, work / f"{name}.log")
                 server.url = server.url.split('"')[0]  # its pattern reads on into a JSON line
                 servers[name] = server
-            for server in servers.values():  # warm up
-                warm_up = argparse.Namespace(**{**vars(args), "duration_s": 2})
-                GATEWAY.closed_loop(
-                    wrk, f"{server.url}/webhooks/bench", requests, work, warm_up, server.process.pid
-                )
-            for round_no in range(1, args.rounds + 1):
-                for name, server in servers.items():
-                    url = f"{server.url}/webhooks/bench"
-                    figures = GATEWAY.closed_loop(
-                        wrk, url, requests, work, args, server.process.pid
-                    )
-                    rounds[name].append(figures)
-                    print(
-                        f"bench: round {round_no} ({name}) {figures['req_per_s']:.0f} req/s, "
-                        f"server CPU {figures['cpu_us_per_req']:.1f} µs/req, "
-                        f"non-2xx {figures['non_2xx']}",
-                        flush=True,
-                    )
+            rounds = GATEWAY.alternate_rounds(wrk, servers, lambda _: requests, work, args)
         finally:
             for server in servers.values():
                 server.stop()
@@ -147,16 +128,9 @@ def main() -> int:
             lines[name] = sum(
                 1 for line in (work / f"{name}.log").read_text().splitlines() if "accepted" in line
             )
-    summary = {
-        name: {
-            "req_per_s": round(statistics.median(r["req_per_s"] for r in results)),
-            "cpu_us_per_req": round(statistics.median(r["cpu_us_per_req"] for r in results), 1),
-            "non_2xx": sum(r["non_2xx"] for r in results),
-            "requests": sum(r["requests"] for r in results),
-            "accepted_lines": lines[name],
-        }
-        for name, results in rounds.items()
-    }
+    summary = GATEWAY.medians(rounds)
+    for name, figures in summary.items():
+        figures["accepted_lines"] = lines[name]
     report = {"machine": info, "settings": vars(args), "rounds": rounds, "summary": summary}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "gateway_logs.json").write_text(json.dumps(report, indent=2, default=str) + "\n")

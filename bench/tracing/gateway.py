@@ -29,7 +29,6 @@ import json
 import os
 import random
 import secrets
-import statistics
 import subprocess
 import sys
 import tarfile
@@ -140,7 +139,6 @@ def main() -> int:
             del base_env[name]
     receiver_port = free_port()
     info = GATEWAY.machine()
-    rounds: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="hookstream-bench-tracing-") as tmp:
         work = Path(tmp)
         before_dir = work / "before"
@@ -172,37 +170,15 @@ def main() -> int:
                     GATEWAY.bench_config(bootstrap, f"bench-{uuid.uuid4().hex[:8]}", 0)
                 )
                 servers[name] = start(name, code, config, env, work / f"{name}.log")
-            for name, server in servers.items():  # warm up
-                warm_up = argparse.Namespace(**{**vars(args), "duration_s": 2})
-                url = f"{server.url}/webhooks/bench"
-                GATEWAY.closed_loop(wrk, url, variants[name][2], work, warm_up, server.process.pid)
-            for round_no in range(1, args.rounds + 1):
-                for name, server in servers.items():
-                    url = f"{server.url}/webhooks/bench"
-                    figures = GATEWAY.closed_loop(
-                        wrk, url, variants[name][2], work, args, server.process.pid
-                    )
-                    rounds.setdefault(name, []).append(figures)
-                    print(
-                        f"bench: round {round_no} ({name}) {figures['req_per_s']:.0f} req/s, "
-                        f"server CPU {figures['cpu_us_per_req']:.1f} µs/req, "
-                        f"non-2xx {figures['non_2xx']}",
-                        flush=True,
-                    )
+            rounds = GATEWAY.alternate_rounds(
+                wrk, servers, lambda name: variants[name][2], work, args
+            )
         finally:
             for server in servers.values():
                 server.stop()
             receiver.terminate()
             receiver.wait()
-    summary = {
-        name: {
-            "req_per_s": round(statistics.median(r["req_per_s"] for r in results)),
-            "cpu_us_per_req": round(statistics.median(r["cpu_us_per_req"] for r in results), 1),
-            "non_2xx": sum(r["non_2xx"] for r in results),
-            "requests": sum(r["requests"] for r in results),
-        }
-        for name, results in rounds.items()
-    }
+    summary = GATEWAY.medians(rounds)
     report = {
         "machine": info,
         "settings": {**vars(args), "before_commit": commit},

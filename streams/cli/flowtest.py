@@ -152,18 +152,30 @@ def _flow_lines(flow: dict[str, Any]) -> list[str]:
         else:
             target = f"GET {lookup['url']}"
         lines.append(f"lookup {name}: {target} ({answer})")
+    for step, part in (flow.get("steps") or {}).items():
+        lines.append(f"step {step}:")
+        lines += [f"{_INDENT}{line}" for line in _answer_lines(part)]
+    lines += _answer_lines(flow)
+    for name, sink in (flow.get("sinks") or {}).items():
+        lines += _sink_lines(name, sink)
+    return lines
+
+
+def _answer_lines(flow: dict[str, Any]) -> list[str]:
+    """The model request and its answer (or why there is none) of an AI task."""
+    lines = []
     if flow["model"] is not None:
         lines += _model_lines(flow["model"])
     answered = flow.get("answer")
-    if answered is not None:
+    if answered is not None and answered["from"] == "output":
+        lines.append(f"output (no AI step, no model call): {_json(answered['output'])}")
+    elif answered is not None:
         how = " after a re-ask" if answered["reasked"] else ""
         lines.append(f"answer ({answered['from']}), valid{how}: {_json(answered['output'])}")
     elif flow["model"] is not None and flow["dead_letter"] is None:
         lines.append("answer: none (give --answer FILE or --call-model to see the sinks)")
-    if flow["dead_letter"] is not None:
+    if flow["dead_letter"] is not None and not flow.get("steps"):
         lines.append(_dead_letter_line(flow["dead_letter"]))
-    for name, sink in (flow.get("sinks") or {}).items():
-        lines += _sink_lines(name, sink)
     return lines
 
 
@@ -258,7 +270,8 @@ def add_command(commands: Any, load: Loader, config_arg: ConfigArg) -> None:
         "--answer",
         action="append",
         metavar="FILE",
-        help="the model's answer (its text, JSON); a second --answer answers the re-ask",
+        help="the model's answer (its text, JSON; a multi-step flow: a JSON mapping of step "
+        "name to that step's answer); a second --answer answers the re-ask",
     )
     test.add_argument(
         "--call-model",

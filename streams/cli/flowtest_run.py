@@ -51,6 +51,7 @@ from agents.sinks.base import Delivery, idempotency_key, sink_context
 from agents.sinks.http import http_request
 from agents.sinks.postgres import postgres_row
 from agents.sinks.slack import slack_message
+from agents.stages.ai import combined, transformed
 from agents.stages.enrich import flows_taking
 from schemas import templates
 from schemas.config import HookstreamConfig
@@ -76,7 +77,8 @@ class FlowInput:
     received_at: datetime | None = None
     #: lookup name → its answer (every flow's lookup of that name gets it)
     lookups: Mapping[str, Any] = field(default_factory=dict)
-    #: the model's answers as text: the first, then the re-ask's (the last one repeats)
+    #: the model's answers as text: the first, then the re-ask's (the last one repeats); for
+    #: a multi-step flow each is a JSON mapping of step name → that step's answer
     answers: Sequence[str] = ()
     answers_from: str = "given"
     call_model: bool = False
@@ -237,7 +239,7 @@ class FlowTester:
                 enrichment[name] = report["lookups"][name]["value"] = value
         return EnrichedEvent(flow=flow.name, event=event, enrichment=enrichment)
 
-    def _runtimes(self, given: FlowInput) -> dict[str, ProviderRuntime]:
+    def _runtimes(self, given: FlowInput, answers: Sequence[str]) -> dict[str, ProviderRuntime]:
         """Every provider's runtime: its real client (``call_model``), else one answering
         from the given answers."""
         runtimes: dict[str, ProviderRuntime] = {}
@@ -247,7 +249,7 @@ class FlowTester:
                 continue
             runtimes[provider.name] = ProviderRuntime(
                 provider,
-                _GivenAnswers(provider, given.answers),
+                _GivenAnswers(provider, answers),
                 RateBudget(provider.budget),
                 CircuitBreaker(provider.name, provider.breaker),
             )
@@ -256,9 +258,51 @@ class FlowTester:
     async def _ask(
         self, flow: FlowConfig, enriched: EnrichedEvent, given: FlowInput, report: dict[str, Any]
     ) -> AIResult | None:
-        task = AITask(flow, self._runtimes(given), self.config.worker)
+        """The flow's result: its one AI task's, its steps' in order (each reported under
+        ``steps``), or its ``output`` mapping's (no AI step)."""
+        if not flow.tasks:
+            try:
+                output = transformed(flow, enriched)
+            except HookstreamError as exc:
+                report["dead_letter"] = dead_letter("ai", exc)
+                return None
+            report["answer"] = {
+                "from": "output",
+                "output": output.output,
+                "reasked": False,
+                "fallback": False,
+            }
+            return output
+        if flow.ai is not None:
+            return await self._ask_task(flow, None, enriched, given, given.answers, {}, report)
+        report["steps"] = {}
+        answered: dict[str, AIResult] = {}
+        for step, _ in flow.tasks:
+            part: dict[str, Any] = {"model": None, "answer": None, "dead_letter": None}
+            report["steps"][step] = part
+            texts = _step_answers(given.answers, step)
+            earlier = {name: r.output for name, r in answered.items()}
+            result = await self._ask_task(flow, step, enriched, given, texts, earlier, part)
+            if result is None:
+                report["dead_letter"] = part["dead_letter"]
+                return None
+            answered[str(step)] = result
+        return combined(flow, enriched, answered)
+
+    async def _ask_task(
+        self,
+        flow: FlowConfig,
+        step: str | None,
+        enriched: EnrichedEvent,
+        given: FlowInput,
+        answers: Sequence[str],
+        earlier: Mapping[str, Any],
+        report: dict[str, Any],
+    ) -> AIResult | None:
+        """One AI task (the flow's ``ai``, or its step ``step`` seeing ``earlier``)."""
+        task = AITask(flow, self._runtimes(given, answers), self.config.worker, step=step)
         try:
-            requests = task.requests_for(enriched)
+            requests = task.requests_for(enriched, earlier)
         except HookstreamError as exc:
             report["dead_letter"] = dead_letter("ai", exc)
             return None
@@ -276,7 +320,7 @@ class FlowTester:
             "payload": http.payload(request) if http is not None else None,
             "fallbacks": [f"{t.runtime.config.name}/{t.model}" for t in task.chain[1:]],
         }
-        if not given.call_model and not given.answers:
+        if not given.call_model and not answers:
             return None
         try:
             outcome = await task.run(enriched, requests)
@@ -328,3 +372,19 @@ class FlowTester:
             }
         except HookstreamError as exc:
             return {"kind": sink.kind, "dead_letter": dead_letter("sink", exc)}
+
+
+def _step_answers(answers: Sequence[str], step: str | None) -> list[str]:
+    """A step's answers out of the given ones, each a JSON mapping by step name: the
+    step's value (text as is, anything else as JSON); none when a mapping lacks the step."""
+    texts: list[str] = []
+    for text in answers:
+        try:
+            by_step = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return []
+        if not isinstance(by_step, dict) or step not in by_step:
+            return texts
+        value = by_step[step]
+        texts.append(value if isinstance(value, str) else orjson.dumps(value).decode())
+    return texts

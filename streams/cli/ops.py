@@ -323,6 +323,12 @@ def cmd_replay(args: argparse.Namespace, load: Loader) -> int:
                 f"{', '.join(flow.name for flow in config.flows) or '(none)'}"
             )
         start, end = replay_window(args.from_, args.to)
+        enriched = topic_name(config, "enriched", option="--topic")
+        if args.batch and topic != enriched:
+            raise ToolError(
+                f"--batch answers the AI stage's input: replay --topic enriched ({enriched}), "
+                f"not {topic}"
+            )
     except ToolError as exc:
         return fail(str(exc), EXIT_BAD_INPUT)
 
@@ -340,10 +346,14 @@ def cmd_replay(args: argparse.Namespace, load: Loader) -> int:
 
             async with ReplayPricer(config) as pricer:
                 estimate = await replayer.estimate(pricer)
-            print(estimate.line(replayer.topic), file=sys.stderr, flush=True)
-            if estimate.total().calls and not args.yes and not _confirm("Replay?"):
-                print("replay: not confirmed (use --yes to skip the question)", file=sys.stderr)
-                return EXIT_DECLINED
+                print(estimate.line(replayer.topic), file=sys.stderr, flush=True)
+                if estimate.total().calls and not args.yes and not _confirm("Replay?"):
+                    print("replay: not confirmed (use --yes to skip the question)", file=sys.stderr)
+                    return EXIT_DECLINED
+                if args.batch:
+                    from streams.cli.replay_batch_backend import run_batch_replay
+
+                    return await run_batch_replay(config, args, topic, start, end, pricer.cache)
         bar = None if args.no_progress else ProgressBar()
         stats = await replayer.run(progress=bar)
         print(
@@ -385,6 +395,23 @@ def _add_replay(commands: Any, load: Loader, config_arg: ConfigArg) -> None:
         help="do not ask before model calls (the cost estimate is still printed)",
     )
     replay.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    replay.add_argument(
+        "--batch",
+        action="store_true",
+        help="answer the window's AI tasks through the providers' batch APIs (enriched topic; "
+        "half price, answers within 24 h; docs/operations.md)",
+    )
+    replay.add_argument(
+        "--batch-id",
+        help="the batch replay's id, to resume it (default: one derived from the arguments, so "
+        "the same command resumes)",
+    )
+    replay.add_argument(
+        "--poll-s",
+        type=non_negative_seconds,
+        default=10.0,
+        help="seconds between two looks at a batch job (default %(default)s)",
+    )
     replay.set_defaults(func=lambda a: cmd_replay(a, load))
 
 

@@ -66,7 +66,11 @@ class ReplayPricer:
     def __init__(self, config: HookstreamConfig) -> None:
         self.config = config
         runtimes = {p.name: _runtime(config, p.name) for p in config.providers}
-        self.tasks = {f.name: AITask(f, runtimes, config.worker) for f in config.flows}
+        self.tasks = {
+            (f.name, step): AITask(f, runtimes, config.worker, step=step)
+            for f in config.flows
+            for step, _ in f.tasks
+        }
         worker = config.worker
         self.cache = DurableMap(
             config.kafka,
@@ -77,7 +81,7 @@ class ReplayPricer:
         self.cache_entries = 0
 
     async def __aenter__(self) -> ReplayPricer:
-        if any(flow.ai.cache for flow in self.config.flows) and await self._cache_exists():
+        if any(flow.cache for flow in self.config.flows) and await self._cache_exists():
             reader = CompactedReader(
                 self.config.kafka,
                 self.cache.topic,
@@ -116,31 +120,64 @@ class ReplayPricer:
     def price(
         self, flow: FlowConfig, role: str, value: dict[str, Any], original: Original | None
     ) -> Priced:
-        """How the AI stage would answer this (flow, event) now, and what a call costs."""
-        task = self.tasks[flow.name]
+        """How the AI stage would answer this (flow, event) now, and what its calls cost: a
+        flow with no AI step makes none, a multi-step flow one per step not cached."""
+        if not flow.tasks:
+            return Priced("none")
         try:
             enriched = self._enriched(flow, role, value, original)
         except ValueError:  # pydantic's ValidationError: the enrich stage dead-letters it
             return Priced("invalid")
+        if flow.ai is not None:
+            return self._price_task(self.tasks[(flow.name, None)], enriched, role, original)
+        parts: list[Priced] = []
+        for index, (step, _) in enumerate(flow.tasks):
+            task = self.tasks[(flow.name, step)]
+            # A later step's prompt reads answers not known before the replay: sized from its
+            # template, as a call (it cannot be looked up in the cache).
+            part = self._price_task(task, enriched, role, original, reads_steps=index > 0)
+            if part.outcome == "invalid" and index == 0:
+                return part
+            parts.append(part)
+            if part.outcome == "invalid":  # dead-lettered at this step, the earlier ones paid
+                break
+        return Priced("steps", parts=tuple(parts))
+
+    def _price_task(
+        self,
+        task: AITask,
+        enriched: EnrichedEvent,
+        role: str,
+        original: Original | None,
+        *,
+        reads_steps: bool = False,
+    ) -> Priced:
+        """One AI task of the flow for this event (its ``ai``, or one step)."""
+        ai = task.flow.ai
         unknown = False
         try:
+            if reads_steps and "steps" in task.system.roots | task.prompt.roots:
+                raise TemplateError("the earlier steps' answers are not known")
             requests = task.requests_for(enriched)
         except TemplateError:
-            needs_enrichment = "enrichment" in task.system.roots | task.prompt.roots
-            if role == ENRICHED or original is not None or not needs_enrichment:
+            roots = task.system.roots | task.prompt.roots
+            later = reads_steps and "steps" in roots
+            if not later and (
+                role == ENRICHED or original is not None or "enrichment" not in roots
+            ):
                 return Priced("invalid")  # the AI stage dead-letters an unrenderable prompt
-            # The prompt needs the enrichment: the payload's JSON stands in for it, to size
-            # the call; whether the cache holds it cannot be known.
+            # The prompt needs the enrichment (or earlier steps' answers): the payload's JSON
+            # stands in for it, to size the call; whether the cache holds it cannot be known.
             unknown = True
             requests = [
                 ChatRequest(
                     model=task.chain[0].model,
-                    system=flow.ai.system,
+                    system=ai.system,
                     prompt=orjson.dumps(enriched.event.data).decode(),
-                    schema_name=flow.name,
-                    schema=flow.ai.output,
-                    temperature=flow.ai.temperature,
-                    max_tokens=flow.ai.max_tokens,
+                    schema_name=task.flow.name,
+                    schema=ai.output,
+                    temperature=ai.temperature,
+                    max_tokens=ai.max_tokens,
                 )
             ]
         except HookstreamError:
@@ -148,7 +185,12 @@ class ReplayPricer:
         if not unknown and task.cached(enriched, self.cache, requests) is not None:
             return Priced("cache")
         target, request = task.chain[0], requests[0]
-        if original is not None and original.prompt_tokens + original.completion_tokens:
+        # An earlier result's usage is the whole event's: it sizes a one-task flow's call.
+        if (
+            original is not None
+            and original.prompt_tokens + original.completion_tokens
+            and (task.flow.name == enriched.flow)
+        ):
             usage = TokenUsage(
                 prompt_tokens=original.prompt_tokens,
                 completion_tokens=original.completion_tokens,
@@ -168,6 +210,7 @@ class ReplayPricer:
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
             cost_usd=runtime.cost_usd(target.model, answered, usage),
+            batch_cost_usd=runtime.cost_usd(target.model, answered, usage, batch=True),
             from_usage=from_usage,
             has_price=target.model in prices or answered in prices,
         )

@@ -13,9 +13,10 @@ which successful answers carry too): :mod:`streams.dev.ai_sim_limits`.
 The same analysis answers Anthropic's ``POST /v1/messages`` (a forced tool call's
 ``input_schema`` shapes the answer); the pure logic lives in :mod:`streams.dev.ai_sim_logic`.
 
-Routes: ``POST /v1/chat/completions``, ``POST /v1/messages``, the Responses API
-(:mod:`streams.dev.ai_sim_responses`), ``GET /v1/models``,
-``GET /healthz``, ``GET /_sim/stats``, ``GET|POST /_sim/config``, ``POST /_sim/reset``.
+Routes: ``POST /v1/chat/completions``, ``POST /v1/messages``, ``GET /v1/models``,
+``GET /healthz``, ``GET /_sim/stats``, ``GET|POST /_sim/config``, ``POST /_sim/reset``; the
+batch APIs (OpenAI Files + Batch, Anthropic Message Batches): :mod:`streams.dev.ai_sim_batch`;
+the Responses API, background mode included: :mod:`streams.dev.ai_sim_responses`.
 
 Run: ``hookstream dev ai-sim --port 8091`` or ``python -m streams.dev.ai_sim``.
 """
@@ -37,6 +38,7 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from streams.dev import ai_sim_batch
 from streams.dev._simcommon import (
     Handler,
     SimError,
@@ -389,11 +391,13 @@ async def _reset(request: web.Request) -> web.Response:
 def create_app(settings: AISimSettings) -> web.Application:
     """The simulator app; ``settings`` is kept (not copied) and changed by ``/_sim/config``."""
     app = web.Application(
+        # A batch input file is one body: OpenAI takes files up to 200 MB, Anthropic 256 MB.
+        client_max_size=ai_sim_batch.MAX_BODY_BYTES,
         middlewares=[
             _stats_middleware,
             error_middleware,
             bearer_middleware(settings.api_key, ("/v1/",)),
-        ]
+        ],
     )
     app[STATE] = _SimState(settings)
     app.router.add_post(COMPLETIONS_PATH, _completions)
@@ -404,6 +408,7 @@ def create_app(settings: AISimSettings) -> web.Application:
     app.router.add_get("/_sim/stats", _get_stats)
     add_config_routes(app, STATE, RUNTIME_KNOBS)
     app.router.add_post("/_sim/reset", _reset)
+    ai_sim_batch.install(app)  # the batch APIs: /v1/files, /v1/batches, /v1/messages/batches
     return app
 
 

@@ -74,7 +74,8 @@ class ReplayFilter:
 # model call, "unknown" when the cache cannot be checked (the prompt needs an enrichment the
 # replay cannot know yet: it is counted as a call, an upper bound), or "invalid" (the event
 # would be dead-lettered before any call).
-Outcome = Literal["cache", "call", "unknown", "invalid"]
+# "none": a flow with no AI step (no call); "steps": a multi-step flow, its steps in parts.
+Outcome = Literal["cache", "call", "unknown", "invalid", "none", "steps"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +102,8 @@ class Priced:
     cost_usd: float = 0.0
     from_usage: bool = False
     has_price: bool = True
+    batch_cost_usd: float = 0.0  # the same call through the provider's batch API
+    parts: tuple[Priced, ...] = ()  # a multi-step flow: each step's, in order
 
 
 class Pricer(Protocol):
@@ -124,11 +127,24 @@ class FlowEstimate:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
+    batch_cost_usd: float = 0.0  # the calls at batch prices (replay --batch)
     from_usage: int = 0  # calls whose tokens are an earlier result's usage
     unpriced: int = 0  # calls of a model without a price (counted as $0)
+    no_ai: int = 0  # tasks of a flow with no AI step: no call
+    steps: int = 0  # a multi-step flow's steps (its calls are per step); 0 otherwise
 
     def add(self, priced: Priced) -> None:
         self.priced += 1
+        self.steps = max(self.steps, len(priced.parts))
+        self._count(priced)
+
+    def _count(self, priced: Priced) -> None:
+        """One task's calls: a multi-step flow's are its steps' (each cached or a call)."""
+        for part in priced.parts:
+            self._count(part)
+        self.no_ai += priced.outcome == "none"
+        if priced.outcome in ("none", "steps"):
+            return
         if priced.outcome == "cache":
             self.cached += 1
             return
@@ -140,6 +156,7 @@ class FlowEstimate:
         self.prompt_tokens += priced.prompt_tokens
         self.completion_tokens += priced.completion_tokens
         self.cost_usd += priced.cost_usd
+        self.batch_cost_usd += priced.batch_cost_usd
         self.from_usage += priced.from_usage
         self.unpriced += not priced.has_price
 
@@ -151,6 +168,7 @@ class FlowEstimate:
         for name in _SCALED:
             setattr(self, name, round(getattr(self, name) * factor))
         self.cost_usd *= factor
+        self.batch_cost_usd *= factor
 
 
 _SCALED = (
@@ -162,6 +180,7 @@ _SCALED = (
     "completion_tokens",
     "from_usage",
     "unpriced",
+    "no_ai",
 )
 # Tasks priced one by one; a larger window is priced from every stride-th task.
 PRICED_MAX = 10_000
@@ -185,9 +204,7 @@ class ModelEstimate:
     def line(self, topic: str) -> str:
         """The one line the CLI prints, saying what is counted and what is estimated."""
         t = self.total()
-        flows = ", ".join(
-            f"{name}: {f.cached:,} cached + {f.calls:,} call(s)" for name, f in self.by_flow.items()
-        )
+        flows = ", ".join(_flow_share(name, f) for name, f in self.by_flow.items())
         estimated = t.calls - t.from_usage
         notes = [
             f"tokens of {t.from_usage:,} call(s) from their earlier results' usage, "
@@ -196,7 +213,8 @@ class ModelEstimate:
         if t.unknown:
             notes.append(
                 f"{t.unknown:,} whose cache entry cannot be checked (the prompt needs an "
-                "enrichment not known before the replay) counted as calls"
+                "enrichment or an earlier step's answer, not known before the replay) counted "
+                "as calls"
             )
         if t.invalid:
             notes.append(f"{t.invalid:,} invalid event(s) that would be dead-lettered")
@@ -210,9 +228,18 @@ class ModelEstimate:
         return (
             f"replay of {topic}: {self.records:,} record(s), {t.tasks:,} AI task(s): "
             f"{t.cached:,} from the AI cache, {t.calls:,} model call(s) ({flows or 'no flow'}); "
-            f"estimated cost ${t.cost_usd:,.4f} for ~{t.prompt_tokens:,} prompt + "
+            f"estimated cost ${t.cost_usd:,.4f} (${t.batch_cost_usd:,.4f} with --batch) for "
+            f"~{t.prompt_tokens:,} prompt + "
             f"{t.completion_tokens:,} completion tokens ({'; '.join(notes)})"
         )
+
+
+def _flow_share(name: str, flow: FlowEstimate) -> str:
+    """One flow's part of the line: cached and called (per step for a multi-step flow)."""
+    if flow.no_ai and not (flow.calls or flow.cached):
+        return f"{name}: no AI step, 0 calls"
+    steps = f" over {flow.steps} steps" if flow.steps else ""
+    return f"{name}: {flow.cached:,} cached + {flow.calls:,} call(s){steps}"
 
 
 class _Stamped(RawRecord, Protocol):

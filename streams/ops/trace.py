@@ -256,9 +256,14 @@ def summarise(role: str, document: dict[str, Any] | None, headers: dict[str, str
         lookups = ", ".join(sorted(doc.get("enrichment") or {})) or "none"
         return f"{flow}  lookups: {lookups}"
     if role == catalogue.RESULTS:
+        if not doc.get("model") and doc.get("attempts") == 0:
+            return f"{flow}  no AI step: output only, no model call"
         usage = doc.get("usage") or {}
         flags = [name for name in ("cached", "fallback", "reasked") if doc.get(name) is True]
-        if int(doc.get("attempts") or 1) > 1:
+        steps = doc.get("steps") or {}
+        if steps:  # a multi-step flow: one call per step is the norm
+            flags.append(f"steps {'+'.join(steps)}")
+        if int(doc.get("attempts") or 1) > max(1, len(steps)):
             flags.append(f"{doc['attempts']} attempts")
         return (
             f"{flow}  {doc.get('model')}  {usage.get('prompt_tokens', 0)}+"

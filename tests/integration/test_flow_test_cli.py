@@ -73,6 +73,18 @@ async def test_the_example_tests_pass_without_kafka(silent_broker: str) -> None:
     assert lines[-1] == f"5 passed, 0 failed ({REPO_ROOT / 'examples' / 'flows.tests.yaml'})"
 
 
+async def test_the_steps_example_tests_pass_without_kafka(silent_broker: str) -> None:
+    steps = REPO_ROOT / "examples" / "flows-steps.yaml"
+    env = {"KAFKA_BOOTSTRAP_SERVERS": silent_broker}
+    code, out, err = await hookstream("flow", "test", "-c", str(steps), "--all", env=env)
+    assert (code, err) == (0, "")
+    assert out.splitlines() == [
+        "PASS  the draft step's prompt holds the classify step's answer",
+        "PASS  a payment is copied to the CRM with no model call",
+        f"2 passed, 0 failed ({REPO_ROOT / 'examples' / 'flows-steps.tests.yaml'})",
+    ]
+
+
 async def test_one_event_with_an_answer_prints_the_sink_request(
     silent_broker: str, tmp_path: Path
 ) -> None:

@@ -140,12 +140,13 @@ async def setup(
 
 def _expected_usd(config: HookstreamConfig) -> tuple[float, int, int]:
     """Two calls at the earlier usage, two estimated from the prompt: $, prompt, completion."""
-    flow = next(f for f in config.flows if f.name == FLOW)
+    ai = next(f for f in config.flows if f.name == FLOW).ai
+    assert ai is not None
     prompt = 2 * EARLIER_USAGE[0]
     completion = 2 * EARLIER_USAGE[1]
     for n in (4, 5):
-        prompt += (len(flow.ai.system) + len(f"Message {n} " * n)) // 4 + 1
-        completion += flow.ai.max_tokens
+        prompt += (len(ai.system) + len(f"Message {n} " * n)) // 4 + 1
+        completion += ai.max_tokens
     return (prompt * INPUT_USD + completion * OUTPUT_USD) / 1e6, prompt, completion
 
 
@@ -156,7 +157,11 @@ async def test_the_estimate_counts_cache_and_calls_and_prices_them(setup: Setup)
     assert code == 1, err
     assert "6 record(s), 6 AI task(s): 2 from the AI cache, 4 model call(s)" in err
     assert "(feedback-triage: 2 cached + 4 call(s))" in err
-    assert f"estimated cost ${usd:,.4f} for ~{prompt:,} prompt + {completion:,} completion" in err
+    # Both prices: the batch API's at the default batch_price_factor, half.
+    assert (
+        f"estimated cost ${usd:,.4f} (${usd / 2:,.4f} with --batch) for ~{prompt:,} prompt + "
+        f"{completion:,} completion"
+    ) in err
     assert "tokens of 2 call(s) from their earlier results' usage, 2 estimated as prompt" in err
     assert "not confirmed" in err
     assert out == ""

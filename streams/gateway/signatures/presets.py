@@ -2,9 +2,10 @@
 GitLab, Linear, Paddle.
 
 Each fixes its headers and what it signs, from the sender's own documentation; the tests hold
-each to the sender's published example or its official SDK (tests/unit/streams/gateway/
-test_signature_presets.py). Secrets are the sender's text used as UTF-8 bytes, as every one of
-these senders does, and several may be active (rotation).
+each to the sender's published example or its official SDK, Node ones included (tests/unit/
+streams/gateway/test_signature_presets.py; docs/gateway.md says which, and what stands in for
+the three senders that ship none: Intercom, GitLab, Zendesk). Secrets are the sender's text
+used as UTF-8 bytes, as every one of these senders does, and several may be active (rotation).
 
 ========  ==================================  ===============================================
 preset    headers                             signed text → digest

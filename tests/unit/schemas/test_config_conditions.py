@@ -179,7 +179,7 @@ def test_when_values_are_judged_only_where_the_schema_declares_them_plainly() ->
     }
 
     def problems(test: dict[str, object]) -> list[tuple[tuple[str | int, ...], str]]:
-        return _when_problems(schema, test, ("when",))
+        return _when_problems(schema, {}, test, ("when",))
 
     assert problems({"field": "result.a", "equals": "y"}) == []  # behind a $ref: not judged
     assert problems({"field": "result.b", "matches": "^a"}) == []

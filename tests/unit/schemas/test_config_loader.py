@@ -81,7 +81,7 @@ def test_valid_file_loads_with_secrets_from_the_environment(tmp_path: Path) -> N
     provider = config.provider("default")
     assert provider.api_key is not None
     assert provider.api_key.get_secret_value() == "ai-key-xyz"
-    assert config.flow("triage").ai.max_concurrency == 4
+    assert config.flow("triage").max_concurrency == 4
     assert config.kafka.bootstrap_servers == "127.0.0.1:9092"
 
 
@@ -287,7 +287,7 @@ def test_sink_body_template_with_unknown_root_is_refused(tmp_path: Path) -> None
     path = write(tmp_path, text)
     assert problems_of(path, VALID_ENV) == [
         f"{path}:28: flows[0].sinks[0].body: template refers to ['env']; "
-        "it may use ['ai', 'data', 'enrichment', 'event', 'result']"
+        "it may use ['ai', 'data', 'enrichment', 'event', 'result', 'steps']"
     ]
 
 
@@ -448,8 +448,10 @@ def test_anchors_tags_and_line_numbers_with_the_fast_parser(tmp_path: Path) -> N
     ]
     path = write(tmp_path, text.replace("!!int '0'", "2"))
     config = load_config(path, env=VALID_ENV)
-    assert config.flows[0].ai.system == "customer_id"
-    assert config.flows[0].ai.max_attempts == 2
+    ai = config.flows[0].ai
+    assert ai is not None
+    assert ai.system == "customer_id"
+    assert ai.max_attempts == 2
 
 
 def test_file_must_be_a_mapping(tmp_path: Path) -> None:

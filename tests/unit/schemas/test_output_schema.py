@@ -70,7 +70,9 @@ def problems_of(tmp_path: Path, text: str) -> list[str]:
 def test_the_base_file_loads(tmp_path: Path) -> None:
     path = tmp_path / "flows.yaml"
     path.write_text(BASE, encoding="utf-8")
-    assert load_config(path, env=ENV).flows[0].ai.output["required"] == ["category"]
+    ai = load_config(path, env=ENV).flows[0].ai
+    assert ai is not None
+    assert ai.output["required"] == ["category"]
 
 
 # --- the schema itself ----------------------------------------------------------------------

@@ -72,7 +72,8 @@ def test_idempotency_key_is_stable_and_replays_get_their_own() -> None:
 
 def test_sink_context_names_what_templates_may_use() -> None:
     context = sink_context(_result(2))
-    assert set(context) == {"event", "data", "enrichment", "result", "ai"}
+    assert set(context) == {"event", "data", "enrichment", "result", "steps", "ai"}
+    assert context["steps"] == {}
     assert context["data"]["customer_id"] == "cus_2"
     assert context["result"] == {"sentiment": "positive"}
     assert context["ai"] == {"model": "sim-1", "provider": "default", "flow": "triage"}

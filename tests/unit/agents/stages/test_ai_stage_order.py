@@ -122,15 +122,15 @@ async def test_a_failed_call_gives_its_slot_back_before_dead_lettering(
     dead_lettered: list[str] = []
 
     async def fail(message: Any, exc: Exception, *, extra_headers: Any) -> None:
-        slots_free_at_dead_letter.append(not stage._limits["feedback-triage"].locked())
+        slots_free_at_dead_letter.append(not stage._limits[("feedback-triage", None)].locked())
         dead_lettered.append(type(exc).__name__)
 
     monkeypatch.setattr(AITask, "run", run)
     stage = AIStage(config, resources)
     monkeypatch.setattr(stage, "_fail", fail)
-    limit = stage._limits["feedback-triage"]
+    limit = stage._limits[("feedback-triage", None)]
     # Every slot but one is busy: the failed call's slot is the last one.
-    for _ in range(config.flow("feedback-triage").ai.max_concurrency - 1):
+    for _ in range(config.flow("feedback-triage").max_concurrency - 1):
         await limit.acquire()
     assert not limit.locked()
     await asyncio.wait_for(stage.handle(Event(Message(dumps(enriched)))), 5)

@@ -41,6 +41,7 @@ SHORT_NAMES = [
     "dlq-redriven",
     "dedupe",
     "ai-cache",
+    "replay-jobs",
 ]
 
 

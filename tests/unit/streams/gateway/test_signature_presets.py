@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from schemas.errors import ConfigError, InvalidPayload, SignatureError
 from streams.gateway.signatures import sign_request, verify
 from streams.gateway.signatures.forms import form_data
 from streams.gateway.signatures.url_signed import sign_hubspot
+from tests.support import oracles
 
 SECRET = "preset-secret-do-not-echo"
 BODY = b'{"id": "evt_1", "type": "ticket.created", "customer_id": "c-1"}'
@@ -111,12 +113,54 @@ def test_slack_sdk_accepts_what_hookstream_signs_and_stale_times_are_refused() -
 
 def zendesk_documented(secret: str, timestamp: str, body: bytes) -> str:
     """developer.zendesk.com/documentation/webhooks/verifying: base64(HMACSHA256(TIMESTAMP +
-    BODY)), keyed by the signing secret's text. Zendesk ships no verifier on PyPI, and the one
-    worked example it published (an older page, event-connectors/webhooks/verifying) signs
-    BODY + TIMESTAMP, against its own formula and every implementation we found; so the
-    formula, computed with the standard library, is the oracle here."""
+    BODY)), keyed by the signing secret's text, as the page's Node example computes it
+    (createHmac("sha256", SIGNING_SECRET).update(timestamp + body).digest("base64")). Zendesk
+    ships no verifier (no SDK on PyPI or npm verifies its webhooks) and the current page has no
+    worked example, so the formula, computed with the standard library, is the oracle; the
+    one published vector is checked below."""
     mac = hmac.new(secret.encode(), timestamp.encode() + body, hashlib.sha256).digest()
     return base64.b64encode(mac).decode()
+
+
+# The one vector Zendesk published, on its event connectors page
+# (developer.zendesk.com/documentation/event-connectors/webhooks/verifying), whose formula then
+# read base64(HMACSHA256((BODY)(TIMESTAMP))). That page now gives TIMESTAMP + BODY, like the
+# webhooks page, and dropped the vector.
+ZENDESK_OLD_SECRET = "HRkRd4BeOAoUkfZr-mhauJT64rvBASlJRoIyPsd3zeA="
+ZENDESK_OLD_BODY = b'{"say": "hello"}'
+ZENDESK_OLD_TIMESTAMP = "2021-07-25T10:00:00Z"
+ZENDESK_OLD_SIGNATURE = "tRDSF7URY8BLCDlaBcQ7FHu051Zk+aAB0NKMP53teMw="
+
+
+def test_zendesks_withdrawn_vector_fixes_the_key_and_encoding_but_not_the_order() -> None:
+    """The vector agrees with its own page's formula (BODY then TIMESTAMP), so it was no
+    typo; it confirms what both pages share: the secret's text is the key (not its base64
+    decoding), HMAC-SHA256, base64. The order follows the current pages (TIMESTAMP first),
+    as every receiver we found does; so the preset refuses this vector, and this test says so
+    rather than hide it."""
+    key = ZENDESK_OLD_SECRET.encode()
+    message = ZENDESK_OLD_BODY + ZENDESK_OLD_TIMESTAMP.encode()
+    old = base64.b64encode(hmac.new(key, message, hashlib.sha256).digest()).decode()
+    assert old == ZENDESK_OLD_SIGNATURE
+    decoded_key = base64.urlsafe_b64decode(ZENDESK_OLD_SECRET)
+    assert base64.b64encode(hmac.new(decoded_key, message, hashlib.sha256).digest()).decode() != (
+        ZENDESK_OLD_SIGNATURE
+    )
+    headers = {
+        "X-Zendesk-Webhook-Signature-Timestamp": ZENDESK_OLD_TIMESTAMP,
+        "X-Zendesk-Webhook-Signature": ZENDESK_OLD_SIGNATURE,
+    }
+    moment = 1627207200  # 2021-07-25T10:00:00Z
+    cfg = config("zendesk", ZENDESK_OLD_SECRET)
+    assert refused(cfg, headers, ZENDESK_OLD_BODY, now_s=moment).code == "no_signature_matched"
+    # The same request signed the current way is accepted.
+    current = {
+        **headers,
+        "X-Zendesk-Webhook-Signature": zendesk_documented(
+            ZENDESK_OLD_SECRET, ZENDESK_OLD_TIMESTAMP, ZENDESK_OLD_BODY
+        ),
+    }
+    accepted(cfg, current, ZENDESK_OLD_BODY, now_s=moment)
 
 
 def test_zendesk_matches_the_documented_formula_with_its_iso_timestamp() -> None:
@@ -229,57 +273,116 @@ def test_twilio_sha256_shared_key_variant_matches_the_sdk() -> None:
     accepted(config("twilio", url=PUBLIC_URL), headers, b"CallSid=CA1&From=%2B1555")
 
 
-# --- Shopify, Intercom, GitLab, Linear -----------------------------------------------------
+# --- Shopify, Intercom, GitLab, Linear ------------------------------------------------------
+
+# Shopify sends these with every webhook; its SDK's validate() refuses a request without them.
+SHOPIFY_HEADERS = {
+    "X-Shopify-Topic": "orders/create",
+    "X-Shopify-Shop-Domain": "hookstream-test.myshopify.com",
+    "X-Shopify-API-Version": "2026-01",
+    "X-Shopify-Webhook-Id": "b54557e4-bdd9-4b37-8a5f-bf7d70bcd043",
+}
+UTF8_BODY = '{"id": 820982911946154508, "note": "café ☕", "total": "10.00"}'.encode()
 
 
-def test_shopify_matches_the_documented_formula() -> None:
-    # shopify.dev/docs/apps/build/webhooks/subscribe/https (verify): base64 of the body's
-    # HMAC-SHA256 under the app's client secret, in X-Shopify-Hmac-Sha256; no SDK verifier on
-    # PyPI, so the standard library computes it.
-    expected = base64.b64encode(hmac.new(SECRET.encode(), BODY, hashlib.sha256).digest())
-    headers = {"X-Shopify-Hmac-Sha256": expected.decode()}
-    assert sign_request(config("shopify"), BODY).headers == headers
-    accepted(config("shopify"), headers)
-    assert refused(config("shopify", "other-secret"), headers).code == "no_signature_matched"
+def test_shopify_sdk_accepts_what_hookstream_signs() -> None:
+    # @shopify/shopify-api's webhooks.validate (Shopify's official Node library; none on PyPI
+    # verifies webhooks): X-Shopify-Hmac-Sha256, base64 of the raw body's HMAC-SHA256.
+    signed = {**sign_request(config("shopify"), UTF8_BODY).headers, **SHOPIFY_HEADERS}
+    tampered = UTF8_BODY.replace(b"10.00", b"99.00")
+    answers = oracles.ask(
+        [
+            {"oracle": "shopify", "secret": SECRET, "body": UTF8_BODY, "headers": signed},
+            {"oracle": "shopify", "secret": "other-secret", "body": UTF8_BODY, "headers": signed},
+            {"oracle": "shopify", "secret": SECRET, "body": tampered, "headers": signed},
+        ]
+    )
+    assert [answer["valid"] for answer in answers] == [True, False, False]
+    accepted(config("shopify"), signed, UTF8_BODY)
+    assert refused(config("shopify", "other-secret"), signed, UTF8_BODY).code == (
+        "no_signature_matched"
+    )
+    assert refused(config("shopify"), signed, tampered).code == "no_signature_matched"
 
 
-def test_intercom_matches_the_documented_formula() -> None:
-    # developers.intercom.com (webhooks, signed notifications): X-Hub-Signature: sha1=<hex
-    # HMAC-SHA1 of the body under the app's client secret>.
-    expected = "sha1=" + hmac.new(SECRET.encode(), BODY, hashlib.sha1).hexdigest()
-    headers = {"X-Hub-Signature": expected}
-    assert sign_request(config("intercom"), BODY).headers == headers
-    accepted(config("intercom"), headers)
-    assert refused(config("intercom", "other-secret"), headers).code == "no_signature_matched"
+def test_intercom_hub_signature_against_octokits_sha1_verifier_and_signer() -> None:
+    # Intercom ships no verifier (python-intercom 5 and intercom-client 7 have none). Its signed
+    # notifications (developers.intercom.com/docs/references/webhooks/webhook-models, "Signed
+    # notifications") carry the PubSubHubbub header X-Hub-Signature: sha1=<40 hex>, HMAC-SHA1 of
+    # the body; @octokit/webhooks-methods 3.x verifies and signs exactly that header.
+    signed = sign_request(config("intercom"), UTF8_BODY).headers
+    answers = oracles.ask(
+        [
+            {"oracle": "hub-sha1", "secret": SECRET, "body": UTF8_BODY, "headers": signed},
+            {"oracle": "hub-sha1", "secret": "other-secret", "body": UTF8_BODY, "headers": signed},
+            {"oracle": "hub-sha1-sign", "secret": SECRET, "body": UTF8_BODY},
+        ]
+    )
+    assert [answer.get("valid") for answer in answers[:2]] == [True, False]
+    by_octokit = {"X-Hub-Signature": answers[2]["signature"]}
+    accepted(config("intercom"), by_octokit, UTF8_BODY)
+    assert refused(config("intercom", "other-secret"), by_octokit, UTF8_BODY).code == (
+        "no_signature_matched"
+    )
+    # The example header Intercom publishes on that page has this shape.
+    assert re.fullmatch(r"sha1=[0-9a-f]{40}", "sha1=21ff2e149e0fdcac6f947740f6177f6434bda921")
+    assert re.fullmatch(r"sha1=[0-9a-f]{40}", by_octokit["X-Hub-Signature"])
     sha256 = {"X-Hub-Signature": "sha256=" + "00" * 32}
     assert refused(config("intercom"), sha256).code == "malformed_signature"
 
 
 def test_gitlab_compares_the_token_with_every_active_secret() -> None:
-    # docs.gitlab.com (webhooks, validate payloads by using a secret token): the token itself
-    # in X-Gitlab-Token; a rotated pair accepts either.
+    # GitLab signs nothing and has no verifier to run: docs.gitlab.com/user/project/integrations/
+    # webhooks ("Validate payloads by using a secret token"): GitLab sends the secret token
+    # itself, unchanged, in the X-Gitlab-Token header. So the oracle is that header and value
+    # as documented; a rotated pair accepts either.
     cfg = config("gitlab", f"{SECRET},old-token")
     accepted(cfg, {"X-Gitlab-Token": SECRET})
     accepted(cfg, {"X-Gitlab-Token": "old-token"})
+    assert sign_request(config("gitlab"), BODY).headers == {"X-Gitlab-Token": SECRET}
     assert refused(cfg, {"X-Gitlab-Token": "other-secret"}).code == "no_signature_matched"
+    assert refused(cfg, {"X-Gitlab-Token": SECRET + "x"}).code == "no_signature_matched"
     assert refused(cfg, {}).code == "missing_signature"
 
 
-def test_linear_checks_the_signature_then_the_bodys_webhook_timestamp() -> None:
-    # linear.app/developers/webhooks: Linear-Signature = hex HMAC-SHA256 of the body; the
-    # body's webhookTimestamp (ms) is to be within a minute or so of now.
-    body = b'{"action":"create","type":"Issue","webhookTimestamp":%d}' % (NOW * 1000)
-    expected = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-    headers = {"Linear-Signature": expected}
-    assert sign_request(config("linear"), body).headers == headers
-    accepted(config("linear"), headers, body)
-    assert refused(config("linear", "other-secret"), headers, body).code == ("no_signature_matched")
-    assert refused(config("linear"), headers, body, now_s=NOW + 301).code == (
+def linear_body(timestamp_ms: int) -> bytes:
+    data = (
+        b'{"action":"create","type":"Issue","data":{"title":"caf\xc3\xa9"},"webhookTimestamp":%d}'
+    )
+    return data % timestamp_ms
+
+
+def test_linear_sdk_accepts_what_hookstream_signs_and_both_check_the_bodys_time() -> None:
+    # @linear/sdk's LinearWebhookClient.verify (Linear's official SDK; none on PyPI): hex
+    # HMAC-SHA256 of the body in Linear-Signature, then the body's webhookTimestamp (ms) within
+    # a minute of the SDK's clock. Hence bodies stamped with the real time here.
+    now = int(time.time())
+    body = linear_body(now * 1000)
+    signed = sign_request(config("linear"), body).headers
+    stale = linear_body((now - 301) * 1000)
+    stale_signed = sign_request(config("linear"), stale).headers
+    untimed = b'{"action":"create","type":"Issue"}'
+    untimed_signed = sign_request(config("linear"), untimed).headers
+    answers = oracles.ask(
+        [
+            {"oracle": "linear", "secret": SECRET, "body": body, "headers": signed},
+            {"oracle": "linear", "secret": "other-secret", "body": body, "headers": signed},
+            {"oracle": "linear", "secret": SECRET, "body": stale, "headers": stale_signed},
+            {"oracle": "linear", "secret": SECRET, "body": untimed, "headers": untimed_signed},
+        ]
+    )
+    assert [answer["valid"] for answer in answers] == [True, False, False, False]
+    assert answers[3]["detail"] == "Missing webhook timestamp"
+    accepted(config("linear"), signed, body, now_s=now)
+    assert refused(config("linear", "other-secret"), signed, body, now_s=now).code == (
+        "no_signature_matched"
+    )
+    assert refused(config("linear"), stale_signed, stale, now_s=now).code == (
         "timestamp_out_of_window"
     )
-    untimed = b'{"action":"create"}'
-    signed = sign_request(config("linear"), untimed).headers
-    assert refused(config("linear"), signed, untimed).code == "missing_timestamp"
+    assert refused(config("linear"), untimed_signed, untimed, now_s=now).code == (
+        "missing_timestamp"
+    )
 
 
 # --- Paddle, Square ------------------------------------------------------------------------

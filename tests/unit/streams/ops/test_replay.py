@@ -21,6 +21,7 @@ from streams.ops.replay import (
     ReplayStats,
 )
 from tests.unit.schemas.test_config_loader import EXAMPLE, EXAMPLE_ENV
+from tests.unit.schemas.test_config_steps import EXAMPLE as STEPS_EXAMPLE
 
 TICKET = {
     "id": "w1",
@@ -121,6 +122,8 @@ def test_the_pricer_answers_from_the_cache_or_prices_a_call(config: HookstreamCo
     model = config.providers[0].model
     pricer = _pricer(config, {model: {"input_usd_per_mtok": 2.0, "output_usd_per_mtok": 10.0}})
     triage = config.flows[0]
+    ai = triage.ai
+    assert ai is not None
     ticket = {**TICKET, "time": "2026-01-01T00:00:00Z", "partitionkey": "c", "traceid": "t"}
     enriched = _wrapped(triage.name, ticket)
 
@@ -128,9 +131,9 @@ def test_the_pricer_answers_from_the_cache_or_prices_a_call(config: HookstreamCo
     call = pricer.price(triage, "enriched", enriched, None)
     assert call.outcome == "call"
     assert not call.from_usage
-    prompt = (len(triage.ai.system) + len("The export is slow.")) // 4 + 1
-    assert (call.prompt_tokens, call.completion_tokens) == (prompt, triage.ai.max_tokens)
-    assert call.cost_usd == pytest.approx((prompt * 2.0 + triage.ai.max_tokens * 10.0) / 1e6)
+    prompt = (len(ai.system) + len("The export is slow.")) // 4 + 1
+    assert (call.prompt_tokens, call.completion_tokens) == (prompt, ai.max_tokens)
+    assert call.cost_usd == pytest.approx((prompt * 2.0 + ai.max_tokens * 10.0) / 1e6)
 
     # An earlier result's usage replaces the estimate.
     original = Original(enrichment={}, model=model, prompt_tokens=100, completion_tokens=20)
@@ -139,7 +142,7 @@ def test_the_pricer_answers_from_the_cache_or_prices_a_call(config: HookstreamCo
     assert used.cost_usd == pytest.approx((100 * 2.0 + 20 * 10.0) / 1e6)
 
     # In the cache under the AI stage's own key: answered from it, for free.
-    task = pricer.tasks[triage.name]
+    task = pricer.tasks[(triage.name, None)]
     request = task.request_for(EnrichedEvent.model_validate(enriched))
     entry = {"provider": "default", "model": model, "output": {}, "usage": {}}
     pricer.cache.remember(request.cache_key(config.providers[0].name), entry)
@@ -164,17 +167,18 @@ def test_the_estimate_line_says_what_is_counted_and_estimated() -> None:
     estimate = ModelEstimate(records=5)
     triage = estimate.by_flow.setdefault("triage", FlowEstimate(tasks=4))
     triage.add(Priced("cache"))
-    triage.add(Priced("call", 100, 20, 0.25, from_usage=True))
+    triage.add(Priced("call", 100, 20, 0.25, from_usage=True, batch_cost_usd=0.125))
     triage.add(Priced("unknown", 50, 200, 0.5, has_price=False))
     triage.add(Priced("invalid"))
-    estimate.by_flow.setdefault("other", FlowEstimate(tasks=1)).add(Priced("call", 10, 200, 1.0))
+    other = estimate.by_flow.setdefault("other", FlowEstimate(tasks=1))
+    other.add(Priced("call", 10, 200, 1.0, batch_cost_usd=0.5))
     total = estimate.total()
     assert (total.tasks, total.cached, total.calls, total.unknown, total.invalid) == (5, 1, 3, 1, 1)
     assert (total.prompt_tokens, total.completion_tokens) == (160, 420)
     line = estimate.line("hookstream.events")
     assert "5 record(s), 5 AI task(s): 1 from the AI cache, 3 model call(s)" in line
     assert "(triage: 1 cached + 2 call(s), other: 0 cached + 1 call(s))" in line
-    assert "estimated cost $1.7500 for ~160 prompt + 420 completion tokens" in line
+    assert "estimated cost $1.7500 ($0.6250 with --batch) for ~160 prompt + 420 completion" in line
     assert "tokens of 1 call(s) from their earlier results' usage, 2 estimated" in line
     assert "1 whose cache entry cannot be checked" in line
     assert "1 invalid event(s)" in line
@@ -204,3 +208,31 @@ def test_a_sampled_estimate_is_scaled_to_every_task_and_says_so() -> None:
 def test_stats_rate() -> None:
     assert ReplayStats("r", replayed=500, elapsed_s=2.0).events_per_s == 250.0
     assert ReplayStats("r").events_per_s == 0.0
+
+
+def test_the_pricer_counts_a_call_per_step_and_none_for_a_flow_with_no_ai_step() -> None:
+    config = load_config(STEPS_EXAMPLE, env=EXAMPLE_ENV)
+    pricer = ReplayPricer(config)
+    reply, sync = config.flows
+    ticket = {**TICKET, "time": "2026-01-01T00:00:00Z", "partitionkey": "c", "traceid": "t"}
+    priced = pricer.price(reply, "enriched", _wrapped(reply.name, ticket), None)
+    # classify's prompt is known; draft's reads classify's answer, known only once it runs.
+    assert [part.outcome for part in priced.parts] == ["call", "unknown"]
+    share = FlowEstimate(tasks=1)
+    share.add(priced)
+    assert (share.calls, share.unknown, share.cached, share.steps) == (2, 1, 0, 2)
+    payment = {**PAYMENT, "time": "2026-01-01T00:00:00Z", "partitionkey": "c", "traceid": "t"}
+    none = pricer.price(sync, "events", payment, None)
+    assert none.outcome == "none"
+    share = FlowEstimate(tasks=1)
+    share.add(none)
+    assert (share.priced, share.calls, share.cached, share.invalid) == (1, 0, 0, 0)
+    estimate = ModelEstimate(records=2, by_flow={"ticket-reply": FlowEstimate(tasks=1)})
+    estimate.by_flow["ticket-reply"].add(priced)
+    estimate.by_flow["payment-sync"] = share
+    share.tasks = 1
+    line = estimate.line("hookstream.enriched")
+    assert (
+        "(ticket-reply: 0 cached + 2 call(s) over 2 steps, payment-sync: no AI step, 0 calls)"
+        in (line)
+    )

@@ -82,6 +82,17 @@ def test_result_summary_has_model_tokens_cost_and_latency() -> None:
     )
 
 
+def test_result_summary_of_a_multi_step_and_a_no_ai_flow() -> None:
+    steps = {**RESULT, "steps": {"classify": {}, "draft": {}}, "attempts": 2}
+    assert summarise("results", steps, {}) == (
+        "triage  sim-1  212+38 tok  $0.0009  1.2 s  steps classify+draft"
+    )
+    retried = {**steps, "attempts": 3}
+    assert summarise("results", retried, {}).endswith("steps classify+draft  3 attempts")
+    no_ai = {**RESULT, "provider": "", "model": "", "attempts": 0}
+    assert summarise("results", no_ai, {}) == "triage  no AI step: output only, no model call"
+
+
 def test_summaries_of_event_enriched_and_receipt() -> None:
     event = {"id": "w1", "source": "helpdesk", "type": "ticket.created", "partitionkey": "cus_1"}
     assert summarise("events", event, {}) == "helpdesk  ticket.created  key cus_1"
