@@ -115,6 +115,12 @@ async def test_re_asks_and_fallbacks_work_in_background_mode(
             if call["reask"] and call["status"] == 200
         ]
         assert reasks  # the seed makes some answers malformed
+        for result in results.values():  # usage and cost from the polled response, as today
+            assert result.usage.prompt_tokens > 0
+            assert result.usage.completion_tokens > 0
+            assert result.cost_usd == pytest.approx(
+                (result.usage.prompt_tokens * 150 + result.usage.completion_tokens * 600) / 1e6
+            )
         assert sum(r.reasked for r in results.values()) == len(reasks) - len(dead)
         assert (await ai.stats())["responses"]["paid"] == EVENTS + len(reasks)
 
