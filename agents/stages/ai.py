@@ -39,6 +39,7 @@ from agents.outbound.retry import RetriesExhausted
 from agents.resources import Resources
 from agents.stages.base import InvalidRecord, Stage, decode, traced
 from agents.stages.runner import Groups
+from agents.state.durable_map import DurableMap, put_all
 from agents.state.recovery import done_key
 from schemas.codec import dumps
 from schemas.config import HookstreamConfig
@@ -212,12 +213,13 @@ class AIStage(Stage):
             await emit(
                 writer, self.topics.results, payload, key=key, headers=carried_headers(message)
             )
-            marks = []
+            marks: list[tuple[DurableMap, str, Any]] = []
             if dedupe is not None:
-                marks.append(dedupe.put(writer, marker, 1))
+                marks.append((dedupe, marker, 1))
             if cache is not None and cache_key is not None and entry is not None:
-                marks.append(cache.put(writer, cache_key, entry))
-            await asyncio.gather(*marks)
+                marks.append((cache, cache_key, entry))
+            if marks:
+                await put_all(writer, marks)
             if self.resources.answers is not None:
                 self.resources.answers.done(marker)
 

@@ -18,7 +18,7 @@ repetitions are reported. Writes bench/results/pipeline.json and pipeline.md.
 
 Usage: python bench/pipeline/run.py [--events 20000] [--repeat 3] [--profile-s 0]
 (with ``--profile-s S`` and py-spy on PATH, the first worker run is also sampled for S seconds
-and py-spy's top functions written to bench/results/pipeline-profile.txt).
+its samples written to bench/results/<name>-profile.raw, collapsed stacks).
 """
 
 from __future__ import annotations
@@ -187,10 +187,14 @@ async def measure(
 
 
 class Bench:
-    def __init__(self, bootstrap: str, workdir: Path, events: int, ai_url: str, crm_url: str):
+    def __init__(
+        self, bootstrap: str, workdir: Path, events: int, ai_url: str, crm_url: str, name: str
+    ) -> None:
         self.bootstrap, self.workdir, self.events = bootstrap, workdir, events
         self.ai_url, self.crm_url = ai_url, crm_url
         self.counter = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+        self.name = name
+        self._sessions: list[Any] = []
 
     def env(self, prefix: str) -> dict[str, str]:
         return {
@@ -207,14 +211,39 @@ class Bench:
         return lambda: topic_count(self.counter, topic)
 
     async def hookstream(
-        self, role: str, prefix: str, lookup: bool, count: Callable[[], Awaitable[int]]
+        self,
+        role: str,
+        prefix: str,
+        lookup: bool,
+        count: Callable[[], Awaitable[int]],
+        profile_s: float = 0.0,
     ) -> tuple[dict[str, Any], Proc]:
+        """One hookstream process measured; with ``profile_s``, py-spy samples it from its
+        first output for that long (bench/results/<name>-profile.raw, collapsed stacks)."""
         path = self.workdir / f"flows-{prefix}-{lookup}.yaml"
         path.write_text(yaml.safe_dump(config(lookup), sort_keys=False))
-        proc = Proc(role, [role, "-c", str(path), "-l", "info"], self.env(prefix),
-                    self.workdir / f"{role}-{prefix}.log")
+        proc = Proc(
+            role,
+            [role, "-c", str(path), "-l", "info"],
+            self.env(prefix),
+            self.workdir / f"{role}-{prefix}.log",
+        )
         await proc.start(ready_timeout_s=180)
-        return await self._measured(proc.process, count), proc
+        assert proc.process is not None
+        spy = None
+        if profile_s:
+            while not await count():  # noqa: ASYNC110 - polling Kafka, no event to wait on
+                await asyncio.sleep(0.1)
+            spy = await asyncio.create_subprocess_exec(
+                *("py-spy", "record", "-p", str(proc.process.pid), "-d", str(int(profile_s))),
+                *("-f", "raw", "-o", str(RESULTS / f"{self.name}-profile.raw"), "--nonblocking"),
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+        measured = await self._measured(proc.process, count)
+        if spy is not None:
+            await spy.wait()
+        return measured, proc
 
     async def _measured(self, process: Any, count: Callable[[], Awaitable[int]]) -> dict[str, Any]:
         return await measure(process.pid, count, self.events, timeout_s=self.events / 20 + 300)
@@ -222,8 +251,15 @@ class Bench:
     async def baseline(self, mode: str, prefix: str, count: Callable[[], Awaitable[int]]) -> Any:
         log = (self.workdir / f"{mode}-{prefix}.log").open("wb")
         process = await asyncio.create_subprocess_exec(
-            sys.executable, str(Path(__file__).with_name("baselines.py")), mode, prefix,
-            self.bootstrap, self.crm_url, stdout=log, stderr=log, cwd=ROOT,
+            sys.executable,
+            str(Path(__file__).with_name("baselines.py")),
+            mode,
+            prefix,
+            self.bootstrap,
+            self.crm_url,
+            stdout=log,
+            stderr=log,
+            cwd=ROOT,
         )
         try:
             return await self._measured(process, count)
@@ -236,7 +272,7 @@ class Bench:
 
         session = aiohttp.ClientSession()
         async with session.get(f"{self.crm_url}/_sim/stats") as response:
-            base = (await response.json())["updates"]
+            base = int((await response.json())["updates"])
 
         async def count() -> int:
             async with session.get(f"{self.crm_url}/_sim/stats") as response:
@@ -244,8 +280,6 @@ class Bench:
 
         self._sessions.append(session)
         return count
-
-    _sessions: list[Any] = []
 
     async def repetition(self, profile_s: float) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -255,10 +289,9 @@ class Bench:
             await preload(self.bootstrap, prefix, self.events)
             print(f"{name} ...", flush=True)
             count = self.kafka_count(f"{prefix}.results")
-            if profile_s and not lookup:
-                measured, proc = await self.profiled(prefix, count, profile_s)
-            else:
-                measured, proc = await self.hookstream("worker", prefix, lookup, count)
+            measured, proc = await self.hookstream(
+                "worker", prefix, lookup, count, 0.0 if lookup else profile_s
+            )
             out[name] = measured
             await proc.stop()
             if not lookup:
@@ -280,27 +313,6 @@ class Bench:
         for name, value in out.items():
             print(f"  {name}: {value}", flush=True)
         return out
-
-    async def profiled(
-        self, prefix: str, count: Callable[[], Awaitable[int]], profile_s: float
-    ) -> tuple[dict[str, Any], Proc]:
-        """The worker run with py-spy sampling it from its first output for ``profile_s``."""
-        path = self.workdir / f"flows-{prefix}-False.yaml"
-        path.write_text(yaml.safe_dump(config(False), sort_keys=False))
-        proc = Proc("worker", ["worker", "-c", str(path), "-l", "info"], self.env(prefix),
-                    self.workdir / f"worker-{prefix}.log")
-        await proc.start(ready_timeout_s=180)
-        assert proc.process is not None
-        while await count() == 0:
-            await asyncio.sleep(0.1)
-        spy = await asyncio.create_subprocess_exec(
-            "py-spy", "record", "-p", str(proc.process.pid), "-d", str(int(profile_s)),
-            "-f", "raw", "-o", str(RESULTS / "pipeline-profile.raw"), "--nonblocking",
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-        )
-        measured = await self._measured(proc.process, count)
-        await spy.wait()
-        return measured, proc
 
 
 async def stop(process: Any) -> None:
@@ -392,7 +404,7 @@ async def main() -> int:
     reps: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="hookstream-pipeline-") as tmp:
         async with running_ai_sim() as ai, running_crm_sim(seed_customers=KEYS) as crm:
-            bench = Bench(bootstrap, Path(tmp), args.events, ai.base_url, crm.base_url)
+            bench = Bench(bootstrap, Path(tmp), args.events, ai.base_url, crm.base_url, args.name)
             await bench.counter.start()
             try:
                 for index in range(args.repeat):

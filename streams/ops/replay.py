@@ -48,7 +48,6 @@ from streams.kafka.reader import (
     Window,
     new_consumer,
     partitions_of,
-    read_window,
     read_window_raw,
     window,
 )
@@ -314,12 +313,15 @@ class Replayer:
         return decoded if isinstance(decoded, dict) else {}
 
     async def estimate(self, pricer: Pricer) -> ModelEstimate:
-        """What the window's AI tasks would cost — three read-only passes.
+        """What the window's AI tasks would cost: the window read once, then the results.
 
-        First the window: which (flow, event) tasks, and its earliest record's time; then the
-        results topic from that time on, for each task's earlier result (:class:`Original`);
-        then the window again, each task priced by ``pricer``. Reading twice keeps the memory
-        to the tasks' identities rather than the whole window.
+        Every selected record is counted as it is read, and every stride-th (flow, event)
+        task is kept for pricing, the stride fixed before the read from the window's size
+        (its records bound the selected ones), so at most ~``PRICED_MAX`` tasks are held.
+        Then the results topic, from the earliest kept task's time on, gives the kept tasks'
+        earlier results (:class:`Original`), and each kept task is priced by ``pricer``.
+        (Before, the window was read twice, once to find the tasks and once to price them:
+        issue 16.)
         """
         consumer = new_consumer(
             self.config.kafka, max_partition_fetch_bytes=self.batch_bytes, check_crcs=False
@@ -328,39 +330,35 @@ class Replayer:
         try:
             await consumer.start()
             win = await self._fixed_window(consumer)
-            wanted: set[tuple[str, str, str]] = set()
+            # Beyond PRICED_MAX tasks every stride-th is priced and the figures scaled (an
+            # exact pass over 100,000 events took ~10 s, 15 times the replay's own copy).
+            stride = estimate.stride = max(1, -(-win.size // PRICED_MAX))
+            kept: list[tuple[FlowConfig, dict[str, Any]]] = []
             earliest_ms: int | None = None
+            index = 0
             async for _, records in read_window_raw(consumer, win):
                 for record in cast("Iterable[_Stamped]", records):
                     value = self._decode(record.value)
                     if not (self.selection.empty or self.selects(value)):
                         continue
                     estimate.records += 1
-                    if self.calls_model:
-                        wanted.update(self._identity(f.name, value) for f in self._flows(value))
-                        stamp = record.timestamp
-                        earliest_ms = stamp if earliest_ms is None else min(earliest_ms, stamp)
-            if not wanted or earliest_ms is None:
-                return estimate
-            originals = await self._originals(wanted, earliest_ms)
-            # Beyond PRICED_MAX tasks every stride-th is priced and the figures scaled (an
-            # exact pass over 100,000 events took ~10 s, 15 times the replay's own copy; this
-            # one, ~1.3 s).
-            stride = estimate.stride = -(-len(wanted) // PRICED_MAX)
-            index = 0
-            async for _, raw in read_window_raw(consumer, win):
-                for item in raw:
-                    value = self._decode(item.value)
-                    if not (self.selection.empty or self.selects(value)):
+                    if not self.calls_model:
                         continue
                     for flow in self._flows(value):
-                        share = estimate.by_flow.setdefault(flow.name, FlowEstimate())
-                        share.tasks += 1
+                        estimate.by_flow.setdefault(flow.name, FlowEstimate()).tasks += 1
                         index += 1
                         if index % stride:
                             continue
-                        original = originals.get(self._identity(flow.name, value))
-                        share.add(pricer.price(flow, self.role, value, original))
+                        kept.append((flow, value))
+                        stamp = record.timestamp
+                        earliest_ms = stamp if earliest_ms is None else min(earliest_ms, stamp)
+            if not kept or earliest_ms is None:
+                return estimate
+            wanted = {self._identity(flow.name, value) for flow, value in kept}
+            originals = await self._originals(wanted, earliest_ms)
+            for flow, value in kept:
+                original = originals.get(self._identity(flow.name, value))
+                estimate.by_flow[flow.name].add(pricer.price(flow, self.role, value, original))
             for share in estimate.by_flow.values():
                 share.scale()
         except KafkaError as exc:
@@ -379,7 +377,9 @@ class Replayer:
         those topics only, and would not see the results topic.
         """
         results = catalogue.Topics(self.config.kafka.topic_prefix).results
-        consumer = new_consumer(self.config.kafka)
+        consumer = new_consumer(
+            self.config.kafka, max_partition_fetch_bytes=self.batch_bytes, check_crcs=False
+        )
         try:
             await consumer.start()
             win = await window(consumer, results, datetime.fromtimestamp(since_ms / 1000, UTC))
@@ -392,8 +392,10 @@ class Replayer:
     async def _read_originals(
         self, consumer: Any, win: Window, wanted: set[tuple[str, str, str]]
     ) -> dict[tuple[str, str, str], Original]:
+        """Read from the fetched batches (no ConsumerRecord per record), and only until every
+        wanted task's result was found."""
         found: dict[tuple[str, str, str], Original] = {}
-        async for records in read_window(consumer, win):
+        async for _, records in read_window_raw(consumer, win):
             for record in records:
                 value = self._decode(record.value)
                 event = value.get("event")
@@ -411,6 +413,8 @@ class Replayer:
                     prompt_tokens=int(usage.get("prompt_tokens") or 0),
                     completion_tokens=int(usage.get("completion_tokens") or 0),
                 )
+            if len(found) == len(wanted):
+                break
         return found
 
     async def run(self, progress: Progress | None = None) -> ReplayStats:
