@@ -56,6 +56,7 @@ from tests.support.stack import SECRETS, Proc  # noqa: E402
 
 PARTITIONS, KEYS, N = 8, 1000, 256
 ROLES = ("events", "enriched", "results", "dlq", "receipts")
+HOPS = ("enriched", "results")
 TICK_S = os.sysconf("SC_CLK_TCK")
 RUNS = ("worker", "worker_lookup", "faust", "aiokafka", "sinks", "put")
 
@@ -160,11 +161,11 @@ async def topic_count(consumer: AIOKafkaConsumer, topic: str) -> int:
 
 
 async def measure(
-    pid: int, count: Callable[[], Awaitable[int]], events: int, timeout_s: float
+    pid: int, count: Callable[[], Awaitable[float]], events: int, timeout_s: float
 ) -> dict[str, Any]:
-    """Sample (wall, cpu, outputs) until ``events`` outputs; the figures between the first
-    sample with output and the last."""
-    first: tuple[float, float, int] | None = None
+    """Sample (wall, cpu, progress) until ``events`` are through; the figures between the
+    first sample with output and the last (the process's start-up left out)."""
+    first: tuple[float, float, float] | None = None
     deadline = time.monotonic() + timeout_s
     while True:
         done = await count()
@@ -177,9 +178,9 @@ async def measure(
             raise TimeoutError(f"only {done} of {events} outputs after {timeout_s} s")
         await asyncio.sleep(0.25)
     wall_s, used_s, counted = now - first[0], cpu - first[1], done - first[2]
-    counted = max(counted, 1)
+    counted = max(counted, 1.0)
     return {
-        "events": counted,
+        "events": round(counted),
         "events_per_s": round(counted / max(wall_s, 1e-3), 1),
         "cpu_us_per_event": round(used_s / counted * 1e6, 1),
         "cpu_share": round(used_s / max(wall_s, 1e-3), 2),
@@ -207,15 +208,22 @@ class Bench:
             "HOOKSTREAM_STATE_DIR": str(self.workdir / f"state-{prefix}"),
         }
 
-    def kafka_count(self, topic: str) -> Callable[[], Awaitable[int]]:
-        return lambda: topic_count(self.counter, topic)
+    def progress(self, prefix: str) -> Callable[[], Awaitable[float]]:
+        """Events through both hops: the mean of the enriched and the results counts, so
+        that the first hop's work, which runs ahead of the second, is counted as it is done."""
+
+        async def count() -> float:
+            hops = [topic_count(self.counter, f"{prefix}.{role}") for role in HOPS]
+            return sum(await asyncio.gather(*hops)) / len(HOPS)
+
+        return count
 
     async def hookstream(
         self,
         role: str,
         prefix: str,
         lookup: bool,
-        count: Callable[[], Awaitable[int]],
+        count: Callable[[], Awaitable[float]],
         profile_s: float = 0.0,
     ) -> tuple[dict[str, Any], Proc]:
         """One hookstream process measured; with ``profile_s``, py-spy samples it from its
@@ -245,10 +253,12 @@ class Bench:
             await spy.wait()
         return measured, proc
 
-    async def _measured(self, process: Any, count: Callable[[], Awaitable[int]]) -> dict[str, Any]:
+    async def _measured(
+        self, process: Any, count: Callable[[], Awaitable[float]]
+    ) -> dict[str, Any]:
         return await measure(process.pid, count, self.events, timeout_s=self.events / 20 + 300)
 
-    async def baseline(self, mode: str, prefix: str, count: Callable[[], Awaitable[int]]) -> Any:
+    async def baseline(self, mode: str, prefix: str, count: Callable[[], Awaitable[float]]) -> Any:
         log = (self.workdir / f"{mode}-{prefix}.log").open("wb")
         process = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -267,14 +277,14 @@ class Bench:
             await stop(process)
             log.close()
 
-    async def crm_count(self) -> Callable[[], Awaitable[int]]:
+    async def crm_count(self) -> Callable[[], Awaitable[float]]:
         import aiohttp
 
         session = aiohttp.ClientSession()
         async with session.get(f"{self.crm_url}/_sim/stats") as response:
             base = int((await response.json())["updates"])
 
-        async def count() -> int:
+        async def count() -> float:
             async with session.get(f"{self.crm_url}/_sim/stats") as response:
                 return int((await response.json())["updates"]) - base
 
@@ -288,7 +298,7 @@ class Bench:
             prefix = f"p{uuid.uuid4().hex[:8]}"
             await preload(self.bootstrap, prefix, self.events)
             print(f"{name} ...", flush=True)
-            count = self.kafka_count(f"{prefix}.results")
+            count = self.progress(prefix)
             measured, proc = await self.hookstream(
                 "worker", prefix, lookup, count, 0.0 if lookup else profile_s
             )
@@ -300,7 +310,7 @@ class Bench:
             prefix = f"p{uuid.uuid4().hex[:8]}"
             await preload(self.bootstrap, prefix, self.events)
             print(f"{mode} ...", flush=True)
-            out[mode] = await self.baseline(mode, prefix, self.kafka_count(f"{prefix}.results"))
+            out[mode] = await self.baseline(mode, prefix, self.progress(prefix))
         print("sinks ...", flush=True)
         measured, proc = await self.hookstream("sinks", sink_prefix, False, await self.crm_count())
         out["sinks"] = measured
