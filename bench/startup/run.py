@@ -8,7 +8,7 @@ Measured as whole processes, medians of ``--repeat`` runs, interleaved:
   "Ready" line, on a flows file with one flow and no lookups (needs a broker:
   ``KAFKA_BOOTSTRAP_SERVERS``).
 
-With ``--tree DIR`` (repeatable) each tree's code is measured the same way, beside this
+With ``--tree LABEL=DIR`` (repeatable) each tree's code is measured the same way, beside this
 checkout's, in the same run (e.g. a copy of the code before a change). Writes
 bench/results/startup.json and startup.md.
 """
@@ -76,9 +76,12 @@ async def worker_s(tree: Path, flows: Path, env: dict[str, str]) -> tuple[float,
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=7)
-    parser.add_argument("--tree", type=Path, action="append", default=[])
+    parser.add_argument(
+        "--tree", action="append", default=[], help="LABEL=DIR: another tree's code, labelled"
+    )
     args = parser.parse_args()
-    trees = [ROOT, *args.tree]
+    trees = {"this checkout": ROOT}
+    trees.update((label, Path(path)) for label, _, path in (t.partition("=") for t in args.tree))
     samples: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="hookstream-startup-") as tmp:
         flows = Path(tmp) / "flows.yaml"
@@ -94,8 +97,7 @@ async def main() -> int:
             samples.setdefault("python -c pass", []).append(
                 run_s([sys.executable, "-c", "pass"], ROOT)
             )
-            for tree in trees:
-                name = "this checkout" if tree == ROOT else str(tree)
+            for name, tree in trees.items():
                 samples.setdefault(f"{name}: hookstream --help", []).append(
                     run_s([sys.executable, "-m", "streams.cli.main", "--help"], tree)
                 )
