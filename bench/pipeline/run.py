@@ -357,18 +357,20 @@ def median_of(reps: list[dict[str, Any]], path: tuple[str, ...]) -> float:
     return round(statistics.median(values), 2)
 
 
+LABELS = {
+    "worker": "hookstream worker, no lookup",
+    "worker_lookup": "hookstream worker, one HTTP lookup",
+    "faust": "bare Faust app, two pass-through agents",
+    "aiokafka": "bare aiokafka consume → produce loop, same two hops",
+    "sinks": "hookstream sinks, one HTTP sink (PUT)",
+    "put": "bare aiokafka consume + aiohttp PUT loop",
+}
+
+
 def render(report: dict[str, Any]) -> str:
     s, med = report["setup"], report["median"]
-    labels = {
-        "worker": "hookstream worker, no lookup",
-        "worker_lookup": "hookstream worker, one HTTP lookup",
-        "faust": "bare Faust app, two pass-through agents",
-        "aiokafka": "bare aiokafka consume → produce loop, same two hops",
-        "sinks": "hookstream sinks, one HTTP sink (PUT)",
-        "put": "bare aiokafka consume + aiohttp PUT loop",
-    }
     rows = [
-        f"| {labels[name]} | {med[name]['events_per_s']:,} | {med[name]['cpu_us_per_event']:,} "
+        f"| {LABELS[name]} | {med[name]['events_per_s']:,} | {med[name]['cpu_us_per_event']:,} "
         f"| {med[name]['cpu_share']} |"
         for name in RUNS
     ]
@@ -383,6 +385,7 @@ def render(report: dict[str, Any]) -> str:
             f"`max_concurrency` {N}; a fresh single-node broker; {s['cpus']} CPUs shared by the "
             f"broker, the simulators and the process measured; Python {s['python']}. CPU is the "
             "measured process's own (utime + stime), from its first output to its last.",
+            *(["", f"Runs: {s['note']}."] if "note" in s else []),
             "",
             "| run | events/s | CPU per event (µs) | cores busy |",
             "|---|---:|---:|---:|",
