@@ -48,6 +48,7 @@ from agents.resources import Resources
 from agents.stages.base import InvalidRecord, Stage, decode, traced
 from agents.stages.runner import Groups
 from agents.state.answers import step_key
+from agents.state.durable_map import DurableMap, put_all
 from agents.state.recovery import done_key
 from schemas import templates
 from schemas.codec import dumps
@@ -277,7 +278,7 @@ class AIStage(Stage):
             return
         with self._writes():
             writer = self.resources.writer
-            await asyncio.gather(*(cache.put(writer, k, entry) for k, entry in entries))
+            await put_all(writer, [(cache, k, entry) for k, entry in entries])
 
     def _done(self, flow: str, marker: str) -> None:
         """The journal's note that the answers for ``marker`` are safe on Kafka (its result
@@ -309,12 +310,13 @@ class AIStage(Stage):
             await emit(
                 writer, self.topics.results, payload, key=key, headers=carried_headers(message)
             )
-            marks = []
+            marks: list[tuple[DurableMap, str, Any]] = []
             if dedupe is not None:
-                marks.append(dedupe.put(writer, marker, 1))
+                marks.append((dedupe, marker, 1))
             if cache is not None and cache_key is not None and entry is not None:
-                marks.append(cache.put(writer, cache_key, entry))
-            await asyncio.gather(*marks)
+                marks.append((cache, cache_key, entry))
+            if marks:
+                await put_all(writer, marks)
             if self.resources.answers is not None:
                 self.resources.answers.done(marker)
 
