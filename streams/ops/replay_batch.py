@@ -38,13 +38,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 import orjson
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from schemas import topics as catalogue
@@ -52,10 +52,10 @@ from schemas.config import HookstreamConfig
 from schemas.config_flows import FlowConfig
 from schemas.errors import BrokerUnavailable, RemoteError, ToolError
 from schemas.events import DeadLetter
-from schemas.headers import REPLAY_HEADER, trace_headers
+from schemas.headers import REPLAY_HEADER, carried_headers, trace_headers
 from streams.kafka.admin import create_topics
 from streams.kafka.connection import client_kwargs
-from streams.kafka.reader import Position, new_consumer, read_window, window
+from streams.kafka.reader import Position, Window, new_consumer, read_window, window
 
 log = logging.getLogger(__name__)
 MAX_JOB_LINES = 10_000  # requests per job (OpenAI takes 50,000, Anthropic 100,000)
@@ -105,6 +105,18 @@ class BatchBackend(Protocol):
     ) -> dict[str, bytes | BaseException]:
         """Each covered custom_id's AIResult JSON, or the error it is dead-lettered with."""
         ...
+
+
+@dataclass
+class Rounds:
+    """A replay run as one round of ``hookstream batcher`` (:mod:`streams.ops.batcher`): its
+    window is ``ranges`` (partition: [start, end) offsets of ``<prefix>.ai-batch``), its
+    journal the batcher's, and it writes its results only once ``turn`` returns (the earlier
+    rounds' are written), without the replay header."""
+
+    journal: str
+    ranges: dict[int, tuple[int, int]]
+    turn: Callable[[], Awaitable[None]]
 
 
 @dataclass
@@ -176,10 +188,12 @@ class BatchReplayer:
         flow: str | None = None,
         poll_s: float = 10.0,
         max_job_lines: int = MAX_JOB_LINES,
+        rounds: Rounds | None = None,
     ) -> None:
         prefix = config.kafka.topic_prefix
         self.topics = catalogue.Topics(prefix)
-        if topic != self.topics.enriched:
+        self.rounds = rounds
+        if topic != self.topics.enriched and rounds is None:
             raise ToolError(
                 f"--batch replays the enriched topic ({self.topics.enriched}: the AI stage's "
                 f"input, with each event's flow and enrichment), not {topic}"
@@ -202,13 +216,14 @@ class BatchReplayer:
                 f"{'several steps' if self._has_steps(config, flow) else 'no AI step'}: "
                 "replay it without --batch"
             )
-        self.journal = self.topics.replay_jobs
+        self.journal = self.topics.replay_jobs if rounds is None else rounds.journal
 
     @staticmethod
     def _has_steps(config: HookstreamConfig, name: str) -> bool:
         return any(f.name == name and f.steps for f in config.flows)
 
-    async def run(self, say: Any = None) -> BatchStats:
+    async def run(self, say: Any = None, *, fresh: bool = False) -> BatchStats:
+        """Run or resume the replay; ``fresh``: its id is new to the journal (not read)."""
         stats = BatchStats(self.replay_id)
         started = time.monotonic()
         # Just created, it holds nothing: not read (its metadata may not have reached every
@@ -226,7 +241,7 @@ class BatchReplayer:
             jobs: list[Job] = []
             intents: list[_Intent] = []
             finished = False
-            if not new_journal:
+            if not new_journal and not fresh:
                 jobs, intents, finished = await self._read_journal()
             if finished:
                 stats.already_finished = True
@@ -251,6 +266,8 @@ class BatchReplayer:
                 if say is not None:
                     say(f"waiting for job {job.job_id} ({job.provider}, {len(job.covers):,})")
                 outcomes.update(await self._wait(job, records))
+            if self.rounds is not None:
+                await self.rounds.turn()  # the earlier rounds' results first: per-key order
             await self._write(producer, records, outcomes, stats)
             for job in jobs:
                 if not job.done:
@@ -344,7 +361,15 @@ class BatchReplayer:
         consumer = new_consumer(self.config.kafka)
         try:
             await consumer.start()
-            win = await window(consumer, self.topic, self.start, self.end)
+            if self.rounds is not None:
+                win = Window(
+                    {
+                        TopicPartition(self.topic, p): bounds
+                        for p, bounds in self.rounds.ranges.items()
+                    }
+                )
+            else:
+                win = await window(consumer, self.topic, self.start, self.end)
             stats.window = win.size
             async for batch in read_window(consumer, win):
                 for item in batch:
@@ -465,14 +490,15 @@ class BatchReplayer:
         stats: BatchStats,
     ) -> None:
         """Results and dead letters in the window's order (per partition, by offset)."""
-        marker = (REPLAY_HEADER, self.replay_id.encode())
+        # A batcher's round is no replay: its results carry the queued record's own marker.
+        marker = [] if self.rounds is not None else [(REPLAY_HEADER, self.replay_id.encode())]
         sends = []
         now = datetime.now(UTC)
         for cid, record in records.items():
             outcome = outcomes.get(cid)
             if outcome is None:
                 continue
-            carried = [marker, *trace_headers(_Headers(record.headers))]
+            carried = [*marker, *_carried(record, marker)]
             if isinstance(outcome, bytes):
                 key = _partition_key(record)
                 sends.append(
@@ -495,7 +521,8 @@ class BatchReplayer:
             headers = [
                 *letter.to_headers(),
                 (FLOW_HEADER, record.flow.name.encode()),
-                marker,
+                *marker,
+                *(_carried(record, marker) if not marker else []),
             ]
             sends.append(
                 await producer.send(self.topics.dlq, record.value, key=record.key, headers=headers)
@@ -531,6 +558,13 @@ class _Headers:
 
     def __init__(self, headers: list[tuple[str, bytes]]) -> None:
         self.headers = headers
+
+
+def _carried(record: _Record, marker: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """The headers a result takes from its record: a replay's own marker replaces any it
+    carried (so only the trace context); a batcher round's carries the record's marker."""
+    headers = _Headers(record.headers)
+    return trace_headers(headers) if marker else carried_headers(headers)
 
 
 def _partition_key(record: _Record) -> bytes | None:
