@@ -210,3 +210,33 @@ async def test_a_batcher_stopped_with_a_job_pending_does_not_wait_for_it(
     assert await read_all(stack.bootstrap, stack.topic("results")) == []
     # The worker too stops with the job pending: it holds no event of a batch flow.
     assert await stack.procs["worker"].stop() == 0
+
+
+async def test_failed_and_invalid_lines_of_a_batch_flow_go_to_the_dlq(
+    stack: Stack, batcher: Batcher
+) -> None:
+    knobs = {"fail_rate": 0.25, "invalid_rate": 0.25, "seed": 3, "latency_s": 0.0}
+    await _sim_batch(stack, "POST", "/_sim/batch/config", json=knobs)
+    sent = await _post_tickets(stack, EVENTS)
+    await batcher.start()
+
+    async def settled() -> tuple[list[Any], list[Any]] | None:
+        results = await read_all(stack.bootstrap, stack.topic("results"))
+        letters = await read_all(stack.bootstrap, stack.topic("dlq"))
+        return (results, letters) if len(results) + len(letters) >= EVENTS else None
+
+    results, letters = await wait_until(settled, timeout_s=90.0, poll_s=0.2)
+    assert len(results) + len(letters) == EVENTS
+    headers = [dict(r.headers) for r in letters]
+    assert {h["hookstream-dlq-error_class"] for h in headers} == {
+        b"RemoteError",
+        b"InvalidModelOutput",
+    }
+    assert all(h["hookstream-dlq-stage"] == b"ai" for h in headers)
+    assert all(h["hookstream-flow"] == b"feedback-triage" for h in headers)
+    assert all(
+        h["hookstream-dlq-original_topic"] == stack.topic("ai-batch").encode() for h in headers
+    )
+    ids = {orjson.loads(r.value or b"")["event"]["id"] for r in [*results, *letters]}
+    assert ids == {webhook_id for webhook_id, _, _ in sent}
+    assert await batcher.signal(signal.SIGTERM) == 0
