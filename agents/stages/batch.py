@@ -24,23 +24,50 @@ id: the sinks' idempotency keys deliver it once).
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
 
 from agents import metrics
+from agents.ai.task import AITask
 from agents.emit import emit
+from agents.resources import Resources
 from schemas.codec import dumps
 from schemas.errors import HookstreamError
 from schemas.events import EnrichedEvent
 from schemas.headers import carried_headers
-
-if TYPE_CHECKING:
-    from agents.stages.ai import AIStage
+from schemas.topics import Topics
 
 log = logging.getLogger(__name__)
 
 
+class _AIStage(Protocol):
+    """What of :class:`agents.stages.ai.AIStage` this module uses (it may not import it:
+    ai imports this module)."""
+
+    resources: Resources
+    topics: Topics
+
+    def _task(self, flow: str, step: str | None) -> AITask: ...
+
+    async def _fail(
+        self, message: Any, error: BaseException, *, extra_headers: list[tuple[str, bytes]]
+    ) -> BaseException: ...
+
+    async def _write(
+        self,
+        message: Any,
+        key: bytes,
+        marker: str,
+        payload: bytes,
+        cache_key: str | None,
+        entry: dict[str, Any] | None,
+    ) -> None: ...
+
+    def _writes(self) -> AbstractContextManager[None]: ...
+
+
 async def queue_for_batch(
-    stage: AIStage, message: Any, enriched: EnrichedEvent, marker: str
+    stage: _AIStage, message: Any, enriched: EnrichedEvent, marker: str
 ) -> None:
     """Steps 1-3 of the module docstring for one event of a batch flow."""
     name = enriched.flow

@@ -18,6 +18,7 @@ from aiokafka.errors import KafkaError
 from schemas.config import HookstreamConfig
 from schemas.errors import BrokerUnavailable, RemoteError
 from streams.cli.exits import EXIT_OK, EXIT_UNAVAILABLE, fail
+from streams.http.ports import port_type
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def add_command(
     loglevel_arg(parser)
     parser.add_argument(
         "--metrics-port",
-        type=int,
+        type=port_type(any_free=False),
         default=None,
         help="serve /metrics, /healthz and /readyz on this port (default: none)",
     )
