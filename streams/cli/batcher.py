@@ -16,8 +16,8 @@ from typing import Any
 from aiokafka.errors import KafkaError
 
 from schemas.config import HookstreamConfig
-from schemas.errors import BrokerUnavailable, RemoteError
-from streams.cli.exits import EXIT_OK, EXIT_UNAVAILABLE, fail
+from schemas.errors import BrokerUnavailable, RemoteError, ToolError, UnknownTopic
+from streams.cli.exits import EXIT_NO_TOPIC, EXIT_OK, EXIT_UNAVAILABLE, fail
 from streams.http.ports import port_type
 
 log = logging.getLogger(__name__)
@@ -51,9 +51,15 @@ def cmd_batcher(args: argparse.Namespace, load: Callable[[str], HookstreamConfig
         return asyncio.run(_run(config, args))
     except (BrokerUnavailable, KafkaError) as exc:
         return fail(f"batcher: Kafka: {exc} — check kafka.bootstrap_servers", EXIT_UNAVAILABLE)
-    except RemoteError as exc:
+    except UnknownTopic as exc:
         return fail(
-            f"batcher: {exc} — its jobs so far are on the journal: start it again to resume",
+            f"batcher: {exc} — the gateway creates hookstream's topics at its start: start it "
+            f"first (kafka.topic_prefix {config.kafka.topic_prefix!r})",
+            EXIT_NO_TOPIC,
+        )
+    except (RemoteError, ToolError) as exc:  # a provider refused or did not answer a job request
+        return fail(
+            f"batcher: {exc} — its jobs so far are on its journal: start it again to resume",
             EXIT_UNAVAILABLE,
         )
 

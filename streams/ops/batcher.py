@@ -36,7 +36,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,7 +49,7 @@ from schemas.config import HookstreamConfig
 from streams.kafka.admin import create_topics
 from streams.kafka.connection import client_kwargs
 from streams.kafka.reader import new_consumer, partitions_of, read_window, window
-from streams.ops.replay_batch import BatchBackend, BatchReplayer, BatchStats, Rounds
+from streams.ops.replay_batch import BatchBackend, BatchReplayer, Rounds
 
 log = logging.getLogger(__name__)
 BATCHER_KEY = b"batcher"  # the journal key of the round notes
@@ -80,7 +80,6 @@ class BatcherStats:
     results: int = 0
     dead_lettered: int = 0
     cost_usd: float = 0.0
-    per_round: list[BatchStats] = field(default_factory=list)
 
 
 class Batcher:
@@ -203,7 +202,6 @@ class Batcher:
         self.stats.results += stats.results
         self.stats.dead_lettered += stats.dead_lettered
         self.stats.cost_usd += stats.cost_usd
-        self.stats.per_round.append(stats)
         BATCH_RESULTS.labels("result").inc(stats.results)
         BATCH_RESULTS.labels("dead_letter").inc(stats.dead_lettered)
         log.info(

@@ -27,13 +27,14 @@ import yaml
 
 from streams.dev.ai_sim import analyse
 from tests.support.kafka import committed_offsets, read_all
-from tests.support.sinkstack import wait_until
-from tests.support.stack import EXAMPLE_CONFIG, REPO_ROOT, Stack, running_stack
+from tests.support.sinkstack import run_cli, wait_until
+from tests.support.stack import EXAMPLE_CONFIG, REPO_ROOT, SECRETS, Stack, running_stack
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 INPUT_USD, OUTPUT_USD = 2.0, 8.0  # per million tokens
 CUSTOMERS = ("cus_b1", "cus_b2", "cus_b3")
 EVENTS = 12
+BATCH_EXAMPLE = REPO_ROOT / "examples" / "flows-batch.yaml"
 
 
 def _config(workdir: Path) -> Path:
@@ -240,3 +241,18 @@ async def test_failed_and_invalid_lines_of_a_batch_flow_go_to_the_dlq(
     ids = {orjson.loads(r.value or b"")["event"]["id"] for r in [*results, *letters]}
     assert ids == {webhook_id for webhook_id, _, _ in sent}
     assert await batcher.signal(signal.SIGTERM) == 0
+
+
+async def test_a_batcher_before_the_topics_exist_says_so(kafka_bootstrap: str) -> None:
+    prefix = f"nb-{uuid.uuid4().hex[:8]}"
+    env = {
+        **SECRETS,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "HOOKSTREAM_TOPIC_PREFIX": prefix,
+        "PATH": "/usr/bin:/bin",
+    }
+    code, _, err = await run_cli("batcher", "-c", str(BATCH_EXAMPLE), env=env)
+    assert code == 4, err
+    assert f"topic '{prefix}.ai-batch' does not exist" in err
+    assert "start it first" in err
+    assert "Traceback" not in err
