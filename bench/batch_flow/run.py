@@ -211,8 +211,9 @@ def write_results(run: dict[str, Any]) -> None:
         f"| {run['custom_ids_submitted_twice']} | {run['extra_paid_per_10k']} "
         f"| {run['sync_in_key_order']} / {run['batch_in_key_order']} |",
         "",
-        f"The worker queued the {run['events_per_flow']:,} batch events (and answered the "
-        f"synchronous ones) {run['worker_queue_s']} s after they were written; the restarted "
+        f"The worker had queued all {run['events_per_flow']:,} batch events "
+        f"{run['worker_queue_s']} s after they were written (read interleaved with the "
+        "synchronous flow's events, each a model call, on the same topic); the restarted "
         f"batcher wrote its last result {run['batcher_restart_to_last_result_s']} s after it "
         f"started (simulated job latency {run['job_latency_s']} s).",
     ]
