@@ -66,6 +66,13 @@ AI_ANSWERS_REUSED = Counter(
     "Results written from the answer journal after a restart instead of calling again.",
     ["flow"],
 )
+AI_BACKGROUND = Counter(
+    "hookstream_ai_background_total",
+    "Background responses (api: responses, background: true), by outcome: created; resumed "
+    "(a recorded id polled again instead of a new response); expired (the recorded id was "
+    "unknown, 404); failed, cancelled (replaced by a new one); timed_out (cancelled by us).",
+    ["provider", "outcome"],
+)
 AI_FLOW_PAUSED = Gauge(
     "hookstream_ai_flow_paused",
     "1 while the flow is paused: its provider and every fallback unavailable.",

@@ -120,6 +120,35 @@ class ProviderConfig(ConfigModel):
         description="openai kind: response_format json_schema, JSON mode, or the schema in the "
         "system prompt (for servers without either). anthropic: always a forced tool call.",
     )
+    api: Literal["chat_completions", "responses"] = Field(
+        default="chat_completions",
+        description="openai kind: which OpenAI API is called. chat_completions: POST "
+        "{base_url}/chat/completions; responses: the Responses API, POST {base_url}/responses "
+        "(input, instructions, text.format). anthropic kind: chat_completions only (the "
+        "Messages API).",
+    )
+    background: bool = Field(
+        default=False,
+        description="api responses only: create each response with background: true, record "
+        "its id on the worker's state topic (acks=all) before waiting, then poll GET "
+        "{base_url}/responses/{id} until it is done. A worker killed while it waits is not "
+        "paid twice: whoever redoes the event fetches the answer by its id.",
+    )
+    background_poll_s: Annotated[float, Field(gt=0, le=60)] = Field(
+        default=0.5,
+        description="background: the wait before the first poll of a response, in seconds; "
+        "each next wait is 1.5 times longer, up to background_poll_max_s.",
+    )
+    background_poll_max_s: Annotated[float, Field(gt=0, le=600)] = Field(
+        default=5.0,
+        description="background: the longest wait between two polls of a response, in seconds.",
+    )
+    background_timeout_s: Annotated[float, Field(gt=0, le=86_400)] = Field(
+        default=600.0,
+        description="background: how long one response may stay queued or in progress, in "
+        "seconds; then it is cancelled (POST {base_url}/responses/{id}/cancel) and the call "
+        "counts as failed (retried as a new response).",
+    )
     budget: BudgetConfig = Field(
         default_factory=BudgetConfig,
         description="The provider's rate limits, spent here before the provider says 429 "
@@ -139,6 +168,25 @@ class ProviderConfig(ConfigModel):
     @model_validator(mode="after")
     def _one_api_key_source(self) -> Self:
         check_secret_source(self, "api_key", required=False)
+        return self
+
+    @model_validator(mode="after")
+    def _api_fits_kind(self) -> Self:
+        if self.api == "responses" and self.kind != "openai":
+            raise ValueError(
+                f"api: responses is OpenAI's Responses API; provider {self.name} has kind "
+                f"{self.kind} (use kind: openai, or drop api)"
+            )
+        if self.background and self.api != "responses":
+            raise ValueError(
+                f"background: true needs api: responses (provider {self.name} calls "
+                f"{self.api}, which has no background mode)"
+            )
+        if self.background_poll_max_s < self.background_poll_s:
+            raise ValueError(
+                f"background_poll_max_s ({self.background_poll_max_s:g}) is shorter than "
+                f"background_poll_s ({self.background_poll_s:g})"
+            )
         return self
 
 

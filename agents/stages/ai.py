@@ -39,6 +39,7 @@ import orjson
 
 from agents import metrics
 from agents.ai.clients import client_for
+from agents.ai.responses import RESPONSE_IDS, ResponseIds
 from agents.ai.task import AITask, ProviderRuntime, TaskFlow, cache_entry, flow_gate
 from agents.emit import emit
 from agents.outbound.gate import OutageGate
@@ -250,6 +251,9 @@ class AIStage(Stage):
         result = task.cached(enriched, self.resources.ai_cache, requests)
         if result is not None:
             return result, None
+        dedupe = self.resources.dedupe
+        if dedupe is not None:  # background responses' ids, kept under the event's marker
+            RESPONSE_IDS.set(ResponseIds(marker, dedupe, self.resources.writer))
         in_flight = self._in_flight[name]
         failure: HookstreamError | None = None
         async with self._limits[(name, step)]:
