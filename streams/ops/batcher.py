@@ -52,7 +52,10 @@ from streams.kafka.reader import new_consumer, partitions_of, read_window, windo
 from streams.ops.replay_batch import BatchBackend, BatchReplayer, Rounds
 
 log = logging.getLogger(__name__)
-BATCHER_KEY = b"batcher"  # the journal key of the round notes
+BATCHER_KEY = b"batcher"  # the journal key of the round and position notes
+# A position note at least this often: the journal's retention (the broker's, 7 days unless
+# set) never drops the batcher's position, even when no round is cut for longer.
+POSITION_EVERY_S = 3600.0
 BATCH_PENDING = Gauge(
     "hookstream_ai_batch_pending_requests",
     "Requests on <prefix>.ai-batch not yet in a round (a job).",
@@ -104,15 +107,11 @@ class Batcher:
         )
         await producer.start()
         try:
-            rounds = await self._read_journal()
+            rounds, start, following = await self._read_journal()
             for old in rounds:
                 if not old.done:
                     self.stats.rounds_resumed += 1
                     self._start(old, fresh=False)
-            following = rounds[-1].number + 1 if rounds else 0
-            start: dict[int, int] = {}
-            for old in rounds:  # a round covers only the partitions that had requests
-                start.update({p: max(end, start.get(p, 0)) for p, (_, end) in old.ranges.items()})
             await self._cut(producer, following, start, stop)
         finally:
             for task in self._running:
@@ -136,8 +135,12 @@ class Batcher:
             position = {tp.partition: max(start.get(tp.partition, 0), low[tp]) for tp in tps}
             waiting_since: float | None = None
             check_s = min(1.0, self.settings.max_wait_s / 4)
+            noted = time.monotonic()
             while not stop.is_set():
                 self._raise_failed()
+                if time.monotonic() - noted >= POSITION_EVERY_S:
+                    await self._write_note(producer, _position_note(number, position))
+                    noted = time.monotonic()
                 high = await consumer.end_offsets(tps)
                 ends = {tp.partition: high[tp] for tp in tps}
                 pending = sum(max(0, ends[p] - position[p]) for p in position)
@@ -150,7 +153,8 @@ class Batcher:
                     ranges = {p: (position[p], ends[p]) for p in position if ends[p] > position[p]}
                     new = Round(number, ranges)
                     # Journaled (acks=all) before any request is planned: the round is ours.
-                    await self._note(producer, new)
+                    await self._write_note(producer, _round_note(new))
+                    noted = time.monotonic()
                     self._start(new, fresh=True)
                     position.update({p: end for p, (_, end) in ranges.items()})
                     number += 1
@@ -212,20 +216,19 @@ class Batcher:
             stats.cost_usd,
         )
 
-    async def _note(self, producer: AIOKafkaProducer, job_round: Round) -> None:
-        note = {
-            "kind": "round",
-            "round": job_round.number,
-            "ranges": {str(p): list(r) for p, r in job_round.ranges.items()},
-            "at": datetime.now(UTC).isoformat(),
-        }
+    async def _write_note(self, producer: AIOKafkaProducer, note: dict[str, Any]) -> None:
+        note = {**note, "at": datetime.now(UTC).isoformat()}
         await producer.send_and_wait(self.journal, orjson.dumps(note), key=BATCHER_KEY)
 
-    async def _read_journal(self) -> list[Round]:
-        """Every journaled round, in order, each marked done when its replay finished."""
+    async def _read_journal(self) -> tuple[list[Round], dict[int, int], int]:
+        """Every journaled round, in order, each marked done when its replay finished; the
+        position (per partition, the first offset of ``<prefix>.ai-batch`` in no round) and
+        the next round's number."""
         consumer = new_consumer(self.config.kafka)
         rounds: dict[int, Round] = {}
         finished: set[str] = set()
+        start: dict[int, int] = {}
+        following = 0
         try:
             await consumer.start()
             win = await window(consumer, self.journal)
@@ -235,13 +238,24 @@ class Batcher:
                     if record.key == BATCHER_KEY and note.get("kind") == "round":
                         ranges = {int(p): (r[0], r[1]) for p, r in note["ranges"].items()}
                         rounds[note["round"]] = Round(note["round"], ranges)
+                        ends = {p: end for p, (_, end) in ranges.items()}
+                        following = max(following, note["round"] + 1)
+                    elif record.key == BATCHER_KEY and note.get("kind") == "position":
+                        ends = {int(p): int(end) for p, end in note["ends"].items()}
+                        following = max(following, int(note["next_round"]))
                     elif note.get("kind") == "finished":
                         finished.add(str(note.get("replay")))
+                        continue
+                    else:
+                        continue
+                    # A round covers only the partitions that had requests: the others' keep
+                    # the end an earlier note gave them.
+                    start.update({p: max(end, start.get(p, 0)) for p, end in ends.items()})
         finally:
             await consumer.stop()
         for number, found in rounds.items():
             found.done = f"batcher-{number}" in finished
-        return [rounds[n] for n in sorted(rounds)]
+        return [rounds[n] for n in sorted(rounds)], start, following
 
 
 def _after(previous: asyncio.Task[None] | None) -> Callable[[], Awaitable[None]]:
@@ -253,3 +267,19 @@ def _after(previous: asyncio.Task[None] | None) -> Callable[[], Awaitable[None]]
             await asyncio.shield(previous)
 
     return turn
+
+
+def _round_note(job_round: Round) -> dict[str, Any]:
+    return {
+        "kind": "round",
+        "round": job_round.number,
+        "ranges": {str(p): list(r) for p, r in job_round.ranges.items()},
+    }
+
+
+def _position_note(following: int, position: dict[int, int]) -> dict[str, Any]:
+    return {
+        "kind": "position",
+        "next_round": following,
+        "ends": {str(p): end for p, end in position.items()},
+    }

@@ -199,7 +199,7 @@ async def test_a_batch_flow_is_answered_by_one_job_even_with_the_batcher_killed(
     assert await batcher.signal(signal.SIGTERM) == 0
 
 
-async def test_a_batcher_stopped_with_a_job_pending_does_not_wait_for_it(
+async def test_a_batcher_stopped_with_a_job_pending_does_not_wait_for_it_and_resumes_it(
     stack: Stack, batcher: Batcher
 ) -> None:
     await _sim_batch(stack, "POST", "/_sim/batch/config", json={"latency_s": 3600.0})
@@ -209,7 +209,25 @@ async def test_a_batcher_stopped_with_a_job_pending_does_not_wait_for_it(
     # A job of an hour is pending: the stop returns without it (the journal keeps it).
     assert await batcher.signal(signal.SIGTERM) == 0
     assert await read_all(stack.bootstrap, stack.topic("results")) == []
-    # The worker too stops with the job pending: it holds no event of a batch flow.
+    # Started again (jobs now quick), with 2 more requests queued: the pending job is
+    # resumed, the new requests make a second job, and nothing is submitted twice.
+    await _sim_batch(stack, "POST", "/_sim/batch/config", json={"latency_s": 0.0})
+    await _post_tickets(stack, 2)
+    await wait_until(lambda: _queued(stack, 5), timeout_s=90.0, poll_s=0.2)
+    await batcher.start()
+
+    async def answered() -> list[Any] | None:
+        results = await read_all(stack.bootstrap, stack.topic("results"))
+        return results if len(results) >= 5 else None
+
+    results = await wait_until(answered, timeout_s=90.0, poll_s=0.2)
+    assert len(results) == 5
+    stats = await _sim_batch(stack, "GET", "/_sim/batch/stats")
+    assert stats["jobs_submitted"] == {"openai": 2}
+    assert stats["lines_submitted"] == {"openai": 5}
+    assert stats["custom_ids_submitted_twice"] == []
+    assert await batcher.signal(signal.SIGTERM) == 0
+    # The worker too stops with nothing pending in it: it holds no event of a batch flow.
     assert await stack.procs["worker"].stop() == 0
 
 
