@@ -17,8 +17,9 @@ From there the request is durable on Kafka and ``hookstream batcher``
 dead letter). The done mark after step 2 follows the synchronous rule (a mark only once what
 it promises is on Kafka): an event delivered again is skipped rather than queued twice. A
 worker killed between the two acks of steps 2 and 3 queues the event again when it is
-delivered again, and the batcher then pays for it twice (its two results carry the same event
-id: the sinks' idempotency keys deliver it once).
+delivered again: the batcher submits the copies of one event in one round once, and pays twice
+for copies in two rounds (their results carry the same event id: the sinks' idempotency keys
+deliver it once).
 """
 
 from __future__ import annotations

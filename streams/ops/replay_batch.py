@@ -173,6 +173,9 @@ class BatchStats:
     already_finished: bool = False
     # Records of flows a batch job cannot answer (several AI steps, or none), left alone.
     not_batchable: int = 0
+    # A batcher round's second copies of one event (queued twice by a worker killed between
+    # two acks): left out, the first copy's result is the event's.
+    duplicates: int = 0
 
 
 class BatchReplayer:
@@ -371,12 +374,20 @@ class BatchReplayer:
             else:
                 win = await window(consumer, self.topic, self.start, self.end)
             stats.window = win.size
+            seen: set[tuple[Any, ...]] = set()
             async for batch in read_window(consumer, win):
                 for item in batch:
                     record = self._record(item)
                     if record is None:
                         stats.not_batchable += self._other_flow(item)
                         continue
+                    if self.rounds is not None:
+                        # The first copy in the window's order: the same one on a resume.
+                        identity = _identity(record)
+                        if identity in seen:
+                            stats.duplicates += 1
+                            continue
+                        seen.add(identity)
                     records[record.custom_id] = record
                     if record.custom_id in covered:
                         continue
@@ -565,6 +576,17 @@ def _carried(record: _Record, marker: list[tuple[str, bytes]]) -> list[tuple[str
     carried (so only the trace context); a batcher round's carries the record's marker."""
     headers = _Headers(record.headers)
     return trace_headers(headers) if marker else carried_headers(headers)
+
+
+def _identity(record: _Record) -> tuple[Any, ...]:
+    """What makes a queued request one event's: the AI stage's done marker's parts (flow,
+    source, id, the replay it belongs to)."""
+    event = record.parsed.get("event")
+    source, event_id = (
+        (event.get("source"), event.get("id")) if isinstance(event, dict) else ("", "")
+    )
+    replay = next((v for k, v in record.headers if k == REPLAY_HEADER), None)
+    return (record.flow.name, source, event_id, replay)
 
 
 def _partition_key(record: _Record) -> bytes | None:

@@ -17,6 +17,7 @@ import sys
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,9 @@ import orjson
 import pytest
 import pytest_asyncio
 import yaml
+from aiokafka import AIOKafkaProducer
 
+from schemas.events import CloudEvent, EnrichedEvent
 from streams.dev.ai_sim import analyse
 from tests.support.kafka import committed_offsets, read_all
 from tests.support.sinkstack import run_cli, wait_until
@@ -274,3 +277,47 @@ async def test_a_batcher_before_the_topics_exist_says_so(kafka_bootstrap: str) -
     assert f"topic '{prefix}.ai-batch' does not exist" in err
     assert "start it first" in err
     assert "Traceback" not in err
+
+
+async def test_an_event_queued_twice_in_one_round_is_submitted_once(
+    stack: Stack, batcher: Batcher
+) -> None:
+    # What a worker killed between its write to ai-batch and its dedupe mark leaves behind.
+    twice, once = (
+        EnrichedEvent(
+            flow="feedback-triage",
+            event=CloudEvent(
+                id=f"wh-{uuid.uuid4().hex}",
+                source="helpdesk",
+                type="ticket.created",
+                data={"customer_id": "cus_b1", "ticket_id": "T-1", "message": text},
+                time=datetime.now(UTC),
+                partitionkey="cus_b1",
+                traceid=uuid.uuid4().hex,
+            ),
+        )
+        for text in ("The export is broken.", "I love it!")
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap, acks="all")
+    await producer.start()
+    try:
+        for record in (twice, once, twice):
+            value = record.model_dump_json().encode()
+            await producer.send_and_wait(stack.topic("ai-batch"), value, key=b"cus_b1")
+    finally:
+        await producer.stop()
+    await batcher.start()
+
+    async def answered() -> list[Any] | None:
+        results = await read_all(stack.bootstrap, stack.topic("results"))
+        return results if len(results) >= 2 else None
+
+    results = await wait_until(answered, timeout_s=90.0, poll_s=0.2)
+    assert [orjson.loads(r.value or b"")["event"]["id"] for r in results] == [
+        twice.event.id,
+        once.event.id,
+    ]
+    stats = await _sim_batch(stack, "GET", "/_sim/batch/stats")
+    assert stats["lines_submitted"] == {"openai": 2}
+    assert stats["paid_requests"] == {"openai": 2}
+    assert await batcher.signal(signal.SIGTERM) == 0
