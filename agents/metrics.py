@@ -89,6 +89,11 @@ AI_PROBES = Counter(
     ["flow"],
 )
 AI_IN_FLIGHT = Gauge("hookstream_ai_in_flight", "Events inside the AI task, per flow.", ["flow"])
+AI_BATCH_QUEUED = Counter(
+    "hookstream_ai_batch_queued_total",
+    "Requests of ai.mode: batch flows written to <prefix>.ai-batch for the batcher.",
+    ["flow"],
+)
 DUPLICATES_SKIPPED = Counter(
     "hookstream_duplicates_skipped_total",
     "Events skipped because they were already processed (dedupe), by stage.",

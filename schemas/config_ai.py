@@ -200,6 +200,24 @@ class FallbackConfig(ConfigModel):
     )
 
 
+class BatchSettings(ConfigModel):
+    """How ``hookstream batcher`` groups the requests of ``mode: batch`` flows into jobs."""
+
+    max_wait_s: Annotated[float, Field(gt=0, le=86_400)] = Field(
+        default=60.0,
+        description="The longest a request waits on <prefix>.ai-batch before the batcher "
+        "submits a job with it (fewer than max_requests), in seconds.",
+    )
+    max_requests: Annotated[int, Field(ge=1, le=50_000)] = Field(
+        default=10_000,
+        description="Requests per job at most; this many pending requests make a job at once.",
+    )
+    poll_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=30.0,
+        description="How often the batcher asks the provider whether a job has ended, in seconds.",
+    )
+
+
 class AITaskConfig(ConfigModel):
     """What a flow asks a model for each event, and the shape the answer must have."""
 
@@ -264,6 +282,14 @@ class AITaskConfig(ConfigModel):
         default=True,
         description="Reuse a model's answer to an identical request within "
         "worker.ai_cache.ttl_s instead of calling again.",
+    )
+    mode: Literal["sync", "batch"] = Field(
+        default="sync",
+        description="sync: the worker calls the model for each event. batch (work that can "
+        "wait, at the provider's batch price): the worker writes the rendered request to "
+        "<prefix>.ai-batch and moves on; `hookstream batcher` submits them in jobs to the "
+        "provider's batch API (worker.batch) and writes the results. Only for a flow's ai "
+        "(not steps); the provider is asked, not its fallbacks.",
     )
 
     @field_validator("prompt", "system")

@@ -46,6 +46,7 @@ from agents.outbound.gate import OutageGate
 from agents.outbound.retry import RetriesExhausted
 from agents.resources import Resources
 from agents.stages.base import InvalidRecord, Stage, decode, traced
+from agents.stages.batch import queue_for_batch
 from agents.stages.runner import Groups
 from agents.state.answers import step_key
 from agents.state.durable_map import DurableMap, put_all
@@ -183,6 +184,9 @@ class AIStage(Stage):
             self._done(enriched.flow, marker)
             return
         flow = self._flows[enriched.flow]
+        if flow.ai is not None and flow.ai.mode == "batch":  # the batcher answers it
+            await queue_for_batch(self, message, enriched, marker)
+            return
         answered: dict[str, tuple[AIResult, str | None]] = {}
         last: tuple[AIResult, str | None] | None = None
         for step, _ in flow.tasks:
