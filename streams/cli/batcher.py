@@ -16,8 +16,8 @@ from typing import Any
 from aiokafka.errors import KafkaError
 
 from schemas.config import HookstreamConfig
-from schemas.errors import BrokerUnavailable, RemoteError, ToolError, UnknownTopic
-from streams.cli.exits import EXIT_NO_TOPIC, EXIT_OK, EXIT_UNAVAILABLE, fail
+from schemas.errors import BrokerUnavailable, Fenced, RemoteError, ToolError, UnknownTopic
+from streams.cli.exits import EXIT_NO_TOPIC, EXIT_OK, EXIT_REPLACED, EXIT_UNAVAILABLE, fail
 from streams.http.ports import port_type
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,10 @@ def add_command(
     config_arg: Callable[[argparse.ArgumentParser], None],
     loglevel_arg: Callable[[argparse.ArgumentParser], None],
 ) -> None:
-    text = "answer the ai.mode: batch flows through the providers' batch APIs (run one)"
+    text = (
+        "answer the ai.mode: batch flows through the providers' batch APIs "
+        "(one per prefix: a newer one fences the others)"
+    )
     parser: argparse.ArgumentParser = commands.add_parser("batcher", help=text, description=text)
     config_arg(parser)
     loglevel_arg(parser)
@@ -57,6 +60,8 @@ def cmd_batcher(args: argparse.Namespace, load: Callable[[str], HookstreamConfig
             f"first (kafka.topic_prefix {config.kafka.topic_prefix!r})",
             EXIT_NO_TOPIC,
         )
+    except Fenced as exc:  # a newer batcher of this prefix: it resumes this one's rounds
+        return fail(f"batcher: {exc} — run one batcher per prefix", EXIT_REPLACED)
     except (RemoteError, ToolError) as exc:  # a provider refused or did not answer a job request
         return fail(
             f"batcher: {exc} — its jobs so far are on its journal: start it again to resume",

@@ -26,7 +26,22 @@ rounds, and the next start resumes them.
 
 Why a command of its own rather than a worker agent: a round is owned by whoever journaled
 it, and a Faust agent's partitions move at every rebalance, which would hand half of a round
-to another process mid-job; one batcher per deployment (run one replica) owns every round.
+to another process mid-job; one batcher per deployment owns every round.
+
+**One batcher at a time, enforced** (a second one, or a rolling update's overlap, would
+submit the same requests twice: paid twice). Every journal write is a Kafka transaction of
+one transactional producer whose ``transactional.id`` is fixed per prefix
+(:func:`fence_id`). A batcher's start (``init_transactions``) fences the one before it: that
+one's next journal write fails (``ProducerFenced``) and it stops with :class:`Fenced`. Its
+next write comes before anything it could submit or write that is not journaled: a round note
+before a round's requests are planned, a job's intent before its submission, a ``writing``
+note before a round's results. Journal readers read committed notes only (a fenced write may
+be in the log, aborted). What fencing cannot stop is a submission already under way: a
+fenced batcher's journaled intent whose job the new one finds by listing the provider's jobs,
+as after a kill; the new batcher lists only once such a submission has ended
+(:meth:`Journal.settle`: the submit's request timeouts after its own start). Why not a
+consumer group with standbys: a group hands the partition over on a timeout, and a paused
+process would go on submitting until it noticed; a fenced write fails at the broker.
 """
 
 from __future__ import annotations
@@ -42,10 +57,12 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import InvalidProducerEpoch, ProducerFenced
 from prometheus_client import Counter, Gauge
 
 from schemas import topics as catalogue
 from schemas.config import HookstreamConfig
+from schemas.errors import Fenced
 from streams.kafka.admin import create_topics
 from streams.kafka.connection import client_kwargs
 from streams.kafka.reader import new_consumer, partitions_of, read_window, window
@@ -67,6 +84,72 @@ BATCH_JOBS_IN_FLIGHT = Gauge(
 BATCH_RESULTS = Counter(
     "hookstream_ai_batch_results_total", "Results written by the batcher.", ["outcome"]
 )
+
+
+def fence_id(prefix: str) -> str:
+    """The transactional id of every batcher of ``prefix``: the newest one fences the others."""
+    return f"hookstream-batcher.{prefix}"
+
+
+class Journal:
+    """The batcher's journal writes, each one Kafka transaction under :func:`fence_id`.
+
+    :meth:`start` fences any earlier batcher of the prefix (its open transaction is aborted,
+    its next :meth:`write` fails). A write returns once committed (acks=all); one at a time,
+    as a transactional producer requires."""
+
+    def __init__(self, config: HookstreamConfig, topic: str, submit_within_s: float) -> None:
+        self.config = config
+        self.topic = topic
+        self.id = fence_id(config.kafka.topic_prefix)
+        self.submit_within_s = submit_within_s
+        self.producer = AIOKafkaProducer(
+            **client_kwargs(config.kafka),
+            client_id="hookstream-batcher",
+            acks="all",
+            enable_idempotence=True,
+            transactional_id=self.id,
+        )
+        self._lock = asyncio.Lock()
+        self._fenced_at = 0.0
+
+    async def start(self) -> None:
+        await self.producer.start()  # init_transactions: the earlier batcher is fenced now
+        self._fenced_at = time.monotonic()
+        log.info(
+            "batcher: journal %s is this process's (transactional id %s): an earlier batcher "
+            "of this prefix is fenced",
+            self.topic,
+            self.id,
+        )
+
+    async def stop(self) -> None:
+        with contextlib.suppress(ProducerFenced, InvalidProducerEpoch):
+            await self.producer.stop()
+
+    async def write(self, key: bytes, note: dict[str, Any]) -> None:
+        async with self._lock:
+            try:
+                async with self.producer.transaction():
+                    await self.producer.send_and_wait(self.topic, orjson.dumps(note), key=key)
+            except (ProducerFenced, InvalidProducerEpoch) as exc:
+                asyncio.get_running_loop().set_exception_handler(_quiet_fenced)
+                raise Fenced(
+                    f"another hookstream batcher started on prefix "
+                    f"{self.config.kafka.topic_prefix!r} (transactional id {self.id}) and "
+                    "took over its rounds; this one stopped without submitting anything more"
+                ) from exc
+
+    async def settle(self) -> None:
+        """Until a submission a fenced batcher began before this one started has ended."""
+        left_s = self._fenced_at + self.submit_within_s - time.monotonic()
+        if left_s > 0:
+            log.info(
+                "batcher: a job of an earlier batcher has no id on the journal: it is looked "
+                "for in %.0f s, once a submission under way has ended",
+                left_s,
+            )
+            await asyncio.sleep(left_s)
 
 
 @dataclass
@@ -94,35 +177,32 @@ class Batcher:
         self.journal = self.topics.ai_batch_jobs
         self.stats = BatcherStats()
         self._previous: asyncio.Task[None] | None = None
+        self._journal: Journal | None = None
         self._running: set[asyncio.Task[None]] = set()
 
     async def run(self, stop: asyncio.Event) -> BatcherStats:
         """Resume the journal's unfinished rounds, then cut new ones until ``stop`` is set."""
         await create_topics(self.config.kafka, {self.journal: {}}, partitions=1)
-        producer = AIOKafkaProducer(
-            **client_kwargs(self.config.kafka),
-            client_id="hookstream-batcher",
-            acks="all",
-            enable_idempotence=True,
-        )
-        await producer.start()
+        writer = Journal(self.config, self.journal, self.backend.submit_within_s())
+        self._journal = writer
         try:
+            await writer.start()  # before the journal is read: what follows is final
             rounds, start, following = await self._read_journal()
             for old in rounds:
                 if not old.done:
                     self.stats.rounds_resumed += 1
                     self._start(old, fresh=False)
-            await self._cut(producer, following, start, stop)
+            await self._cut(writer, following, start, stop)
         finally:
             for task in self._running:
                 task.cancel()  # pending jobs are not waited for: the journal resumes them
             await asyncio.gather(*self._running, return_exceptions=True)
-            await producer.stop()
+            await writer.stop()
         return self.stats
 
     async def _cut(
         self,
-        producer: AIOKafkaProducer,
+        writer: Journal,
         number: int,
         start: dict[int, int],
         stop: asyncio.Event,
@@ -139,7 +219,7 @@ class Batcher:
             while not stop.is_set():
                 self._raise_failed()
                 if time.monotonic() - noted >= POSITION_EVERY_S:
-                    await self._write_note(producer, _position_note(number, position))
+                    await self._write_note(writer, _position_note(number, position))
                     noted = time.monotonic()
                 high = await consumer.end_offsets(tps)
                 ends = {tp.partition: high[tp] for tp in tps}
@@ -153,7 +233,7 @@ class Batcher:
                     ranges = {p: (position[p], ends[p]) for p in position if ends[p] > position[p]}
                     new = Round(number, ranges)
                     # Journaled (acks=all) before any request is planned: the round is ours.
-                    await self._write_note(producer, _round_note(new))
+                    await self._write_note(writer, _round_note(new))
                     noted = time.monotonic()
                     self._start(new, fresh=True)
                     position.update({p: end for p, (_, end) in ranges.items()})
@@ -199,7 +279,13 @@ class Batcher:
             end=None,
             poll_s=self.settings.poll_s,
             max_job_lines=self.settings.max_requests,
-            rounds=Rounds(self.journal, job_round.ranges, _after(previous)),
+            rounds=Rounds(
+                self.journal,
+                job_round.ranges,
+                _after(previous),
+                note=None if self._journal is None else self._journal.write,
+                settle=None if self._journal is None else self._journal.settle,
+            ),
         )
         stats = await replayer.run(fresh=fresh)
         self.stats.rounds += 1
@@ -216,15 +302,15 @@ class Batcher:
             stats.cost_usd,
         )
 
-    async def _write_note(self, producer: AIOKafkaProducer, note: dict[str, Any]) -> None:
-        note = {**note, "at": datetime.now(UTC).isoformat()}
-        await producer.send_and_wait(self.journal, orjson.dumps(note), key=BATCHER_KEY)
+    async def _write_note(self, writer: Journal, note: dict[str, Any]) -> None:
+        await writer.write(BATCHER_KEY, {**note, "at": datetime.now(UTC).isoformat()})
 
     async def _read_journal(self) -> tuple[list[Round], dict[int, int], int]:
         """Every journaled round, in order, each marked done when its replay finished; the
         position (per partition, the first offset of ``<prefix>.ai-batch`` in no round) and
         the next round's number."""
-        consumer = new_consumer(self.config.kafka)
+        # Committed notes only: a fenced batcher's last note may be in the log, aborted.
+        consumer = new_consumer(self.config.kafka, isolation_level="read_committed")
         rounds: dict[int, Round] = {}
         finished: set[str] = set()
         start: dict[int, int] = {}
@@ -256,6 +342,14 @@ class Batcher:
         for number, found in rounds.items():
             found.done = f"batcher-{number}" in finished
         return [rounds[n] for n in sorted(rounds)], start, following
+
+
+def _quiet_fenced(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """aiokafka leaves the fenced transaction's own futures unretrieved: asyncio would log
+    each with a traceback, after :class:`Fenced` has said it in one line."""
+    if isinstance(context.get("exception"), (ProducerFenced, InvalidProducerEpoch)):
+        return
+    loop.default_exception_handler(context)
 
 
 def _after(previous: asyncio.Task[None] | None) -> Callable[[], Awaitable[None]]:

@@ -94,6 +94,10 @@ class BatchBackend(Protocol):
         list of jobs), or None."""
         ...
 
+    def submit_within_s(self) -> float:
+        """The longest one ``submit`` can take, any provider (its requests' timeouts)."""
+        ...
+
     async def status(self, provider: str, job_id: str) -> Status: ...
 
     async def results(
@@ -117,6 +121,12 @@ class Rounds:
     journal: str
     ranges: dict[int, tuple[int, int]]
     turn: Callable[[], Awaitable[None]]
+    # The batcher's fenced journal write (key, note): it fails with Fenced once a newer
+    # batcher has started, so that nothing is submitted or written after that.
+    note: Callable[[bytes, dict[str, Any]], Awaitable[None]] | None = None
+    # Awaited before a job whose id was never journaled is looked for by listing: a fenced
+    # batcher may still be sending it (journaled intent, submission under way).
+    settle: Callable[[], Awaitable[None]] | None = None
 
 
 @dataclass
@@ -271,6 +281,9 @@ class BatchReplayer:
                 outcomes.update(await self._wait(job, records))
             if self.rounds is not None:
                 await self.rounds.turn()  # the earlier rounds' results first: per-key order
+                # Through the batcher's fence: a batcher replaced while it polled stops here,
+                # and the results are written once, by its successor.
+                await self._note(producer, {"kind": "writing"})
             await self._write(producer, records, outcomes, stats)
             for job in jobs:
                 if not job.done:
@@ -291,6 +304,9 @@ class BatchReplayer:
     async def _note(self, producer: AIOKafkaProducer, note: dict[str, Any]) -> None:
         """One journal record, acknowledged by every in-sync replica before returning."""
         note = {"replay": self.replay_id, **note, "at": datetime.now(UTC).isoformat()}
+        if self.rounds is not None and self.rounds.note is not None:
+            await self.rounds.note(self.replay_id.encode(), note)
+            return
         await producer.send_and_wait(self.journal, orjson.dumps(note), key=self.replay_id.encode())
 
     async def _found(
@@ -302,6 +318,8 @@ class BatchReplayer:
         their requests are planned again."""
         known = {job.job_id for job in jobs}
         found: list[Job] = []
+        if intents and self.rounds is not None and self.rounds.settle is not None:
+            await self.rounds.settle()
         for intent in intents:
             job_id = await self.backend.find(
                 intent.provider, intent.label, len(intent.covers), intent.at, known
@@ -316,7 +334,8 @@ class BatchReplayer:
         return found
 
     async def _read_journal(self) -> tuple[list[Job], list[_Intent], bool]:
-        consumer = new_consumer(self.config.kafka)
+        # Committed notes only: a replaced batcher's last note may be in the log, aborted.
+        consumer = new_consumer(self.config.kafka, isolation_level="read_committed")
         jobs: dict[int, Job] = {}
         intents: dict[int, _Intent] = {}
         finished = False

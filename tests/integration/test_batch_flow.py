@@ -61,9 +61,9 @@ async def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) 
 class Batcher:
     """``hookstream batcher`` as its own process, started and stopped (or killed) by tests."""
 
-    def __init__(self, stack: Stack) -> None:
+    def __init__(self, stack: Stack, name: str = "batcher") -> None:
         self.stack = stack
-        self.log_path = stack.workdir / "batcher.log"
+        self.log_path = stack.workdir / f"{name}.log"
         self.process: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
@@ -84,6 +84,9 @@ class Batcher:
                 env=self.stack.env,
             )
 
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
     async def signal(self, sig: int) -> int:
         assert self.process is not None
         os.kill(self.process.pid, sig)
@@ -93,6 +96,14 @@ class Batcher:
 @pytest_asyncio.fixture(loop_scope="module")
 async def batcher(stack: Stack) -> AsyncIterator[Batcher]:
     running = Batcher(stack)
+    yield running
+    if running.process is not None and running.process.returncode is None:
+        await running.signal(signal.SIGKILL)
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def second_batcher(stack: Stack) -> AsyncIterator[Batcher]:
+    running = Batcher(stack, "batcher-2")
     yield running
     if running.process is not None and running.process.returncode is None:
         await running.signal(signal.SIGKILL)
@@ -321,3 +332,46 @@ async def test_an_event_queued_twice_in_one_round_is_submitted_once(
     assert stats["lines_submitted"] == {"openai": 2}
     assert stats["paid_requests"] == {"openai": 2}
     assert await batcher.signal(signal.SIGTERM) == 0
+
+
+async def test_a_second_batcher_fences_the_first_and_no_request_is_submitted_twice(
+    stack: Stack, batcher: Batcher, second_batcher: Batcher
+) -> None:
+    # The first batcher submits a job that will not end while both run.
+    await _sim_batch(stack, "POST", "/_sim/batch/config", json={"latency_s": 3600.0})
+    await _post_tickets(stack, 6)
+    await wait_until(lambda: _queued(stack, 6), timeout_s=90.0, poll_s=0.2)
+    await batcher.start()
+    jobs = await wait_until(lambda: _journaled_jobs(stack), timeout_s=60.0, poll_s=0.1)
+
+    # A second one on the same prefix (a rolling update's overlap): it fences the first.
+    await second_batcher.start()
+
+    async def fenced() -> bool:
+        return "an earlier batcher of this prefix is fenced" in second_batcher.log()
+
+    await wait_until(fenced, timeout_s=60.0, poll_s=0.1)
+    # New requests, seen by both: only the second may journal (then submit) a round.
+    await _post_tickets(stack, 3)
+    assert batcher.process is not None
+    assert await batcher.process.wait() == 8
+    first_log = batcher.log()
+    assert "another hookstream batcher started on prefix" in first_log
+    assert "Traceback" not in first_log
+
+    await _sim_batch(stack, "POST", "/_sim/batch/config", json={"latency_s": 0.0})
+
+    async def answered() -> list[Any] | None:
+        results = await read_all(stack.bootstrap, stack.topic("results"))
+        return results if len(results) >= 9 else None
+
+    results = await wait_until(answered, timeout_s=90.0, poll_s=0.2)
+    assert len({orjson.loads(r.value or b"")["event"]["id"] for r in results}) == 9
+    stats = await _sim_batch(stack, "GET", "/_sim/batch/stats")
+    assert stats["jobs_submitted"] == {"openai": 2}  # the first's job, resumed; the new one
+    assert stats["lines_submitted"] == {"openai": 9}
+    assert stats["paid_requests"] == {"openai": 9}
+    assert stats["custom_ids_submitted_twice"] == []
+    assert stats["jobs"][0]["id"] == jobs[0]["job_id"]
+    assert len(results) == 9  # written once: the fenced one stopped before its results
+    assert await second_batcher.signal(signal.SIGTERM) == 0
