@@ -117,8 +117,8 @@ class Journal:
         await self.producer.start()  # init_transactions: the earlier batcher is fenced now
         self._fenced_at = time.monotonic()
         log.info(
-            "batcher: journal %s is this process's (transactional id %s): an earlier batcher "
-            "of this prefix is fenced",
+            "batcher: journal %s is this process's (transactional id %s): any earlier "
+            "batcher of this prefix is fenced",
             self.topic,
             self.id,
         )

@@ -348,7 +348,7 @@ async def test_a_second_batcher_fences_the_first_and_no_request_is_submitted_twi
     await second_batcher.start()
 
     async def fenced() -> bool:
-        return "an earlier batcher of this prefix is fenced" in second_batcher.log()
+        return "any earlier batcher of this prefix is fenced" in second_batcher.log()
 
     await wait_until(fenced, timeout_s=60.0, poll_s=0.1)
     # New requests, seen by both: only the second may journal (then submit) a round.
