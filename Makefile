@@ -19,7 +19,7 @@ STATE_DIR ?= $(or $(HOOKSTREAM_STATE_DIR),.hookstream)
 # environment (make passes both environment and command-line variables on to recipes).
 
 .PHONY: help venv oracles kafka-up kafka-down kafka-status kafka-logs test unit demo lint docs fmt clean \
-	bench-gateway bench-ai bench-replay bench-latency bench-http postgres-up postgres-down compose-check deploy-check monitoring-check
+	bench-gateway bench-ai bench-replay bench-latency bench-pipeline bench-http postgres-up postgres-down compose-check deploy-check monitoring-check
 
 help: ## list the targets
 	@echo "hookstream make targets:"
@@ -84,6 +84,11 @@ bench-replay: venv ## hookstream replay vs a kcat pipe over 100,000 events (benc
 
 bench-latency: venv ## webhook in → CRM update, per hop, at a low rate vs bare aiokafka hops (bench/results/latency.md, .json)
 	scripts/with-kafka $(PY) bench/latency/run.py
+
+# A broker of its own (a fresh state dir, so scripts/kafka starts an empty one and stops it
+# after): a long-running broker with thousands of topics skews CPU per event.
+bench-pipeline: venv ## CPU per event: worker vs bare Faust vs a bare aiokafka loop; sinks vs a consume + PUT loop (bench/results/pipeline.md, .json; ~15 min)
+	env -u KAFKA_BOOTSTRAP_SERVERS HOOKSTREAM_STATE_DIR=$$(mktemp -d) scripts/with-kafka $(PY) bench/pipeline/run.py $(BENCH_PIPELINE_ARGS)
 
 # BENCH_HTTP_ARGS: options both of its scripts take, e.g. --servers hookstream aiohttp, --code-from HEAD
 bench-http: venv ## own HTTP/1.1 layer vs aiohttp, uvicorn, granian: req/s, CPU/req, attacks (bench/results/http_servers.md, .json; ~12 min; installs the bench extra and wrk)

@@ -66,6 +66,13 @@ AI_ANSWERS_REUSED = Counter(
     "Results written from the answer journal after a restart instead of calling again.",
     ["flow"],
 )
+AI_BACKGROUND = Counter(
+    "hookstream_ai_background_total",
+    "Background responses (api: responses, background: true), by outcome: created; resumed "
+    "(a recorded id polled again instead of a new response); expired (the recorded id was "
+    "unknown, 404); failed, cancelled (replaced by a new one); timed_out (cancelled by us).",
+    ["provider", "outcome"],
+)
 AI_FLOW_PAUSED = Gauge(
     "hookstream_ai_flow_paused",
     "1 while the flow is paused: its provider and every fallback unavailable.",
@@ -82,6 +89,11 @@ AI_PROBES = Counter(
     ["flow"],
 )
 AI_IN_FLIGHT = Gauge("hookstream_ai_in_flight", "Events inside the AI task, per flow.", ["flow"])
+AI_BATCH_QUEUED = Counter(
+    "hookstream_ai_batch_queued_total",
+    "Requests of ai.mode: batch flows written to <prefix>.ai-batch for the batcher.",
+    ["flow"],
+)
 DUPLICATES_SKIPPED = Counter(
     "hookstream_duplicates_skipped_total",
     "Events skipped because they were already processed (dedupe), by stage.",

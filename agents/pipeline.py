@@ -17,7 +17,6 @@ import faust
 from agents.faust_app import on_release, release_when_waiting
 from agents.metrics import watch_runner
 from agents.resources import Resources
-from agents.sinks.wiring import register_sink_agents
 from agents.stages.ai import AIStage
 from agents.stages.enrich import EnrichStage
 from agents.stages.runner import Groups, OrderedRunner
@@ -85,5 +84,9 @@ def register_worker(app: faust.App, config: HookstreamConfig, resources: Resourc
 
 
 def register_sinks(app: faust.App, config: HookstreamConfig, resources: Resources) -> None:
-    """One agent per (flow, sink), all reading the results topic (:mod:`agents.sinks.wiring`)."""
+    """One agent per (flow, sink), all reading the results topic (:mod:`agents.sinks.wiring`).
+
+    Imported here, so the worker process does not load the sinks' code (issue 16)."""
+    from agents.sinks.wiring import register_sink_agents
+
     register_sink_agents(app, config, resources)

@@ -20,7 +20,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, IPvAnyNetwork, ValidationInfo, field_validator, model_validator
 
-from schemas.config_ai import ProviderConfig
+from schemas.config_ai import BatchSettings, ProviderConfig
 from schemas.config_base import TOPIC_PREFIX_PATTERN, ConfigModel
 from schemas.config_flows import FlowConfig
 from schemas.config_kafka_security import _KafkaSecurity
@@ -294,6 +294,11 @@ class WorkerSettings(ConfigModel):
     ai_cache: CacheConfig = Field(
         default_factory=CacheConfig,
         description="How long model answers are reused; a flow turns it off with ai.cache.",
+    )
+    batch: BatchSettings = Field(
+        default_factory=BatchSettings,
+        description="How `hookstream batcher` groups the requests of flows with "
+        "ai.mode: batch into provider jobs.",
     )
 
 

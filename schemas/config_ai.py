@@ -120,6 +120,35 @@ class ProviderConfig(ConfigModel):
         description="openai kind: response_format json_schema, JSON mode, or the schema in the "
         "system prompt (for servers without either). anthropic: always a forced tool call.",
     )
+    api: Literal["chat_completions", "responses"] = Field(
+        default="chat_completions",
+        description="openai kind: which OpenAI API is called. chat_completions: POST "
+        "{base_url}/chat/completions; responses: the Responses API, POST {base_url}/responses "
+        "(input, instructions, text.format). anthropic kind: chat_completions only (the "
+        "Messages API).",
+    )
+    background: bool = Field(
+        default=False,
+        description="api responses only: create each response with background: true, record "
+        "its id on the worker's state topic (acks=all) before waiting, then poll GET "
+        "{base_url}/responses/{id} until it is done. A worker killed while it waits is not "
+        "paid twice: whoever redoes the event fetches the answer by its id.",
+    )
+    background_poll_s: Annotated[float, Field(gt=0, le=60)] = Field(
+        default=0.5,
+        description="background: the wait before the first poll of a response, in seconds; "
+        "each next wait is 1.5 times longer, up to background_poll_max_s.",
+    )
+    background_poll_max_s: Annotated[float, Field(gt=0, le=600)] = Field(
+        default=5.0,
+        description="background: the longest wait between two polls of a response, in seconds.",
+    )
+    background_timeout_s: Annotated[float, Field(gt=0, le=86_400)] = Field(
+        default=600.0,
+        description="background: how long one response may stay queued or in progress, in "
+        "seconds; then it is cancelled (POST {base_url}/responses/{id}/cancel) and the call "
+        "counts as failed (retried as a new response).",
+    )
     budget: BudgetConfig = Field(
         default_factory=BudgetConfig,
         description="The provider's rate limits, spent here before the provider says 429 "
@@ -141,6 +170,25 @@ class ProviderConfig(ConfigModel):
         check_secret_source(self, "api_key", required=False)
         return self
 
+    @model_validator(mode="after")
+    def _api_fits_kind(self) -> Self:
+        if self.api == "responses" and self.kind != "openai":
+            raise ValueError(
+                f"api: responses is OpenAI's Responses API; provider {self.name} has kind "
+                f"{self.kind} (use kind: openai, or drop api)"
+            )
+        if self.background and self.api != "responses":
+            raise ValueError(
+                f"background: true needs api: responses (provider {self.name} calls "
+                f"{self.api}, which has no background mode)"
+            )
+        if self.background_poll_max_s < self.background_poll_s:
+            raise ValueError(
+                f"background_poll_max_s ({self.background_poll_max_s:g}) is shorter than "
+                f"background_poll_s ({self.background_poll_s:g})"
+            )
+        return self
+
 
 class FallbackConfig(ConfigModel):
     """Another provider (and model) a flow falls back to when the one before it is open or
@@ -149,6 +197,24 @@ class FallbackConfig(ConfigModel):
     provider: Name = Field(description="The name of a provider in providers.")
     model: str | None = Field(
         default=None, description="The model to ask; unset: the provider's model."
+    )
+
+
+class BatchSettings(ConfigModel):
+    """How ``hookstream batcher`` groups the requests of ``mode: batch`` flows into jobs."""
+
+    max_wait_s: Annotated[float, Field(gt=0, le=86_400)] = Field(
+        default=60.0,
+        description="The longest a request waits on <prefix>.ai-batch before the batcher "
+        "submits a job with it (fewer than max_requests), in seconds.",
+    )
+    max_requests: Annotated[int, Field(ge=1, le=50_000)] = Field(
+        default=10_000,
+        description="Requests per job at most; this many pending requests make a job at once.",
+    )
+    poll_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=30.0,
+        description="How often the batcher asks the provider whether a job has ended, in seconds.",
     )
 
 
@@ -216,6 +282,14 @@ class AITaskConfig(ConfigModel):
         default=True,
         description="Reuse a model's answer to an identical request within "
         "worker.ai_cache.ttl_s instead of calling again.",
+    )
+    mode: Literal["sync", "batch"] = Field(
+        default="sync",
+        description="sync: the worker calls the model for each event. batch (work that can "
+        "wait, at the provider's batch price): the worker writes the rendered request to "
+        "<prefix>.ai-batch and moves on; `hookstream batcher` submits them in jobs to the "
+        "provider's batch API (worker.batch) and writes the results. Only for a flow's ai "
+        "(not steps); the provider is asked, not its fallbacks.",
     )
 
     @field_validator("prompt", "system")

@@ -231,6 +231,11 @@ class FlowConfig(ConfigModel):
                 "output: only for a flow with no AI step (the model's answer is the output "
                 "of a flow with ai or steps)"
             )
+        if any(step.mode == "batch" for step in self.steps):
+            raise ValueError(
+                "steps: mode batch is for a flow's ai only (a step's prompt needs the answers "
+                "before it, and a batch job answers within a day)"
+            )
         # Step names used twice, and steps.<name> read before that step runs, are reported
         # at their own lines by schemas.config_checks.
         return self

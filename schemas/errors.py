@@ -182,6 +182,12 @@ class ToolError(HookstreamError):
     names the option or input line at fault. Not retriable."""
 
 
+class Fenced(ToolError):
+    """A newer process took over this one's Kafka transactional id (a second ``hookstream
+    batcher`` on the same ``kafka.topic_prefix``): this one must stop before it writes or
+    submits anything more, or both would pay for the same requests. Not retriable."""
+
+
 class UnknownTopic(ToolError):
     """The topic an operator command reads or writes does not exist on the broker (a wrong
     ``kafka.topic_prefix``, or hookstream has not created its topics yet). Not retriable."""

@@ -17,7 +17,9 @@ RECEIPTS = "receipts"
 # remember, so a restarted process reads back the latest entry per key.
 DELIVERED = "delivered"
 DLQ_REDRIVEN = "dlq-redriven"
-ROLES = (EVENTS, ENRICHED, RESULTS, DLQ, RECEIPTS, DELIVERED, DLQ_REDRIVEN)
+# The requests of flows with ai.mode: batch, from the worker to ``hookstream batcher``.
+AI_BATCH = "ai-batch"
+ROLES = (EVENTS, ENRICHED, RESULTS, DLQ, RECEIPTS, DELIVERED, DLQ_REDRIVEN, AI_BATCH)
 _WEEK_MS = 7 * 24 * 3600 * 1000
 TOPIC_CONFIGS: dict[str, dict[str, str]] = {
     DELIVERED: {"cleanup.policy": "compact,delete", "retention.ms": str(_WEEK_MS)},
@@ -80,3 +82,13 @@ class Topics:
     @property
     def replay_jobs(self) -> str:
         return f"{self.prefix}.replay-jobs"
+
+    # Flows with ai.mode: batch: the worker's rendered requests for ``hookstream batcher``
+    # (keyed like the event), and the batcher's journal of the jobs it submitted.
+    @property
+    def ai_batch(self) -> str:
+        return self.name(AI_BATCH)
+
+    @property
+    def ai_batch_jobs(self) -> str:
+        return f"{self.prefix}.ai-batch-jobs"

@@ -161,6 +161,12 @@ class Checker:
         for deployment in self.of_kind("Deployment"):
             name = f"Deployment/{deployment['metadata']['name']}"
             pod = deployment["spec"]["template"]
+            commands = {str((c.get("args") or [""])[0]) for c in pod["spec"]["containers"]}
+            strategy = (deployment["spec"].get("strategy") or {}).get("type")
+            replicas = deployment["spec"].get("replicas")
+            if "batcher" in commands and (replicas != 1 or strategy != "Recreate"):
+                # A newer batcher fences the older: more than one would only take turns.
+                self.problem(name, "the batcher needs replicas 1 and strategy Recreate")
             for container in pod["spec"]["containers"]:
                 args = [str(a) for a in container.get("args") or []]
                 ok = parses(build_parser(), args)
@@ -203,7 +209,7 @@ class Checker:
                         self.problem(name, f"annotation {key} is {notes.get(key)!r}, not {value!r}")
                 if not (container.get("resources") or {}).get("requests"):
                     self.problem(name, "no resource requests")
-        if roles != {"gateway", "worker", "sinks"}:
+        if roles - {"batcher"} != {"gateway", "worker", "sinks"}:
             self.problem("Deployments", f"expected gateway, worker and sinks, found {roles}")
 
     def load(

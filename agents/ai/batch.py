@@ -74,7 +74,14 @@ class BatchAPI(Protocol):
         epoch seconds) whose creation's answer was lost; None when the provider has none."""
         ...
 
+    def submit_within_s(self) -> float:
+        """The longest a ``submit`` can take before it gives up (its requests' timeouts)."""
+        ...
 
+
+# The floors of a batch API request's timeout (a JSON call; an upload or a file's content).
+JSON_TIMEOUT_FLOOR_S = 60.0
+FILE_TIMEOUT_FLOOR_S = 120.0
 # A provider's clock and ours may differ; a job found by listing may be this much older.
 CLOCK_SKEW_S = 300.0
 
@@ -87,6 +94,12 @@ class _Base:
         self.root = self.provider.base_url.rstrip("/")
         self.what = f"provider {self.provider.name} (batch API)"
 
+    def submit_within_s(self) -> float:
+        """An upload then a create (OpenAI; Anthropic's one create takes less), each bounded
+        by its request's timeout: after this long a submission begun is done or abandoned."""
+        timeout_s = self.provider.timeout_s
+        return max(timeout_s, FILE_TIMEOUT_FLOOR_S) + max(timeout_s, JSON_TIMEOUT_FLOOR_S)
+
     async def _json(self, method: str, path: str, body: Any = None) -> Any:
         _, answer = await request_json(
             self.session,
@@ -94,7 +107,7 @@ class _Base:
             self.root + path,
             stage=STAGE,
             what=self.what,
-            timeout_s=max(self.provider.timeout_s, 60.0),
+            timeout_s=max(self.provider.timeout_s, JSON_TIMEOUT_FLOOR_S),
             headers=self.chat._headers(),
             json_body=body,
         )
@@ -111,7 +124,9 @@ class _Base:
                 self.root + path,
                 data=data,
                 headers=self.chat._headers(),
-                timeout=aiohttp.ClientTimeout(total=max(self.provider.timeout_s, 120.0)),
+                timeout=aiohttp.ClientTimeout(
+                    total=max(self.provider.timeout_s, FILE_TIMEOUT_FLOOR_S)
+                ),
             ) as response:
                 raw = await response.read()
                 if 200 <= response.status < 300:

@@ -54,7 +54,11 @@ class HttpChatClient:
             headers=self._headers(),
             json_body=self.payload(request),
         )
-        latency_ms = (time.perf_counter() - started) * 1000
+        return self.completion(body, request, (time.perf_counter() - started) * 1000)
+
+    def completion(self, body: Any, request: ChatRequest, latency_ms: float) -> Completion:
+        """The answer and its usage read out of a response body; a body without them is the
+        server's fault (retriable)."""
         try:
             content = self.answer_text(body)
             prompt_tokens, completion_tokens = self.token_usage(body)

@@ -185,10 +185,18 @@ class Enricher:
         return body, status != 404
 
     async def enrich_for(self, flow: FlowConfig, event: CloudEvent) -> EnrichedEvent:
-        """Run one flow's lookups concurrently; any failure fails the whole enrichment."""
+        """Run one flow's lookups concurrently; any failure fails the whole enrichment.
+
+        A flow without lookups skips the render context (a dump of the event), and a single
+        lookup is awaited without a task of its own: both were paid per event (issue 16)."""
+        if not flow.enrich:
+            return EnrichedEvent(flow=flow.name, event=event, enrichment={})
         context = event_context(event)
-        values = await asyncio.gather(
-            *(self._lookup(flow, lookup, context) for lookup in flow.enrich)
-        )
+        if len(flow.enrich) == 1:
+            values = [await self._lookup(flow, flow.enrich[0], context)]
+        else:
+            values = await asyncio.gather(
+                *(self._lookup(flow, lookup, context) for lookup in flow.enrich)
+            )
         enrichment = {lookup.name: value for lookup, value in zip(flow.enrich, values, strict=True)}
         return EnrichedEvent(flow=flow.name, event=event, enrichment=enrichment)

@@ -36,7 +36,6 @@ from agents.outbound.gate import OutageGate
 from agents.resources import Resources
 from agents.sinks.base import Delivery, Sink, idempotency_key, sink_context
 from agents.sinks.http import HttpSink
-from agents.sinks.postgres import PostgresSink
 from agents.sinks.slack import SlackSink
 from agents.stages.base import InvalidRecord, Stage, decode, traced
 from agents.state.delivered import DEAD_LETTERED, DELIVERED, DeliveredMemory
@@ -120,6 +119,9 @@ class SinkStage(Stage):
             return HttpSink(self.flow, cfg, self.resources.session_for(self.guard), self.guard)
         if isinstance(cfg, SlackSinkConfig):
             return SlackSink(self.flow, cfg, self.resources.session_for(self.guard), self.guard)
+        # Imported here: asyncpg is paid for by a sink worker with a PostgreSQL sink only.
+        from agents.sinks.postgres import PostgresSink
+
         return PostgresSink(self.flow, cfg)
 
     async def __aenter__(self) -> SinkStage:

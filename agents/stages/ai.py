@@ -39,14 +39,17 @@ import orjson
 
 from agents import metrics
 from agents.ai.clients import client_for
+from agents.ai.responses import RESPONSE_IDS, ResponseIds
 from agents.ai.task import AITask, ProviderRuntime, TaskFlow, cache_entry, flow_gate
 from agents.emit import emit
 from agents.outbound.gate import OutageGate
 from agents.outbound.retry import RetriesExhausted
 from agents.resources import Resources
 from agents.stages.base import InvalidRecord, Stage, decode, traced
+from agents.stages.batch import queue_for_batch
 from agents.stages.runner import Groups
 from agents.state.answers import step_key
+from agents.state.durable_map import DurableMap, put_all
 from agents.state.recovery import done_key
 from schemas import templates
 from schemas.codec import dumps
@@ -181,6 +184,9 @@ class AIStage(Stage):
             self._done(enriched.flow, marker)
             return
         flow = self._flows[enriched.flow]
+        if flow.ai is not None and flow.ai.mode == "batch":  # the batcher answers it
+            await queue_for_batch(self, message, enriched, marker)
+            return
         answered: dict[str, tuple[AIResult, str | None]] = {}
         last: tuple[AIResult, str | None] | None = None
         for step, _ in flow.tasks:
@@ -246,6 +252,9 @@ class AIStage(Stage):
         result = task.cached(enriched, self.resources.ai_cache, requests)
         if result is not None:
             return result, None
+        dedupe = self.resources.dedupe
+        if dedupe is not None:  # background responses' ids, kept under the event's marker
+            RESPONSE_IDS.set(ResponseIds(marker, dedupe, self.resources.writer))
         in_flight = self._in_flight[name]
         failure: HookstreamError | None = None
         async with self._limits[(name, step)]:
@@ -273,7 +282,7 @@ class AIStage(Stage):
             return
         with self._writes():
             writer = self.resources.writer
-            await asyncio.gather(*(cache.put(writer, k, entry) for k, entry in entries))
+            await put_all(writer, [(cache, k, entry) for k, entry in entries])
 
     def _done(self, flow: str, marker: str) -> None:
         """The journal's note that the answers for ``marker`` are safe on Kafka (its result
@@ -305,12 +314,13 @@ class AIStage(Stage):
             await emit(
                 writer, self.topics.results, payload, key=key, headers=carried_headers(message)
             )
-            marks = []
+            marks: list[tuple[DurableMap, str, Any]] = []
             if dedupe is not None:
-                marks.append(dedupe.put(writer, marker, 1))
+                marks.append((dedupe, marker, 1))
             if cache is not None and cache_key is not None and entry is not None:
-                marks.append(cache.put(writer, cache_key, entry))
-            await asyncio.gather(*marks)
+                marks.append((cache, cache_key, entry))
+            if marks:
+                await put_all(writer, marks)
             if self.resources.answers is not None:
                 self.resources.answers.done(marker)
 

@@ -34,12 +34,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
 
-from agents.emit import emit
+from agents.emit import Record, emit_all
 from schemas.config import KafkaSettings
 from streams.kafka.admin import create_topics
 from streams.kafka.compacted import CompactedReader
@@ -97,10 +97,7 @@ class DurableMap:
 
     async def put(self, writer: KafkaWriter, key: str, value: Any) -> None:
         """Write ``key`` → ``value`` (JSON) to Kafka, then to the local copy."""
-        written_at = self._clock()
-        record = orjson.dumps({"written_at": written_at, "value": value})
-        await emit(writer, self.topic, record, key=key.encode())
-        self._data[key] = (written_at, value)
+        await put_all(writer, [(self, key, value)])
 
     def remember(self, key: str, value: Any) -> None:
         """Set ``key`` locally only: for facts already durable elsewhere (agents.state.recovery)."""
@@ -186,6 +183,23 @@ class DurableMap:
         if self._reader is not None:
             await self._reader.stop()
             self._reader = None
+
+
+async def put_all(writer: KafkaWriter, entries: Sequence[tuple[DurableMap, str, Any]]) -> None:
+    """Write each (map, key, value) to its map's topic, then to the map's local copy. The
+    records go to the producer together and their acks are awaited together
+    (:func:`agents.emit.emit_all`): the AI stage's "done" mark and answer-cache entry cost one
+    round trip, not two."""
+    stamped = [(target, key, value, target._clock()) for target, key, value in entries]
+    await emit_all(
+        writer,
+        [
+            Record(target.topic, orjson.dumps({"written_at": at, "value": value}), key.encode())
+            for target, key, value, at in stamped
+        ],
+    )
+    for target, key, value, at in stamped:
+        target._data[key] = (at, value)
 
 
 def _written_at(entry: float | tuple[float, Any]) -> float:

@@ -12,8 +12,15 @@ Kafka (what the journal saves) or a call still waiting at the kill (nothing came
 The second kind is counted apart: a call received by the simulator less than the longest
 simulated latency before the kill was in flight then.
 
-Writes bench/results/paid_once.md and bench/results/paid_once.json.
-Usage: python bench/faults/paid_once.py [--events 10000] [--kills 4]
+``--mode background`` (issue 15) runs the same drain twice with the flow's provider on OpenAI's
+Responses API, the journal on in both: synchronous (``api: responses``), then background mode
+(``background: true``: the response id recorded on Kafka before the wait, polled by whoever
+redoes the event). Paid calls are then responses created (status 200 POSTs).
+
+Writes bench/results/paid_once.{md,json} (``--mode journal``, the default) or
+bench/results/paid_once_background.{md,json} (``--mode background``).
+Usage: python bench/faults/paid_once.py [--events 10000] [--kills 4] [--mode journal|background]
+       [--runs 1]
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import itertools
 import json
 import os
 import signal
@@ -66,10 +74,12 @@ class CallLog:
             await asyncio.sleep(0.5)
 
 
-async def one_run(bootstrap: str, events: int, kills: int, *, journal: bool) -> dict[str, Any]:
+async def one_run(
+    bootstrap: str, events: int, kills: int, *, journal: bool, responses: str | None = None
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        config = write_config(workdir)
+        config = write_config(workdir, responses=responses)
         if not journal:
             config.write_text(
                 config.read_text().replace("worker:\n", "worker:\n  answer_journal: false\n")
@@ -118,17 +128,22 @@ async def one_run(bootstrap: str, events: int, kills: int, *, journal: bool) -> 
             for call in log.calls.values():
                 if call["status"] == 200 and call["user_text_sha256"] in digests:
                     by_text.setdefault(call["user_text_sha256"], []).append(call)
-            extra = in_flight_at_kill = 0
+            extra = in_flight_at_kill = recorded_before = 0
+            recorded = await _recorded_response_ids(stack.bootstrap, stack.topic("dedupe"))
             window_s = (LATENCY_MS + JITTER_MS) / 1000 + 0.05
             for calls in by_text.values():
                 calls.sort(key=lambda c: c["seq"])
                 first = datetime.fromisoformat(calls[0]["received_at"].replace("Z", "+00:00"))
-                for _again in calls[1:]:
+                for before, _again in itertools.pairwise(calls):
                     extra += 1
+                    # Its id was on Kafka, yet another response was created: a bug, not the
+                    # window between the provider's answer and the id's acknowledgement.
+                    recorded_before += before.get("response_id") in recorded
                     if any(0 <= (kill - first).total_seconds() <= window_s for kill in kill_times):
                         in_flight_at_kill += 1
             return {
                 "journal": journal,
+                "api": "chat_completions" if responses is None else f"responses ({responses})",
                 "events": events,
                 "kills": kills,
                 "results_per_event": sorted(set(counts.values())),
@@ -139,34 +154,47 @@ async def one_run(bootstrap: str, events: int, kills: int, *, journal: bool) -> 
                 "extra_answered_before_kill": extra - in_flight_at_kill,
                 "extra_per_10k": round(extra * 10_000 / events, 1),
                 "reused_from_journal": worker.log_text().count("from the answer journal"),
+                "resumed_by_response_id": worker.log_text().count("polled again, not paid twice"),
+                "extra_although_id_recorded": recorded_before,
             }
+
+
+async def _recorded_response_ids(bootstrap: str, topic: str) -> set[str]:
+    """The background response ids the workers recorded on the state topic."""
+    found = set()
+    for record in await read_all(bootstrap, topic):
+        if record.key is not None and record.key.startswith(b"responses/") and record.value:
+            found.add(record.json()["value"]["id"])
+    return found
 
 
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def write_results(runs: list[dict[str, Any]]) -> None:
+def write_results(runs: list[dict[str, Any]], name: str) -> None:
     out = ROOT / "bench" / "results"
-    (out / "paid_once.json").write_text(json.dumps(runs, indent=2) + "\n")
+    (out / f"{name}.json").write_text(json.dumps(runs, indent=2) + "\n")
     lines = [
         "# Extra paid model calls when the worker is killed with SIGKILL",
         "",
         f"`python bench/faults/paid_once.py`: AI simulator {LATENCY_MS} ± {JITTER_MS} ms, "
         f"N = {N}, 8 partitions; the worker killed -9 and restarted during the drain.",
         "",
-        "| answer journal | events | kills | results per event | lost | extra paid calls "
-        "| of which in flight at a kill | answered before a kill | per 10,000 |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| API | answer journal | events | kills | results per event | lost | extra paid calls "
+        "| of which in flight at a kill | answered before a kill | per 10,000 "
+        "| resumed by response id | extra although its id was recorded |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         lines.append(
-            f"| {'on' if r['journal'] else 'off'} | {r['events']:,} | {r['kills']} "
+            f"| {r['api']} | {'on' if r['journal'] else 'off'} | {r['events']:,} | {r['kills']} "
             f"| {r['results_per_event']} | {r['lost']} | {r['extra_paid_calls']} "
             f"| {r['extra_in_flight_at_kill']} | {r['extra_answered_before_kill']} "
-            f"| {r['extra_per_10k']} |"
+            f"| {r['extra_per_10k']} | {r['resumed_by_response_id']} "
+            f"| {r['extra_although_id_recorded']} |"
         )
-    (out / "paid_once.md").write_text("\n".join(lines) + "\n")
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
 
 
 async def main() -> None:
@@ -174,14 +202,30 @@ async def main() -> None:
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--kills", type=int, default=4)
     parser.add_argument("--bootstrap", default=None)
+    parser.add_argument(
+        "--mode",
+        choices=("journal", "background"),
+        default="journal",
+        help="journal: answer journal off vs on; background: the Responses API synchronous "
+        "vs background mode",
+    )
+    parser.add_argument(
+        "--runs", type=int, default=1, help="repeat the pair of drains this many times"
+    )
     args = parser.parse_args()
     bootstrap = args.bootstrap or os.environ["KAFKA_BOOTSTRAP_SERVERS"]
     runs = []
-    for journal in (False, True):
-        run = await one_run(bootstrap, args.events, args.kills, journal=journal)
-        print(json.dumps(run))
+    if args.mode == "journal":
+        variants: list[tuple[bool, str | None]] = [(False, None), (True, None)]
+    else:
+        variants = [(True, "sync"), (True, "background")]
+    for journal, responses in variants * args.runs:
+        run = await one_run(
+            bootstrap, args.events, args.kills, journal=journal, responses=responses
+        )
+        print(json.dumps(run), flush=True)
         runs.append(run)
-    write_results(runs)
+    write_results(runs, "paid_once" if args.mode == "journal" else "paid_once_background")
 
 
 if __name__ == "__main__":

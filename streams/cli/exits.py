@@ -12,6 +12,7 @@ A script that runs ``hookstream`` can tell the failures apart without reading st
 5    a port cannot be listened on (in use, not permitted, not an address of this host)
 6    not found (``trace``: no record of the event in the window searched)
 7    a test failed (``flow test --all``: a flow test's expectation did not match)
+8    replaced (``batcher``: a newer batcher on the same prefix fenced this one)
 130  interrupted (Ctrl-C)
 ==== =====================================================================================
 
@@ -32,13 +33,14 @@ EXIT_NO_TOPIC = 4
 EXIT_CANNOT_LISTEN = 5
 EXIT_NOT_FOUND = 6
 EXIT_TEST_FAILED = 7
+EXIT_REPLACED = 8
 EXIT_INTERRUPTED = 130
 
 EPILOG = (
     "exit status: 0 done (or stdout closed by its reader), 1 declined (replay not confirmed), "
     "2 bad input (config file, argument, input file), 3 Kafka unreachable, "
     "4 topic does not exist, 5 cannot listen on the port, 6 not found (trace), "
-    "7 a flow test failed, 130 interrupted"
+    "7 a flow test failed, 8 replaced (batcher fenced by a newer one), 130 interrupted"
 )
 
 

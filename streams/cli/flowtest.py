@@ -12,7 +12,6 @@ in a CI job as ``rpk connect test`` does.
 from __future__ import annotations
 
 import argparse
-import asyncio
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -197,6 +196,8 @@ def report_lines(report: dict[str, Any]) -> list[str]:
 
 
 async def _with_timeout(coroutine: Any, timeout_s: float) -> Any:
+    import asyncio  # here: `hookstream --help` need not import asyncio (issue 16)
+
     try:
         async with asyncio.timeout(timeout_s):
             return await coroutine
@@ -208,6 +209,8 @@ async def _with_timeout(coroutine: Any, timeout_s: float) -> Any:
 
 
 def cmd_flow_test(args: argparse.Namespace, load: Loader) -> int:
+    import asyncio
+
     with startup():
         from streams.cli.flowtest_run import FlowTester
         from streams.cli.flowtest_suite import default_tests_path, load_tests, run_tests

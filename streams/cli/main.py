@@ -45,7 +45,7 @@ CONFIG_ENV = "HOOKSTREAM_CONFIG"
 METRICS_PORT_ENV = "HOOKSTREAM_METRICS_PORT"
 LOG_LEVELS = ("crit", "error", "warn", "info", "debug")
 SIMULATORS = ("ai-sim", "crm-sim", "slack-sim")
-SERVICES = ("gateway", "worker", "sinks")
+SERVICES = ("gateway", "worker", "sinks", "batcher")
 EXIT_CONFIG = EXIT_BAD_INPUT  # the name main.py used before streams.cli.exits
 
 
@@ -413,6 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     console.add_command(commands, _load_without_secrets, _config_arg)
     cli_trace.add_command(commands, _load_without_secrets, _config_arg)
+    from streams.cli import batcher  # the batch flows' jobs: it calls the models (secrets)
+
+    batcher.add_command(commands, _load, _config_arg, _loglevel_arg)
     from streams.cli import flowtest  # flow test: offline, secrets only for --call-model
 
     flowtest.add_command(commands, _load_without_secrets, _config_arg)

@@ -81,6 +81,9 @@ class BatchBackend:
     ) -> str | None:
         return await self.apis[provider].find(label, lines, since_s, known)
 
+    def submit_within_s(self) -> float:
+        return max((api.submit_within_s() for api in self.apis.values()), default=0.0)
+
     async def status(self, provider: str, job_id: str) -> Status:
         found = await self.apis[provider].status(job_id)
         return Status(found.state, found.ended)

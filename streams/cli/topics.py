@@ -15,12 +15,12 @@ from schemas.errors import ToolError
 
 def owned_topics(prefix: str) -> dict[str, str]:
     """Every topic hookstream creates, by short name: the catalogue's roles, then the worker's
-    compacted memories (dedupe, ai-cache) and the batch replay's journal (replay-jobs).
-    Results go to one topic for every flow today; a per-flow results topic would be added
-    here."""
+    compacted memories (dedupe, ai-cache), the batch replay's journal (replay-jobs) and the
+    batcher's (ai-batch-jobs). Results go to one topic for every flow today; a per-flow
+    results topic would be added here."""
     names = catalogue.Topics(prefix)
     owned = {role: names.name(role) for role in catalogue.ROLES}
-    for full in (names.dedupe, names.ai_cache, names.replay_jobs):
+    for full in (names.dedupe, names.ai_cache, names.replay_jobs, names.ai_batch_jobs):
         owned[full.removeprefix(f"{prefix}.")] = full
     return owned
 

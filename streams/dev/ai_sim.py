@@ -15,7 +15,8 @@ The same analysis answers Anthropic's ``POST /v1/messages`` (a forced tool call'
 
 Routes: ``POST /v1/chat/completions``, ``POST /v1/messages``, ``GET /v1/models``,
 ``GET /healthz``, ``GET /_sim/stats``, ``GET|POST /_sim/config``, ``POST /_sim/reset``; the
-batch APIs (OpenAI Files + Batch, Anthropic Message Batches): :mod:`streams.dev.ai_sim_batch`.
+batch APIs (OpenAI Files + Batch, Anthropic Message Batches): :mod:`streams.dev.ai_sim_batch`;
+the Responses API, background mode included: :mod:`streams.dev.ai_sim_responses`.
 
 Run: ``hookstream dev ai-sim --port 8091`` or ``python -m streams.dev.ai_sim``.
 """
@@ -65,6 +66,13 @@ from streams.dev.ai_sim_logic import (
     parse_messages_request,
     summarise,
 )
+from streams.dev.ai_sim_responses import (
+    RESPONSES_PATH,
+    SimHooks,
+    add_responses_routes,
+    reset_responses,
+    responses_stats,
+)
 
 # Re-exported: the unit tests and the e2e test import the logic from here too.
 __all__ = [
@@ -84,7 +92,7 @@ __all__ = [
 CALLS_KEPT = 10_000
 COMPLETIONS_PATH = "/v1/chat/completions"
 MESSAGES_PATH = "/v1/messages"
-MODEL_PATHS = frozenset({COMPLETIONS_PATH, MESSAGES_PATH})
+MODEL_PATHS = frozenset({COMPLETIONS_PATH, MESSAGES_PATH, RESPONSES_PATH})
 
 # --- server --------------------------------------------------------------------------------
 
@@ -226,6 +234,16 @@ async def _stats_middleware(request: web.Request, handler: Handler) -> web.Strea
 async def _answer(request: web.Request, chat: ChatRequest, api: str) -> Analysis | None:
     """Record the call, wait the simulated latency, raise the drawn fault; the analysis to
     answer with, or None for a malformed answer."""
+    fault, delay_s = _begin(request, chat, api)
+    if delay_s > 0:
+        await asyncio.sleep(delay_s)
+    return _outcome(request.app[STATE], chat, fault)
+
+
+def _begin(request: web.Request, chat: ChatRequest, api: str) -> tuple[Fault, float]:
+    """Record the call, draw its fault and delay, count it against the rate limits (429 now
+    when over them). Apart from :func:`_answer` for background responses, which answer at
+    once and finish after the delay (:mod:`streams.dev.ai_sim_responses`)."""
     state = request.app[STATE]
     user_text = chat.user_text
     call = request[CALL]
@@ -239,8 +257,11 @@ async def _answer(request: web.Request, chat: ChatRequest, api: str) -> Analysis
         call["correction"] = chat.texts[-1][1]
     fault, delay_s = state.draw()
     _admit(request, chat, api)
-    if delay_s > 0:
-        await asyncio.sleep(delay_s)
+    return fault, delay_s
+
+
+def _outcome(state: _SimState, chat: ChatRequest, fault: Fault) -> Analysis | None:
+    """Raise the drawn fault (or the model's outage); else the analysis, None if malformed."""
     if chat.model in state.settings.down_models:
         raise SimError(503, f"model {chat.model} is down (simulated).", type_="server_error")
     retry_after_s = state.settings.retry_after_s
@@ -267,7 +288,7 @@ async def _answer(request: web.Request, chat: ChatRequest, api: str) -> Analysis
     if fault == "malformed":
         state.malformed += 1
         return None
-    return analyse(user_text)
+    return analyse(chat.user_text)
 
 
 def _admit(request: web.Request, chat: ChatRequest, api: str) -> None:
@@ -303,6 +324,7 @@ def _answered(request: web.Request, body: dict[str, Any], api: str) -> web.Respo
 _USAGE_FIELDS = {
     "openai": ("prompt_tokens", "completion_tokens"),
     "anthropic": ("input_tokens", "output_tokens"),
+    "responses": ("input_tokens", "output_tokens"),
 }
 
 
@@ -355,14 +377,15 @@ async def _healthz(_request: web.Request) -> web.Response:
 
 
 async def _get_stats(request: web.Request) -> web.Response:
-    return json_response(request.app[STATE].stats())
+    return json_response({**request.app[STATE].stats(), **responses_stats(request.app)})
 
 
 async def _reset(request: web.Request) -> web.Response:
     """Clear the stats and restart the fault sequence from the seed."""
     state = request.app[STATE]
     state.reset()
-    return json_response(state.stats())
+    reset_responses(request.app)
+    return json_response({**state.stats(), **responses_stats(request.app)})
 
 
 def create_app(settings: AISimSettings) -> web.Application:
@@ -379,6 +402,7 @@ def create_app(settings: AISimSettings) -> web.Application:
     app[STATE] = _SimState(settings)
     app.router.add_post(COMPLETIONS_PATH, _completions)
     app.router.add_post(MESSAGES_PATH, _messages)
+    add_responses_routes(app, SimHooks(_begin, _outcome, _answered, STATE, CALL))
     app.router.add_get("/v1/models", _models)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/_sim/stats", _get_stats)

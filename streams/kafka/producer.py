@@ -237,11 +237,16 @@ class KafkaWriter:
         ``pending.given_up`` says whether the producer may still deliver it (wait again) or
         has definitively given it up (only then is writing the record again no duplicate).
         """
+        ack = pending.ack
+        if ack.done() and not ack.cancelled() and ack.exception() is None:
+            # Already acknowledged (a write awaited after others, agents.emit.emit_all): no
+            # deadline timer and waiter to set up and tear down.
+            return ack.result()
         deadline_s = self.settings.produce_timeout_s if timeout_s is None else timeout_s
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[RecordMetadata] = loop.create_future()
         timer = loop.call_later(deadline_s, expire_waiter, waiter)
-        pending.ack.add_done_callback(functools.partial(_relay, waiter))
+        ack.add_done_callback(functools.partial(_relay, waiter))
         try:
             return await waiter
         except TimeoutError as exc:

@@ -24,6 +24,7 @@ guess of what the same call costs again.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import uuid
 from collections import deque
@@ -48,7 +49,6 @@ from streams.kafka.reader import (
     Window,
     new_consumer,
     partitions_of,
-    read_window,
     read_window_raw,
     window,
 )
@@ -182,8 +182,32 @@ _SCALED = (
     "unpriced",
     "no_ai",
 )
-# Tasks priced one by one; a larger window is priced from every stride-th task.
+# Tasks priced one by one; a larger window is priced from a sample of about this many
+# records, read in SAMPLE_ROUNDS slices spread evenly over each partition (sample_windows).
 PRICED_MAX = 10_000
+SAMPLE_ROUNDS = 10
+
+
+def sample_windows(win: Window, records: int, rounds: int = SAMPLE_ROUNDS) -> list[Window]:
+    """``rounds`` windows, each a slice of every partition of ``win``, evenly spaced over it,
+    that hold about ``records`` records in all (every partition in proportion to its share).
+
+    An estimate read from them costs a few fetches per slice instead of the whole window (one
+    pass over 100,000 events was ~0.9 s of a 1.5 s replay: bench/replay, issue 16).
+    """
+    fraction = min(1.0, records / max(win.size, 1))
+    slices: list[Window] = []
+    for index in range(rounds):
+        ranges: dict[TopicPartition, tuple[int, int]] = {}
+        for tp, (start, end) in win.ranges.items():
+            length = end - start
+            if length <= 0:
+                continue
+            take = max(1, math.ceil(length * fraction / rounds))
+            first = start + index * length // rounds
+            ranges[tp] = (first, min(end, first + take))
+        slices.append(Window(ranges))
+    return slices
 
 
 @dataclass
@@ -193,6 +217,8 @@ class ModelEstimate:
     records: int = 0  # records the filters select
     by_flow: dict[str, FlowEstimate] = field(default_factory=dict)
     stride: int = 1  # every stride-th task was priced, the figures scaled
+    sampled: int = 0  # records read when only a sample of the window was (0: all were)
+    window: int = 0  # the window's records
 
     def total(self) -> FlowEstimate:
         total = FlowEstimate()
@@ -220,13 +246,21 @@ class ModelEstimate:
             notes.append(f"{t.invalid:,} invalid event(s) that would be dead-lettered")
         if t.unpriced:
             notes.append(f"{t.unpriced:,} call(s) of a model without a price counted as $0")
-        if t.priced < t.tasks:
+        if self.sampled:
+            notes.append(
+                f"{t.priced:,} tasks priced from a sample of {self.sampled:,} of the window's "
+                f"{self.window:,} records, read in {SAMPLE_ROUNDS} slices spread over it, the "
+                "figures scaled to all"
+            )
+        elif t.priced < t.tasks:
             notes.append(
                 f"{t.priced:,} of the {t.tasks:,} tasks priced (one in {self.stride:,}), "
                 "the figures scaled to all"
             )
+        about = "~" if self.sampled else ""
         return (
-            f"replay of {topic}: {self.records:,} record(s), {t.tasks:,} AI task(s): "
+            f"replay of {topic}: {about}{self.records:,} record(s), {about}{t.tasks:,} AI "
+            "task(s): "
             f"{t.cached:,} from the AI cache, {t.calls:,} model call(s) ({flows or 'no flow'}); "
             f"estimated cost ${t.cost_usd:,.4f} (${t.batch_cost_usd:,.4f} with --batch) for "
             f"~{t.prompt_tokens:,} prompt + "
@@ -341,12 +375,14 @@ class Replayer:
         return decoded if isinstance(decoded, dict) else {}
 
     async def estimate(self, pricer: Pricer) -> ModelEstimate:
-        """What the window's AI tasks would cost — three read-only passes.
+        """What the window's AI tasks would cost: the window read once, then the results.
 
-        First the window: which (flow, event) tasks, and its earliest record's time; then the
-        results topic from that time on, for each task's earlier result (:class:`Original`);
-        then the window again, each task priced by ``pricer``. Reading twice keeps the memory
-        to the tasks' identities rather than the whole window.
+        A window of up to ``PRICED_MAX`` records is read whole; a larger one as a sample of
+        about ``PRICED_MAX`` records (:func:`sample_windows`), its counts scaled to the
+        window. Every (flow, event) task read is kept; then the results topic, from the
+        earliest kept task's time on, gives the kept tasks' earlier results
+        (:class:`Original`), and each kept task is priced by ``pricer``. (Before, the window
+        was read whole twice, once to find the tasks and once to price them: issue 16.)
         """
         consumer = new_consumer(
             self.config.kafka, max_partition_fetch_bytes=self.batch_bytes, check_crcs=False
@@ -355,39 +391,44 @@ class Replayer:
         try:
             await consumer.start()
             win = await self._fixed_window(consumer)
-            wanted: set[tuple[str, str, str]] = set()
+            estimate.window = win.size
+            # Past PRICED_MAX records, a sample of the window is read and priced, and the
+            # counts and figures scaled (an exact pass over 100,000 events took ~10 s, 15 times
+            # the replay's own copy; reading all of them without pricing, ~0.9 s).
+            sampled = win.size > PRICED_MAX
+            parts = sample_windows(win, PRICED_MAX) if sampled else [win]
+            kept: list[tuple[FlowConfig, dict[str, Any]]] = []
             earliest_ms: int | None = None
-            async for _, records in read_window_raw(consumer, win):
-                for record in cast("Iterable[_Stamped]", records):
-                    value = self._decode(record.value)
-                    if not (self.selection.empty or self.selects(value)):
-                        continue
-                    estimate.records += 1
-                    if self.calls_model:
-                        wanted.update(self._identity(f.name, value) for f in self._flows(value))
-                        stamp = record.timestamp
-                        earliest_ms = stamp if earliest_ms is None else min(earliest_ms, stamp)
-            if not wanted or earliest_ms is None:
-                return estimate
-            originals = await self._originals(wanted, earliest_ms)
-            # Beyond PRICED_MAX tasks every stride-th is priced and the figures scaled (an
-            # exact pass over 100,000 events took ~10 s, 15 times the replay's own copy; this
-            # one, ~1.3 s).
-            stride = estimate.stride = -(-len(wanted) // PRICED_MAX)
-            index = 0
-            async for _, raw in read_window_raw(consumer, win):
-                for item in raw:
-                    value = self._decode(item.value)
-                    if not (self.selection.empty or self.selects(value)):
-                        continue
-                    for flow in self._flows(value):
-                        share = estimate.by_flow.setdefault(flow.name, FlowEstimate())
-                        share.tasks += 1
-                        index += 1
-                        if index % stride:
+            read = 0
+            for part in parts:
+                async for _, records in read_window_raw(consumer, part):
+                    for record in cast("Iterable[_Stamped]", records):
+                        read += 1
+                        value = self._decode(record.value)
+                        if not (self.selection.empty or self.selects(value)):
                             continue
-                        original = originals.get(self._identity(flow.name, value))
-                        share.add(pricer.price(flow, self.role, value, original))
+                        estimate.records += 1
+                        if not self.calls_model:
+                            continue
+                        for flow in self._flows(value):
+                            estimate.by_flow.setdefault(flow.name, FlowEstimate()).tasks += 1
+                            kept.append((flow, value))
+                            stamp = record.timestamp
+                            earliest_ms = stamp if earliest_ms is None else min(earliest_ms, stamp)
+            if sampled and read:
+                estimate.sampled = read
+                factor = win.size / read
+                estimate.stride = max(1, round(factor))
+                estimate.records = round(estimate.records * factor)
+                for share in estimate.by_flow.values():
+                    share.tasks = round(share.tasks * factor)
+            if not kept or earliest_ms is None:
+                return estimate
+            wanted = {self._identity(flow.name, value) for flow, value in kept}
+            originals = await self._originals(wanted, earliest_ms)
+            for flow, value in kept:
+                original = originals.get(self._identity(flow.name, value))
+                estimate.by_flow[flow.name].add(pricer.price(flow, self.role, value, original))
             for share in estimate.by_flow.values():
                 share.scale()
         except KafkaError as exc:
@@ -406,7 +447,9 @@ class Replayer:
         those topics only, and would not see the results topic.
         """
         results = catalogue.Topics(self.config.kafka.topic_prefix).results
-        consumer = new_consumer(self.config.kafka)
+        consumer = new_consumer(
+            self.config.kafka, max_partition_fetch_bytes=self.batch_bytes, check_crcs=False
+        )
         try:
             await consumer.start()
             win = await window(consumer, results, datetime.fromtimestamp(since_ms / 1000, UTC))
@@ -419,8 +462,10 @@ class Replayer:
     async def _read_originals(
         self, consumer: Any, win: Window, wanted: set[tuple[str, str, str]]
     ) -> dict[tuple[str, str, str], Original]:
+        """Read from the fetched batches (no ConsumerRecord per record), and only until every
+        wanted task's result was found."""
         found: dict[tuple[str, str, str], Original] = {}
-        async for records in read_window(consumer, win):
+        async for _, records in read_window_raw(consumer, win):
             for record in records:
                 value = self._decode(record.value)
                 event = value.get("event")
@@ -438,6 +483,8 @@ class Replayer:
                     prompt_tokens=int(usage.get("prompt_tokens") or 0),
                     completion_tokens=int(usage.get("completion_tokens") or 0),
                 )
+            if len(found) == len(wanted):
+                break
         return found
 
     async def run(self, progress: Progress | None = None) -> ReplayStats:

@@ -38,13 +38,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 import orjson
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from schemas import topics as catalogue
@@ -52,10 +52,10 @@ from schemas.config import HookstreamConfig
 from schemas.config_flows import FlowConfig
 from schemas.errors import BrokerUnavailable, RemoteError, ToolError
 from schemas.events import DeadLetter
-from schemas.headers import REPLAY_HEADER, trace_headers
+from schemas.headers import REPLAY_HEADER, carried_headers, trace_headers
 from streams.kafka.admin import create_topics
 from streams.kafka.connection import client_kwargs
-from streams.kafka.reader import Position, new_consumer, read_window, window
+from streams.kafka.reader import Position, Window, new_consumer, read_window, window
 
 log = logging.getLogger(__name__)
 MAX_JOB_LINES = 10_000  # requests per job (OpenAI takes 50,000, Anthropic 100,000)
@@ -94,6 +94,10 @@ class BatchBackend(Protocol):
         list of jobs), or None."""
         ...
 
+    def submit_within_s(self) -> float:
+        """The longest one ``submit`` can take, any provider (its requests' timeouts)."""
+        ...
+
     async def status(self, provider: str, job_id: str) -> Status: ...
 
     async def results(
@@ -105,6 +109,24 @@ class BatchBackend(Protocol):
     ) -> dict[str, bytes | BaseException]:
         """Each covered custom_id's AIResult JSON, or the error it is dead-lettered with."""
         ...
+
+
+@dataclass
+class Rounds:
+    """A replay run as one round of ``hookstream batcher`` (:mod:`streams.ops.batcher`): its
+    window is ``ranges`` (partition: [start, end) offsets of ``<prefix>.ai-batch``), its
+    journal the batcher's, and it writes its results only once ``turn`` returns (the earlier
+    rounds' are written), without the replay header."""
+
+    journal: str
+    ranges: dict[int, tuple[int, int]]
+    turn: Callable[[], Awaitable[None]]
+    # The batcher's fenced journal write (key, note): it fails with Fenced once a newer
+    # batcher has started, so that nothing is submitted or written after that.
+    note: Callable[[bytes, dict[str, Any]], Awaitable[None]] | None = None
+    # Awaited before a job whose id was never journaled is looked for by listing: a fenced
+    # batcher may still be sending it (journaled intent, submission under way).
+    settle: Callable[[], Awaitable[None]] | None = None
 
 
 @dataclass
@@ -161,6 +183,9 @@ class BatchStats:
     already_finished: bool = False
     # Records of flows a batch job cannot answer (several AI steps, or none), left alone.
     not_batchable: int = 0
+    # A batcher round's second copies of one event (queued twice by a worker killed between
+    # two acks): left out, the first copy's result is the event's.
+    duplicates: int = 0
 
 
 class BatchReplayer:
@@ -176,10 +201,12 @@ class BatchReplayer:
         flow: str | None = None,
         poll_s: float = 10.0,
         max_job_lines: int = MAX_JOB_LINES,
+        rounds: Rounds | None = None,
     ) -> None:
         prefix = config.kafka.topic_prefix
         self.topics = catalogue.Topics(prefix)
-        if topic != self.topics.enriched:
+        self.rounds = rounds
+        if topic != self.topics.enriched and rounds is None:
             raise ToolError(
                 f"--batch replays the enriched topic ({self.topics.enriched}: the AI stage's "
                 f"input, with each event's flow and enrichment), not {topic}"
@@ -202,13 +229,14 @@ class BatchReplayer:
                 f"{'several steps' if self._has_steps(config, flow) else 'no AI step'}: "
                 "replay it without --batch"
             )
-        self.journal = self.topics.replay_jobs
+        self.journal = self.topics.replay_jobs if rounds is None else rounds.journal
 
     @staticmethod
     def _has_steps(config: HookstreamConfig, name: str) -> bool:
         return any(f.name == name and f.steps for f in config.flows)
 
-    async def run(self, say: Any = None) -> BatchStats:
+    async def run(self, say: Any = None, *, fresh: bool = False) -> BatchStats:
+        """Run or resume the replay; ``fresh``: its id is new to the journal (not read)."""
         stats = BatchStats(self.replay_id)
         started = time.monotonic()
         # Just created, it holds nothing: not read (its metadata may not have reached every
@@ -226,7 +254,7 @@ class BatchReplayer:
             jobs: list[Job] = []
             intents: list[_Intent] = []
             finished = False
-            if not new_journal:
+            if not new_journal and not fresh:
                 jobs, intents, finished = await self._read_journal()
             if finished:
                 stats.already_finished = True
@@ -251,6 +279,11 @@ class BatchReplayer:
                 if say is not None:
                     say(f"waiting for job {job.job_id} ({job.provider}, {len(job.covers):,})")
                 outcomes.update(await self._wait(job, records))
+            if self.rounds is not None:
+                await self.rounds.turn()  # the earlier rounds' results first: per-key order
+                # Through the batcher's fence: a batcher replaced while it polled stops here,
+                # and the results are written once, by its successor.
+                await self._note(producer, {"kind": "writing"})
             await self._write(producer, records, outcomes, stats)
             for job in jobs:
                 if not job.done:
@@ -271,6 +304,9 @@ class BatchReplayer:
     async def _note(self, producer: AIOKafkaProducer, note: dict[str, Any]) -> None:
         """One journal record, acknowledged by every in-sync replica before returning."""
         note = {"replay": self.replay_id, **note, "at": datetime.now(UTC).isoformat()}
+        if self.rounds is not None and self.rounds.note is not None:
+            await self.rounds.note(self.replay_id.encode(), note)
+            return
         await producer.send_and_wait(self.journal, orjson.dumps(note), key=self.replay_id.encode())
 
     async def _found(
@@ -282,6 +318,8 @@ class BatchReplayer:
         their requests are planned again."""
         known = {job.job_id for job in jobs}
         found: list[Job] = []
+        if intents and self.rounds is not None and self.rounds.settle is not None:
+            await self.rounds.settle()
         for intent in intents:
             job_id = await self.backend.find(
                 intent.provider, intent.label, len(intent.covers), intent.at, known
@@ -296,7 +334,8 @@ class BatchReplayer:
         return found
 
     async def _read_journal(self) -> tuple[list[Job], list[_Intent], bool]:
-        consumer = new_consumer(self.config.kafka)
+        # Committed notes only: a replaced batcher's last note may be in the log, aborted.
+        consumer = new_consumer(self.config.kafka, isolation_level="read_committed")
         jobs: dict[int, Job] = {}
         intents: dict[int, _Intent] = {}
         finished = False
@@ -344,14 +383,30 @@ class BatchReplayer:
         consumer = new_consumer(self.config.kafka)
         try:
             await consumer.start()
-            win = await window(consumer, self.topic, self.start, self.end)
+            if self.rounds is not None:
+                win = Window(
+                    {
+                        TopicPartition(self.topic, p): bounds
+                        for p, bounds in self.rounds.ranges.items()
+                    }
+                )
+            else:
+                win = await window(consumer, self.topic, self.start, self.end)
             stats.window = win.size
+            seen: set[tuple[Any, ...]] = set()
             async for batch in read_window(consumer, win):
                 for item in batch:
                     record = self._record(item)
                     if record is None:
                         stats.not_batchable += self._other_flow(item)
                         continue
+                    if self.rounds is not None:
+                        # The first copy in the window's order: the same one on a resume.
+                        identity = _identity(record)
+                        if identity in seen:
+                            stats.duplicates += 1
+                            continue
+                        seen.add(identity)
                     records[record.custom_id] = record
                     if record.custom_id in covered:
                         continue
@@ -465,14 +520,15 @@ class BatchReplayer:
         stats: BatchStats,
     ) -> None:
         """Results and dead letters in the window's order (per partition, by offset)."""
-        marker = (REPLAY_HEADER, self.replay_id.encode())
+        # A batcher's round is no replay: its results carry the queued record's own marker.
+        marker = [] if self.rounds is not None else [(REPLAY_HEADER, self.replay_id.encode())]
         sends = []
         now = datetime.now(UTC)
         for cid, record in records.items():
             outcome = outcomes.get(cid)
             if outcome is None:
                 continue
-            carried = [marker, *trace_headers(_Headers(record.headers))]
+            carried = [*marker, *_carried(record, marker)]
             if isinstance(outcome, bytes):
                 key = _partition_key(record)
                 sends.append(
@@ -495,7 +551,8 @@ class BatchReplayer:
             headers = [
                 *letter.to_headers(),
                 (FLOW_HEADER, record.flow.name.encode()),
-                marker,
+                *marker,
+                *(_carried(record, marker) if not marker else []),
             ]
             sends.append(
                 await producer.send(self.topics.dlq, record.value, key=record.key, headers=headers)
@@ -531,6 +588,24 @@ class _Headers:
 
     def __init__(self, headers: list[tuple[str, bytes]]) -> None:
         self.headers = headers
+
+
+def _carried(record: _Record, marker: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """The headers a result takes from its record: a replay's own marker replaces any it
+    carried (so only the trace context); a batcher round's carries the record's marker."""
+    headers = _Headers(record.headers)
+    return trace_headers(headers) if marker else carried_headers(headers)
+
+
+def _identity(record: _Record) -> tuple[Any, ...]:
+    """What makes a queued request one event's: the AI stage's done marker's parts (flow,
+    source, id, the replay it belongs to)."""
+    event = record.parsed.get("event")
+    source, event_id = (
+        (event.get("source"), event.get("id")) if isinstance(event, dict) else ("", "")
+    )
+    replay = next((v for k, v in record.headers if k == REPLAY_HEADER), None)
+    return (record.flow.name, source, event_id, replay)
 
 
 def _partition_key(record: _Record) -> bytes | None:

@@ -16,11 +16,12 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from agents.state.durable_map import DurableMap
+from agents.state.durable_map import DurableMap, put_all
 from schemas.config import KafkaSettings
 from schemas.errors import BrokerUnavailable, ConfigError
 from streams.kafka.admin import create_topics
 from streams.kafka.compacted import CompactedReader
+from streams.kafka.producer import KafkaWriter
 from tests.support.kafka import create_topic
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -130,6 +131,37 @@ async def test_a_durable_map_restarted_sees_the_tombstone_and_its_topic_is_compa
     configs = {name: value for name, value, *_ in described[0].resources[0][4]}
     assert configs["cleanup.policy"] == "compact,delete"
     assert configs["retention.ms"] == "3600000"
+
+
+async def test_put_all_writes_to_two_maps_at_once_and_a_restart_reads_both(
+    kafka_bootstrap: str,
+) -> None:
+    """The AI stage's "done" mark and cache entry go to the producer together
+    (agents.state.durable_map.put_all): both must be on Kafka when it returns, and in the local
+    copies, as two puts in turn left them."""
+    settings = KafkaSettings(bootstrap_servers=kafka_bootstrap, partitions=2)
+    topics = [f"map-{uuid.uuid4().hex[:10]}" for _ in range(2)]
+    maps = [DurableMap(settings, t, ttl_s=3600, cleanup_interval_s=3600) for t in topics]
+    for one in maps:
+        await one.start()
+    try:
+        async with KafkaWriter(settings) as writer:
+            await put_all(writer, [(maps[0], "done/f/s/1", 1), (maps[1], "cache-key", {"a": 2})])
+            assert maps[0].get("done/f/s/1") == 1
+            assert maps[1].get("cache-key") == {"a": 2}
+    finally:
+        for one in maps:
+            await one.stop()
+    again = [DurableMap(settings, t, ttl_s=3600, cleanup_interval_s=3600) for t in topics]
+    for one in again:
+        await one.start()
+    try:
+        assert again[0].get("done/f/s/1") == 1
+        assert again[1].get("cache-key") == {"a": 2}
+        assert len(again[0]) == len(again[1]) == 1
+    finally:
+        for one in again:
+            await one.stop()
 
 
 async def test_a_topic_that_never_appears_fails_the_start_naming_it(kafka_bootstrap: str) -> None:

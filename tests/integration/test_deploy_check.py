@@ -83,7 +83,7 @@ def test_make_deploy_check_passes() -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "every manifest valid (strict) for Kubernetes 1.25.0 and" in done.stdout
-    assert "ci/created-secret-values.yaml: 8 manifests" in done.stdout
+    assert "ci/created-secret-values.yaml: 9 manifests" in done.stdout
 
 
 def test_the_rendered_chart_as_is_has_no_problem(
@@ -91,7 +91,9 @@ def test_the_rendered_chart_as_is_has_no_problem(
 ) -> None:
     assert problems_after(rendered, lambda manifests: None) == []
     kinds = sorted(m["kind"] for m in rendered[2])
-    assert kinds.count("Deployment") == 3
+    assert kinds.count("Deployment") == 4  # gateway, worker, sinks, batcher
+    batcher = deployment(rendered[2], "batcher")["spec"]
+    assert (batcher["replicas"], batcher["strategy"]["type"]) == (1, "Recreate")
     assert kinds.count("PodDisruptionBudget") == 2  # the sinks' is off in the ci values
 
 
@@ -138,6 +140,10 @@ def _metrics_on_localhost(manifests: Manifests) -> None:
     args[args.index("--metrics-host") + 1] = "127.0.0.1"
 
 
+def _batcher_rolling(manifests: Manifests) -> None:
+    del deployment(manifests, "batcher")["spec"]["strategy"]
+
+
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
@@ -150,6 +156,7 @@ def _metrics_on_localhost(manifests: Manifests) -> None:
         (_budget_selects_all, "expected exactly one Deployment's pods"),
         (_bad_config, "the ConfigMap's flows.yaml:9: kafka.partitions: must be at least 1"),
         (_metrics_on_localhost, "--metrics-host must be 0.0.0.0"),
+        (_batcher_rolling, "the batcher needs replicas 1 and strategy Recreate"),
     ],
 )
 def test_each_check_refuses_its_mistake(

@@ -209,3 +209,43 @@ async def test_empty_or_ambiguous_windows_are_refused(
     assert out == ""
     after = len(await read_all(setup.env["KAFKA_BOOTSTRAP_SERVERS"], setup.topics.events))
     assert after == before
+
+
+async def test_a_window_past_10000_records_is_estimated_from_a_sample_and_replayed_whole(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """12,000 events: the estimate reads a sample of about 10,000 (streams.ops.replay.
+    sample_windows), says so and scales its counts to the window; the replay copies all."""
+    prefix = f"sample-{uuid.uuid4().hex[:8]}"
+    env = {
+        **SECRETS,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "HOOKSTREAM_TOPIC_PREFIX": prefix,
+        "PATH": "/usr/bin:/bin",
+    }
+    path = _config(tmp_path)
+    config = load_config(path, env=env)
+    topics = Topics(prefix)
+    await create_topics(config.kafka, {topics.events: {}}, partitions=4)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", linger_ms=20)
+    await producer.start()
+    try:
+        for n in range(12_000):
+            event = _event(1).model_copy(update={"id": f"sample-{n}", "partitionkey": f"c{n % 97}"})
+            await producer.send(topics.events, event.model_dump_json().encode(), key=b"c%d" % n)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    try:
+        setup = Setup(config, path, env, topics, [])
+        code, out, err = await setup.replay("--topic", "events", "--from", "0", "--yes")
+        assert code == 0, err
+        line = next(line for line in err.splitlines() if line.startswith("replay of "))
+        assert "~12,000 record(s), ~12,000 AI task(s): 0 from the AI cache" in line
+        assert "12,000 model call(s)" in line
+        sampled = int(line.split("priced from a sample of ")[1].split(" ")[0].replace(",", ""))
+        assert 10_000 <= sampled < 10_100, line  # about PRICED_MAX, not the whole window
+        assert "of the window's 12,000 records" in line
+        assert "replayed 12,000" in out
+    finally:
+        await delete_topics(kafka_bootstrap, [topics.events])

@@ -72,10 +72,33 @@ flows:
 """
 
 
-def write_config(directory: Path) -> Path:
+def write_config(directory: Path, *, responses: str | None = None) -> Path:
+    """``responses``: the primary provider calls OpenAI's Responses API, ``"background"`` in
+    background mode (polled every 50 ms at first), ``"sync"`` without it."""
+    text = AI_CONFIG
+    if responses is not None:
+        options = "    api: responses\n"
+        if responses == "background":
+            options += "    background: true\n    background_poll_s: 0.05\n"
+            options += "    background_poll_max_s: 0.5\n"
+        text = text.replace("    model: sim-1\n", "    model: sim-1\n" + options, 1)
     path = directory / "ai-flows.yaml"
-    path.write_text(AI_CONFIG)
+    path.write_text(text)
     return path
+
+
+class MemoryMap:
+    """A stand-in for the durable map where background response ids are recorded (tests that
+    are about the provider protocol, not Kafka)."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+
+    def get(self, key: str) -> Any | None:
+        return self.data.get(key)
+
+    async def put(self, writer: Any, key: str, value: Any) -> None:
+        self.data[key] = value
 
 
 def enriched(customer: str, message: str, *, event_id: str | None = None) -> EnrichedEvent:

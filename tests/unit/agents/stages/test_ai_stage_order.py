@@ -89,12 +89,12 @@ async def test_done_mark_waits_for_the_result_write(monkeypatch: pytest.MonkeyPa
         await result_write_may_finish.wait()
         order.append(f"acked {topic}")
 
-    async def put(writer: Any, key: str, value: Any) -> None:
-        order.append(f"mark {key}")
+    async def put_all(writer: Any, entries: list[tuple[Any, str, Any]]) -> None:
+        order.extend(f"mark {key}" for _, key, _ in entries)
 
     monkeypatch.setattr(AITask, "run", run)
     monkeypatch.setattr(agents.stages.ai, "emit", slow_emit)
-    monkeypatch.setattr(resources.dedupe, "put", put)
+    monkeypatch.setattr(agents.stages.ai, "put_all", put_all)
     stage = AIStage(config, resources)
     handling = asyncio.create_task(stage.handle(Event(Message(dumps(enriched)))))
     for _ in range(100):

@@ -61,18 +61,16 @@ def _stage(monkeypatch: pytest.MonkeyPatch, resources: Resources) -> tuple[AISta
     async def emit(writer: Any, topic: str, value: bytes, **kwargs: Any) -> None:
         recorded.results.append(AIResult.model_validate_json(value))
 
-    async def cache_put(writer: Any, key: str, value: Any) -> None:
-        recorded.cached.append(key)
-
-    async def mark(writer: Any, key: str, value: Any) -> None:
-        recorded.marks.append(key)
+    async def put_all(writer: Any, entries: list[tuple[Any, str, Any]]) -> None:
+        """The stage's map writes (done marks and cache entries), told apart by their map."""
+        for target, key, _ in entries:
+            (recorded.cached if target is resources.ai_cache else recorded.marks).append(key)
 
     monkeypatch.setattr(AITask, "run", run)
     monkeypatch.setattr(agents.stages.ai, "emit", emit)
     assert resources.ai_cache is not None
     assert resources.dedupe is not None
-    monkeypatch.setattr(resources.ai_cache, "put", cache_put)
-    monkeypatch.setattr(resources.dedupe, "put", mark)
+    monkeypatch.setattr(agents.stages.ai, "put_all", put_all)
     return AIStage(CONFIG, resources), recorded
 
 

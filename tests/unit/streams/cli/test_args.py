@@ -51,6 +51,7 @@ def test_every_port_option_takes_a_port_number() -> None:
         ("console", "--port"),
         ("worker", "--metrics-port"),
         ("sinks", "--metrics-port"),
+        ("batcher", "--metrics-port"),
         ("dev ai-sim", "--port"),
         ("dev crm-sim", "--port"),
         ("dev slack-sim", "--port"),

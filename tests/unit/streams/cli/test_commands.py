@@ -39,9 +39,11 @@ SHORT_NAMES = [
     "receipts",
     "delivered",
     "dlq-redriven",
+    "ai-batch",
     "dedupe",
     "ai-cache",
     "replay-jobs",
+    "ai-batch-jobs",
 ]
 
 

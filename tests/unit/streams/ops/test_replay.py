@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from aiokafka import TopicPartition
 
 from schemas.config import HookstreamConfig
 from schemas.config_ai import PricingConfig
 from schemas.config_loader import load_config
 from schemas.events import EnrichedEvent
 from streams.cli.replay_cost import ReplayPricer
+from streams.kafka.reader import Window
 from streams.ops.replay import (
     FlowEstimate,
     ModelEstimate,
@@ -19,6 +21,7 @@ from streams.ops.replay import (
     Replayer,
     ReplayFilter,
     ReplayStats,
+    sample_windows,
 )
 from tests.unit.schemas.test_config_loader import EXAMPLE, EXAMPLE_ENV
 from tests.unit.schemas.test_config_steps import EXAMPLE as STEPS_EXAMPLE
@@ -203,6 +206,38 @@ def test_a_sampled_estimate_is_scaled_to_every_task_and_says_so() -> None:
     line = estimate.line("hookstream.events")
     assert "10 AI task(s): 5 from the AI cache, 5 model call(s)" in line
     assert "2 of the 10 tasks priced (one in 5), the figures scaled to all" in line
+
+
+def test_a_large_window_is_sampled_in_slices_spread_over_every_partition() -> None:
+    """About the asked number of records, in proportion to each partition's share, each
+    slice inside its partition's range and the slices in order from its start to its end."""
+    a, b, empty = (TopicPartition("t", p) for p in range(3))
+    win = Window({a: (1_000, 81_000), b: (0, 20_000), empty: (5, 5)})
+    slices = sample_windows(win, 10_000, rounds=10)
+    assert len(slices) == 10
+    taken = {a: 0, b: 0}
+    for index, part in enumerate(slices):
+        assert empty not in part.ranges
+        for tp, (first, last) in part.ranges.items():
+            start, end = win.ranges[tp]
+            assert start <= first < last <= end
+            assert first == start + index * (end - start) // 10
+            taken[tp] += last - first
+    assert taken == {a: 8_000, b: 2_000}
+    assert sum(part.size for part in slices) == 10_000
+
+
+def test_an_estimate_from_a_sample_says_so_and_counts_approximately() -> None:
+    estimate = ModelEstimate(records=100_000, stride=10, sampled=10_000, window=100_000)
+    share = estimate.by_flow.setdefault("triage", FlowEstimate(tasks=100_000))
+    for _ in range(10_000):
+        share.add(Priced("call", 10, 2, 0.001))
+    share.scale()
+    assert share.calls == 100_000
+    line = estimate.line("hookstream.events")
+    assert "~100,000 record(s), ~100,000 AI task(s)" in line
+    assert "10,000 tasks priced from a sample of 10,000 of the window's 100,000 records" in line
+    assert "priced (one in" not in line
 
 
 def test_stats_rate() -> None:

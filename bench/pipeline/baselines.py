@@ -1,0 +1,130 @@
+"""The bare baselines of bench/pipeline/run.py, each run as its own process so that its CPU
+time is its own (read by the benchmark from /proc/<pid>/stat).
+
+``faust PREFIX BOOTSTRAP``: a Faust app with two pass-through agents, events → enriched →
+results (raw bytes, awaited ``send`` per record as an agent usually writes).
+``aiokafka PREFIX BOOTSTRAP``: the same two hops as plain aiokafka consume → produce loops
+(``getmany``, every record of a batch sent, the batch's acks awaited, the offsets committed).
+``put PREFIX BOOTSTRAP CRM_URL``: the sink's floor: consume results, PUT each to the CRM (a
+batch's PUTs concurrently), commit.
+
+Every producer is ``acks=all`` and idempotent, as hookstream's are. Each runs until stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+PARTITIONS = 8
+
+
+def faust_app(prefix: str, bootstrap: str) -> None:
+    import faust
+
+    app = faust.App(
+        f"{prefix}-bare-faust",
+        broker=f"kafka://{bootstrap}",
+        store="memory://",
+        web_enabled=False,
+        topic_partitions=PARTITIONS,
+        consumer_auto_offset_reset="earliest",
+        autodiscover=False,
+        producer_acks=-1,
+        datadir=str(Path(tempfile.gettempdir()) / f"hookstream-bench-{prefix}-faust"),
+    )
+    raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
+    events = app.topic(f"{prefix}.events", key_type=bytes, value_type=bytes, **raw)
+    enriched = app.topic(f"{prefix}.enriched", key_type=bytes, value_type=bytes, **raw)
+    results = app.topic(f"{prefix}.results", key_type=bytes, value_type=bytes, **raw)
+
+    async def enrich(stream: Any) -> None:
+        async for event in stream.events():
+            await enriched.send(key=event.key, value=event.value)
+
+    async def ai(stream: Any) -> None:
+        async for event in stream.events():
+            await results.send(key=event.key, value=event.value)
+
+    app.agent(events, name="bare.enrich")(enrich)
+    app.agent(enriched, name="bare.ai")(ai)
+    sys.argv = [sys.argv[0], "worker"]
+    faust.Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
+
+
+async def _hop(
+    bootstrap: str, group: str, source: str, handle: Any, producer: AIOKafkaProducer | None
+) -> None:
+    consumer = AIOKafkaConsumer(
+        source,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        while True:
+            batch = await consumer.getmany(timeout_ms=500, max_records=2000)
+            if not batch:
+                continue
+            await asyncio.gather(*(handle(m) for msgs in batch.values() for m in msgs))
+            await consumer.commit()
+    finally:
+        await consumer.stop()
+
+
+async def aiokafka_loop(prefix: str, bootstrap: str) -> None:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5
+    )
+    await producer.start()
+
+    def forward(topic: str) -> Any:
+        async def handle(message: Any) -> None:
+            ack = await producer.send(topic, message.value, key=message.key)
+            await ack
+
+        return handle
+
+    group = f"{prefix}-bare-aiokafka"
+    await asyncio.gather(
+        _hop(bootstrap, f"{group}-1", f"{prefix}.events", forward(f"{prefix}.enriched"), producer),
+        _hop(bootstrap, f"{group}-2", f"{prefix}.enriched", forward(f"{prefix}.results"), producer),
+    )
+
+
+async def put_loop(prefix: str, bootstrap: str, crm_url: str) -> None:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as session:
+
+        async def handle(message: Any) -> None:
+            value = orjson.loads(message.value)
+            customer = value["event"]["data"]["customer_id"]
+            body = {"last_feedback_sentiment": value["output"]["sentiment"]}
+            async with session.put(f"{crm_url}/customers/{customer}", json=body) as response:
+                await response.read()
+
+        await _hop(bootstrap, f"{prefix}-bare-put", f"{prefix}.results", handle, None)
+
+
+def main() -> None:
+    mode, prefix, bootstrap = sys.argv[1:4]
+    if mode == "faust":
+        faust_app(prefix, bootstrap)
+    elif mode == "aiokafka":
+        asyncio.run(aiokafka_loop(prefix, bootstrap))
+    elif mode == "put":
+        asyncio.run(put_loop(prefix, bootstrap, sys.argv[4]))
+    else:
+        raise SystemExit(f"unknown mode {mode!r}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,453 @@
+"""Benchmark: CPU per event of the worker and the sink worker against bare baselines (issue 16).
+
+Each run pre-loads E events (8 partitions, 1,000 keys) and starts one consumer process on them:
+
+- ``worker``: ``hookstream worker``, events → enriched → results, the model played by the AI
+  simulator answering at once, flow ``max_concurrency`` 256;
+- ``worker_lookup``: the same with one HTTP enrichment lookup (the CRM simulator);
+- ``faust``: a bare Faust app, two pass-through agents over the same two hops;
+- ``aiokafka``: a bare aiokafka consume → produce loop over the same two hops;
+- ``sinks``: ``hookstream sinks`` on the worker's results, one HTTP sink (PUT to the CRM
+  simulator, which accepts at once);
+- ``put``: a bare aiokafka consume + aiohttp PUT loop on the same results.
+
+The process's own CPU time (utime + stime from /proc/<pid>/stat) and its output count are
+sampled every 0.25 s; CPU per event and events/s come from the first sample with output to the
+last (start-up excluded). Ratios are taken within a repetition, then the medians over the
+repetitions are reported. Writes bench/results/pipeline.json and pipeline.md.
+
+Usage: python bench/pipeline/run.py [--events 20000] [--repeat 3] [--profile-s 0]
+(with ``--profile-s S`` and py-spy on PATH, the first worker run is also sampled for S seconds
+its samples written to bench/results/<name>-profile.raw, collapsed stacks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "bench" / "results"
+sys.path.insert(0, str(ROOT))
+
+import yaml  # noqa: E402
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
+
+from schemas.codec import dumps  # noqa: E402
+from schemas.config import KafkaSettings  # noqa: E402
+from schemas.events import CloudEvent  # noqa: E402
+from streams.kafka.admin import create_topics  # noqa: E402
+from tests.support.sims import running_ai_sim, running_crm_sim  # noqa: E402
+from tests.support.stack import SECRETS, Proc  # noqa: E402
+
+PARTITIONS, KEYS, N = 8, 1000, 256
+ROLES = ("events", "enriched", "results", "dlq", "receipts")
+HOPS = ("enriched", "results")
+TICK_S = os.sysconf("SC_CLK_TCK")
+RUNS = ("worker", "worker_lookup", "faust", "aiokafka", "sinks", "put")
+
+
+def cpu_s(pid: int) -> float:
+    """utime + stime of ``pid``, seconds (fields 14 and 15 of /proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK_S
+
+
+def config(lookup: bool) -> dict[str, Any]:
+    flow: dict[str, Any] = {
+        "name": "triage",
+        "match": {"source": "helpdesk", "types": ["ticket.*"]},
+        "ai": {
+            "provider": "sim",
+            "prompt": "{{ data.message }}",
+            "output": {
+                "type": "object",
+                "properties": {
+                    "sentiment": {"type": "string", "enum": ["positive", "neutral", "negative"]},
+                    "summary": {"type": "string"},
+                },
+                "required": ["sentiment", "summary"],
+            },
+            "max_concurrency": N,
+        },
+        "sinks": [
+            {
+                "name": "crm",
+                "kind": "http",
+                "method": "PUT",
+                "url": "${HOOKSTREAM_CRM_URL}/customers/{{ data.customer_id }}",
+                "body": {"last_feedback_sentiment": "{{ result.sentiment }}"},
+            }
+        ],
+    }
+    if lookup:
+        flow["enrich"] = [
+            {"name": "customer", "url": "${HOOKSTREAM_CRM_URL}/customers/{{ data.customer_id }}"}
+        ]
+    return {
+        "version": 1,
+        "kafka": {
+            "bootstrap_servers": "${KAFKA_BOOTSTRAP_SERVERS}",
+            "topic_prefix": "${HOOKSTREAM_TOPIC_PREFIX}",
+            "partitions": PARTITIONS,
+        },
+        "worker": {"allow_private_networks": True, "commit_interval_s": 0.5},
+        "sources": [
+            {
+                "name": "helpdesk",
+                "signature": {"scheme": "none"},
+                "id_field": "id",
+                "type_field": "event",
+                "partition_key": "customer_id",
+            }
+        ],
+        "providers": [
+            {
+                "name": "sim",
+                "kind": "openai",
+                "base_url": "${HOOKSTREAM_AI_BASE_URL}",
+                "model": "sim-1",
+                "timeout_s": 10,
+            }
+        ],
+        "flows": [flow],
+    }
+
+
+async def preload(bootstrap: str, prefix: str, events: int) -> None:
+    await create_topics(
+        KafkaSettings(bootstrap_servers=bootstrap),
+        {f"{prefix}.{role}": {} for role in ROLES},
+        partitions=PARTITIONS,
+    )
+    rng = random.Random(events)  # noqa: S311 - a benchmark's keys, not crypto
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20)
+    await producer.start()
+    try:
+        for index in range(events):
+            customer = f"cus_{rng.randrange(1, KEYS + 1):04d}"
+            event = CloudEvent(
+                id=f"ev-{prefix}-{index}",
+                source="helpdesk",
+                type="ticket.created",
+                time=datetime.now(UTC),
+                data={"customer_id": customer, "message": f"Bench {index}: export broken."},
+                partitionkey=customer,
+                traceid=uuid.uuid4().hex,
+            )
+            await producer.send(f"{prefix}.events", dumps(event), key=customer.encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def topic_count(consumer: AIOKafkaConsumer, topic: str) -> int:
+    tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+    return sum((await consumer.end_offsets(tps)).values())
+
+
+async def measure(
+    pid: int, count: Callable[[], Awaitable[float]], events: int, timeout_s: float
+) -> dict[str, Any]:
+    """Sample (wall, cpu, progress) until ``events`` are through; the figures between the
+    first sample with output and the last (the process's start-up left out)."""
+    first: tuple[float, float, float] | None = None
+    deadline = time.monotonic() + timeout_s
+    while True:
+        done = await count()
+        now, cpu = time.monotonic(), cpu_s(pid)
+        if first is None and done > 0:
+            first = (now, cpu, done)
+        if done >= events and first is not None:
+            break
+        if now > deadline:
+            raise TimeoutError(f"only {done} of {events} outputs after {timeout_s} s")
+        await asyncio.sleep(0.25)
+    wall_s, used_s, counted = now - first[0], cpu - first[1], done - first[2]
+    counted = max(counted, 1.0)
+    return {
+        "events": round(counted),
+        "events_per_s": round(counted / max(wall_s, 1e-3), 1),
+        "cpu_us_per_event": round(used_s / counted * 1e6, 1),
+        "cpu_share": round(used_s / max(wall_s, 1e-3), 2),
+    }
+
+
+class Bench:
+    def __init__(
+        self, bootstrap: str, workdir: Path, events: int, ai_url: str, crm_url: str, name: str
+    ) -> None:
+        self.bootstrap, self.workdir, self.events = bootstrap, workdir, events
+        self.ai_url, self.crm_url = ai_url, crm_url
+        self.counter = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+        self.name = name
+        self._sessions: list[Any] = []
+
+    def env(self, prefix: str) -> dict[str, str]:
+        return {
+            **os.environ,
+            **SECRETS,
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "HOOKSTREAM_TOPIC_PREFIX": prefix,
+            "HOOKSTREAM_AI_BASE_URL": self.ai_url,
+            "HOOKSTREAM_CRM_URL": self.crm_url,
+            "HOOKSTREAM_STATE_DIR": str(self.workdir / f"state-{prefix}"),
+        }
+
+    def progress(self, prefix: str) -> Callable[[], Awaitable[float]]:
+        """Events through both hops: the mean of the enriched and the results counts, so
+        that the first hop's work, which runs ahead of the second, is counted as it is done."""
+
+        async def count() -> float:
+            hops = [topic_count(self.counter, f"{prefix}.{role}") for role in HOPS]
+            return sum(await asyncio.gather(*hops)) / len(HOPS)
+
+        return count
+
+    async def hookstream(
+        self,
+        role: str,
+        prefix: str,
+        lookup: bool,
+        count: Callable[[], Awaitable[float]],
+        profile_s: float = 0.0,
+    ) -> tuple[dict[str, Any], Proc]:
+        """One hookstream process measured; with ``profile_s``, py-spy samples it from its
+        first output for that long (bench/results/<name>-profile.raw, collapsed stacks)."""
+        path = self.workdir / f"flows-{prefix}-{lookup}.yaml"
+        path.write_text(yaml.safe_dump(config(lookup), sort_keys=False))
+        proc = Proc(
+            role,
+            [role, "-c", str(path), "-l", "info"],
+            self.env(prefix),
+            self.workdir / f"{role}-{prefix}.log",
+        )
+        await proc.start(ready_timeout_s=180)
+        assert proc.process is not None
+        spy = None
+        if profile_s:
+            while not await count():  # noqa: ASYNC110 - polling Kafka, no event to wait on
+                await asyncio.sleep(0.1)
+            spy = await asyncio.create_subprocess_exec(
+                *("py-spy", "record", "-p", str(proc.process.pid), "-d", str(int(profile_s))),
+                *("-f", "raw", "-o", str(RESULTS / f"{self.name}-profile.raw"), "--nonblocking"),
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+        measured = await self._measured(proc.process, count)
+        if spy is not None:
+            await spy.wait()
+        return measured, proc
+
+    async def _measured(
+        self, process: Any, count: Callable[[], Awaitable[float]]
+    ) -> dict[str, Any]:
+        return await measure(process.pid, count, self.events, timeout_s=self.events / 20 + 300)
+
+    async def baseline(self, mode: str, prefix: str, count: Callable[[], Awaitable[float]]) -> Any:
+        log = (self.workdir / f"{mode}-{prefix}.log").open("wb")
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(Path(__file__).with_name("baselines.py")),
+            mode,
+            prefix,
+            self.bootstrap,
+            self.crm_url,
+            stdout=log,
+            stderr=log,
+            cwd=ROOT,
+        )
+        try:
+            return await self._measured(process, count)
+        finally:
+            await stop(process)
+            log.close()
+
+    async def crm_count(self) -> Callable[[], Awaitable[float]]:
+        import aiohttp
+
+        session = aiohttp.ClientSession()
+        async with session.get(f"{self.crm_url}/_sim/stats") as response:
+            base = int((await response.json())["updates"])
+
+        async def count() -> float:
+            async with session.get(f"{self.crm_url}/_sim/stats") as response:
+                return int((await response.json())["updates"]) - base
+
+        self._sessions.append(session)
+        return count
+
+    async def repetition(self, profile_s: float) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for lookup in (False, True):
+            name = "worker_lookup" if lookup else "worker"
+            prefix = f"p{uuid.uuid4().hex[:8]}"
+            await preload(self.bootstrap, prefix, self.events)
+            print(f"{name} ...", flush=True)
+            count = self.progress(prefix)
+            measured, proc = await self.hookstream(
+                "worker", prefix, lookup, count, 0.0 if lookup else profile_s
+            )
+            out[name] = measured
+            await proc.stop()
+            if not lookup:
+                sink_prefix = prefix  # the sinks read this run's results
+        for mode in ("faust", "aiokafka"):
+            prefix = f"p{uuid.uuid4().hex[:8]}"
+            await preload(self.bootstrap, prefix, self.events)
+            print(f"{mode} ...", flush=True)
+            out[mode] = await self.baseline(mode, prefix, self.progress(prefix))
+        print("sinks ...", flush=True)
+        measured, proc = await self.hookstream("sinks", sink_prefix, False, await self.crm_count())
+        out["sinks"] = measured
+        await proc.stop()
+        print("put ...", flush=True)
+        out["put"] = await self.baseline("put", sink_prefix, await self.crm_count())
+        for session in self._sessions:
+            await session.close()
+        self._sessions.clear()
+        for name, value in out.items():
+            print(f"  {name}: {value}", flush=True)
+        return out
+
+
+async def stop(process: Any) -> None:
+    if process.returncode is None:
+        process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), 30)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+
+def ratios(rep: dict[str, Any]) -> dict[str, float]:
+    cpu = {name: rep[name]["cpu_us_per_event"] for name in RUNS}
+    return {
+        "worker_vs_faust": round(cpu["worker"] / cpu["faust"], 2),
+        "worker_vs_aiokafka": round(cpu["worker"] / cpu["aiokafka"], 1),
+        "worker_lookup_vs_faust": round(cpu["worker_lookup"] / cpu["faust"], 2),
+        "worker_lookup_vs_aiokafka": round(cpu["worker_lookup"] / cpu["aiokafka"], 1),
+        "faust_vs_aiokafka": round(cpu["faust"] / cpu["aiokafka"], 1),
+        "sinks_vs_put": round(cpu["sinks"] / cpu["put"], 2),
+    }
+
+
+def median_of(reps: list[dict[str, Any]], path: tuple[str, ...]) -> float:
+    values = []
+    for rep in reps:
+        value: Any = rep
+        for part in path:
+            value = value[part]
+        values.append(float(value))
+    return round(statistics.median(values), 2)
+
+
+LABELS = {
+    "worker": "hookstream worker, no lookup",
+    "worker_lookup": "hookstream worker, one HTTP lookup",
+    "faust": "bare Faust app, two pass-through agents",
+    "aiokafka": "bare aiokafka consume → produce loop, same two hops",
+    "sinks": "hookstream sinks, one HTTP sink (PUT)",
+    "put": "bare aiokafka consume + aiohttp PUT loop",
+}
+
+
+def render(report: dict[str, Any]) -> str:
+    s, med = report["setup"], report["median"]
+    rows = [
+        f"| {LABELS[name]} | {med[name]['events_per_s']:,} | {med[name]['cpu_us_per_event']:,} "
+        f"| {med[name]['cpu_share']} |"
+        for name in RUNS
+    ]
+    r = med["ratios"]
+    return "\n".join(
+        [
+            "# Pipeline benchmark: CPU per event",
+            "",
+            f"`make bench-pipeline` (bench/pipeline/run.py): {s['events']:,} pre-loaded events "
+            f"over {KEYS:,} keys on {PARTITIONS} partitions per run, {s['repeat']} repetitions, "
+            "medians; the model and the CRM are the bundled simulators answering at once; flow "
+            f"`max_concurrency` {N}; a fresh single-node broker; {s['cpus']} CPUs shared by the "
+            f"broker, the simulators and the process measured; Python {s['python']}. CPU is the "
+            "measured process's own (utime + stime), from its first output to its last.",
+            *(["", f"Runs: {s['note']}."] if "note" in s else []),
+            "",
+            "| run | events/s | CPU per event (µs) | cores busy |",
+            "|---|---:|---:|---:|",
+            *rows,
+            "",
+            "Ratios of CPU per event (medians of each repetition's ratio):",
+            "",
+            f"- worker / bare Faust: **{r['worker_vs_faust']}x** (target ≤ 1.5x); / bare "
+            f"aiokafka loop: {r['worker_vs_aiokafka']}x",
+            f"- worker with a lookup / bare Faust: {r['worker_lookup_vs_faust']}x; / bare "
+            f"aiokafka loop: {r['worker_lookup_vs_aiokafka']}x",
+            f"- bare Faust / bare aiokafka loop: {r['faust_vs_aiokafka']}x",
+            f"- sinks / bare consume + PUT loop: **{r['sinks_vs_put']}x** (target ≤ 1.5x)",
+            "",
+        ]
+    )
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--profile-s", type=float, default=0.0)
+    parser.add_argument("--name", default="pipeline")
+    args = parser.parse_args()
+    bootstrap = os.environ["KAFKA_BOOTSTRAP_SERVERS"]
+    if args.profile_s and shutil.which("py-spy") is None:
+        raise SystemExit("bench: --profile-s needs py-spy on PATH")
+    reps: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="hookstream-pipeline-") as tmp:
+        async with running_ai_sim() as ai, running_crm_sim(seed_customers=KEYS) as crm:
+            bench = Bench(bootstrap, Path(tmp), args.events, ai.base_url, crm.base_url, args.name)
+            await bench.counter.start()
+            try:
+                for index in range(args.repeat):
+                    rep = await bench.repetition(args.profile_s if index == 0 else 0.0)
+                    rep["ratios"] = ratios(rep)
+                    print(f"  ratios: {rep['ratios']}", flush=True)
+                    reps.append(rep)
+            finally:
+                await bench.counter.stop()
+    median: dict[str, Any] = {
+        name: {k: median_of(reps, (name, k)) for k in reps[0][name]} for name in RUNS
+    }
+    median["ratios"] = {k: median_of(reps, ("ratios", k)) for k in reps[0]["ratios"]}
+    report = {
+        "setup": {
+            "events": args.events,
+            "repeat": args.repeat,
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "max_concurrency": N,
+        },
+        "median": median,
+        "repetitions": reps,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / f"{args.name}.md").write_text(render(report))
+    print(render(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(asyncio.run(main()))
