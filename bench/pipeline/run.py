@@ -25,7 +25,8 @@ pre-loaded with AI results (the worker's output, written directly), then ``sinks
 run on it; with ``--code-from REV`` the sinks process of REV's code is measured too, in the same
 repetition (``sinks_before``; REV's ``agents``, ``schemas`` and ``streams`` unpacked from git),
 so that a change is measured against its code before in one session, interleaved. With
-``--profile-s`` the first sinks run is the one sampled. Written to bench/results/<name>.json,
+``--profile-s`` the first repetition's sinks runs are sampled (``<name>-profile.raw``, and
+``<name>-profile-before.raw`` for REV's). Written to bench/results/<name>.json,
 .md (default name ``pipeline-sinks``).
 """
 
@@ -115,7 +116,11 @@ def config(lookup: bool) -> dict[str, Any]:
             "topic_prefix": "${HOOKSTREAM_TOPIC_PREFIX}",
             "partitions": PARTITIONS,
         },
-        "worker": {"allow_private_networks": True, "commit_interval_s": 0.5},
+        "worker": {
+            "allow_private_networks": True,
+            "commit_interval_s": 0.5,
+            "sink_concurrency": N,
+        },
         "sources": [
             {
                 "name": "helpdesk",
@@ -171,7 +176,14 @@ async def preload(bootstrap: str, prefix: str, events: int, *, results: bool = F
                     latency_ms=1.0,
                     attempts=1,
                 )
-                await producer.send(f"{prefix}.results", dumps(result), key=customer.encode())
+                # as the worker writes it: with its trace's context in a header
+                parent = f"00-{event.traceid}-{uuid.uuid4().hex[:16]}-01".encode()
+                await producer.send(
+                    f"{prefix}.results",
+                    dumps(result),
+                    key=customer.encode(),
+                    headers=[("traceparent", parent)],
+                )
             else:
                 await producer.send(f"{prefix}.events", dumps(event), key=customer.encode())
         await producer.flush()
@@ -254,6 +266,7 @@ class Bench:
         count: Callable[[], Awaitable[float]],
         profile_s: float = 0.0,
         code: Path | None = None,
+        profile_name: str = "profile",
     ) -> tuple[dict[str, Any], Proc]:
         """One hookstream process measured; with ``profile_s``, py-spy samples it from its
         first output for that long (bench/results/<name>-profile.raw, collapsed stacks)."""
@@ -273,7 +286,13 @@ class Bench:
                 await asyncio.sleep(0.1)
             spy = await asyncio.create_subprocess_exec(
                 *("py-spy", "record", "-p", str(proc.process.pid), "-d", str(int(profile_s))),
-                *("-f", "raw", "-o", str(RESULTS / f"{self.name}-profile.raw"), "--nonblocking"),
+                *(
+                    "-f",
+                    "raw",
+                    "-o",
+                    str(RESULTS / f"{self.name}-{profile_name}.raw"),
+                    "--nonblocking",
+                ),
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.DEVNULL,
             )
@@ -370,8 +389,9 @@ class Bench:
                 prefix,
                 False,
                 await self.crm_count(),
-                profile_s if name == "sinks" else 0.0,
+                profile_s,
                 code,
+                "profile" if name == "sinks" else "profile-before",
             )
             out[name] = measured
             await proc.stop()
