@@ -181,7 +181,8 @@ class DeliveredMemory(RefCounted):
             raise RuntimeError("DeliveredMemory used outside `async with`")
         while True:
             try:
-                return await ends.end_offsets(tps)
+                offsets: dict[TopicPartition, int] = await ends.end_offsets(tps)
+                return offsets
             except KafkaError as exc:
                 log.warning("cannot read the end of %s (%s); retrying", self.topic, exc)
                 await asyncio.sleep(1.0)

@@ -67,9 +67,10 @@ async def test_checks_made_together_share_one_end_offsets_request(kafka_bootstra
 
         async def counted(tps: list[TopicPartition]) -> dict[TopicPartition, int]:
             asked.append(list(tps))
-            return await real(tps)
+            offsets: dict[TopicPartition, int] = await real(tps)
+            return offsets
 
-        ends.end_offsets = counted  # type: ignore[method-assign]
+        ends.end_offsets = counted
         keys = [f"src/evt-{index}/flow/crm" for index in range(40)]
         outcomes = await asyncio.wait_for(
             asyncio.gather(*(memory.outcome(key) for key in keys)), 10
@@ -94,13 +95,13 @@ async def test_a_check_begun_while_a_request_is_out_waits_for_the_next_one(
         answered, release = asyncio.Event(), asyncio.Event()
 
         async def held(tps: list[TopicPartition]) -> dict[TopicPartition, int]:
-            offsets = await real(tps)  # the broker answered: the end as of now
+            offsets: dict[TopicPartition, int] = await real(tps)  # the end as of now
             if not answered.is_set():
                 answered.set()
                 await release.wait()  # ... but the answer is still on its way
             return offsets
 
-        ends.end_offsets = held  # type: ignore[method-assign]
+        ends.end_offsets = held
         first = asyncio.create_task(memory.outcome("src/evt-1/flow/crm"))
         await answered.wait()
         await other.send(topic, b'{"status":200}', key=b"src/evt-2/flow/crm")
