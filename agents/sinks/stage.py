@@ -12,7 +12,8 @@ Per result, in this order (the runner acks only after ``handle`` returns):
    between its dead letter and its ack: it is in the DLQ once already);
 4. deliver it through the sink's outage gate (pause while the target is down; a permanent
    error → dead letter at once, then remembered as dead-lettered);
-5. remember the delivery (``<prefix>.delivered``), then write the receipt (``<prefix>.receipts``).
+5. remember the delivery (``<prefix>.delivered``) and write the receipt (``<prefix>.receipts``),
+   both handed to the producer at once and both acknowledged before the result is acked.
 
 It runs in the result's trace (:func:`agents.stages.base.traced`): with spans on, a ``process``
 span per result of its flow and a ``deliver <sink>`` span (kind client) per attempt, whose
@@ -30,7 +31,7 @@ from types import TracebackType
 from typing import Any
 
 from agents import metrics
-from agents.emit import emit
+from agents.emit import Record, emit
 from agents.outbound.egress_guard import NetGuard
 from agents.outbound.gate import OutageGate
 from agents.resources import Resources
@@ -234,13 +235,16 @@ class SinkStage(Stage):
             attempts=attempts,
         )
         encoded = dumps(receipt)
-        await self.memory.remember(self.resources.writer, key, encoded)
-        await emit(
+        await self.memory.remember(
             self.resources.writer,
-            self.topics.receipts,
+            key,
             encoded,
-            key=result.event.partitionkey.encode(),
-            headers=trace_headers(message),
+            Record(
+                self.topics.receipts,
+                encoded,
+                result.event.partitionkey.encode(),
+                trace_headers(message),
+            ),
         )
         self.delivered += 1
         self._outcomes["delivered"].inc()

@@ -13,7 +13,10 @@ too. That request goes through a client of its own: a broker answers one connect
 in order, and on the tail's connection it waited behind the tail's long-polling fetch, up to
 the fetch's maximum wait (500 ms) before each first delivery of a result. A key lands on the
 partition Kafka's default partitioner picks for it (murmur2), which is how the check knows
-which partition to catch up on.
+which partition to catch up on. Checks made at the same time share their ListOffsets request
+(one request for every partition asked about, issue 16: one per check was a fifth of the sink
+worker's CPU), never one sent before the check began: while a request is out, new checks wait for
+the next one, so each still sees every delivery made before it started.
 
 The topic is compacted with a retention of a week (``schemas.topics.TOPIC_CONFIGS``): a result
 redelivered more than a week later would be sent again, with the same Idempotency-Key.
@@ -27,6 +30,7 @@ entry with its receipt, compaction keeping the latest.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Literal
 
@@ -35,7 +39,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
-from agents.emit import emit
+from agents.emit import Record, emit, emit_all
 from agents.refcount import RefCounted
 from schemas.config import KafkaSettings
 from schemas.errors import BrokerUnavailable
@@ -68,6 +72,9 @@ class DeliveredMemory(RefCounted):
         self._outcomes: dict[bytes, Outcome] = {}
         self._reader: CompactedReader | None = None
         self._ends: AIOKafkaConsumer | None = None  # ListOffsets only (see the module doc)
+        # partition -> the checks waiting for the next ListOffsets request; the task asking
+        self._wanted: dict[int, list[asyncio.Future[int]]] = {}
+        self._asking: asyncio.Task[None] | None = None
 
     def _apply(self, key: bytes | None, value: bytes | None) -> None:
         if key is not None:
@@ -100,6 +107,11 @@ class DeliveredMemory(RefCounted):
     async def _stop(self) -> None:
         reader, ends = self._reader, self._ends
         self._reader = self._ends = None
+        asking, self._asking = self._asking, None
+        if asking is not None:
+            asking.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asking
         if reader is not None:
             await reader.stop()
         if ends is not None:
@@ -124,23 +136,63 @@ class DeliveredMemory(RefCounted):
         return self._outcomes.get(raw)
 
     async def _catch_up(self, partition: int) -> None:
-        reader, ends = self._reader, self._ends
-        if reader is None or ends is None:
+        reader = self._reader
+        if reader is None or self._ends is None:
             raise RuntimeError("DeliveredMemory used outside `async with`")
-        tp = TopicPartition(self.topic, partition)
+        await reader.wait_for_position(partition, await self._end_offset(partition))
+
+    async def _end_offset(self, partition: int) -> int:
+        """The current end of ``partition``, from a ListOffsets request sent after this call
+        began, shared with every check waiting at the time (see the module doc)."""
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._wanted.setdefault(partition, []).append(future)
+        if self._asking is None or self._asking.done():
+            self._asking = asyncio.create_task(self._ask_ends())
+        return await future
+
+    async def _ask_ends(self) -> None:
+        """Ask for the ends of every partition wanted, again while more are wanted."""
+        wanted: dict[int, list[asyncio.Future[int]]] = {}
+        try:
+            while self._wanted:
+                wanted, self._wanted = self._wanted, {}
+                offsets = await self._ask_ends_once(
+                    [TopicPartition(self.topic, partition) for partition in wanted]
+                )
+                for tp, end in offsets.items():
+                    for future in wanted.pop(tp.partition, ()):
+                        if not future.done():
+                            future.set_result(end)
+        except BaseException as exc:
+            # Stopped, or a bug: no check may be left waiting for an answer that never comes.
+            failure = RuntimeError(f"the end of {self.topic} could not be read: {exc!r}")
+            for futures in (*wanted.values(), *self._wanted.values()):
+                for future in futures:
+                    if not future.done():
+                        future.set_exception(failure)
+            self._wanted.clear()
+            if not isinstance(exc, Exception):
+                raise
+            log.exception("reading the end of %s failed", self.topic)
+
+    async def _ask_ends_once(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        ends = self._ends
+        if ends is None:
+            raise RuntimeError("DeliveredMemory used outside `async with`")
         while True:
             try:
-                end = (await ends.end_offsets([tp]))[tp]
-                break
+                offsets: dict[TopicPartition, int] = await ends.end_offsets(tps)
+                return offsets
             except KafkaError as exc:
-                log.warning("cannot read the end of %s (%s); retrying", tp, exc)
+                log.warning("cannot read the end of %s (%s); retrying", self.topic, exc)
                 await asyncio.sleep(1.0)
-        await reader.wait_for_position(partition, end)
 
-    async def remember(self, writer: KafkaWriter, key: str, receipt: bytes) -> None:
-        """Record a delivery durably (acks=all); returns once Kafka has it."""
+    async def remember(self, writer: KafkaWriter, key: str, receipt: bytes, *also: Record) -> None:
+        """Record a delivery durably (acks=all); returns once Kafka has it, and ``also`` (the
+        stage's receipt): handed to the producer together, so they share its batches and one
+        round trip (issue 16), and either may land first."""
         raw = key.encode()
-        await emit(writer, self.topic, receipt, key=raw)
+        await emit_all(writer, [Record(self.topic, receipt, raw), *also])
         self._outcomes[raw] = DELIVERED
 
     async def remember_dead_letter(self, writer: KafkaWriter, key: str, error: str) -> None:

@@ -19,6 +19,15 @@ repetitions are reported. Writes bench/results/pipeline.json and pipeline.md.
 Usage: python bench/pipeline/run.py [--events 20000] [--repeat 3] [--profile-s 0]
 (with ``--profile-s S`` and py-spy on PATH, the first worker run is also sampled for S seconds
 its samples written to bench/results/<name>-profile.raw, collapsed stacks).
+
+``--only sinks`` runs the sinks pair alone (a few minutes instead of ~15): the results topic is
+pre-loaded with AI results (the worker's output, written directly), then ``sinks`` and ``put``
+run on it; with ``--code-from REV`` the sinks process of REV's code is measured too, in the same
+repetition (``sinks_before``; REV's ``agents``, ``schemas`` and ``streams`` unpacked from git),
+so that a change is measured against its code before in one session, interleaved. With
+``--profile-s`` the first repetition's sinks runs are sampled (``<name>-profile.raw``, and
+``<name>-profile-before.raw`` for REV's). Written to bench/results/<name>.json,
+.md (default name ``pipeline-sinks``).
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ import platform
 import random
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -49,7 +59,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa:
 
 from schemas.codec import dumps  # noqa: E402
 from schemas.config import KafkaSettings  # noqa: E402
-from schemas.events import CloudEvent  # noqa: E402
+from schemas.events import AIResult, CloudEvent  # noqa: E402
 from streams.kafka.admin import create_topics  # noqa: E402
 from tests.support.sims import running_ai_sim, running_crm_sim  # noqa: E402
 from tests.support.stack import SECRETS, Proc  # noqa: E402
@@ -59,6 +69,7 @@ ROLES = ("events", "enriched", "results", "dlq", "receipts")
 HOPS = ("enriched", "results")
 TICK_S = os.sysconf("SC_CLK_TCK")
 RUNS = ("worker", "worker_lookup", "faust", "aiokafka", "sinks", "put")
+SINK_RUNS = ("sinks_before", "sinks", "put")
 
 
 def cpu_s(pid: int) -> float:
@@ -105,7 +116,11 @@ def config(lookup: bool) -> dict[str, Any]:
             "topic_prefix": "${HOOKSTREAM_TOPIC_PREFIX}",
             "partitions": PARTITIONS,
         },
-        "worker": {"allow_private_networks": True, "commit_interval_s": 0.5},
+        "worker": {
+            "allow_private_networks": True,
+            "commit_interval_s": 0.5,
+            "sink_concurrency": N,
+        },
         "sources": [
             {
                 "name": "helpdesk",
@@ -128,7 +143,9 @@ def config(lookup: bool) -> dict[str, Any]:
     }
 
 
-async def preload(bootstrap: str, prefix: str, events: int) -> None:
+async def preload(bootstrap: str, prefix: str, events: int, *, results: bool = False) -> None:
+    """``events`` CloudEvents on ``<prefix>.events``; with ``results``, the AI results the
+    worker would make of them on ``<prefix>.results`` instead (the sinks' input)."""
     await create_topics(
         KafkaSettings(bootstrap_servers=bootstrap),
         {f"{prefix}.{role}": {} for role in ROLES},
@@ -149,7 +166,26 @@ async def preload(bootstrap: str, prefix: str, events: int) -> None:
                 partitionkey=customer,
                 traceid=uuid.uuid4().hex,
             )
-            await producer.send(f"{prefix}.events", dumps(event), key=customer.encode())
+            if results:
+                result = AIResult(
+                    flow="triage",
+                    event=event,
+                    provider="sim",
+                    model="sim-1",
+                    output={"sentiment": "negative", "summary": f"Bench {index}."},
+                    latency_ms=1.0,
+                    attempts=1,
+                )
+                # as the worker writes it: with its trace's context in a header
+                parent = f"00-{event.traceid}-{uuid.uuid4().hex[:16]}-01".encode()
+                await producer.send(
+                    f"{prefix}.results",
+                    dumps(result),
+                    key=customer.encode(),
+                    headers=[("traceparent", parent)],
+                )
+            else:
+                await producer.send(f"{prefix}.events", dumps(event), key=customer.encode())
         await producer.flush()
     finally:
         await producer.stop()
@@ -197,9 +233,13 @@ class Bench:
         self.name = name
         self._sessions: list[Any] = []
 
-    def env(self, prefix: str) -> dict[str, str]:
+    def env(self, prefix: str, code: Path | None = None) -> dict[str, str]:
+        """A hookstream process's environment; ``code``: where its packages are imported
+        from (PYTHONSAFEPATH keeps ``-m`` from putting the work tree first)."""
+        where = {"PYTHONSAFEPATH": "1", "PYTHONPATH": str(code)} if code is not None else {}
         return {
             **os.environ,
+            **where,
             **SECRETS,
             "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
             "HOOKSTREAM_TOPIC_PREFIX": prefix,
@@ -225,6 +265,8 @@ class Bench:
         lookup: bool,
         count: Callable[[], Awaitable[float]],
         profile_s: float = 0.0,
+        code: Path | None = None,
+        profile_name: str = "profile",
     ) -> tuple[dict[str, Any], Proc]:
         """One hookstream process measured; with ``profile_s``, py-spy samples it from its
         first output for that long (bench/results/<name>-profile.raw, collapsed stacks)."""
@@ -233,7 +275,7 @@ class Bench:
         proc = Proc(
             role,
             [role, "-c", str(path), "-l", "info"],
-            self.env(prefix),
+            self.env(prefix, code),
             self.workdir / f"{role}-{prefix}.log",
         )
         await proc.start(ready_timeout_s=180)
@@ -244,7 +286,13 @@ class Bench:
                 await asyncio.sleep(0.1)
             spy = await asyncio.create_subprocess_exec(
                 *("py-spy", "record", "-p", str(proc.process.pid), "-d", str(int(profile_s))),
-                *("-f", "raw", "-o", str(RESULTS / f"{self.name}-profile.raw"), "--nonblocking"),
+                *(
+                    "-f",
+                    "raw",
+                    "-o",
+                    str(RESULTS / f"{self.name}-{profile_name}.raw"),
+                    "--nonblocking",
+                ),
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.DEVNULL,
             )
@@ -324,6 +372,60 @@ class Bench:
             print(f"  {name}: {value}", flush=True)
         return out
 
+    async def sinks_repetition(self, profile_s: float, before: Path | None) -> dict[str, Any]:
+        """The sinks pair alone, on pre-loaded results; with ``before``, that code's sinks
+        process too, first (each run reads results of its own: the delivered-memory and the
+        consumer group are per prefix)."""
+        out: dict[str, Any] = {}
+        runs: list[tuple[str, Path | None]] = [("sinks", None)]
+        if before is not None:
+            runs.insert(0, ("sinks_before", before))
+        for name, code in runs:
+            prefix = f"p{uuid.uuid4().hex[:8]}"
+            await preload(self.bootstrap, prefix, self.events, results=True)
+            print(f"{name} ...", flush=True)
+            measured, proc = await self.hookstream(
+                "sinks",
+                prefix,
+                False,
+                await self.crm_count(),
+                profile_s,
+                code,
+                "profile" if name == "sinks" else "profile-before",
+            )
+            out[name] = measured
+            await proc.stop()
+        print("put ...", flush=True)
+        out["put"] = await self.baseline("put", prefix, await self.crm_count())
+        for session in self._sessions:
+            await session.close()
+        self._sessions.clear()
+        for name, value in out.items():
+            print(f"  {name}: {value}", flush=True)
+        return out
+
+
+def code_tree(revision: str, work: Path) -> tuple[Path, str]:
+    """hookstream's ``agents``, ``schemas`` and ``streams`` as of ``revision``, unpacked under
+    ``work``, and the commit."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "--verify", f"{revision}^{{commit}}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    target = work / f"code-{commit[:12]}"
+    target.mkdir(exist_ok=True)
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", commit, "agents", "schemas", "streams"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target, commit
+
 
 async def stop(process: Any) -> None:
     if process.returncode is None:
@@ -333,6 +435,15 @@ async def stop(process: Any) -> None:
         except TimeoutError:
             process.kill()
             await process.wait()
+
+
+def sink_ratios(rep: dict[str, Any]) -> dict[str, float]:
+    cpu = {name: rep[name]["cpu_us_per_event"] for name in SINK_RUNS if name in rep}
+    out = {"sinks_vs_put": round(cpu["sinks"] / cpu["put"], 2)}
+    if "sinks_before" in cpu:
+        out["sinks_before_vs_put"] = round(cpu["sinks_before"] / cpu["put"], 2)
+        out["sinks_vs_sinks_before"] = round(cpu["sinks"] / cpu["sinks_before"], 2)
+    return out
 
 
 def ratios(rep: dict[str, Any]) -> dict[str, float]:
@@ -364,7 +475,40 @@ LABELS = {
     "aiokafka": "bare aiokafka consume → produce loop, same two hops",
     "sinks": "hookstream sinks, one HTTP sink (PUT)",
     "put": "bare aiokafka consume + aiohttp PUT loop",
+    "sinks_before": "hookstream sinks, the code before (--code-from)",
 }
+
+
+def render_sinks(report: dict[str, Any]) -> str:
+    s, med = report["setup"], report["median"]
+    names = [name for name in SINK_RUNS if name in med]
+    rows = [
+        f"| {LABELS[name]} | {med[name]['events_per_s']:,} | {med[name]['cpu_us_per_event']:,} "
+        f"| {med[name]['cpu_share']} |"
+        for name in names
+    ]
+    before = f" (the code before: {s['code_from']})" if "code_from" in s else ""
+    return "\n".join(
+        [
+            "# Pipeline benchmark, the sinks pair: CPU per event",
+            "",
+            f"`bench/pipeline/run.py --only sinks`: {s['events']:,} AI results pre-loaded over "
+            f"{KEYS:,} keys on {PARTITIONS} partitions per run, {s['repeat']} repetitions, "
+            f"medians{before}; the CRM simulator accepts at once; a fresh single-node broker; "
+            f"{s['cpus']} CPUs shared by the broker, the simulator and the process measured; "
+            f"Python {s['python']}. CPU is the measured process's own (utime + stime), from its "
+            "first output to its last.",
+            "",
+            "| run | events/s | CPU per event (µs) | cores busy |",
+            "|---|---:|---:|---:|",
+            *rows,
+            "",
+            "Ratios of CPU per event (medians of each repetition's ratio):",
+            "",
+            *(f"- {k}: **{v}x**" for k, v in med["ratios"].items()),
+            "",
+        ]
+    )
 
 
 def render(report: dict[str, Any]) -> str:
@@ -409,26 +553,39 @@ async def main() -> int:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--profile-s", type=float, default=0.0)
-    parser.add_argument("--name", default="pipeline")
+    parser.add_argument("--name", default=None)
+    parser.add_argument("--only", choices=["sinks"], default=None)
+    parser.add_argument("--code-from", default=None, help="with --only sinks: REV measured too")
     args = parser.parse_args()
+    sinks_only = args.only == "sinks"
+    args.name = args.name or ("pipeline-sinks" if sinks_only else "pipeline")
+    runs = SINK_RUNS if sinks_only else RUNS
     bootstrap = os.environ["KAFKA_BOOTSTRAP_SERVERS"]
     if args.profile_s and shutil.which("py-spy") is None:
         raise SystemExit("bench: --profile-s needs py-spy on PATH")
     reps: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="hookstream-pipeline-") as tmp:
+        before, commit = code_tree(args.code_from, Path(tmp)) if args.code_from else (None, None)
         async with running_ai_sim() as ai, running_crm_sim(seed_customers=KEYS) as crm:
             bench = Bench(bootstrap, Path(tmp), args.events, ai.base_url, crm.base_url, args.name)
             await bench.counter.start()
             try:
                 for index in range(args.repeat):
-                    rep = await bench.repetition(args.profile_s if index == 0 else 0.0)
-                    rep["ratios"] = ratios(rep)
+                    profile_s = args.profile_s if index == 0 else 0.0
+                    if sinks_only:
+                        rep = await bench.sinks_repetition(profile_s, before)
+                        rep["ratios"] = sink_ratios(rep)
+                    else:
+                        rep = await bench.repetition(profile_s)
+                        rep["ratios"] = ratios(rep)
                     print(f"  ratios: {rep['ratios']}", flush=True)
                     reps.append(rep)
             finally:
                 await bench.counter.stop()
     median: dict[str, Any] = {
-        name: {k: median_of(reps, (name, k)) for k in reps[0][name]} for name in RUNS
+        name: {k: median_of(reps, (name, k)) for k in reps[0][name]}
+        for name in runs
+        if name in reps[0]
     }
     median["ratios"] = {k: median_of(reps, ("ratios", k)) for k in reps[0]["ratios"]}
     report = {
@@ -438,14 +595,16 @@ async def main() -> int:
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "max_concurrency": N,
+            **({"code_from": f"{args.code_from} ({commit})"} if commit else {}),
         },
         "median": median,
         "repetitions": reps,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS / f"{args.name}.md").write_text(render(report))
-    print(render(report))
+    text = render_sinks(report) if sinks_only else render(report)
+    (RESULTS / f"{args.name}.md").write_text(text)
+    print(text)
     return 0
 
 

@@ -53,3 +53,60 @@ async def test_a_partition_emptied_by_retention_does_not_hold_the_check(
         await admin.close()
     async with DeliveredMemory(settings, topic) as memory:
         assert await asyncio.wait_for(memory.outcome("src/new/flow/crm"), 10) is None
+
+
+async def test_checks_made_together_share_one_end_offsets_request(kafka_bootstrap: str) -> None:
+    # One ListOffsets request per check was a fifth of the sink worker's CPU (issue 16).
+    topic = await create_topic(kafka_bootstrap, "delivered", 4)
+    settings = KafkaSettings(bootstrap_servers=kafka_bootstrap)
+    async with DeliveredMemory(settings, topic) as memory:
+        assert memory._ends is not None
+        ends = memory._ends
+        asked: list[list[TopicPartition]] = []
+        real = ends.end_offsets
+
+        async def counted(tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+            asked.append(list(tps))
+            offsets: dict[TopicPartition, int] = await real(tps)
+            return offsets
+
+        ends.end_offsets = counted
+        keys = [f"src/evt-{index}/flow/crm" for index in range(40)]
+        outcomes = await asyncio.wait_for(
+            asyncio.gather(*(memory.outcome(key) for key in keys)), 10
+        )
+        assert outcomes == [None] * len(keys)
+        assert len(asked) == 1
+        assert {tp.partition for tp in asked[0]} == {memory.partition_for(k.encode()) for k in keys}
+
+
+async def test_a_check_begun_while_a_request_is_out_waits_for_the_next_one(
+    kafka_bootstrap: str,
+) -> None:
+    # The answer of a request sent before a check began may predate a delivery made before
+    # the check: sharing it would deliver that result a second time.
+    topic = await create_topic(kafka_bootstrap, "delivered", 1)
+    settings = KafkaSettings(bootstrap_servers=kafka_bootstrap)
+    memory = DeliveredMemory(settings, topic, tail_fetch_max_wait_ms=TAIL_WAIT_MS)
+    async with memory, KafkaWriter(settings, client_id="another-sink-worker") as other:
+        assert memory._ends is not None
+        ends = memory._ends
+        real = ends.end_offsets
+        answered, release = asyncio.Event(), asyncio.Event()
+
+        async def held(tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+            offsets: dict[TopicPartition, int] = await real(tps)  # the end as of now
+            if not answered.is_set():
+                answered.set()
+                await release.wait()  # ... but the answer is still on its way
+            return offsets
+
+        ends.end_offsets = held
+        first = asyncio.create_task(memory.outcome("src/evt-1/flow/crm"))
+        await answered.wait()
+        await other.send(topic, b'{"status":200}', key=b"src/evt-2/flow/crm")
+        second = asyncio.create_task(memory.outcome("src/evt-2/flow/crm"))
+        await asyncio.sleep(0)  # the second check is waiting now
+        release.set()
+        assert await asyncio.wait_for(first, 10) is None
+        assert await asyncio.wait_for(second, 10) == DELIVERED
