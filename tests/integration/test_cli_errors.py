@@ -172,10 +172,21 @@ def test_tail_refuses_an_unknown_short_name_with_the_list(config: Path) -> None:
     assert result.returncode == 2
     line = one_line(result)
     assert "topic 'dedup': not a topic hookstream owns" in line
-    assert (
-        "events, enriched, results, dlq, receipts, delivered, dlq-redriven, dedupe, ai-cache"
-        in (line)
-    )
+    listed = line.split("give one of ", 1)[1].split(" or a full topic name", 1)[0]
+    assert listed.split(", ") == [
+        "events",
+        "enriched",
+        "results",
+        "dlq",
+        "receipts",
+        "delivered",
+        "dlq-redriven",
+        "ai-batch",
+        "dedupe",
+        "ai-cache",
+        "replay-jobs",
+        "ai-batch-jobs",
+    ]
 
 
 def test_dlq_refuses_an_unknown_stage_with_the_list(config: Path) -> None:
