@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections.abc import Hashable, Iterator
 from typing import Any
@@ -50,7 +51,7 @@ from agents.stages.batch import queue_for_batch
 from agents.stages.runner import Groups
 from agents.state.answers import step_key
 from agents.state.durable_map import DurableMap, put_all
-from agents.state.recovery import done_key
+from agents.state.recovery import dead_key, done_key
 from schemas import templates
 from schemas.codec import dumps
 from schemas.config import HookstreamConfig
@@ -62,6 +63,8 @@ from schemas.headers import carried_headers, replay_id
 log = logging.getLogger(__name__)
 # Events admitted per call slot (see AIStage.max_in_flight).
 ADMIT_PER_CALL = 4
+# The dead/… mark of the (flow, event) the current task handles (AIStage._fail writes it).
+_DEAD: contextvars.ContextVar[str | None] = contextvars.ContextVar("dead_mark", default=None)
 
 
 class AIStage(Stage):
@@ -151,6 +154,7 @@ class AIStage(Stage):
     @traced
     async def handle(self, event: Any) -> None:
         message = event.message
+        _DEAD.set(None)
         try:
             enriched = decode(EnrichedEvent, message.value, stage=self.name)
             if enriched.flow not in self._flows:
@@ -162,7 +166,9 @@ class AIStage(Stage):
             return
         dedupe = self.resources.dedupe
         event = enriched.event
-        marker = done_key(enriched.flow, event.source, event.id, replay_id(message))
+        replay = replay_id(message)
+        marker = done_key(enriched.flow, event.source, event.id, replay)
+        _DEAD.set(dead_key(enriched.flow, event.source, event.id, replay))
         if dedupe is not None and marker in dedupe:
             metrics.DUPLICATES_SKIPPED.labels(self.name).inc()
             log.info("skipping %s: its result is already on Kafka", marker)
@@ -327,8 +333,16 @@ class AIStage(Stage):
     async def _fail(
         self, message: Any, error: BaseException, *, extra_headers: list[tuple[str, bytes]]
     ) -> BaseException:
+        """The dead letter, then (once Kafka has it) the ``dead/…`` mark of the (flow, event)
+        being handled, if any: enrich drops the sender's retries by it, as by the ``seen``
+        mark it wrote itself before issue 16. This stage never reads it, so a redrive of the
+        dead letter runs."""
         with self._writes():
-            return await super()._fail(message, error, extra_headers=extra_headers)
+            failed = await super()._fail(message, error, extra_headers=extra_headers)
+            dead, dedupe = _DEAD.get(), self.resources.dedupe
+            if dead is not None and dedupe is not None:
+                await dedupe.put(self.resources.writer, dead, 1)
+            return failed
 
     @contextlib.contextmanager
     def _writes(self) -> Iterator[None]:

@@ -1,11 +1,15 @@
 """The enrich stage: events → enriched, one record per matching flow.
 
-Its dedupe is the first of the worker's two (the other is the AI stage's,
-:mod:`agents.stages.ai`), both backed by the worker's durable dedupe map
-(:mod:`agents.state.durable_map`): enrich remembers each event id (``seen/<source>/<id>``) once
-its enriched records are on Kafka. A sender's retry of the same delivery, whichever gateway
-took it, carries the same id and the same partition key, so it reaches the same partition after
-the original and is dropped.
+Its dedupe reads the marks of the AI stage (:mod:`agents.stages.ai`) in the worker's durable
+dedupe map (:mod:`agents.state.durable_map`): a flow is enriched again only if its result for
+the event is neither on Kafka (``done/<flow>/<source>/<id>``) nor dead-lettered by the AI stage
+(``dead/…``). A sender's retry of the same delivery, whichever gateway took it, carries the same
+id and the same partition key, so it reaches the same partition after the original and is
+dropped once the original's results are done. Enrich writes no mark of its own (issue 16: one
+acknowledged write less per event): a retry that arrives while the original is still between
+enrich and its result is enriched again, and the AI stage, which takes a key's records in order,
+skips it by the original's ``done`` mark. The ``seen/<source>/<id>`` marks of earlier versions
+are still honoured while they live.
 
 A replayed record (``hookstream-replay: <replay id>``, :mod:`schemas.headers`) gets markers of
 its own, ``…/replay/<replay id>``, in both stages, rather than skipping dedupe. Its live markers
@@ -34,6 +38,8 @@ from agents.outbound.lookups import Enricher, event_context
 from agents.outbound.retry import RetryPolicy, with_retries
 from agents.resources import Resources
 from agents.stages.base import InvalidRecord, Stage, decode, traced
+from agents.state.durable_map import DurableMap
+from agents.state.recovery import dead_key, done_key
 from schemas.codec import dumps
 from schemas.config import HookstreamConfig
 from schemas.config_flows import FlowConfig
@@ -45,7 +51,24 @@ log = logging.getLogger(__name__)
 
 
 def seen_key(event: CloudEvent, replay: str | None = None) -> str:
+    """The mark enrich wrote before issue 16 (none is written now; see the module docstring)."""
     return f"seen/{event.event_key}{replay_suffix(replay)}"
+
+
+def pending(
+    dedupe: DurableMap, flows: list[FlowConfig], event: CloudEvent, replay: str | None
+) -> list[FlowConfig]:
+    """The flows of ``flows`` whose result for ``event`` is neither on Kafka nor
+    dead-lettered: those a delivery of it must still enrich."""
+    if seen_key(event, replay) in dedupe:
+        return []
+    source, event_id = event.source, event.id
+    return [
+        flow
+        for flow in flows
+        if done_key(flow.name, source, event_id, replay) not in dedupe
+        and dead_key(flow.name, source, event_id, replay) not in dedupe
+    ]
 
 
 def flows_taking(config: HookstreamConfig, event: CloudEvent) -> list[FlowConfig]:
@@ -83,13 +106,13 @@ class EnrichStage(Stage):
             log.debug("no flow matches %s %s", cloud_event.source, cloud_event.type)
             return
         dedupe = self.resources.dedupe
-        seen = seen_key(cloud_event, replay_id(message))
-        if dedupe is not None and seen in dedupe:
-            metrics.DUPLICATES_SKIPPED.labels(self.name).inc()
-            log.info("skipping %s: this delivery was already processed", cloud_event.event_key)
-            return
+        if dedupe is not None:
+            flows = pending(dedupe, flows, cloud_event, replay_id(message))
+            if not flows:
+                metrics.DUPLICATES_SKIPPED.labels(self.name).inc()
+                log.info("skipping %s: this delivery was already processed", cloud_event.event_key)
+                return
         enricher = self.enricher
-        dead_lettered = False
         for flow in flows:
 
             async def attempt(_: int, flow: FlowConfig = flow) -> EnrichedEvent:
@@ -101,8 +124,8 @@ class EnrichStage(Stage):
                 )
             except HookstreamError as exc:
                 flow_header = [("hookstream-flow", flow.name.encode())]
+                # Unmarked: its redrive, or the sender's retry, enriches this flow again.
                 await self._fail(message, exc, extra_headers=flow_header)
-                dead_lettered = True
                 continue
             await emit(
                 self.resources.writer,
@@ -111,6 +134,3 @@ class EnrichStage(Stage):
                 key=cloud_event.partitionkey.encode(),
                 headers=carried_headers(message),
             )
-        # A dead-lettered event stays unmarked: its redrive, or the sender's retry, runs again.
-        if dedupe is not None and not dead_lettered:
-            await dedupe.put(self.resources.writer, seen, 1)

@@ -37,6 +37,13 @@ def done_key(flow: str, source: str, event_id: str, replay: str | None = None) -
     return f"done/{flow}/{source}/{event_id}{replay_suffix(replay)}"
 
 
+def dead_key(flow: str, source: str, event_id: str, replay: str | None = None) -> str:
+    """The AI stage's mark of a (flow, event) it dead-lettered: enrich drops a sender's retry
+    of it, as it does one whose result is done; the AI stage itself ignores it, so a redrive
+    of the dead letter still runs (:mod:`agents.stages.enrich`)."""
+    return f"dead/{flow}/{source}/{event_id}{replay_suffix(replay)}"
+
+
 async def _topic_partitions(
     admin: AIOKafkaAdminClient, topics: list[str]
 ) -> dict[str, list[TopicPartition]]:
