@@ -9,6 +9,7 @@ from the script's environment (with it set, the script starts nothing) and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 from dataclasses import dataclass
@@ -62,6 +63,13 @@ class PrivateCluster:
 
     async def stop(self) -> None:
         await self.script("down")
+
+    def discard(self) -> None:
+        """SIGKILL every node still running: for a test's throwaway cluster, whose data nobody
+        reads again (a controlled shutdown of three nodes takes ~30 s of the suite)."""
+        for node_id in range(1, BROKERS + 1):
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError, ValueError):
+                os.kill(self.pid(node_id), signal.SIGKILL)
 
     def pid(self, node_id: int) -> int:
         return int((self.state_dir / "kafka" / f"node-{node_id}" / "kafka.pid").read_text())
