@@ -20,6 +20,7 @@ from schemas.config import KafkaSettings
 from streams.kafka.admin import create_topics
 from tests.integration.gateway_config import GITHUB_SECRET, SECRETS, write_config
 from tests.support.kafka import read_all
+from tests.support.topics import SHORT_NAMES
 
 HOOKSTREAM = str(Path(sys.executable).with_name("hookstream"))  # the console script pip made
 
@@ -173,20 +174,7 @@ def test_tail_refuses_an_unknown_short_name_with_the_list(config: Path) -> None:
     line = one_line(result)
     assert "topic 'dedup': not a topic hookstream owns" in line
     listed = line.split("give one of ", 1)[1].split(" or a full topic name", 1)[0]
-    assert listed.split(", ") == [
-        "events",
-        "enriched",
-        "results",
-        "dlq",
-        "receipts",
-        "delivered",
-        "dlq-redriven",
-        "ai-batch",
-        "dedupe",
-        "ai-cache",
-        "replay-jobs",
-        "ai-batch-jobs",
-    ]
+    assert listed.split(", ") == SHORT_NAMES
 
 
 def test_dlq_refuses_an_unknown_stage_with_the_list(config: Path) -> None:

@@ -18,6 +18,7 @@ from schemas.topics import Topics
 from streams.cli.pubsub import publish_source, read_events, record_json
 from streams.cli.sign import curl_command
 from streams.cli.topics import owned_topics, resolve_topic
+from tests.support.topics import SHORT_NAMES
 
 CONFIG = """
 version: 1
@@ -31,20 +32,6 @@ sources:
     signature: {scheme: none}
     id_field: id
 """
-SHORT_NAMES = [
-    "events",
-    "enriched",
-    "results",
-    "dlq",
-    "receipts",
-    "delivered",
-    "dlq-redriven",
-    "ai-batch",
-    "dedupe",
-    "ai-cache",
-    "replay-jobs",
-    "ai-batch-jobs",
-]
 
 
 @pytest.fixture
