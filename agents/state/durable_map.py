@@ -133,19 +133,10 @@ class DurableMap:
             else:
                 self._data[name] = (written_at, raw)
 
-    def _topic_configs(self) -> dict[str, str]:
-        retention_ms = int(self.ttl_s * 1000)
-        return {
-            "cleanup.policy": "compact,delete",
-            "retention.ms": str(retention_ms),
-            # Segments roll often enough for retention and compaction to act.
-            "segment.ms": str(max(60_000, min(retention_ms // 10, 86_400_000))),
-        }
-
     async def start(self) -> None:
         """Create the topic if needed and load it to its current end; then keep tailing."""
         started = time.monotonic()
-        await create_topics(self.settings, {self.topic: self._topic_configs()})
+        await create_topics(self.settings, {self.topic: topic_configs(self.ttl_s)})
         reader = CompactedReader(
             self.settings,
             self.topic,
@@ -194,12 +185,30 @@ async def put_all(writer: KafkaWriter, entries: Sequence[tuple[DurableMap, str, 
     await emit_all(
         writer,
         [
-            Record(target.topic, orjson.dumps({"written_at": at, "value": value}), key.encode())
+            Record(target.topic, map_value(value, at), key.encode())
             for target, key, value, at in stamped
         ],
     )
     for target, key, value, at in stamped:
         target._data[key] = (at, value)
+
+
+def map_value(value: Any, written_at_s: float) -> bytes:
+    """A map record's value as every reader of a map topic parses it (:meth:`DurableMap._apply`):
+    for writers outside a worker (``replay --batch``, the batcher: :func:`put_all`'s records)."""
+    return orjson.dumps({"written_at": written_at_s, "value": value})
+
+
+def topic_configs(ttl_s: float) -> dict[str, str]:
+    """A map topic's configs: compacted (the latest value per key), its segments dropped after
+    the TTL."""
+    retention_ms = int(ttl_s * 1000)
+    return {
+        "cleanup.policy": "compact,delete",
+        "retention.ms": str(retention_ms),
+        # Segments roll often enough for retention and compaction to act.
+        "segment.ms": str(max(60_000, min(retention_ms // 10, 86_400_000))),
+    }
 
 
 def _written_at(entry: float | tuple[float, Any]) -> float:

@@ -13,12 +13,18 @@ What differs from the synchronous path, on purpose: only the flow's primary prov
 model are asked (a job is one provider's; fallbacks answer outages, and a batch has a day);
 an answer the schema refuses is not re-asked (a re-ask is another paid request, in another
 job) but dead-lettered with its validation errors, like a line that failed.
+
+Each paid answer's answer-cache entry is the AI stage's (:func:`~agents.ai.task.cache_entry`
+under :meth:`~agents.ai.provider.ChatRequest.cache_key` of the request the job line carried,
+in the worker's ``<prefix>.ai-cache`` map record), written once its result is on Kafka: a later
+synchronous replay, or a worker asked the same request, is answered from it without a call.
 """
 
 from __future__ import annotations
 
 import hashlib
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -28,12 +34,14 @@ import orjson
 from agents.ai.batch import BatchAPI, batch_api_for
 from agents.ai.output import parse_output
 from agents.ai.provider import ChatRequest
-from agents.ai.task import AITask, ProviderRuntime
+from agents.ai.task import AITask, ProviderRuntime, cache_entry
 from agents.outbound.http import new_session
+from agents.state.durable_map import map_value, topic_configs
 from schemas.config import HookstreamConfig
 from schemas.config_flows import FlowConfig
 from schemas.errors import HookstreamError, InvalidModelOutput, RemoteError, ToolError
 from schemas.events import AIResult, EnrichedEvent
+from schemas.topics import Topics
 from streams.kafka.reader import Position
 from streams.ops.replay_batch import BatchReplayer, Plan, Status
 
@@ -57,6 +65,8 @@ class BatchBackend:
             p.name: batch_api_for(p, session) for p in config.providers
         }
         self.cache = cache
+        self.cache_name = Topics(config.kafka.topic_prefix).ai_cache
+        self.cache_ttl_s = config.worker.ai_cache.ttl_s
 
     def plan(self, flow: FlowConfig, value: dict[str, Any]) -> Plan:
         task = self.tasks[flow.name]
@@ -87,6 +97,26 @@ class BatchBackend:
     async def status(self, provider: str, job_id: str) -> Status:
         found = await self.apis[provider].status(job_id)
         return Status(found.state, found.ended)
+
+    def cache_topic(self) -> tuple[str, dict[str, str]] | None:
+        if not any(task.flow.ai.cache for task in self.tasks.values()):
+            return None
+        return self.cache_name, topic_configs(self.cache_ttl_s)
+
+    def cache_record(
+        self, flow: FlowConfig, value: dict[str, Any], result: bytes
+    ) -> tuple[bytes, bytes] | None:
+        """The AI stage's entry for a paid answer (:meth:`agents.stages.ai.AIStage._write`):
+        keyed by the primary target's request, the request a job line carried."""
+        task = self.tasks[flow.name]
+        if not task.flow.ai.cache:
+            return None
+        answered = AIResult.model_validate_json(result)
+        if answered.cached:
+            return None
+        request = task.requests_for(EnrichedEvent.model_validate(value))[0]
+        key = request.cache_key(task.chain[0].runtime.config.name)
+        return key.encode(), map_value(cache_entry(answered), time.time())
 
     async def results(
         self,
@@ -177,7 +207,8 @@ async def run_batch_replay(
         f"replay {replay_id} (batch): window {stats.window:,}, {stats.cached:,} from the AI "
         f"cache, {stats.submitted:,} request(s) submitted, {stats.resumed:,} resumed from "
         f"earlier job(s) ({stats.found} found by listing the provider's jobs); jobs {jobs}; "
-        f"{stats.results:,} result(s) written, "
+        f"{stats.results:,} result(s) written ({stats.cache_entries:,} answer(s) added to the "
+        f"AI cache), "
         f"{stats.dead_lettered:,} dead-lettered; ${stats.cost_usd:,.4f} at batch prices; "
         f"{stats.elapsed_s:.1f} s"
     )

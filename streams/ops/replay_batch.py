@@ -22,8 +22,10 @@ at OpenAI and Anthropic):
    (a key lives in one partition), each with the ``hookstream-replay: <id>`` header; a line
    that failed, expired, or answered something the schema refuses goes to the DLQ with its
    error (stage ``ai``, attempts 1, the enriched record byte for byte: ``hookstream dlq
-   redrive`` sends it through the synchronous path when wanted). Then each job is marked done
-   on the journal, and the replay as finished.
+   redrive`` sends it through the synchronous path when wanted). Once Kafka has the results,
+   each paid answer's answer-cache entry follows (the AI stage's key and record, in its
+   order), so a later replay or worker asked the same request pays nothing. Then each job is
+   marked done on the journal, and the replay as finished.
 
 A run killed at any point and started again with the same replay id (the same arguments, or
 ``--batch-id``) resumes: the journal's jobs are polled, not submitted again; an intent without
@@ -99,6 +101,18 @@ class BatchBackend(Protocol):
         ...
 
     async def status(self, provider: str, job_id: str) -> Status: ...
+
+    def cache_topic(self) -> tuple[str, dict[str, str]] | None:
+        """The answer cache's topic and its configs (created when missing), or None when no
+        flow caches its answers."""
+        ...
+
+    def cache_record(
+        self, flow: FlowConfig, value: dict[str, Any], result: bytes
+    ) -> tuple[bytes, bytes] | None:
+        """The answer-cache record (key, value) the AI stage writes beside ``result`` when it
+        pays for an answer, or None (the flow does not cache, or the result came from it)."""
+        ...
 
     async def results(
         self,
@@ -177,6 +191,7 @@ class BatchStats:
     found: int = 0  # jobs whose id an earlier run never learnt, found by listing
     jobs: list[Job] = field(default_factory=list)
     results: int = 0
+    cache_entries: int = 0  # answer-cache entries written beside the results
     dead_lettered: int = 0
     cost_usd: float = 0.0
     elapsed_s: float = 0.0
@@ -242,6 +257,9 @@ class BatchReplayer:
         # Just created, it holds nothing: not read (its metadata may not have reached every
         # broker yet, and a read would find no partition).
         new_journal = bool(await create_topics(self.config.kafka, {self.journal: {}}, partitions=1))
+        cache = self.backend.cache_topic()
+        if cache is not None:  # the worker's own map topic: its configs, like the worker's
+            await create_topics(self.config.kafka, {cache[0]: cache[1]})
         producer = AIOKafkaProducer(
             **client_kwargs(self.config.kafka),
             client_id=f"hookstream-replay-batch-{self.replay_id}",
@@ -519,10 +537,13 @@ class BatchReplayer:
         outcomes: Mapping[str, bytes | BaseException],
         stats: BatchStats,
     ) -> None:
-        """Results and dead letters in the window's order (per partition, by offset)."""
+        """Results and dead letters in the window's order (per partition, by offset), then,
+        once Kafka has the results, their answer-cache entries (the AI stage's order: a later
+        replay or worker asked the same request is answered from the cache, unpaid)."""
         # A batcher's round is no replay: its results carry the queued record's own marker.
         marker = [] if self.rounds is not None else [(REPLAY_HEADER, self.replay_id.encode())]
         sends = []
+        cached: list[tuple[bytes, bytes]] = []
         now = datetime.now(UTC)
         for cid, record in records.items():
             outcome = outcomes.get(cid)
@@ -536,6 +557,9 @@ class BatchReplayer:
                 )
                 stats.results += 1
                 stats.cost_usd += float(orjson.loads(outcome).get("cost_usd") or 0.0)
+                entry = self.backend.cache_record(record.flow, record.parsed, outcome)
+                if entry is not None:
+                    cached.append(entry)
                 continue
             letter = DeadLetter(
                 stage="ai",
@@ -559,6 +583,11 @@ class BatchReplayer:
             )
             stats.dead_lettered += 1
         await asyncio.gather(*sends)
+        cache = self.backend.cache_topic()
+        if cache is not None and cached:
+            entries = [await producer.send(cache[0], v, key=k) for k, v in cached]
+            await asyncio.gather(*entries)
+            stats.cache_entries += len(entries)
 
 
 def _job_note(job: Job) -> dict[str, Any]:

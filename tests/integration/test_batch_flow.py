@@ -211,6 +211,34 @@ async def test_a_batch_flow_is_answered_by_one_job_even_with_the_batcher_killed(
         wanted = [analyse(m).summary for _, c, m in sent if c == customer]
         assert by_customer[customer] == wanted
     assert await batcher.signal(signal.SIGTERM) == 0
+    await _replayed_from_the_cache(stack, results)
+
+
+async def _replayed_from_the_cache(stack: Stack, answered: list[dict[str, Any]]) -> None:
+    """The batcher's answers are in the answer cache as the AI stage writes them: a
+    synchronous replay of the window is answered by the worker from it (no batcher runs now),
+    with nothing queued for a job and no call."""
+    config = str(stack.config_path)
+    args = ("replay", "-c", config, "--topic", "enriched", "--from", "0", "--yes", "--no-progress")
+    code, _, err = await run_cli(*args, env=stack.env)
+    assert code == 0, err
+
+    async def settled() -> tuple[list[Any], list[Any]] | None:
+        results = await read_all(stack.bootstrap, stack.topic("results"))
+        queued = await read_all(stack.bootstrap, stack.topic("ai-batch"))
+        done = len(results) >= 2 * len(answered) or len(queued) > len(answered)
+        return (results, queued) if done else None
+
+    results, queued = await wait_until(settled, timeout_s=90.0, poll_s=0.2)
+    assert len(queued) == len(answered)  # nothing queued again
+    assert len(results) == 2 * len(answered)
+    replayed = [v for v in (orjson.loads(r.value or b"") for r in results) if v["cached"]]
+    outputs = {value["event"]["id"]: value["output"] for value in answered}
+    assert len(replayed) == len(answered)
+    assert {value["event"]["id"]: value["output"] for value in replayed} == outputs
+    stats = await _sim_batch(stack, "GET", "/_sim/batch/stats")
+    assert stats["lines_submitted"] == {"openai": len(answered)}
+    assert (await stack.ai.stats())["requests"] == 0
 
 
 async def test_a_batcher_stopped_with_a_job_pending_does_not_wait_for_it_and_resumes_it(

@@ -32,11 +32,11 @@ from schemas.config_loader import load_config
 from schemas.events import CloudEvent, EnrichedEvent
 from schemas.headers import REPLAY_HEADER
 from schemas.topics import Topics
-from streams.kafka.admin import create_topics
-from tests.support.kafka import read_all
+from streams.kafka.admin import create_topics, ensure_topics
+from tests.support.kafka import Record, read_all, wait_for_records
 from tests.support.sims import AISimHandle, running_ai_sim
 from tests.support.sinkstack import run_cli, wait_until
-from tests.support.stack import EXAMPLE_CONFIG, REPO_ROOT, SECRETS
+from tests.support.stack import EXAMPLE_CONFIG, REPO_ROOT, SECRETS, Proc
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 INPUT_USD, OUTPUT_USD = 2.0, 8.0  # per million tokens
@@ -52,6 +52,7 @@ class Case:
     topics: Topics
     sim: AISimHandle
     events: list[EnrichedEvent]
+    workdir: Path
 
     def args(self, *extra: str) -> list[str]:
         return [
@@ -145,7 +146,7 @@ async def case(
                 )
         finally:
             await producer.stop()
-        yield Case(config, path, env, topics, sim, events)
+        yield Case(config, path, env, topics, sim, events, workdir)
 
 
 def _sync_cost_usd(usage: dict[str, int]) -> float:
@@ -341,3 +342,46 @@ async def test_a_replay_killed_before_it_learnt_the_job_id_finds_the_job(
     results = await _results(kafka_bootstrap, case)
     assert len(results) == PER_FLOW
     assert {value["flow"] for value, _ in results} == {flow}
+
+
+async def test_a_synchronous_replay_after_a_batch_replay_is_answered_from_the_ai_cache(
+    kafka_bootstrap: str, case: Case
+) -> None:
+    """The batch replay's paid answers go to the answer cache as the AI stage writes them:
+    a synchronous replay of the same window, answered by a worker, calls no model."""
+    code, out, err = await run_cli(*case.args(), env=case.env)
+    assert code == 0, err
+    assert f"({2 * PER_FLOW} answer(s) added to the AI cache)" in out
+    batch = {value["event"]["id"]: value for value, _ in await _results(kafka_bootstrap, case)}
+    synchronous = case.args()[: case.args().index("--batch")]
+    code, out, err = await run_cli(*synchronous, env=case.env)
+    assert code == 0, err
+    await ensure_topics(case.config.kafka)  # the worker's other topics (events, receipts…)
+    worker = Proc(
+        "worker",
+        ["worker", "-c", str(case.path), "-l", "info"],
+        {**case.env, "HOOKSTREAM_STATE_DIR": str(case.workdir / "state")},
+        case.workdir / "worker.log",
+    )
+    await worker.start()
+    try:
+        # The worker answers the window's records and their replayed copies: 80 more results.
+        def answered(found: list[Record]) -> bool:
+            return len(found) >= 3 * len(case.events)
+
+        await wait_for_records(kafka_bootstrap, case.topics.results, answered, timeout_s=90)
+    finally:
+        assert await worker.stop() == 0
+    assert (await case.sim.stats())["requests"] == 0  # no model call: every answer cached
+    stats = await case.batch_stats()
+    assert stats["paid_requests"] == {"openai": PER_FLOW, "anthropic": PER_FLOW}
+    later = [
+        value
+        for value, headers in await _results(kafka_bootstrap, case)
+        if not headers.get(REPLAY_HEADER, b"").startswith(b"batch-")
+    ]
+    assert len(later) == 2 * len(case.events)
+    for value in later:
+        assert value["cached"] is True
+        assert value["output"] == batch[value["event"]["id"]]["output"]
+        assert value["provider"] == batch[value["event"]["id"]]["provider"]
