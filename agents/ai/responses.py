@@ -16,7 +16,12 @@ receives, and the event is paid again by whoever redoes it. Here instead:
 3. ``GET /responses/{id}`` is polled with a growing pause until a final status.
 
 Whoever redoes the event after a kill — the restarted worker or the partition's next owner —
-finds the id under the same key and polls it instead of creating another response. An id the
+finds the id under the same key and polls it instead of creating another response. For the
+same reason a poll does not hold up a stop or a rebalance: once the id is on Kafka the event's
+task leaves the AI stage's set of busy tasks (:meth:`ResponseIds.paying`), so the runner's
+release (:meth:`agents.stages.runner.OrderedRunner.release`) lets go of it like an event that
+only waits, and its partition's next owner polls the same id. The create and the write of its
+id are never cut off: a response created and not recorded would be paid again. An id the
 provider no longer knows (404: expired), or a response that failed or was cancelled, is
 replaced by a new response (counted in ``hookstream_ai_background_total{outcome}``). A failed
 poll (5xx, timeout) is a failed call for the retries, breaker and outage gate, and the next
@@ -61,11 +66,24 @@ class _Map(Protocol):
 @dataclass(frozen=True, slots=True)
 class ResponseIds:
     """Where one event's background response ids are kept: its marker, the durable map, and
-    the writer that puts them there."""
+    the writer that puts them there. ``calling``: the AI stage's set of tasks a release must
+    let finish (:meth:`agents.stages.ai.AIStage.busy`); the client takes the event's task out
+    of it while it only polls a response whose id is on Kafka (module docstring)."""
 
     marker: str
     store: _Map
     writer: Any
+    calling: set[asyncio.Task[Any]] | None = None
+
+    def paying(self, paying: bool) -> None:
+        """Mark the current task as in a paid call (a create, and its id's write) or not."""
+        task = asyncio.current_task()
+        if self.calling is None or task is None:
+            return
+        if paying:
+            self.calling.add(task)
+        else:
+            self.calling.discard(task)
 
     def key(self, payload: dict[str, Any]) -> str:
         digest = hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
@@ -131,7 +149,8 @@ class OpenAIResponses(HttpChatClient):
         key = ids.key(payload) if ids is not None else None
         body: dict[str, Any] | None = None
         found = ids.store.get(key) if ids is not None and key is not None else None
-        if isinstance(found, dict) and isinstance(found.get("id"), str):
+        if ids is not None and isinstance(found, dict) and isinstance(found.get("id"), str):
+            ids.paying(False)  # only a poll of a recorded id: releasable
             body = await self._retrieve(found["id"], missing_ok=True)
             outcome = "resumed"
             if body is None:
@@ -148,10 +167,13 @@ class OpenAIResponses(HttpChatClient):
                 "polled again, not paid twice" if body else f"{outcome}: creating a new one",
             )
         if body is None:
+            if ids is not None:
+                ids.paying(True)  # a create, then its id's write: never cut off
             body = await self._create(payload)
             if ids is not None and key is not None:
                 # Durable before the wait: a kill from here on costs no second response.
                 await ids.store.put(ids.writer, key, {"id": body["id"]})
+                ids.paying(False)  # a release may let go of the poll: the id is on Kafka
         body = await self._until_final(body)
         return self.completion(body, request, (time.perf_counter() - started) * 1000)
 

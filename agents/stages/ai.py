@@ -260,7 +260,7 @@ class AIStage(Stage):
             return result, None
         dedupe = self.resources.dedupe
         if dedupe is not None:  # background responses' ids, kept under the event's marker
-            RESPONSE_IDS.set(ResponseIds(marker, dedupe, self.resources.writer))
+            RESPONSE_IDS.set(ResponseIds(marker, dedupe, self.resources.writer, self._calling))
         in_flight = self._in_flight[name]
         failure: HookstreamError | None = None
         async with self._limits[(name, step)]:

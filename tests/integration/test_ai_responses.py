@@ -8,6 +8,7 @@ The client records each response id in a map before it waits; here the map is in
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
@@ -153,6 +154,50 @@ async def test_a_response_held_past_background_timeout_s_is_cancelled(
     stats = await responses(ai)
     assert stats["cancelled"] == 1
     assert stats["by_status"]["cancelled"] == 1
+
+
+class _BusyAtPut(MemoryMap):
+    """Records whether the writing task was marked busy when the id was written."""
+
+    def __init__(self, calling: set[asyncio.Task[Any]]) -> None:
+        super().__init__()
+        self.calling = calling
+        self.busy_at_put: list[bool] = []
+
+    async def put(self, writer: Any, key: str, value: Any) -> None:
+        self.busy_at_put.append(asyncio.current_task() in self.calling)
+        await super().put(writer, key, value)
+
+
+async def test_a_create_is_busy_and_a_poll_of_a_recorded_id_is_not(
+    ai: AISimHandle, session: aiohttp.ClientSession
+) -> None:
+    """What a stop or a rebalance may let go of (agents.stages.ai.AIStage.busy): the create
+    and the write of its id, never; the polls after it, and a recorded id polled again, yes."""
+    await ai.request_json("POST", "/_sim/responses/config", json={"hold": True})
+    calling: set[asyncio.Task[Any]] = set()
+    store = _BusyAtPut(calling)
+
+    async def call() -> None:
+        RESPONSE_IDS.set(ResponseIds("done/triage/helpdesk/ev-5", store, None, calling))
+        calling.add(asyncio.current_task())  # type: ignore[arg-type] # as AITask._call does
+        await client(ai, session, background=True).complete(REQUEST)
+
+    for _ in range(2):  # created, then (another owner) its recorded id polled again
+        before = int((await responses(ai))["retrieved"])
+        task = asyncio.create_task(call())
+
+        async def polled(since: int = before, running: asyncio.Task[None] = task) -> bool:
+            return running.done() or int((await responses(ai))["retrieved"]) >= since + 2
+
+        await wait_until(polled, poll_s=0.02)
+        assert not task.done()  # held: it polls
+        assert task not in calling  # only polling: releasable
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert store.busy_at_put == [True]  # one response, its id written while busy
+    assert (await responses(ai))["paid"] == 1
 
 
 async def test_synchronous_responses_and_the_simulator_s_refusals(

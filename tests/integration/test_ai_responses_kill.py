@@ -83,6 +83,55 @@ async def test_a_worker_killed_while_its_responses_are_in_progress_pays_once_in_
             assert worker.log_text().count("polled again, not paid twice") == EVENTS
 
 
+async def test_a_worker_stopped_while_it_polls_held_responses_exits_and_pays_once(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """SIGTERM while every event polls a response the simulator holds ``in_progress``: the
+    polls are released (their ids are on Kafka), so the worker exits by itself with the hold
+    still on, instead of waiting for the answers; restarted, it polls the same ids."""
+    async with running_stack(
+        kafka_bootstrap,
+        tmp_path,
+        config_path=write_config(tmp_path, responses="background"),
+        roles=("worker",),
+        extra_env={"HOOKSTREAM_TEST_N": str(EVENTS)},
+    ) as stack:
+        ai = stack.ai
+        await ai.request_json("POST", "/_sim/responses/config", json={"hold": True})
+        worker = stack.procs["worker"]
+        run = uuid.uuid4().hex[:6]
+        texts = [f"Stop while polling {run} #{i}." for i in range(EVENTS)]
+        records = [enriched(f"cus-{i}", text) for i, text in enumerate(texts)]
+        ids = {r.event.id for r in records}
+        await produce(stack.bootstrap, stack.topic("enriched"), records)
+
+        async def all_polled() -> bool:
+            stats = await ai.stats()
+            return int(stats["responses"]["by_status"]["in_progress"]) >= EVENTS
+
+        await wait_until(all_polled, poll_s=0.1)
+        # 0, not the -9 of the kill that follows 30 s without an exit; the hold is still on,
+        # so no poll had ended: the worker let go of them.
+        assert await worker.stop(signal.SIGTERM, timeout_s=30) == 0
+        held = (await ai.stats())["responses"]
+        assert held["hold"] is True
+        assert held["by_status"]["in_progress"] == EVENTS
+        assert "released" in worker.log_text()
+        mark = len(worker.log_text())
+        await worker.start()
+        await ai.request_json("POST", "/_sim/responses/config", json={"hold": False})
+
+        def all_done(found: list[Record]) -> bool:
+            return ids <= {_event_id(r) for r in found}
+
+        await wait_for_records(stack.bootstrap, stack.topic("results"), all_done, timeout_s=120)
+        found = await read_all(stack.bootstrap, stack.topic("results"))
+        counts = Counter(_event_id(r) for r in found if _event_id(r) in ids)
+        assert set(counts.values()) == {1}, counts  # one result each
+        assert (await ai.stats())["responses"]["paid"] == EVENTS  # one response each
+        assert worker.log_text()[mark:].count("polled again, not paid twice") == EVENTS
+
+
 def _event_id(record: Record) -> str:
     return AIResult.model_validate(record.json()).event.id
 
