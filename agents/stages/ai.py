@@ -97,7 +97,8 @@ class AIStage(Stage):
         self._writing: set[asyncio.Task[Any]] = set()
 
     def busy(self, task: asyncio.Task[Any]) -> bool:
-        """Is this event's task in a model call, or writing its result or dead letter?
+        """Is this event's task in a model call, or writing its result or dead letter? (A
+        background response's polls are not a call: :mod:`agents.ai.responses`.)
 
         The runner's ``release`` (at a rebalance or a stop) cancels every other admitted
         event: those only wait (for a call slot, or for a paused flow's provider) and have
