@@ -149,6 +149,15 @@ class ProviderConfig(ConfigModel):
         "seconds; then it is cancelled (POST {base_url}/responses/{id}/cancel) and the call "
         "counts as failed (retried as a new response).",
     )
+    batch_timeout_s: Annotated[float, Field(gt=0, le=3600)] | None = Field(
+        default=None,
+        description="The longest one request to the provider's batch API may take, in "
+        "seconds (replay --batch, hookstream batcher): a file's upload or download, a job's "
+        "creation, poll or listing. Unset: max(timeout_s, 120) for a file, max(timeout_s, 60) "
+        "for the others. A batcher that takes over waits one of each before it looks for its "
+        "predecessor's last job by listing, and a job is not created later than one file "
+        "timeout after its intent was journaled.",
+    )
     budget: BudgetConfig = Field(
         default_factory=BudgetConfig,
         description="The provider's rate limits, spent here before the provider says 429 "

@@ -19,6 +19,7 @@ job's id before it waits, and a submission is never repeated).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,7 +34,7 @@ from agents.ai.openai import OpenAIChat
 from agents.ai.provider import STAGE, ChatRequest
 from agents.outbound.http import RETRIABLE_STATUSES, request_json
 from schemas.config_ai import ProviderConfig
-from schemas.errors import PermanentRemoteError, RetriableRemoteError
+from schemas.errors import PermanentRemoteError, RetriableRemoteError, ToolError
 from schemas.events import TokenUsage
 
 COMPLETIONS_ENDPOINT = "/v1/chat/completions"
@@ -63,7 +64,15 @@ class LineResult:
 class BatchAPI(Protocol):
     provider: ProviderConfig
 
-    async def submit(self, lines: Sequence[tuple[str, ChatRequest]], label: str) -> str: ...
+    async def submit(
+        self,
+        lines: Sequence[tuple[str, ChatRequest]],
+        label: str,
+        intent_at: tuple[float, float] | None = None,
+    ) -> str:
+        """Submit one job; ``intent_at``: when its intent was journaled (monotonic and wall
+        seconds), to refuse a creation later than :meth:`_Base._in_time` allows."""
+        ...
 
     async def status(self, job_id: str) -> JobStatus: ...
 
@@ -97,8 +106,37 @@ class _Base:
     def submit_within_s(self) -> float:
         """An upload then a create (OpenAI; Anthropic's one create takes less), each bounded
         by its request's timeout: after this long a submission begun is done or abandoned."""
-        timeout_s = self.provider.timeout_s
-        return max(timeout_s, FILE_TIMEOUT_FLOOR_S) + max(timeout_s, JSON_TIMEOUT_FLOOR_S)
+        return self._file_timeout_s() + self._json_timeout_s()
+
+    def _file_timeout_s(self) -> float:
+        configured = self.provider.batch_timeout_s
+        return configured or max(self.provider.timeout_s, FILE_TIMEOUT_FLOOR_S)
+
+    def _json_timeout_s(self) -> float:
+        configured = self.provider.batch_timeout_s
+        return configured or max(self.provider.timeout_s, JSON_TIMEOUT_FLOOR_S)
+
+    def _in_time(self, label: str, intent_at: tuple[float, float] | None) -> None:
+        """Refuse to create job ``label`` once one file timeout has passed since its intent
+        was journaled (``intent_at``: monotonic and wall-clock seconds, taken before the
+        journal write). A batcher fenced meanwhile has a successor that lists the provider's
+        jobs ``submit_within_s`` after it started (later than the intent): a create that
+        leaves within one file timeout of the intent has ended (one JSON timeout more) by
+        then, so the successor finds the job instead of submitting its requests again; one
+        that would leave later is not sent. The larger of the two clocks' readings counts: a
+        frozen VM's monotonic clock may not advance."""
+        if intent_at is None:
+            return
+        monotonic_s, wall_s = intent_at
+        elapsed_s = max(time.monotonic() - monotonic_s, time.time() - wall_s)
+        limit_s = self._file_timeout_s()
+        if elapsed_s > limit_s:
+            raise ToolError(
+                f"{self.what}: job {label} not created: {elapsed_s:.1f} s since its intent "
+                f"was journaled, more than the {limit_s:g} s a batcher taking over waits "
+                "before it looks for the job (was this process paused?); nothing was "
+                "submitted, the next run submits its requests once"
+            )
 
     async def _json(self, method: str, path: str, body: Any = None) -> Any:
         _, answer = await request_json(
@@ -107,7 +145,7 @@ class _Base:
             self.root + path,
             stage=STAGE,
             what=self.what,
-            timeout_s=max(self.provider.timeout_s, JSON_TIMEOUT_FLOOR_S),
+            timeout_s=self._json_timeout_s(),
             headers=self.chat._headers(),
             json_body=body,
         )
@@ -124,9 +162,7 @@ class _Base:
                 self.root + path,
                 data=data,
                 headers=self.chat._headers(),
-                timeout=aiohttp.ClientTimeout(
-                    total=max(self.provider.timeout_s, FILE_TIMEOUT_FLOOR_S)
-                ),
+                timeout=aiohttp.ClientTimeout(total=self._file_timeout_s()),
             ) as response:
                 raw = await response.read()
                 if 200 <= response.status < 300:
@@ -170,7 +206,12 @@ class OpenAIBatch(_Base):
     def __init__(self, provider: ProviderConfig, session: aiohttp.ClientSession) -> None:
         super().__init__(OpenAIChat(provider, session), session)
 
-    async def submit(self, lines: Sequence[tuple[str, ChatRequest]], label: str) -> str:
+    async def submit(
+        self,
+        lines: Sequence[tuple[str, ChatRequest]],
+        label: str,
+        intent_at: tuple[float, float] | None = None,
+    ) -> str:
         jsonl = b"".join(
             orjson.dumps(
                 {
@@ -187,6 +228,7 @@ class OpenAIBatch(_Base):
         form.add_field("purpose", "batch")
         form.add_field("file", jsonl, filename=f"{label}.jsonl", content_type="application/jsonl")
         uploaded = orjson.loads(await self._bytes("POST", "/files", form))
+        self._in_time(label, intent_at)  # an uploaded file costs nothing; a job is paid
         batch = await self._json(
             "POST",
             "/batches",
@@ -246,14 +288,19 @@ class AnthropicBatch(_Base):
     def __init__(self, provider: ProviderConfig, session: aiohttp.ClientSession) -> None:
         super().__init__(AnthropicMessages(provider, session), session)
 
-    async def submit(self, lines: Sequence[tuple[str, ChatRequest]], label: str) -> str:
-        del label  # a message batch has no metadata
+    async def submit(
+        self,
+        lines: Sequence[tuple[str, ChatRequest]],
+        label: str,
+        intent_at: tuple[float, float] | None = None,
+    ) -> str:
         body = {
             "requests": [
                 {"custom_id": custom_id, "params": self.chat.payload(request)}
                 for custom_id, request in lines
             ]
         }
+        self._in_time(label, intent_at)  # the label itself: a message batch has no metadata
         return str((await self._json("POST", "/messages/batches", body))["id"])
 
     async def find(self, label: str, lines: int, since_s: float, known: set[str]) -> str | None:

@@ -82,9 +82,15 @@ class BatchBackend:
             return Plan("cached", result=cached.model_dump_json().encode())
         return Plan("call", provider=task.chain[0].runtime.config.name, request=requests[0])
 
-    async def submit(self, provider: str, lines: Sequence[tuple[str, Any]], label: str) -> str:
+    async def submit(
+        self,
+        provider: str,
+        lines: Sequence[tuple[str, Any]],
+        label: str,
+        intent_at: tuple[float, float],
+    ) -> str:
         requests: list[tuple[str, ChatRequest]] = list(lines)
-        return await self.apis[provider].submit(requests, label)
+        return await self.apis[provider].submit(requests, label, intent_at)
 
     async def find(
         self, provider: str, label: str, lines: int, since_s: float, known: set[str]

@@ -87,7 +87,17 @@ class BatchBackend(Protocol):
 
     def plan(self, flow: FlowConfig, value: dict[str, Any]) -> Plan: ...
 
-    async def submit(self, provider: str, lines: Sequence[tuple[str, Any]], label: str) -> str: ...
+    async def submit(
+        self,
+        provider: str,
+        lines: Sequence[tuple[str, Any]],
+        label: str,
+        intent_at: tuple[float, float],
+    ) -> str:
+        """Submit one job, unless more than one file timeout has passed since ``intent_at``
+        (monotonic and wall seconds before its intent's journal write): then ToolError, and
+        nothing is created (:meth:`agents.ai.batch._Base._in_time` says why)."""
+        ...
 
     async def find(
         self, provider: str, label: str, lines: int, since_s: float, known: set[str]
@@ -478,6 +488,7 @@ class BatchReplayer:
                 label = f"{self.replay_id}-{index}"
                 covers = [cid for cid, _ in chunk]
                 submitted_at = time.time()
+                intent_at = (time.monotonic(), submitted_at)
                 # The intent first: a run killed before the job's id is journaled finds the
                 # job again by listing the provider's jobs (label, size, time).
                 intent = {"job": index, "provider": provider, "label": label}
@@ -490,7 +501,7 @@ class BatchReplayer:
                         "submitted_at": submitted_at,
                     },
                 )
-                job_id = await self.backend.submit(provider, chunk, label)
+                job_id = await self.backend.submit(provider, chunk, label, intent_at)
                 job = Job(index, provider, job_id, covers, submitted_at)
                 # On Kafka (acks=all) before any wait: a run killed from here on resumes it.
                 await self._note(producer, _job_note(job))

@@ -14,12 +14,13 @@ import asyncio
 import os
 import signal
 import sys
+import time
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import pytest
@@ -27,9 +28,20 @@ import pytest_asyncio
 import yaml
 from aiokafka import AIOKafkaProducer
 
+from agents.ai.batch import batch_api_for
+from agents.ai.provider import ChatRequest
+from agents.ai.task import ProviderRuntime
+from agents.outbound.http import new_session
+from schemas.config_ai import ProviderConfig
+from schemas.config_loader import load_config
+from schemas.errors import ToolError
 from schemas.events import CloudEvent, EnrichedEvent
+from streams.cli.replay_batch_backend import BatchBackend
 from streams.dev.ai_sim import analyse
+from streams.kafka.admin import ensure_topics
+from streams.ops.batcher import Batcher as OpsBatcher
 from tests.support.kafka import committed_offsets, read_all
+from tests.support.sims import running_ai_sim
 from tests.support.sinkstack import run_cli, wait_until
 from tests.support.stack import EXAMPLE_CONFIG, REPO_ROOT, SECRETS, Stack, running_stack
 
@@ -403,3 +415,141 @@ async def test_a_second_batcher_fences_the_first_and_no_request_is_submitted_twi
     assert stats["jobs"][0]["id"] == jobs[0]["job_id"]
     assert len(results) == 9  # written once: the fenced one stopped before its results
     assert await second_batcher.signal(signal.SIGTERM) == 0
+
+
+class _PausedBackend(BatchBackend):
+    """The batcher's backend, its submissions held until ``go`` is set: a batcher paused
+    between a job's journaled intent and its submission (a SIGSTOP cannot be aimed at those
+    milliseconds from outside)."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.entered = asyncio.Event()
+        self.go = asyncio.Event()
+
+    async def submit(
+        self, provider: str, lines: Sequence[tuple[str, Any]], label: str, intent_at: Any
+    ) -> str:
+        self.entered.set()
+        await self.go.wait()
+        return await super().submit(provider, lines, label, intent_at)
+
+
+async def test_a_batcher_paused_between_its_intent_and_its_submission_submits_nothing_twice(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Batcher A journals a job's intent and stops before submitting it; batcher B starts,
+    fences A, waits its settle time (``batch_timeout_s`` 2: 4 s), finds no job by listing and
+    submits the requests itself. A resumed must not create its job any more: the simulator
+    sees one job, each request once."""
+    prefix = f"bp-{uuid.uuid4().hex[:8]}"
+    env = {
+        **SECRETS,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "HOOKSTREAM_TOPIC_PREFIX": prefix,
+        "PATH": "/usr/bin:/bin",
+    }
+    async with running_ai_sim() as ai, new_session() as session:
+        data = yaml.safe_load(EXAMPLE_CONFIG.read_text())
+        data["providers"][0].update(base_url=ai.base_url, batch_timeout_s=2)
+        data["flows"][0]["ai"]["mode"] = "batch"
+        data["worker"] = {"batch": {"max_wait_s": 0.2, "max_requests": 1000, "poll_s": 0.1}}
+        path = tmp_path / "flows.yaml"
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        config = load_config(path, env=env)
+        await ensure_topics(config.kafka)
+        queued = [_ticket(f"Paused batcher #{n}.") for n in range(5)]
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+        await producer.start()
+        try:
+            for record in queued:
+                value = record.model_dump_json().encode()
+                await producer.send_and_wait(f"{prefix}.ai-batch", value, key=b"cus_b1")
+        finally:
+            await producer.stop()
+
+        runtimes = {p.name: ProviderRuntime.build(p, session) for p in config.providers}
+        backend = _PausedBackend(config, runtimes, session)
+        first = asyncio.create_task(OpsBatcher(config, backend).run(asyncio.Event()))
+        await asyncio.wait_for(backend.entered.wait(), 60)  # its intent is on the journal
+        second = await asyncio.create_subprocess_exec(
+            sys.executable,
+            *("-m", "streams.cli.main", "batcher", "-c", str(path), "-l", "info"),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            cwd=REPO_ROOT,
+            env=env,
+        )
+        try:
+
+            async def answered() -> list[Any] | None:
+                results = await read_all(kafka_bootstrap, f"{prefix}.results")
+                return results if len(results) >= len(queued) else None
+
+            results = await wait_until(answered, timeout_s=90.0, poll_s=0.2)
+            backend.go.set()  # A goes on, far past its intent
+            with pytest.raises(ToolError) as stopped:
+                await asyncio.wait_for(first, 60)
+        finally:
+            second.send_signal(signal.SIGTERM)
+            assert await second.wait() == 0
+        stats = await ai.request_json("GET", "/_sim/batch/stats")
+        assert stats["jobs_submitted"] == {"openai": 1}
+        assert stats["lines_submitted"] == {"openai": len(queued)}
+        assert stats["custom_ids_submitted_twice"] == []
+        assert "not created" in str(stopped.value)  # A's own refusal, before any fence
+        ids = [orjson.loads(r.value or b"")["event"]["id"] for r in results]
+        assert sorted(ids) == sorted(r.event.id for r in queued)
+
+
+def _ticket(text: str) -> EnrichedEvent:
+    return EnrichedEvent(
+        flow="feedback-triage",
+        event=CloudEvent(
+            id=f"wh-{uuid.uuid4().hex}",
+            source="helpdesk",
+            type="ticket.created",
+            data={"customer_id": "cus_b1", "ticket_id": "T-1", "message": text},
+            time=datetime.now(UTC),
+            partitionkey="cus_b1",
+            traceid=uuid.uuid4().hex,
+        ),
+    )
+
+
+async def test_no_job_is_created_later_than_one_file_timeout_after_its_intent() -> None:
+    """Both batch APIs refuse to create a job whose intent is older than one file timeout
+    (what a batcher taking over relies on), and create it when it is not."""
+    async with running_ai_sim() as ai, new_session() as session:
+        lines = [("0_0", _REQUEST)]
+        kinds: tuple[Literal["openai", "anthropic"], ...] = ("openai", "anthropic")
+        apis = [
+            batch_api_for(
+                ProviderConfig(
+                    name=kind, kind=kind, base_url=ai.base_url, model="sim-1", batch_timeout_s=5
+                ),
+                session,
+            )
+            for kind in kinds
+        ]
+        for api in apis:
+            late = (time.monotonic() - 6, time.time() - 6)
+            with pytest.raises(ToolError, match=r"not created: 6\.\d s since its intent"):
+                await api.submit(lines, "late", late)
+        assert (await ai.request_json("GET", "/_sim/batch/stats"))["jobs_submitted"] == {}
+        for api in apis:
+            await api.submit(lines, "in-time", (time.monotonic(), time.time()))
+        stats = await ai.request_json("GET", "/_sim/batch/stats")
+        assert stats["jobs_submitted"] == {"openai": 1, "anthropic": 1}
+
+
+_REQUEST = ChatRequest(
+    model="sim-1",
+    system="Triage.",
+    prompt="The export is broken.",
+    schema_name="triage",
+    schema={"type": "object", "properties": {"summary": {"type": "string"}}},
+    temperature=0.0,
+    max_tokens=64,
+)
