@@ -294,12 +294,17 @@ class AnthropicBatch(_Base):
         label: str,
         intent_at: tuple[float, float] | None = None,
     ) -> str:
-        body = {
-            "requests": [
-                {"custom_id": custom_id, "params": self.chat.payload(request)}
-                for custom_id, request in lines
-            ]
-        }
+        # Serialized before the deadline check: what follows it is only the request's send.
+        body = orjson.Fragment(
+            orjson.dumps(
+                {
+                    "requests": [
+                        {"custom_id": custom_id, "params": self.chat.payload(request)}
+                        for custom_id, request in lines
+                    ]
+                }
+            )
+        )
         self._in_time(label, intent_at)  # the label itself: a message batch has no metadata
         return str((await self._json("POST", "/messages/batches", body))["id"])
 

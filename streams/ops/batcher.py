@@ -39,7 +39,10 @@ note before a round's results. Journal readers read committed notes only (a fenc
 be in the log, aborted). What fencing cannot stop is a submission already under way: a
 fenced batcher's journaled intent whose job the new one finds by listing the provider's jobs,
 as after a kill; the new batcher lists only once such a submission has ended
-(:meth:`Journal.settle`: the submit's request timeouts after its own start). Why not a
+(:meth:`Journal.settle`: the submit's request timeouts after its own start). A batcher paused
+between its intent and its submission does not create the job later than one file timeout
+after the intent (:meth:`agents.ai.batch._Base._in_time`), so the listing either finds the job
+or it is never created. Why not a
 consumer group with standbys: a group hands the partition over on a timeout, and a paused
 process would go on submitting until it noticed; a fenced write fails at the broker.
 """
