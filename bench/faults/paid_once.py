@@ -2,8 +2,9 @@
 
 A worker drains E events (AI simulator: 30 ± 20 ms per call, N = 16 calls in flight) and is
 killed with SIGKILL K times, each time once another E/(K+1) results are on Kafka, then started
-again. Afterwards every event must have exactly one result; the simulator's log of answered
-calls (status 200, one per paid call) gives the calls per event. Run twice in the same session,
+again. Afterwards every event must have exactly one result, each key's results in the order
+its events were written; the simulator's log of answered calls (status 200, one per paid call)
+gives the calls per event. Run twice in the same session,
 once with ``worker.answer_journal: false`` (before) and once with it on (after), so the machine's
 noise hits both alike.
 
@@ -35,7 +36,7 @@ import signal
 import sys
 import tempfile
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from schemas.events import AIResult  # noqa: E402
+from schemas.events import AIResult, EnrichedEvent  # noqa: E402
 from tests.support.ai_stack import enriched, produce, write_config  # noqa: E402
 from tests.support.kafka import Record, read_all, wait_for_records  # noqa: E402
 from tests.support.sims import AISimHandle  # noqa: E402
@@ -55,6 +56,20 @@ LATENCY_MS, JITTER_MS, N = 30, 20, 16
 def _ids(records: list[Record], ids: set[str]) -> Counter[str]:
     found = (AIResult.model_validate(r.json()).event.id for r in records)
     return Counter(i for i in found if i in ids)
+
+
+def _in_key_order(records: list[Record], written: list[EnrichedEvent]) -> bool:
+    """Each key's results in the order its events were written (records in offset order)."""
+    sent: dict[str, list[str]] = defaultdict(list)
+    for enriched_event in written:
+        sent[enriched_event.event.partitionkey].append(enriched_event.event.id)
+    ids = {r.event.id for r in written}
+    got: dict[str, list[str]] = defaultdict(list)
+    for record in records:
+        event = AIResult.model_validate(record.json()).event
+        if event.id in ids:
+            got[event.partitionkey].append(event.id)
+    return dict(got) == dict(sent)
 
 
 class CallLog:
@@ -122,7 +137,8 @@ async def one_run(
             stop.set()
             await follower
             await log.poll()
-            counts = _ids(await read_all(stack.bootstrap, results), ids)
+            found = await read_all(stack.bootstrap, results)
+            counts = _ids(found, ids)
             by_text: dict[str, list[dict[str, Any]]] = {}
             digests = {_digest(r.event.data["message"]): r.event.id for r in records}
             for call in log.calls.values():
@@ -148,6 +164,7 @@ async def one_run(
                 "kills": kills,
                 "results_per_event": sorted(set(counts.values())),
                 "lost": len(ids - set(counts)),
+                "in_key_order": _in_key_order(found, records),
                 "paid_calls": sum(len(c) for c in by_text.values()),
                 "extra_paid_calls": extra,
                 "extra_in_flight_at_kill": in_flight_at_kill,
@@ -183,8 +200,8 @@ def write_results(runs: list[dict[str, Any]], name: str) -> None:
         "",
         "| API | answer journal | events | kills | results per event | lost | extra paid calls "
         "| of which in flight at a kill | answered before a kill | per 10,000 "
-        "| resumed by response id | extra although its id was recorded |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| resumed by response id | extra although its id was recorded | per-key order kept |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         lines.append(
@@ -192,7 +209,7 @@ def write_results(runs: list[dict[str, Any]], name: str) -> None:
             f"| {r['results_per_event']} | {r['lost']} | {r['extra_paid_calls']} "
             f"| {r['extra_in_flight_at_kill']} | {r['extra_answered_before_kill']} "
             f"| {r['extra_per_10k']} | {r['resumed_by_response_id']} "
-            f"| {r['extra_although_id_recorded']} |"
+            f"| {r['extra_although_id_recorded']} | {r.get('in_key_order', 'not checked')} |"
         )
     (out / f"{name}.md").write_text("\n".join(lines) + "\n")
 
