@@ -187,7 +187,9 @@ class DeliveredMemory(RefCounted):
             return
         catching_up = self._catching_up
         if catching_up is None or catching_up[0] != assignment:
-            task = asyncio.create_task(self._catch_up_all(assignment), name=f"catch up {self.topic}")
+            task = asyncio.create_task(
+                self._catch_up_all(assignment), name=f"catch up {self.topic}"
+            )
             self._catching_up = catching_up = (assignment, task)
         try:
             await asyncio.shield(catching_up[1])
