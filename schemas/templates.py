@@ -25,6 +25,7 @@ Three renderings:
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -223,10 +224,15 @@ def render_url(template: Template, context: Mapping[str, Any]) -> str:
     return _rendered(template, context, lambda text: quote(text, safe=""))
 
 
+# render_json's strings come from config (a sink's body, a flow's output), the same few for
+# every event: each is parsed once, not once per event (issue 16: ~10 µs per sink delivery).
+_parse_cached = functools.lru_cache(maxsize=1024)(parse)
+
+
 def render_json(body: Any, context: Mapping[str, Any]) -> Any:
     """Render every string inside a JSON-like structure (keys are left as written)."""
     if isinstance(body, str):
-        template = parse(body)
+        template = _parse_cached(body)
         if template.is_single_placeholder:
             return value_of(template, 0, context)
         return render_text(template, context)

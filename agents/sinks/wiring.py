@@ -15,7 +15,7 @@ from typing import Any
 
 import faust
 
-from agents.faust_app import on_release, release_when_waiting
+from agents.faust_app import ReleasingApp, on_assigned, on_release, release_when_waiting
 from agents.resources import Resources
 from agents.sinks.stage import SinkStage
 from agents.stages.runner import OrderedRunner
@@ -37,7 +37,16 @@ def register_sink_agents(
         key_serializer="raw",
         value_serializer="raw",
     )
-    memory = DeliveredMemory(config.kafka, topics.delivered)
+    # Caught up once per assignment (agents.state.delivered), so the tail need not be prompt:
+    # it fetches 64 KiB or every 100 ms, not once per batch of this worker's own entries.
+    memory = DeliveredMemory(
+        config.kafka,
+        topics.delivered,
+        per_assignment=isinstance(app, ReleasingApp),
+        tail_fetch_min_bytes=64 * 1024,
+        tail_fetch_max_wait_ms=100,
+    )
+    on_assigned(app, memory.assigned)
     stages: list[SinkStage] = []
     for flow in config.flows:
         for sink in flow.sinks:

@@ -6,8 +6,10 @@ receipt as value. Before delivering, a sink asks :meth:`DeliveredMemory.outcome`
 redelivered after a crash or a rebalance (at-least-once inside) is then skipped instead of being
 sent again (effectively once outside).
 
-Every sink process tails the whole topic into a map of keys to outcomes. A check first makes
-sure this process has read the key's partition up to its current end (one ListOffsets request),
+Every sink process tails the whole topic into a map of keys to outcomes. The sink worker's
+memory is caught up once per partition assignment (``per_assignment``, below); otherwise a check
+first makes sure this process has read the key's partition up to its current end (one ListOffsets
+request),
 so a delivery made a moment ago by another worker — the partition's previous owner — is seen
 too. That request goes through a client of its own: a broker answers one connection's requests
 in order, and on the tail's connection it waited behind the tail's long-polling fetch, up to
@@ -17,6 +19,22 @@ which partition to catch up on. Checks made at the same time share their ListOff
 (one request for every partition asked about, issue 16: one per check was a fifth of the sink
 worker's CPU), never one sent before the check began: while a request is out, new checks wait for
 the next one, so each still sees every delivery made before it started.
+
+With ``per_assignment`` (the sink worker's, :mod:`agents.sinks.wiring`) there is no request per
+check. Another worker can only have delivered a result of a partition this worker owns before
+this worker was given that partition: a rebalance waits for every delivery in flight to be
+remembered (Faust's ``stream_wait_empty``), and a killed worker delivers nothing after it dies.
+So after each assignment (:meth:`DeliveredMemory.assigned`) the first check reads the ends of
+every partition of the memory (one ListOffsets request, sent after the assignment began) and
+waits for the tail to reach them; from then on, until the next assignment, checks are answered
+from the map, which also holds this worker's own deliveries as soon as they are acknowledged. At
+about 700 deliveries/s that request and the tail's catching up on this worker's own entries
+before each check were a fifth of the sink worker's CPU (issue 16). What this leaves out: a
+worker that lost its partitions without knowing it (stalled past the session timeout) and still
+delivers; a check made per delivery would see only its deliveries made before the check, this
+one only those made before the assignment. Either way its duplicate carries the same
+Idempotency-Key. The tail then need not be prompt, so it fetches like the worker's maps (64 KiB or
+100 ms, whichever comes first).
 
 The topic is compacted with a retention of a week (``schemas.topics.TOPIC_CONFIGS``): a result
 redelivered more than a week later would be sent again, with the same Idempotency-Key.
@@ -63,12 +81,26 @@ class DeliveredMemory(RefCounted):
     """Ref-counted async context manager: the first user starts the tail, the last stops it."""
 
     def __init__(
-        self, settings: KafkaSettings, topic: str, *, tail_fetch_max_wait_ms: int = 500
+        self,
+        settings: KafkaSettings,
+        topic: str,
+        *,
+        per_assignment: bool = False,
+        tail_fetch_min_bytes: int = 1,
+        tail_fetch_max_wait_ms: int = 500,
     ) -> None:
+        """``per_assignment``: catch up once after each :meth:`assigned`, not at each check
+        (the module doc says when that is enough)."""
         super().__init__()
         self.settings = settings
         self.topic = topic
+        self.per_assignment = per_assignment
+        self.tail_fetch_min_bytes = tail_fetch_min_bytes
         self.tail_fetch_max_wait_ms = tail_fetch_max_wait_ms
+        # per_assignment: the assignment counted, the last one caught up on, the catch-up going
+        self._assignment = 0
+        self._caught_up = -1
+        self._catching_up: tuple[int, asyncio.Task[None]] | None = None
         self._outcomes: dict[bytes, Outcome] = {}
         self._reader: CompactedReader | None = None
         self._ends: AIOKafkaConsumer | None = None  # ListOffsets only (see the module doc)
@@ -86,6 +118,7 @@ class DeliveredMemory(RefCounted):
             self.topic,
             self._apply,
             client_id=f"{self.topic}-memory",
+            fetch_min_bytes=self.tail_fetch_min_bytes,
             fetch_max_wait_ms=self.tail_fetch_max_wait_ms,
         )
         ends = AIOKafkaConsumer(
@@ -108,10 +141,12 @@ class DeliveredMemory(RefCounted):
         reader, ends = self._reader, self._ends
         self._reader = self._ends = None
         asking, self._asking = self._asking, None
-        if asking is not None:
-            asking.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asking
+        catching_up, self._catching_up = self._catching_up, None
+        for task in (asking, catching_up[1] if catching_up is not None else None):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if reader is not None:
             await reader.stop()
         if ends is not None:
@@ -127,13 +162,51 @@ class DeliveredMemory(RefCounted):
         A delivery is final and answered from memory; otherwise the key's partition is read
         up to its current end first, unless ``fresh`` is false and a dead letter is already
         known (a redelivered record need not know whether a redrive has delivered it since).
+        With ``per_assignment``, the whole memory is read up to the ends it had after the
+        current assignment began, once for every check of that assignment.
         """
         raw = key.encode()
         known = self._outcomes.get(raw)
         if known == DELIVERED or (known is not None and not fresh):
             return known
-        await self._catch_up(self.partition_for(raw))
+        if self.per_assignment:
+            await self._catch_up_since_assigned()
+        else:
+            await self._catch_up(self.partition_for(raw))
         return self._outcomes.get(raw)
+
+    def assigned(self) -> None:
+        """This worker's partitions were (re)assigned: the next check catches up again."""
+        self._assignment += 1
+
+    async def _catch_up_since_assigned(self) -> None:
+        """Return once the tail has read every partition up to its end as read after the
+        current assignment began; one catch-up shared by every check of the assignment."""
+        assignment = self._assignment
+        if self._caught_up >= assignment:
+            return
+        catching_up = self._catching_up
+        if catching_up is None or catching_up[0] != assignment:
+            task = asyncio.create_task(
+                self._catch_up_all(assignment), name=f"catch up {self.topic}"
+            )
+            self._catching_up = catching_up = (assignment, task)
+        try:
+            await asyncio.shield(catching_up[1])
+        except Exception:
+            if self._catching_up is catching_up:
+                self._catching_up = None  # the next check tries again
+            raise
+
+    async def _catch_up_all(self, assignment: int) -> None:
+        reader = self._reader
+        if reader is None or self._ends is None:
+            raise RuntimeError("DeliveredMemory used outside `async with`")
+        tps = [TopicPartition(self.topic, partition) for partition in reader.partitions]
+        ends = await self._ask_ends_once(tps)
+        for tp, end in ends.items():
+            await reader.wait_for_position(tp.partition, end)
+        self._caught_up = max(self._caught_up, assignment)
 
     async def _catch_up(self, partition: int) -> None:
         reader = self._reader

@@ -7,6 +7,8 @@ results (raw bytes, awaited ``send`` per record as an agent usually writes).
 (``getmany``, every record of a batch sent, the batch's acks awaited, the offsets committed).
 ``put PREFIX BOOTSTRAP CRM_URL``: the sink's floor: consume results, PUT each to the CRM (a
 batch's PUTs concurrently), commit.
+``faust_put PREFIX BOOTSTRAP CRM_URL``: the same PUTs from a bare Faust agent (64 concurrent
+actors, Faust acking): what Faust's consume path adds to that floor, before any of hookstream's.
 
 Every producer is ``acks=all`` and idempotent, as hookstream's are. Each runs until stopped.
 """
@@ -26,11 +28,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 PARTITIONS = 8
 
 
-def faust_app(prefix: str, bootstrap: str) -> None:
+def _faust(prefix: str, bootstrap: str, name: str) -> Any:
     import faust
 
-    app = faust.App(
-        f"{prefix}-bare-faust",
+    return faust.App(
+        f"{prefix}-{name}",
         broker=f"kafka://{bootstrap}",
         store="memory://",
         web_enabled=False,
@@ -38,8 +40,19 @@ def faust_app(prefix: str, bootstrap: str) -> None:
         consumer_auto_offset_reset="earliest",
         autodiscover=False,
         producer_acks=-1,
-        datadir=str(Path(tempfile.gettempdir()) / f"hookstream-bench-{prefix}-faust"),
+        datadir=str(Path(tempfile.gettempdir()) / f"hookstream-bench-{prefix}-{name}"),
     )
+
+
+def _run_faust(app: Any) -> None:
+    import faust
+
+    sys.argv = [sys.argv[0], "worker"]
+    faust.Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
+
+
+def faust_app(prefix: str, bootstrap: str) -> None:
+    app = _faust(prefix, bootstrap, "bare-faust")
     raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
     events = app.topic(f"{prefix}.events", key_type=bytes, value_type=bytes, **raw)
     enriched = app.topic(f"{prefix}.enriched", key_type=bytes, value_type=bytes, **raw)
@@ -55,8 +68,36 @@ def faust_app(prefix: str, bootstrap: str) -> None:
 
     app.agent(events, name="bare.enrich")(enrich)
     app.agent(enriched, name="bare.ai")(ai)
-    sys.argv = [sys.argv[0], "worker"]
-    faust.Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
+    _run_faust(app)
+
+
+def faust_put(prefix: str, bootstrap: str, crm_url: str) -> None:
+    app = _faust(prefix, bootstrap, "bare-faust-put")
+    results = app.topic(
+        f"{prefix}.results",
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    sessions: list[aiohttp.ClientSession] = []
+
+    async def put(stream: Any) -> None:
+        if not sessions:
+            sessions.append(aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)))
+        async for event in stream.events():
+            await _put(sessions[0], crm_url, event.value)
+
+    app.agent(results, name="bare.put", concurrency=64)(put)
+    _run_faust(app)
+
+
+async def _put(session: aiohttp.ClientSession, crm_url: str, value: bytes) -> None:
+    document = orjson.loads(value)
+    customer = document["event"]["data"]["customer_id"]
+    body = {"last_feedback_sentiment": document["output"]["sentiment"]}
+    async with session.put(f"{crm_url}/customers/{customer}", json=body) as response:
+        await response.read()
 
 
 async def _hop(
@@ -105,11 +146,7 @@ async def put_loop(prefix: str, bootstrap: str, crm_url: str) -> None:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as session:
 
         async def handle(message: Any) -> None:
-            value = orjson.loads(message.value)
-            customer = value["event"]["data"]["customer_id"]
-            body = {"last_feedback_sentiment": value["output"]["sentiment"]}
-            async with session.put(f"{crm_url}/customers/{customer}", json=body) as response:
-                await response.read()
+            await _put(session, crm_url, message.value)
 
         await _hop(bootstrap, f"{prefix}-bare-put", f"{prefix}.results", handle, None)
 
@@ -122,6 +159,8 @@ def main() -> None:
         asyncio.run(aiokafka_loop(prefix, bootstrap))
     elif mode == "put":
         asyncio.run(put_loop(prefix, bootstrap, sys.argv[4]))
+    elif mode == "faust_put":
+        faust_put(prefix, bootstrap, sys.argv[4])
     else:
         raise SystemExit(f"unknown mode {mode!r}")
 

@@ -9,7 +9,8 @@ Each run pre-loads E events (8 partitions, 1,000 keys) and starts one consumer p
 - ``aiokafka``: a bare aiokafka consume → produce loop over the same two hops;
 - ``sinks``: ``hookstream sinks`` on the worker's results, one HTTP sink (PUT to the CRM
   simulator, which accepts at once);
-- ``put``: a bare aiokafka consume + aiohttp PUT loop on the same results.
+- ``put``: a bare aiokafka consume + aiohttp PUT loop on the same results;
+- ``faust_put`` (``--only sinks``): the same PUTs from a bare Faust agent (Faust's floor).
 
 The process's own CPU time (utime + stime from /proc/<pid>/stat) and its output count are
 sampled every 0.25 s; CPU per event and events/s come from the first sample with output to the
@@ -21,10 +22,11 @@ Usage: python bench/pipeline/run.py [--events 20000] [--repeat 3] [--profile-s 0
 its samples written to bench/results/<name>-profile.raw, collapsed stacks).
 
 ``--only sinks`` runs the sinks pair alone (a few minutes instead of ~15): the results topic is
-pre-loaded with AI results (the worker's output, written directly), then ``sinks`` and ``put``
-run on it; with ``--code-from REV`` the sinks process of REV's code is measured too, in the same
-repetition (``sinks_before``; REV's ``agents``, ``schemas`` and ``streams`` unpacked from git),
-so that a change is measured against its code before in one session, interleaved. With
+pre-loaded with AI results (the worker's output, written directly), then ``sinks``,
+``faust_put`` and ``put`` run on it; with ``--code-from REV`` the sinks process of REV's code
+is measured too, in the same repetition (``sinks_before``; REV's ``agents``, ``schemas`` and
+``streams`` unpacked from git), so that a change is measured against its code before in one
+session, interleaved. With
 ``--profile-s`` the first repetition's sinks runs are sampled (``<name>-profile.raw``, and
 ``<name>-profile-before.raw`` for REV's). Written to bench/results/<name>.json,
 .md (default name ``pipeline-sinks``).
@@ -69,7 +71,7 @@ ROLES = ("events", "enriched", "results", "dlq", "receipts")
 HOPS = ("enriched", "results")
 TICK_S = os.sysconf("SC_CLK_TCK")
 RUNS = ("worker", "worker_lookup", "faust", "aiokafka", "sinks", "put")
-SINK_RUNS = ("sinks_before", "sinks", "put")
+SINK_RUNS = ("sinks_before", "sinks", "faust_put", "put")
 
 
 def cpu_s(pid: int) -> float:
@@ -395,8 +397,9 @@ class Bench:
             )
             out[name] = measured
             await proc.stop()
-        print("put ...", flush=True)
-        out["put"] = await self.baseline("put", prefix, await self.crm_count())
+        for mode in ("faust_put", "put"):  # on the last run's results: its own group each
+            print(f"{mode} ...", flush=True)
+            out[mode] = await self.baseline(mode, prefix, await self.crm_count())
         for session in self._sessions:
             await session.close()
         self._sessions.clear()
@@ -439,7 +442,11 @@ async def stop(process: Any) -> None:
 
 def sink_ratios(rep: dict[str, Any]) -> dict[str, float]:
     cpu = {name: rep[name]["cpu_us_per_event"] for name in SINK_RUNS if name in rep}
-    out = {"sinks_vs_put": round(cpu["sinks"] / cpu["put"], 2)}
+    out = {
+        "sinks_vs_put": round(cpu["sinks"] / cpu["put"], 2),
+        "sinks_vs_faust_put": round(cpu["sinks"] / cpu["faust_put"], 2),
+        "faust_put_vs_put": round(cpu["faust_put"] / cpu["put"], 2),
+    }
     if "sinks_before" in cpu:
         out["sinks_before_vs_put"] = round(cpu["sinks_before"] / cpu["put"], 2)
         out["sinks_vs_sinks_before"] = round(cpu["sinks"] / cpu["sinks_before"], 2)
@@ -476,6 +483,7 @@ LABELS = {
     "sinks": "hookstream sinks, one HTTP sink (PUT)",
     "put": "bare aiokafka consume + aiohttp PUT loop",
     "sinks_before": "hookstream sinks, the code before (--code-from)",
+    "faust_put": "bare Faust agent, the same PUT (64 concurrent actors)",
 }
 
 

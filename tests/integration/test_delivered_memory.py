@@ -110,3 +110,57 @@ async def test_a_check_begun_while_a_request_is_out_waits_for_the_next_one(
         release.set()
         assert await asyncio.wait_for(first, 10) is None
         assert await asyncio.wait_for(second, 10) == DELIVERED
+
+
+async def test_per_assignment_one_catch_up_serves_every_check_until_the_next_assignment(
+    kafka_bootstrap: str,
+) -> None:
+    # The sink worker's form (agents.sinks.wiring): another worker delivers only before this
+    # one is given the partition, so one ListOffsets request after each assignment is enough;
+    # one per batch of checks was a tenth of the sink worker's CPU (issue 16).
+    topic = await create_topic(kafka_bootstrap, "delivered", 4)
+    settings = KafkaSettings(bootstrap_servers=kafka_bootstrap)
+    memory = DeliveredMemory(
+        settings,
+        topic,
+        per_assignment=True,
+        tail_fetch_min_bytes=64 * 1024,
+        tail_fetch_max_wait_ms=100,
+    )
+    async with KafkaWriter(settings, client_id="another-sink-worker") as other:
+        await other.send(topic, b'{"status":200}', key=b"src/before/flow/crm")
+        async with memory, KafkaWriter(settings, client_id="this-sink-worker") as mine:
+            assert memory._ends is not None
+            ends = memory._ends
+            asked: list[list[TopicPartition]] = []
+            real = ends.end_offsets
+
+            async def counted(tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+                asked.append(list(tps))
+                offsets: dict[TopicPartition, int] = await real(tps)
+                return offsets
+
+            ends.end_offsets = counted
+            memory.assigned()
+            keys = [f"src/evt-{index}/flow/crm" for index in range(40)]
+            outcomes = await asyncio.wait_for(
+                asyncio.gather(*(memory.outcome(key) for key in ["src/before/flow/crm", *keys])),
+                10,
+            )
+            assert outcomes == [DELIVERED] + [None] * len(keys)
+            assert len(asked) == 1
+            assert {tp.partition for tp in asked[0]} == {0, 1, 2, 3}  # the whole memory
+            # This worker's own deliveries are known at once, without asking.
+            await memory.remember(mine, "src/evt-0/flow/crm", b'{"status":200}')
+            assert await asyncio.wait_for(memory.outcome("src/evt-0/flow/crm"), 10) == DELIVERED
+            more = await asyncio.wait_for(
+                asyncio.gather(*(memory.outcome(key) for key in keys[1:])), 10
+            )
+            assert more == [None] * (len(keys) - 1)
+            assert len(asked) == 1
+            # What another worker delivered before the next assignment is seen after it.
+            await other.send(topic, b'{"status":200}', key=b"src/evt-1/flow/crm")
+            memory.assigned()
+            outcome = await asyncio.wait_for(memory.outcome("src/evt-1/flow/crm"), 10)
+            assert outcome == DELIVERED
+            assert len(asked) == 2
