@@ -1,16 +1,18 @@
 """Instructions per request of a gateway benchmark server, under valgrind's callgrind.
 
 Why: on this shared 2-core machine req/s move ±30 % between wrk rounds and CPU per request
-±10–15 %; the instruction count of a fixed number of requests moves under ±1 % whatever else
+±10-15 %; the instruction count of a fixed number of requests moves under ±1 % whatever else
 runs, so it shows a change of a few percent that wrk cannot. User space only: the kernel's
 time in system calls is not in it (the wrk rounds of run.py measure that).
 
-How: the server (one of run.py's targets a–d) runs under ``valgrind --tool=callgrind``; a
+How: the server (one of run.py's targets a-d) runs under ``valgrind --tool=callgrind``; a
 client outside valgrind (this process: 64 keep-alive connections, each sending its next
 request when the previous one is answered, as wrk does) sends ``--warmup`` requests, the
 counters are zeroed (``callgrind_control -z``), ``--requests`` more are sent, and the counters
 dumped (``callgrind_control -d``): the dump's total over the requests is the figure. Every
 answer must be 2xx, or the run fails. ``--keep DIR`` keeps the dumps for ``callgrind_annotate``.
+Target ``c0`` is the gateway as of ``--code-from REV``; list targets twice to interleave them
+(``c0 c c0 c``).
 
     KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19092 python bench/gateway/instructions.py c a
 """
@@ -39,6 +41,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(HERE))
 
 import run as gateway_bench  # noqa: E402  (bench/gateway/run.py: its config and requests)
+from servers import code_tree  # noqa: E402  (bench/http_servers/servers.py, via run.py's path)
 
 from streams.gateway.signatures import standard  # noqa: E402
 
@@ -140,21 +143,24 @@ def measure(
         ],
         "d": [*bare, "--mode", "http1"],
     }
+    commands["c0"] = commands["c"]
     command = commands[target]
     if not args.profile:
         command = [sys.executable, *command]
-    server = gateway_bench.start(target, [*wrapper, *command], env, work / f"{target}.log")
+    log = work / f"{target}.{len(list(work.glob('*.log')))}.log"
+    code = args.code if target == "c0" else None
+    server = gateway_bench.start(target, [*wrapper, *command], env, log, code)
     pid = server.process.pid
     try:
         requests = build_requests(
-            server.url.removeprefix("http://"), 64, args.secret, signed=target == "c"
+            server.url.removeprefix("http://"), 64, args.secret, signed=target in ("c", "c0")
         )
         asyncio.run(drive(server.url, requests, args.warmup, args.connections))
         if args.profile:
             server.process.send_signal(signal.SIGUSR1)
             answered = asyncio.run(drive(server.url, requests, args.requests, args.connections))
             server.process.send_signal(signal.SIGUSR2)
-            while "profile written" not in (work / f"{target}.log").read_text():
+            while "profile written" not in log.read_text():
                 time.sleep(0.1)
             return {"requests": answered}
         subprocess.run(["callgrind_control", "-z", str(pid)], check=True, capture_output=True)
@@ -165,7 +171,7 @@ def measure(
         instructions = total_instructions(dumps[-1])
         if args.keep:
             args.keep.mkdir(parents=True, exist_ok=True)
-            shutil.copy(dumps[-1], args.keep / f"callgrind.{target}.out")
+            shutil.copy(dumps[-1], args.keep / f"callgrind.{target}.{pid}.out")
     finally:
         server.stop()
     return {
@@ -177,7 +183,10 @@ def measure(
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("targets", nargs="*", default=["a", "c"], choices=["a", "b", "c", "d"])
+    parser.add_argument(
+        "targets", nargs="*", default=["a", "c"], choices=["a", "b", "c", "c0", "d"]
+    )
+    parser.add_argument("--code-from", help="REV: the gateway measured as target c0")
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--warmup", type=int, default=1000)
     parser.add_argument("--connections", type=int, default=64)
@@ -195,9 +204,12 @@ def main() -> int:
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "BENCH_WEBHOOK_SECRET": args.secret, "PYTHONUNBUFFERED": "1"}
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)  # the config names the broker
-    results: dict[str, dict[str, float]] = {}
+    if "c0" in args.targets and not args.code_from:
+        raise SystemExit("instructions: target c0 needs --code-from REV")
+    results: dict[str, list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="hookstream-callgrind-") as tmp:
         work = Path(tmp)
+        args.code = code_tree(args.code_from, work)[0] if args.code_from else None
         (work / "bench.yaml").write_text(gateway_bench.bench_config(bootstrap, prefix, 0))
         args.naive_topic = f"{prefix}-naive"
         if "b" in args.targets:
@@ -205,8 +217,8 @@ def main() -> int:
                 gateway_bench.create_topic(bootstrap, args.naive_topic, 8)
             )
         for target in args.targets:
-            results[target] = measure(target, args, work, env, bootstrap)
-            print(f"instructions: ({target}) {results[target]}", flush=True)
+            results.setdefault(target, []).append(measure(target, args, work, env, bootstrap))
+            print(f"instructions: ({target}) {results[target][-1]}", flush=True)
     print(json.dumps(results))
     return 0
 

@@ -1,6 +1,6 @@
-"""Run a module's ``main`` under cProfile switched by signals: SIGUSR1 starts, SIGUSR2 stops and
-writes the profile to ``$PROFILE_OUT``. The target is a module or a script. For instructions.py's ``--profile``: the Python functions
-behind a fixed number of requests, without the server's start-up.
+"""Run a module or script under cProfile switched by signals: SIGUSR1 starts, SIGUSR2 stops
+and writes the profile to ``$PROFILE_OUT``. For instructions.py's ``--profile``: the Python
+functions behind a fixed number of requests, without the server's start-up.
 
     python bench/gateway/profiled.py streams.cli.main gateway -c bench.yaml
 """
