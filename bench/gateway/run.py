@@ -465,7 +465,7 @@ def main() -> int:
             "distinct_webhooks": args.distinct,
             "gateway_linger_ms": args.linger_ms,
         },
-        "targets": {k: LABELS[k] for k in LABELS if k in results},
+        "targets": {k: LABELS[k] for k in results},
         "rounds": results,
         "half_rate_c": half,
         "summary": summary,
@@ -510,6 +510,7 @@ def summarise(results: dict[str, list[dict[str, Any]]], half: dict[str, Any]) ->
             {
                 "c0_over_a": round(rate["c0"] / rate["a"], 3),
                 "cpu_a_over_c0": round(cpu["a"] / cpu["c0"], 3),
+                "c_over_c0": round(rate["c"] / rate["c0"], 3),
             }
             if "c0" in results
             else {}
@@ -567,7 +568,8 @@ def markdown(report: dict[str, Any]) -> str:
     )
     before = (
         f"""
-(c0) is the gateway as of {m["code_from"]}, run in the same rounds as (c): (c0)/(a) =
+(c0) is the gateway as of {m["code_from"]},
+run in the same rounds as (c): (c)/(c0) = {s["c_over_c0"]:.2f} for req/s; (c0)/(a) =
 {s["c0_over_a"]:.2f} for req/s, (a)/(c0) = {s["cpu_a_over_c0"]:.2f} for server CPU per request.
 """
         if "c0" in s["req_per_s"]
