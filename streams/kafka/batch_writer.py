@@ -54,7 +54,6 @@ log = logging.getLogger(__name__)
 _Entry = tuple[bytes, bytes | None, Headers, "asyncio.Future[RecordMetadata]"]
 # A batch with the producer: (its acknowledgement, the records in it, their timestamps in ms).
 _Batch = tuple["asyncio.Future[Any]", list[_Entry], list[int]]
-_new_tuple = tuple.__new__
 _HASH_CACHE_SIZE = 65536  # distinct keys whose murmur2 hash is kept (keys repeat: customers)
 
 
@@ -438,10 +437,11 @@ def _resolve(entries: list[_Entry], timestamps_ms: list[int], ack: asyncio.Futur
     # timestamp of -1 means CreateTime: the record's own (the producer's clock at append).
     # tuple.__new__: RecordMetadata's own __new__ is a Python call per record (220 ns, 100 ns
     # this way); every field given, in its order.
+    new_tuple = tuple.__new__
     for index, (_, _, _, waiter) in enumerate(entries):
         if not waiter.done():
             waiter.set_result(
-                _new_tuple(
+                new_tuple(
                     RecordMetadata,
                     (
                         topic,
