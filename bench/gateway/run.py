@@ -8,6 +8,8 @@ maximum rate for the latency target. Writes bench/results/gateway.json and gatew
 
 Targets (issue 3): (c) ≥ 0.6 x (a) req/s, (c) ≥ (b) req/s, and p99 ≤ 25 ms at half of (c)'s
 maximum rate. Run it with ``make bench-gateway`` (which starts a broker when none is given).
+With ``--code-from REV`` the gateway as of REV, (c0), runs beside (c) in the same rounds: the
+before and after of a change, measured on the same broker at the same moments.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ HERE = Path(__file__).resolve().parent
 RESULTS = REPO / "bench" / "results"
 NOTES = HERE / "NOTES.md"  # the profile, kept by hand, appended to gateway.md
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(HERE.parent / "http_servers"))
+
+from servers import code_tree  # noqa: E402  (bench/http_servers/servers.py)
 
 from streams.gateway.signatures import standard  # noqa: E402
 from tests.support.kafka import create_topic  # noqa: E402
@@ -49,6 +54,7 @@ LABELS = {
     "a": "bare aiohttp handler, 202",
     "b": "aiohttp + aiokafka send_and_wait (acks=all) per request",
     "c": "hookstream gateway: Standard Webhooks verification, CloudEvent, acks=all",
+    "c0": "the same gateway, the code before (--code-from)",
     "d": "bare handler on the gateway's HTTP layer (streams.http.protocol), 202: reference only",
 }
 
@@ -82,9 +88,17 @@ class Server:
             self.process.wait()
 
 
-def start(name: str, args: list[str], env: dict[str, str], log: Path) -> Server:
+def start(
+    name: str, args: list[str], env: dict[str, str], log: Path, code: Path | None = None
+) -> Server:
+    """Start a server and wait for its "listening on" line. ``code``: where hookstream's
+    packages are imported from (:func:`servers.code_tree`) instead of this work tree (first on
+    the path either way: an editable install may name another checkout)."""
+    env = {**env, "PYTHONPATH": str(code or REPO)}
     log_file = log.open("wb")
-    process = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+    process = subprocess.Popen(
+        args, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=code or REPO
+    )
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         match = _LISTENING.search(log.read_text(errors="replace"))
@@ -382,6 +396,7 @@ def main() -> int:
     parser.add_argument("--linger-ms", type=int, default=0)
     parser.add_argument("--distinct", type=int, default=64, help="distinct webhooks cycled")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--code-from", help="REV: its gateway measured too, as (c0)")
     args = parser.parse_args()
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if not bootstrap:
@@ -414,21 +429,22 @@ def main() -> int:
         config.write_text(bench_config(bootstrap, prefix, args.linger_ms))
         naive_topic = asyncio.run(create_topic(bootstrap, f"{prefix}-naive", 8))
         naive = [PY, str(HERE / "bare.py"), "--mode", "kafka", "--bootstrap", bootstrap]
+        gateway = [PY, "-m", "streams.cli.main", "gateway", "-c", str(config), "-l", "warn"]
         servers = {
             "a": start("a", [PY, str(HERE / "bare.py"), "--mode", "bare"], env, work / "a.log"),
             "b": start("b", [*naive, "--topic", naive_topic], env, work / "b.log"),
-            "c": start(
-                "c",
-                [PY, "-m", "streams.cli.main", "gateway", "-c", str(config), "-l", "warn"],
-                env,
-                work / "c.log",
-            ),
-            "d": start("d", [PY, str(HERE / "bare.py"), "--mode", "http1"], env, work / "d.log"),
         }
+        if args.code_from:
+            code, commit = code_tree(args.code_from, work)
+            info["code_from"] = f"{args.code_from} ({commit})"
+            servers["c0"] = start("c0", gateway, env, work / "c0.log", code)
+        servers["c"] = start("c", gateway, env, work / "c.log")
+        bare_http1 = [PY, str(HERE / "bare.py"), "--mode", "http1"]
+        servers["d"] = start("d", bare_http1, env, work / "d.log")
         brokers = broker_pids(bootstrap)
         try:
             results = alternate_rounds(
-                wrk, servers, lambda t: signed if t == "c" else plain, work, args, brokers
+                wrk, servers, lambda t: signed if t in ("c", "c0") else plain, work, args, brokers
             )
             max_c = statistics.median(r["req_per_s"] for r in results["c"])
             url = f"{servers['c'].url}/webhooks/bench"
@@ -449,7 +465,7 @@ def main() -> int:
             "distinct_webhooks": args.distinct,
             "gateway_linger_ms": args.linger_ms,
         },
-        "targets": {k: LABELS[k] for k in LABELS},
+        "targets": {k: LABELS[k] for k in results},
         "rounds": results,
         "half_rate_c": half,
         "summary": summary,
@@ -490,12 +506,23 @@ def summarise(results: dict[str, list[dict[str, Any]]], half: dict[str, Any]) ->
         "c_over_a": c_over_a,
         "c_over_b": c_over_b,
         "c_over_d": c_over_d,
+        **(
+            {
+                "c0_over_a": round(rate["c0"] / rate["a"], 3),
+                "cpu_a_over_c0": round(cpu["a"] / cpu["c0"], 3),
+                "c_over_c0": round(rate["c"] / rate["c0"], 3),
+            }
+            if "c0" in results
+            else {}
+        ),
         "half_rate_p99_ms": half["p99_ms"],
         "half_rate_p50_ms": half["p50_ms"],
         "half_rate_non_2xx": half["non_2xx"],
         "target_c_ge_0_6_a": c_over_a >= 0.6,
         "target_c_ge_b": c_over_b >= 1.0,
         "target_half_rate_p99_le_25ms": half["p99_ms"] <= 25.0,
+        "target_c_ge_a": c_over_a >= 1.0,
+        "target_half_rate_p99_le_10ms": half["p99_ms"] <= 10.0,
     }
 
 
@@ -513,7 +540,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"{s['p99_ms'][t]:.2f} | {s['non_2xx'][t]} | {s['cpu_us_per_req'][t]:.1f} | "
         f"{s['broker_cpu_us_per_req'][t]:.1f} | {s['loadgen_cpu_us_per_req'][t]:.1f} | "
         f"{s['machine_cpu_us_per_req'][t]:.1f} |"
-        for t in ("a", "b", "c", "d")
+        for t in report["targets"]
     )
     half_text = (
         f"p99 {s['half_rate_p99_ms']:.2f} ms at {half['req_per_s']:.0f} req/s "
@@ -529,15 +556,35 @@ def markdown(report: dict[str, Any]) -> str:
             f"{verdict(s['target_half_rate_p99_le_25ms'])} |",
         ]
     )
+    issue_16 = "\n".join(
+        [
+            f"| (c) >= 1.0 x (a), req/s | (c)/(a) = {s['c_over_a']:.2f} | "
+            f"{verdict(s['target_c_ge_a'])} |",
+            f"| (c) >= 1.0 x (a), server CPU per request | (a)/(c) = {s['cpu_a_over_c']:.2f} | "
+            f"{verdict(s['cpu_a_over_c'] >= 1.0)} |",
+            f"| p99 < 10 ms at half of (c)'s max rate | p99 {s['half_rate_p99_ms']:.2f} ms | "
+            f"{verdict(s['target_half_rate_p99_le_10ms'])} |",
+        ]
+    )
+    before = (
+        f"""
+(c0) is the gateway as of {m["code_from"]},
+run in the same rounds as (c): (c)/(c0) = {s["c_over_c0"]:.2f} for req/s; (c0)/(a) =
+{s["c0_over_a"]:.2f} for req/s, (a)/(c0) = {s["cpu_a_over_c0"]:.2f} for server CPU per request.
+"""
+        if "c0" in s["req_per_s"]
+        else ""
+    )
     return f"""# Gateway benchmark
 
 `make bench-gateway` (bench/gateway/run.py). Closed loop: {settings["load_generator"]},
 {settings["connections"]} connections, {settings["duration_s"]} s per round, {settings["rounds"]}
-rounds alternating a/b/c/d; figures are medians of the rounds. {settings["distinct_webhooks"]}
-distinct webhooks (ids and partition keys) of {settings["body_bytes"]} bytes, cycled. Every
-server is its own process, and so is the load generator; all share the machine's
-{m["cores"]} cores with the broker. The half-rate run paces 64 wrk connections with wrk's
-`delay` hook so that they offer half of (c)'s measured maximum.
+rounds alternating {"/".join(report["targets"])}; figures are medians of the rounds.
+{settings["distinct_webhooks"]} distinct webhooks (ids and partition keys) of
+{settings["body_bytes"]} bytes, cycled. Every server is its own process, and so is the load
+generator; all share the machine's {m["cores"]} cores with the broker. The half-rate run
+paces 64 wrk connections with wrk's `delay` hook so that they offer half of (c)'s measured
+maximum.
 
 | target | req/s | p50 ms | p99 ms | non-2xx | CPU µs/req: server | broker | load gen | sum |
 |---|---:|---:|---:|---:|---:|---:|---:|---:|
@@ -557,6 +604,10 @@ event-loop thread.
 |---|---|---|
 {targets}
 
+| target (issue 16) | figure | |
+|---|---|---|
+{issue_16}
+{before}
 (d) is not one of issue 3's targets. It is the same bare handler as (a), served by the HTTP
 layer the gateway runs on (`streams/http/`) instead of aiohttp's: what the gateway's own
 stack allows before any webhook work. (c)/(d) = {s["c_over_d"]:.2f}.

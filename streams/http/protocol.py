@@ -259,7 +259,10 @@ class Connection(asyncio.Protocol):
                 )
             )
             raise _Stop
-        self._headers.append((name.decode("latin-1"), header_text(value)))
+        try:  # UTF-8 (what senders sign), else ISO-8859-1: inline, a call costs more
+            self._headers.append((name.decode("latin-1"), value.decode()))
+        except UnicodeDecodeError:
+            self._headers.append((name.decode("latin-1"), header_text(value)))
 
     def on_headers_complete(self) -> None:
         parser = self._parser

@@ -431,19 +431,26 @@ def _resolve(entries: list[_Entry], timestamps_ms: list[int], ack: asyncio.Futur
         _fail(entries, _as_hookstream_error(error, len(entries)))
         return
     batch: RecordMetadata = ack.result()
-    tp = TopicPartition(batch.topic, batch.partition)
+    topic, partition, _, base, timestamp, timestamp_type, log_start = batch
+    tp = TopicPartition(topic, partition)
     # The broker reports the batch's base offset; record i of the batch is at base + i. A
     # timestamp of -1 means CreateTime: the record's own (the producer's clock at append).
+    # tuple.__new__: RecordMetadata's own __new__ is a Python call per record (220 ns, 100 ns
+    # this way); every field given, in its order.
+    new_tuple = tuple.__new__
     for index, (_, _, _, waiter) in enumerate(entries):
         if not waiter.done():
             waiter.set_result(
-                RecordMetadata(
-                    batch.topic,
-                    batch.partition,
-                    tp,
-                    batch.offset + index,
-                    timestamps_ms[index] if batch.timestamp == -1 else batch.timestamp,
-                    batch.timestamp_type,
-                    batch.log_start_offset,
+                new_tuple(
+                    RecordMetadata,
+                    (
+                        topic,
+                        partition,
+                        tp,
+                        base + index,
+                        timestamps_ms[index] if timestamp == -1 else timestamp,
+                        timestamp_type,
+                        log_start,
+                    ),
                 )
             )

@@ -99,15 +99,22 @@ def verify(
     config: SignatureConfig, headers: Mapping[str, str], body: bytes, now_s: float | None
 ) -> None:
     keys = _keys(config)
-    id_name, msg_id = _header(headers, ID_HEADER)
+    # webhook-* as named, else svix-* (_header): the common case without a call per header.
+    id_name, msg_id = ID_HEADER, headers.get(ID_HEADER)
+    if msg_id is None:
+        id_name, msg_id = _header(headers, ID_HEADER)
     if not msg_id or not msg_id.strip():
         raise SignatureError(f"missing header {id_name}", code="missing_webhook_id")
-    ts_name, raw_ts = _header(headers, TIMESTAMP_HEADER)
+    ts_name, raw_ts = TIMESTAMP_HEADER, headers.get(TIMESTAMP_HEADER)
+    if raw_ts is None:
+        ts_name, raw_ts = _header(headers, TIMESTAMP_HEADER)
     if raw_ts is None:
         raise SignatureError(f"missing header {ts_name}", code="missing_timestamp")
     timestamp = parse_timestamp(raw_ts, ts_name)
     check_window(timestamp, ts_name, config.tolerance_s, now_s)
-    sig_name, raw_sig = _header(headers, SIGNATURE_HEADER)
+    sig_name, raw_sig = SIGNATURE_HEADER, headers.get(SIGNATURE_HEADER)
+    if raw_sig is None:
+        sig_name, raw_sig = _header(headers, SIGNATURE_HEADER)
     if raw_sig is None or not raw_sig.strip():
         raise SignatureError(f"missing header {sig_name}", code="missing_signature")
     candidates = _candidates(raw_sig, sig_name)
