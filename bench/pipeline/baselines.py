@@ -2,7 +2,11 @@
 time is its own (read by the benchmark from /proc/<pid>/stat).
 
 ``faust PREFIX BOOTSTRAP``: a Faust app with two pass-through agents, events → enriched →
-results (raw bytes, awaited ``send`` per record as an agent usually writes).
+results (raw bytes, awaited ``send`` per record as an agent usually writes), on asyncio's
+default loop, as ``faust worker`` runs by default.
+``faust-uvloop PREFIX BOOTSTRAP``: the same app on uvloop (``faust worker --loop uvloop``: the
+policy set before the app exists, so that the consumer thread's loop is uvloop's too), as
+hookstream's worker runs.
 ``aiokafka PREFIX BOOTSTRAP``: the same two hops as plain aiokafka consume → produce loops
 (``getmany``, every record of a batch sent, the batch's acks awaited, the offsets committed).
 ``put PREFIX BOOTSTRAP CRM_URL``: the sink's floor: consume results, PUT each to the CRM (a
@@ -26,7 +30,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 PARTITIONS = 8
 
 
-def faust_app(prefix: str, bootstrap: str) -> None:
+def faust_app(prefix: str, bootstrap: str, *, uvloop: bool = False) -> None:
+    if uvloop:
+        import mode.loop
+
+        mode.loop.use("uvloop")
     import faust
 
     app = faust.App(
@@ -118,6 +126,8 @@ def main() -> None:
     mode, prefix, bootstrap = sys.argv[1:4]
     if mode == "faust":
         faust_app(prefix, bootstrap)
+    elif mode == "faust-uvloop":
+        faust_app(prefix, bootstrap, uvloop=True)
     elif mode == "aiokafka":
         asyncio.run(aiokafka_loop(prefix, bootstrap))
     elif mode == "put":
