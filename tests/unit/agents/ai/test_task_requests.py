@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from agents.ai import provider as provider_module
 from agents.ai.breaker import CircuitBreaker
 from agents.ai.budget import RateBudget
 from agents.ai.provider import ChatRequest, Completion
@@ -81,7 +80,7 @@ async def test_the_cache_key_looked_up_is_the_one_written_and_hashed_once(
         hashed.append(data)
         return real(data)
 
-    monkeypatch.setattr(provider_module.hashlib, "sha256", counting_sha256)
+    monkeypatch.setattr(hashlib, "sha256", counting_sha256)  # the provider module's too
     ai, cache, event = task("{{ data.text }}", Client()), EmptyCache(), enriched()
     requests = ai.requests_for(event)
     assert ai.cached(event, cache, requests) is None
