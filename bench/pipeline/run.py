@@ -13,10 +13,11 @@ Each run pre-loads E events (8 partitions, 1,000 keys) and starts one consumer p
   simulator, which accepts at once);
 - ``put``: a bare aiokafka consume + aiohttp PUT loop on the same results.
 
-The process's own CPU time (utime + stime from /proc/<pid>/stat) and its output count are
-sampled every 0.25 s; CPU per event and events/s come from the first sample with output to the
-last (start-up excluded). Ratios are taken within a repetition, then the medians over the
-repetitions are reported. Writes bench/results/pipeline.json and pipeline.md.
+The process's own CPU time (utime + stime from /proc/<pid>/stat; stime, the kernel's part,
+reported as a share) and its output count are sampled every 0.25 s; CPU per event and events/s
+come from the first sample with output to the last (start-up excluded). Ratios are taken
+within a repetition, then the medians over the repetitions are reported. Writes
+bench/results/pipeline.json and pipeline.md.
 
 Usage: python bench/pipeline/run.py [--events 20000] [--repeat 3] [--profile-s 0]
 [--code-from REV] (with ``--profile-s S`` and py-spy on PATH, the first worker run is also
@@ -79,10 +80,11 @@ BEFORE_RUNS = ("worker_before", "worker_lookup_before", "sinks_before")
 SINK_RUNS = ("sinks_before", "sinks", "put")
 
 
-def cpu_s(pid: int) -> float:
-    """utime + stime of ``pid``, seconds (fields 14 and 15 of /proc/<pid>/stat)."""
+def user_system_s(pid: int) -> tuple[float, float]:
+    """(utime, stime) of ``pid``, seconds: the interpreter's own work, and the kernel's for it
+    (system calls: socket reads and writes, over loopback also the receiving side's TCP work)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK_S
+    return int(fields[11]) / TICK_S, int(fields[12]) / TICK_S
 
 
 def config(lookup: bool) -> dict[str, Any]:
@@ -208,13 +210,14 @@ async def measure(
 ) -> dict[str, Any]:
     """Sample (wall, cpu, progress) until ``events`` are through; the figures between the
     first sample with output and the last (the process's start-up left out)."""
-    first: tuple[float, float, float] | None = None
+    first: tuple[float, float, float, float] | None = None
     deadline = time.monotonic() + timeout_s
     while True:
         done = await count()
-        now, cpu = time.monotonic(), cpu_s(pid)
+        now, (user, system) = time.monotonic(), user_system_s(pid)
+        cpu = user + system
         if first is None and done > 0:
-            first = (now, cpu, done)
+            first = (now, cpu, done, system)
         if done >= events and first is not None:
             break
         if now > deadline:
@@ -227,6 +230,7 @@ async def measure(
         "events_per_s": round(counted / max(wall_s, 1e-3), 1),
         "cpu_us_per_event": round(used_s / counted * 1e6, 1),
         "cpu_share": round(used_s / max(wall_s, 1e-3), 2),
+        "system_share": round((system - first[3]) / max(used_s, 1e-6), 2),
     }
 
 
@@ -521,7 +525,7 @@ def render_sinks(report: dict[str, Any]) -> str:
     names = [name for name in SINK_RUNS if name in med]
     rows = [
         f"| {LABELS[name]} | {med[name]['events_per_s']:,} | {med[name]['cpu_us_per_event']:,} "
-        f"| {med[name]['cpu_share']} |"
+        f"| {med[name]['cpu_share']} | {med[name].get('system_share', '-')} |"
         for name in names
     ]
     before = f" (the code before: {s['code_from']})" if "code_from" in s else ""
@@ -536,8 +540,8 @@ def render_sinks(report: dict[str, Any]) -> str:
             f"Python {s['python']}. CPU is the measured process's own (utime + stime), from its "
             "first output to its last.",
             "",
-            "| run | events/s | CPU per event (µs) | cores busy |",
-            "|---|---:|---:|---:|",
+            "| run | events/s | CPU per event (µs) | cores busy | share of the CPU in the kernel |",
+            "|---|---:|---:|---:|---:|",
             *rows,
             "",
             "Ratios of CPU per event (medians of each repetition's ratio):",
@@ -553,7 +557,7 @@ def render(report: dict[str, Any]) -> str:
     names = [name for name in (*BEFORE_RUNS, *RUNS) if name in med]
     rows = [
         f"| {LABELS[name]} | {med[name]['events_per_s']:,} | {med[name]['cpu_us_per_event']:,} "
-        f"| {med[name]['cpu_share']} |"
+        f"| {med[name]['cpu_share']} | {med[name].get('system_share', '-')} |"
         for name in names
     ]
     r = med["ratios"]
@@ -580,8 +584,8 @@ def render(report: dict[str, Any]) -> str:
             "measured process's own (utime + stime), from its first output to its last.",
             *(["", f"Runs: {s['note']}."] if "note" in s else []),
             "",
-            "| run | events/s | CPU per event (µs) | cores busy |",
-            "|---|---:|---:|---:|",
+            "| run | events/s | CPU per event (µs) | cores busy | share of the CPU in the kernel |",
+            "|---|---:|---:|---:|---:|",
             *rows,
             "",
             "Ratios of CPU per event (medians of each repetition's ratio):",
