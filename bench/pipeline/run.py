@@ -562,8 +562,8 @@ def render(report: dict[str, Any]) -> str:
     ]
     r = med["ratios"]
     before = [
-        f"- {LABELS[name.removesuffix('_before')]}: this code / the code before "
-        f"({s['code_from']}): **{r[name.removesuffix('_before') + '_vs_' + name]}x**"
+        f"- {LABELS[name.removesuffix('_before')]}: this code / the code before, "
+        f"{s['code_from']}: **{r[name.removesuffix('_before') + '_vs_' + name]}x**"
         for name in BEFORE_RUNS
         if name in med
     ]
