@@ -33,6 +33,10 @@ class ChatRequest:
     max_tokens: int
     # Extra turns after the prompt: (role, text), e.g. a re-ask after an invalid answer.
     followups: tuple[tuple[str, str], ...] = field(default=())
+    # cache_key's answers by provider: the stage looks the answer up before the call and
+    # writes it under the same key after, one sha256 for both (a copy made with
+    # dataclasses.replace starts empty: its model may differ).
+    _keys: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def estimated_tokens(self) -> int:
         """Prompt tokens (chars / 4) plus the completion allowance, as providers count TPM."""
@@ -40,7 +44,11 @@ class ChatRequest:
         return chars // CHARS_PER_TOKEN + 1 + self.max_tokens
 
     def cache_key(self, provider: str) -> str:
-        """Identity of the request for the answer cache: provider, model, prompt, parameters."""
+        """Identity of the request for the answer cache: provider, model, prompt, parameters
+        (not the follow-up turns: a re-asked request's answer is cached under the first's)."""
+        known = self._keys.get(provider)
+        if known is not None:
+            return known
         canonical = orjson.dumps(
             [
                 provider,
@@ -53,7 +61,8 @@ class ChatRequest:
             ],
             option=orjson.OPT_SORT_KEYS,
         )
-        return hashlib.sha256(canonical).hexdigest()
+        key = self._keys[provider] = hashlib.sha256(canonical).hexdigest()
+        return key
 
     def reask(self, answer: str, problems: str) -> ChatRequest:
         """The same request, continued with the invalid answer and what is wrong with it."""

@@ -205,6 +205,11 @@ class AITask:
             self.chain.append(Target(runtime, fallback.model or runtime.config.model, False))
         self.system = templates.parse(ai.system)
         self.prompt = templates.parse(ai.prompt)
+        # Dumping the event is the costly part of the render context: done only for a flow
+        # whose templates read ``event``.
+        self._reads_event = "event" in self.system.roots | self.prompt.roots
+        # A step's task is named <flow>.<step>; a schema name is [A-Za-z0-9_-] only.
+        self._schema_name = self.flow.name.replace("-", "_").replace(".", "_")
         self.output_model = compile_schema(self.flow.name, ai.output)
         self.policy = RetryPolicy(
             max_attempts=ai.max_attempts,
@@ -231,17 +236,17 @@ class AITask:
     ) -> ChatRequest:
         """``steps``: a multi-step flow's earlier answers by step name (``steps.<name>``)."""
         context: dict[str, Any] = {
-            "event": enriched.event.model_dump(mode="json"),
             "data": enriched.event.data,
             "enrichment": enriched.enrichment,
             "steps": steps or {},
         }
+        if self._reads_event:
+            context["event"] = enriched.event.model_dump(mode="json")
         return ChatRequest(
             model=model or self.chain[0].model,
             system=templates.render_text(self.system, context),
             prompt=templates.render_text(self.prompt, context),
-            # A step's task is named <flow>.<step>; a schema name is [A-Za-z0-9_-] only.
-            schema_name=self.flow.name.replace("-", "_").replace(".", "_"),
+            schema_name=self._schema_name,
             schema=self.flow.ai.output,
             temperature=self.flow.ai.temperature,
             max_tokens=self.flow.ai.max_tokens,

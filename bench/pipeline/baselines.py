@@ -2,12 +2,16 @@
 time is its own (read by the benchmark from /proc/<pid>/stat).
 
 ``faust PREFIX BOOTSTRAP``: a Faust app with two pass-through agents, events → enriched →
-results (raw bytes, awaited ``send`` per record as an agent usually writes).
+results (raw bytes, awaited ``send`` per record as an agent usually writes), on asyncio's
+default loop, as ``faust worker`` runs by default.
+``faust-uvloop PREFIX BOOTSTRAP``: the same app on uvloop (``faust worker --loop uvloop``: the
+policy set before the app exists, so that the consumer thread's loop is uvloop's too), as
+hookstream's worker runs.
 ``aiokafka PREFIX BOOTSTRAP``: the same two hops as plain aiokafka consume → produce loops
 (``getmany``, every record of a batch sent, the batch's acks awaited, the offsets committed).
 ``put PREFIX BOOTSTRAP CRM_URL``: the sink's floor: consume results, PUT each to the CRM (a
 batch's PUTs concurrently), commit.
-``faust_put PREFIX BOOTSTRAP CRM_URL``: the same PUTs from a bare Faust agent (64 concurrent
+``faust-put PREFIX BOOTSTRAP CRM_URL``: the same PUTs from a bare Faust agent (64 concurrent
 actors, Faust acking): what Faust's consume path adds to that floor, before any of hookstream's.
 
 Every producer is ``acks=all`` and idempotent, as hookstream's are. Each runs until stopped.
@@ -51,7 +55,11 @@ def _run_faust(app: Any) -> None:
     faust.Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
 
 
-def faust_app(prefix: str, bootstrap: str) -> None:
+def faust_app(prefix: str, bootstrap: str, *, uvloop: bool = False) -> None:
+    if uvloop:
+        import mode.loop
+
+        mode.loop.use("uvloop")
     app = _faust(prefix, bootstrap, "bare-faust")
     raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
     events = app.topic(f"{prefix}.events", key_type=bytes, value_type=bytes, **raw)
@@ -155,11 +163,13 @@ def main() -> None:
     mode, prefix, bootstrap = sys.argv[1:4]
     if mode == "faust":
         faust_app(prefix, bootstrap)
+    elif mode == "faust-uvloop":
+        faust_app(prefix, bootstrap, uvloop=True)
     elif mode == "aiokafka":
         asyncio.run(aiokafka_loop(prefix, bootstrap))
     elif mode == "put":
         asyncio.run(put_loop(prefix, bootstrap, sys.argv[4]))
-    elif mode == "faust_put":
+    elif mode == "faust-put":
         faust_put(prefix, bootstrap, sys.argv[4])
     else:
         raise SystemExit(f"unknown mode {mode!r}")

@@ -5,21 +5,28 @@ Each run pre-loads E events (8 partitions, 1,000 keys) and starts one consumer p
 - ``worker``: ``hookstream worker``, events → enriched → results, the model played by the AI
   simulator answering at once, flow ``max_concurrency`` 256;
 - ``worker_lookup``: the same with one HTTP enrichment lookup (the CRM simulator);
-- ``faust``: a bare Faust app, two pass-through agents over the same two hops;
+- ``faust``: a bare Faust app, two pass-through agents over the same two hops, on asyncio's
+  default loop (Faust's own default);
+- ``faust_uvloop``: the same app on uvloop, the loop hookstream's worker and sinks run on;
 - ``aiokafka``: a bare aiokafka consume → produce loop over the same two hops;
 - ``sinks``: ``hookstream sinks`` on the worker's results, one HTTP sink (PUT to the CRM
   simulator, which accepts at once);
 - ``put``: a bare aiokafka consume + aiohttp PUT loop on the same results;
 - ``faust_put`` (``--only sinks``): the same PUTs from a bare Faust agent (Faust's floor).
 
-The process's own CPU time (utime + stime from /proc/<pid>/stat) and its output count are
-sampled every 0.25 s; CPU per event and events/s come from the first sample with output to the
-last (start-up excluded). Ratios are taken within a repetition, then the medians over the
-repetitions are reported. Writes bench/results/pipeline.json and pipeline.md.
+The process's own CPU time (utime + stime from /proc/<pid>/stat; stime, the kernel's part,
+reported as a share) and its output count are sampled every 0.25 s; CPU per event and events/s
+come from the first sample with output to the last (start-up excluded). Ratios are taken
+within a repetition, then the medians over the repetitions are reported. Writes
+bench/results/pipeline.json and pipeline.md.
 
 Usage: python bench/pipeline/run.py [--events 20000] [--repeat 3] [--profile-s 0]
-(with ``--profile-s S`` and py-spy on PATH, the first worker run is also sampled for S seconds
-its samples written to bench/results/<name>-profile.raw, collapsed stacks).
+[--code-from REV] (with ``--profile-s S`` and py-spy on PATH, the first worker run is also
+sampled for S seconds, its samples written to bench/results/<name>-profile.raw, collapsed
+stacks). With ``--code-from REV``, REV's worker (with and without the lookup) and sinks are
+measured in every repetition too, each right before this code's (``worker_before``,
+``worker_lookup_before``, ``sinks_before``; the first repetition's ``worker_before`` profiled to
+``<name>-profile-before.raw``).
 
 ``--only sinks`` runs the sinks pair alone (a few minutes instead of ~15): the results topic is
 pre-loaded with AI results (the worker's output, written directly), then ``sinks``,
@@ -70,14 +77,16 @@ PARTITIONS, KEYS, N = 8, 1000, 256
 ROLES = ("events", "enriched", "results", "dlq", "receipts")
 HOPS = ("enriched", "results")
 TICK_S = os.sysconf("SC_CLK_TCK")
-RUNS = ("worker", "worker_lookup", "faust", "aiokafka", "sinks", "put")
+RUNS = ("worker", "worker_lookup", "faust", "faust_uvloop", "aiokafka", "sinks", "put")
+BEFORE_RUNS = ("worker_before", "worker_lookup_before", "sinks_before")
 SINK_RUNS = ("sinks_before", "sinks", "faust_put", "put")
 
 
-def cpu_s(pid: int) -> float:
-    """utime + stime of ``pid``, seconds (fields 14 and 15 of /proc/<pid>/stat)."""
+def user_system_s(pid: int) -> tuple[float, float]:
+    """(utime, stime) of ``pid``, seconds: the interpreter's own work, and the kernel's for it
+    (system calls: socket reads and writes, over loopback also the receiving side's TCP work)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK_S
+    return int(fields[11]) / TICK_S, int(fields[12]) / TICK_S
 
 
 def config(lookup: bool) -> dict[str, Any]:
@@ -203,13 +212,14 @@ async def measure(
 ) -> dict[str, Any]:
     """Sample (wall, cpu, progress) until ``events`` are through; the figures between the
     first sample with output and the last (the process's start-up left out)."""
-    first: tuple[float, float, float] | None = None
+    first: tuple[float, float, float, float] | None = None
     deadline = time.monotonic() + timeout_s
     while True:
         done = await count()
-        now, cpu = time.monotonic(), cpu_s(pid)
+        now, (user, system) = time.monotonic(), user_system_s(pid)
+        cpu = user + system
         if first is None and done > 0:
-            first = (now, cpu, done)
+            first = (now, cpu, done, system)
         if done >= events and first is not None:
             break
         if now > deadline:
@@ -222,6 +232,7 @@ async def measure(
         "events_per_s": round(counted / max(wall_s, 1e-3), 1),
         "cpu_us_per_event": round(used_s / counted * 1e6, 1),
         "cpu_share": round(used_s / max(wall_s, 1e-3), 2),
+        "system_share": round((system - first[3]) / max(used_s, 1e-6), 2),
     }
 
 
@@ -313,7 +324,7 @@ class Bench:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             str(Path(__file__).with_name("baselines.py")),
-            mode,
+            mode.replace("_", "-"),
             prefix,
             self.bootstrap,
             self.crm_url,
@@ -341,30 +352,46 @@ class Bench:
         self._sessions.append(session)
         return count
 
-    async def repetition(self, profile_s: float) -> dict[str, Any]:
+    async def repetition(self, profile_s: float, before: Path | None) -> dict[str, Any]:
+        """Every run once; with ``before``, that code's worker, worker with a lookup and sinks
+        each right before this code's (the sinks read the results of their own code's worker)."""
         out: dict[str, Any] = {}
+        codes: list[tuple[str, Path | None]] = [("", None)]
+        if before is not None:
+            codes.insert(0, ("_before", before))
+        sink_prefixes: dict[str, str] = {}
         for lookup in (False, True):
-            name = "worker_lookup" if lookup else "worker"
-            prefix = f"p{uuid.uuid4().hex[:8]}"
-            await preload(self.bootstrap, prefix, self.events)
-            print(f"{name} ...", flush=True)
-            count = self.progress(prefix)
-            measured, proc = await self.hookstream(
-                "worker", prefix, lookup, count, 0.0 if lookup else profile_s
-            )
-            out[name] = measured
-            await proc.stop()
-            if not lookup:
-                sink_prefix = prefix  # the sinks read this run's results
-        for mode in ("faust", "aiokafka"):
+            for suffix, code in codes:
+                name = ("worker_lookup" if lookup else "worker") + suffix
+                prefix = f"p{uuid.uuid4().hex[:8]}"
+                await preload(self.bootstrap, prefix, self.events)
+                print(f"{name} ...", flush=True)
+                measured, proc = await self.hookstream(
+                    "worker",
+                    prefix,
+                    lookup,
+                    self.progress(prefix),
+                    0.0 if lookup else profile_s,
+                    code,
+                    "profile" + suffix.replace("_", "-"),
+                )
+                out[name] = measured
+                await proc.stop()
+                if not lookup:
+                    sink_prefixes[suffix] = prefix  # the sinks read this run's results
+        for mode in ("faust", "faust_uvloop", "aiokafka"):
             prefix = f"p{uuid.uuid4().hex[:8]}"
             await preload(self.bootstrap, prefix, self.events)
             print(f"{mode} ...", flush=True)
             out[mode] = await self.baseline(mode, prefix, self.progress(prefix))
-        print("sinks ...", flush=True)
-        measured, proc = await self.hookstream("sinks", sink_prefix, False, await self.crm_count())
-        out["sinks"] = measured
-        await proc.stop()
+        for suffix, code in codes:
+            print(f"sinks{suffix} ...", flush=True)
+            measured, proc = await self.hookstream(
+                "sinks", sink_prefixes[suffix], False, await self.crm_count(), code=code
+            )
+            out["sinks" + suffix] = measured
+            await proc.stop()
+        sink_prefix = sink_prefixes[""]
         print("put ...", flush=True)
         out["put"] = await self.baseline("put", sink_prefix, await self.crm_count())
         for session in self._sessions:
@@ -454,15 +481,26 @@ def sink_ratios(rep: dict[str, Any]) -> dict[str, float]:
 
 
 def ratios(rep: dict[str, Any]) -> dict[str, float]:
-    cpu = {name: rep[name]["cpu_us_per_event"] for name in RUNS}
-    return {
+    cpu = {name: rep[name]["cpu_us_per_event"] for name in (*RUNS, *BEFORE_RUNS) if name in rep}
+    out = {
         "worker_vs_faust": round(cpu["worker"] / cpu["faust"], 2),
+        "worker_vs_faust_uvloop": round(cpu["worker"] / cpu["faust_uvloop"], 2),
         "worker_vs_aiokafka": round(cpu["worker"] / cpu["aiokafka"], 1),
         "worker_lookup_vs_faust": round(cpu["worker_lookup"] / cpu["faust"], 2),
+        "worker_lookup_vs_faust_uvloop": round(cpu["worker_lookup"] / cpu["faust_uvloop"], 2),
         "worker_lookup_vs_aiokafka": round(cpu["worker_lookup"] / cpu["aiokafka"], 1),
         "faust_vs_aiokafka": round(cpu["faust"] / cpu["aiokafka"], 1),
+        "faust_uvloop_vs_faust": round(cpu["faust_uvloop"] / cpu["faust"], 2),
         "sinks_vs_put": round(cpu["sinks"] / cpu["put"], 2),
     }
+    for name in BEFORE_RUNS:
+        if name in cpu:
+            now = name.removesuffix("_before")
+            out[f"{now}_vs_{name}"] = round(cpu[now] / cpu[name], 2)
+    if "worker_before" in cpu:
+        out["worker_before_vs_faust"] = round(cpu["worker_before"] / cpu["faust"], 2)
+        out["sinks_before_vs_put"] = round(cpu["sinks_before"] / cpu["put"], 2)
+    return out
 
 
 def median_of(reps: list[dict[str, Any]], path: tuple[str, ...]) -> float:
@@ -478,12 +516,15 @@ def median_of(reps: list[dict[str, Any]], path: tuple[str, ...]) -> float:
 LABELS = {
     "worker": "hookstream worker, no lookup",
     "worker_lookup": "hookstream worker, one HTTP lookup",
-    "faust": "bare Faust app, two pass-through agents",
+    "faust": "bare Faust app, two pass-through agents (asyncio's loop, Faust's default)",
+    "faust_uvloop": "bare Faust app, two pass-through agents, on uvloop",
     "aiokafka": "bare aiokafka consume → produce loop, same two hops",
     "sinks": "hookstream sinks, one HTTP sink (PUT)",
     "put": "bare aiokafka consume + aiohttp PUT loop",
     "sinks_before": "hookstream sinks, the code before (--code-from)",
     "faust_put": "bare Faust agent, the same PUT (64 concurrent actors)",
+    "worker_before": "hookstream worker, no lookup, the code before (--code-from)",
+    "worker_lookup_before": "hookstream worker, one HTTP lookup, the code before (--code-from)",
 }
 
 
@@ -492,7 +533,7 @@ def render_sinks(report: dict[str, Any]) -> str:
     names = [name for name in SINK_RUNS if name in med]
     rows = [
         f"| {LABELS[name]} | {med[name]['events_per_s']:,} | {med[name]['cpu_us_per_event']:,} "
-        f"| {med[name]['cpu_share']} |"
+        f"| {med[name]['cpu_share']} | {med[name].get('system_share', '-')} |"
         for name in names
     ]
     before = f" (the code before: {s['code_from']})" if "code_from" in s else ""
@@ -507,8 +548,8 @@ def render_sinks(report: dict[str, Any]) -> str:
             f"Python {s['python']}. CPU is the measured process's own (utime + stime), from its "
             "first output to its last.",
             "",
-            "| run | events/s | CPU per event (µs) | cores busy |",
-            "|---|---:|---:|---:|",
+            "| run | events/s | CPU per event (µs) | cores busy | share of the CPU in the kernel |",
+            "|---|---:|---:|---:|---:|",
             *rows,
             "",
             "Ratios of CPU per event (medians of each repetition's ratio):",
@@ -521,12 +562,24 @@ def render_sinks(report: dict[str, Any]) -> str:
 
 def render(report: dict[str, Any]) -> str:
     s, med = report["setup"], report["median"]
+    names = [name for name in (*BEFORE_RUNS, *RUNS) if name in med]
     rows = [
         f"| {LABELS[name]} | {med[name]['events_per_s']:,} | {med[name]['cpu_us_per_event']:,} "
-        f"| {med[name]['cpu_share']} |"
-        for name in RUNS
+        f"| {med[name]['cpu_share']} | {med[name].get('system_share', '-')} |"
+        for name in names
     ]
     r = med["ratios"]
+    before = [
+        f"- {LABELS[name.removesuffix('_before')]}: this code / the code before, "
+        f"{s['code_from']}: **{r[name.removesuffix('_before') + '_vs_' + name]}x**"
+        for name in BEFORE_RUNS
+        if name in med
+    ]
+    if "worker_before" in med:
+        before += [
+            f"- the code before: worker / bare Faust {r['worker_before_vs_faust']}x, sinks / "
+            f"bare consume + PUT loop {r['sinks_before_vs_put']}x"
+        ]
     return "\n".join(
         [
             "# Pipeline benchmark: CPU per event",
@@ -539,18 +592,23 @@ def render(report: dict[str, Any]) -> str:
             "measured process's own (utime + stime), from its first output to its last.",
             *(["", f"Runs: {s['note']}."] if "note" in s else []),
             "",
-            "| run | events/s | CPU per event (µs) | cores busy |",
-            "|---|---:|---:|---:|",
+            "| run | events/s | CPU per event (µs) | cores busy | share of the CPU in the kernel |",
+            "|---|---:|---:|---:|---:|",
             *rows,
             "",
             "Ratios of CPU per event (medians of each repetition's ratio):",
             "",
-            f"- worker / bare Faust: **{r['worker_vs_faust']}x** (target ≤ 1.5x); / bare "
-            f"aiokafka loop: {r['worker_vs_aiokafka']}x",
-            f"- worker with a lookup / bare Faust: {r['worker_lookup_vs_faust']}x; / bare "
-            f"aiokafka loop: {r['worker_lookup_vs_aiokafka']}x",
-            f"- bare Faust / bare aiokafka loop: {r['faust_vs_aiokafka']}x",
+            f"- worker / bare Faust on asyncio's loop (Faust's default): "
+            f"**{r['worker_vs_faust']}x** (target ≤ 1.5x); / bare Faust on uvloop (the loop the "
+            f"worker runs on): **{r['worker_vs_faust_uvloop']}x**; / bare aiokafka loop: "
+            f"{r['worker_vs_aiokafka']}x",
+            f"- worker with a lookup / bare Faust: {r['worker_lookup_vs_faust']}x; / bare Faust "
+            f"on uvloop: {r['worker_lookup_vs_faust_uvloop']}x; / bare aiokafka loop: "
+            f"{r['worker_lookup_vs_aiokafka']}x",
+            f"- bare Faust / bare aiokafka loop: {r['faust_vs_aiokafka']}x; bare Faust on uvloop "
+            f"/ on asyncio's loop: {r['faust_uvloop_vs_faust']}x",
             f"- sinks / bare consume + PUT loop: **{r['sinks_vs_put']}x** (target ≤ 1.5x)",
+            *before,
             "",
         ]
     )
@@ -563,11 +621,14 @@ async def main() -> int:
     parser.add_argument("--profile-s", type=float, default=0.0)
     parser.add_argument("--name", default=None)
     parser.add_argument("--only", choices=["sinks"], default=None)
-    parser.add_argument("--code-from", default=None, help="with --only sinks: REV measured too")
+    parser.add_argument(
+        "--code-from", default=None, help="REV's worker and sinks measured too, interleaved"
+    )
+    parser.add_argument("--note", default=None, help="a sentence on how the runs were made")
     args = parser.parse_args()
     sinks_only = args.only == "sinks"
     args.name = args.name or ("pipeline-sinks" if sinks_only else "pipeline")
-    runs = SINK_RUNS if sinks_only else RUNS
+    runs = SINK_RUNS if sinks_only else (*BEFORE_RUNS, *RUNS)
     bootstrap = os.environ["KAFKA_BOOTSTRAP_SERVERS"]
     if args.profile_s and shutil.which("py-spy") is None:
         raise SystemExit("bench: --profile-s needs py-spy on PATH")
@@ -584,7 +645,7 @@ async def main() -> int:
                         rep = await bench.sinks_repetition(profile_s, before)
                         rep["ratios"] = sink_ratios(rep)
                     else:
-                        rep = await bench.repetition(profile_s)
+                        rep = await bench.repetition(profile_s, before)
                         rep["ratios"] = ratios(rep)
                     print(f"  ratios: {rep['ratios']}", flush=True)
                     reps.append(rep)
@@ -604,6 +665,7 @@ async def main() -> int:
             "python": platform.python_version(),
             "max_concurrency": N,
             **({"code_from": f"{args.code_from} ({commit})"} if commit else {}),
+            **({"note": args.note} if args.note else {}),
         },
         "median": median,
         "repetitions": reps,

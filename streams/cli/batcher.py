@@ -17,6 +17,7 @@ from aiokafka.errors import KafkaError
 
 from schemas.config import HookstreamConfig
 from schemas.errors import BrokerUnavailable, Fenced, RemoteError, ToolError, UnknownTopic
+from streams.cli import loops
 from streams.cli.exits import EXIT_NO_TOPIC, EXIT_OK, EXIT_REPLACED, EXIT_UNAVAILABLE, fail
 from streams.http.ports import port_type
 
@@ -51,7 +52,7 @@ def add_command(
 def cmd_batcher(args: argparse.Namespace, load: Callable[[str], HookstreamConfig]) -> int:
     config = load(args.config)
     try:
-        return asyncio.run(_run(config, args))
+        return loops.run(_run(config, args))  # uvloop where installed
     except (BrokerUnavailable, KafkaError) as exc:
         return fail(f"batcher: Kafka: {exc} — check kafka.bootstrap_servers", EXIT_UNAVAILABLE)
     except UnknownTopic as exc:

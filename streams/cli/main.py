@@ -179,23 +179,15 @@ def cmd_schemas_export(args: argparse.Namespace) -> int:
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
-    import asyncio
-
+    from streams.cli import loops
     from streams.gateway.server import serve
 
     config = _load(args.config)
-    loop_factory = None
-    try:
-        # uvloop: the gateway's hot path is socket I/O; it serves more requests per core.
-        import uvloop
-
-        loop_factory = uvloop.new_event_loop
-    except ImportError:  # pragma: no cover - a declared dependency; asyncio works too
-        pass
     port = config.gateway.port if args.port is None else args.port
     try:
-        with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=loop_factory) as r:
-            r.run(serve(config, port=args.port))
+        # uvloop: the gateway's hot path is socket I/O; it serves more requests per core.
+        with contextlib.suppress(KeyboardInterrupt):
+            loops.run(serve(config, port=args.port))
     except BrokerUnavailable as exc:
         return fail(f"{exc} — {unreachable_hint(config, args.config)}", EXIT_UNAVAILABLE)
     except OSError as exc:
@@ -263,8 +255,11 @@ def _run_faust(args: argparse.Namespace, role: str) -> int:
     import faust
 
     from agents.app import create_app
+    from streams.cli import loops
 
     config = _load(args.config)
+    # Before any loop exists: the main loop and Faust's consumer thread's are both uvloop's.
+    loop_name = loops.use_fast_loop_policy()
     if args.metrics_port is not None:
         option = f"--metrics-port (or ${METRICS_PORT_ENV})"
         _require_free_port(args.metrics_host, args.metrics_port, option=option)
@@ -289,6 +284,7 @@ def _run_faust(args: argparse.Namespace, role: str) -> int:
         worker.spinner = None
     else:
         worker = faust.Worker(app, loglevel=args.loglevel, quiet=True)
+    logging.getLogger(__name__).info("%s: event loop %s", role, loop_name)
     worker.execute_from_commandline()  # exits the process when the worker stops
     return 0
 

@@ -35,12 +35,12 @@ import random
 from typing import Any
 
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
-from aiokafka.partitioner import murmur2
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.structs import RecordMetadata, TopicPartition
 
 from schemas.config import KafkaSettings
 from schemas.errors import BrokerUnavailable, RecordTooLarge
+from streams.kafka.partitioner import murmur2
 from streams.kafka.producer import (
     BROKEN_PRODUCER_ERRORS,
     MAX_REQUEST_BYTES,

@@ -30,6 +30,7 @@ from aiokafka.structs import RecordMetadata
 from schemas.config import KafkaSettings
 from schemas.errors import BrokerUnavailable, RecordTooLarge
 from streams.kafka.connection import client_kwargs, start_failure
+from streams.kafka.partitioner import KeyPartitioner
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ class KafkaWriter:
             max_request_size=MAX_REQUEST_BYTES,
             request_timeout_ms=int(self.settings.produce_timeout_s * 1000),
             retry_backoff_ms=100,
+            partitioner=KeyPartitioner(),  # aiokafka's partitions, a third of its hashing cost
         )
 
     async def start(self) -> None:
