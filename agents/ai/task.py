@@ -32,15 +32,12 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NoReturn
-
-import aiohttp
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from agents import metrics
 from agents.ai import spans
 from agents.ai.breaker import CircuitBreaker
 from agents.ai.budget import RateBudget
-from agents.ai.clients import client_for
 from agents.ai.output import compile_schema, parse_output
 from agents.ai.provider import ChatClient, ChatRequest, Completion
 from agents.outbound.gate import OutageGate, OutageTooLong
@@ -52,6 +49,9 @@ from schemas.config_ai import AITaskConfig, ProviderConfig
 from schemas.config_flows import FlowConfig
 from schemas.errors import CircuitOpen, HookstreamError, InvalidModelOutput, RemoteError
 from schemas.events import AIResult, EnrichedEvent, TokenUsage
+
+if TYPE_CHECKING:
+    import aiohttp
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,10 @@ class ProviderRuntime:
 
     @classmethod
     def build(cls, config: ProviderConfig, session: aiohttp.ClientSession) -> ProviderRuntime:
+        # The clients (and aiohttp, ~40 ms to import) are imported here, by the worker's
+        # start: the replay's pricer (streams.cli.replay_cost) builds tasks without them.
+        from agents.ai.clients import client_for
+
         gauge = metrics.AI_BREAKER_STATE.labels(config.name)
         gauge.set(0)
         breaker = CircuitBreaker(
