@@ -340,22 +340,32 @@ def cmd_replay(args: argparse.Namespace, load: Loader) -> int:
             end=end,
             selection=ReplayFilter(source=args.source, type=args.type, flow=args.flow),
         )
-        if replayer.calls_model:
-            # Printed with --yes too: the one line says what the replay is about to spend.
-            from streams.cli.replay_cost import ReplayPricer
+        if not args.batch:
+            # The copy's clients connect while the estimate runs (nothing is written before
+            # replayer.run): a fixed cost of every replay (bench/replay, issue 16).
+            replayer.prepare()
+        try:
+            if replayer.calls_model:
+                # Printed with --yes too: the one line says what the replay is about to spend.
+                from streams.cli.replay_cost import ReplayPricer
 
-            async with ReplayPricer(config) as pricer:
-                estimate = await replayer.estimate(pricer)
-                print(estimate.line(replayer.topic), file=sys.stderr, flush=True)
-                if estimate.total().calls and not args.yes and not _confirm("Replay?"):
-                    print("replay: not confirmed (use --yes to skip the question)", file=sys.stderr)
-                    return EXIT_DECLINED
-                if args.batch:
-                    from streams.cli.replay_batch_backend import run_batch_replay
+                async with ReplayPricer(config) as pricer:
+                    estimate = await replayer.estimate(pricer)
+                    print(estimate.line(replayer.topic), file=sys.stderr, flush=True)
+                    if estimate.total().calls and not args.yes and not _confirm("Replay?"):
+                        print(
+                            "replay: not confirmed (use --yes to skip the question)",
+                            file=sys.stderr,
+                        )
+                        return EXIT_DECLINED
+                    if args.batch:
+                        from streams.cli.replay_batch_backend import run_batch_replay
 
-                    return await run_batch_replay(config, args, topic, start, end, pricer.cache)
-        bar = None if args.no_progress else ProgressBar()
-        stats = await replayer.run(progress=bar)
+                        return await run_batch_replay(config, args, topic, start, end, pricer.cache)
+            bar = None if args.no_progress else ProgressBar()
+            stats = await replayer.run(progress=bar)
+        finally:
+            await replayer.close()
         print(
             f"replay {stats.replay_id}: window {stats.window:,}, read {stats.read:,}, "
             f"replayed {stats.replayed:,}, filtered out {stats.filtered_out:,} "

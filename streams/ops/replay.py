@@ -24,6 +24,7 @@ guess of what the same call costs again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 import uuid
@@ -34,7 +35,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, cast
 
 import orjson
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from schemas import topics as catalogue
@@ -321,7 +322,9 @@ class Replayer:
         prefix = config.kafka.topic_prefix + "."
         self.role = topic.removeprefix(prefix) if topic.startswith(prefix) else ""
         self.batch_bytes = batch_bytes
-        self._window: Window | None = None
+        self._window: asyncio.Future[Window] | None = None
+        self._clients: tuple[AIOKafkaConsumer, list[AIOKafkaProducer]] | None = None
+        self._connected: asyncio.Future[list[TopicPartition]] | None = None
         self._flows_of: dict[tuple[str, str], list[FlowConfig]] = {}
 
     @property
@@ -360,11 +363,13 @@ class Replayer:
     async def _fixed_window(
         self, consumer: Any, partitions: list[TopicPartition] | None = None
     ) -> Window:
+        # One window per replay, whichever client asks first (the estimate's consumer and the
+        # copy's may ask at once): the estimate prices what the copy copies.
         if self._window is None:
-            self._window = await window(
-                consumer, self.topic, self.start, self.end, partitions=partitions
+            self._window = asyncio.ensure_future(
+                window(consumer, self.topic, self.start, self.end, partitions=partitions)
             )
-        return self._window
+        return await asyncio.shield(self._window)
 
     @staticmethod
     def _decode(value: bytes | None) -> dict[str, Any]:
@@ -487,15 +492,19 @@ class Replayer:
                 break
         return found
 
-    async def run(self, progress: Progress | None = None) -> ReplayStats:
-        """Re-inject the window; returns once every replayed record is acknowledged (acks=all).
+    def prepare(self) -> None:
+        """Start connecting the copy's clients in the background (bootstrap, metadata, the
+        idempotent producers' ids, the topic's leaders), so that they connect while the
+        estimate reads and prices the window instead of after it: connections and metadata
+        waits are a fixed cost of every replay (bench/replay, issue 16). Nothing is read or
+        written before :meth:`run`; :meth:`close` stops the clients if it never comes."""
+        self._prepared()
 
-        Records go from the fetched batches (:func:`~streams.kafka.reader.read_window_raw`)
-        straight into one producer batch per partition (:class:`_PartitionBatch`): no
-        ``ConsumerRecord`` and no ``producer.send`` future per record, which were most of a
-        replay's time (bench/replay).
-        """
-        stats = ReplayStats(self.replay_id)
+    def _prepared(
+        self,
+    ) -> tuple[AIOKafkaConsumer, list[AIOKafkaProducer], asyncio.Future[list[TopicPartition]]]:
+        if self._clients is not None and self._connected is not None:
+            return (*self._clients, self._connected)
         settings = self.config.kafka
         # No CRC check on read (librdkafka's default too): the broker checked each batch on
         # write, and the producer computes new CRCs for the copies.
@@ -520,24 +529,58 @@ class Replayer:
             )
             for index in range(_PRODUCERS)
         ]
+        self._clients = (consumer, producers)
+        self._connected = asyncio.ensure_future(self._connect(consumer, producers))
+        return consumer, producers, self._connected
+
+    async def _connect(
+        self, consumer: AIOKafkaConsumer, producers: list[AIOKafkaProducer]
+    ) -> list[TopicPartition]:
+        # All connect (bootstrap, metadata, the producers' ids) at once: start-up is a
+        # fixed cost every replay pays, a third of a 1,000-record one (bench/replay).
+        await asyncio.gather(consumer.start(), *(p.start() for p in producers))
+        # The producers learn the topic's leaders while the window is fixed, not on their
+        # first batch, which would wait for it; only once the consumer has seen that the
+        # topic exists (its metadata request lists every topic), as a producer's names it,
+        # which creates a mistyped topic on a broker with auto.create.topics.enable.
+        partitions = await partitions_of(consumer, self.topic)
+        await asyncio.gather(
+            self._fixed_window(consumer, partitions),
+            *(p.partitions_for(self.topic) for p in producers),
+        )
+        return partitions
+
+    async def close(self) -> None:
+        """Stop the copy's clients (after :meth:`run`, or instead of it)."""
+        connected, clients = self._connected, self._clients
+        if connected is None or clients is None:
+            return
+        self._connected = self._clients = None
+        if not connected.done():
+            connected.cancel()
+        with contextlib.suppress(asyncio.CancelledError, KafkaError, UnknownTopic):
+            await connected
+        consumer, producers = clients
+        await asyncio.gather(*(p.stop() for p in producers))
+        await consumer.stop()
+
+    async def run(self, progress: Progress | None = None) -> ReplayStats:
+        """Re-inject the window; returns once every replayed record is acknowledged (acks=all).
+
+        Records go from the fetched batches (:func:`~streams.kafka.reader.read_window_raw`)
+        straight into one producer batch per partition (:class:`_PartitionBatch`): no
+        ``ConsumerRecord`` and no ``producer.send`` future per record, which were most of a
+        replay's time (bench/replay).
+        """
+        stats = ReplayStats(self.replay_id)
+        consumer, producers, connected = self._prepared()
         marker = (REPLAY_HEADER, self.replay_id.encode())
         only_marker = [marker]
         selection = None if self.selection.empty else self
         decode = self._decode
         started = time.monotonic()
         try:
-            # All connect (bootstrap, metadata, the producers' ids) at once: start-up is a
-            # fixed cost every replay pays, a third of a 1,000-record one (bench/replay).
-            await asyncio.gather(consumer.start(), *(p.start() for p in producers))
-            # The producers learn the topic's leaders while the window is fixed, not on their
-            # first batch, which would wait for it; only once the consumer has seen that the
-            # topic exists (its metadata request lists every topic), as a producer's names it,
-            # which creates a mistyped topic on a broker with auto.create.topics.enable.
-            partitions = await partitions_of(consumer, self.topic)
-            win, *_ = await asyncio.gather(
-                self._fixed_window(consumer, partitions),
-                *(p.partitions_for(self.topic) for p in producers),
-            )
+            win = await self._fixed_window(consumer, await connected)
             stats.window = win.size
             writer = _Writer(producers, self.topic)
             async for partition, records in read_window_raw(consumer, win):
@@ -572,8 +615,7 @@ class Replayer:
         except KafkaError as exc:
             raise BrokerUnavailable(f"replay of {self.topic} failed: {exc}") from exc
         finally:
-            await asyncio.gather(*(p.stop() for p in producers))
-            await consumer.stop()
+            await self.close()
         stats.elapsed_s = time.monotonic() - started
         if progress is not None:
             progress(stats.read, stats.window)
