@@ -13,10 +13,16 @@ Both are timed as whole processes, start to exit (the pipe exits once its produc
 flushed), and each run's output is counted on the broker. Two figures per copier: whole
 process (events / seconds for the 100,000) and steady (99,000 / the difference between the two
 windows' times, which removes start-up, connection and config costs from both). The best round of
-each is compared; target: hookstream ≥ 0.5 x kcat.
+each is compared; target (issue 16): hookstream ≥ 1.0 x kcat, whole process. Also timed: each
+replay's first line of output (the cost line on stderr), from spawn.
+
+With ``--tree LABEL=DIR`` (repeatable) the replay of each other tree's code (e.g. a copy of the
+code before a change: ``git archive <commit> | tar -x -C DIR``) runs the same windows in the same
+rounds, beside this checkout's, and is reported beside it.
 
 Writes bench/results/replay.md and bench/results/replay.json.
 Usage: python bench/replay/run.py [--events 100000] [--small 1000] [--rounds 3]
+                                  [--tree LABEL=DIR ...]
 """
 
 from __future__ import annotations
@@ -56,15 +62,15 @@ _REPLAY_LINE = re.compile(r"replayed ([\d,]+) .* in ([\d.]+) s \(([\d,]+) record
 PACKAGES = ("schemas", "streams", "agents")
 
 
-def compile_hookstream() -> list[Path]:
+def compile_hookstream(root: Path = ROOT) -> list[Path]:
     """Byte-compile hookstream's own modules, as ``pip install`` leaves an installed package
     (the Docker image's, say): with ``PYTHONDONTWRITEBYTECODE=1`` set, as in the Dockerfile
     and in the environment this was built in, a source checkout recompiles the ~15 modules a
     replay imports at every start (~20 ms). Returns the .pyc files it created, to remove."""
-    before = {p for package in PACKAGES for p in (ROOT / package).rglob("*.pyc")}
+    before = {p for package in PACKAGES for p in (root / package).rglob("*.pyc")}
     for package in PACKAGES:
-        compileall.compile_dir(ROOT / package, quiet=1)
-    return sorted({p for package in PACKAGES for p in (ROOT / package).rglob("*.pyc")} - before)
+        compileall.compile_dir(root / package, quiet=1)
+    return sorted({p for package in PACKAGES for p in (root / package).rglob("*.pyc")} - before)
 
 
 def remove_compiled(created: list[Path]) -> None:
@@ -183,21 +189,29 @@ def run_kcat(kcat: str, bootstrap: str, source: str, target: str, t0: int, t1: i
     return time.perf_counter() - started
 
 
-def run_replay(env: dict[str, str], config: Path, t0: str, t1: str) -> tuple[float, float]:
-    """``hookstream replay`` timed start to exit; returns (seconds, its own records/s)."""
+def run_replay(env: dict[str, str], tree: Path, t0: str, t1: str) -> tuple[float, float, float]:
+    """``hookstream replay`` of ``tree``'s code, timed start to exit; returns (seconds, seconds
+    to its first line of output, its own records/s)."""
     args = [
-        sys.executable, "-m", "streams.cli.main", "replay", "-c", str(config), "--topic", "events",
-        "--from", t0, "--to", t1, "--yes", "--no-progress",
+        sys.executable, "-m", "streams.cli.main", "replay", "-c", str(EXAMPLE_CONFIG),
+        "--topic", "events", "--from", t0, "--to", t1, "--yes", "--no-progress",
     ]  # fmt: skip
+    env = {**env, "PYTHONPATH": str(tree)}
     started = time.perf_counter()
-    done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    process = subprocess.Popen(
+        args, cwd=tree, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert process.stderr is not None
+    first_line = process.stderr.readline()  # the cost line, or the first of an error
+    first_s = time.perf_counter() - started
+    stdout, stderr = process.communicate()
     elapsed = time.perf_counter() - started
-    if done.returncode != 0:
-        sys.exit(f"bench/replay: replay failed:\n{done.stdout}\n{done.stderr}")
-    match = _REPLAY_LINE.search(done.stdout)
+    if process.returncode != 0:
+        sys.exit(f"bench/replay: replay in {tree} failed:\n{stdout}\n{first_line}{stderr}")
+    match = _REPLAY_LINE.search(stdout)
     if match is None:
-        sys.exit(f"bench/replay: unexpected replay output:\n{done.stdout}")
-    return elapsed, float(match.group(3).replace(",", ""))
+        sys.exit(f"bench/replay: unexpected replay output:\n{stdout}")
+    return elapsed, first_s, float(match.group(3).replace(",", ""))
 
 
 def iso_ms(millis: int) -> str:
@@ -228,14 +242,23 @@ async def copy_kcat(kcat: str, bootstrap: str, topics: tuple[str, str], window: 
 
 
 async def copy_replay(
-    bootstrap: str, events: str, env: dict[str, str], window: Any
-) -> tuple[float, float]:
+    bootstrap: str, events: str, env: dict[str, str], window: Any, tree: Path = ROOT
+) -> tuple[float, float, float]:
     mark = int(time.time() * 1000)
-    seconds, own = run_replay(env, EXAMPLE_CONFIG, iso_ms(window[0]), iso_ms(window[1]))
+    seconds, first_s, own = run_replay(env, tree, iso_ms(window[0]), iso_ms(window[1]))
     replayed = await count_between(bootstrap, events, mark, None)
     if replayed != window[2]:
         sys.exit(f"bench/replay: replay wrote {replayed}, not {window[2]}")
-    return seconds, own
+    return seconds, first_s, own
+
+
+def tree_arg(text: str) -> tuple[str, Path]:
+    """``LABEL=DIR``: a tree of hookstream's code to replay with, beside this checkout."""
+    label, _, folder = text.partition("=")
+    path = Path(folder).resolve()
+    if not label or not (path / "streams" / "cli" / "main.py").is_file():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected LABEL=DIR, DIR holding hookstream")
+    return label, path
 
 
 async def main() -> int:
@@ -243,6 +266,9 @@ async def main() -> int:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--small", type=int, default=1_000, help="the fixed-cost window")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--tree", type=tree_arg, action="append", default=[], help="LABEL=DIR: other code too"
+    )
     args = parser.parse_args()
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
     kcat = kcat_binary()
@@ -263,24 +289,34 @@ async def main() -> int:
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "HOOKSTREAM_TOPIC_PREFIX": prefix,
     }
-    times: dict[str, list[float]] = {"kcat": [], "kcat_small": [], "replay": [], "replay_small": []}
+    trees: list[tuple[str, Path]] = [("replay", ROOT), *args.tree]
+    times: dict[str, list[float]] = {"kcat": [], "kcat_small": []}
+    for label, _ in trees:
+        for suffix in ("", "_small", "_first_output", "_small_first_output"):
+            times[label + suffix] = []
     replay_own: list[float] = []
-    compiled = compile_hookstream()
+    compiled = [pyc for _, tree in trees for pyc in compile_hookstream(tree)]
     try:
         for round_no in range(1, args.rounds + 1):
             times["kcat_small"].append(await copy_kcat(kcat, bootstrap, topics, small))
             times["kcat"].append(await copy_kcat(kcat, bootstrap, topics, big))
-            times["replay_small"].append((await copy_replay(bootstrap, topics[0], env, small))[0])
-            seconds, own = await copy_replay(bootstrap, topics[0], env, big)
-            times["replay"].append(seconds)
-            replay_own.append(own)
-            print(
-                f"round {round_no}: kcat {times['kcat'][-1]:.2f} s "
-                f"({times['kcat_small'][-1]:.2f} s for {args.small:,}); hookstream replay "
-                f"{seconds:.2f} s ({times['replay_small'][-1]:.2f} s for {args.small:,}; "
-                f"own rate {own:,.0f}/s)",
-                flush=True,
-            )
+            said = [f"round {round_no}: kcat {times['kcat'][-1]:.2f} s "
+                    f"({times['kcat_small'][-1]:.2f} s for {args.small:,})"]  # fmt: skip
+            for label, tree in trees:
+                seconds, first_s, _ = await copy_replay(bootstrap, topics[0], env, small, tree)
+                times[label + "_small"].append(seconds)
+                times[label + "_small_first_output"].append(first_s)
+                seconds, first_s, own = await copy_replay(bootstrap, topics[0], env, big, tree)
+                times[label].append(seconds)
+                times[label + "_first_output"].append(first_s)
+                if label == "replay":
+                    replay_own.append(own)
+                said.append(
+                    f"{'hookstream replay' if label == 'replay' else label} {seconds:.2f} s "
+                    f"({times[label + '_small'][-1]:.2f} s for {args.small:,}, first output "
+                    f"{times[label + '_small_first_output'][-1]:.2f} s; own rate {own:,.0f}/s)"
+                )
+            print("; ".join(said), flush=True)
     finally:
         remove_compiled(compiled)
     best = {name: min(values) for name, values in times.items()}
@@ -299,7 +335,22 @@ async def main() -> int:
         "kcat_steady_events_per_s": round(steady / (best["kcat"] - best["kcat_small"]), 1),
         "replay_steady_events_per_s": round(steady / (best["replay"] - best["replay_small"]), 1),
         "replay_own_events_per_s": round(max(replay_own), 1),
-        "target_ratio": 0.5,
+        "replay_small_first_output_s": round(best["replay_small_first_output"], 3),
+        "target_ratio": 1.0,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "trees": {
+            label: {
+                "path": str(tree),
+                "ratio": round(best["kcat"] / best[label], 3),
+                "steady_ratio": round(
+                    (steady / (best[label] - best[label + "_small"]))
+                    / (steady / (best["kcat"] - best["kcat_small"])),
+                    3,
+                ),
+                "small_first_output_s": round(best[label + "_small_first_output"], 3),
+            }
+            for label, tree in args.tree
+        },
     }
     results["steady_ratio"] = round(
         results["replay_steady_events_per_s"] / results["kcat_steady_events_per_s"], 3
@@ -319,6 +370,27 @@ async def main() -> int:
 
 def _secs(values: list[float]) -> str:
     return ", ".join(f"{v:.2f}" for v in values)
+
+
+def _tree_rows(r: dict[str, Any]) -> str:
+    """A row per ``--tree``: the same windows replayed by other code, in the same rounds."""
+    s, rows = r["seconds"], []
+    for label in r["trees"]:
+        whole = r["events"] / min(s[label])
+        steady = (r["events"] - r["small_window"]) / (min(s[label]) - min(s[label + "_small"]))
+        rows.append(
+            f"| `hookstream replay`, {label} | {whole:,.0f} | {steady:,.0f} | "
+            f"{_secs(s[label])} | {_secs(s[label + '_small'])} |"
+        )
+    return "\n".join(rows)
+
+
+def _tree_notes(r: dict[str, Any]) -> str:
+    return "".join(
+        f"; {label}: {t['small_first_output_s']:.3f} s (whole process {t['ratio']:.3f}x, steady "
+        f"{t['steady_ratio']:.3f}x)"
+        for label, t in r["trees"].items()
+    )
 
 
 def render(r: dict[str, Any]) -> str:
@@ -342,6 +414,7 @@ seconds for {r["small_window"]:,} |
 {r["kcat_steady_events_per_s"]:,.0f} | {_secs(s["kcat"])} | {_secs(s["kcat_small"])} |
 | `hookstream replay` | {r["replay_events_per_s"]:,.0f} | {r["replay_steady_events_per_s"]:,.0f} \
 | {_secs(s["replay"])} | {_secs(s["replay_small"])} |
+{_tree_rows(r)}
 
 - **whole process** (what an operator waits for, interpreter start and config load included): \
 hookstream / kcat = **{r["ratio"]:.3f}x**, target ≥ {r["target_ratio"]}x: \
@@ -352,6 +425,11 @@ hookstream / kcat = **{r["ratio"]:.3f}x**, target ≥ {r["target_ratio"]}x: \
 **{r["steady_ratio"]:.3f}x**: {verdict[r["target_met_steady"]]}
 - the replay's own rate as it reports it (window fixed → last ack, no interpreter start): \
 {r["replay_own_events_per_s"]:,.0f} events/s
+- first line of output (the cost line, on stderr) of the {r["small_window"]:,}-event replay, from \
+spawn: {r["replay_small_first_output_s"]:.3f} s (best round; rounds: \
+{_secs(s["replay_small_first_output"])}){_tree_notes(r)}
+- load average (1, 5, 15 min) at the end of the run: \
+{", ".join(f"{x:.2f}" for x in r["load_average"])}
 
 ## Where hookstream's time goes (measured while building it)
 
