@@ -240,3 +240,26 @@ async def test_an_unknown_topic_is_refused_before_anything_is_written(
         assert missing not in await consumer.topics()
     finally:
         await consumer.stop()
+
+
+async def test_a_prepared_replay_that_never_runs_writes_nothing_and_stops_its_clients(
+    kafka_bootstrap: str, topic: str, config: HookstreamConfig
+) -> None:
+    """The CLI connects the copy's clients while the estimate runs (``prepare``); a replay
+    declined after that (or one whose estimate failed) closes them having written nothing."""
+    ends = await _ends(kafka_bootstrap, topic)
+    replayer = Replayer(config, topic, start=START, end=END)
+    replayer.prepare()
+    clients = replayer._clients
+    connected = replayer._connected
+    assert clients is not None
+    assert connected is not None
+    consumer, producers = clients
+    assert [tp.partition for tp in await connected] == list(range(PARTITIONS))
+    await replayer.close()
+
+    assert await _ends(kafka_bootstrap, topic) == ends
+    assert consumer._closed
+    assert all(producer._closed for producer in producers)
+    assert replayer._clients is None  # closing twice is harmless
+    await replayer.close()
