@@ -333,6 +333,8 @@ def cmd_replay(args: argparse.Namespace, load: Loader) -> int:
         return fail(str(exc), EXIT_BAD_INPUT)
 
     async def main() -> int:
+        import asyncio
+
         replayer = Replayer(
             config,
             topic,
@@ -340,28 +342,34 @@ def cmd_replay(args: argparse.Namespace, load: Loader) -> int:
             end=end,
             selection=ReplayFilter(source=args.source, type=args.type, flow=args.flow),
         )
-        if not args.batch:
+        if not args.batch and (args.yes or not replayer.calls_model):
             # The copy's clients connect while the estimate runs (nothing is written before
-            # replayer.run): a fixed cost of every replay (bench/replay, issue 16).
+            # replayer.run): a fixed cost of every replay (bench/replay, issue 16). Not while
+            # a question may wait for an answer, which could outlast idle connections.
             replayer.prepare()
         try:
             if replayer.calls_model:
                 # Printed with --yes too: the one line says what the replay is about to spend.
                 from streams.cli.replay_cost import ReplayPricer
 
-                async with ReplayPricer(config) as pricer:
-                    estimate = await replayer.estimate(pricer)
-                    print(estimate.line(replayer.topic), file=sys.stderr, flush=True)
-                    if estimate.total().calls and not args.yes and not _confirm("Replay?"):
-                        print(
-                            "replay: not confirmed (use --yes to skip the question)",
-                            file=sys.stderr,
-                        )
-                        return EXIT_DECLINED
-                    if args.batch:
-                        from streams.cli.replay_batch_backend import run_batch_replay
+                pricer = ReplayPricer(config)
+                # The answer cache is read while the estimate reads the window.
+                loading = asyncio.ensure_future(pricer.load())
+                try:
+                    estimate = await replayer.estimate(pricer, ready=loading)
+                except BaseException:
+                    loading.cancel()
+                    await asyncio.gather(loading, return_exceptions=True)
+                    raise
+                await loading
+                print(estimate.line(replayer.topic), file=sys.stderr, flush=True)
+                if estimate.total().calls and not args.yes and not _confirm("Replay?"):
+                    print("replay: not confirmed (use --yes to skip the question)", file=sys.stderr)
+                    return EXIT_DECLINED
+                if args.batch:
+                    from streams.cli.replay_batch_backend import run_batch_replay
 
-                        return await run_batch_replay(config, args, topic, start, end, pricer.cache)
+                    return await run_batch_replay(config, args, topic, start, end, pricer.cache)
             bar = None if args.no_progress else ProgressBar()
             stats = await replayer.run(progress=bar)
         finally:

@@ -81,6 +81,12 @@ class ReplayPricer:
         self.cache_entries = 0
 
     async def __aenter__(self) -> ReplayPricer:
+        await self.load()
+        return self
+
+    async def load(self) -> None:
+        """Read the answer cache; the CLI runs it beside the estimate's read of the window
+        (``Replayer.estimate(ready=...)``), which needs it only to price."""
         if any(flow.cache for flow in self.config.flows) and await self._cache_exists():
             reader = CompactedReader(
                 self.config.kafka,
@@ -94,7 +100,6 @@ class ReplayPricer:
             await reader.start(load=True)
             await reader.stop()
             self.cache_entries = len(self.cache)
-        return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         return None

@@ -29,7 +29,7 @@ import math
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, cast
@@ -379,7 +379,9 @@ class Replayer:
             return {}
         return decoded if isinstance(decoded, dict) else {}
 
-    async def estimate(self, pricer: Pricer) -> ModelEstimate:
+    async def estimate(
+        self, pricer: Pricer, *, ready: Awaitable[object] | None = None
+    ) -> ModelEstimate:
         """What the window's AI tasks would cost: the window read once, then the results.
 
         A window of up to ``PRICED_MAX`` records is read whole; a larger one as a sample of
@@ -388,10 +390,18 @@ class Replayer:
         earliest kept task's time on, gives the kept tasks' earlier results
         (:class:`Original`), and each kept task is priced by ``pricer``. (Before, the window
         was read whole twice, once to find the tasks and once to price them: issue 16.)
+
+        ``ready``: what ``pricer`` still waits for (the CLI's loads the answer cache), awaited
+        before the first task is priced. It, and the results topic's consumer, connect while
+        the window is read: each is a fixed cost of a replay (bench/replay).
         """
         consumer = new_consumer(
             self.config.kafka, max_partition_fetch_bytes=self.batch_bytes, check_crcs=False
         )
+        results = new_consumer(
+            self.config.kafka, max_partition_fetch_bytes=self.batch_bytes, check_crcs=False
+        )
+        results_started = asyncio.ensure_future(results.start())
         estimate = ModelEstimate()
         try:
             await consumer.start()
@@ -430,7 +440,10 @@ class Replayer:
             if not kept or earliest_ms is None:
                 return estimate
             wanted = {self._identity(flow.name, value) for flow, value in kept}
-            originals = await self._originals(wanted, earliest_ms)
+            await results_started
+            originals = await self._originals(results, wanted, earliest_ms)
+            if ready is not None:
+                await ready
             for flow, value in kept:
                 original = originals.get(self._identity(flow.name, value))
                 estimate.by_flow[flow.name].add(pricer.price(flow, self.role, value, original))
@@ -439,30 +452,28 @@ class Replayer:
         except KafkaError as exc:
             raise BrokerUnavailable(f"cannot read {self.topic}: {exc}") from exc
         finally:
-            await consumer.stop()
+            if not results_started.done():
+                results_started.cancel()
+            with contextlib.suppress(asyncio.CancelledError, KafkaError):
+                await results_started
+            await asyncio.gather(consumer.stop(), results.stop())
         return estimate
 
     async def _originals(
-        self, wanted: set[tuple[str, str, str]], since_ms: int
+        self, consumer: AIOKafkaConsumer, wanted: set[tuple[str, str, str]], since_ms: int
     ) -> dict[tuple[str, str, str], Original]:
         """The earlier result of each wanted task, from the results topic (written after its
         event, so read from the window's first record on); none when the topic is missing.
 
-        A consumer of its own: one with partitions assigned asks the broker's metadata of
-        those topics only, and would not see the results topic.
+        ``consumer``: one of its own (started), as one with partitions assigned asks the
+        broker's metadata of those topics only, and would not see the results topic.
         """
         results = catalogue.Topics(self.config.kafka.topic_prefix).results
-        consumer = new_consumer(
-            self.config.kafka, max_partition_fetch_bytes=self.batch_bytes, check_crcs=False
-        )
         try:
-            await consumer.start()
             win = await window(consumer, results, datetime.fromtimestamp(since_ms / 1000, UTC))
             return await self._read_originals(consumer, win, wanted)
         except UnknownTopic:
             return {}
-        finally:
-            await consumer.stop()
 
     async def _read_originals(
         self, consumer: Any, win: Window, wanted: set[tuple[str, str, str]]
