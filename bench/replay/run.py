@@ -433,7 +433,24 @@ spawn: {r["replay_small_first_output_s"]:.3f} s (best round; rounds: \
 
 ## Where hookstream's time goes (measured while building it)
 
-- **Start-up, ~0.2 s of each run** (kcat: ~0.03 s; ~0.3 s before this round). CPU per part,
+- **Session 9 (issue 16)**, beside the code before it (`--tree before=`, commit ce6c358, same
+  rounds): a 100,000-event replay's ~0.85 s at low load is start-up ~0.32 s (to the cost
+  line of a 1,000-event replay), the cost estimate ~0.3 s (its 10,000-record sample read in 10
+  slices, ~0.12-0.19 s of CPU; 10,000 tasks priced at ~17.5 µs each, ~0.175 s: prompt
+  rendering, cache key, pydantic) and the copy ~0.25 s (its own rate 360,000-450,000
+  events/s, at kcat's steady rate or above). Changes: the pricer no longer imports aiohttp
+  (`agents.ai.task` imports the model clients in `ProviderRuntime.build`, at the worker's
+  start): 607 → 518 modules, `python -X importtime` total 351 → 268 ms (median of 5
+  interleaved, 1,000-event replay); with `--yes` the copy's consumer and producers connect
+  and learn the leaders while the estimate runs; the answer cache is read and the results
+  topic's consumer connects while the window is read. Tried, no gain: the sample's slices
+  read by 5 consumers at once (the read is CPU-bound); the cyclic GC off during the estimate.
+- **What is left to 1.0x is the estimate**: with `PRICED_MAX` 1,000 instead of 10,000
+  (measured in one run, 3 rounds) the 100,000 took 0.62-0.63 s instead of 0.83-0.90 s
+  (0.434x whole process, 0.871x steady). Copying while the estimate runs (with `--yes`)
+  would hide most of it. Both change what the replay does (the estimate's sample; the cost
+  line printed before anything is written): left to the issue.
+- **Start-up, ~0.2 s of each run** (session 7; kcat: ~0.03 s; ~0.3 s before). CPU per part,
   in-process, best of 12, bytecode compiled: interpreter and site 22 ms, asyncio 20 ms,
   pydantic 59 ms (+3 ms for its plugin scan), the config's models 20 ms, PyYAML 10 ms,
   aiokafka 22 ms, hookstream's CLI and replay modules ~10 ms (plus orjson's imports, which
