@@ -83,7 +83,21 @@ async def start(stack: Stack, role: str, tmp_path: Path, *, name: str | None = N
     proc = Proc(name=name, args=args, env=stack.env, log_path=tmp_path / f"{name}.log")
     stack.procs[name] = proc
     await proc.start()
-    return f"http://127.0.0.1:{port}/metrics"
+    url = f"http://127.0.0.1:{port}/metrics"
+    # Faust logs Ready before its app tasks run, and /metrics is served by one of them: the
+    # port opens a moment after the mark Proc.start waits for.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    async with aiohttp.ClientSession() as session:
+        while True:
+            try:
+                async with session.get(url) as response:
+                    await response.read()
+                    return url
+            except aiohttp.ClientConnectorError:
+                if loop.time() >= deadline:
+                    raise
+            await asyncio.sleep(0.1)
 
 
 def lag(samples: Samples, group: str, topic: str) -> dict[str, float]:
