@@ -43,27 +43,14 @@ sys.path.insert(0, str(HERE))
 import run as gateway_bench  # noqa: E402  (bench/gateway/run.py: its config and requests)
 from servers import code_tree  # noqa: E402  (bench/http_servers/servers.py, via run.py's path)
 
-from streams.gateway.signatures import standard  # noqa: E402
-
 _TOTALS = re.compile(rb"^(?:totals|summary):\s+(\d+)", re.MULTILINE)
 
 
 def build_requests(host: str, count: int, secret: str, *, signed: bool) -> list[bytes]:
     """``count`` distinct raw POSTs (ids and partition keys), as run.py's wrk script sends."""
-    now = int(time.time())
     raw: list[bytes] = []
-    for i in range(count):
-        body = json.dumps(
-            {
-                "type": "ticket.created",
-                "customer_id": f"cus_{i:04d}",
-                "message": "The CSV export fails since yesterday's update. " * 4,
-            }
-        ).encode()
-        headers = {"Host": host, "Content-Type": "application/json"}
-        if signed:
-            headers |= standard.sign(secret, body, msg_id=f"msg_bench_{i}", timestamp=now)
-        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    for body, headers in gateway_bench.webhook_requests(count, secret if signed else None):
+        head = "".join(f"{k}: {v}\r\n" for k, v in {"Host": host, **headers}.items())
         raw.append(
             f"POST /webhooks/bench HTTP/1.1\r\n{head}Content-Length: {len(body)}\r\n\r\n".encode()
             + body

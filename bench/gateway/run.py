@@ -59,6 +59,26 @@ LABELS = {
 }
 
 
+def webhook_requests(count: int, secret: str | None = None) -> Requests:
+    """``count`` distinct webhooks (~230-byte bodies, one customer each), as every gateway
+    benchmark sends them: unsigned, or signed with ``secret`` (Standard Webhooks)."""
+    now = int(time.time())
+    requests: Requests = []
+    for i in range(count):
+        body = json.dumps(
+            {
+                "type": "ticket.created",
+                "customer_id": f"cus_{i:04d}",
+                "message": "The CSV export fails since yesterday's update. " * 4,
+            }
+        ).encode()
+        headers = {"Content-Type": "application/json"}
+        if secret is not None:
+            headers |= standard.sign(secret, body, msg_id=f"msg_bench_{i}", timestamp=now)
+        requests.append((body, headers))
+    return requests
+
+
 def ensure_wrk() -> str | None:
     """wrk's path, installing Debian's package when we are root and it is missing."""
     found = shutil.which("wrk")
@@ -405,21 +425,8 @@ def main() -> int:
     print(f"bench: load generator: {wrk or 'loadgen.py (wrk unavailable)'}", flush=True)
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
-    now = int(time.time())
-    plain: Requests = []
-    signed: Requests = []
-    for i in range(args.distinct):
-        body = json.dumps(
-            {
-                "type": "ticket.created",
-                "customer_id": f"cus_{i:04d}",
-                "message": "The CSV export fails since yesterday's update. " * 4,
-            }
-        ).encode()
-        headers = {"Content-Type": "application/json"}
-        plain.append((body, headers))
-        sign = standard.sign(secret, body, msg_id=f"msg_bench_{i}", timestamp=now)
-        signed.append((body, {**headers, **sign}))
+    plain = webhook_requests(args.distinct)
+    signed = webhook_requests(args.distinct, secret)
     env = {**os.environ, "BENCH_WEBHOOK_SECRET": secret, "PYTHONUNBUFFERED": "1"}
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)  # the config names the broker
     info = machine()

@@ -77,21 +77,6 @@ def machine() -> dict[str, Any]:
     }
 
 
-def requests(distinct: int) -> list[tuple[bytes, dict[str, str]]]:
-    """The gateway benchmark's webhook bodies (~230 bytes, distinct ids), unsigned."""
-    out = []
-    for i in range(distinct):
-        body = json.dumps(
-            {
-                "type": "ticket.created",
-                "customer_id": f"cus_{i:04d}",
-                "message": "The CSV export fails since yesterday's update. " * 4,
-            }
-        ).encode()
-        out.append((body, {"Content-Type": "application/json"}))
-    return out
-
-
 def closed_round(
     gw: ModuleType, wrk: str, server: servers.Server, reqs: Any, work: Path, args: Any
 ) -> dict[str, Any]:
@@ -172,7 +157,7 @@ def main() -> int:
         server_cpus = {args.server_cpu}
         os.sched_setaffinity(0, {args.loadgen_cpu})  # wrk, our child, inherits it
     info = machine()
-    reqs = requests(args.distinct)
+    reqs = gw.webhook_requests(args.distinct)  # unsigned
     rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in args.servers}
     paced: dict[str, dict[str, Any]] = {}
     started = time.monotonic()

@@ -25,15 +25,12 @@ import os
 import secrets
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-
-from streams.gateway.signatures import standard  # noqa: E402
 
 
 def _gateway_bench() -> Any:
@@ -63,22 +60,6 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
 }
 
 
-def signed_requests(secret: str, count: int) -> Requests:
-    now = int(time.time())
-    requests: Requests = []
-    for i in range(count):
-        body = json.dumps(
-            {
-                "type": "ticket.created",
-                "customer_id": f"cus_{i:04d}",
-                "message": "The CSV export fails since yesterday's update. " * 4,
-            }
-        ).encode()
-        sign = standard.sign(secret, body, msg_id=f"msg_bench_{i}", timestamp=now)
-        requests.append((body, {"Content-Type": "application/json", **sign}))
-    return requests
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration-s", type=int, default=8)
@@ -90,7 +71,7 @@ def main() -> int:
     if not bootstrap or not wrk:
         raise SystemExit("bench: needs KAFKA_BOOTSTRAP_SERVERS and wrk")
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
-    requests = signed_requests(secret, 64)
+    requests = GATEWAY.webhook_requests(64, secret)
     env = {**os.environ, "BENCH_WEBHOOK_SECRET": secret, "PYTHONUNBUFFERED": "1"}
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
     env.pop("HOOKSTREAM_LOG_FORMAT", None)
