@@ -20,6 +20,22 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 TAIL_WAIT_MS = 20_000
 
 
+def count_end_offsets(memory: DeliveredMemory) -> list[list[TopicPartition]]:
+    """The partitions of each ListOffsets request ``memory`` sends from now on, in order."""
+    assert memory._ends is not None
+    ends = memory._ends
+    asked: list[list[TopicPartition]] = []
+    real = ends.end_offsets
+
+    async def counted(tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        asked.append(list(tps))
+        offsets: dict[TopicPartition, int] = await real(tps)
+        return offsets
+
+    ends.end_offsets = counted
+    return asked
+
+
 async def test_a_delivery_by_another_worker_is_seen_without_waiting_on_the_tail(
     kafka_bootstrap: str,
 ) -> None:
@@ -60,17 +76,7 @@ async def test_checks_made_together_share_one_end_offsets_request(kafka_bootstra
     topic = await create_topic(kafka_bootstrap, "delivered", 4)
     settings = KafkaSettings(bootstrap_servers=kafka_bootstrap)
     async with DeliveredMemory(settings, topic) as memory:
-        assert memory._ends is not None
-        ends = memory._ends
-        asked: list[list[TopicPartition]] = []
-        real = ends.end_offsets
-
-        async def counted(tps: list[TopicPartition]) -> dict[TopicPartition, int]:
-            asked.append(list(tps))
-            offsets: dict[TopicPartition, int] = await real(tps)
-            return offsets
-
-        ends.end_offsets = counted
+        asked = count_end_offsets(memory)
         keys = [f"src/evt-{index}/flow/crm" for index in range(40)]
         outcomes = await asyncio.wait_for(
             asyncio.gather(*(memory.outcome(key) for key in keys)), 10
@@ -130,17 +136,7 @@ async def test_per_assignment_one_catch_up_serves_every_check_until_the_next_ass
     async with KafkaWriter(settings, client_id="another-sink-worker") as other:
         await other.send(topic, b'{"status":200}', key=b"src/before/flow/crm")
         async with memory, KafkaWriter(settings, client_id="this-sink-worker") as mine:
-            assert memory._ends is not None
-            ends = memory._ends
-            asked: list[list[TopicPartition]] = []
-            real = ends.end_offsets
-
-            async def counted(tps: list[TopicPartition]) -> dict[TopicPartition, int]:
-                asked.append(list(tps))
-                offsets: dict[TopicPartition, int] = await real(tps)
-                return offsets
-
-            ends.end_offsets = counted
+            asked = count_end_offsets(memory)
             memory.assigned()
             keys = [f"src/evt-{index}/flow/crm" for index in range(40)]
             outcomes = await asyncio.wait_for(
