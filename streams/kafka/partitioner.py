@@ -5,7 +5,8 @@ pure-Python murmur2 that reads the key a byte at a time: ~2 % of the worker's CP
 profile of issue 16 (five keyed writes per event: enriched, result, done mark, cache entry,
 answer). :func:`murmur2` here reads the key's 4-byte words with one ``struct`` call and does the
 same arithmetic on them, with one mask per step instead of one per operation; for a record's
-key (20-80 bytes) it takes about a third of aiokafka's time. It is the same function: the unit
+key (20-80 bytes) it takes about half of aiokafka's time (0.49-0.53x in timeit, 1,000 random
+keys of 20, 48 and 80 bytes, best of 5). It is the same function: the unit
 test compares both over random keys of every length, since a different partition for a key
 would break per-key order and every lookup that computes a key's partition
 (``agents.state.delivered``, ``streams.ops.trace``).

@@ -71,7 +71,7 @@ class KafkaWriter:
             max_request_size=MAX_REQUEST_BYTES,
             request_timeout_ms=int(self.settings.produce_timeout_s * 1000),
             retry_backoff_ms=100,
-            partitioner=KeyPartitioner(),  # aiokafka's partitions, a third of its hashing cost
+            partitioner=KeyPartitioner(),  # aiokafka's partitions, half its hashing cost
         )
 
     async def start(self) -> None:
