@@ -8,17 +8,16 @@ sent again (effectively once outside).
 
 Every sink process tails the whole topic into a map of keys to outcomes. The sink worker's
 memory is caught up once per partition assignment (``per_assignment``, below); otherwise a check
-first makes sure this process has read the key's partition up to its current end (one ListOffsets
-request),
-so a delivery made a moment ago by another worker — the partition's previous owner — is seen
-too. That request goes through a client of its own: a broker answers one connection's requests
-in order, and on the tail's connection it waited behind the tail's long-polling fetch, up to
-the fetch's maximum wait (500 ms) before each first delivery of a result. A key lands on the
-partition Kafka's default partitioner picks for it (murmur2), which is how the check knows
-which partition to catch up on. Checks made at the same time share their ListOffsets request
-(one request for every partition asked about, issue 16: one per check was a fifth of the sink
-worker's CPU), never one sent before the check began: while a request is out, new checks wait for
-the next one, so each still sees every delivery made before it started.
+first makes sure this process has read the key's partition up to its current end (one
+ListOffsets request), so a delivery made a moment ago by another worker — the partition's
+previous owner — is seen too. That request goes through a client of its own: a broker answers
+one connection's requests in order, and on the tail's connection it waited behind the tail's
+long-polling fetch, up to the fetch's maximum wait (500 ms) before each first delivery of a
+result. A key lands on the partition Kafka's default partitioner picks for it (murmur2), which
+is how the check knows which partition to catch up on. Checks made at the same time share their
+ListOffsets request (one request for every partition asked about, issue 16: one per check was a
+fifth of the sink worker's CPU), never one sent before the check began: while a request is out,
+new checks wait for the next one, so each still sees every delivery made before it started.
 
 With ``per_assignment`` (the sink worker's, :mod:`agents.sinks.wiring`) there is no request per
 check. Another worker can only have delivered a result of a partition this worker owns before
