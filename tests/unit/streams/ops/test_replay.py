@@ -178,29 +178,35 @@ def test_calls_of_one_token_shape_are_priced_alike_but_not_across_models(
     ticket = {**TICKET, "time": "2026-01-01T00:00:00Z", "partitionkey": "c", "traceid": "t"}
 
     def priced(message: str, original: Original | None = None) -> Priced:
-        event = {**ticket, "data": {**ticket["data"], "message": message}}
+        event = {**ticket, "data": {"customer_id": "cus_1", "message": message}}
         return pricer.price(triage, "events", event, original)
 
     first, same_length = priced("The export is slow."), priced("The import is slow.")
-    assert first == same_length and first.outcome == "call"
+    assert first == same_length
+    assert first.outcome == "call"
     longer = priced("The export is slow. " * 40)
-    assert longer.prompt_tokens > first.prompt_tokens and longer.cost_usd > first.cost_usd
-    usage = {"enrichment": {}, "prompt_tokens": 100, "completion_tokens": 20}
-    known = priced("x", Original(model=model, **usage))
-    unpriced = priced("x", Original(model="other-model", **usage))
-    assert (known.cost_usd, known.has_price) == (pytest.approx((100 * 2.0 + 20 * 10.0) / 1e6), True)
-    assert known.from_usage and unpriced.from_usage
+    assert longer.prompt_tokens > first.prompt_tokens
+    assert longer.cost_usd > first.cost_usd
+
+    def used(answered: str) -> Original:  # an earlier result: 100 + 20 tokens
+        return Original(enrichment={}, model=answered, prompt_tokens=100, completion_tokens=20)
+
+    known, other = priced("x", used(model)), priced("x", used("other-model"))
+    assert known.from_usage
+    assert other.from_usage
+    assert known.has_price
+    assert known.cost_usd == pytest.approx((100 * 2.0 + 20 * 10.0) / 1e6)
     # The primary model has a price: the call is priced at it whichever model answered.
-    assert unpriced.cost_usd == known.cost_usd
-    no_price = _pricer(
+    assert other.cost_usd == known.cost_usd
+    # Priced only for the model that answered: the same shape, apart per model.
+    only_other = _pricer(
         config, {"other-model": {"input_usd_per_mtok": 1.0, "output_usd_per_mtok": 1.0}}
     )
-    assert (
-        no_price.price(triage, "events", ticket, Original(model=model, **usage)).has_price is False
-    )
-    assert no_price.price(
-        triage, "events", ticket, Original(model="other-model", **usage)
-    ).cost_usd == pytest.approx(120 / 1e6)
+    unpriced = only_other.price(triage, "events", ticket, used(model))
+    assert (unpriced.cost_usd, unpriced.has_price) == (0.0, False)
+    answered = only_other.price(triage, "events", ticket, used("other-model"))
+    assert answered.has_price
+    assert answered.cost_usd == pytest.approx(120 / 1e6)
 
 
 def test_the_estimate_line_says_what_is_counted_and_estimated() -> None:
