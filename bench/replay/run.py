@@ -35,7 +35,9 @@ import json
 import os
 import random
 import re
+import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -169,8 +171,18 @@ async def count_between(bootstrap: str, topic: str, start_ms: int, end_ms: int |
         await consumer.stop()
 
 
-def run_kcat(kcat: str, bootstrap: str, source: str, target: str, t0: int, t1: int) -> float:
-    """The pipe, timed start to exit; returns seconds."""
+def children_cpu_s() -> float:
+    """CPU seconds (user + system) of every child process this one has waited for: a run's
+    CPU is the difference across it (both kcat processes, or the replay's interpreter). Less
+    sensitive than the wall clock to what else runs on the machine."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_kcat(
+    kcat: str, bootstrap: str, source: str, target: str, t0: int, t1: int
+) -> tuple[float, float]:
+    """The pipe, timed start to exit; returns (seconds, CPU seconds of both processes)."""
     consume = [
         kcat, "-C", "-b", bootstrap, "-t", source, "-o", f"s@{t0}", "-o", f"e@{t1}",
         "-e", "-q", "-f", "%k\\t%s\\n",
@@ -179,6 +191,7 @@ def run_kcat(kcat: str, bootstrap: str, source: str, target: str, t0: int, t1: i
         kcat, "-P", "-b", bootstrap, "-t", target, "-K", "\t", "-H", "hookstream-replay=kcat",
         "-X", "enable.idempotence=true", "-X", "acks=all",
     ]  # fmt: skip
+    cpu_before = children_cpu_s()
     started = time.perf_counter()
     reader = subprocess.Popen(consume, stdout=subprocess.PIPE)
     writer = subprocess.Popen(produce, stdin=reader.stdout)
@@ -186,17 +199,20 @@ def run_kcat(kcat: str, bootstrap: str, source: str, target: str, t0: int, t1: i
     reader.stdout.close()  # the writer holds the pipe; the reader gets SIGPIPE if it dies
     if writer.wait() != 0 or reader.wait() != 0:
         sys.exit(f"bench/replay: kcat pipe failed ({reader.returncode}, {writer.returncode})")
-    return time.perf_counter() - started
+    return time.perf_counter() - started, children_cpu_s() - cpu_before
 
 
-def run_replay(env: dict[str, str], tree: Path, t0: str, t1: str) -> tuple[float, float, float]:
+def run_replay(
+    env: dict[str, str], tree: Path, t0: str, t1: str
+) -> tuple[float, float, float, float]:
     """``hookstream replay`` of ``tree``'s code, timed start to exit; returns (seconds, seconds
-    to its first line of output, its own records/s)."""
+    to its first line of output, its own records/s, its CPU seconds)."""
     args = [
         sys.executable, "-m", "streams.cli.main", "replay", "-c", str(EXAMPLE_CONFIG),
         "--topic", "events", "--from", t0, "--to", t1, "--yes", "--no-progress",
     ]  # fmt: skip
     env = {**env, "PYTHONPATH": str(tree)}
+    cpu_before = children_cpu_s()
     started = time.perf_counter()
     process = subprocess.Popen(
         args, cwd=tree, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -206,12 +222,13 @@ def run_replay(env: dict[str, str], tree: Path, t0: str, t1: str) -> tuple[float
     first_s = time.perf_counter() - started
     stdout, stderr = process.communicate()
     elapsed = time.perf_counter() - started
+    cpu_s = children_cpu_s() - cpu_before
     if process.returncode != 0:
         sys.exit(f"bench/replay: replay in {tree} failed:\n{stdout}\n{first_line}{stderr}")
     match = _REPLAY_LINE.search(stdout)
     if match is None:
         sys.exit(f"bench/replay: unexpected replay output:\n{stdout}")
-    return elapsed, first_s, float(match.group(3).replace(",", ""))
+    return elapsed, first_s, float(match.group(3).replace(",", "")), cpu_s
 
 
 def iso_ms(millis: int) -> str:
@@ -231,25 +248,27 @@ async def produce_window(bootstrap: str, topic: str, count: int) -> tuple[int, i
     return t0, t1
 
 
-async def copy_kcat(kcat: str, bootstrap: str, topics: tuple[str, str], window: Any) -> float:
+async def copy_kcat(
+    kcat: str, bootstrap: str, topics: tuple[str, str], window: Any
+) -> tuple[float, float]:
     events, copies = topics
     before = await count_between(bootstrap, copies, 0, None)
-    seconds = run_kcat(kcat, bootstrap, events, copies, window[0], window[1])
+    seconds, cpu_s = run_kcat(kcat, bootstrap, events, copies, window[0], window[1])
     copied = await count_between(bootstrap, copies, 0, None) - before
     if copied != window[2]:
         sys.exit(f"bench/replay: kcat copied {copied}, not {window[2]}")
-    return seconds
+    return seconds, cpu_s
 
 
 async def copy_replay(
     bootstrap: str, events: str, env: dict[str, str], window: Any, tree: Path = ROOT
-) -> tuple[float, float, float]:
+) -> tuple[float, float, float, float]:
     mark = int(time.time() * 1000)
-    seconds, first_s, own = run_replay(env, tree, iso_ms(window[0]), iso_ms(window[1]))
+    run = run_replay(env, tree, iso_ms(window[0]), iso_ms(window[1]))
     replayed = await count_between(bootstrap, events, mark, None)
     if replayed != window[2]:
         sys.exit(f"bench/replay: replay wrote {replayed}, not {window[2]}")
-    return seconds, first_s, own
+    return run
 
 
 def tree_arg(text: str) -> tuple[str, Path]:
@@ -290,31 +309,37 @@ async def main() -> int:
         "HOOKSTREAM_TOPIC_PREFIX": prefix,
     }
     trees: list[tuple[str, Path]] = [("replay", ROOT), *args.tree]
-    times: dict[str, list[float]] = {"kcat": [], "kcat_small": []}
+    times: dict[str, list[float]] = {"kcat": [], "kcat_small": [], "kcat_cpu": []}
     for label, _ in trees:
-        for suffix in ("", "_small", "_first_output", "_small_first_output"):
+        for suffix in ("", "_small", "_first_output", "_small_first_output", "_cpu"):
             times[label + suffix] = []
     replay_own: list[float] = []
     compiled = [pyc for _, tree in trees for pyc in compile_hookstream(tree)]
     try:
         for round_no in range(1, args.rounds + 1):
-            times["kcat_small"].append(await copy_kcat(kcat, bootstrap, topics, small))
-            times["kcat"].append(await copy_kcat(kcat, bootstrap, topics, big))
-            said = [f"round {round_no}: kcat {times['kcat'][-1]:.2f} s "
+            times["kcat_small"].append((await copy_kcat(kcat, bootstrap, topics, small))[0])
+            seconds, cpu_s = await copy_kcat(kcat, bootstrap, topics, big)
+            times["kcat"].append(seconds)
+            times["kcat_cpu"].append(cpu_s)
+            said = [f"round {round_no}: kcat {times['kcat'][-1]:.2f} s, CPU {cpu_s:.2f} s "
                     f"({times['kcat_small'][-1]:.2f} s for {args.small:,})"]  # fmt: skip
             for label, tree in trees:
-                seconds, first_s, _ = await copy_replay(bootstrap, topics[0], env, small, tree)
+                seconds, first_s, _, _ = await copy_replay(bootstrap, topics[0], env, small, tree)
                 times[label + "_small"].append(seconds)
                 times[label + "_small_first_output"].append(first_s)
-                seconds, first_s, own = await copy_replay(bootstrap, topics[0], env, big, tree)
+                seconds, first_s, own, cpu_s = await copy_replay(
+                    bootstrap, topics[0], env, big, tree
+                )
                 times[label].append(seconds)
                 times[label + "_first_output"].append(first_s)
+                times[label + "_cpu"].append(cpu_s)
                 if label == "replay":
                     replay_own.append(own)
                 said.append(
-                    f"{'hookstream replay' if label == 'replay' else label} {seconds:.2f} s "
-                    f"({times[label + '_small'][-1]:.2f} s for {args.small:,}, first output "
-                    f"{times[label + '_small_first_output'][-1]:.2f} s; own rate {own:,.0f}/s)"
+                    f"{'hookstream replay' if label == 'replay' else label} {seconds:.2f} s, "
+                    f"CPU {cpu_s:.2f} s ({times[label + '_small'][-1]:.2f} s for {args.small:,}, "
+                    f"first output {times[label + '_small_first_output'][-1]:.2f} s; "
+                    f"own rate {own:,.0f}/s)"
                 )
             print("; ".join(said), flush=True)
     finally:
@@ -336,6 +361,10 @@ async def main() -> int:
         "replay_steady_events_per_s": round(steady / (best["replay"] - best["replay_small"]), 1),
         "replay_own_events_per_s": round(max(replay_own), 1),
         "replay_small_first_output_s": round(best["replay_small_first_output"], 3),
+        # CPU (user + system) of the copier's processes for the large window, median of the
+        # rounds; the ratio kcat / hookstream, as for the times.
+        "kcat_cpu_s": round(statistics.median(times["kcat_cpu"]), 3),
+        "replay_cpu_s": round(statistics.median(times["replay_cpu"]), 3),
         "target_ratio": 1.0,
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "trees": {
@@ -348,6 +377,7 @@ async def main() -> int:
                     3,
                 ),
                 "small_first_output_s": round(best[label + "_small_first_output"], 3),
+                "cpu_s": round(statistics.median(times[label + "_cpu"]), 3),
             }
             for label, tree in args.tree
         },
@@ -355,6 +385,7 @@ async def main() -> int:
     results["steady_ratio"] = round(
         results["replay_steady_events_per_s"] / results["kcat_steady_events_per_s"], 3
     )
+    results["cpu_ratio"] = round(results["kcat_cpu_s"] / results["replay_cpu_s"], 3)
     results["ratio_per_round"] = [
         round(k / h, 3) for k, h in zip(times["kcat"], times["replay"], strict=True)
     ]
@@ -393,6 +424,13 @@ def _tree_notes(r: dict[str, Any]) -> str:
     )
 
 
+def _cpu_notes(r: dict[str, Any]) -> str:
+    return "".join(
+        f"; {label}: {t['cpu_s']:.2f} s ({r['kcat_cpu_s'] / t['cpu_s']:.3f}x)"
+        for label, t in r["trees"].items()
+    )
+
+
 def render(r: dict[str, Any]) -> str:
     s = r["seconds"]
     verdict = {True: "met", False: "missed"}
@@ -423,6 +461,9 @@ hookstream / kcat = **{r["ratio"]:.3f}x**, target ≥ {r["target_ratio"]}x: \
 - **steady** (fixed costs removed: ({r["events"]:,} - {r["small_window"]:,}) events / (time for \
 {r["events"]:,} - time for {r["small_window"]:,})): hookstream / kcat = \
 **{r["steady_ratio"]:.3f}x**: {verdict[r["target_met_steady"]]}
+- **CPU** (user + system) of the copier's processes for the {r["events"]:,}, median of the \
+rounds (what the machine's load changes least): kcat {r["kcat_cpu_s"]:.2f} s, hookstream \
+{r["replay_cpu_s"]:.2f} s: kcat / hookstream = **{r["cpu_ratio"]:.3f}x**{_cpu_notes(r)}
 - the replay's own rate as it reports it (window fixed → last ack, no interpreter start): \
 {r["replay_own_events_per_s"]:,.0f} events/s
 - first line of output (the cost line, on stderr) of the {r["small_window"]:,}-event replay, from \
