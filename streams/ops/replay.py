@@ -43,6 +43,7 @@ from schemas.config import HookstreamConfig
 from schemas.config_flows import FlowConfig
 from schemas.errors import BrokerUnavailable, UnknownTopic
 from schemas.headers import REPLAY_HEADER
+from streams.kafka import produce_encoding
 from streams.kafka.connection import client_kwargs
 from streams.kafka.reader import (
     Position,
@@ -553,6 +554,9 @@ class Replayer:
             )
             for index in range(_PRODUCERS)
         ]
+        # Its produce requests (MBs of copied batches) encoded with one copy of the batches
+        # instead of six: ~0.06 s of CPU per 45 MB written (bench/replay, issue 16).
+        produce_encoding.install()
         self._clients = (consumer, producers)
         self._connected = asyncio.ensure_future(self._connect(consumer, producers))
         return consumer, producers, self._connected
