@@ -27,11 +27,16 @@ _I = struct.Struct(">i").pack  # an array's length
 _II = struct.Struct(">ii").pack  # a partition and its batch's length
 _H = struct.Struct(">h").pack  # a string's length
 
-# Every version aiokafka defines (v0-v2 have no transactional_id; v3+ start with it).
-_VERSIONS = tuple(
-    getattr(produce, name)
-    for name in sorted(dir(produce))
-    if name.startswith("ProduceRequest_v") and name[len("ProduceRequest_v") :].isdigit()
+# The versions whose schema this encodes: v0's (v1 and v2 share it) and v3's, which starts with
+# the transactional_id (v4-v8 share it). A later version with another schema (the flexible
+# ones: compact strings, tagged fields) keeps aiokafka's own encoding.
+_SCHEMAS = (produce.ProduceRequest_v0.SCHEMA, produce.ProduceRequest_v3.SCHEMA)
+_VERSIONS: tuple[Any, ...] = tuple(
+    version
+    for version in (getattr(produce, name) for name in dir(produce))
+    if isinstance(version, type)
+    and version.__name__.startswith("ProduceRequest_v")
+    and any(getattr(version, "SCHEMA", None) is schema for schema in _SCHEMAS)
 )
 
 
