@@ -3,13 +3,13 @@
 aiokafka encodes a request by nesting: each record batch is joined into its partition's
 entry, that into the partition array, the topic entry, the topic array and the request
 (``Schema.encode``, ``Array.encode``, ``Bytes.encode``: ``b"".join`` or ``+`` at every level),
-and the connection adds the header and the size in front (two more copies). A replay writes
-tens of MB in requests of several MB: a 100,000-event replay (45 MB) spent ~0.1 s of its CPU
-in those copies and the page faults of their fresh buffers, a tenth of the process
-(bench/replay, issue 16). :func:`install` gives the produce request structs an ``encode``
-that collects the fields and the batches in one list and joins it once: byte for byte the
-same request (tests/unit/streams/kafka/test_produce_encoding.py compares them for every
-version), ~half the CPU (12 requests of 4 x 1 MiB: 120 → 60 ms).
+and the connection adds the header and the size in front (two more copies). :func:`install`
+gives the produce request structs an ``encode`` that collects the fields and the batches in one
+list and joins it once: byte for byte the same request
+(tests/unit/streams/kafka/test_produce_encoding.py compares them for every version). 12
+requests of 4 x 1 MiB took 60 ms of CPU instead of 120 (fresh buffers' page faults included);
+a 100,000-event replay (45 MB in 19 requests of 2.4 MB on average) used ~0.02-0.03 s less CPU
+(medians of 8 interleaved runs on a loaded machine: bench/replay, issue 16).
 
 aiokafka 0.14 internals (``aiokafka.protocol.produce``, pinned in pyproject.toml); installed
 by the processes that write in bulk (the replay), for the rest of the process.

@@ -555,7 +555,7 @@ class Replayer:
             for index in range(_PRODUCERS)
         ]
         # Its produce requests (MBs of copied batches) encoded with one copy of the batches
-        # instead of six: ~0.06 s of CPU per 45 MB written (bench/replay, issue 16).
+        # instead of six (streams.kafka.produce_encoding; bench/replay, issue 16).
         produce_encoding.install()
         self._clients = (consumer, producers)
         self._connected = asyncio.ensure_future(self._connect(consumer, producers))
