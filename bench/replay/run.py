@@ -475,30 +475,31 @@ spawn: {r["replay_small_first_output_s"]:.3f} s (best round; rounds: \
 ## Where hookstream's time goes (measured while building it)
 
 - **Session 11 (issue 16)**, beside the code before it (`--tree before=`, commit 9a7d866, same
-  rounds) on a machine loaded by three other engineers' test runs (load average 6-10: the times
-  above vary 2x from round to round, the CPU figures by ~10 %): a 100,000-event replay's process
-  used 0.80-0.83 s of CPU (median of 5, two runs) instead of 0.92-0.93 s; kcat's two processes
-  0.33-0.40 s. Changes: the produce requests are encoded with one copy of their record batches
-  instead of six (`streams/kafka/produce_encoding.py`, byte for byte aiokafka's encoding: 12
-  requests of 4 x 1 MiB took 60 ms of CPU instead of 120, page faults of the fresh buffers
-  included; in the replay, 19 requests of 2.4 MB on average, ~0.02-0.03 s); the estimate prices
-  a task in ~9.4 µs instead of ~16.2 (the same 10,000 events, best of 3: an empty answer cache
-  is not asked and no cache key is computed, only the priced model's request is rendered, a
-  call's dollars are computed once per token shape, the sample loop's lookups hoisted); building
-  the parser no longer imports the config models (the batcher command imported them at the top
-  of its module), so they load inside the replay's GC-off start-up again. What is left, per
-  100,000-event run at low load: imports ~0.23 s of CPU (pydantic and the config models with
-  jsonschema, which the config's output schemas need, ~0.14 s; aiokafka ~0.03 s;
-  prometheus_client ~0.014 s for the AI task's metric children), the estimate ~0.23 s (its 10
-  slices fetch ~60 MB: with this window's 512 KiB producer batches each slice needs one or two
-  whole batches of every partition, so the sample reads about every batch of the 45 MB window;
-  pricing ~0.1 s: validating each event 3.7 µs, the enriched event 1.7 µs, rendering the request
-  3.7 µs), the copy ~0.22 s (reading: asyncio's StreamReader and aiokafka's decoder copy each
-  byte ~3 times). Tried, no consistent gain (measured under that load): aiokafka's reader limit
-  at 1 MiB instead of 64 KiB (fewer pauses of the socket), the GC off for the whole run, the
-  slices read by 2 or 5 consumers at once. 1.0x is out of reach for a Python process that
-  validates the config and prices a sample before it copies: kcat's whole run is 0.3 s, this
-  one's imports alone 0.23 s.
+  rounds) in four runs on a machine loaded by three other engineers' test runs (load average
+  4.6-8.9: the times vary up to 2x from round to round, the CPU figures by ~10 %): a
+  100,000-event replay's process used 0.77-0.83 s of CPU (median of 5 rounds) instead of
+  0.86-0.93 s, kcat's two processes 0.33-0.40 s; best rounds at load 4.6-4.9, 0.86-0.93 s
+  instead of 0.92-1.15 s (kcat 0.34-0.36 s). Changes: the produce requests are encoded with one
+  copy of their record batches instead of six (`streams/kafka/produce_encoding.py`, byte for
+  byte aiokafka's encoding: 12 requests of 4 x 1 MiB took 60 ms of CPU instead of 120, page
+  faults of the fresh buffers included; in the replay, 19 requests of 2.4 MB on average,
+  ~0.02-0.03 s); the estimate prices a task in ~9.4 µs instead of ~16.2 (the same 10,000 events,
+  best of 3: an empty answer cache is not asked and no cache key is computed, only the priced
+  model's request is rendered, a call's dollars are computed once per token shape, the sample
+  loop's lookups hoisted); building the parser no longer imports the config models (the batcher
+  command imported them at the top of its module), so they load inside the replay's GC-off
+  start-up again. What is left, per 100,000-event run at low load: imports ~0.23 s of CPU
+  (pydantic and the config models with jsonschema, which the config's output schemas need, ~0.14
+  s; aiokafka ~0.03 s; prometheus_client ~0.014 s for the AI task's metric children), the
+  estimate ~0.23 s (its 10 slices fetch ~60 MB: with this window's 512 KiB producer batches each
+  slice needs one or two whole batches of every partition, so the sample reads about every batch
+  of the 45 MB window; pricing ~0.1 s: validating each event 3.7 µs, the enriched event 1.7 µs,
+  rendering the request 3.7 µs), the copy ~0.22 s (reading: asyncio's StreamReader and
+  aiokafka's decoder copy each byte ~3 times). Tried, no consistent gain (measured under that
+  load): aiokafka's reader limit at 1 MiB instead of 64 KiB (fewer pauses of the socket), the GC
+  off for the whole run, the slices read by 2 or 5 consumers at once. 1.0x is out of reach for a
+  Python process that validates the config and prices a sample before it copies: kcat's whole
+  run is 0.3 s, this one's imports alone 0.23 s.
 - **Session 9 (issue 16)**, beside the code before it (`--tree before=`, commit ce6c358, same
   rounds): a 100,000-event replay's ~0.85 s at low load is start-up ~0.32 s (to the cost
   line of a 1,000-event replay), the cost estimate ~0.3 s (its 10,000-record sample read in 10
