@@ -226,14 +226,15 @@ class SinkConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def _fetch(self, consumer: AIOKafkaConsumer) -> None:
         while True:
-            if self._full():
+            if self._releasing or self._full():
+                # Paused: a rebalance or a stop is under way, or the queues are full.
                 if not self._paused:
                     consumer.pause(*consumer.assignment())
                     self._paused = True
                 self._room.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._room.wait(), PAUSED_POLL_S)
-                if self._full():
+                if self._releasing or self._full():
                     self._enqueue(consumer, await consumer.getmany(timeout_ms=0))
                     continue
             if self._paused:
@@ -295,12 +296,13 @@ class SinkConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         assigned = set(assigned)
         self.generation += 1
-        self._paused = False
+        self._paused = False  # a new assignment's partitions start unpaused
         self.memory.assigned()  # before any event of the assignment is handled
         if not self.stopping:
             self._releasing = False
             for runner in self.runners:
                 runner.resume()
+            self._room.set()  # the fetch loop resumes the partitions now
         log.info("assigned %d partitions of %s", len(assigned), self.topic)
         if self._consumer is not None and assigned:
             asyncio.get_running_loop().create_task(self._read_committed(assigned))
