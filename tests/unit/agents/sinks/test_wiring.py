@@ -47,7 +47,8 @@ async def test_a_record_is_committable_once_every_sink_acked_it() -> None:
     consumer._enqueue(None, _polled(range(10, 12)))  # type: ignore[arg-type]
     first, second = consumer._queues
     assert [r.offset for r in first] == [r.offset for r in second] == [10, 11]
-    assert first[0].message is first[0] and first[0].timestamp == 1.0
+    assert first[0].message is first[0]
+    assert first[0].timestamp == 1.0
     first[0].ack()
     first[1].ack()
     assert TP not in consumer._done  # the other sink has done nothing yet
