@@ -44,7 +44,7 @@ async def test_the_sink_workers_memory_is_told_of_each_assignment() -> None:
 async def test_a_record_is_committable_once_every_sink_acked_it() -> None:
     consumer = _consumer()
     await consumer.on_partitions_assigned({TP})
-    consumer._enqueue(None, _polled(range(10, 12)))  # type: ignore[arg-type]
+    consumer._enqueue(None, _polled(range(10, 12)))
     first, second = consumer._queues
     assert [r.offset for r in first] == [r.offset for r in second] == [10, 11]
     assert first[0].message is first[0]
@@ -63,7 +63,7 @@ async def test_a_record_is_committable_once_every_sink_acked_it() -> None:
 async def test_a_full_queue_asks_for_a_pause_and_draining_it_for_the_resume() -> None:
     consumer = _consumer()
     await consumer.on_partitions_assigned({TP})
-    consumer._enqueue(None, _polled(range(BUFFER_RECORDS)))  # type: ignore[arg-type]
+    consumer._enqueue(None, _polled(range(BUFFER_RECORDS)))
     assert consumer._full()
     consumer._paused = True  # what _fetch does when it finds the queues full
     feeds = [consumer._feed(i).__aiter__() for i in range(len(consumer.stages))]
