@@ -297,6 +297,8 @@ def cmd_sinks(args: argparse.Namespace) -> int:
     """The sink worker: a plain aiokafka consumer, no Faust app (agents.sinks.wiring)."""
     import asyncio
 
+    from aiokafka.errors import InconsistentGroupProtocolError
+
     from agents.sinks.wiring import run_sink_worker
     from streams.cli import loops
 
@@ -313,6 +315,14 @@ def cmd_sinks(args: argparse.Namespace) -> int:
         )
     except BrokerUnavailable as exc:
         return fail(f"{exc} — {unreachable_hint(config, args.config)}", EXIT_UNAVAILABLE)
+    except InconsistentGroupProtocolError:
+        group = f"{config.kafka.topic_prefix}-sinks"
+        message = (
+            f"consumer group {group}: its members assign partitions another way (sink workers "
+            "of a hookstream from before the sinks left Faust?); stop them, then start this one: "
+            "the group's committed offsets are kept"
+        )
+        return fail(message, EXIT_UNAVAILABLE)
     return 0
 
 
