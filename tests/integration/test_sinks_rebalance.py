@@ -3,8 +3,9 @@
 The sink worker runs on its own aiokafka consumer (agents/sinks/consumer.py): at the
 rebalance the first worker waits for its deliveries in flight and commits what is done before
 its partitions move, so the second starts where the first stopped. Real processes, the real
-broker, the CRM simulator holding each request 100 ms so that deliveries are in flight when
-the group rebalances.
+broker, the CRM simulator holding each request 1 s so that deliveries are in flight when the
+group rebalances (the new owner, had it not waited for them, would send them again: with a
+rebalance that does not wait, this test fails on the CRM's idempotent replays).
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from tests.support.broker import free_port
 from tests.support.sinkstack import wait_until
 from tests.support.stack import Proc, Stack, running_stack
 
-RESULTS = 3000
-CUSTOMERS = 200
+RESULTS = 400
+CUSTOMERS = 50
 FLOW = "feedback-triage"
 
 
@@ -92,7 +93,7 @@ async def test_a_worker_joining_under_load_delivers_each_result_once_in_key_orde
         aiohttp.ClientSession() as session,
     ):
         crm = stack.crm
-        await crm.configure(latency_ms=100)
+        await crm.configure(latency_ms=1000)
         by_customer = await write_results(stack)
         first = await start_sinks(stack, tmp_path, "sinks")
 
