@@ -186,8 +186,13 @@ class SinkConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
             rebalance_timeout_ms=60_000,
         )
         consumer.subscribe([self.topic], listener=self)
-        await consumer.start()
-        self._consumer = consumer
+        self._consumer = consumer  # before start: its first assignment may come during it
+        try:
+            await consumer.start()
+        except BaseException:
+            self._consumer = None
+            await consumer.stop()
+            raise
         tasks: list[asyncio.Task[None]] = []
         try:
             for stage in self.stages:
