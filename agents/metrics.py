@@ -187,8 +187,9 @@ class _RunnerTotals(Collector):
 class _ConsumerLag(Collector):
     """``hookstream_consumer_lag_records``, read when Prometheus scrapes: per partition this
     process consumes, the partition's high watermark (the last fetch response's, kept by the
-    Kafka client) minus the group's committed offset (Faust's, after its last commit or the
-    seek at assignment). Nothing is done per event and no request is sent; after a rebalance
+    Kafka client) minus the group's committed offset (the worker's: Faust's, after its last
+    commit or the seek at assignment; the sink worker's: its own, read at assignment and
+    updated at each commit). Nothing is done per event and no request is sent; after a rebalance
     only the partitions now assigned here are listed, so sum or max the series by group,
     topic and partition across processes. A partition this group never committed counts from
     offset 0; one whose high watermark is not known yet (no fetch since assignment) is left

@@ -23,9 +23,10 @@ guarantees Faust gave are kept here, each by the piece named:
 - **Stop.** SIGTERM or SIGINT: the same release and wait, a last commit, then the consumer
   leaves the group (a static member, ``worker.group_instance_id``, does not).
 
-A record that a poll returns while a rebalance is going on is not handed out; its partition is
-sought back to it, so whichever assignment it came from reads it again (aiokafka returns only
-records of the assignment current when the poll returns, and nothing runs in between).
+During a rebalance or a stop the partitions are paused, and polled once a second. A record a
+poll returns then is not handed out; its partition is sought back to it, so whichever
+assignment it came from reads it again (aiokafka returns only records of the assignment current
+when the poll returns, and nothing runs in between).
 """
 
 from __future__ import annotations
