@@ -343,6 +343,20 @@ class Bench:
             await stop(process)
             log.close()
 
+    async def records_written(self, prefix: str) -> dict[str, float]:
+        """Records the worker wrote per event (its stopped run's): enriched and results, and
+        those of its two memories (dedupe marks, answer-cache entries)."""
+        counts = {
+            role: await topic_count(self.counter, f"{prefix}.{role}")
+            for role in ("enriched", "results", "dedupe", "ai-cache")
+        }
+        return {
+            "records_per_event": round(sum(counts.values()) / self.events, 2),
+            "memory_records_per_event": round(
+                (counts["dedupe"] + counts["ai-cache"]) / self.events, 2
+            ),
+        }
+
     async def crm_count(self) -> Callable[[], Awaitable[float]]:
         import aiohttp
 
@@ -385,6 +399,7 @@ class Bench:
                 )
                 out[name] = measured
                 await proc.stop()
+                out[name].update(await self.records_written(prefix))
                 if not lookup:
                     sink_prefixes[suffix] = prefix  # the sinks read this run's results
         for mode in ("faust", "faust_uvloop", "aiokafka"):
