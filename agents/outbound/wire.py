@@ -146,6 +146,7 @@ class JsonPoster:
             f"Host: {authority}",
             "Content-Type: application/json",
             "Accept: application/json",
+            "User-Agent: hookstream",
         ]
         for name, value in headers.items():
             if any(c in f"{name}{value}" for c in "\r\n\0"):

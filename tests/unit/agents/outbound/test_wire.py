@@ -93,6 +93,7 @@ async def test_a_post_sends_its_headers_and_body_and_reuses_the_connection() -> 
     assert f"Host: {url.split('/')[2]}" in lines
     assert "Authorization: Bearer k" in lines
     assert "Content-Type: application/json" in lines
+    assert "User-Agent: hookstream" in lines
     assert "Content-Length: 8" in lines
     assert f"traceparent: {context.traceparent()}" in lines
     assert body == b'{"a": 1}'
