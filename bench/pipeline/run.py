@@ -529,6 +529,12 @@ def ratios(rep: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def rerender(name: str) -> None:
+    """bench/results/<name>.md written again from its .json (after a change to render)."""
+    report = json.loads((RESULTS / f"{name}.json").read_text())
+    (RESULTS / f"{name}.md").write_text(render(report))
+
+
 def median_of(reps: list[dict[str, Any]], path: tuple[str, ...]) -> float:
     values = []
     for rep in reps:
@@ -625,6 +631,13 @@ def render(report: dict[str, Any]) -> str:
         if "sinks_vs_put" in r
         else []
     )
+    records = [
+        f"- records {LABELS[name]} wrote per event (enriched, results, dedupe, ai-cache): "
+        f"{med[name]['records_per_event']}, of them its two memories' "
+        f"{med[name]['memory_records_per_event']}"
+        for name in ("worker_before", "worker")
+        if "records_per_event" in med.get(name, {})
+    ]
     return "\n".join(
         [
             "# Pipeline benchmark: CPU per event",
@@ -632,7 +645,8 @@ def render(report: dict[str, Any]) -> str:
             f"`make bench-pipeline` (bench/pipeline/run.py): {s['events']:,} pre-loaded events "
             f"over {KEYS:,} keys on {PARTITIONS} partitions per run, {s['repeat']} repetitions, "
             "medians; the model and the CRM are the bundled simulators answering at once; flow "
-            f"`max_concurrency` {N}; a fresh single-node broker; {s['cpus']} CPUs shared by the "
+            f"`max_concurrency` {N}; a single-node broker (`make bench-pipeline` starts a fresh "
+            f"one); {s['cpus']} CPUs shared by the "
             f"broker, the simulators and the process measured; Python {s['python']}. CPU is the "
             "measured process's own (utime + stime), from its first output to its last.",
             *(["", f"Runs: {s['note']}."] if "note" in s else []),
@@ -652,6 +666,7 @@ def render(report: dict[str, Any]) -> str:
             f"/ on asyncio's loop: {r['faust_uvloop_vs_faust']}x",
             *sinks,
             *before,
+            *records,
             "",
         ]
     )
