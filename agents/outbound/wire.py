@@ -10,6 +10,8 @@ connections and sends each request as one write: the request line and the consta
 (authentication included) encoded once, then ``Content-Length``, the trace context of the
 call, and the body.
 
+An answer without Content-Length or chunked framing is read to the connection's close (as
+HTTP/1.0 servers and some proxies answer); an interim 1xx answer is skipped for the final one.
 What it does not do, because a provider's API does not need it: redirects (a 3xx answers as
 an error), proxies (the aiohttp session it replaces had ``trust_env`` off too), compression
 (no ``Accept-Encoding`` is sent; a gzip or deflate answer is still decoded), cookies. TLS is
@@ -49,6 +51,9 @@ def _tls() -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
+# Headers that frame an answer's body; without either, the body runs to the connection's close.
+_FRAMING = (b"content-length", b"transfer-encoding")
+
 # (status, raw headers, body) of one answer
 Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
 
@@ -67,6 +72,10 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self._body: list[bytes] = []
         self._headers: list[tuple[bytes, bytes]] = []
+        # The answer's head is read and it has neither Content-Length nor Transfer-Encoding:
+        # its body ends where the connection does (RFC 9112 6.3, what HTTP/1.0 servers and
+        # some proxies send), so a close then completes it instead of failing it.
+        self._until_close = False
 
     # asyncio's side
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -80,16 +89,33 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._until_close and exc is None:
+            self._until_close = False
+            self.on_message_complete()  # the close delimits the body: the answer is whole
+            return
         self._fail(_Lost(f"connection closed ({exc or 'by the server'})"))
 
     # httptools' side
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
 
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        self._until_close = not (
+            100 <= status < 200
+            or status in (204, 304)
+            or any(name.lower() in _FRAMING for name, _ in self._headers)
+        )
+
     def on_body(self, body: bytes) -> None:
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        self._until_close = False
+        if 100 <= self.parser.get_status_code() < 200:
+            # An interim answer (100 Continue, 103 Early Hints): the final one follows.
+            self._headers, self._body = [], []
+            return
         waiter, self.waiter = self.waiter, None
         body, self._body = b"".join(self._body), []
         headers, self._headers = self._headers, []

@@ -202,3 +202,49 @@ def test_a_header_with_a_line_break_is_refused_without_showing_it() -> None:
     with pytest.raises(ValueError, match="provider sim: header Authorization") as refused:
         poster("http://127.0.0.1:1/v1", {"Authorization": "Bearer k\r\nX-Evil: 1"})
     assert "Bearer" not in str(refused.value)
+
+
+async def answer_then_close(raw_answer: bytes) -> tuple[asyncio.Server, str]:
+    """A server that reads one request's head and body, writes ``raw_answer`` and closes."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        await reader.readexactly(length)
+        writer.write(raw_answer)
+        await writer.drain()
+        writer.close()
+
+    listener = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    return listener, f"http://127.0.0.1:{port}/v1/chat/completions"
+
+
+@pytest.mark.parametrize(
+    "raw_answer",
+    [
+        pytest.param(b'HTTP/1.0 200 OK\r\n\r\n{"ok": 2}', id="http-1.0"),
+        pytest.param(b'HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{"ok": 2}', id="close"),
+        pytest.param(
+            b"HTTP/1.1 100 Continue\r\n\r\n"
+            b'HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{"ok": 2}',
+            id="interim-100",
+        ),
+    ],
+)
+async def test_an_answer_ended_by_the_close_or_after_an_interim_one_is_read_whole(
+    raw_answer: bytes,
+) -> None:
+    # Failing these would retry a call the provider answered: paid twice.
+    listener, url = await answer_then_close(raw_answer)
+    client = poster(url)
+    try:
+        assert await client.post(b"{}", timeout_s=2.0) == (200, {"ok": 2})
+    finally:
+        client.close()
+        listener.close()
+        await listener.wait_closed()
