@@ -230,8 +230,7 @@ async def answer_then_close(raw_answer: bytes) -> tuple[asyncio.Server, str]:
         pytest.param(b'HTTP/1.0 200 OK\r\n\r\n{"ok": 2}', id="http-1.0"),
         pytest.param(b'HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{"ok": 2}', id="close"),
         pytest.param(
-            b"HTTP/1.1 100 Continue\r\n\r\n"
-            b'HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{"ok": 2}',
+            b'HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{"ok": 2}',
             id="interim-100",
         ),
     ],
