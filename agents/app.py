@@ -1,8 +1,9 @@
 """The Faust application: the only place a ``faust.App`` is made.
 
-Two roles share this factory. ``worker`` runs the enrich and AI agents; ``sinks`` runs one
-agent per configured sink. Each role is its own Kafka consumer group (``<prefix>-<role>``), so
-sinks scale and lag independently of the (expensive) AI stage.
+The worker runs the enrich and AI agents on it, in the consumer group ``<prefix>-worker``. The
+sink worker has no Faust app: it runs on a plain aiokafka consumer in its own group
+``<prefix>-sinks`` (:mod:`agents.sinks.wiring`), so sinks scale and lag independently of the
+(expensive) AI stage.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from faust.serializers import codecs
 
 from agents import metrics
 from agents.faust_app import ReleasingApp
-from agents.pipeline import register_sinks, register_worker
+from agents.pipeline import register_worker
 from agents.resources import Resources
 from schemas import codec
 from schemas.config import HookstreamConfig
@@ -29,7 +30,7 @@ from streams.kafka.connection import faust_credentials
 from streams.metrics.exposition import start_metrics_server
 
 log = logging.getLogger(__name__)
-Role = Literal["worker", "sinks"]
+Role = Literal["worker"]
 CODEC_NAME = "orjson"
 
 
@@ -95,15 +96,12 @@ def create_app(
     resources = Resources(
         config,
         client_id=app_id,
-        state=role == "worker",
+        state=True,
         journal_dir=state_dir / "answers" / app_id,
     )
     if metrics_port is not None:
         _serve_metrics(app, metrics_host, metrics_port, resources)
-    if role == "worker":
-        register_worker(app, config, resources)
-    else:
-        register_sinks(app, config, resources)
+    register_worker(app, config, resources)
     return app
 
 

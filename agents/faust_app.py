@@ -144,11 +144,3 @@ def on_release(
         releases.append(release)
     if resumes is not None and resume is not None:
         resumes.append(resume)
-
-
-def on_assigned(app: faust.App, hook: Callable[[], object]) -> None:
-    """Run ``hook`` at each assignment of ``app``'s partitions, before any event of it is
-    handled (a no-op on a plain app)."""
-    resumes = getattr(app, "resume_hooks", None)
-    if resumes is not None:
-        resumes.append(hook)

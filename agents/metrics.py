@@ -6,7 +6,7 @@ Never event ids or payload content.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
@@ -187,8 +187,9 @@ class _RunnerTotals(Collector):
 class _ConsumerLag(Collector):
     """``hookstream_consumer_lag_records``, read when Prometheus scrapes: per partition this
     process consumes, the partition's high watermark (the last fetch response's, kept by the
-    Kafka client) minus the group's committed offset (Faust's, after its last commit or the
-    seek at assignment). Nothing is done per event and no request is sent; after a rebalance
+    Kafka client) minus the group's committed offset (the worker's: Faust's, after its last
+    commit or the seek at assignment; the sink worker's: its own, read at assignment and
+    updated at each commit). Nothing is done per event and no request is sent; after a rebalance
     only the partitions now assigned here are listed, so sum or max the series by group,
     topic and partition across processes. A partition this group never committed counts from
     offset 0; one whose high watermark is not known yet (no fetch since assignment) is left
@@ -198,7 +199,7 @@ class _ConsumerLag(Collector):
     labelnames = ("group", "topic", "partition")
 
     def __init__(self) -> None:
-        self.apps: dict[str, Any] = {}
+        self.readers: dict[str, Callable[[], list[tuple[str, int, int]]]] = {}
 
     def collect(self) -> Iterator[Metric]:
         family = GaugeMetricFamily(
@@ -207,8 +208,8 @@ class _ConsumerLag(Collector):
             "offset, per partition assigned to this process.",
             labels=["group", "topic", "partition"],
         )
-        for group, app in list(self.apps.items()):
-            for topic, partition, lag in consumer_lag(app):
+        for group, read in list(self.readers.items()):
+            for topic, partition, lag in read():
                 family.add_metric([group, topic, str(partition)], lag)
         yield family
 
@@ -245,7 +246,13 @@ def watch_runner_total(agent: str, stats: RunnerCounters) -> None:
 
 def watch_consumer(group: str, app: Any) -> None:
     """Report ``app``'s consumer lag as group ``group`` (its Kafka consumer group id)."""
-    CONSUMER_LAG.apps[group] = app
+    watch_lag(group, lambda: consumer_lag(app))
+
+
+def watch_lag(group: str, read: Callable[[], list[tuple[str, int, int]]]) -> None:
+    """Report group ``group``'s lag as ``read`` gives it at scrape time: (topic, partition,
+    lag) per partition this process consumes (the sink worker's own consumer)."""
+    CONSUMER_LAG.readers[group] = read
 
 
 # --- tables (agents.state.table) and the HTTP lookups' cache (agents.outbound.cache) ---------

@@ -81,12 +81,3 @@ def register_worker(app: faust.App, config: HookstreamConfig, resources: Resourc
         busy=ai.busy,
     )
     release_when_waiting(app, ai.gates.values())
-
-
-def register_sinks(app: faust.App, config: HookstreamConfig, resources: Resources) -> None:
-    """One agent per (flow, sink), all reading the results topic (:mod:`agents.sinks.wiring`).
-
-    Imported here, so the worker process does not load the sinks' code (issue 16)."""
-    from agents.sinks.wiring import register_sink_agents
-
-    register_sink_agents(app, config, resources)

@@ -109,6 +109,20 @@ def _short(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
+def status_error(
+    what: str, status: int, raw: bytes, headers: Mapping[str, str], *, stage: str
+) -> RetriableRemoteError | PermanentRemoteError:
+    """The error of an answer with a status its caller does not take: retriable (with the
+    server's Retry-After) for 408/425/429/5xx, permanent otherwise; its message names ``what``
+    and the start of the answer's body."""
+    message = f"{what}: HTTP {status}: {_short(raw.decode(errors='replace'))}"
+    if status in RETRIABLE_STATUSES:
+        return RetriableRemoteError(
+            message, stage=stage, status=status, retry_after_s=retry_after_s(headers)
+        )
+    return PermanentRemoteError(message, stage=stage, status=status)
+
+
 async def request_json(
     session: aiohttp.ClientSession,
     method: str,
@@ -172,15 +186,7 @@ async def request_json(
                     status=status,
                 )
             if not ok:
-                message = f"{what}: HTTP {status}: {_short(raw.decode(errors='replace'))}"
-                if status in RETRIABLE_STATUSES:
-                    raise RetriableRemoteError(
-                        message,
-                        stage=stage,
-                        status=status,
-                        retry_after_s=retry_after_s(response.headers),
-                    )
-                raise PermanentRemoteError(message, stage=stage, status=status)
+                raise status_error(what, status, raw, response.headers, stage=stage)
             if not raw:
                 return status, None
             try:

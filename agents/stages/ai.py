@@ -138,6 +138,9 @@ class AIStage(Stage):
                 if runtime is None:
                     self._runtimes[provider.name] = ProviderRuntime.build(provider, session)
                 else:
+                    close = getattr(runtime.client, "close", None)
+                    if close is not None:  # its connections were the old session's peer's
+                        close()
                     runtime.client = client_for(provider, session)
             self._tasks = {
                 (flow, step): AITask(

@@ -75,8 +75,11 @@ def decode(model: type[M], raw: bytes | None, *, stage: str, message: Any = None
     except ValueError as exc:  # a binary-mode record's headers or data (binary_mode_document)
         raise InvalidRecord(f"binary-mode CloudEvent: {exc}", stage=stage) from None
     # The handler's log lines from here on carry the event's ids (streams.logs).
-    event: Any = getattr(decoded, "event", decoded)  # an EnrichedEvent's or AIResult's CloudEvent
-    flow = getattr(decoded, "flow", None)
+    # An EnrichedEvent's or AIResult's CloudEvent, or the CloudEvent itself (asked of the
+    # type: getattr on a pydantic model without the field raises inside, issue 16).
+    fields = type(decoded).model_fields
+    event: Any = decoded.event if "event" in fields else decoded  # type: ignore[attr-defined]
+    flow = decoded.flow if "flow" in fields else None  # type: ignore[attr-defined]
     bind_event(stage, event, flow)
     if tracing.enabled():
         named = {"hookstream.event_id": event.id, "hookstream.source": event.source}

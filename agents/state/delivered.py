@@ -22,7 +22,8 @@ new checks wait for the next one, so each still sees every delivery made before 
 With ``per_assignment`` (the sink worker's, :mod:`agents.sinks.wiring`) there is no request per
 check. Another worker can only have delivered a result of a partition this worker owns before
 this worker was given that partition: a rebalance waits for every delivery in flight to be
-remembered (Faust's ``stream_wait_empty``), and a killed worker delivers nothing after it dies.
+remembered (:meth:`agents.sinks.consumer.SinkConsumer.on_partitions_revoked`), and a killed
+worker delivers nothing after it dies.
 So after each assignment (:meth:`DeliveredMemory.assigned`) the first check reads the ends of
 every partition of the memory (one ListOffsets request, sent after the assignment began) and
 waits for the tail to reach them; from then on, until the next assignment, checks are answered

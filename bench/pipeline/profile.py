@@ -1,6 +1,8 @@
 """Summarise a py-spy profile in collapsed form (``py-spy record -f raw``, as
-``bench/pipeline/run.py --profile-s`` writes it): total samples, the top functions by samples
-spent in themselves (self) and by samples under them (inclusive), as shares of the total.
+``bench/pipeline/run.py --profile-s`` writes it): total samples, the samples by area of the
+worker (each sample in the first area of AREAS any frame of its stack belongs to), then the
+top functions by samples spent in themselves (self) and by samples under them (inclusive), as
+shares of the total.
 
 Usage: python bench/pipeline/profile.py PROFILE.raw [--top 40] > SUMMARY.txt
 """
@@ -23,9 +25,38 @@ def frame_name(frame: str) -> str:
     return f"{match['name']} {match['file']}"
 
 
+# (area, file fragments): a stack goes to the first area one of its frames' files matches.
+# The worker's root frame (mode/worker.py) matches none; the event loop's own waiting shows as
+# that root's self samples (uvloop's loop is C).
+AREAS = (
+    (
+        "the model call, client side",
+        ("aiohttp/", "agents/outbound/wire.py", "agents/ai/http_client.py", "agents/ai/openai.py"),
+    ),
+    (
+        "Kafka writes (aiokafka's producer, hookstream's writer, emit, map writes)",
+        ("aiokafka/producer/", "streams/kafka/producer.py", "agents/emit.py", "partitioner.py"),
+    ),
+    (
+        "Faust and Kafka reads (consumers, the maps' tails)",
+        ("faust/", "mode/threads.py", "mode/utils/", "aiokafka/consumer/", "kafka/compacted.py"),
+    ),
+    ("stage logic (decoding, rendering, validation, metrics, logs)", ("agents/", "schemas/")),
+    ("the event loop: tasks, futures, callbacks", ("asyncio/",)),
+)
+
+
+def area_of(files: list[str]) -> str:
+    for name, fragments in AREAS:
+        if any(fragment in file for file in files for fragment in fragments):
+            return name
+    return "other (the loop's own, waiting included)"
+
+
 def summarise(text: str, top: int) -> str:
     own: Counter[str] = Counter()
     under: Counter[str] = Counter()
+    areas: Counter[str] = Counter()
     total = 0
     for line in text.splitlines():
         stack, _, count = line.rpartition(" ")
@@ -34,10 +65,14 @@ def summarise(text: str, top: int) -> str:
         samples = int(count)
         total += samples
         frames = [frame_name(f) for f in stack.split(";")]
+        areas[area_of([f.rsplit(" ", 1)[-1] for f in frames])] += samples
         own[frames[-1]] += samples
         for name in set(frames):
             under[name] += samples
-    lines = [f"total samples {total}", "--- self"]
+    lines = [f"total samples {total}", "--- by area"]
+    names = [name for name, _ in AREAS] + ["other (the loop's own, waiting included)"]
+    lines += [f"{areas[name] / total:6.1%} {areas[name]:6d} {name}" for name in names]
+    lines.append("--- self")
     lines += [f"{n / total:6.1%} {name}" for name, n in own.most_common(top)]
     lines.append("--- inclusive")
     lines += [f"{n / total:6.1%} {name}" for name, n in under.most_common(top * 2)]

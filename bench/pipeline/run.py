@@ -28,6 +28,10 @@ measured in every repetition too, each right before this code's (``worker_before
 ``worker_lookup_before``, ``sinks_before``; the first repetition's ``worker_before`` profiled to
 ``<name>-profile-before.raw``).
 
+``--only worker`` runs the worker (no lookup; with ``--code-from``, REV's too, right before)
+and the three bare baselines alone, for a change to the worker measured against its code before
+in one session.
+
 ``--only sinks`` runs the sinks pair alone (a few minutes instead of ~15): the results topic is
 pre-loaded with AI results (the worker's output, written directly), then ``sinks``,
 ``faust_put`` and ``put`` run on it; with ``--code-from REV`` the sinks process of REV's code
@@ -339,6 +343,20 @@ class Bench:
             await stop(process)
             log.close()
 
+    async def records_written(self, prefix: str) -> dict[str, float]:
+        """Records the worker wrote per event (its stopped run's): enriched and results, and
+        those of its two memories (dedupe marks, answer-cache entries)."""
+        counts = {
+            role: await topic_count(self.counter, f"{prefix}.{role}")
+            for role in ("enriched", "results", "dedupe", "ai-cache")
+        }
+        return {
+            "records_per_event": round(sum(counts.values()) / self.events, 2),
+            "memory_records_per_event": round(
+                (counts["dedupe"] + counts["ai-cache"]) / self.events, 2
+            ),
+        }
+
     async def crm_count(self) -> Callable[[], Awaitable[float]]:
         import aiohttp
 
@@ -353,15 +371,18 @@ class Bench:
         self._sessions.append(session)
         return count
 
-    async def repetition(self, profile_s: float, before: Path | None) -> dict[str, Any]:
+    async def repetition(
+        self, profile_s: float, before: Path | None, worker_only: bool = False
+    ) -> dict[str, Any]:
         """Every run once; with ``before``, that code's worker, worker with a lookup and sinks
-        each right before this code's (the sinks read the results of their own code's worker)."""
+        each right before this code's (the sinks read the results of their own code's worker).
+        ``worker_only``: the worker without a lookup and the bare baselines alone."""
         out: dict[str, Any] = {}
         codes: list[tuple[str, Path | None]] = [("", None)]
         if before is not None:
             codes.insert(0, ("_before", before))
         sink_prefixes: dict[str, str] = {}
-        for lookup in (False, True):
+        for lookup in (False,) if worker_only else (False, True):
             for suffix, code in codes:
                 name = ("worker_lookup" if lookup else "worker") + suffix
                 prefix = f"p{uuid.uuid4().hex[:8]}"
@@ -378,6 +399,7 @@ class Bench:
                 )
                 out[name] = measured
                 await proc.stop()
+                out[name].update(await self.records_written(prefix))
                 if not lookup:
                     sink_prefixes[suffix] = prefix  # the sinks read this run's results
         for mode in ("faust", "faust_uvloop", "aiokafka"):
@@ -385,16 +407,16 @@ class Bench:
             await preload(self.bootstrap, prefix, self.events)
             print(f"{mode} ...", flush=True)
             out[mode] = await self.baseline(mode, prefix, self.progress(prefix))
-        for suffix, code in codes:
+        for suffix, code in codes if not worker_only else ():
             print(f"sinks{suffix} ...", flush=True)
             measured, proc = await self.hookstream(
                 "sinks", sink_prefixes[suffix], False, await self.crm_count(), code=code
             )
             out["sinks" + suffix] = measured
             await proc.stop()
-        sink_prefix = sink_prefixes[""]
-        print("put ...", flush=True)
-        out["put"] = await self.baseline("put", sink_prefix, await self.crm_count())
+        if not worker_only:
+            print("put ...", flush=True)
+            out["put"] = await self.baseline("put", sink_prefixes[""], await self.crm_count())
         for session in self._sessions:
             await session.close()
         self._sessions.clear()
@@ -487,21 +509,30 @@ def ratios(rep: dict[str, Any]) -> dict[str, float]:
         "worker_vs_faust": round(cpu["worker"] / cpu["faust"], 2),
         "worker_vs_faust_uvloop": round(cpu["worker"] / cpu["faust_uvloop"], 2),
         "worker_vs_aiokafka": round(cpu["worker"] / cpu["aiokafka"], 1),
-        "worker_lookup_vs_faust": round(cpu["worker_lookup"] / cpu["faust"], 2),
-        "worker_lookup_vs_faust_uvloop": round(cpu["worker_lookup"] / cpu["faust_uvloop"], 2),
-        "worker_lookup_vs_aiokafka": round(cpu["worker_lookup"] / cpu["aiokafka"], 1),
         "faust_vs_aiokafka": round(cpu["faust"] / cpu["aiokafka"], 1),
         "faust_uvloop_vs_faust": round(cpu["faust_uvloop"] / cpu["faust"], 2),
-        "sinks_vs_put": round(cpu["sinks"] / cpu["put"], 2),
     }
+    if "worker_lookup" in cpu:  # not with --only worker
+        out["worker_lookup_vs_faust"] = round(cpu["worker_lookup"] / cpu["faust"], 2)
+        out["worker_lookup_vs_faust_uvloop"] = round(cpu["worker_lookup"] / cpu["faust_uvloop"], 2)
+        out["worker_lookup_vs_aiokafka"] = round(cpu["worker_lookup"] / cpu["aiokafka"], 1)
+        out["sinks_vs_put"] = round(cpu["sinks"] / cpu["put"], 2)
     for name in BEFORE_RUNS:
         if name in cpu:
             now = name.removesuffix("_before")
             out[f"{now}_vs_{name}"] = round(cpu[now] / cpu[name], 2)
     if "worker_before" in cpu:
         out["worker_before_vs_faust"] = round(cpu["worker_before"] / cpu["faust"], 2)
+        out["worker_before_vs_faust_uvloop"] = round(cpu["worker_before"] / cpu["faust_uvloop"], 2)
+    if "sinks_before" in cpu:
         out["sinks_before_vs_put"] = round(cpu["sinks_before"] / cpu["put"], 2)
     return out
+
+
+def rerender(name: str) -> None:
+    """bench/results/<name>.md written again from its .json (after a change to render)."""
+    report = json.loads((RESULTS / f"{name}.json").read_text())
+    (RESULTS / f"{name}.md").write_text(render(report))
 
 
 def median_of(reps: list[dict[str, Any]], path: tuple[str, ...]) -> float:
@@ -577,10 +608,36 @@ def render(report: dict[str, Any]) -> str:
         if name in med
     ]
     if "worker_before" in med:
+        sinks = (
+            f", sinks / bare consume + PUT loop {r['sinks_before_vs_put']}x"
+            if "sinks_before_vs_put" in r
+            else ""
+        )
         before += [
-            f"- the code before: worker / bare Faust {r['worker_before_vs_faust']}x, sinks / "
-            f"bare consume + PUT loop {r['sinks_before_vs_put']}x"
+            f"- the code before: worker / bare Faust {r['worker_before_vs_faust']}x, / bare "
+            f"Faust on uvloop {r['worker_before_vs_faust_uvloop']}x{sinks}"
         ]
+    lookup = (
+        [
+            f"- worker with a lookup / bare Faust: {r['worker_lookup_vs_faust']}x; / bare Faust "
+            f"on uvloop: {r['worker_lookup_vs_faust_uvloop']}x; / bare aiokafka loop: "
+            f"{r['worker_lookup_vs_aiokafka']}x"
+        ]
+        if "worker_lookup_vs_faust" in r
+        else []
+    )
+    sinks = (
+        [f"- sinks / bare consume + PUT loop: **{r['sinks_vs_put']}x** (target ≤ 1.5x)"]
+        if "sinks_vs_put" in r
+        else []
+    )
+    records = [
+        f"- records {LABELS[name]} wrote per event (enriched, results, dedupe, ai-cache): "
+        f"{med[name]['records_per_event']}, of them its two memories' "
+        f"{med[name]['memory_records_per_event']}"
+        for name in ("worker_before", "worker")
+        if "records_per_event" in med.get(name, {})
+    ]
     return "\n".join(
         [
             "# Pipeline benchmark: CPU per event",
@@ -588,7 +645,8 @@ def render(report: dict[str, Any]) -> str:
             f"`make bench-pipeline` (bench/pipeline/run.py): {s['events']:,} pre-loaded events "
             f"over {KEYS:,} keys on {PARTITIONS} partitions per run, {s['repeat']} repetitions, "
             "medians; the model and the CRM are the bundled simulators answering at once; flow "
-            f"`max_concurrency` {N}; a fresh single-node broker; {s['cpus']} CPUs shared by the "
+            f"`max_concurrency` {N}; a single-node broker (`make bench-pipeline` starts a fresh "
+            f"one); {s['cpus']} CPUs shared by the "
             f"broker, the simulators and the process measured; Python {s['python']}. CPU is the "
             "measured process's own (utime + stime), from its first output to its last.",
             *(["", f"Runs: {s['note']}."] if "note" in s else []),
@@ -603,13 +661,12 @@ def render(report: dict[str, Any]) -> str:
             f"**{r['worker_vs_faust']}x** (target ≤ 1.5x); / bare Faust on uvloop (the loop the "
             f"worker runs on): **{r['worker_vs_faust_uvloop']}x**; / bare aiokafka loop: "
             f"{r['worker_vs_aiokafka']}x",
-            f"- worker with a lookup / bare Faust: {r['worker_lookup_vs_faust']}x; / bare Faust "
-            f"on uvloop: {r['worker_lookup_vs_faust_uvloop']}x; / bare aiokafka loop: "
-            f"{r['worker_lookup_vs_aiokafka']}x",
+            *lookup,
             f"- bare Faust / bare aiokafka loop: {r['faust_vs_aiokafka']}x; bare Faust on uvloop "
             f"/ on asyncio's loop: {r['faust_uvloop_vs_faust']}x",
-            f"- sinks / bare consume + PUT loop: **{r['sinks_vs_put']}x** (target ≤ 1.5x)",
+            *sinks,
             *before,
+            *records,
             "",
         ]
     )
@@ -621,7 +678,7 @@ async def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--profile-s", type=float, default=0.0)
     parser.add_argument("--name", default=None)
-    parser.add_argument("--only", choices=["sinks"], default=None)
+    parser.add_argument("--only", choices=["sinks", "worker"], default=None)
     parser.add_argument(
         "--code-from", default=None, help="REV's worker and sinks measured too, interleaved"
     )
@@ -650,7 +707,7 @@ async def main() -> int:
                         rep = await bench.sinks_repetition(profile_s, before)
                         rep["ratios"] = sink_ratios(rep)
                     else:
-                        rep = await bench.repetition(profile_s, before)
+                        rep = await bench.repetition(profile_s, before, args.only == "worker")
                         rep["ratios"] = ratios(rep)
                     print(f"  ratios: {rep['ratios']}", flush=True)
                     reps.append(rep)

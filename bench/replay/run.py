@@ -35,7 +35,9 @@ import json
 import os
 import random
 import re
+import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -169,8 +171,18 @@ async def count_between(bootstrap: str, topic: str, start_ms: int, end_ms: int |
         await consumer.stop()
 
 
-def run_kcat(kcat: str, bootstrap: str, source: str, target: str, t0: int, t1: int) -> float:
-    """The pipe, timed start to exit; returns seconds."""
+def children_cpu_s() -> float:
+    """CPU seconds (user + system) of every child process this one has waited for: a run's
+    CPU is the difference across it (both kcat processes, or the replay's interpreter). Less
+    sensitive than the wall clock to what else runs on the machine."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_kcat(
+    kcat: str, bootstrap: str, source: str, target: str, t0: int, t1: int
+) -> tuple[float, float]:
+    """The pipe, timed start to exit; returns (seconds, CPU seconds of both processes)."""
     consume = [
         kcat, "-C", "-b", bootstrap, "-t", source, "-o", f"s@{t0}", "-o", f"e@{t1}",
         "-e", "-q", "-f", "%k\\t%s\\n",
@@ -179,6 +191,7 @@ def run_kcat(kcat: str, bootstrap: str, source: str, target: str, t0: int, t1: i
         kcat, "-P", "-b", bootstrap, "-t", target, "-K", "\t", "-H", "hookstream-replay=kcat",
         "-X", "enable.idempotence=true", "-X", "acks=all",
     ]  # fmt: skip
+    cpu_before = children_cpu_s()
     started = time.perf_counter()
     reader = subprocess.Popen(consume, stdout=subprocess.PIPE)
     writer = subprocess.Popen(produce, stdin=reader.stdout)
@@ -186,17 +199,20 @@ def run_kcat(kcat: str, bootstrap: str, source: str, target: str, t0: int, t1: i
     reader.stdout.close()  # the writer holds the pipe; the reader gets SIGPIPE if it dies
     if writer.wait() != 0 or reader.wait() != 0:
         sys.exit(f"bench/replay: kcat pipe failed ({reader.returncode}, {writer.returncode})")
-    return time.perf_counter() - started
+    return time.perf_counter() - started, children_cpu_s() - cpu_before
 
 
-def run_replay(env: dict[str, str], tree: Path, t0: str, t1: str) -> tuple[float, float, float]:
+def run_replay(
+    env: dict[str, str], tree: Path, t0: str, t1: str
+) -> tuple[float, float, float, float]:
     """``hookstream replay`` of ``tree``'s code, timed start to exit; returns (seconds, seconds
-    to its first line of output, its own records/s)."""
+    to its first line of output, its own records/s, its CPU seconds)."""
     args = [
         sys.executable, "-m", "streams.cli.main", "replay", "-c", str(EXAMPLE_CONFIG),
         "--topic", "events", "--from", t0, "--to", t1, "--yes", "--no-progress",
     ]  # fmt: skip
     env = {**env, "PYTHONPATH": str(tree)}
+    cpu_before = children_cpu_s()
     started = time.perf_counter()
     process = subprocess.Popen(
         args, cwd=tree, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -206,12 +222,13 @@ def run_replay(env: dict[str, str], tree: Path, t0: str, t1: str) -> tuple[float
     first_s = time.perf_counter() - started
     stdout, stderr = process.communicate()
     elapsed = time.perf_counter() - started
+    cpu_s = children_cpu_s() - cpu_before
     if process.returncode != 0:
         sys.exit(f"bench/replay: replay in {tree} failed:\n{stdout}\n{first_line}{stderr}")
     match = _REPLAY_LINE.search(stdout)
     if match is None:
         sys.exit(f"bench/replay: unexpected replay output:\n{stdout}")
-    return elapsed, first_s, float(match.group(3).replace(",", ""))
+    return elapsed, first_s, float(match.group(3).replace(",", "")), cpu_s
 
 
 def iso_ms(millis: int) -> str:
@@ -231,25 +248,27 @@ async def produce_window(bootstrap: str, topic: str, count: int) -> tuple[int, i
     return t0, t1
 
 
-async def copy_kcat(kcat: str, bootstrap: str, topics: tuple[str, str], window: Any) -> float:
+async def copy_kcat(
+    kcat: str, bootstrap: str, topics: tuple[str, str], window: Any
+) -> tuple[float, float]:
     events, copies = topics
     before = await count_between(bootstrap, copies, 0, None)
-    seconds = run_kcat(kcat, bootstrap, events, copies, window[0], window[1])
+    seconds, cpu_s = run_kcat(kcat, bootstrap, events, copies, window[0], window[1])
     copied = await count_between(bootstrap, copies, 0, None) - before
     if copied != window[2]:
         sys.exit(f"bench/replay: kcat copied {copied}, not {window[2]}")
-    return seconds
+    return seconds, cpu_s
 
 
 async def copy_replay(
     bootstrap: str, events: str, env: dict[str, str], window: Any, tree: Path = ROOT
-) -> tuple[float, float, float]:
+) -> tuple[float, float, float, float]:
     mark = int(time.time() * 1000)
-    seconds, first_s, own = run_replay(env, tree, iso_ms(window[0]), iso_ms(window[1]))
+    run = run_replay(env, tree, iso_ms(window[0]), iso_ms(window[1]))
     replayed = await count_between(bootstrap, events, mark, None)
     if replayed != window[2]:
         sys.exit(f"bench/replay: replay wrote {replayed}, not {window[2]}")
-    return seconds, first_s, own
+    return run
 
 
 def tree_arg(text: str) -> tuple[str, Path]:
@@ -290,31 +309,37 @@ async def main() -> int:
         "HOOKSTREAM_TOPIC_PREFIX": prefix,
     }
     trees: list[tuple[str, Path]] = [("replay", ROOT), *args.tree]
-    times: dict[str, list[float]] = {"kcat": [], "kcat_small": []}
+    times: dict[str, list[float]] = {"kcat": [], "kcat_small": [], "kcat_cpu": []}
     for label, _ in trees:
-        for suffix in ("", "_small", "_first_output", "_small_first_output"):
+        for suffix in ("", "_small", "_first_output", "_small_first_output", "_cpu"):
             times[label + suffix] = []
     replay_own: list[float] = []
     compiled = [pyc for _, tree in trees for pyc in compile_hookstream(tree)]
     try:
         for round_no in range(1, args.rounds + 1):
-            times["kcat_small"].append(await copy_kcat(kcat, bootstrap, topics, small))
-            times["kcat"].append(await copy_kcat(kcat, bootstrap, topics, big))
-            said = [f"round {round_no}: kcat {times['kcat'][-1]:.2f} s "
+            times["kcat_small"].append((await copy_kcat(kcat, bootstrap, topics, small))[0])
+            seconds, cpu_s = await copy_kcat(kcat, bootstrap, topics, big)
+            times["kcat"].append(seconds)
+            times["kcat_cpu"].append(cpu_s)
+            said = [f"round {round_no}: kcat {times['kcat'][-1]:.2f} s, CPU {cpu_s:.2f} s "
                     f"({times['kcat_small'][-1]:.2f} s for {args.small:,})"]  # fmt: skip
             for label, tree in trees:
-                seconds, first_s, _ = await copy_replay(bootstrap, topics[0], env, small, tree)
+                seconds, first_s, _, _ = await copy_replay(bootstrap, topics[0], env, small, tree)
                 times[label + "_small"].append(seconds)
                 times[label + "_small_first_output"].append(first_s)
-                seconds, first_s, own = await copy_replay(bootstrap, topics[0], env, big, tree)
+                seconds, first_s, own, cpu_s = await copy_replay(
+                    bootstrap, topics[0], env, big, tree
+                )
                 times[label].append(seconds)
                 times[label + "_first_output"].append(first_s)
+                times[label + "_cpu"].append(cpu_s)
                 if label == "replay":
                     replay_own.append(own)
                 said.append(
-                    f"{'hookstream replay' if label == 'replay' else label} {seconds:.2f} s "
-                    f"({times[label + '_small'][-1]:.2f} s for {args.small:,}, first output "
-                    f"{times[label + '_small_first_output'][-1]:.2f} s; own rate {own:,.0f}/s)"
+                    f"{'hookstream replay' if label == 'replay' else label} {seconds:.2f} s, "
+                    f"CPU {cpu_s:.2f} s ({times[label + '_small'][-1]:.2f} s for {args.small:,}, "
+                    f"first output {times[label + '_small_first_output'][-1]:.2f} s; "
+                    f"own rate {own:,.0f}/s)"
                 )
             print("; ".join(said), flush=True)
     finally:
@@ -336,6 +361,10 @@ async def main() -> int:
         "replay_steady_events_per_s": round(steady / (best["replay"] - best["replay_small"]), 1),
         "replay_own_events_per_s": round(max(replay_own), 1),
         "replay_small_first_output_s": round(best["replay_small_first_output"], 3),
+        # CPU (user + system) of the copier's processes for the large window, median of the
+        # rounds; the ratio kcat / hookstream, as for the times.
+        "kcat_cpu_s": round(statistics.median(times["kcat_cpu"]), 3),
+        "replay_cpu_s": round(statistics.median(times["replay_cpu"]), 3),
         "target_ratio": 1.0,
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "trees": {
@@ -348,6 +377,7 @@ async def main() -> int:
                     3,
                 ),
                 "small_first_output_s": round(best[label + "_small_first_output"], 3),
+                "cpu_s": round(statistics.median(times[label + "_cpu"]), 3),
             }
             for label, tree in args.tree
         },
@@ -355,6 +385,7 @@ async def main() -> int:
     results["steady_ratio"] = round(
         results["replay_steady_events_per_s"] / results["kcat_steady_events_per_s"], 3
     )
+    results["cpu_ratio"] = round(results["kcat_cpu_s"] / results["replay_cpu_s"], 3)
     results["ratio_per_round"] = [
         round(k / h, 3) for k, h in zip(times["kcat"], times["replay"], strict=True)
     ]
@@ -393,6 +424,13 @@ def _tree_notes(r: dict[str, Any]) -> str:
     )
 
 
+def _cpu_notes(r: dict[str, Any]) -> str:
+    return "".join(
+        f"; {label}: {t['cpu_s']:.2f} s ({r['kcat_cpu_s'] / t['cpu_s']:.3f}x)"
+        for label, t in r["trees"].items()
+    )
+
+
 def render(r: dict[str, Any]) -> str:
     s = r["seconds"]
     verdict = {True: "met", False: "missed"}
@@ -423,6 +461,9 @@ hookstream / kcat = **{r["ratio"]:.3f}x**, target ≥ {r["target_ratio"]}x: \
 - **steady** (fixed costs removed: ({r["events"]:,} - {r["small_window"]:,}) events / (time for \
 {r["events"]:,} - time for {r["small_window"]:,})): hookstream / kcat = \
 **{r["steady_ratio"]:.3f}x**: {verdict[r["target_met_steady"]]}
+- **CPU** (user + system) of the copier's processes for the {r["events"]:,}, median of the \
+rounds (what the machine's load changes least): kcat {r["kcat_cpu_s"]:.2f} s, hookstream \
+{r["replay_cpu_s"]:.2f} s: kcat / hookstream = **{r["cpu_ratio"]:.3f}x**{_cpu_notes(r)}
 - the replay's own rate as it reports it (window fixed → last ack, no interpreter start): \
 {r["replay_own_events_per_s"]:,.0f} events/s
 - first line of output (the cost line, on stderr) of the {r["small_window"]:,}-event replay, from \
@@ -433,6 +474,32 @@ spawn: {r["replay_small_first_output_s"]:.3f} s (best round; rounds: \
 
 ## Where hookstream's time goes (measured while building it)
 
+- **Session 11 (issue 16)**, beside the code before it (`--tree before=`, commit 9a7d866, same
+  rounds) in four runs on a machine loaded by three other engineers' test runs (load average
+  4.6-8.9: the times vary up to 2x from round to round, the CPU figures by ~10 %): a
+  100,000-event replay's process used 0.77-0.83 s of CPU (median of 5 rounds) instead of
+  0.86-0.93 s, kcat's two processes 0.33-0.40 s; best rounds at load 4.6-4.9, 0.86-0.93 s
+  instead of 0.92-1.15 s (kcat 0.34-0.36 s). Changes: the produce requests are encoded with one
+  copy of their record batches instead of six (`streams/kafka/produce_encoding.py`, byte for
+  byte aiokafka's encoding: 12 requests of 4 x 1 MiB took 60 ms of CPU instead of 120, page
+  faults of the fresh buffers included; in the replay, 19 requests of 2.4 MB on average,
+  ~0.02-0.03 s); the estimate prices a task in ~9.4 µs instead of ~16.2 (the same 10,000 events,
+  best of 3: an empty answer cache is not asked and no cache key is computed, only the priced
+  model's request is rendered, a call's dollars are computed once per token shape, the sample
+  loop's lookups hoisted); building the parser no longer imports the config models (the batcher
+  command imported them at the top of its module), so they load inside the replay's GC-off
+  start-up again. What is left, per 100,000-event run at low load: imports ~0.23 s of CPU
+  (pydantic and the config models with jsonschema, which the config's output schemas need, ~0.14
+  s; aiokafka ~0.03 s; prometheus_client ~0.014 s for the AI task's metric children), the
+  estimate ~0.23 s (its 10 slices fetch ~60 MB: with this window's 512 KiB producer batches each
+  slice needs one or two whole batches of every partition, so the sample reads about every batch
+  of the 45 MB window; pricing ~0.1 s: validating each event 3.7 µs, the enriched event 1.7 µs,
+  rendering the request 3.7 µs), the copy ~0.22 s (reading: asyncio's StreamReader and
+  aiokafka's decoder copy each byte ~3 times). Tried, no consistent gain (measured under that
+  load): aiokafka's reader limit at 1 MiB instead of 64 KiB (fewer pauses of the socket), the GC
+  off for the whole run, the slices read by 2 or 5 consumers at once. 1.0x is out of reach for a
+  Python process that validates the config and prices a sample before it copies: kcat's whole
+  run is 0.3 s, this one's imports alone 0.23 s.
 - **Session 9 (issue 16)**, beside the code before it (`--tree before=`, commit ce6c358, same
   rounds): a 100,000-event replay's ~0.85 s at low load is start-up ~0.32 s (to the cost
   line of a 1,000-event replay), the cost estimate ~0.3 s (its 10,000-record sample read in 10

@@ -6,20 +6,18 @@ join ``agents`` and ``streams.ops``."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import logging
-import signal
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aiokafka.errors import KafkaError
-
-from schemas.config import HookstreamConfig
 from schemas.errors import BrokerUnavailable, Fenced, RemoteError, ToolError, UnknownTopic
 from streams.cli import loops
 from streams.cli.exits import EXIT_NO_TOPIC, EXIT_OK, EXIT_REPLACED, EXIT_UNAVAILABLE, fail
 from streams.http.ports import port_type
+
+if TYPE_CHECKING:
+    from schemas.config import HookstreamConfig
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +48,9 @@ def add_command(
 
 
 def cmd_batcher(args: argparse.Namespace, load: Callable[[str], HookstreamConfig]) -> int:
+    # Imported here, not with the parser: every command builds it (bench/replay, issue 16).
+    from aiokafka.errors import KafkaError
+
     config = load(args.config)
     try:
         return loops.run(_run(config, args))  # uvloop where installed
@@ -71,6 +72,9 @@ def cmd_batcher(args: argparse.Namespace, load: Callable[[str], HookstreamConfig
 
 
 async def _run(config: HookstreamConfig, args: argparse.Namespace) -> int:
+    import asyncio
+    import signal
+
     from agents.ai.task import ProviderRuntime
     from agents.outbound.http import new_session
     from streams.cli.replay_batch_backend import BatchBackend

@@ -251,7 +251,7 @@ def _require_free_port(host: str, port: int, *, option: str) -> None:
             raise SystemExit(fail(message, EXIT_CANNOT_LISTEN)) from None
 
 
-def _run_faust(args: argparse.Namespace, role: str) -> int:
+def _run_faust(args: argparse.Namespace) -> int:
     import faust
 
     from agents.app import create_app
@@ -266,7 +266,7 @@ def _run_faust(args: argparse.Namespace, role: str) -> int:
     _wait_for_topics(config, args.config, args.wait_for_broker_s)
     app = create_app(
         config,
-        "worker" if role == "worker" else "sinks",
+        "worker",
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
     )
@@ -284,17 +284,46 @@ def _run_faust(args: argparse.Namespace, role: str) -> int:
         worker.spinner = None
     else:
         worker = faust.Worker(app, loglevel=args.loglevel, quiet=True)
-    logging.getLogger(__name__).info("%s: event loop %s", role, loop_name)
+    logging.getLogger(__name__).info("worker: event loop %s", loop_name)
     worker.execute_from_commandline()  # exits the process when the worker stops
     return 0
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    return _run_faust(args, "worker")
+    return _run_faust(args)
 
 
 def cmd_sinks(args: argparse.Namespace) -> int:
-    return _run_faust(args, "sinks")
+    """The sink worker: a plain aiokafka consumer, no Faust app (agents.sinks.wiring)."""
+    import asyncio
+
+    from aiokafka.errors import InconsistentGroupProtocolError
+
+    from agents.sinks.wiring import run_sink_worker
+    from streams.cli import loops
+
+    config = _load(args.config)
+    loop_name = loops.use_fast_loop_policy()
+    if args.metrics_port is not None:
+        option = f"--metrics-port (or ${METRICS_PORT_ENV})"
+        _require_free_port(args.metrics_host, args.metrics_port, option=option)
+    _wait_for_topics(config, args.config, args.wait_for_broker_s)
+    logging.getLogger(__name__).info("sinks: event loop %s", loop_name)
+    try:
+        asyncio.run(
+            run_sink_worker(config, metrics_port=args.metrics_port, metrics_host=args.metrics_host)
+        )
+    except BrokerUnavailable as exc:
+        return fail(f"{exc} — {unreachable_hint(config, args.config)}", EXIT_UNAVAILABLE)
+    except InconsistentGroupProtocolError:
+        group = f"{config.kafka.topic_prefix}-sinks"
+        message = (
+            f"consumer group {group}: its members assign partitions another way (sink workers "
+            "of a hookstream from before the sinks left Faust?); stop them, then start this one: "
+            "the group's committed offsets are kept"
+        )
+        return fail(message, EXIT_UNAVAILABLE)
+    return 0
 
 
 def _faust_args(parser: argparse.ArgumentParser) -> None:
@@ -355,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     _faust_args(worker)
     worker.set_defaults(func=cmd_worker)
 
-    sinks = _command(commands, "sinks", "run the sink agents (own consumer group)")
+    sinks = _command(commands, "sinks", "run the sinks (own consumer group)")
     _faust_args(sinks)
     sinks.set_defaults(func=cmd_sinks)
 

@@ -19,6 +19,13 @@ without one, a prompt that needs the enrichment cannot be rendered and the task 
 call. A call's tokens are its earlier result's usage when there is one (the same prompt costs
 about the same again), else prompt characters / 4 plus ``max_tokens`` (an upper bound for the
 completion); it is priced at the primary model of the flow (fallbacks are not foreseen).
+
+A replay prices up to 10,000 tasks before it copies anything (``streams.ops.replay.PRICED_MAX``),
+so the per-task work is kept to what can change the answer (bench/replay, issue 16): the cache is
+not asked while it holds no entry (no key to compute: it cannot answer), the request of the
+chain's first model only is rendered when the cache is not asked, and a call is priced once per
+shape, its tokens and the model that answered (:meth:`ReplayPricer._priced_call`): prompt
+characters / 4 gives many prompts one count (bench/replay's 10,050 sampled calls: 2 shapes).
 """
 
 from __future__ import annotations
@@ -79,6 +86,9 @@ class ReplayPricer:
             cleanup_interval_s=worker.ai_cache.cleanup_interval_s,
         )
         self.cache_entries = 0
+        # (task, outcome, tokens, answered model, from usage) -> its Priced: see _priced_call.
+        self._shapes: dict[tuple[str, str, int, int, str, bool], Priced] = {}
+        self._validate_event = CloudEvent.__pydantic_validator__.validate_python
 
     async def __aenter__(self) -> ReplayPricer:
         await self.load()
@@ -118,8 +128,9 @@ class ReplayPricer:
         if role == ENRICHED:
             return EnrichedEvent.model_validate(value)
         enrichment = original.enrichment if original is not None else {}
+        # CloudEvent.model_validate's own validator, called without its wrapper (~0.6 µs).
         return EnrichedEvent(
-            flow=flow.name, event=CloudEvent.model_validate(value), enrichment=enrichment
+            flow=flow.name, event=self._validate_event(value), enrichment=enrichment
         )
 
     def price(
@@ -160,10 +171,13 @@ class ReplayPricer:
         """One AI task of the flow for this event (its ``ai``, or one step)."""
         ai = task.flow.ai
         unknown = False
+        # An empty cache answers nothing: it is not asked, and only the request of the
+        # chain's first model (the one priced) is rendered.
+        asks_cache = bool(ai.cache) and len(self.cache) > 0
         try:
             if reads_steps and "steps" in task.system.roots | task.prompt.roots:
                 raise TemplateError("the earlier steps' answers are not known")
-            requests = task.requests_for(enriched)
+            requests = task.requests_for(enriched) if asks_cache else [task.request_for(enriched)]
         except TemplateError:
             roots = task.system.roots | task.prompt.roots
             later = reads_steps and "steps" in roots
@@ -187,31 +201,40 @@ class ReplayPricer:
             ]
         except HookstreamError:
             return Priced("invalid")
-        if not unknown and task.cached(enriched, self.cache, requests) is not None:
+        if not unknown and asks_cache and task.cached(enriched, self.cache, requests) is not None:
             return Priced("cache")
-        target, request = task.chain[0], requests[0]
+        request = requests[0]
         # An earlier result's usage is the whole event's: it sizes a one-task flow's call.
         if (
             original is not None
             and original.prompt_tokens + original.completion_tokens
             and (task.flow.name == enriched.flow)
         ):
-            usage = TokenUsage(
-                prompt_tokens=original.prompt_tokens,
-                completion_tokens=original.completion_tokens,
-            )
+            prompt_tokens, completion_tokens = original.prompt_tokens, original.completion_tokens
             from_usage = True
         else:
             total = request.estimated_tokens()
-            usage = TokenUsage(
-                prompt_tokens=total - request.max_tokens, completion_tokens=request.max_tokens
-            )
+            prompt_tokens, completion_tokens = total - request.max_tokens, request.max_tokens
             from_usage = False
+        answered = original.model if original is not None else task.chain[0].model
+        outcome = "unknown" if unknown else "call"
+        shape = (task.flow.name, outcome, prompt_tokens, completion_tokens, answered, from_usage)
+        priced = self._shapes.get(shape)
+        if priced is None:
+            priced = self._shapes[shape] = self._priced_call(task, shape)
+        return priced
+
+    @staticmethod
+    def _priced_call(task: AITask, shape: tuple[str, str, int, int, str, bool]) -> Priced:
+        """A call of ``task`` of this shape, priced by the provider's ``cost_usd``: the same
+        for every call of the same shape (a Priced is immutable), so computed once per shape."""
+        _, outcome, prompt_tokens, completion_tokens, answered, from_usage = shape
+        target = task.chain[0]
         runtime = target.runtime
-        answered = original.model if original is not None else target.model
+        usage = TokenUsage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
         prices = runtime.config.prices
         return Priced(
-            "unknown" if unknown else "call",
+            "unknown" if outcome == "unknown" else "call",
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
             cost_usd=runtime.cost_usd(target.model, answered, usage),

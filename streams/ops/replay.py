@@ -43,6 +43,7 @@ from schemas.config import HookstreamConfig
 from schemas.config_flows import FlowConfig
 from schemas.errors import BrokerUnavailable, UnknownTopic
 from schemas.headers import REPLAY_HEADER
+from streams.kafka import produce_encoding
 from streams.kafka.connection import client_kwargs
 from streams.kafka.reader import (
     Position,
@@ -412,24 +413,37 @@ class Replayer:
             # the replay's own copy; reading all of them without pricing, ~0.9 s).
             sampled = win.size > PRICED_MAX
             parts = sample_windows(win, PRICED_MAX) if sampled else [win]
-            kept: list[tuple[FlowConfig, dict[str, Any]]] = []
+            # (flow, value, identity) per task; the loop's lookups hoisted: it runs per record
+            # of the sample, up to PRICED_MAX times before the copy starts (bench/replay).
+            kept: list[tuple[FlowConfig, dict[str, Any], tuple[str, str, str]]] = []
             earliest_ms: int | None = None
-            read = 0
+            read = selected = 0
+            decode, flows_of, identity = self._decode, self._flows, self._identity
+            selects = None if self.selection.empty else self.selects
+            calls_model, by_flow = self.calls_model, estimate.by_flow
             for part in parts:
                 async for _, records in read_window_raw(consumer, part):
                     for record in cast("Iterable[_Stamped]", records):
                         read += 1
-                        value = self._decode(record.value)
-                        if not (self.selection.empty or self.selects(value)):
+                        value = decode(record.value)
+                        if selects is not None and not selects(value):
                             continue
-                        estimate.records += 1
-                        if not self.calls_model:
+                        selected += 1
+                        if not calls_model:
                             continue
-                        for flow in self._flows(value):
-                            estimate.by_flow.setdefault(flow.name, FlowEstimate()).tasks += 1
-                            kept.append((flow, value))
-                            stamp = record.timestamp
-                            earliest_ms = stamp if earliest_ms is None else min(earliest_ms, stamp)
+                        flows = flows_of(value)
+                        if not flows:
+                            continue
+                        stamp = record.timestamp
+                        if earliest_ms is None or stamp < earliest_ms:
+                            earliest_ms = stamp
+                        for flow in flows:
+                            share = by_flow.get(flow.name)
+                            if share is None:
+                                share = by_flow[flow.name] = FlowEstimate()
+                            share.tasks += 1
+                            kept.append((flow, value, identity(flow.name, value)))
+            estimate.records = selected
             if sampled and read:
                 estimate.sampled = read
                 factor = win.size / read
@@ -439,14 +453,14 @@ class Replayer:
                     share.tasks = round(share.tasks * factor)
             if not kept or earliest_ms is None:
                 return estimate
-            wanted = {self._identity(flow.name, value) for flow, value in kept}
+            wanted = {key for _, _, key in kept}
             await results_started
             originals = await self._originals(results, wanted, earliest_ms)
             if ready is not None:
                 await ready
-            for flow, value in kept:
-                original = originals.get(self._identity(flow.name, value))
-                estimate.by_flow[flow.name].add(pricer.price(flow, self.role, value, original))
+            price, role = pricer.price, self.role
+            for flow, value, key in kept:
+                by_flow[flow.name].add(price(flow, role, value, originals.get(key)))
             for share in estimate.by_flow.values():
                 share.scale()
         except KafkaError as exc:
@@ -540,6 +554,9 @@ class Replayer:
             )
             for index in range(_PRODUCERS)
         ]
+        # Its produce requests (MBs of copied batches) encoded with one copy of the batches
+        # instead of six (streams.kafka.produce_encoding; bench/replay, issue 16).
+        produce_encoding.install()
         self._clients = (consumer, producers)
         self._connected = asyncio.ensure_future(self._connect(consumer, producers))
         return consumer, producers, self._connected

@@ -8,6 +8,7 @@ start says which topic and leaves nothing running.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import orjson
@@ -22,7 +23,7 @@ from schemas.errors import BrokerUnavailable, ConfigError
 from streams.kafka.admin import create_topics
 from streams.kafka.compacted import CompactedReader
 from streams.kafka.producer import KafkaWriter
-from tests.support.kafka import create_topic
+from tests.support.kafka import create_topic, read_all
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -195,3 +196,33 @@ async def test_create_topics_creates_once_and_names_a_refused_topic(kafka_bootst
             {refused: {"cleanup.policy": "bogus"}},
             partitions=1,
         )
+
+
+async def test_marks_put_in_one_pass_share_one_record_and_a_restart_reads_them(
+    kafka_bootstrap: str,
+) -> None:
+    """The AI stage's "done" marks, put by many events at once, go to Kafka as one record
+    (agents.state.durable_map, issue 16): each put returns once that record is acknowledged,
+    and a map loaded from the topic has every mark, not the record's own key."""
+    settings = KafkaSettings(bootstrap_servers=kafka_bootstrap, partitions=2)
+    topic = f"map-{uuid.uuid4().hex[:10]}"
+    keys = [f"done/f/s/{i}" for i in range(50)]
+    durable = DurableMap(settings, topic, ttl_s=3600, cleanup_interval_s=3600)
+    await durable.start()
+    try:
+        async with KafkaWriter(settings) as writer:
+            await asyncio.gather(*(put_all(writer, [(durable, key, 1)]) for key in keys))
+            assert all(durable.get(key) == 1 for key in keys)
+            [record] = await read_all(kafka_bootstrap, topic)
+    finally:
+        await durable.stop()
+    assert record.key is not None
+    assert record.key.startswith(b"marks/")
+    assert sorted(orjson.loads(record.value or b"")["marks"]) == sorted(keys)
+    again = DurableMap(settings, topic, ttl_s=3600, cleanup_interval_s=3600)
+    await again.start()
+    try:
+        assert all(again.get(key) == 1 for key in keys)
+        assert len(again) == len(keys)
+    finally:
+        await again.stop()

@@ -166,6 +166,49 @@ def test_a_model_without_a_price_is_flagged(config: HookstreamConfig) -> None:
     assert (priced.cost_usd, priced.has_price) == (0.0, False)
 
 
+def test_calls_of_one_token_shape_are_priced_alike_but_not_across_models(
+    config: HookstreamConfig,
+) -> None:
+    """The pricer prices a call's shape once (tokens, model answered, whence the tokens):
+    two events whose prompts have the same length cost the same, the same usage answered by
+    a model without a price costs nothing, and another length costs more."""
+    model = config.providers[0].model
+    pricer = _pricer(config, {model: {"input_usd_per_mtok": 2.0, "output_usd_per_mtok": 10.0}})
+    triage = config.flows[0]
+    ticket = {**TICKET, "time": "2026-01-01T00:00:00Z", "partitionkey": "c", "traceid": "t"}
+
+    def priced(message: str, original: Original | None = None) -> Priced:
+        event = {**ticket, "data": {"customer_id": "cus_1", "message": message}}
+        return pricer.price(triage, "events", event, original)
+
+    first, same_length = priced("The export is slow."), priced("The import is slow.")
+    assert first == same_length
+    assert first.outcome == "call"
+    longer = priced("The export is slow. " * 40)
+    assert longer.prompt_tokens > first.prompt_tokens
+    assert longer.cost_usd > first.cost_usd
+
+    def used(answered: str) -> Original:  # an earlier result: 100 + 20 tokens
+        return Original(enrichment={}, model=answered, prompt_tokens=100, completion_tokens=20)
+
+    known, other = priced("x", used(model)), priced("x", used("other-model"))
+    assert known.from_usage
+    assert other.from_usage
+    assert known.has_price
+    assert known.cost_usd == pytest.approx((100 * 2.0 + 20 * 10.0) / 1e6)
+    # The primary model has a price: the call is priced at it whichever model answered.
+    assert other.cost_usd == known.cost_usd
+    # Priced only for the model that answered: the same shape, apart per model.
+    only_other = _pricer(
+        config, {"other-model": {"input_usd_per_mtok": 1.0, "output_usd_per_mtok": 1.0}}
+    )
+    unpriced = only_other.price(triage, "events", ticket, used(model))
+    assert (unpriced.cost_usd, unpriced.has_price) == (0.0, False)
+    answered = only_other.price(triage, "events", ticket, used("other-model"))
+    assert answered.has_price
+    assert answered.cost_usd == pytest.approx(120 / 1e6)
+
+
 def test_the_estimate_line_says_what_is_counted_and_estimated() -> None:
     estimate = ModelEstimate(records=5)
     triage = estimate.by_flow.setdefault("triage", FlowEstimate(tasks=4))

@@ -1,0 +1,249 @@
+"""The model call's HTTP client (agents.outbound.wire.JsonPoster) against a raw local server
+that answers exactly as each test scripts it: what it sends, what it reads of the answer
+(length, chunks, gzip), when it reuses a connection, and how each failure maps onto the
+exception tree (the same messages as request_json's)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import socket
+from collections.abc import AsyncIterator, Callable
+
+import orjson
+import pytest
+
+from agents.outbound.wire import JsonPoster
+from schemas import tracecontext
+from schemas.errors import PermanentRemoteError, RetriableRemoteError
+
+Reply = Callable[[bytes], bytes | None]  # request bytes -> answer bytes (None: close)
+
+
+def answer(status: int, body: bytes, *headers: str) -> bytes:
+    head = [f"HTTP/1.1 {status} X", f"Content-Length: {len(body)}", *headers]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+class Server:
+    """Reads one request at a time (head, then Content-Length bytes) and writes ``reply``'s."""
+
+    def __init__(self, reply: Reply) -> None:
+        self.reply = reply
+        self.requests: list[bytes] = []
+        self.connections = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+                request = head + await reader.readexactly(length)
+                self.requests.append(request)
+                out = self.reply(request)
+                if out is None:
+                    break
+                writer.write(out)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+@contextlib.asynccontextmanager
+async def serving(reply: Reply) -> AsyncIterator[tuple[Server, str]]:
+    server = Server(reply)
+    listener = await asyncio.start_server(server.handle, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    try:
+        yield server, f"http://127.0.0.1:{port}/v1/chat/completions?x=1"
+    finally:
+        listener.close()
+        await listener.wait_closed()
+
+
+def poster(url: str, headers: dict[str, str] | None = None) -> JsonPoster:
+    return JsonPoster(url, headers or {}, what="provider sim", stage="ai", connect_timeout_s=0.5)
+
+
+async def test_a_post_sends_its_headers_and_body_and_reuses_the_connection() -> None:
+    async with serving(lambda _: answer(200, b'{"ok": 1}')) as (server, url):
+        client = poster(url, {"Authorization": "Bearer k"})
+        try:
+            context = tracecontext.new_trace()
+            token = tracecontext.activate(context)
+            try:
+                assert await client.post(b'{"a": 1}', timeout_s=5) == (200, {"ok": 1})
+            finally:
+                tracecontext.restore(token)
+            assert await client.post(b'{"a": 2}', timeout_s=5) == (200, {"ok": 1})
+        finally:
+            client.close()
+    first, second = server.requests
+    head, body = first.split(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    assert lines[0] == "POST /v1/chat/completions?x=1 HTTP/1.1"
+    assert f"Host: {url.split('/')[2]}" in lines
+    assert "Authorization: Bearer k" in lines
+    assert "Content-Type: application/json" in lines
+    assert "User-Agent: hookstream" in lines
+    assert "Content-Length: 8" in lines
+    assert f"traceparent: {context.traceparent()}" in lines
+    assert body == b'{"a": 1}'
+    assert second.endswith(b'{"a": 2}')
+    assert b"traceparent" not in second
+    assert server.connections == 1
+
+
+async def test_chunked_and_gzip_answers_are_read_whole() -> None:
+    payload = orjson.dumps({"choices": ["x" * 5000]})
+    packed = gzip.compress(payload)
+    chunks = b"".join(
+        b"%x\r\n%s\r\n" % (len(packed[i : i + 1000]), packed[i : i + 1000])
+        for i in range(0, len(packed), 1000)
+    )
+    reply = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Encoding: gzip\r\n\r\n"
+        + chunks
+        + b"0\r\n\r\n"
+    )
+    async with serving(lambda _: reply) as (_, url):
+        client = poster(url)
+        try:
+            assert await client.post(b"{}", timeout_s=5) == (200, orjson.loads(payload))
+        finally:
+            client.close()
+
+
+async def test_statuses_map_as_request_json_maps_them() -> None:
+    replies = iter(
+        [
+            answer(429, b"slow down", "Retry-After: 7"),
+            answer(400, b'{"error": "bad schema"}'),
+            answer(200, b"not json"),
+        ]
+    )
+    async with serving(lambda _: next(replies)) as (_, url):
+        client = poster(url)
+        try:
+            with pytest.raises(RetriableRemoteError, match="provider sim: HTTP 429") as limited:
+                await client.post(b"{}", timeout_s=5)
+            assert limited.value.retry_after_s == 7.0
+            with pytest.raises(PermanentRemoteError, match=r"HTTP 400: .*bad schema"):
+                await client.post(b"{}", timeout_s=5)
+            assert await client.post(b"{}", timeout_s=5) == (200, None)
+        finally:
+            client.close()
+
+
+async def test_a_connection_closed_before_the_answer_is_retriable_and_not_reused() -> None:
+    replies = iter([None, answer(200, b"{}")])
+    async with serving(lambda _: next(replies)) as (server, url):
+        client = poster(url)
+        try:
+            with pytest.raises(RetriableRemoteError, match="provider sim: _Lost: connection"):
+                await client.post(b"{}", timeout_s=5)
+            assert await client.post(b"{}", timeout_s=5) == (200, {})
+        finally:
+            client.close()
+    assert server.connections == 2
+
+
+async def test_an_answer_later_than_the_timeout_is_retriable_and_its_connection_closed() -> None:
+    async with serving(lambda _: b"") as (server, url):  # reads the request, never answers
+        client = poster(url)
+        try:
+            with pytest.raises(RetriableRemoteError, match=r"no answer within 0\.2 s"):
+                await client.post(b"{}", timeout_s=0.2)
+        finally:
+            client.close()
+    assert len(server.requests) == 1
+
+
+async def test_a_refused_connection_is_retriable() -> None:
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    client = poster(f"http://127.0.0.1:{port}/v1")
+    with pytest.raises(RetriableRemoteError, match="provider sim: ConnectionRefusedError"):
+        await client.post(b"{}", timeout_s=5)
+
+
+async def test_a_peer_that_never_completes_the_handshake_is_bounded_by_the_connect_timeout() -> (
+    None
+):
+    """As for request_json: a full accept queue drops further SYNs."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    fillers = [socket.socket() for _ in range(8)]
+    for filler in fillers:
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("127.0.0.1", port))
+    try:
+        client = poster(f"http://127.0.0.1:{port}/v1")
+        with pytest.raises(RetriableRemoteError, match=r"could not connect within 0\.5 s"):
+            await client.post(b"{}", timeout_s=5)
+    finally:
+        for sock in (*fillers, server):
+            sock.close()
+
+
+def test_a_header_with_a_line_break_is_refused_without_showing_it() -> None:
+    with pytest.raises(ValueError, match="provider sim: header Authorization") as refused:
+        poster("http://127.0.0.1:1/v1", {"Authorization": "Bearer k\r\nX-Evil: 1"})
+    assert "Bearer" not in str(refused.value)
+
+
+async def answer_then_close(raw_answer: bytes) -> tuple[asyncio.Server, str]:
+    """A server that reads one request's head and body, writes ``raw_answer`` and closes."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        await reader.readexactly(length)
+        writer.write(raw_answer)
+        await writer.drain()
+        writer.close()
+
+    listener = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    return listener, f"http://127.0.0.1:{port}/v1/chat/completions"
+
+
+@pytest.mark.parametrize(
+    "raw_answer",
+    [
+        pytest.param(b'HTTP/1.0 200 OK\r\n\r\n{"ok": 2}', id="http-1.0"),
+        pytest.param(b'HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{"ok": 2}', id="close"),
+        pytest.param(
+            b'HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{"ok": 2}',
+            id="interim-100",
+        ),
+    ],
+)
+async def test_an_answer_ended_by_the_close_or_after_an_interim_one_is_read_whole(
+    raw_answer: bytes,
+) -> None:
+    # Failing these would retry a call the provider answered: paid twice.
+    listener, url = await answer_then_close(raw_answer)
+    client = poster(url)
+    try:
+        assert await client.post(b"{}", timeout_s=2.0) == (200, {"ok": 2})
+    finally:
+        client.close()
+        listener.close()
+        await listener.wait_closed()
