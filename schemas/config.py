@@ -267,10 +267,11 @@ class WorkerSettings(ConfigModel):
     )
     heartbeat_interval_s: Annotated[float, Field(gt=0, le=100)] | None = Field(
         default=None,
-        description="How often the worker tells Kafka it is alive, in seconds (Faust's "
-        "broker_heartbeat_interval), less than session_timeout_s. A running worker learns "
-        "of a rebalance another one starts (one joining) at its next heartbeat, so this "
-        "bounds how long that one waits to join. Unset: a fifth of session_timeout_s.",
+        description="How often the worker and the sink worker tell Kafka they are alive, in "
+        "seconds (Faust's broker_heartbeat_interval), less than session_timeout_s. A running "
+        "process learns of a rebalance another one starts (one joining) at its next "
+        "heartbeat, so this bounds how long that one waits to join. Unset: a fifth of "
+        "session_timeout_s.",
     )
     group_instance_id: Annotated[str, Field(min_length=1, max_length=249)] | None = Field(
         default=None,
