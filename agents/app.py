@@ -81,7 +81,7 @@ def create_app(
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=config.worker.commit_interval_s,
         broker_session_timeout=config.worker.session_timeout_s,
-        broker_heartbeat_interval=config.worker.session_timeout_s / 5,
+        broker_heartbeat_interval=config.worker.heartbeat_s,
         # Static membership when set (worker.group_instance_id): a restart within the
         # session timeout takes its partitions back without a rebalance.
         consumer_group_instance_id=config.worker.group_instance_id,

@@ -168,11 +168,20 @@ async def start_tables(tables: list[KafkaTable]) -> None:
 def tables_of(config: HookstreamConfig) -> dict[str, KafkaTable]:
     """One table per topic the flows' lookups read, whatever number of lookups share it."""
     users: dict[str, list[str]] = {}
+    timeouts_s: dict[str, float] = {}
     for i, flow in enumerate(config.flows):
         for j, lookup in enumerate(flow.enrich):
             if lookup.table is not None:
-                users.setdefault(lookup.table.topic, []).append(f"flows[{i}].enrich[{j}].table")
+                topic = lookup.table.topic
+                users.setdefault(topic, []).append(f"flows[{i}].enrich[{j}].table")
+                timeout_s = lookup.table.partitions_timeout_s
+                timeouts_s[topic] = max(timeouts_s.get(topic, timeout_s), timeout_s)
     return {
-        topic: KafkaTable(config.kafka, topic, used_by=", ".join(fields))
+        topic: KafkaTable(
+            config.kafka,
+            topic,
+            used_by=", ".join(fields),
+            partitions_timeout_s=timeouts_s[topic],
+        )
         for topic, fields in users.items()
     }

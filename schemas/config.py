@@ -265,6 +265,14 @@ class WorkerSettings(ConfigModel):
         description="How long Kafka waits for a silent worker before giving its partitions to "
         "the others: the failover time after a crash (Faust's default is 60 s).",
     )
+    heartbeat_interval_s: Annotated[float, Field(gt=0, le=100)] | None = Field(
+        default=None,
+        description="How often the worker and the sink worker tell Kafka they are alive, in "
+        "seconds (Faust's broker_heartbeat_interval), less than session_timeout_s. A running "
+        "process learns of a rebalance another one starts (one joining) at its next "
+        "heartbeat, so this bounds how long that one waits to join. Unset: a fifth of "
+        "session_timeout_s.",
+    )
     group_instance_id: Annotated[str, Field(min_length=1, max_length=249)] | None = Field(
         default=None,
         description="Kafka static membership (group.instance.id) for this process, unique "
@@ -300,6 +308,24 @@ class WorkerSettings(ConfigModel):
         description="How `hookstream batcher` groups the requests of flows with "
         "ai.mode: batch into provider jobs.",
     )
+
+    @model_validator(mode="after")
+    def _heartbeat_within_session(self) -> WorkerSettings:
+        beat = self.heartbeat_interval_s
+        if beat is not None and beat >= self.session_timeout_s:
+            raise ValueError(
+                f"heartbeat_interval_s ({beat:g}) must be less than session_timeout_s "
+                f"({self.session_timeout_s:g}): Kafka would take the worker for dead between "
+                "two heartbeats"
+            )
+        return self
+
+    @property
+    def heartbeat_s(self) -> float:
+        """The heartbeat interval in use: heartbeat_interval_s, else session_timeout_s / 5."""
+        if self.heartbeat_interval_s is not None:
+            return self.heartbeat_interval_s
+        return self.session_timeout_s / 5
 
 
 class HookstreamConfig(ConfigModel):

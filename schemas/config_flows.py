@@ -85,6 +85,12 @@ class TableConfig(ConfigModel):
         description="The key to look up, a template over event and data, compared with the "
         "records' keys as UTF-8 text, e.g. {{ data.customer_id }}."
     )
+    partitions_timeout_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=30.0,
+        description="How long a starting worker looks for the topic's partitions before it "
+        "takes the topic as missing: it then logs so, stays unready and tries again (lookups "
+        "of one topic share the longest of their values).",
+    )
 
     @field_validator("key")
     @classmethod

@@ -181,7 +181,7 @@ class SinkConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             session_timeout_ms=session_ms,
-            heartbeat_interval_ms=session_ms // 5,
+            heartbeat_interval_ms=int(worker.heartbeat_s * 1000),
             request_timeout_ms=max(40_000, session_ms + 5_000),
             # A rebalance waits for the deliveries in flight (Faust's default, kept).
             rebalance_timeout_ms=60_000,

@@ -49,8 +49,6 @@ _WARN_EVERY = 1000
 # whichever first) keeps a busy topic from costing one fetch per record, as for the maps.
 _TAIL_FETCH_MIN_BYTES = 64 * 1024
 _TAIL_FETCH_MAX_WAIT_MS = 100
-# A topic whose partitions are not known by then is taken as missing (the worker retries).
-_PARTITIONS_TIMEOUT_S = 30.0
 _MISSING = object()
 
 
@@ -58,13 +56,22 @@ class KafkaTable:
     """The latest JSON value of each key of ``topic``.
 
     ``used_by`` names the config fields that read it (e.g. ``flows[0].enrich[1].table``), for
-    the error that stops a worker whose table cannot be read.
+    the error that stops a worker whose table cannot be read. A topic whose partitions are not
+    known within ``partitions_timeout_s`` is taken as missing (the worker retries).
     """
 
-    def __init__(self, settings: KafkaSettings, topic: str, *, used_by: str = "") -> None:
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        topic: str,
+        *,
+        used_by: str = "",
+        partitions_timeout_s: float = 30.0,
+    ) -> None:
         self.settings = settings
         self.topic = topic
         self.used_by = used_by
+        self.partitions_timeout_s = partitions_timeout_s
         self._data: dict[str, bytes] = {}
         self._reader: CompactedReader | None = None
         self.loaded = False
@@ -139,7 +146,7 @@ class KafkaTable:
             isolation_level="read_committed",
             fetch_min_bytes=_TAIL_FETCH_MIN_BYTES,
             fetch_max_wait_ms=_TAIL_FETCH_MAX_WAIT_MS,
-            partitions_timeout_s=_PARTITIONS_TIMEOUT_S,
+            partitions_timeout_s=self.partitions_timeout_s,
         )
         try:
             await reader.start(load=True)
@@ -147,7 +154,7 @@ class KafkaTable:
             where = f" ({self.used_by})" if self.used_by else ""
             cause = exc.__cause__
             if isinstance(cause, TimeoutError) and not str(cause):
-                reason = f"no partitions found in {_PARTITIONS_TIMEOUT_S:.0f} s: does it exist?"
+                reason = f"no partitions found in {self.partitions_timeout_s:g} s: does it exist?"
             else:
                 reason = str(exc)
             raise BrokerUnavailable(f"table {self.topic}{where}: cannot load it: {reason}") from exc

@@ -41,7 +41,10 @@ async def test_a_paused_flow_lets_rebalances_and_stops_through(
     async with running_stack(
         kafka_bootstrap,
         tmp_path,
-        config_path=write_config(tmp_path),
+        # 6 s sessions: the first worker, stopped while the second one's leave rebalances
+        # the group, does not leave it itself (Faust), and its restart joins once its
+        # stopped self's session expired (10 s by default).
+        config_path=write_config(tmp_path, session_timeout_s=6),
         roles=("worker",),
         extra_env={"HOOKSTREAM_TEST_N": "4"},
         ai_knobs={"rate_500": 1.0},

@@ -38,7 +38,9 @@ async def test_a_worker_killed_while_its_responses_are_in_progress_pays_once_in_
     async with running_stack(
         kafka_bootstrap,
         tmp_path,
-        config_path=write_config(tmp_path, responses=mode),
+        # 6 s sessions: the worker started again after the kill joins once its killed
+        # self's session expired (10 s by default).
+        config_path=write_config(tmp_path, responses=mode, session_timeout_s=6),
         roles=("worker",),
         extra_env={"HOOKSTREAM_TEST_N": str(EVENTS)},
         ai_knobs={"latency_ms": 0 if background else 3000},

@@ -37,11 +37,14 @@ def journaled(state_dir: Path) -> int:
 
 async def test_answers_that_arrived_before_a_crash_are_not_paid_again(tmp_path: Path) -> None:
     async with (
-        private_broker(tmp_path / "broker") as broker,
+        # A 3 s broker session, not 9: the broker killed below serves again once its killed
+        # incarnation is fenced, that long after its restart.
+        private_broker(tmp_path / "broker", session_timeout_ms=3000) as broker,
         running_stack(
             broker.bootstrap,
             tmp_path,
-            config_path=write_config(tmp_path),
+            # 6 s sessions: the restarted worker joins once its killed self's expired.
+            config_path=write_config(tmp_path, session_timeout_s=6),
             roles=("worker",),
             extra_env={"HOOKSTREAM_TEST_N": str(EVENTS)},
             ai_knobs={"latency_ms": 1500},

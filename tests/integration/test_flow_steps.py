@@ -32,14 +32,17 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "flows-steps.yaml"
 
 
 def steps_config(workdir: Path, *, second_provider: bool = False) -> Path:
-    """The example, with short retry pauses; ``second_provider``: the draft step asks its own
-    provider (model sim-2), so it can be down while classify's is up."""
+    """The example, with short retry pauses and 6 s sessions (a worker killed -9 and started
+    again joins once its killed self's session expired: 10 s by default); ``second_provider``:
+    the draft step asks its own provider (model sim-2), so it can be down while classify's is
+    up."""
     data = yaml.safe_load(EXAMPLE.read_text())
     data["worker"] = {
         "allow_private_networks": True,
         "retry_backoff_s": 0.05,
         "retry_backoff_max_s": 0.5,
         "commit_interval_s": 0.5,
+        "session_timeout_s": 6,
     }
     if second_provider:
         data["providers"].append(

@@ -68,11 +68,12 @@ async def write_table(bootstrap: str, topic: str, rows: list[Row]) -> None:
         await producer.stop()
 
 
-def table_config(workdir: Path, topic: str) -> Path:
+def table_config(workdir: Path, topic: str, **table: Any) -> Path:
+    """The example config with one lookup in ``topic``; ``table``: more of its settings."""
     data = yaml.safe_load(EXAMPLE_CONFIG.read_text())
     feedback = data["flows"][0]
     feedback["enrich"] = [
-        {"name": "account", "table": {"topic": topic, "key": "{{ data.customer_id }}"}}
+        {"name": "account", "table": {"topic": topic, "key": "{{ data.customer_id }}", **table}}
     ]
     feedback["sinks"] = []
     path = workdir / "flows-table.yaml"
@@ -232,13 +233,18 @@ async def test_a_missing_table_topic_keeps_the_worker_unready_until_it_exists(
 ) -> None:
     topic = f"crm-{uuid.uuid4().hex[:10]}.late"
     port = free_port()
-    config = table_config(tmp_path, topic)
+    # 3 s, not the default 30 s, to take the topic as missing: each start of the agents waits
+    # that long, and the test waits for one before it creates the topic.
+    config = table_config(tmp_path, topic, partitions_timeout_s=3)
     env = {"HOOKSTREAM_METRICS_PORT": str(port)}
     async with running_stack(
         kafka_bootstrap, tmp_path, config_path=config, roles=("worker",), extra_env=env
     ) as stack:
         worker = stack.procs["worker"]
-        expected = f"table {topic} (flows[0].enrich[0].table): cannot load it: no partitions"
+        expected = (
+            f"table {topic} (flows[0].enrich[0].table): cannot load it: "
+            "no partitions found in 3 s: does it exist?"
+        )
 
         async def said_why() -> bool:
             return expected in worker.log_text()

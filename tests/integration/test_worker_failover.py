@@ -46,10 +46,18 @@ INSTANCE_ENV = "HOOKSTREAM_TEST_INSTANCE_ID"
 JOINED_MARK = "Joined group"  # aiokafka's INFO line at each (re)join: one per rebalance
 
 
-def failover_config(directory: Path, *, session_timeout_s: float, static: bool) -> Path:
-    """The AI stage's test flows with this session timeout, and with static membership the
-    instance id from each process's own environment."""
+def failover_config(
+    directory: Path,
+    *,
+    session_timeout_s: float,
+    static: bool,
+    heartbeat_interval_s: float | None = None,
+) -> Path:
+    """The AI stage's test flows with this session timeout (and heartbeat interval, if given),
+    and with static membership the instance id from each process's own environment."""
     worker = f"worker:\n  session_timeout_s: {session_timeout_s}\n"
+    if heartbeat_interval_s is not None:
+        worker += f"  heartbeat_interval_s: {heartbeat_interval_s}\n"
     if static:
         worker += f"  group_instance_id: ${{{INSTANCE_ENV}}}\n"
     path = directory / "failover-flows.yaml"
@@ -179,9 +187,19 @@ class Pair:
 
 @contextlib.asynccontextmanager
 async def two_workers(
-    bootstrap: str, workdir: Path, *, session_timeout_s: float, static: bool
+    bootstrap: str,
+    workdir: Path,
+    *,
+    session_timeout_s: float,
+    static: bool,
+    heartbeat_interval_s: float | None = None,
 ) -> AsyncIterator[Pair]:
-    config = failover_config(workdir, session_timeout_s=session_timeout_s, static=static)
+    config = failover_config(
+        workdir,
+        session_timeout_s=session_timeout_s,
+        static=static,
+        heartbeat_interval_s=heartbeat_interval_s,
+    )
     async with running_stack(
         bootstrap,
         workdir,
@@ -224,7 +242,11 @@ async def two_workers(
 async def test_a_static_member_restarted_in_time_gets_its_partitions_back_without_rebalance(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    async with two_workers(kafka_bootstrap, tmp_path, session_timeout_s=60, static=True) as pair:
+    # Heartbeats every second, not every 12 s (a fifth of the session): worker-b's join waits
+    # for worker-a's next heartbeat to tell it of the rebalance.
+    async with two_workers(
+        kafka_bootstrap, tmp_path, session_timeout_s=60, static=True, heartbeat_interval_s=1
+    ) as pair:
         before = await settled(kafka_bootstrap, pair.group, pair.enriched, 2)
         by_instance = {m.name: m for m in before}
         assert set(by_instance) == {"worker-a", "worker-b"}  # the ids reached the group

@@ -27,7 +27,8 @@ async def test_sigkill_mid_load_then_restart_gives_exactly_one_result_per_event(
     async with running_stack(
         kafka_bootstrap,
         tmp_path,
-        config_path=write_config(tmp_path),
+        # 6 s sessions: the restarted worker joins once its killed self's expired.
+        config_path=write_config(tmp_path, session_timeout_s=6),
         roles=("worker",),
         extra_env={"HOOKSTREAM_TEST_N": "16"},
         ai_knobs={"latency_ms": 30, "jitter_ms": 20},

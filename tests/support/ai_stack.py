@@ -72,10 +72,17 @@ flows:
 """
 
 
-def write_config(directory: Path, *, responses: str | None = None) -> Path:
+def write_config(
+    directory: Path, *, responses: str | None = None, session_timeout_s: float | None = None
+) -> Path:
     """``responses``: the primary provider calls OpenAI's Responses API, ``"background"`` in
-    background mode (polled every 50 ms at first), ``"sync"`` without it."""
+    background mode (polled every 50 ms at first), ``"sync"`` without it.
+    ``session_timeout_s``: the worker's (default 10 s); a worker killed -9 and started again
+    joins its group once its killed self's session expired, so tests that do that set 6 s,
+    the least brokers accept."""
     text = AI_CONFIG
+    if session_timeout_s is not None:
+        text = text.replace("worker:\n", f"worker:\n  session_timeout_s: {session_timeout_s}\n", 1)
     if responses is not None:
         options = "    api: responses\n"
         if responses == "background":

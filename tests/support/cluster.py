@@ -9,12 +9,12 @@ from the script's environment (with it set, the script starts nothing) and
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.broker import kill_pid_file, private_env
 from tests.support.secure_kafka import KAFKA_SCRIPT, _free_run
 
 BROKERS = 3
@@ -24,19 +24,23 @@ BROKERS = 3
 class PrivateCluster:
     state_dir: Path
     port: int  # node I (1..3) serves clients on port + I - 1
+    # KAFKA_BROKER_SESSION_TIMEOUT_MS (scripts/kafka), None: Kafka's 9 s, after which the
+    # partitions a killed node led move to the others.
+    session_timeout_ms: int | None = None
 
     @property
     def bootstrap(self) -> str:
         return ",".join(f"127.0.0.1:{self.port + i}" for i in range(BROKERS))
 
     def _env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
-        env.update(
-            HOOKSTREAM_STATE_DIR=str(self.state_dir),
+        env = private_env(
+            self.state_dir,
             KAFKA_PORT=str(self.port),
             KAFKA_CONTROLLER_PORT=str(self.port + BROKERS),
             KAFKA_BROKERS=str(BROKERS),
         )
+        if self.session_timeout_ms is not None:
+            env["KAFKA_BROKER_SESSION_TIMEOUT_MS"] = str(self.session_timeout_ms)
         return env
 
     async def script(self, *args: str) -> str:
@@ -68,8 +72,7 @@ class PrivateCluster:
         """SIGKILL every node still running: for a test's throwaway cluster, whose data nobody
         reads again (a controlled shutdown of three nodes takes ~30 s of the suite)."""
         for node_id in range(1, BROKERS + 1):
-            with contextlib.suppress(FileNotFoundError, ProcessLookupError, ValueError):
-                os.kill(self.pid(node_id), signal.SIGKILL)
+            kill_pid_file(self.state_dir / "kafka" / f"node-{node_id}" / "kafka.pid")
 
     def pid(self, node_id: int) -> int:
         return int((self.state_dir / "kafka" / f"node-{node_id}" / "kafka.pid").read_text())
@@ -79,5 +82,5 @@ class PrivateCluster:
         os.kill(self.pid(node_id), signal.SIGKILL)
 
 
-def new_cluster(state_dir: Path) -> PrivateCluster:
-    return PrivateCluster(state_dir, _free_run(2 * BROKERS))
+def new_cluster(state_dir: Path, *, session_timeout_ms: int | None = None) -> PrivateCluster:
+    return PrivateCluster(state_dir, _free_run(2 * BROKERS), session_timeout_ms)

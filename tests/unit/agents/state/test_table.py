@@ -136,3 +136,15 @@ def test_a_wrong_table_lookup_names_the_field(tmp_path: Path, lookup: str, expec
     text = VALID.replace("    ai:\n", f"    enrich:\n      - {lookup}\n    ai:\n")
     [problem] = problems_of(write(tmp_path, text), VALID_ENV)
     assert expected in problem, problem
+
+
+def test_lookups_of_one_topic_share_the_longest_partitions_timeout(tmp_path: Path) -> None:
+    default = tables_of(table_config(tmp_path, TWO_LOOKUPS))["crm.customers"]
+    assert default.partitions_timeout_s == 30
+    timed = """\
+      - name: customer
+        table: {topic: crm.customers, key: "{{ data.customer_id }}", partitions_timeout_s: 5}
+      - name: strict
+        table: {topic: crm.customers, key: "{{ data.customer_id }}", partitions_timeout_s: 2}
+"""
+    assert tables_of(table_config(tmp_path, timed))["crm.customers"].partitions_timeout_s == 5
