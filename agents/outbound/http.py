@@ -123,6 +123,17 @@ def status_error(
     return PermanentRemoteError(message, stage=stage, status=status)
 
 
+def json_answer(status: int, raw: bytes) -> tuple[int, object]:
+    """A 2xx answer as (status, its JSON): None for an empty body or one that is not JSON,
+    which the caller's own checks then refuse with its own words."""
+    if not raw:
+        return status, None
+    try:
+        return status, orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return status, None
+
+
 async def request_json(
     session: aiohttp.ClientSession,
     method: str,
@@ -187,12 +198,7 @@ async def request_json(
                 )
             if not ok:
                 raise status_error(what, status, raw, response.headers, stage=stage)
-            if not raw:
-                return status, None
-            try:
-                return status, orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                return status, None
+            return json_answer(status, raw)
     except aiohttp.ConnectionTimeoutError as exc:
         raise RetriableRemoteError(
             f"{what}: could not connect within {session.timeout.sock_connect:g} s", stage=stage

@@ -34,10 +34,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httptools
-import orjson
 from multidict import CIMultiDict
 
-from agents.outbound.http import status_error
+from agents.outbound.http import json_answer, status_error
 from schemas.errors import RetriableRemoteError
 from schemas.tracecontext import TRACEPARENT, TRACESTATE, current
 
@@ -223,12 +222,7 @@ class JsonPoster:
         if not 200 <= status < 300:
             named = CIMultiDict((k.decode("latin-1"), v.decode("latin-1")) for k, v in headers)
             raise status_error(self.what, status, raw, named, stage=self.stage)
-        if not raw:
-            return status, None
-        try:
-            return status, orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return status, None
+        return json_answer(status, raw)
 
     async def _connection(self, waiter: asyncio.Future[Answer]) -> _Connection:
         """An idle connection, else a new one (connecting within ``connect_timeout_s`` and

@@ -255,15 +255,9 @@ def _run_faust(args: argparse.Namespace) -> int:
     import faust
 
     from agents.app import create_app
-    from streams.cli import loops
 
-    config = _load(args.config)
     # Before any loop exists: the main loop and Faust's consumer thread's are both uvloop's.
-    loop_name = loops.use_fast_loop_policy()
-    if args.metrics_port is not None:
-        option = f"--metrics-port (or ${METRICS_PORT_ENV})"
-        _require_free_port(args.metrics_host, args.metrics_port, option=option)
-    _wait_for_topics(config, args.config, args.wait_for_broker_s)
+    config, loop_name = _prepare_consumer(args)
     app = create_app(
         config,
         "worker",
@@ -289,6 +283,21 @@ def _run_faust(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prepare_consumer(args: argparse.Namespace) -> tuple[HookstreamConfig, str]:
+    """What the worker and the sink worker do before they start: the config, the fast loop
+    policy (set before any loop exists; returns its name), the metrics port checked free and
+    the topics waited for, so that each of these fails with one line before anything runs."""
+    from streams.cli import loops
+
+    config = _load(args.config)
+    loop_name = loops.use_fast_loop_policy()
+    if args.metrics_port is not None:
+        option = f"--metrics-port (or ${METRICS_PORT_ENV})"
+        _require_free_port(args.metrics_host, args.metrics_port, option=option)
+    _wait_for_topics(config, args.config, args.wait_for_broker_s)
+    return config, loop_name
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     return _run_faust(args)
 
@@ -300,14 +309,8 @@ def cmd_sinks(args: argparse.Namespace) -> int:
     from aiokafka.errors import InconsistentGroupProtocolError
 
     from agents.sinks.wiring import run_sink_worker
-    from streams.cli import loops
 
-    config = _load(args.config)
-    loop_name = loops.use_fast_loop_policy()
-    if args.metrics_port is not None:
-        option = f"--metrics-port (or ${METRICS_PORT_ENV})"
-        _require_free_port(args.metrics_host, args.metrics_port, option=option)
-    _wait_for_topics(config, args.config, args.wait_for_broker_s)
+    config, loop_name = _prepare_consumer(args)
     logging.getLogger(__name__).info("sinks: event loop %s", loop_name)
     try:
         asyncio.run(

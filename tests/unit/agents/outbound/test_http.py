@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import socket
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
@@ -12,6 +10,7 @@ from multidict import CIMultiDict
 
 from agents.outbound.http import RETRIABLE_STATUSES, new_session, request_json, retry_after_s
 from schemas.errors import RetriableRemoteError
+from tests.support.sockets import port_that_never_accepts
 
 
 def headers(value: str | None) -> CIMultiDict[str]:
@@ -81,16 +80,7 @@ async def test_a_peer_that_never_completes_the_handshake_is_bounded_by_the_conne
     Without the session's connect bound carried into the request's timeout, the call waits for
     its whole total and says "no answer within 5 s".
     """
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(0)
-    port = server.getsockname()[1]
-    fillers = [socket.socket() for _ in range(8)]
-    for filler in fillers:
-        filler.setblocking(False)
-        with contextlib.suppress(BlockingIOError):
-            filler.connect(("127.0.0.1", port))
-    try:
+    with port_that_never_accepts() as port:
         async with new_session(connect_timeout_s=0.2) as session:
             with pytest.raises(RetriableRemoteError, match=r"could not connect within 0\.2 s"):
                 await request_json(
@@ -101,6 +91,3 @@ async def test_a_peer_that_never_completes_the_handshake_is_bounded_by_the_conne
                     what="lookup customer",
                     timeout_s=5,
                 )
-    finally:
-        for sock in (*fillers, server):
-            sock.close()

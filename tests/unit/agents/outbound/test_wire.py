@@ -17,6 +17,7 @@ import pytest
 from agents.outbound.wire import JsonPoster
 from schemas import tracecontext
 from schemas.errors import PermanentRemoteError, RetriableRemoteError
+from tests.support.sockets import port_that_never_accepts
 
 Reply = Callable[[bytes], bytes | None]  # request bytes -> answer bytes (None: close)
 
@@ -180,22 +181,10 @@ async def test_a_peer_that_never_completes_the_handshake_is_bounded_by_the_conne
     None
 ):
     """As for request_json: a full accept queue drops further SYNs."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(0)
-    port = server.getsockname()[1]
-    fillers = [socket.socket() for _ in range(8)]
-    for filler in fillers:
-        filler.setblocking(False)
-        with contextlib.suppress(BlockingIOError):
-            filler.connect(("127.0.0.1", port))
-    try:
+    with port_that_never_accepts() as port:
         client = poster(f"http://127.0.0.1:{port}/v1")
         with pytest.raises(RetriableRemoteError, match=r"could not connect within 0\.5 s"):
             await client.post(b"{}", timeout_s=5)
-    finally:
-        for sock in (*fillers, server):
-            sock.close()
 
 
 def test_a_header_with_a_line_break_is_refused_without_showing_it() -> None:
