@@ -139,7 +139,13 @@ async def through_hookstream(
         for a, b in itertools.pairwise(HOPS):
             per_hop[f"{a} → {b}"].append(seen[b] - seen[a])
         total.append(seen["delivered"] - seen["events"])
-    return {"total": summary(total), "hops": {k: summary(v) for k, v in per_hop.items()}}
+    slowest = max(range(len(total)), key=total.__getitem__)
+    return {
+        "total": summary(total),
+        "hops": {k: summary(v) for k, v in per_hop.items()},
+        # Which webhook, in sending order (0 = the first), took the longest end to end.
+        "slowest_index": slowest,
+    }
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -165,7 +171,8 @@ answering at once. Hops are timed from the Kafka timestamps of the records each 
 Baseline in the same run: one bare aiokafka hop (producer → subscribed consumer, defaults) at
 the same rate: p50 {b["p50_ms"]} ms, p90 {b["p90_ms"]} ms, p99 {b["p99_ms"]} ms,
 max {b["max_ms"]} ms. hookstream's path is three Kafka hops plus three HTTP calls: its median is
-**{report["ratio_p50_vs_three_bare_hops"]} x** three bare hops' medians.
+**{report["ratio_p50_vs_three_bare_hops"]} x** three bare hops' medians. The slowest webhook end to
+end was number {report["hookstream"].get("slowest_index", "?")} in sending order (0: the first).
 
 Machine: {report["machine"]["cores"]} cores shared with the broker and the simulators;
 Python {report["machine"]["python"]}; Apache Kafka 4.1.1 (scripts/kafka, single node, KRaft).
