@@ -14,7 +14,7 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import faust
 from faust.serializers import codecs
@@ -30,7 +30,6 @@ from streams.kafka.connection import faust_credentials
 from streams.metrics.exposition import start_metrics_server
 
 log = logging.getLogger(__name__)
-Role = Literal["worker"]
 CODEC_NAME = "orjson"
 
 
@@ -52,14 +51,13 @@ def broker_urls(bootstrap_servers: str) -> list[str]:
 
 def create_app(
     config: HookstreamConfig,
-    role: Role,
     *,
     datadir: Path | None = None,
     metrics_port: int | None = None,
     metrics_host: str = "127.0.0.1",
 ) -> faust.App:
     codecs.register(CODEC_NAME, OrjsonCodec())
-    app_id = f"{config.kafka.topic_prefix}-{role}"
+    app_id = f"{config.kafka.topic_prefix}-worker"
     state_dir = Path(os.environ.get("HOOKSTREAM_STATE_DIR", ".hookstream"))
     datadir = datadir or state_dir / "faust" / app_id
     datadir.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ Never event ids or payload content.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
@@ -220,16 +220,24 @@ def consumer_lag(app: Any) -> list[tuple[str, int, int]]:
     consumer = getattr(app, "_consumer", None)  # app.consumer would create one
     if consumer is None:
         return []
-    committed = getattr(consumer, "_committed_offset", {})
-    found: list[tuple[str, int, int]] = []
     try:
-        for tp in sorted(consumer.assignment()):
-            highwater = consumer.highwater(tp)
-            if highwater is not None:
-                offset = committed.get(tp) or 0
-                found.append((tp.topic, tp.partition, max(highwater - offset, 0)))
+        return partition_lags(consumer, getattr(consumer, "_committed_offset", {}))
     except Exception:  # noqa: BLE001 - not started yet, or a rebalance in the Kafka thread
         return []
+
+
+def partition_lags(
+    consumer: Any, committed: Mapping[Any, int | None]
+) -> list[tuple[str, int, int]]:
+    """(topic, partition, high watermark minus committed offset) per partition assigned to
+    ``consumer`` (an aiokafka consumer, Faust's or the sink worker's) whose high watermark is
+    known; a partition never committed counts from offset 0."""
+    found: list[tuple[str, int, int]] = []
+    for tp in sorted(consumer.assignment()):
+        highwater = consumer.highwater(tp)
+        if highwater is not None:
+            offset = committed.get(tp) or 0
+            found.append((tp.topic, tp.partition, max(highwater - offset, 0)))
     return found
 
 

@@ -19,13 +19,11 @@ import aiohttp
 import orjson
 
 from agents.ai.provider import STAGE, ChatRequest, Completion
+from agents.outbound.http import DEFAULT_CONNECT_TIMEOUT_S
 from agents.outbound.wire import JsonPoster
 from schemas.config_ai import ProviderConfig
 from schemas.errors import RetriableRemoteError
 from schemas.events import TokenUsage
-
-# The connect bound of a client whose session sets none (agents.outbound.http.new_session's).
-_CONNECT_TIMEOUT_S = 5.0
 
 
 class HttpChatClient:
@@ -43,7 +41,7 @@ class HttpChatClient:
         """The client's connections to its URL, opened by its first call."""
         if self._poster is None:
             timeout = getattr(self.session, "timeout", None)
-            connect_s = getattr(timeout, "sock_connect", None) or _CONNECT_TIMEOUT_S
+            connect_s = getattr(timeout, "sock_connect", None) or DEFAULT_CONNECT_TIMEOUT_S
             self._poster = JsonPoster(
                 self.url,
                 self._headers(),

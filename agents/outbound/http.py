@@ -30,8 +30,15 @@ log = logging.getLogger(__name__)
 RETRIABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
+# A connect's bound where no config gives one (worker.http_connect_timeout_s does in a worker).
+DEFAULT_CONNECT_TIMEOUT_S = 5.0
+
+
 def new_session(
-    *, connect_timeout_s: float = 5.0, limit: int = 512, public_only: bool = False
+    *,
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+    limit: int = 512,
+    public_only: bool = False,
 ) -> aiohttp.ClientSession:
     """A client session (connection pooling is what makes calls cheap). ``public_only``: for
     calls the SSRF guard covers, it connects only to public addresses

@@ -41,6 +41,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
+from agents import metrics
 from agents.sinks.stage import SinkStage
 from agents.stages.runner import OrderedRunner
 from agents.state.delivered import DeliveredMemory
@@ -155,6 +156,7 @@ class SinkConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         self._out: set[SinkRecord] = set()  # handed to a runner, neither acked nor let go
         self._done: dict[TopicPartition, int] = {}  # the offset after the done prefix
         self._committed: dict[TopicPartition, int | None] = {}
+        self._background: set[asyncio.Task[None]] = set()  # the committed-offset reads
         for stage in stages:
             stage.gate.on_wait = self._release_if_releasing
 
@@ -311,7 +313,10 @@ class SinkConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
             self._room.set()  # the fetch loop resumes the partitions now
         log.info("assigned %d partitions of %s", len(assigned), self.topic)
         if self._consumer is not None and assigned:
-            asyncio.get_running_loop().create_task(self._read_committed(assigned))
+            # Kept referenced until done: the loop holds only a weak reference to a task.
+            task = asyncio.get_running_loop().create_task(self._read_committed(assigned))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     async def _settle(self) -> None:
         """Until every record handed to a runner is acked or let go: release the ones that
@@ -382,12 +387,4 @@ class SinkConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         """(topic, partition, high watermark minus committed offset) per partition assigned
         whose high watermark is known: ``hookstream_consumer_lag_records``."""
         consumer = self._consumer
-        if consumer is None:
-            return []
-        found: list[tuple[str, int, int]] = []
-        for tp in sorted(consumer.assignment()):
-            highwater = consumer.highwater(tp)
-            if highwater is not None:
-                offset = self._committed.get(tp) or 0
-                found.append((tp.topic, tp.partition, max(highwater - offset, 0)))
-        return found
+        return [] if consumer is None else metrics.partition_lags(consumer, self._committed)

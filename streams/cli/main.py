@@ -258,12 +258,7 @@ def _run_faust(args: argparse.Namespace) -> int:
 
     # Before any loop exists: the main loop and Faust's consumer thread's are both uvloop's.
     config, loop_name = _prepare_consumer(args)
-    app = create_app(
-        config,
-        "worker",
-        metrics_port=args.metrics_port,
-        metrics_host=args.metrics_host,
-    )
+    app = create_app(config, metrics_port=args.metrics_port, metrics_host=args.metrics_host)
     if args.log_format == "json":
         # Logging is set up already (streams.logs): Faust would replace it with its own
         # (colored text, stdout redirected at WARN). Without its spinner, "Ready" is logged.
