@@ -27,17 +27,20 @@ again at each :meth:`get` (about 1.4 µs of CPU, on a cache hit only) instead of
 objects, which take several times their JSON's size. What :meth:`put` writes is held as
 given until the tail reads it back, moments later, and replaces it.
 
-The "done" marks (value 1) that :func:`put_all` writes go several to a record
-(:class:`_MarkBatch`, issue 16): the marks put while the event loop runs one pass go to Kafka
-as one record, ``marks/<random id>`` → ``{"written_at": …, "marks": [key, …]}``, and each
-:func:`put_all` returns once the record holding its marks is acknowledged, as it did for a
-record of its own. A record per mark was a fourth record per event written by the worker and
-read back by every worker's tail; in the pipeline benchmark (256 events in flight, a loaded
-machine) a record held 2.4-4.5 marks, 3.22-3.42 records per event instead of 4. The key is
-its own, so compaction never merges two of them: retention drops it after the TTL, like the
-single marks before, which are still read (other writers, older versions). A worker of an
-older version ignores a batch record (it warns that it is not a map entry), so during a rolling
-upgrade its dedupe does not see the new version's marks.
+What :func:`put_all` writes goes several entries to a record (:class:`_Batch`, issue 16): the
+entries put while the event loop runs one pass go to Kafka as one record per map,
+``marks/<random id>`` → ``{"written_at": …, "marks": [key, …], "values": {key: value, …}}``
+(marks: the "done" marks, value 1; values: anything else, e.g. answer-cache entries), and each
+:func:`put_all` returns once the record holding its entries is acknowledged, as it did for a
+record of its own. A record per entry was two of the worker's four records per event, each read
+back by every worker's tail; in the pipeline benchmark (256 events in flight, a loaded machine)
+a record held 2.4-4.5 entries. The key is its own, so compaction never merges two of them:
+retention drops it after the TTL. A value over :data:`MAX_BATCHED_VALUE_BYTES` still goes alone,
+as before, and single records are still read (other writers: ``replay --batch``, the batcher;
+older versions). Older workers and batch records: one of session 11's reads the marks and skips
+the values (so it does not see the newer workers' cache entries: a cache miss, paid again); one
+from before session 11 ignores the whole record with a warning, so during a rolling upgrade its
+dedupe does not see the new version's marks.
 """
 
 from __future__ import annotations
@@ -67,8 +70,12 @@ Clock = Callable[[], float]
 # them; other workers' entries still arrive within a tenth of a second.
 _TAIL_FETCH_MIN_BYTES = 64 * 1024
 _TAIL_FETCH_MAX_WAIT_MS = 100
-# Marks per batch record at most (~60 bytes each: ~60 KB, well under a request's 1 MiB).
-MAX_MARKS_PER_RECORD = 1000
+# A batch record holds at most this many entries, or this many bytes of them: well under a
+# produce request's 1 MiB (streams.kafka.producer.MAX_REQUEST_BYTES) and a batch's 256 KiB.
+MAX_ENTRIES_PER_RECORD = 1000
+MAX_RECORD_BYTES = 128 * 1024
+# A value larger than this is written as a record of its own (a long model answer).
+MAX_BATCHED_VALUE_BYTES = 16 * 1024
 MARKS_PREFIX = "marks/"
 
 
@@ -92,7 +99,7 @@ class DurableMap:
         self._reader: CompactedReader | None = None
         self._cleanup_task: asyncio.Task[None] | None = None
         # The batch of marks being gathered, per writer; the batches being written.
-        self._batches: dict[KafkaWriter, _MarkBatch] = {}
+        self._batches: dict[KafkaWriter, _Batch] = {}
         self._flushing: set[asyncio.Task[None]] = set()
 
     def __len__(self) -> int:
@@ -144,10 +151,10 @@ class DurableMap:
             record = orjson.loads(raw)
             written_at = float(record["written_at"])
             if name.startswith(MARKS_PREFIX) and "marks" in record:
-                self._apply_marks(record["marks"], written_at)
+                self._apply_batch(record, written_at)
                 return
             value = record["value"]
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
             log.warning("%s: ignoring a record that is not a map entry (key %r)", self.topic, name)
             return
         current = self._data.get(name)
@@ -159,38 +166,46 @@ class DurableMap:
             else:
                 self._data[name] = (written_at, raw)
 
-    def _apply_marks(self, keys: list[str], written_at: float) -> None:
-        """A batch record's marks (module docstring), each held as its time like a single
-        mark's."""
+    def _apply_batch(self, record: dict[str, Any], written_at: float) -> None:
+        """A batch record's entries (module docstring): each mark held as its time, each value
+        as the bytes a record of its own would hold (``{"value": …}``, what :meth:`get` parses)."""
         data = self._data
-        for key in keys:
+        for key in record["marks"]:
             current = data.get(key)
             if current is None or _written_at(current) <= written_at:
                 data[key] = written_at
+        values: dict[str, Any] = record.get("values") or {}
+        for key, value in values.items():
+            current = data.get(key)
+            if current is None or _written_at(current) <= written_at:
+                data[key] = (written_at, b'{"value":' + orjson.dumps(value) + b"}")
 
-    def _batch(self, writer: KafkaWriter) -> _MarkBatch:
-        """The batch a mark put now joins: the one being gathered for ``writer``, unless it is
-        full or none is; a new one is written on the event loop's next pass."""
+    def _batch(self, writer: KafkaWriter, size_bytes: int) -> _Batch:
+        """The batch an entry of ``size_bytes`` joins: the one being gathered for ``writer``,
+        unless it is full or none is; a new one is written on the event loop's next pass."""
         batch = self._batches.get(writer)
-        if batch is None or len(batch.keys) >= MAX_MARKS_PER_RECORD:
-            batch = self._batches[writer] = _MarkBatch()
+        if (
+            batch is None
+            or batch.entries >= MAX_ENTRIES_PER_RECORD
+            or batch.size_bytes + size_bytes > MAX_RECORD_BYTES
+        ):
+            batch = self._batches[writer] = _Batch()
             asyncio.get_running_loop().call_soon(self._flush, writer, batch)
         return batch
 
-    def _flush(self, writer: KafkaWriter, batch: _MarkBatch) -> None:
+    def _flush(self, writer: KafkaWriter, batch: _Batch) -> None:
         if self._batches.get(writer) is batch:
             del self._batches[writer]
         task = asyncio.create_task(self._write_batch(writer, batch))
         self._flushing.add(task)
         task.add_done_callback(self._flushing.discard)
 
-    async def _write_batch(self, writer: KafkaWriter, batch: _MarkBatch) -> None:
-        """One record for the batch's marks, written until acknowledged (:func:`emit`); then
-        every put waiting on it goes on."""
-        value = orjson.dumps({"written_at": batch.written_at, "marks": batch.keys})
+    async def _write_batch(self, writer: KafkaWriter, batch: _Batch) -> None:
+        """One record for the batch's entries, written until acknowledged (:func:`emit`);
+        then every put waiting on it goes on."""
         key = f"{MARKS_PREFIX}{uuid.uuid4().hex}".encode()
         try:
-            await emit(writer, self.topic, value, key=key)
+            await emit(writer, self.topic, batch.encode(), key=key)
         except asyncio.CancelledError:  # at a stop: the puts waiting on it end too
             batch.done.cancel()
             raise
@@ -247,36 +262,67 @@ class DurableMap:
             self._reader = None
 
 
-class _MarkBatch:
-    """Marks gathered for one record (:meth:`DurableMap._batch`), and the future their puts
-    wait on: done once the record is acknowledged."""
+class _Batch:
+    """Entries gathered for one record (:meth:`DurableMap._batch`), and the future their puts
+    wait on: done once the record is acknowledged. Values are kept encoded (``"key":value``),
+    so that the record's size is known as it grows and each value is encoded once."""
 
-    __slots__ = ("done", "keys", "written_at")
+    __slots__ = ("done", "marks", "size_bytes", "values", "written_at")
 
     def __init__(self) -> None:
-        self.keys: list[str] = []
+        self.marks: list[str] = []
+        self.values: list[bytes] = []
+        self.size_bytes = 0
         self.written_at = 0.0
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    @property
+    def entries(self) -> int:
+        return len(self.marks) + len(self.values)
+
+    def encode(self) -> bytes:
+        # "marks" always present: session 11's workers read it and skip "values".
+        return b"".join(
+            (
+                b'{"written_at":',
+                orjson.dumps(self.written_at),
+                b',"marks":',
+                orjson.dumps(self.marks),
+                b',"values":{',
+                b",".join(self.values),
+                b"}}",
+            )
+        )
 
 
 async def put_all(writer: KafkaWriter, entries: Sequence[tuple[DurableMap, str, Any]]) -> None:
     """Write each (map, key, value) to its map's topic, then to the map's local copy. The
-    records go to the producer together and their acks are awaited together
-    (:func:`agents.emit.emit_all`): the AI stage's "done" mark and answer-cache entry cost one
-    round trip, not two. A mark (value 1) joins its map's batch record (module docstring)
-    instead of a record of its own (the AI stage's "done" marks: one per event)."""
+    entries join their maps' batch records (module docstring), and those are awaited together:
+    the AI stage's "done" mark and answer-cache entry cost one round trip, not two, and share
+    their records with the other events' of the same loop pass. A value over
+    :data:`MAX_BATCHED_VALUE_BYTES` goes as a record of its own, awaited with them
+    (:func:`agents.emit.emit_all`)."""
     stamped = [(target, key, value, target._clock()) for target, key, value in entries]
-    batches: list[_MarkBatch] = []
+    batches: list[_Batch] = []
     records: list[Record] = []
     for target, key, value, at in stamped:
         if type(value) is int and value == 1:
-            batch = target._batch(writer)
-            batch.keys.append(key)
-            batch.written_at = max(batch.written_at, at)
-            if not batches or batches[-1] is not batch:
-                batches.append(batch)
+            size_bytes = len(key) + 3  # "key", (an estimate: the cap is far below the limit)
+            batch = target._batch(writer, size_bytes)
+            batch.marks.append(key)
         else:
-            records.append(Record(target.topic, map_value(value, at), key.encode()))
+            encoded = orjson.dumps(value)
+            if len(encoded) > MAX_BATCHED_VALUE_BYTES:
+                records.append(Record(target.topic, map_value(value, at), key.encode()))
+                continue
+            fragment = orjson.dumps(key) + b":" + encoded
+            size_bytes = len(fragment) + 1
+            batch = target._batch(writer, size_bytes)
+            batch.values.append(fragment)
+        batch.size_bytes += size_bytes
+        batch.written_at = max(batch.written_at, at)
+        if batch not in batches:
+            batches.append(batch)
     if records:
         await emit_all(writer, records)
     for batch in batches:

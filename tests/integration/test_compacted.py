@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from agents.state.durable_map import DurableMap, put_all
+from agents.state.durable_map import MAX_BATCHED_VALUE_BYTES, DurableMap, put_all
 from schemas.config import KafkaSettings
 from schemas.errors import BrokerUnavailable, ConfigError
 from streams.kafka.admin import create_topics
@@ -224,5 +224,37 @@ async def test_marks_put_in_one_pass_share_one_record_and_a_restart_reads_them(
     try:
         assert all(again.get(key) == 1 for key in keys)
         assert len(again) == len(keys)
+    finally:
+        await again.stop()
+
+
+async def test_values_put_in_one_pass_share_one_record_and_a_large_one_goes_alone(
+    kafka_bootstrap: str,
+) -> None:
+    """Answer-cache entries join the batch records too (issue 16): many puts, one record, each
+    value back after a restart; a value over MAX_BATCHED_VALUE_BYTES is a record of its own."""
+    settings = KafkaSettings(bootstrap_servers=kafka_bootstrap, partitions=2)
+    topic = f"map-{uuid.uuid4().hex[:10]}"
+    values = {f"cache-{i}": {"output": {"n": i}, "text": "é" * i} for i in range(40)}
+    large = {"text": "x" * (MAX_BATCHED_VALUE_BYTES + 1)}
+    durable = DurableMap(settings, topic, ttl_s=3600, cleanup_interval_s=3600)
+    await durable.start()
+    try:
+        async with KafkaWriter(settings) as writer:
+            puts = [put_all(writer, [(durable, key, value)]) for key, value in values.items()]
+            await asyncio.gather(*puts, put_all(writer, [(durable, "large", large)]))
+            records = await read_all(kafka_bootstrap, topic)
+    finally:
+        await durable.stop()
+    keys = sorted(record.key or b"" for record in records)
+    assert len(keys) == 2
+    assert keys[0] == b"large"
+    assert keys[1].startswith(b"marks/")
+    again = DurableMap(settings, topic, ttl_s=3600, cleanup_interval_s=3600)
+    await again.start()
+    try:
+        assert all(again.get(key) == value for key, value in values.items())
+        assert again.get("large") == large
+        assert len(again) == len(values) + 1
     finally:
         await again.stop()

@@ -85,3 +85,35 @@ def test_a_local_write_read_back_from_the_tail_takes_the_compact_form() -> None:
     stored: object = durable._data["done/x"]
     assert stored == 1_000.0
     assert durable.get("done/x") == 1
+
+
+def batch_record(written_at: float, marks: list[str], values: dict[str, Any]) -> bytes:
+    return orjson.dumps({"written_at": written_at, "marks": marks, "values": values})
+
+
+def test_a_batch_record_gives_each_mark_and_value_its_own_entry() -> None:
+    """Several entries to a record (issue 16): each read back as a record of its own would be,
+    in the same compact form."""
+    durable = new_map(Clock())
+    entry = {"provider": "sim", "output": {"label": "bug"}}
+    durable._apply(b"marks/abc", batch_record(990.0, ["done/1", "done/2"], {"cache-1": entry}))
+    assert durable._data["done/1"] == 990.0
+    assert durable.get("done/2") == 1
+    assert durable.get("cache-1") == entry
+    assert "marks/abc" not in durable._data
+    assert len(durable) == 3
+
+
+def test_a_batch_record_does_not_replace_newer_entries() -> None:
+    durable = new_map(Clock())
+    durable._apply(b"cache-1", record(995.0, {"v": "new"}))
+    durable._apply(b"marks/abc", batch_record(990.0, [], {"cache-1": {"v": "old"}, "cache-2": 2}))
+    assert durable.get("cache-1") == {"v": "new"}
+    assert durable.get("cache-2") == 2
+
+
+def test_a_batch_record_of_marks_alone_is_read() -> None:
+    """The shape session 11's workers write (no "values")."""
+    durable = new_map(Clock())
+    durable._apply(b"marks/old", orjson.dumps({"written_at": 990.0, "marks": ["done/9"]}))
+    assert durable.get("done/9") == 1
