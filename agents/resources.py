@@ -9,6 +9,7 @@ the last to leave closes them.
 from __future__ import annotations
 
 import asyncio
+import gc
 from pathlib import Path
 
 import aiohttp
@@ -133,6 +134,10 @@ class Resources(RefCounted):
                 recovered = self.answers.recovered
                 # A step's answer goes with its event: forgotten once the event is done.
                 self.answers.forget([key for key in recovered if marker_of(key) in dedupe])
+        # What start-up loaded (modules, config, the maps and tables as read) lives as long as
+        # the process: out of the collector's view, so that the collections the events' own
+        # garbage sets off do not walk it again each time (as the gateway does).
+        gc.freeze()
 
     async def _stop(self) -> None:
         if self.answers is not None:

@@ -37,10 +37,10 @@ back by every worker's tail; in the pipeline benchmark (256 events in flight, a 
 a record held 2.4-4.5 entries. The key is its own, so compaction never merges two of them:
 retention drops it after the TTL. A value over :data:`MAX_BATCHED_VALUE_BYTES` still goes alone,
 as before, and single records are still read (other writers: ``replay --batch``, the batcher;
-older versions). Older workers and batch records: one of session 11's reads the marks and skips
-the values (so it does not see the newer workers' cache entries: a cache miss, paid again); one
-from before session 11 ignores the whole record with a warning, so during a rolling upgrade its
-dedupe does not see the new version's marks.
+older versions). Older workers and batch records: one that batched the marks alone reads the
+marks and skips the values (it does not see the newer workers' cache entries: a cache miss,
+paid again); one from before the marks were batched ignores the whole record with a warning,
+so during a rolling upgrade its dedupe does not see the new version's marks.
 """
 
 from __future__ import annotations
@@ -281,7 +281,7 @@ class _Batch:
         return len(self.marks) + len(self.values)
 
     def encode(self) -> bytes:
-        # "marks" always present: session 11's workers read it and skip "values".
+        # "marks" always present: workers that batched marks alone read it and skip "values".
         return b"".join(
             (
                 b'{"written_at":',
