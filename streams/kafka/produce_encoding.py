@@ -12,7 +12,8 @@ a 100,000-event replay (45 MB in 19 requests of 2.4 MB on average) used ~0.02-0.
 (medians of 8 interleaved runs on a loaded machine: bench/replay, issue 16).
 
 aiokafka 0.14 internals (``aiokafka.protocol.produce``, pinned in pyproject.toml); installed
-by the processes that write in bulk (the replay), for the rest of the process.
+for the rest of the process by every writer (the replay's producer and
+:class:`streams.kafka.producer.KafkaWriter`: the worker's small requests gain too, ~20 µs each).
 """
 
 from __future__ import annotations
