@@ -29,7 +29,7 @@ import math
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, cast
@@ -283,6 +283,71 @@ class _Stamped(RawRecord, Protocol):
     def timestamp(self) -> int: ...
 
 
+class _Sample:
+    """The estimate's tasks as its sample is read: every (flow, event) task of the records
+    it is given, and the counts to scale to the window.
+
+    Fed slice by slice by :meth:`Replayer.estimate`, or record by record by the copy
+    (:meth:`Replayer.run` with an :class:`Estimating`), which reads each record of the
+    same slices once, so both price the same records.
+    """
+
+    def __init__(self, replayer: Replayer, estimate: ModelEstimate) -> None:
+        self.replayer = replayer
+        self.estimate = estimate
+        self.sampled = estimate.window > PRICED_MAX
+        # (flow, value, identity) per task.
+        self.kept: list[tuple[FlowConfig, dict[str, Any], tuple[str, str, str]]] = []
+        self.earliest_ms: int | None = None
+        self.read = 0
+        self.selected = 0
+
+    def take(self, records: Iterable[_Stamped]) -> None:
+        """Count ``records`` and keep their tasks. The loop's lookups are hoisted: it runs
+        per record of the sample, up to PRICED_MAX times per replay (bench/replay)."""
+        replayer = self.replayer
+        kept, earliest_ms = self.kept, self.earliest_ms
+        read = selected = 0
+        decode, flows_of, identity = replayer._decode, replayer._flows, replayer._identity
+        selects = None if replayer.selection.empty else replayer.selects
+        calls_model, by_flow = replayer.calls_model, self.estimate.by_flow
+        for record in records:
+            read += 1
+            value = decode(record.value)
+            if selects is not None and not selects(value):
+                continue
+            selected += 1
+            if not calls_model:
+                continue
+            flows = flows_of(value)
+            if not flows:
+                continue
+            stamp = record.timestamp
+            if earliest_ms is None or stamp < earliest_ms:
+                earliest_ms = stamp
+            for flow in flows:
+                share = by_flow.get(flow.name)
+                if share is None:
+                    share = by_flow[flow.name] = FlowEstimate()
+                share.tasks += 1
+                kept.append((flow, value, identity(flow.name, value)))
+        self.earliest_ms = earliest_ms
+        self.read += read
+        self.selected += selected
+
+    def scale(self) -> None:
+        """The records and tasks counted, scaled from the sample to the window."""
+        estimate = self.estimate
+        estimate.records = self.selected
+        if self.sampled and self.read:
+            estimate.sampled = self.read
+            factor = estimate.window / self.read
+            estimate.stride = max(1, round(factor))
+            estimate.records = round(estimate.records * factor)
+            for share in estimate.by_flow.values():
+                share.tasks = round(share.tasks * factor)
+
+
 @dataclass
 class ReplayStats:
     replay_id: str
@@ -295,6 +360,59 @@ class ReplayStats:
     @property
     def events_per_s(self) -> float:
         return self.replayed / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Estimating:
+    """The estimate made by the copy itself (:meth:`Replayer.run`), for a replay that asks
+    nobody (``--yes``): the window is read once, and its sample's records are taken from the
+    copy's reads instead of being fetched again before it (bench/replay, issue 16).
+
+    ``ready`` (the pricer's answer cache loading) is awaited before the first record is
+    written, so the cache the estimate sees holds nothing this replay caused; ``report``
+    receives the estimate once it is priced, when the window has been read.
+    """
+
+    pricer: Pricer
+    report: Callable[[ModelEstimate], None]
+    ready: Awaitable[object] | None = None
+
+
+def _sample_slices(win: Window, sampled: bool) -> dict[int, deque[tuple[int, int]]]:
+    """Per partition, the ``[first, end)`` offsets of the estimate's slices of ``win``, in
+    offset order (:func:`sample_windows`; the whole window when it is not sampled)."""
+    parts = sample_windows(win, PRICED_MAX) if sampled else [win]
+    slices: dict[int, deque[tuple[int, int]]] = {}
+    for part in parts:
+        for tp, (first, end) in part.ranges.items():
+            if end > first:
+                slices.setdefault(tp.partition, deque()).append((first, end))
+    return slices
+
+
+def _reaches(records: Iterable[RawRecord], slices: deque[tuple[int, int]]) -> bool:
+    """Can ``records`` hold an offset of ``slices``? (False only for a whole batch that
+    ends before the next slice: its records are then not looked at one by one.)"""
+    following = getattr(records, "next_offset", None)
+    return following is None or following > slices[0][0]
+
+
+def _picking(
+    records: Iterable[_Stamped], slices: deque[tuple[int, int]], picked: list[_Stamped]
+) -> Iterator[_Stamped]:
+    """Yield every record, and put in ``picked`` those inside ``slices`` (a record in k
+    overlapping slices k times, as :meth:`Replayer.estimate` reads each slice on its own).
+    Slices passed are dropped from the front; their ends ascend with their starts."""
+    for record in records:
+        offset = record.offset
+        while slices and offset >= slices[0][1]:
+            slices.popleft()
+        if slices and offset >= slices[0][0]:
+            for first, _ in slices:
+                if first > offset:
+                    break
+                picked.append(record)
+        yield record
 
 
 def _event_of(role: str, value: dict[str, Any]) -> dict[str, Any]:
@@ -399,9 +517,7 @@ class Replayer:
         consumer = new_consumer(
             self.config.kafka, max_partition_fetch_bytes=self.batch_bytes, check_crcs=False
         )
-        results = new_consumer(
-            self.config.kafka, max_partition_fetch_bytes=self.batch_bytes, check_crcs=False
-        )
+        results = self._results_consumer()
         results_started = asyncio.ensure_future(results.start())
         estimate = ModelEstimate()
         try:
@@ -411,67 +527,55 @@ class Replayer:
             # Past PRICED_MAX records, a sample of the window is read and priced, and the
             # counts and figures scaled (an exact pass over 100,000 events took ~10 s, 15 times
             # the replay's own copy; reading all of them without pricing, ~0.9 s).
-            sampled = win.size > PRICED_MAX
-            parts = sample_windows(win, PRICED_MAX) if sampled else [win]
-            # (flow, value, identity) per task; the loop's lookups hoisted: it runs per record
-            # of the sample, up to PRICED_MAX times before the copy starts (bench/replay).
-            kept: list[tuple[FlowConfig, dict[str, Any], tuple[str, str, str]]] = []
-            earliest_ms: int | None = None
-            read = selected = 0
-            decode, flows_of, identity = self._decode, self._flows, self._identity
-            selects = None if self.selection.empty else self.selects
-            calls_model, by_flow = self.calls_model, estimate.by_flow
-            for part in parts:
+            sample = _Sample(self, estimate)
+            for part in sample_windows(win, PRICED_MAX) if sample.sampled else [win]:
                 async for _, records in read_window_raw(consumer, part):
-                    for record in cast("Iterable[_Stamped]", records):
-                        read += 1
-                        value = decode(record.value)
-                        if selects is not None and not selects(value):
-                            continue
-                        selected += 1
-                        if not calls_model:
-                            continue
-                        flows = flows_of(value)
-                        if not flows:
-                            continue
-                        stamp = record.timestamp
-                        if earliest_ms is None or stamp < earliest_ms:
-                            earliest_ms = stamp
-                        for flow in flows:
-                            share = by_flow.get(flow.name)
-                            if share is None:
-                                share = by_flow[flow.name] = FlowEstimate()
-                            share.tasks += 1
-                            kept.append((flow, value, identity(flow.name, value)))
-            estimate.records = selected
-            if sampled and read:
-                estimate.sampled = read
-                factor = win.size / read
-                estimate.stride = max(1, round(factor))
-                estimate.records = round(estimate.records * factor)
-                for share in estimate.by_flow.values():
-                    share.tasks = round(share.tasks * factor)
-            if not kept or earliest_ms is None:
-                return estimate
-            wanted = {key for _, _, key in kept}
-            await results_started
-            originals = await self._originals(results, wanted, earliest_ms)
-            if ready is not None:
-                await ready
-            price, role = pricer.price, self.role
-            for flow, value, key in kept:
-                by_flow[flow.name].add(price(flow, role, value, originals.get(key)))
-            for share in estimate.by_flow.values():
-                share.scale()
+                    sample.take(cast("Iterable[_Stamped]", records))
+            await self._priced(sample, pricer, results, results_started, ready)
         except KafkaError as exc:
             raise BrokerUnavailable(f"cannot read {self.topic}: {exc}") from exc
         finally:
-            if not results_started.done():
-                results_started.cancel()
-            with contextlib.suppress(asyncio.CancelledError, KafkaError):
-                await results_started
-            await asyncio.gather(consumer.stop(), results.stop())
+            await self._stop_results(results, results_started)
+            await consumer.stop()
         return estimate
+
+    def _results_consumer(self) -> AIOKafkaConsumer:
+        return new_consumer(
+            self.config.kafka, max_partition_fetch_bytes=self.batch_bytes, check_crcs=False
+        )
+
+    @staticmethod
+    async def _stop_results(results: AIOKafkaConsumer, started: asyncio.Future[None]) -> None:
+        if not started.done():
+            started.cancel()
+        with contextlib.suppress(asyncio.CancelledError, KafkaError):
+            await started
+        await results.stop()
+
+    async def _priced(
+        self,
+        sample: _Sample,
+        pricer: Pricer,
+        results: AIOKafkaConsumer,
+        results_started: asyncio.Future[None],
+        ready: Awaitable[object] | None,
+    ) -> None:
+        """The sample's counts scaled to the window, then its tasks' earlier results read
+        from the results topic and each task priced (:meth:`estimate`)."""
+        estimate = sample.estimate
+        sample.scale()
+        if not sample.kept or sample.earliest_ms is None:
+            return
+        wanted = {key for _, _, key in sample.kept}
+        await results_started
+        originals = await self._originals(results, wanted, sample.earliest_ms)
+        if ready is not None:
+            await ready
+        price, role, by_flow = pricer.price, self.role, estimate.by_flow
+        for flow, value, key in sample.kept:
+            by_flow[flow.name].add(price(flow, role, value, originals.get(key)))
+        for share in by_flow.values():
+            share.scale()
 
     async def _originals(
         self, consumer: AIOKafkaConsumer, wanted: set[tuple[str, str, str]], since_ms: int
@@ -495,6 +599,7 @@ class Replayer:
         """Read from the fetched batches (no ConsumerRecord per record), and only until every
         wanted task's result was found."""
         found: dict[tuple[str, str, str], Original] = {}
+        own = (REPLAY_HEADER, self.replay_id.encode())
         async for _, records in read_window_raw(consumer, win):
             for record in records:
                 value = self._decode(record.value)
@@ -503,6 +608,8 @@ class Replayer:
                     continue
                 key = (str(value.get("flow")), str(event.get("source")), str(event.get("id")))
                 if key not in wanted or key in found:
+                    continue
+                if own in record.headers:  # this replay's own (copied while estimating)
                     continue
                 usage = value.get("usage")
                 usage = usage if isinstance(usage, dict) else {}
@@ -592,16 +699,27 @@ class Replayer:
         await asyncio.gather(*(p.stop() for p in producers))
         await consumer.stop()
 
-    async def run(self, progress: Progress | None = None) -> ReplayStats:
+    async def run(
+        self, progress: Progress | None = None, *, estimating: Estimating | None = None
+    ) -> ReplayStats:
         """Re-inject the window; returns once every replayed record is acknowledged (acks=all).
 
         Records go from the fetched batches (:func:`~streams.kafka.reader.read_window_raw`)
         straight into one producer batch per partition (:class:`_PartitionBatch`): no
         ``ConsumerRecord`` and no ``producer.send`` future per record, which were most of a
         replay's time (bench/replay).
+
+        With ``estimating``, the copy also makes the estimate (:class:`Estimating`): the
+        records of the sample's slices are kept as they are copied, and priced once the
+        window has been read, while the last batches wait for their acks.
         """
         stats = ReplayStats(self.replay_id)
         consumer, producers, connected = self._prepared()
+        # The results topic's consumer (and its start), for the estimate's earlier results.
+        results: tuple[AIOKafkaConsumer, asyncio.Future[None]] | None = None
+        if estimating is not None:
+            reader = self._results_consumer()
+            results = reader, asyncio.ensure_future(reader.start())
         marker = (REPLAY_HEADER, self.replay_id.encode())
         only_marker = [marker]
         selection = None if self.selection.empty else self
@@ -610,8 +728,19 @@ class Replayer:
         try:
             win = await self._fixed_window(consumer, await connected)
             stats.window = win.size
+            sample: _Sample | None = None
+            slices: dict[int, deque[tuple[int, int]]] = {}
+            if estimating is not None:
+                sample = _Sample(self, ModelEstimate(window=win.size))
+                slices = _sample_slices(win, sample.sampled)
+                if estimating.ready is not None:
+                    await estimating.ready
             writer = _Writer(producers, self.topic)
             async for partition, records in read_window_raw(consumer, win):
+                picked: list[_Stamped] = []
+                ahead = slices.get(partition)
+                if ahead and _reaches(records, ahead):
+                    records = _picking(cast("Iterable[_Stamped]", records), ahead, picked)
                 batch = writer.batch(partition)
                 append, count, read = batch.append, batch.count, 0
                 for record in records:
@@ -635,14 +764,27 @@ class Replayer:
                         append(0, None, record.key, value, headers)
                     count += 1
                 batch.count = count
+                if picked and sample is not None:
+                    sample.take(picked)
                 stats.read += read
                 stats.replayed = stats.read - stats.filtered_out
                 if progress is not None:
                     progress(stats.read, stats.window)
-            await writer.finish()
+            if estimating is None or sample is None or results is None:
+                await writer.finish()
+            else:
+                # Priced while the last batches wait for their acks.
+                finishing = asyncio.ensure_future(writer.finish())
+                try:
+                    await self._priced(sample, estimating.pricer, *results, estimating.ready)
+                    estimating.report(sample.estimate)
+                finally:
+                    await finishing
         except KafkaError as exc:
             raise BrokerUnavailable(f"replay of {self.topic} failed: {exc}") from exc
         finally:
+            if results is not None:
+                await self._stop_results(*results)
             await self.close()
         stats.elapsed_s = time.monotonic() - started
         if progress is not None:
