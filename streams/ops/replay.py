@@ -29,7 +29,7 @@ import math
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, cast
@@ -54,6 +54,7 @@ from streams.kafka.reader import (
     read_window_raw,
     window,
 )
+from streams.ops.replay_sample import picking, reaches, slices_by_partition
 
 Progress = Callable[[int, int], None]
 BATCH_BYTES = 1024 * 1024  # per partition: fetched at a time, and per producer batch
@@ -188,6 +189,11 @@ _SCALED = (
 # records, read in SAMPLE_ROUNDS slices spread evenly over each partition (sample_windows).
 PRICED_MAX = 10_000
 SAMPLE_ROUNDS = 10
+# Up to this many records, a replay that asks nobody (--yes) takes its estimate's sample from
+# the copy's own reads (Estimating): the window is read once, and the line comes once it has
+# been read (~3-5 s for 1,000,000 records here: bench/replay). A larger window's sample is
+# read first, a small part of it, so that the line comes before a long copy.
+ONE_PASS_MAX = 1_000_000
 
 
 def sample_windows(win: Window, records: int, rounds: int = SAMPLE_ROUNDS) -> list[Window]:
@@ -376,43 +382,6 @@ class Estimating:
     pricer: Pricer
     report: Callable[[ModelEstimate], None]
     ready: Awaitable[object] | None = None
-
-
-def _sample_slices(win: Window, sampled: bool) -> dict[int, deque[tuple[int, int]]]:
-    """Per partition, the ``[first, end)`` offsets of the estimate's slices of ``win``, in
-    offset order (:func:`sample_windows`; the whole window when it is not sampled)."""
-    parts = sample_windows(win, PRICED_MAX) if sampled else [win]
-    slices: dict[int, deque[tuple[int, int]]] = {}
-    for part in parts:
-        for tp, (first, end) in part.ranges.items():
-            if end > first:
-                slices.setdefault(tp.partition, deque()).append((first, end))
-    return slices
-
-
-def _reaches(records: Iterable[RawRecord], slices: deque[tuple[int, int]]) -> bool:
-    """Can ``records`` hold an offset of ``slices``? (False only for a whole batch that
-    ends before the next slice: its records are then not looked at one by one.)"""
-    following = getattr(records, "next_offset", None)
-    return following is None or following > slices[0][0]
-
-
-def _picking(
-    records: Iterable[_Stamped], slices: deque[tuple[int, int]], picked: list[_Stamped]
-) -> Iterator[_Stamped]:
-    """Yield every record, and put in ``picked`` those inside ``slices`` (a record in k
-    overlapping slices k times, as :meth:`Replayer.estimate` reads each slice on its own).
-    Slices passed are dropped from the front; their ends ascend with their starts."""
-    for record in records:
-        offset = record.offset
-        while slices and offset >= slices[0][1]:
-            slices.popleft()
-        if slices and offset >= slices[0][0]:
-            for first, _ in slices:
-                if first > offset:
-                    break
-                picked.append(record)
-        yield record
 
 
 def _event_of(role: str, value: dict[str, Any]) -> dict[str, Any]:
@@ -711,15 +680,14 @@ class Replayer:
 
         With ``estimating``, the copy also makes the estimate (:class:`Estimating`): the
         records of the sample's slices are kept as they are copied, and priced once the
-        window has been read, while the last batches wait for their acks.
+        window has been read, while the last batches wait for their acks. A window of more
+        than ``ONE_PASS_MAX`` records is estimated first (:meth:`estimate`): its sample is a
+        small part of it, and its line comes before a long copy, not after it.
         """
         stats = ReplayStats(self.replay_id)
         consumer, producers, connected = self._prepared()
         # The results topic's consumer (and its start), for the estimate's earlier results.
         results: tuple[AIOKafkaConsumer, asyncio.Future[None]] | None = None
-        if estimating is not None:
-            reader = self._results_consumer()
-            results = reader, asyncio.ensure_future(reader.start())
         marker = (REPLAY_HEADER, self.replay_id.encode())
         only_marker = [marker]
         selection = None if self.selection.empty else self
@@ -728,19 +696,28 @@ class Replayer:
         try:
             win = await self._fixed_window(consumer, await connected)
             stats.window = win.size
+            if estimating is not None and win.size > ONE_PASS_MAX:
+                estimate = await self.estimate(estimating.pricer, ready=estimating.ready)
+                estimating.report(estimate)
+                estimating = None
             sample: _Sample | None = None
             slices: dict[int, deque[tuple[int, int]]] = {}
             if estimating is not None:
+                reader = self._results_consumer()
+                results = reader, asyncio.ensure_future(reader.start())
                 sample = _Sample(self, ModelEstimate(window=win.size))
-                slices = _sample_slices(win, sample.sampled)
+                slices = slices_by_partition(
+                    sample_windows(win, PRICED_MAX) if sample.sampled else [win]
+                )
                 if estimating.ready is not None:
                     await estimating.ready
             writer = _Writer(producers, self.topic)
             async for partition, records in read_window_raw(consumer, win):
                 picked: list[_Stamped] = []
                 ahead = slices.get(partition)
-                if ahead and _reaches(records, ahead):
-                    records = _picking(cast("Iterable[_Stamped]", records), ahead, picked)
+                if ahead and reaches(records, ahead):
+                    stamped = picking(cast("Iterable[_Stamped]", records), ahead, picked)
+                    records = stamped
                 batch = writer.batch(partition)
                 append, count, read = batch.append, batch.count, 0
                 for record in records:

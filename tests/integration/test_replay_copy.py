@@ -21,11 +21,20 @@ import pytest_asyncio
 from aiokafka import AIOKafkaProducer, TopicPartition
 
 from schemas.config import HookstreamConfig, KafkaSettings
+from schemas.config_flows import FlowConfig
 from schemas.config_loader import load_config
 from schemas.errors import ToolError
 from streams.kafka.admin import create_topics
 from streams.kafka.reader import new_consumer, read_window_raw, window
-from streams.ops.replay import Replayer, ReplayFilter
+from streams.ops import replay as replay_module
+from streams.ops.replay import (
+    Estimating,
+    ModelEstimate,
+    Original,
+    Priced,
+    Replayer,
+    ReplayFilter,
+)
 from tests.support.kafka import Record, delete_topics, read_all
 from tests.support.sinkstack import wait_until
 from tests.unit.schemas.test_config_loader import EXAMPLE, EXAMPLE_ENV
@@ -263,3 +272,48 @@ async def test_a_prepared_replay_that_never_runs_writes_nothing_and_stops_its_cl
     assert all(producer._closed for producer in producers)
     assert replayer._clients is None  # closing twice is harmless
     await replayer.close()
+
+
+class _RecordingPricer:
+    """Prices each task by its event id (deterministic), and notes what it was asked."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, str, Original | None]] = []
+
+    def price(
+        self, flow: FlowConfig, role: str, value: dict[str, Any], original: Original | None
+    ) -> Priced:
+        self.asked.append((flow.name, str(value.get("id")), original))
+        return Priced("call", prompt_tokens=len(str(value.get("id"))), cost_usd=0.25)
+
+
+@pytest.mark.parametrize("priced_max", [30, 95, 10_000])
+async def test_a_replay_that_asks_nobody_estimates_from_its_own_reads_what_the_estimate_reads(
+    kafka_bootstrap: str,
+    topic: str,
+    config: HookstreamConfig,
+    priced_max: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``run(estimating=...)`` (replay --yes) reads the window once and takes the estimate's
+    sample from the copy's reads: the same tasks priced, the same figures, as
+    ``estimate()`` reading its slices on its own (30: slices of one record; 95: overlapping
+    slices; 10,000: the whole window), and the copy still copies every record."""
+    monkeypatch.setattr(replay_module, "PRICED_MAX", priced_max)
+    alone = _RecordingPricer()
+    expected = await Replayer(config, topic, start=START, end=END).estimate(alone)
+    assert alone.asked  # the window's events match a flow of the example config
+
+    ends = await _ends(kafka_bootstrap, topic)
+    copying = _RecordingPricer()
+    reported: list[ModelEstimate] = []
+    replayer = Replayer(config, topic, start=START, end=END, batch_bytes=1024)
+    stats = await replayer.run(estimating=Estimating(copying, reported.append))
+
+    assert reported == [expected]
+    assert bool(expected.sampled) == (priced_max < expected.window)
+    assert sorted(copying.asked, key=repr) == sorted(alone.asked, key=repr)
+    assert stats.window == expected.window
+    assert stats.replayed == stats.read == PARTITIONS * (END - START - 1)  # no commit markers
+    after = await _ends(kafka_bootstrap, topic)
+    assert sum(after.values()) - sum(ends.values()) == stats.replayed
