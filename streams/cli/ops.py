@@ -240,6 +240,7 @@ class ProgressBar:
         self.started = time.monotonic()
         self._drawn = 0.0
         self._finished = False  # the last line is drawn once
+        self._open = False  # drawn, and its line not ended
 
     def __call__(self, done: int, total: int) -> None:
         now = time.monotonic()
@@ -252,9 +253,18 @@ class ProgressBar:
         rate = done / max(now - self.started, 1e-6)
         bar = "#" * filled + "." * (self.width - filled)
         self.stream.write(f"\r[{bar}] {done:,}/{total:,} records {rate:,.0f}/s")
-        if done >= total:
+        self._open = done < total
+        if not self._open:
             self.stream.write("\n")
         self.stream.flush()
+
+    def end_line(self) -> None:
+        """End the bar's line, if drawn and unfinished, so that a line printed next starts
+        on its own (a window's control records are never read: its bar may stop short)."""
+        if self._open:
+            self._open = False
+            self.stream.write("\n")
+            self.stream.flush()
 
 
 def _confirm(question: str) -> bool:
@@ -332,12 +342,17 @@ def cmd_replay(args: argparse.Namespace, load: Loader) -> int:
     except ToolError as exc:
         return fail(str(exc), EXIT_BAD_INPUT)
 
+    bar: ProgressBar | None = None  # drawn by the copy
+
     def say(estimate: ModelEstimate) -> None:
+        if bar is not None:  # with --yes the line comes after the copy's read
+            bar.end_line()
         print(estimate.line(topic), file=sys.stderr, flush=True)
 
     async def main() -> int:
         import asyncio
 
+        nonlocal bar
         replayer = Replayer(
             config,
             topic,
