@@ -14,7 +14,8 @@ flushed), and each run's output is counted on the broker. Two figures per copier
 process (events / seconds for the 100,000) and steady (99,000 / the difference between the two
 windows' times, which removes start-up, connection and config costs from both). The best round of
 each is compared; target (issue 16): hookstream ≥ 1.0 x kcat, whole process. Also timed: each
-replay's first line of output (the cost line on stderr), from spawn.
+replay's first line of output (the cost line on stderr), from spawn: with ``--yes`` it comes once
+the window has been read (the copy makes the estimate from its own reads).
 
 With ``--tree LABEL=DIR`` (repeatable) the replay of each other tree's code (e.g. a copy of the
 code before a change: ``git archive <commit> | tar -x -C DIR``) runs the same windows in the same
@@ -466,8 +467,9 @@ rounds (what the machine's load changes least): kcat {r["kcat_cpu_s"]:.2f} s, ho
 {r["replay_cpu_s"]:.2f} s: kcat / hookstream = **{r["cpu_ratio"]:.3f}x**{_cpu_notes(r)}
 - the replay's own rate as it reports it (window fixed → last ack, no interpreter start): \
 {r["replay_own_events_per_s"]:,.0f} events/s
-- first line of output (the cost line, on stderr) of the {r["small_window"]:,}-event replay, from \
-spawn: {r["replay_small_first_output_s"]:.3f} s (best round; rounds: \
+- first line of output (the cost line, on stderr; since session 12 it comes once a `--yes` \
+replay has read its window) of the {r["small_window"]:,}-event replay, from spawn: \
+{r["replay_small_first_output_s"]:.3f} s (best round; rounds: \
 {_secs(s["replay_small_first_output"])}){_tree_notes(r)}
 - load average (1, 5, 15 min) at the end of the run: \
 {", ".join(f"{x:.2f}" for x in r["load_average"])}
