@@ -191,8 +191,9 @@ PRICED_MAX = 10_000
 SAMPLE_ROUNDS = 10
 # Up to this many records, a replay that asks nobody (--yes) takes its estimate's sample from
 # the copy's own reads (Estimating): the window is read once, and the line comes once it has
-# been read (~3-5 s for 1,000,000 records here: bench/replay). A larger window's sample is
-# read first, a small part of it, so that the line comes before a long copy.
+# been read (1,000,000 records: 3-8 s at the copy's own rate in bench/replay, 120,000-320,000
+# records/s). A larger window's sample is read first, a small part of it, so that the line
+# comes before a long copy.
 ONE_PASS_MAX = 1_000_000
 
 
@@ -293,9 +294,9 @@ class _Sample:
     """The estimate's tasks as its sample is read: every (flow, event) task of the records
     it is given, and the counts to scale to the window.
 
-    Fed slice by slice by :meth:`Replayer.estimate`, or record by record by the copy
-    (:meth:`Replayer.run` with an :class:`Estimating`), which reads each record of the
-    same slices once, so both price the same records.
+    Fed slice by slice by :meth:`Replayer.estimate`, or by the copy (:meth:`Replayer.run`
+    with an :class:`Estimating`) with the records of each fetched batch inside the same
+    slices (:func:`~streams.ops.replay_sample.picking`), so both price the same records.
     """
 
     def __init__(self, replayer: Replayer, estimate: ModelEstimate) -> None:
@@ -504,8 +505,7 @@ class Replayer:
         except KafkaError as exc:
             raise BrokerUnavailable(f"cannot read {self.topic}: {exc}") from exc
         finally:
-            await self._stop_results(results, results_started)
-            await consumer.stop()
+            await asyncio.gather(self._stop_results(results, results_started), consumer.stop())
         return estimate
 
     def _results_consumer(self) -> AIOKafkaConsumer:
