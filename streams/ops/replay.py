@@ -29,7 +29,7 @@ import math
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, cast
@@ -195,6 +195,10 @@ SAMPLE_ROUNDS = 10
 # records/s). A larger window's sample is read first, a small part of it, so that the line
 # comes before a long copy.
 ONE_PASS_MAX = 1_000_000
+# Keys and values of a window read whole by the estimate (up to PRICED_MAX records) that it
+# keeps for the copy after the question, which then does not fetch the window again; a window
+# holding more is fetched again, as before.
+KEPT_BYTES_MAX = 64 * 1024 * 1024
 
 
 def sample_windows(win: Window, records: int, rounds: int = SAMPLE_ROUNDS) -> list[Window]:
@@ -415,6 +419,9 @@ class Replayer:
         self._clients: tuple[AIOKafkaConsumer, list[AIOKafkaProducer]] | None = None
         self._connected: asyncio.Future[list[TopicPartition]] | None = None
         self._flows_of: dict[tuple[str, str], list[FlowConfig]] = {}
+        # The window as the estimate read it, when whole and small (KEPT_BYTES_MAX): run()
+        # copies these instead of fetching it again.
+        self._read: list[tuple[int, list[RawRecord]]] | None = None
 
     @property
     def calls_model(self) -> bool:
@@ -498,9 +505,21 @@ class Replayer:
             # counts and figures scaled (an exact pass over 100,000 events took ~10 s, 15 times
             # the replay's own copy; reading all of them without pricing, ~0.9 s).
             sample = _Sample(self, estimate)
+            # A window read whole is kept for run(), if small: the copy after the question
+            # then reads it once (issue 16).
+            keep: list[tuple[int, list[RawRecord]]] | None = None if sample.sampled else []
+            kept_bytes = 0
             for part in sample_windows(win, PRICED_MAX) if sample.sampled else [win]:
-                async for _, records in read_window_raw(consumer, part):
+                async for partition, records in read_window_raw(consumer, part):
+                    if keep is not None:
+                        batch = list(records)
+                        kept_bytes += sum(len(r.key or b"") + len(r.value or b"") for r in batch)
+                        keep = keep if kept_bytes <= KEPT_BYTES_MAX else None
+                        if keep is not None:
+                            keep.append((partition, batch))
+                        records = batch
                     sample.take(cast("Iterable[_Stamped]", records))
+            self._read = keep
             await self._priced(sample, pricer, results, results_started, ready)
         except KafkaError as exc:
             raise BrokerUnavailable(f"cannot read {self.topic}: {exc}") from exc
@@ -712,7 +731,13 @@ class Replayer:
                 if estimating.ready is not None:
                     await estimating.ready
             writer = _Writer(producers, self.topic)
-            async for partition, records in read_window_raw(consumer, win):
+            kept, self._read = self._read, None
+            source = (
+                _again(kept)
+                if kept is not None and estimating is None
+                else read_window_raw(consumer, win)
+            )
+            async for partition, records in source:
                 picked: list[_Stamped] = []
                 ahead = slices.get(partition)
                 if ahead and reaches(records, ahead):
@@ -767,6 +792,14 @@ class Replayer:
         if progress is not None:
             progress(stats.read, stats.window)
         return stats
+
+
+async def _again(
+    read: list[tuple[int, list[RawRecord]]],
+) -> AsyncIterator[tuple[int, Iterable[RawRecord]]]:
+    """The window as :meth:`Replayer.estimate` read it, in the order it was read."""
+    for partition, records in read:
+        yield partition, records
 
 
 class _PartitionBatch:

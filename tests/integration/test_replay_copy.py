@@ -34,6 +34,7 @@ from streams.ops.replay import (
     Priced,
     Replayer,
     ReplayFilter,
+    ReplayStats,
 )
 from tests.support.kafka import Record, delete_topics, read_all
 from tests.support.sinkstack import wait_until
@@ -178,14 +179,24 @@ async def test_a_window_is_copied_exactly_in_order_and_marked(
     # takes (and does not drop as duplicates) only if each told its record count.
     replayer = Replayer(config, topic, start=START, end=END, batch_bytes=1024)
     stats = await replayer.run()
+    await _check_copied(kafka_bootstrap, topic, before, ends, stats)
 
+
+async def _check_copied(
+    bootstrap: str,
+    topic: str,
+    before: dict[int, list[Record]],
+    ends: dict[int, int],
+    stats: ReplayStats,
+) -> None:
+    """Past ``ends``, each partition holds its window's records once, in order, marked."""
     window_records = {
         p: [r for r in before[p] if START <= r.offset < END] for p in range(PARTITIONS)
     }
     size = sum(len(v) for v in window_records.values())
     assert size == PARTITIONS * (END - START - 1)  # minus each partition's commit marker
     assert (stats.read, stats.replayed, stats.filtered_out) == (size, size, 0)
-    after = await _originals(kafka_bootstrap, topic)
+    after = await _originals(bootstrap, topic)
     for partition in range(PARTITIONS):
         copies = [r for r in after[partition] if r.offset >= ends[partition]]
         originals = window_records[partition]
@@ -317,3 +328,24 @@ async def test_a_replay_that_asks_nobody_estimates_from_its_own_reads_what_the_e
     assert stats.replayed == stats.read == PARTITIONS * (END - START - 1)  # no commit markers
     after = await _ends(kafka_bootstrap, topic)
     assert sum(after.values()) - sum(ends.values()) == stats.replayed
+
+
+async def test_a_window_the_estimate_read_whole_is_copied_without_fetching_it_again(
+    kafka_bootstrap: str,
+    topic: str,
+    config: HookstreamConfig,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A replay that asks first (no --yes): the estimate reads a window of up to PRICED_MAX
+    records whole, and keeps it for the copy after the answer, which fetches nothing."""
+    before = await _originals(kafka_bootstrap, topic)
+    ends = await _ends(kafka_bootstrap, topic)
+    replayer = Replayer(config, topic, start=START, end=END, batch_bytes=1024)
+    await replayer.estimate(_RecordingPricer())
+
+    def fetched_again(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the copy fetched the window again")
+
+    monkeypatch.setattr(replay_module, "read_window_raw", fetched_again)
+    stats = await replayer.run()
+    await _check_copied(kafka_bootstrap, topic, before, ends, stats)
