@@ -14,7 +14,8 @@ flushed), and each run's output is counted on the broker. Two figures per copier
 process (events / seconds for the 100,000) and steady (99,000 / the difference between the two
 windows' times, which removes start-up, connection and config costs from both). The best round of
 each is compared; target (issue 16): hookstream ≥ 1.0 x kcat, whole process. Also timed: each
-replay's first line of output (the cost line on stderr), from spawn.
+replay's first line of output (the cost line on stderr), from spawn: with ``--yes`` it comes once
+the window has been read (the copy makes the estimate from its own reads).
 
 With ``--tree LABEL=DIR`` (repeatable) the replay of each other tree's code (e.g. a copy of the
 code before a change: ``git archive <commit> | tar -x -C DIR``) runs the same windows in the same
@@ -466,14 +467,50 @@ rounds (what the machine's load changes least): kcat {r["kcat_cpu_s"]:.2f} s, ho
 {r["replay_cpu_s"]:.2f} s: kcat / hookstream = **{r["cpu_ratio"]:.3f}x**{_cpu_notes(r)}
 - the replay's own rate as it reports it (window fixed → last ack, no interpreter start): \
 {r["replay_own_events_per_s"]:,.0f} events/s
-- first line of output (the cost line, on stderr) of the {r["small_window"]:,}-event replay, from \
-spawn: {r["replay_small_first_output_s"]:.3f} s (best round; rounds: \
+- first line of output (the cost line, on stderr; since session 12 it comes once a `--yes` \
+replay has read its window) of the {r["small_window"]:,}-event replay, from spawn: \
+{r["replay_small_first_output_s"]:.3f} s (best round; rounds: \
 {_secs(s["replay_small_first_output"])}){_tree_notes(r)}
 - load average (1, 5, 15 min) at the end of the run: \
 {", ".join(f"{x:.2f}" for x in r["load_average"])}
 
 ## Where hookstream's time goes (measured while building it)
 
+- **Session 12 (issue 16)**, beside the code before it (`--tree before=`, commit 0389f49, same
+  rounds), on a machine loaded by three other engineers' test runs (load average 5-7.7):
+  `replay --yes` reads its window once. The estimate's sample (10 slices of each partition)
+  was read on its own before the copy, and with this window's 512 KiB producer batches it
+  fetched about every batch of the window a first time; now the copy keeps the records of the
+  same slices as it copies them (`streams/ops/replay_sample.py`) and prices them once the window
+  has been read, while the last batches wait for their acks. The estimate is the same (the same
+  records priced, a record in two overlapping slices twice: tests/unit/streams/ops/
+  test_replay_sample.py, and `estimate()` against the one pass on the broker in
+  tests/integration/test_replay_copy.py); the cost line now comes after the copy's read, so a
+  window of more than 1,000,000 records (`ONE_PASS_MAX`) is still estimated first. Phases of a
+  100,000-event replay (CPU, then wall, from spawn; instrumented copies of both trees, bytecode
+  compiled, 2 rounds each at load ~3): before, start-up to the window fixed 0.32-0.33 s, the
+  sample read 0.13-0.17 s (0.26-0.35 s wall), its pricing with the results topic's read
+  0.11-0.12 s (0.17-0.18 s), the copy 0.20-0.21 s (0.31 s), exit 0.02-0.03 s: 0.83 s of CPU,
+  1.29-1.34 s; now, start-up 0.31-0.43 s, the copy with the sample 0.24 s (0.35-0.39 s), the
+  pricing 0.11 s (0.12-0.13 s; the acks are in by its end), exit 0.02 s: 0.69-0.81 s of CPU,
+  0.89-1.01 s. Three bench runs: whole process 0.761x kcat (before 0.708x; 3 rounds, load 5.0),
+  0.385x (0.354x; load 7.7) and 0.458x (0.328x; load 7.0), the process's CPU 0.79, 0.74 and
+  0.81 s (before 0.79, 0.86 and 0.89 s; median of the rounds); 10 interleaved rounds of the
+  100,000 alone (load 4-6): CPU 0.726 s instead of 0.804 (median), best time 1.19 s instead of
+  1.38. Looked at, not done: forwarding whole fetched batches unchanged (each record gains the
+  replay header, so its length, the batch's CRC, and the idempotent producer's id and sequence
+  numbers must be rebuilt: the C record builder already does that at ~0.5 µs a record); pricing
+  each task as it is read (an events task with an earlier result is priced again with it, so a
+  replay of events the worker has seen would price twice). Also made: without `--yes`, a
+  window the estimate reads whole (up to 10,000 records) is kept, up to 64 MiB of keys and
+  values (`KEPT_BYTES_MAX`), and copied after the answer without being fetched again: for
+  10,000 events the copy used 23 ms of CPU instead of 39 (median of 8 interleaved,
+  in-process, load 5.5); a larger window's sample is read, the question asked, then the window
+  read whole. What is left is start-up, 0.3-0.4 s of CPU before the window is fixed
+  (instrumented at load ~6): Python and the CLI's parser 0.09-0.11 s, the replay's and the
+  config models' imports 0.23-0.28 s (jsonschema, which the config's output schemas and the AI
+  stage's output validators need, and pydantic each ~0.05-0.07 s), the config and the pricer
+  ~0.06 s; then the pricing (~0.11 s) after the read.
 - **Session 11 (issue 16)**, beside the code before it (`--tree before=`, commit 9a7d866, same
   rounds) in four runs on a machine loaded by three other engineers' test runs (load average
   4.6-8.9: the times vary up to 2x from round to round, the CPU figures by ~10 %): a

@@ -240,6 +240,7 @@ class ProgressBar:
         self.started = time.monotonic()
         self._drawn = 0.0
         self._finished = False  # the last line is drawn once
+        self._open = False  # drawn, and its line not ended
 
     def __call__(self, done: int, total: int) -> None:
         now = time.monotonic()
@@ -252,9 +253,18 @@ class ProgressBar:
         rate = done / max(now - self.started, 1e-6)
         bar = "#" * filled + "." * (self.width - filled)
         self.stream.write(f"\r[{bar}] {done:,}/{total:,} records {rate:,.0f}/s")
-        if done >= total:
+        self._open = done < total
+        if not self._open:
             self.stream.write("\n")
         self.stream.flush()
+
+    def end_line(self) -> None:
+        """End the bar's line, if drawn and unfinished, so that a line printed next starts
+        on its own (a window's control records are never read: its bar may stop short)."""
+        if self._open:
+            self._open = False
+            self.stream.write("\n")
+            self.stream.flush()
 
 
 def _confirm(question: str) -> bool:
@@ -312,7 +322,7 @@ def replay_window(from_: str, to: str | None) -> tuple[Position, Position | None
 
 def cmd_replay(args: argparse.Namespace, load: Loader) -> int:
     with startup():
-        from streams.ops.replay import Replayer, ReplayFilter
+        from streams.ops.replay import Estimating, ModelEstimate, Replayer, ReplayFilter
 
         config = load(args.config)
     try:
@@ -332,9 +342,17 @@ def cmd_replay(args: argparse.Namespace, load: Loader) -> int:
     except ToolError as exc:
         return fail(str(exc), EXIT_BAD_INPUT)
 
+    bar: ProgressBar | None = None  # drawn by the copy
+
+    def say(estimate: ModelEstimate) -> None:
+        if bar is not None:  # with --yes the line comes after the copy's read
+            bar.end_line()
+        print(estimate.line(topic), file=sys.stderr, flush=True)
+
     async def main() -> int:
         import asyncio
 
+        nonlocal bar
         replayer = Replayer(
             config,
             topic,
@@ -347,6 +365,8 @@ def cmd_replay(args: argparse.Namespace, load: Loader) -> int:
             # replayer.run): a fixed cost of every replay (bench/replay, issue 16). Not while
             # a question may wait for an answer, which could outlast idle connections.
             replayer.prepare()
+        estimating: Estimating | None = None
+        loading: asyncio.Future[None] | None = None
         try:
             if replayer.calls_model:
                 # Printed with --yes too: the one line says what the replay is about to spend.
@@ -355,24 +375,31 @@ def cmd_replay(args: argparse.Namespace, load: Loader) -> int:
                 pricer = ReplayPricer(config)
                 # The answer cache is read while the estimate reads the window.
                 loading = asyncio.ensure_future(pricer.load())
-                try:
+                if args.yes and not args.batch:
+                    # Nobody is asked: the copy reads the window once and makes the estimate
+                    # from the same reads; its line comes once the window has been read, while
+                    # the last batches wait for their acks (bench/replay, issue 16).
+                    estimating = Estimating(pricer, say, ready=loading)
+                else:
                     estimate = await replayer.estimate(pricer, ready=loading)
-                except BaseException:
-                    loading.cancel()
-                    await asyncio.gather(loading, return_exceptions=True)
-                    raise
-                await loading
-                print(estimate.line(replayer.topic), file=sys.stderr, flush=True)
-                if estimate.total().calls and not args.yes and not _confirm("Replay?"):
-                    print("replay: not confirmed (use --yes to skip the question)", file=sys.stderr)
-                    return EXIT_DECLINED
-                if args.batch:
-                    from streams.cli.replay_batch_backend import run_batch_replay
+                    await loading
+                    say(estimate)
+                    if estimate.total().calls and not args.yes and not _confirm("Replay?"):
+                        print(
+                            "replay: not confirmed (use --yes to skip the question)",
+                            file=sys.stderr,
+                        )
+                        return EXIT_DECLINED
+                    if args.batch:
+                        from streams.cli.replay_batch_backend import run_batch_replay
 
-                    return await run_batch_replay(config, args, topic, start, end, pricer.cache)
+                        return await run_batch_replay(config, args, topic, start, end, pricer.cache)
             bar = None if args.no_progress else ProgressBar()
-            stats = await replayer.run(progress=bar)
+            stats = await replayer.run(progress=bar, estimating=estimating)
         finally:
+            if loading is not None and not loading.done():
+                loading.cancel()
+                await asyncio.gather(loading, return_exceptions=True)
             await replayer.close()
         print(
             f"replay {stats.replay_id}: window {stats.window:,}, read {stats.read:,}, "

@@ -29,7 +29,7 @@ import math
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, cast
@@ -54,6 +54,7 @@ from streams.kafka.reader import (
     read_window_raw,
     window,
 )
+from streams.ops.replay_sample import picking, reaches, slices_by_partition
 
 Progress = Callable[[int, int], None]
 BATCH_BYTES = 1024 * 1024  # per partition: fetched at a time, and per producer batch
@@ -188,6 +189,16 @@ _SCALED = (
 # records, read in SAMPLE_ROUNDS slices spread evenly over each partition (sample_windows).
 PRICED_MAX = 10_000
 SAMPLE_ROUNDS = 10
+# Up to this many records, a replay that asks nobody (--yes) takes its estimate's sample from
+# the copy's own reads (Estimating): the window is read once, and the line comes once it has
+# been read (1,000,000 records: 3-8 s at the copy's own rate in bench/replay, 120,000-320,000
+# records/s). A larger window's sample is read first, a small part of it, so that the line
+# comes before a long copy.
+ONE_PASS_MAX = 1_000_000
+# Keys and values of a window read whole by the estimate (up to PRICED_MAX records) that it
+# keeps for the copy after the question, which then does not fetch the window again; a window
+# holding more is fetched again, as before.
+KEPT_BYTES_MAX = 64 * 1024 * 1024
 
 
 def sample_windows(win: Window, records: int, rounds: int = SAMPLE_ROUNDS) -> list[Window]:
@@ -283,6 +294,71 @@ class _Stamped(RawRecord, Protocol):
     def timestamp(self) -> int: ...
 
 
+class _Sample:
+    """The estimate's tasks as its sample is read: every (flow, event) task of the records
+    it is given, and the counts to scale to the window.
+
+    Fed slice by slice by :meth:`Replayer.estimate`, or by the copy (:meth:`Replayer.run`
+    with an :class:`Estimating`) with the records of each fetched batch inside the same
+    slices (:func:`~streams.ops.replay_sample.picking`), so both price the same records.
+    """
+
+    def __init__(self, replayer: Replayer, estimate: ModelEstimate) -> None:
+        self.replayer = replayer
+        self.estimate = estimate
+        self.sampled = estimate.window > PRICED_MAX
+        # (flow, value, identity) per task.
+        self.kept: list[tuple[FlowConfig, dict[str, Any], tuple[str, str, str]]] = []
+        self.earliest_ms: int | None = None
+        self.read = 0
+        self.selected = 0
+
+    def take(self, records: Iterable[_Stamped]) -> None:
+        """Count ``records`` and keep their tasks. The loop's lookups are hoisted: it runs
+        per record of the sample, up to PRICED_MAX times per replay (bench/replay)."""
+        replayer = self.replayer
+        kept, earliest_ms = self.kept, self.earliest_ms
+        read = selected = 0
+        decode, flows_of, identity = replayer._decode, replayer._flows, replayer._identity
+        selects = None if replayer.selection.empty else replayer.selects
+        calls_model, by_flow = replayer.calls_model, self.estimate.by_flow
+        for record in records:
+            read += 1
+            value = decode(record.value)
+            if selects is not None and not selects(value):
+                continue
+            selected += 1
+            if not calls_model:
+                continue
+            flows = flows_of(value)
+            if not flows:
+                continue
+            stamp = record.timestamp
+            if earliest_ms is None or stamp < earliest_ms:
+                earliest_ms = stamp
+            for flow in flows:
+                share = by_flow.get(flow.name)
+                if share is None:
+                    share = by_flow[flow.name] = FlowEstimate()
+                share.tasks += 1
+                kept.append((flow, value, identity(flow.name, value)))
+        self.earliest_ms = earliest_ms
+        self.read += read
+        self.selected += selected
+
+    def scale(self) -> None:
+        """The records and tasks counted, scaled from the sample to the window."""
+        estimate = self.estimate
+        estimate.records = self.selected
+        if self.sampled and self.read:
+            estimate.sampled = self.read
+            factor = estimate.window / self.read
+            estimate.stride = max(1, round(factor))
+            estimate.records = round(estimate.records * factor)
+            for share in estimate.by_flow.values():
+                share.tasks = round(share.tasks * factor)
+
+
 @dataclass
 class ReplayStats:
     replay_id: str
@@ -295,6 +371,22 @@ class ReplayStats:
     @property
     def events_per_s(self) -> float:
         return self.replayed / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Estimating:
+    """The estimate made by the copy itself (:meth:`Replayer.run`), for a replay that asks
+    nobody (``--yes``): the window is read once, and its sample's records are taken from the
+    copy's reads instead of being fetched again before it (bench/replay, issue 16).
+
+    ``ready`` (the pricer's answer cache loading) is awaited before the first record is
+    written, so the cache the estimate sees holds nothing this replay caused; ``report``
+    receives the estimate once it is priced, when the window has been read.
+    """
+
+    pricer: Pricer
+    report: Callable[[ModelEstimate], None]
+    ready: Awaitable[object] | None = None
 
 
 def _event_of(role: str, value: dict[str, Any]) -> dict[str, Any]:
@@ -327,6 +419,9 @@ class Replayer:
         self._clients: tuple[AIOKafkaConsumer, list[AIOKafkaProducer]] | None = None
         self._connected: asyncio.Future[list[TopicPartition]] | None = None
         self._flows_of: dict[tuple[str, str], list[FlowConfig]] = {}
+        # The window as the estimate read it, when whole and small (KEPT_BYTES_MAX): run()
+        # copies these instead of fetching it again.
+        self._read: list[tuple[int, list[RawRecord]]] | None = None
 
     @property
     def calls_model(self) -> bool:
@@ -399,9 +494,7 @@ class Replayer:
         consumer = new_consumer(
             self.config.kafka, max_partition_fetch_bytes=self.batch_bytes, check_crcs=False
         )
-        results = new_consumer(
-            self.config.kafka, max_partition_fetch_bytes=self.batch_bytes, check_crcs=False
-        )
+        results = self._results_consumer()
         results_started = asyncio.ensure_future(results.start())
         estimate = ModelEstimate()
         try:
@@ -411,67 +504,66 @@ class Replayer:
             # Past PRICED_MAX records, a sample of the window is read and priced, and the
             # counts and figures scaled (an exact pass over 100,000 events took ~10 s, 15 times
             # the replay's own copy; reading all of them without pricing, ~0.9 s).
-            sampled = win.size > PRICED_MAX
-            parts = sample_windows(win, PRICED_MAX) if sampled else [win]
-            # (flow, value, identity) per task; the loop's lookups hoisted: it runs per record
-            # of the sample, up to PRICED_MAX times before the copy starts (bench/replay).
-            kept: list[tuple[FlowConfig, dict[str, Any], tuple[str, str, str]]] = []
-            earliest_ms: int | None = None
-            read = selected = 0
-            decode, flows_of, identity = self._decode, self._flows, self._identity
-            selects = None if self.selection.empty else self.selects
-            calls_model, by_flow = self.calls_model, estimate.by_flow
-            for part in parts:
-                async for _, records in read_window_raw(consumer, part):
-                    for record in cast("Iterable[_Stamped]", records):
-                        read += 1
-                        value = decode(record.value)
-                        if selects is not None and not selects(value):
-                            continue
-                        selected += 1
-                        if not calls_model:
-                            continue
-                        flows = flows_of(value)
-                        if not flows:
-                            continue
-                        stamp = record.timestamp
-                        if earliest_ms is None or stamp < earliest_ms:
-                            earliest_ms = stamp
-                        for flow in flows:
-                            share = by_flow.get(flow.name)
-                            if share is None:
-                                share = by_flow[flow.name] = FlowEstimate()
-                            share.tasks += 1
-                            kept.append((flow, value, identity(flow.name, value)))
-            estimate.records = selected
-            if sampled and read:
-                estimate.sampled = read
-                factor = win.size / read
-                estimate.stride = max(1, round(factor))
-                estimate.records = round(estimate.records * factor)
-                for share in estimate.by_flow.values():
-                    share.tasks = round(share.tasks * factor)
-            if not kept or earliest_ms is None:
-                return estimate
-            wanted = {key for _, _, key in kept}
-            await results_started
-            originals = await self._originals(results, wanted, earliest_ms)
-            if ready is not None:
-                await ready
-            price, role = pricer.price, self.role
-            for flow, value, key in kept:
-                by_flow[flow.name].add(price(flow, role, value, originals.get(key)))
-            for share in estimate.by_flow.values():
-                share.scale()
+            sample = _Sample(self, estimate)
+            # A window read whole is kept for run(), if small: the copy after the question
+            # then reads it once (issue 16).
+            keep: list[tuple[int, list[RawRecord]]] | None = None if sample.sampled else []
+            kept_bytes = 0
+            for part in sample_windows(win, PRICED_MAX) if sample.sampled else [win]:
+                async for partition, records in read_window_raw(consumer, part):
+                    if keep is not None:
+                        batch = list(records)
+                        kept_bytes += sum(len(r.key or b"") + len(r.value or b"") for r in batch)
+                        keep = keep if kept_bytes <= KEPT_BYTES_MAX else None
+                        if keep is not None:
+                            keep.append((partition, batch))
+                        records = batch
+                    sample.take(cast("Iterable[_Stamped]", records))
+            self._read = keep
+            await self._priced(sample, pricer, results, results_started, ready)
         except KafkaError as exc:
             raise BrokerUnavailable(f"cannot read {self.topic}: {exc}") from exc
         finally:
-            if not results_started.done():
-                results_started.cancel()
-            with contextlib.suppress(asyncio.CancelledError, KafkaError):
-                await results_started
-            await asyncio.gather(consumer.stop(), results.stop())
+            await asyncio.gather(self._stop_results(results, results_started), consumer.stop())
         return estimate
+
+    def _results_consumer(self) -> AIOKafkaConsumer:
+        return new_consumer(
+            self.config.kafka, max_partition_fetch_bytes=self.batch_bytes, check_crcs=False
+        )
+
+    @staticmethod
+    async def _stop_results(results: AIOKafkaConsumer, started: asyncio.Future[None]) -> None:
+        if not started.done():
+            started.cancel()
+        with contextlib.suppress(asyncio.CancelledError, KafkaError):
+            await started
+        await results.stop()
+
+    async def _priced(
+        self,
+        sample: _Sample,
+        pricer: Pricer,
+        results: AIOKafkaConsumer,
+        results_started: asyncio.Future[None],
+        ready: Awaitable[object] | None,
+    ) -> None:
+        """The sample's counts scaled to the window, then its tasks' earlier results read
+        from the results topic and each task priced (:meth:`estimate`)."""
+        estimate = sample.estimate
+        sample.scale()
+        if not sample.kept or sample.earliest_ms is None:
+            return
+        wanted = {key for _, _, key in sample.kept}
+        await results_started
+        originals = await self._originals(results, wanted, sample.earliest_ms)
+        if ready is not None:
+            await ready
+        price, role, by_flow = pricer.price, self.role, estimate.by_flow
+        for flow, value, key in sample.kept:
+            by_flow[flow.name].add(price(flow, role, value, originals.get(key)))
+        for share in by_flow.values():
+            share.scale()
 
     async def _originals(
         self, consumer: AIOKafkaConsumer, wanted: set[tuple[str, str, str]], since_ms: int
@@ -495,6 +587,7 @@ class Replayer:
         """Read from the fetched batches (no ConsumerRecord per record), and only until every
         wanted task's result was found."""
         found: dict[tuple[str, str, str], Original] = {}
+        own = (REPLAY_HEADER, self.replay_id.encode())
         async for _, records in read_window_raw(consumer, win):
             for record in records:
                 value = self._decode(record.value)
@@ -503,6 +596,8 @@ class Replayer:
                     continue
                 key = (str(value.get("flow")), str(event.get("source")), str(event.get("id")))
                 if key not in wanted or key in found:
+                    continue
+                if own in record.headers:  # this replay's own (copied while estimating)
                     continue
                 usage = value.get("usage")
                 usage = usage if isinstance(usage, dict) else {}
@@ -592,16 +687,26 @@ class Replayer:
         await asyncio.gather(*(p.stop() for p in producers))
         await consumer.stop()
 
-    async def run(self, progress: Progress | None = None) -> ReplayStats:
+    async def run(
+        self, progress: Progress | None = None, *, estimating: Estimating | None = None
+    ) -> ReplayStats:
         """Re-inject the window; returns once every replayed record is acknowledged (acks=all).
 
         Records go from the fetched batches (:func:`~streams.kafka.reader.read_window_raw`)
         straight into one producer batch per partition (:class:`_PartitionBatch`): no
         ``ConsumerRecord`` and no ``producer.send`` future per record, which were most of a
         replay's time (bench/replay).
+
+        With ``estimating``, the copy also makes the estimate (:class:`Estimating`): the
+        records of the sample's slices are kept as they are copied, and priced once the
+        window has been read, while the last batches wait for their acks. A window of more
+        than ``ONE_PASS_MAX`` records is estimated first (:meth:`estimate`): its sample is a
+        small part of it, and its line comes before a long copy, not after it.
         """
         stats = ReplayStats(self.replay_id)
         consumer, producers, connected = self._prepared()
+        # The results topic's consumer (and its start), for the estimate's earlier results.
+        results: tuple[AIOKafkaConsumer, asyncio.Future[None]] | None = None
         marker = (REPLAY_HEADER, self.replay_id.encode())
         only_marker = [marker]
         selection = None if self.selection.empty else self
@@ -610,8 +715,34 @@ class Replayer:
         try:
             win = await self._fixed_window(consumer, await connected)
             stats.window = win.size
+            if estimating is not None and win.size > ONE_PASS_MAX:
+                estimate = await self.estimate(estimating.pricer, ready=estimating.ready)
+                estimating.report(estimate)
+                estimating = None
+            sample: _Sample | None = None
+            slices: dict[int, deque[tuple[int, int]]] = {}
+            if estimating is not None:
+                reader = self._results_consumer()
+                results = reader, asyncio.ensure_future(reader.start())
+                sample = _Sample(self, ModelEstimate(window=win.size))
+                slices = slices_by_partition(
+                    sample_windows(win, PRICED_MAX) if sample.sampled else [win]
+                )
+                if estimating.ready is not None:
+                    await estimating.ready
             writer = _Writer(producers, self.topic)
-            async for partition, records in read_window_raw(consumer, win):
+            kept, self._read = self._read, None
+            source = (
+                _again(kept)
+                if kept is not None and estimating is None
+                else read_window_raw(consumer, win)
+            )
+            async for partition, records in source:
+                picked: list[_Stamped] = []
+                ahead = slices.get(partition)
+                if ahead and reaches(records, ahead):
+                    stamped = picking(cast("Iterable[_Stamped]", records), ahead, picked)
+                    records = stamped
                 batch = writer.batch(partition)
                 append, count, read = batch.append, batch.count, 0
                 for record in records:
@@ -635,19 +766,40 @@ class Replayer:
                         append(0, None, record.key, value, headers)
                     count += 1
                 batch.count = count
+                if picked and sample is not None:
+                    sample.take(picked)
                 stats.read += read
                 stats.replayed = stats.read - stats.filtered_out
                 if progress is not None:
                     progress(stats.read, stats.window)
-            await writer.finish()
+            if estimating is None or sample is None or results is None:
+                await writer.finish()
+            else:
+                # Priced while the last batches wait for their acks.
+                finishing = asyncio.ensure_future(writer.finish())
+                try:
+                    await self._priced(sample, estimating.pricer, *results, estimating.ready)
+                    estimating.report(sample.estimate)
+                finally:
+                    await finishing
         except KafkaError as exc:
             raise BrokerUnavailable(f"replay of {self.topic} failed: {exc}") from exc
         finally:
+            if results is not None:
+                await self._stop_results(*results)
             await self.close()
         stats.elapsed_s = time.monotonic() - started
         if progress is not None:
             progress(stats.read, stats.window)
         return stats
+
+
+async def _again(
+    read: list[tuple[int, list[RawRecord]]],
+) -> AsyncIterator[tuple[int, Iterable[RawRecord]]]:
+    """The window as :meth:`Replayer.estimate` read it, in the order it was read."""
+    for partition, records in read:
+        yield partition, records
 
 
 class _PartitionBatch:

@@ -21,11 +21,21 @@ import pytest_asyncio
 from aiokafka import AIOKafkaProducer, TopicPartition
 
 from schemas.config import HookstreamConfig, KafkaSettings
+from schemas.config_flows import FlowConfig
 from schemas.config_loader import load_config
 from schemas.errors import ToolError
 from streams.kafka.admin import create_topics
 from streams.kafka.reader import new_consumer, read_window_raw, window
-from streams.ops.replay import Replayer, ReplayFilter
+from streams.ops import replay as replay_module
+from streams.ops.replay import (
+    Estimating,
+    ModelEstimate,
+    Original,
+    Priced,
+    Replayer,
+    ReplayFilter,
+    ReplayStats,
+)
 from tests.support.kafka import Record, delete_topics, read_all
 from tests.support.sinkstack import wait_until
 from tests.unit.schemas.test_config_loader import EXAMPLE, EXAMPLE_ENV
@@ -169,14 +179,24 @@ async def test_a_window_is_copied_exactly_in_order_and_marked(
     # takes (and does not drop as duplicates) only if each told its record count.
     replayer = Replayer(config, topic, start=START, end=END, batch_bytes=1024)
     stats = await replayer.run()
+    await _check_copied(kafka_bootstrap, topic, before, ends, stats)
 
+
+async def _check_copied(
+    bootstrap: str,
+    topic: str,
+    before: dict[int, list[Record]],
+    ends: dict[int, int],
+    stats: ReplayStats,
+) -> None:
+    """Past ``ends``, each partition holds its window's records once, in order, marked."""
     window_records = {
         p: [r for r in before[p] if START <= r.offset < END] for p in range(PARTITIONS)
     }
     size = sum(len(v) for v in window_records.values())
     assert size == PARTITIONS * (END - START - 1)  # minus each partition's commit marker
     assert (stats.read, stats.replayed, stats.filtered_out) == (size, size, 0)
-    after = await _originals(kafka_bootstrap, topic)
+    after = await _originals(bootstrap, topic)
     for partition in range(PARTITIONS):
         copies = [r for r in after[partition] if r.offset >= ends[partition]]
         originals = window_records[partition]
@@ -263,3 +283,69 @@ async def test_a_prepared_replay_that_never_runs_writes_nothing_and_stops_its_cl
     assert all(producer._closed for producer in producers)
     assert replayer._clients is None  # closing twice is harmless
     await replayer.close()
+
+
+class _RecordingPricer:
+    """Prices each task by its event id (deterministic), and notes what it was asked."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, str, Original | None]] = []
+
+    def price(
+        self, flow: FlowConfig, role: str, value: dict[str, Any], original: Original | None
+    ) -> Priced:
+        self.asked.append((flow.name, str(value.get("id")), original))
+        return Priced("call", prompt_tokens=len(str(value.get("id"))), cost_usd=0.25)
+
+
+@pytest.mark.parametrize("priced_max", [30, 95, 10_000])
+async def test_a_replay_that_asks_nobody_estimates_from_its_own_reads_what_the_estimate_reads(
+    kafka_bootstrap: str,
+    topic: str,
+    config: HookstreamConfig,
+    priced_max: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``run(estimating=...)`` (replay --yes) reads the window once and takes the estimate's
+    sample from the copy's reads: the same tasks priced, the same figures, as
+    ``estimate()`` reading its slices on its own (30: slices of one record; 95: overlapping
+    slices; 10,000: the whole window), and the copy still copies every record."""
+    monkeypatch.setattr(replay_module, "PRICED_MAX", priced_max)
+    alone = _RecordingPricer()
+    expected = await Replayer(config, topic, start=START, end=END).estimate(alone)
+    assert alone.asked  # the window's events match a flow of the example config
+
+    ends = await _ends(kafka_bootstrap, topic)
+    copying = _RecordingPricer()
+    reported: list[ModelEstimate] = []
+    replayer = Replayer(config, topic, start=START, end=END, batch_bytes=1024)
+    stats = await replayer.run(estimating=Estimating(copying, reported.append))
+
+    assert reported == [expected]
+    assert bool(expected.sampled) == (priced_max < expected.window)
+    assert sorted(copying.asked, key=repr) == sorted(alone.asked, key=repr)
+    assert stats.window == expected.window
+    assert stats.replayed == stats.read == PARTITIONS * (END - START - 1)  # no commit markers
+    after = await _ends(kafka_bootstrap, topic)
+    assert sum(after.values()) - sum(ends.values()) == stats.replayed
+
+
+async def test_a_window_the_estimate_read_whole_is_copied_without_fetching_it_again(
+    kafka_bootstrap: str,
+    topic: str,
+    config: HookstreamConfig,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A replay that asks first (no --yes): the estimate reads a window of up to PRICED_MAX
+    records whole, and keeps it for the copy after the answer, which fetches nothing."""
+    before = await _originals(kafka_bootstrap, topic)
+    ends = await _ends(kafka_bootstrap, topic)
+    replayer = Replayer(config, topic, start=START, end=END, batch_bytes=1024)
+    await replayer.estimate(_RecordingPricer())
+
+    def fetched_again(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the copy fetched the window again")
+
+    monkeypatch.setattr(replay_module, "read_window_raw", fetched_again)
+    stats = await replayer.run()
+    await _check_copied(kafka_bootstrap, topic, before, ends, stats)

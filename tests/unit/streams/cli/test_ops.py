@@ -1,13 +1,15 @@
-"""The CLI's start-up block: the garbage collector is off inside it and back as it was after."""
+"""The CLI's start-up block: the garbage collector is off inside it and back as it was after;
+the replay's progress bar."""
 
 from __future__ import annotations
 
 import gc
+import io
 from collections.abc import Iterator
 
 import pytest
 
-from streams.cli.ops import startup
+from streams.cli.ops import ProgressBar, startup
 
 
 @pytest.fixture
@@ -54,3 +56,22 @@ def test_nested_blocks_leave_it_off_until_the_outer_one_ends() -> None:
             pass
         assert not gc.isenabled()
     assert gc.isenabled()
+
+
+def test_a_line_printed_after_an_unfinished_progress_bar_starts_on_its_own() -> None:
+    """replay --yes prints its cost line after the copy's read; a window's control records
+    are never read, so its bar may stop short of the window and leave its line open."""
+    stream = io.StringIO()
+    bar = ProgressBar(stream)
+    bar(3, 5)
+    assert not stream.getvalue().endswith("\n")
+    bar.end_line()
+    assert stream.getvalue().endswith("\n")
+    bar.end_line()  # once
+    assert stream.getvalue().count("\n") == 1
+
+    finished = io.StringIO()
+    done = ProgressBar(finished)
+    done(5, 5)
+    done.end_line()  # a finished bar ended its own line
+    assert finished.getvalue().count("\n") == 1
