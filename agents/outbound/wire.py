@@ -35,13 +35,14 @@ only if every address is public, the address connected to being one of those che
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import re
 import ssl
 import zlib
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import httptools
 from multidict import CIMultiDict
@@ -376,10 +377,16 @@ class WireClient:
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         poster = self._origins.get(origin)
         if poster is None:
+            constant = self.headers
+            if parts.username is not None and "authorization" not in map(str.lower, constant):
+                # Credentials in the URL: Basic auth, as aiohttp sent them.
+                pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+                basic = base64.b64encode(pair.encode()).decode()
+                constant = {**constant, "Authorization": f"Basic {basic}"}
             try:
                 poster = JsonPoster(
                     origin,
-                    self.headers,
+                    constant,
                     what=self.what,
                     stage=self.stage,
                     connect_timeout_s=self.connect_timeout_s,

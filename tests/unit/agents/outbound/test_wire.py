@@ -6,6 +6,7 @@ exception tree (the same messages as request_json's)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import gzip
 import socket
@@ -389,3 +390,16 @@ async def test_a_public_only_client_refuses_a_redirect() -> None:
         finally:
             client.close()
     assert moved.value.status == 302
+
+
+async def test_credentials_in_a_sink_url_go_as_basic_auth() -> None:
+    async with serving(lambda _: answer(200, b"{}")) as (server, url):
+        client = WireClient({}, what="sink crm", stage="sink", connect_timeout_s=0.5)
+        try:
+            await client.request(
+                "POST", url.replace("http://", "http://u%40x:p@"), b"{}", timeout_s=5, headers={}
+            )
+        finally:
+            client.close()
+    basic = base64.b64encode(b"u@x:p").decode()
+    assert f"Authorization: Basic {basic}\r\n".encode() in server.requests[0]
