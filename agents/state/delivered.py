@@ -46,7 +46,7 @@ runs one pass go to Kafka as one record, ``deliveries/<random id>`` →
 and the stage's receipt are acknowledged, as before for a record of its own; the receipt is no
 longer the entry's value (nothing read it there: ``<prefix>.receipts`` has it). A record per
 delivery was a second record per result written by the sink worker and read back by every sink
-worker's tail (bench/results/pipeline-sinks-7.md gives the records per record). Only with
+worker's tail; in the sinks benchmark a record held 17-19 entries. Only with
 ``per_assignment``: a check without it reads only its key's partition, and a batch record
 lands on its own key's. Entries of a record of their own (older versions, dead letters) are
 still read. A sink worker of an older version reads a batch record as one delivered key
