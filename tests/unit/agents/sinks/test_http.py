@@ -17,9 +17,10 @@ from agents.outbound.egress_guard import NetGuard
 from agents.sinks.base import Delivery, idempotency_key, sink_context
 from agents.sinks.http import HttpSink
 from schemas.config_sinks import HttpSinkConfig
-from schemas.errors import UnsafeDestination
+from schemas.errors import RetriableRemoteError, UnsafeDestination
 from schemas.events import AIResult, TokenUsage
 from streams.client import make_event
+from tests.support.sockets import port_that_never_accepts
 
 Seen = list[tuple[str, str, dict[str, str], Any]]
 
@@ -124,3 +125,18 @@ async def test_a_guarded_sink_sends_nothing_to_a_private_address(crm: tuple[str,
         with pytest.raises(UnsafeDestination, match=r"non-public address 127\.0\.0\.1"):
             await target.add(delivery())
     assert seen == []
+
+
+async def test_a_sink_connects_within_the_workers_connect_timeout() -> None:
+    """The session's connect bound (worker.http_connect_timeout_s) bounds the wire client's
+    connects too, not the sink's whole timeout_s."""
+    with port_that_never_accepts() as port:
+        timeout = aiohttp.ClientTimeout(sock_connect=0.3)
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            sink(
+                f"http://127.0.0.1:{port}/customers", allow_private=True, session=session
+            ) as target,
+        ):
+            with pytest.raises(RetriableRemoteError, match=r"could not connect within 0\.3 s"):
+                await target.add(delivery())
