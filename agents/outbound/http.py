@@ -130,6 +130,17 @@ def status_error(
     return PermanentRemoteError(message, stage=stage, status=status)
 
 
+def redirect_refused(what: str, status: int, *, stage: str) -> PermanentRemoteError:
+    """The error of a redirect answering a call the SSRF guard covers: its target was never
+    checked (a ``Location`` with an IP literal is not even resolved), so it is not followed."""
+    return PermanentRemoteError(
+        f"{what}: HTTP {status}: a redirect, not followed for a URL the SSRF guard "
+        "checks; point the URL at its final location",
+        stage=stage,
+        status=status,
+    )
+
+
 def json_answer(status: int, raw: bytes) -> tuple[int, object]:
     """A 2xx answer as (status, its JSON): None for an empty body or one that is not JSON,
     which the caller's own checks then refuse with its own words."""
@@ -197,12 +208,7 @@ async def request_json(
                 return status, None
             ok = (200 <= status < 300) if ok_statuses is None else status in ok_statuses
             if not ok and guarded and 300 <= status < 400:
-                raise PermanentRemoteError(
-                    f"{what}: HTTP {status}: a redirect, not followed for a URL the SSRF guard "
-                    "checks; point the URL at its final location",
-                    stage=stage,
-                    status=status,
-                )
+                raise redirect_refused(what, status, stage=stage)
             if not ok:
                 raise status_error(what, status, raw, response.headers, stage=stage)
             return json_answer(status, raw)

@@ -21,27 +21,50 @@ Failures map onto the exception tree as :func:`agents.outbound.http.request_json
 same messages): a connect that takes longer than ``connect_timeout_s`` and an answer later than
 the call's ``timeout_s`` are retriable, as is a connection reset or closed before the answer
 is whole; a non-2xx status is :func:`agents.outbound.http.status_error`'s.
+
+The HTTP and Slack sinks send through the same client (issue 16: aiohttp's client side was
+~27 % of the sink worker's CPU): :meth:`JsonPoster.request` takes the method (PUT, POST,
+PATCH), the target and the headers of each request (the ``Idempotency-Key``), and
+:class:`WireClient` keeps one :class:`JsonPoster` per origin of a templated URL. With
+``public_only`` (a call the SSRF guard covers) a connection resolves the host itself and opens
+only if every address is public, the address connected to being one of those checked (what
+:class:`agents.outbound.egress_guard.PublicOnlyResolver` does for aiohttp), and a 3xx answers as
+:func:`agents.outbound.http.redirect_refused`'s error.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
+import re
 import ssl
 import zlib
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import httptools
 from multidict import CIMultiDict
 
-from agents.outbound.http import json_answer, status_error
-from schemas.errors import RetriableRemoteError
+from agents.outbound.egress_guard import is_public, resolve
+from agents.outbound.http import json_answer, redirect_refused, status_error
+from schemas.errors import PermanentRemoteError, RetriableRemoteError, UnsafeDestination
 from schemas.tracecontext import TRACEPARENT, TRACESTATE, current
 
 # Idle connections kept per origin at most (more are closed when their answer is read).
 MAX_IDLE = 512
+# Origins a WireClient keeps a pool for at most (a URL template may vary its host).
+MAX_ORIGINS = 64
+# The headers JsonPoster sends unless the caller's own name them (case-insensitively).
+_DEFAULT_HEADERS = {
+    "Content-Type": "application/json",
+    "Accept": "application/json",
+    "User-Agent": "hookstream",
+}
+# What a request target may hold as it is; anything else is percent-encoded first (as aiohttp's
+# yarl did for the sinks' URLs: a literal space or non-ASCII character in a template).
+_TARGET_AS_IS = re.compile(r"[\x21-\x7e]*")
 
 
 @functools.cache
@@ -141,7 +164,9 @@ class _Connection(asyncio.Protocol):
 
 
 class JsonPoster:
-    """POSTs of JSON bodies to ``url``, with ``headers`` on each, over a pool of connections."""
+    """Requests with JSON bodies to the origin of ``url``, with ``headers`` on each, over a pool
+    of connections: :meth:`post` to ``url`` itself (the model call), :meth:`request` any
+    method to any target of the origin (the sinks')."""
 
     def __init__(
         self,
@@ -151,14 +176,16 @@ class JsonPoster:
         what: str,
         stage: str,
         connect_timeout_s: float,
+        public_only: bool = False,
     ) -> None:
         """``what`` names the peer in errors (never the URL's query or the headers, which may
-        hold credentials)."""
+        hold credentials). ``public_only``: connect only to public addresses (module doc)."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"{what}: not an http(s) URL")
         self.what, self.stage = what, stage
         self.connect_timeout_s = connect_timeout_s
+        self.public_only = public_only
         self._tls = parts.scheme == "https"
         self._host = parts.hostname
         self._port = parts.port or (443 if self._tls else 80)
@@ -166,22 +193,53 @@ class JsonPoster:
         default = self._port == (443 if self._tls else 80)
         host = self._host if ":" not in self._host else f"[{self._host}]"
         authority = host if default else f"{host}:{self._port}"
-        lines = [
-            f"POST {target} HTTP/1.1",
-            f"Host: {authority}",
-            "Content-Type: application/json",
-            "Accept: application/json",
-            "User-Agent: hookstream",
-        ]
+        named = {name.lower() for name in headers}
+        lines = [f"Host: {authority}"]
+        lines += [f"{k}: {v}" for k, v in _DEFAULT_HEADERS.items() if k.lower() not in named]
         for name, value in headers.items():
             if any(c in f"{name}{value}" for c in "\r\n\0"):
                 raise ValueError(f"{what}: header {name} holds a line break")
             lines.append(f"{name}: {value}")
-        self._head = ("\r\n".join(lines) + "\r\n").encode("latin-1")
+        # Every header but the request's own, encoded once.
+        self._fixed = ("\r\n".join(lines) + "\r\n").encode("latin-1")
+        self._head = f"POST {target} HTTP/1.1\r\n".encode("latin-1") + self._fixed
         self._idle: list[_Connection] = []
 
     async def post(self, body: bytes, *, timeout_s: float) -> tuple[int, object]:
         """(status, parsed JSON or None) of a 2xx answer; raises RemoteError subclasses."""
+        return await self._exchange(self._head, body, timeout_s, None)
+
+    async def request(
+        self,
+        method: str,
+        target: str,
+        body: bytes,
+        *,
+        timeout_s: float,
+        headers: Mapping[str, str],
+        ok_statuses: frozenset[int] | None = None,
+    ) -> tuple[int, object]:
+        """``method`` ``target`` (a path and query of this origin) with ``body`` and this
+        request's ``headers`` besides the constant ones: (status, parsed JSON or None) of an
+        answer whose status is in ``ok_statuses`` (default: any 2xx); raises RemoteError
+        subclasses (a header holding a line break: a permanent error, not sent)."""
+        if _TARGET_AS_IS.fullmatch(target) is None:
+            target = quote(target, safe="/?#[]@!$&'()*+,;=:%~")
+        extra = ""
+        for name, value in headers.items():
+            if "\r" in value or "\n" in value or "\0" in value:
+                raise PermanentRemoteError(
+                    f"{self.what}: header {name} holds a line break", stage=self.stage
+                )
+            extra += f"{name}: {value}\r\n"
+        head = f"{method} {target} HTTP/1.1\r\n".encode("latin-1") + self._fixed
+        return await self._exchange(head + extra.encode("latin-1"), body, timeout_s, ok_statuses)
+
+    async def _exchange(
+        self, head: bytes, body: bytes, timeout_s: float, ok_statuses: frozenset[int] | None
+    ) -> tuple[int, object]:
+        """Send ``head`` (request line and headers but the length and the trace's) and
+        ``body``; read the answer and map it (the module doc)."""
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Answer] = loop.create_future()
         timer = loop.call_later(timeout_s, _expire, waiter)
@@ -195,9 +253,7 @@ class JsonPoster:
                 if trace.state:
                     extra += f"{TRACESTATE}: {trace.state}\r\n".encode()
             connection.waiter = waiter
-            connection.send(
-                b"%sContent-Length: %d\r\n%s\r\n%s" % (self._head, len(body), extra, body)
-            )
+            connection.send(b"%sContent-Length: %d\r\n%s\r\n%s" % (head, len(body), extra, body))
             status, headers, raw = await waiter
         except TimeoutError as exc:
             raise RetriableRemoteError(
@@ -219,7 +275,9 @@ class JsonPoster:
         coding = next((v for k, v in headers if k.lower() == b"content-encoding"), b"").lower()
         if raw and coding in (b"gzip", b"deflate"):
             raw = zlib.decompress(raw, 31 if coding == b"gzip" else 15)
-        if not 200 <= status < 300:
+        if not (200 <= status < 300 if ok_statuses is None else status in ok_statuses):
+            if self.public_only and 300 <= status < 400:
+                raise redirect_refused(self.what, status, stage=self.stage)
             named = CIMultiDict((k.decode("latin-1"), v.decode("latin-1")) for k, v in headers)
             raise status_error(self.what, status, raw, named, stage=self.stage)
         return json_answer(status, raw)
@@ -231,16 +289,7 @@ class JsonPoster:
             connection = self._idle.pop()
             if not connection.closed:
                 return connection
-        loop = asyncio.get_running_loop()
-        connect = asyncio.ensure_future(
-            loop.create_connection(
-                _Connection,
-                self._host,
-                self._port,
-                ssl=_tls() if self._tls else None,
-                server_hostname=self._host if self._tls else None,
-            )
-        )
+        connect = asyncio.ensure_future(self._open())
         racing: list[asyncio.Future[Any]] = [connect, waiter]
         given_up = True  # unless the connect completes below
         try:
@@ -262,11 +311,101 @@ class JsonPoster:
         _, connection = connect.result()
         return connection
 
+    async def _open(self) -> tuple[asyncio.Transport, _Connection]:
+        """A new connection; with ``public_only``, to a checked public address (module doc)."""
+        address = self._host
+        if self.public_only:
+            addresses = await resolve(self._host, self._port)
+            for found in addresses:
+                if not is_public(found):
+                    raise UnsafeDestination(
+                        f"{self.what}: host {self._host!r} resolved to non-public address "
+                        f"{found} when connecting (the DNS answer changed since the check "
+                        "before the request)",
+                        stage=self.stage,
+                    )
+            if addresses:  # else unresolvable: the connect fails on its own
+                address = str(addresses[0])
+        return await asyncio.get_running_loop().create_connection(
+            _Connection,
+            address,
+            self._port,
+            ssl=_tls() if self._tls else None,
+            server_hostname=self._host if self._tls else None,
+        )
+
     def close(self) -> None:
         """Close the idle connections (those in use close when their answer is read)."""
         for connection in self._idle:
             connection.close()
         self._idle.clear()
+
+
+class WireClient:
+    """Requests to any http(s) URL (a sink's, rendered per delivery), through one
+    :class:`JsonPoster` per origin, the ``MAX_ORIGINS`` most recently opened at most."""
+
+    def __init__(
+        self,
+        headers: Mapping[str, str],
+        *,
+        what: str,
+        stage: str,
+        connect_timeout_s: float,
+        public_only: bool = False,
+    ) -> None:
+        self.headers = dict(headers)
+        self.what, self.stage = what, stage
+        self.connect_timeout_s = connect_timeout_s
+        self.public_only = public_only
+        self._origins: dict[str, JsonPoster] = {}
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        body: bytes,
+        *,
+        timeout_s: float,
+        headers: Mapping[str, str],
+        ok_statuses: frozenset[int] | None = None,
+    ) -> tuple[int, object]:
+        """:meth:`JsonPoster.request` to ``url``'s origin; a URL that is not http(s) with a
+        host is a permanent error."""
+        parts = urlsplit(url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        poster = self._origins.get(origin)
+        if poster is None:
+            constant = self.headers
+            if parts.username is not None and "authorization" not in map(str.lower, constant):
+                # Credentials in the URL: Basic auth, as aiohttp sent them.
+                pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+                basic = base64.b64encode(pair.encode()).decode()
+                constant = {**constant, "Authorization": f"Basic {basic}"}
+            try:
+                poster = JsonPoster(
+                    origin,
+                    constant,
+                    what=self.what,
+                    stage=self.stage,
+                    connect_timeout_s=self.connect_timeout_s,
+                    public_only=self.public_only,
+                )
+            except ValueError as exc:
+                raise PermanentRemoteError(str(exc), stage=self.stage) from None
+            if len(self._origins) >= MAX_ORIGINS:
+                oldest = next(iter(self._origins))
+                self._origins.pop(oldest).close()
+            self._origins[origin] = poster
+        return await poster.request(
+            method, target, body, timeout_s=timeout_s, headers=headers, ok_statuses=ok_statuses
+        )
+
+    def close(self) -> None:
+        for poster in self._origins.values():
+            poster.close()
+        self._origins.clear()
 
 
 def _expire(waiter: asyncio.Future[Answer]) -> None:

@@ -14,8 +14,8 @@ from typing import Any
 import aiohttp
 
 from agents.outbound.egress_guard import NetGuard
-from agents.outbound.http import request_json
-from agents.sinks.base import STAGE, Delivery, Sink
+from agents.sinks.base import Delivery
+from agents.sinks.http import WireSink
 from schemas import templates
 from schemas.config_base import secret_origin
 from schemas.config_sinks import SlackSinkConfig
@@ -34,18 +34,18 @@ def slack_message(
     return body
 
 
-class SlackSink(Sink):
+class SlackSink(WireSink):
+    """Sent through :class:`agents.sinks.http.WireSink`'s client, as the HTTP sink's requests."""
+
     def __init__(
         self, flow: str, config: SlackSinkConfig, session: aiohttp.ClientSession, guard: NetGuard
     ) -> None:
-        super().__init__(flow, config.name)
         if config.webhook_url is None:
             raise ConfigError(
                 [f"sink {config.name}: no webhook URL in {secret_origin(config, 'webhook_url')}"]
             )
+        super().__init__(flow, config.name, session, guard, {})
         self.config = config
-        self.session = session
-        self.guard = guard
         self.webhook_url = config.webhook_url.get_secret_value()
         self.text = templates.parse(config.text)
 
@@ -53,16 +53,14 @@ class SlackSink(Sink):
         return slack_message(self.config, self.text, delivery.context)
 
     async def add(self, delivery: Delivery) -> int:
-        status, _ = await request_json(
-            self.session,
+        return await self.send(
             "POST",
             self.webhook_url,
-            stage=STAGE,
-            what=self.what,
+            self.message(delivery),
+            key=delivery.idempotency_key,
             timeout_s=self.config.timeout_s,
-            headers={"Idempotency-Key": delivery.idempotency_key},
-            json_body=self.message(delivery),
-            ok_statuses=frozenset({200}),
-            guard=self.guard,
+            ok_statuses=_OK,
         )
-        return status
+
+
+_OK = frozenset({200})

@@ -39,6 +39,22 @@ Idempotency-Key. The tail then need not be prompt, so it fetches like the worker
 The topic is compacted with a retention of a week (``schemas.topics.TOPIC_CONFIGS``): a result
 redelivered more than a week later would be sent again, with the same Idempotency-Key.
 
+With ``per_assignment`` the deliveries are written several to a record
+(:class:`agents.state.pass_batch.PassBatcher`, issue 16): those remembered while the event loop
+runs one pass go to Kafka as one record, ``deliveries/<random id>`` →
+``{"delivered":[key, …]}``, each :meth:`DeliveredMemory.remember` returning once that record
+and the stage's receipt are acknowledged, as before for a record of its own; the receipt is no
+longer the entry's value (nothing read it there: ``<prefix>.receipts`` has it). A record per
+delivery was a second record per result written by the sink worker and read back by every sink
+worker's tail; in the sinks benchmark a record held 17-19 entries. Only with
+``per_assignment``: a check without it reads only its key's partition, and a batch record
+lands on its own key's. Entries of a record of their own (older versions, dead letters) are
+still read. A sink worker of an older version reads a batch record as one delivered key
+``deliveries/<id>``, not the keys in it: during a rolling upgrade, a result delivered by a new
+worker and redelivered to an old one (a rebalance between its delivery and its commit) is sent
+again, with the same Idempotency-Key. Records of several partitions are read in no particular
+order, so a delivery is final: a dead-letter entry read after it does not undo it.
+
 It also remembers what a sink dead-lettered (a value starting ``{"dead_lettered":``): a result
 redelivered after a crash that came between its dead letter and its ack is then skipped, not
 tried and dead-lettered a second time. A later delivery (after a redrive) overwrites that
@@ -59,6 +75,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from agents.emit import Record, emit, emit_all
 from agents.refcount import RefCounted
+from agents.state.pass_batch import PassBatcher
 from schemas.config import KafkaSettings
 from schemas.errors import BrokerUnavailable
 from streams.kafka.compacted import CompactedReader, stop_quietly
@@ -70,6 +87,9 @@ Outcome = Literal["delivered", "dead_lettered"]
 DELIVERED: Outcome = "delivered"
 DEAD_LETTERED: Outcome = "dead_lettered"
 _DEAD_LETTER_MARK = b'{"dead_lettered":'
+# A batch record's value (the module doc): {"delivered":[key, …]}
+_BATCH_MARK = b'{"delivered":'
+BATCH_PREFIX = "deliveries/"
 _ENDS_CLIENT = "the delivered-memory's end-offsets client"
 
 
@@ -107,10 +127,27 @@ class DeliveredMemory(RefCounted):
         # partition -> the checks waiting for the next ListOffsets request; the task asking
         self._wanted: dict[int, list[asyncio.Future[int]]] = {}
         self._asking: asyncio.Task[None] | None = None
+        self.batches = (
+            PassBatcher(topic, BATCH_PREFIX, lambda keys: orjson.dumps({"delivered": keys}))
+            if per_assignment
+            else None
+        )
 
     def _apply(self, key: bytes | None, value: bytes | None) -> None:
+        outcomes = self._outcomes
+        if value is not None and value.startswith(_BATCH_MARK):
+            try:
+                keys = orjson.loads(value)["delivered"]
+                for delivered in keys:
+                    outcomes[delivered.encode()] = DELIVERED
+            except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+                log.warning("%s: ignoring a malformed batch record (key %r)", self.topic, key)
+            return
         if key is not None:
-            self._outcomes[key] = _outcome(value)
+            outcome = _outcome(value)
+            if outcome == DEAD_LETTERED and outcomes.get(key) == DELIVERED:
+                return  # a delivery is final (the module doc)
+            outcomes[key] = outcome
 
     async def _start(self) -> None:
         reader = CompactedReader(
@@ -147,6 +184,8 @@ class DeliveredMemory(RefCounted):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        if self.batches is not None:
+            await self.batches.stop()
         if reader is not None:
             await reader.stop()
         if ends is not None:
@@ -263,9 +302,15 @@ class DeliveredMemory(RefCounted):
     async def remember(self, writer: KafkaWriter, key: str, receipt: bytes, *also: Record) -> None:
         """Record a delivery durably (acks=all); returns once Kafka has it, and ``also`` (the
         stage's receipt): handed to the producer together, so they share its batches and one
-        round trip (issue 16), and either may land first."""
+        round trip (issue 16), and either may land first. With ``per_assignment`` the entry
+        joins this loop pass's batch record (the module doc) and ``receipt`` is not written."""
         raw = key.encode()
-        await emit_all(writer, [Record(self.topic, receipt, raw), *also])
+        if self.batches is None:
+            await emit_all(writer, [Record(self.topic, receipt, raw), *also])
+        else:
+            written = self.batches.join(writer, key)  # written on the loop's next pass
+            await emit_all(writer, also)
+            await asyncio.shield(written)
         self._outcomes[raw] = DELIVERED
 
     async def remember_dead_letter(self, writer: KafkaWriter, key: str, error: str) -> None:

@@ -9,6 +9,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 from aiokafka.structs import TopicPartition
 
+from agents.emit import Record
 from agents.state.delivered import DELIVERED, DeliveredMemory
 from schemas.config import KafkaSettings
 from streams.kafka.producer import KafkaWriter
@@ -160,3 +161,51 @@ async def test_per_assignment_one_catch_up_serves_every_check_until_the_next_ass
             outcome = await asyncio.wait_for(memory.outcome("src/evt-1/flow/crm"), 10)
             assert outcome == DELIVERED
             assert len(asked) == 2
+
+
+async def test_per_assignment_deliveries_remembered_together_share_a_record(
+    kafka_bootstrap: str,
+) -> None:
+    # A record per delivery was a second record per result written by the sink worker and
+    # read back by every sink worker's tail (issue 16): those remembered in one pass of the
+    # event loop share one, and another worker's memory still knows each of them.
+    topic = await create_topic(kafka_bootstrap, "delivered", 4)
+    receipts = await create_topic(kafka_bootstrap, "receipts", 1)
+    settings = KafkaSettings(bootstrap_servers=kafka_bootstrap)
+    keys = [f"src/evt-{index}/flow/crm" for index in range(30)]
+    mine = DeliveredMemory(settings, topic, per_assignment=True)
+    async with mine, KafkaWriter(settings, client_id="this-sink-worker") as writer:
+        mine.assigned()
+        assert await asyncio.wait_for(mine.outcome(keys[0]), 10) is None
+        await asyncio.wait_for(
+            asyncio.gather(
+                *(
+                    mine.remember(
+                        writer, key, b'{"status":200}', Record(receipts, key.encode(), None)
+                    )
+                    for key in keys
+                )
+            ),
+            10,
+        )
+        assert mine.batches is not None
+        written = mine.batches.records_written
+        # Each remember returned once its receipt was acknowledged too: all 30 are there.
+        assert await end_total(settings, receipts) == len(keys)
+    assert written < len(keys) / 2
+    assert await end_total(settings, topic) == written
+    other = DeliveredMemory(settings, topic, per_assignment=True)
+    async with other:
+        other.assigned()
+        outcomes = await asyncio.wait_for(asyncio.gather(*(other.outcome(key) for key in keys)), 10)
+    assert outcomes == [DELIVERED] * len(keys)
+
+
+async def end_total(settings: KafkaSettings, topic: str) -> int:
+    """The records written to ``topic`` so far (the sum of its partitions' end offsets)."""
+    async with DeliveredMemory(settings, topic) as reader:
+        assert reader._reader is not None
+        assert reader._ends is not None
+        tps = [TopicPartition(topic, p) for p in reader._reader.partitions]
+        ends: dict[TopicPartition, int] = await reader._ends.end_offsets(tps)
+    return sum(ends.values())

@@ -19,7 +19,7 @@ import pytest_asyncio
 from schemas.events import AIResult
 from streams.client import Publisher, make_event
 from streams.dev.ai_sim import analyse
-from tests.support.kafka import committed_offsets, read_all, wait_for_records
+from tests.support.kafka import Record, committed_offsets, read_all, wait_for_records
 from tests.support.sinkstack import (
     create_table,
     postgres_dsn,
@@ -116,13 +116,14 @@ async def test_a_published_event_reaches_every_sink(sinks: SinkStack) -> None:
     assert by_sink["crm"]["status"] == 200
     # Wait for every sink's entry, not just read once: the receipts above come from the other
     # sinks' agents, which nothing orders before the internal sink's dead-letter entry.
+    # Deliveries are remembered several to a record (agents.state.delivered), dead letters one.
     every_sink = {f"{key}/{s}" for s in ("crm", "slack", "warehouse", "internal")}
     memory = await wait_for_records(
         sinks.stack.bootstrap,
         sinks.stack.topic("delivered"),
-        lambda rs: {r.key.decode() for r in rs if r.key} >= every_sink,
+        lambda rs: set(memory_entries(rs)) >= every_sink,
     )
-    entries = {r.key.decode(): r.json() for r in memory if r.key and event_id.encode() in r.key}
+    entries = {k: v for k, v in memory_entries(memory).items() if event_id in k}
     delivered = sorted(k for k, v in entries.items() if not v.get("dead_lettered"))
     assert delivered == sorted(f"{key}/{s}" for s in ("crm", "slack", "warehouse"))
     # The sink that refused it (a private address) remembers that it dead-lettered it.
@@ -347,3 +348,16 @@ async def test_killed_sink_worker_causes_no_second_side_effect(sinks: SinkStack)
     assert len(crm_updates_for(await crm.updates(), event_id)) == 1
     assert (await crm.stats())["idempotent_replays"] == replays_now
     assert "was delivered already" in sinks_proc.log_text()
+
+
+def memory_entries(records: list[Record]) -> dict[str, dict[str, Any]]:
+    """The delivered-memory's entries by key: a batch record's keys ({"delivered": [...]})
+    each as {"delivered": True}, a record of its own (a dead letter) as its value."""
+    entries: dict[str, dict[str, Any]] = {}
+    for record in records:
+        value = record.json()
+        if isinstance(value, dict) and isinstance(value.get("delivered"), list):
+            entries.update({key: {"delivered": True} for key in value["delivered"]})
+        elif record.key:
+            entries[record.key.decode()] = value
+    return entries

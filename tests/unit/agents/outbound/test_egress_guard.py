@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -317,7 +318,9 @@ def test_guarded_sinks_are_built_on_the_public_only_session() -> None:
     env = {**EXAMPLE_ENV, "HOOKSTREAM_ALLOW_PRIVATE_NETWORKS": "false"}
     config = load_config(EXAMPLE, env=env)
     resources = Resources(config, client_id="t")
-    plain, guarded = object(), object()
+    # Stand-ins: a sink reads only a session's connect timeout before its first request.
+    plain = SimpleNamespace(timeout=aiohttp.ClientTimeout(sock_connect=5))
+    guarded = SimpleNamespace(timeout=aiohttp.ClientTimeout(sock_connect=5))
     resources._session, resources._guarded_session = plain, guarded  # type: ignore[assignment]
     flow = config.flows[0]
     http_sinks = [s for s in flow.sinks if s.kind in ("http", "slack")]
@@ -326,6 +329,8 @@ def test_guarded_sinks_are_built_on_the_public_only_session() -> None:
         stage = SinkStage(config, resources, None, flow.name, sink_config.name)  # type: ignore[arg-type]
         built = stage.build_sink()
         assert built.session is guarded  # type: ignore[attr-defined]
+        # The requests' own client connects only to public addresses (PublicOnlyResolver's).
+        assert built.client.public_only  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(

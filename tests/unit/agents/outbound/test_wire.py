@@ -6,17 +6,19 @@ exception tree (the same messages as request_json's)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import gzip
 import socket
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import orjson
 import pytest
 
-from agents.outbound.wire import JsonPoster
+from agents.outbound.wire import JsonPoster, WireClient
 from schemas import tracecontext
-from schemas.errors import PermanentRemoteError, RetriableRemoteError
+from schemas.errors import PermanentRemoteError, RetriableRemoteError, UnsafeDestination
 from tests.support.sockets import port_that_never_accepts
 
 Reply = Callable[[bytes], bytes | None]  # request bytes -> answer bytes (None: close)
@@ -236,3 +238,168 @@ async def test_an_answer_ended_by_the_close_or_after_an_interim_one_is_read_whol
         client.close()
         listener.close()
         await listener.wait_closed()
+
+
+# The sinks' requests (JsonPoster.request, WireClient): any method, per-request headers.
+
+
+def sink_client(public_only: bool = False) -> WireClient:
+    return WireClient(
+        {"Authorization": "Bearer k", "X-Team": "a"},
+        what="sink crm",
+        stage="sink",
+        connect_timeout_s=0.5,
+        public_only=public_only,
+    )
+
+
+@pytest.mark.parametrize("method", ["PUT", "POST", "PATCH"])
+async def test_a_sink_request_sends_its_method_target_and_headers_on_one_connection(
+    method: str,
+) -> None:
+    async with serving(lambda _: answer(204, b"")) as (server, url):
+        origin = url.split("/v1/")[0]
+        client = sink_client()
+        try:
+            for customer in ("c 1", "c2"):  # a literal space is percent-encoded, as yarl did
+                status = await client.request(
+                    method,
+                    f"{origin}/customers/{customer}?v=1",
+                    b'{"s": 1}',
+                    timeout_s=5,
+                    headers={"Idempotency-Key": f"web/{customer}/f/crm"},
+                    ok_statuses=frozenset({200, 204}),
+                )
+                assert status == (204, None)
+        finally:
+            client.close()
+    first, second = server.requests
+    lines = first.split(b"\r\n\r\n")[0].decode().split("\r\n")
+    assert lines[0] == f"{method} /customers/c%201?v=1 HTTP/1.1"
+    assert "Authorization: Bearer k" in lines
+    assert "X-Team: a" in lines
+    assert "Idempotency-Key: web/c 1/f/crm" in lines
+    assert "Content-Length: 8" in lines
+    assert second.startswith(f"{method} /customers/c2?v=1 HTTP/1.1".encode())
+    assert b"Idempotency-Key: web/c2/f/crm\r\n" in second
+    assert server.connections == 1
+
+
+async def test_a_sink_request_maps_statuses_outside_its_success_codes() -> None:
+    replies = iter(
+        [answer(503, b"down", "Retry-After: 3"), answer(422, b"bad"), answer(200, b"{}")]
+    )
+    async with serving(lambda _: next(replies)) as (_, url):
+        client = sink_client()
+        try:
+            kwargs: dict[str, Any] = {
+                "timeout_s": 5,
+                "headers": {"Idempotency-Key": "k"},
+                "ok_statuses": frozenset({201}),
+            }
+            with pytest.raises(RetriableRemoteError, match="sink crm: HTTP 503") as down:
+                await client.request("PUT", url, b"{}", **kwargs)
+            assert (down.value.status, down.value.retry_after_s) == (503, 3.0)
+            with pytest.raises(PermanentRemoteError, match="sink crm: HTTP 422: bad") as bad:
+                await client.request("PUT", url, b"{}", **kwargs)
+            assert bad.value.status == 422
+            # 200 is not among this sink's success codes: a permanent failure too.
+            with pytest.raises(PermanentRemoteError, match="HTTP 200"):
+                await client.request("PUT", url, b"{}", **kwargs)
+        finally:
+            client.close()
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH"])
+@pytest.mark.parametrize(
+    "raw_answer",
+    [
+        pytest.param(b"HTTP/1.0 200 OK\r\n\r\n{}", id="http-1.0"),
+        pytest.param(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{}", id="close"),
+        pytest.param(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}",
+            id="interim-100",
+        ),
+    ],
+)
+async def test_a_sink_answer_ended_by_the_close_or_after_an_interim_one_is_read_whole(
+    method: str, raw_answer: bytes
+) -> None:
+    # Failing these would retry a delivery the target applied: sent twice.
+    listener, url = await answer_then_close(raw_answer)
+    client = sink_client()
+    try:
+        status = await client.request(
+            method, url, b"{}", timeout_s=2.0, headers={"Idempotency-Key": "k"}
+        )
+        assert status == (200, {})
+    finally:
+        client.close()
+        listener.close()
+        await listener.wait_closed()
+
+
+async def test_a_sink_header_with_a_line_break_is_a_permanent_error_and_nothing_is_sent() -> None:
+    async with serving(lambda _: answer(200, b"{}")) as (server, url):
+        client = sink_client()
+        try:
+            with pytest.raises(PermanentRemoteError, match="header Idempotency-Key holds"):
+                await client.request(
+                    "PUT", url, b"{}", timeout_s=5, headers={"Idempotency-Key": "a\r\nX: 1"}
+                )
+        finally:
+            client.close()
+    assert server.requests == []
+
+
+async def test_a_public_only_client_connects_to_no_private_address() -> None:
+    """The check when connecting (PublicOnlyResolver's for aiohttp): a name resolving to
+    loopback gets no connection, whatever a check before the request said."""
+    async with serving(lambda _: answer(200, b"{}")) as (server, url):
+        port = url.split("/")[2].split(":")[1]
+        guarded, plain = sink_client(public_only=True), sink_client()
+        try:
+            with pytest.raises(UnsafeDestination) as refused:
+                await guarded.request(
+                    "PUT", f"http://localhost:{port}/x", b"{}", timeout_s=5, headers={}
+                )
+            assert await plain.request(
+                "PUT", f"http://localhost:{port}/x", b"{}", timeout_s=5, headers={}
+            ) == (200, {})
+        finally:
+            guarded.close()
+            plain.close()
+    assert str(refused.value).startswith("sink crm: host 'localhost' resolved to non-public")
+    assert not refused.value.retriable
+    assert len(server.requests) == 1  # the plain client's only
+
+
+async def test_a_public_only_client_refuses_a_redirect() -> None:
+    """Its target was never checked: a permanent error saying so, as request_json's."""
+    async with serving(lambda _: answer(302, b"", "Location: http://10.0.0.1/")) as (_, url):
+        client = JsonPoster(url, {}, what="sink crm", stage="sink", connect_timeout_s=0.5)
+        # The server is on loopback, where a public-only client cannot connect: its
+        # connection is opened first, then the client made public-only.
+        with pytest.raises(PermanentRemoteError) as unguarded:
+            await client.request("PUT", "/x", b"{}", timeout_s=5, headers={})
+        assert "redirect" not in str(unguarded.value)  # a plain status error
+        client.public_only = True
+        try:
+            with pytest.raises(PermanentRemoteError, match="redirect, not followed") as moved:
+                await client.request("PUT", "/x", b"{}", timeout_s=5, headers={})
+        finally:
+            client.close()
+    assert moved.value.status == 302
+
+
+async def test_credentials_in_a_sink_url_go_as_basic_auth() -> None:
+    async with serving(lambda _: answer(200, b"{}")) as (server, url):
+        client = WireClient({}, what="sink crm", stage="sink", connect_timeout_s=0.5)
+        try:
+            await client.request(
+                "POST", url.replace("http://", "http://u%40x:p@"), b"{}", timeout_s=5, headers={}
+            )
+        finally:
+            client.close()
+    basic = base64.b64encode(b"u@x:p").decode()
+    assert f"Authorization: Basic {basic}\r\n".encode() in server.requests[0]
