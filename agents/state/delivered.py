@@ -127,7 +127,7 @@ class DeliveredMemory(RefCounted):
         # partition -> the checks waiting for the next ListOffsets request; the task asking
         self._wanted: dict[int, list[asyncio.Future[int]]] = {}
         self._asking: asyncio.Task[None] | None = None
-        self.batches = (
+        self.batches: PassBatcher[str] | None = (
             PassBatcher(topic, BATCH_PREFIX, lambda keys: orjson.dumps({"delivered": keys}))
             if per_assignment
             else None

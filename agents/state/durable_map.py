@@ -27,7 +27,8 @@ again at each :meth:`get` (about 1.4 µs of CPU, on a cache hit only) instead of
 objects, which take several times their JSON's size. What :meth:`put` writes is held as
 given until the tail reads it back, moments later, and replaces it.
 
-What :func:`put_all` writes goes several entries to a record (:class:`_Batch`, issue 16): the
+What :func:`put_all` writes goes several entries to a record (:mod:`agents.state.pass_batch`,
+issue 16): the
 entries put while the event loop runs one pass go to Kafka as one record per map,
 ``marks/<random id>`` → ``{"written_at": …, "marks": [key, …], "values": {key: value, …}}``
 (marks: the "done" marks, value 1; values: anything else, e.g. answer-cache entries), and each
@@ -48,14 +49,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
 
-from agents.emit import Record, emit, emit_all
+from agents.emit import Record, emit_all
+from agents.state.pass_batch import PassBatcher
 from schemas.config import KafkaSettings
 from streams.kafka.admin import create_topics
 from streams.kafka.compacted import CompactedReader
@@ -70,10 +71,6 @@ Clock = Callable[[], float]
 # them; other workers' entries still arrive within a tenth of a second.
 _TAIL_FETCH_MIN_BYTES = 64 * 1024
 _TAIL_FETCH_MAX_WAIT_MS = 100
-# A batch record holds at most this many entries, or this many bytes of them: well under a
-# produce request's 1 MiB (streams.kafka.producer.MAX_REQUEST_BYTES) and a batch's 256 KiB.
-MAX_ENTRIES_PER_RECORD = 1000
-MAX_RECORD_BYTES = 128 * 1024
 # A value larger than this is written as a record of its own (a long model answer).
 MAX_BATCHED_VALUE_BYTES = 16 * 1024
 MARKS_PREFIX = "marks/"
@@ -98,9 +95,8 @@ class DurableMap:
         self._data: dict[str, float | tuple[float, Any]] = {}
         self._reader: CompactedReader | None = None
         self._cleanup_task: asyncio.Task[None] | None = None
-        # The batch of marks being gathered, per writer; the batches being written.
-        self._batches: dict[KafkaWriter, _Batch] = {}
-        self._flushing: set[asyncio.Task[None]] = set()
+        # put_all's entries, several to a record: (write time, key, "key":value or None: a mark)
+        self._batcher: PassBatcher[_Entry] = PassBatcher(topic, MARKS_PREFIX, _encode_entries)
 
     def __len__(self) -> int:
         return len(self._data)
@@ -180,41 +176,6 @@ class DurableMap:
             if current is None or _written_at(current) <= written_at:
                 data[key] = (written_at, b'{"value":' + orjson.dumps(value) + b"}")
 
-    def _batch(self, writer: KafkaWriter, size_bytes: int) -> _Batch:
-        """The batch an entry of ``size_bytes`` joins: the one being gathered for ``writer``,
-        unless it is full or none is; a new one is written on the event loop's next pass."""
-        batch = self._batches.get(writer)
-        if (
-            batch is None
-            or batch.entries >= MAX_ENTRIES_PER_RECORD
-            or batch.size_bytes + size_bytes > MAX_RECORD_BYTES
-        ):
-            batch = self._batches[writer] = _Batch()
-            asyncio.get_running_loop().call_soon(self._flush, writer, batch)
-        return batch
-
-    def _flush(self, writer: KafkaWriter, batch: _Batch) -> None:
-        if self._batches.get(writer) is batch:
-            del self._batches[writer]
-        task = asyncio.create_task(self._write_batch(writer, batch))
-        self._flushing.add(task)
-        task.add_done_callback(self._flushing.discard)
-
-    async def _write_batch(self, writer: KafkaWriter, batch: _Batch) -> None:
-        """One record for the batch's entries, written until acknowledged (:func:`emit`);
-        then every put waiting on it goes on."""
-        key = f"{MARKS_PREFIX}{os.urandom(16).hex()}".encode()  # uuid4: 4x the CPU
-        try:
-            await emit(writer, self.topic, batch.encode(), key=key)
-        except asyncio.CancelledError:  # at a stop: the puts waiting on it end too
-            batch.done.cancel()
-            raise
-        except Exception as exc:  # e.g. RecordTooLarge: each put waiting on it raises it
-            batch.done.set_exception(exc)
-            batch.done.exception()  # retrieved, even if every put waiting on it was cancelled
-            raise
-        batch.done.set_result(None)
-
     async def start(self) -> None:
         """Create the topic if needed and load it to its current end; then keep tailing."""
         started = time.monotonic()
@@ -248,10 +209,7 @@ class DurableMap:
                 log.info("%s: forgot %d expired entries", self.topic, expired)
 
     async def stop(self) -> None:
-        for task in list(self._flushing):
-            task.cancel()
-        if self._flushing:
-            await asyncio.gather(*self._flushing, return_exceptions=True)
+        await self._batcher.stop()
         if self._cleanup_task is not None:
             self._cleanup_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -262,37 +220,27 @@ class DurableMap:
             self._reader = None
 
 
-class _Batch:
-    """Entries gathered for one record (:meth:`DurableMap._batch`), and the future their puts
-    wait on: done once the record is acknowledged. Values are kept encoded (``"key":value``),
-    so that the record's size is known as it grows and each value is encoded once."""
+_Entry = tuple[float, str, bytes | None]
 
-    __slots__ = ("done", "marks", "size_bytes", "values", "written_at")
 
-    def __init__(self) -> None:
-        self.marks: list[str] = []
-        self.values: list[bytes] = []
-        self.size_bytes = 0
-        self.written_at = 0.0
-        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    @property
-    def entries(self) -> int:
-        return len(self.marks) + len(self.values)
-
-    def encode(self) -> bytes:
-        # "marks" always present: workers that batched marks alone read it and skip "values".
-        return b"".join(
-            (
-                b'{"written_at":',
-                orjson.dumps(self.written_at),
-                b',"marks":',
-                orjson.dumps(self.marks),
-                b',"values":{',
-                b",".join(self.values),
-                b"}}",
-            )
+def _encode_entries(entries: list[_Entry]) -> bytes:
+    """A batch record (module docstring) of put_all's entries: its marks by key, its values
+    already encoded (``"key":value``, so that each is encoded once and its size known as the
+    record grows), and the latest of their write times."""
+    marks = [key for _, key, fragment in entries if fragment is None]
+    values = [fragment for _, _, fragment in entries if fragment is not None]
+    # "marks" always present: workers that batched marks alone read it and skip "values".
+    return b"".join(
+        (
+            b'{"written_at":',
+            orjson.dumps(max(at for at, _, _ in entries)),
+            b',"marks":',
+            orjson.dumps(marks),
+            b',"values":{',
+            b",".join(values),
+            b"}}",
         )
+    )
 
 
 async def put_all(writer: KafkaWriter, entries: Sequence[tuple[DurableMap, str, Any]]) -> None:
@@ -303,31 +251,26 @@ async def put_all(writer: KafkaWriter, entries: Sequence[tuple[DurableMap, str, 
     :data:`MAX_BATCHED_VALUE_BYTES` goes as a record of its own, awaited with them
     (:func:`agents.emit.emit_all`)."""
     stamped = [(target, key, value, target._clock()) for target, key, value in entries]
-    batches: list[_Batch] = []
+    waits: list[asyncio.Future[None]] = []
     records: list[Record] = []
     for target, key, value, at in stamped:
         if type(value) is int and value == 1:
-            size_bytes = len(key) + 3  # "key", (an estimate: the cap is far below the limit)
-            batch = target._batch(writer, size_bytes)
-            batch.marks.append(key)
+            # "key", (an estimate: the record's cap is far below Kafka's limit)
+            written = target._batcher.join(writer, (at, key, None), len(key) + 3)
         else:
             encoded = orjson.dumps(value)
             if len(encoded) > MAX_BATCHED_VALUE_BYTES:
                 records.append(Record(target.topic, map_value(value, at), key.encode()))
                 continue
             fragment = orjson.dumps(key) + b":" + encoded
-            size_bytes = len(fragment) + 1
-            batch = target._batch(writer, size_bytes)
-            batch.values.append(fragment)
-        batch.size_bytes += size_bytes
-        batch.written_at = max(batch.written_at, at)
-        if batch not in batches:
-            batches.append(batch)
+            written = target._batcher.join(writer, (at, key, fragment), len(fragment) + 1)
+        if written not in waits:
+            waits.append(written)
     if records:
         await emit_all(writer, records)
-    for batch in batches:
+    for written in waits:
         # Shielded: a put cancelled while it waits leaves the record to the other puts in it.
-        await asyncio.shield(batch.done)
+        await asyncio.shield(written)
     for target, key, value, at in stamped:
         target._data[key] = (at, value)
 
