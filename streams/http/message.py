@@ -8,7 +8,7 @@ content codings (gzip, deflate) held to a size limit, and the encoding of an ans
 from __future__ import annotations
 
 import zlib
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, Protocol
@@ -60,12 +60,54 @@ class Response:
     headers: Mapping[str, str] | None = None
 
 
+class Later:
+    """An answer the application gives later, by calling :meth:`answer` (or :meth:`fail`).
+
+    Why not a future: a future's result reaches the connection through a callback the event
+    loop schedules, a second step after the one that knew the answer (the gateway's: the
+    Kafka acknowledgement). A ``Later`` hands the answer to its connection in the same call,
+    which writes it at once when it is that request's turn. Call it from the event loop's
+    thread, once; a second call is ignored.
+    """
+
+    __slots__ = ("_deliver", "_result")
+
+    def __init__(self) -> None:
+        self._deliver: Callable[[Response | BaseException], None] | None = None
+        self._result: Response | BaseException | None = None  # answered before it was taken
+
+    def answer(self, response: Response) -> None:
+        self._settle(response)
+
+    def fail(self, error: BaseException) -> None:
+        """A bug: the connection answers 500 and logs ``error``."""
+        self._settle(error)
+
+    def _settle(self, result: Response | BaseException) -> None:
+        deliver = self._deliver
+        if deliver is not None:
+            self._deliver = None
+            deliver(result)
+        elif self._result is None:
+            self._result = result
+
+    def take(
+        self, deliver: Callable[[Response | BaseException], None]
+    ) -> Response | BaseException | None:
+        """The connection's side: the answer if it was given already, else None and
+        ``deliver`` receives it when it is."""
+        result = self._result
+        if result is None:
+            self._deliver = deliver
+        return result
+
+
 class Application(Protocol):
     def check_head(self, request: Request) -> Response | None:
         """Before the body: a Response refuses the request, None lets its body be read."""
 
-    def handle(self, request: Request) -> Response | Awaitable[Response]:
-        """The whole request: its answer, now or later."""
+    def handle(self, request: Request) -> Response | Later | Awaitable[Response]:
+        """The whole request: its answer, now or later (a :class:`Later`, or an awaitable)."""
 
     def refuse(self, request: Request | None, error: WebhookRejected) -> Response:
         """The answer to a refusal the server itself makes (size, timeout, encoding, syntax)."""
