@@ -91,20 +91,23 @@ class Acknowledgement:
     def done(self) -> bool:
         return self._callback is None
 
+    # set_result and set_exception each call the callback themselves: one Python call fewer
+    # per webhook than a shared helper.
     def set_result(self, result: RecordMetadata, /) -> None:
-        self._call(result, None)
+        callback, self._callback = self._callback, None
+        if callback is not None:
+            try:
+                callback(result, None)
+            except Exception:
+                log.exception("a write's acknowledgement callback failed")
 
     def set_exception(self, exception: BaseException, /) -> None:
-        self._call(None, exception)
-
-    def _call(self, result: RecordMetadata | None, error: BaseException | None) -> None:
         callback, self._callback = self._callback, None
-        if callback is None:
-            return
-        try:
-            callback(result, error)
-        except Exception:
-            log.exception("a write's acknowledgement callback failed")
+        if callback is not None:
+            try:
+                callback(None, exception)
+            except Exception:
+                log.exception("a write's acknowledgement callback failed")
 
 
 class BatchingKafkaWriter(KafkaWriter):
