@@ -119,7 +119,9 @@ def start(
     process = subprocess.Popen(
         args, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=code or REPO
     )
-    deadline = time.monotonic() + 90
+    # Generous: under valgrind (instructions.py) on a loaded 2-core machine, importing the
+    # gateway alone took over 90 s.
+    deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         match = _LISTENING.search(log.read_text(errors="replace"))
         if match:
