@@ -29,7 +29,6 @@ from aiokafka.structs import RecordMetadata
 
 from schemas.config import KafkaSettings
 from schemas.errors import BrokerUnavailable, RecordTooLarge
-from streams.kafka import produce_encoding
 from streams.kafka.connection import client_kwargs, start_failure
 from streams.kafka.partitioner import KeyPartitioner
 
@@ -60,10 +59,9 @@ class KafkaWriter:
         self._retiring: set[asyncio.Task[None]] = set()
 
     def _new_producer(self) -> AIOKafkaProducer:
-        # Produce requests joined once instead of nested copies (byte for byte aiokafka's):
-        # ~20 µs less CPU per request even for the worker's small ones (2 records: 205-258 µs
-        # instead of 250-264, 3 interleaved rounds), and the worker sends one every round trip.
-        produce_encoding.install()
+        # Not streams.kafka.produce_encoding (the replay's): a cheaper request here made the
+        # gateway's requests smaller and more frequent, and the broker spent 1.6x the CPU per
+        # webhook (3 wrk runs, session 12); the worker showed no gain (bench/pipeline).
         return AIOKafkaProducer(
             **client_kwargs(self.settings),
             client_id=self.client_id,
