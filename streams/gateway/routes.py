@@ -47,7 +47,7 @@ from streams.gateway.metrics import PRODUCE_SECONDS, UNKNOWN_SOURCE, count_refus
 from streams.gateway.openapi import build_openapi
 from streams.gateway.signatures.forms import FORM_SCHEMES, form_data, is_form
 from streams.gateway.traced import WebhookSpans
-from streams.http.message import Later, Request, Response
+from streams.http.message import Request, Response
 from streams.kafka.batch_writer import BatchingKafkaWriter
 from streams.metrics import tracing
 from streams.metrics.exposition import exposition
@@ -242,7 +242,7 @@ class Gateway:
             return _method_not_allowed(request, "GET, HEAD")
         return None
 
-    def handle(self, request: Request) -> Response | Later | Awaitable[Response]:
+    def handle(self, request: Request) -> Response | Awaitable[Response]:
         source = request.context
         if source is None:  # a read route: check_head let only those and webhooks through
             return self._reads[request.path](request)
@@ -256,7 +256,9 @@ class Gateway:
         label = source.name if isinstance(source, SourceConfig) else UNKNOWN_SOURCE
         return self._refused(label, request, error)
 
-    def receive_webhook(self, source: SourceConfig, request: Request) -> Response | Later:
+    def receive_webhook(
+        self, source: SourceConfig, request: Request
+    ) -> Response | asyncio.Future[Response]:
         if not self.state.tracing:
             return self._receive(source, request, None)
         spans = WebhookSpans(source, request)
@@ -265,13 +267,12 @@ class Gateway:
         except Exception as exc:  # a bug, answered 500 by the server
             spans.failed(exc)
             raise
-        if isinstance(answer, Response):  # a Later's spans end in _acknowledged
-            spans.answered(answer)
+        spans.answered(answer)
         return answer
 
     def _receive(
         self, source: SourceConfig, request: Request, spans: WebhookSpans | None
-    ) -> Response | Later:
+    ) -> Response | asyncio.Future[Response]:
         state = self.state
         try:
             encoded = _encode(state, source, request, spans)
@@ -285,20 +286,10 @@ class Gateway:
                         "Kafka is not acknowledging writes", code="broker_unavailable"
                     )
                 raise GatewayBusy("too many writes in flight")
-            answer = Later()
             try:
-                state.writer.submit_then(
+                ack = state.writer.submit(
                     state.topic,
                     event.value,
-                    functools.partial(
-                        self._acknowledged,
-                        answer,
-                        source.name,
-                        request,
-                        event,
-                        time.perf_counter(),
-                        spans,
-                    ),
                     key=event.key.encode(),
                     headers=_record_headers(event),
                 )
@@ -309,27 +300,31 @@ class Gateway:
             return self._refused(source.name, request, _too_large_for_kafka(event))
         except (WebhookRejected, BrokerUnavailable) as exc:
             return self._refused(source.name, request, exc)
+        answer: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        ack.add_done_callback(
+            functools.partial(
+                self._acknowledged, answer, source.name, request, event, time.perf_counter(), spans
+            )
+        )
         return answer
 
     def _acknowledged(
         self,
-        answer: Later,
+        answer: asyncio.Future[Response],
         label: str,
         request: Request,
         event: EncodedEvent,
         started_s: float,
         spans: WebhookSpans | None,
-        metadata: RecordMetadata | None,
-        error: BaseException | None,
+        ack: asyncio.Future[RecordMetadata],
     ) -> None:
-        """The write's outcome: 202 with the record's place, or the refusal that says why.
-
-        Called by the batch writer as it resolves the write (an Acknowledgement's callback):
-        the answer is written in this same call when it is the request's turn."""
+        """The write's outcome: 202 with the record's place, or the refusal that says why."""
         gate = self.state.gate
-        if error is None and metadata is not None:
+        error = BrokerUnavailable("the write was cancelled") if ack.cancelled() else ack.exception()
+        if error is None:
             gate.leave(acknowledged=True)
             PRODUCE_SECONDS.observe(time.perf_counter() - started_s)
+            metadata = ack.result()
             if spans is not None:
                 spans.acknowledged(event.id, metadata)
             accepted = {
@@ -340,27 +335,20 @@ class Gateway:
                 "offset": metadata.offset,
             }
             count_request(label, 202)
-            response = Response(202, orjson.dumps(accepted))
+            answer.set_result(Response(202, orjson.dumps(accepted)))
             self._log_accepted(event, metadata)
         elif isinstance(error, RecordTooLarge):
             # Within max_body_bytes but over Kafka's limit once wrapped: the sender's retry
             # would fail alike, so 413, and the broker is fine (the gate is not told otherwise).
             gate.leave(acknowledged=None)
-            response = self._refused(label, request, _too_large_for_kafka(event))
+            answer.set_result(self._refused(label, request, _too_large_for_kafka(event)))
         elif isinstance(error, BrokerUnavailable):
             gate.leave(acknowledged=False)
             log.warning("503 for %s/%s: %s", label, event.id, error, extra=_log_ids(event))
-            response = self._refused(label, request, error)
+            answer.set_result(self._refused(label, request, error))
         else:  # not an outcome the writer promises: a bug, answered 500 by the server
             gate.leave(acknowledged=None)
-            failure = error or TypeError("a write acknowledged without its metadata")
-            if spans is not None:
-                spans.failed(failure)
-            answer.fail(failure)
-            return
-        if spans is not None:
-            spans.answered(response)
-        answer.answer(response)
+            answer.set_exception(error)
 
     def _log_accepted(self, event: EncodedEvent, metadata: RecordMetadata) -> None:
         """One line per accepted webhook, at gateway.log_accepted's level and sampled share;

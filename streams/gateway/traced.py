@@ -13,6 +13,7 @@ another branch (:meth:`streams.gateway.routes.Gateway.receive_webhook`).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -100,10 +101,20 @@ class WebhookSpans:
                 }
             )
 
-    def answered(self, answer: Response) -> None:
-        """End both spans with the answer (a refusal's now, a write's once its outcome is
-        known: :meth:`streams.gateway.routes.Gateway._acknowledged`)."""
-        self._end(answer)
+    def answered(self, answer: Response | asyncio.Future[Response]) -> None:
+        """End both spans with the answer (now, or once the write's outcome is known)."""
+        if isinstance(answer, Response):
+            self._end(answer)
+            return
+
+        def done(future: asyncio.Future[Response]) -> None:
+            error = None if future.cancelled() else future.exception()
+            if error is not None:
+                self.failed(error)
+            else:
+                self._end(None if future.cancelled() else future.result())
+
+        answer.add_done_callback(done)
 
     def failed(self, error: BaseException) -> None:
         """End both spans failed: a bug, answered 500 by the server."""

@@ -33,12 +33,9 @@ bodies, trailers (read, then ignored).
 
 The application (:class:`~streams.http.message.Application`) sees a request twice: its head
 first (``check_head``: route, limits, anything that needs no body; a response refuses it), then
-whole (``handle``), and answers with a response, a :class:`~streams.http.message.Later` or an
-awaitable of a response. A ``Later`` is answered by a plain call that writes the answer in
-that same call (the gateway's, from the Kafka acknowledgement): no task, no future, no second
-loop step per request. A future answers from its done callback, one loop step later. The
-types and codecs are in :mod:`streams.http.message`, the listening side in
-:mod:`streams.http.server`.
+whole (``handle``), and answers with a response or an awaitable of one. Returning a future
+answers from its callback, with no task per request. The types and codecs are in
+:mod:`streams.http.message`, the listening side in :mod:`streams.http.server`.
 """
 
 from __future__ import annotations
@@ -62,7 +59,6 @@ from schemas.errors import (
 from streams.http.message import (
     CONTINUE,
     Application,
-    Later,
     Limits,
     Request,
     Response,
@@ -364,13 +360,6 @@ class Connection(asyncio.Protocol):
             if isinstance(result, Response):
                 self._write(request, result)
                 continue
-            if isinstance(result, Later):  # answered by a call: no future, no loop step between
-                now = result.take(self._answered)
-                if now is None:
-                    self._busy = request
-                    continue  # the loop ends: this request is awaited
-                self._write(request, self._checked(request, now))
-                continue
             self._busy = request  # before the callback can run (a done future's runs soon)
             try:
                 future = (
@@ -419,29 +408,13 @@ class Connection(asyncio.Protocol):
             self.abort()
             return
         error = future.exception()
-        self._write(request, self._checked(request, future.result() if error is None else error))
+        response = future.result() if error is None else None
+        if not isinstance(response, Response):
+            error = error or TypeError(f"an answer of type {type(response).__name__}")
+            log.error("the gateway failed %s %s", request.method, request.path, exc_info=error)
+            response = internal_error(error)
+        self._write(request, response)
         self._pump()
-
-    def _answered(self, result: Response | BaseException) -> None:
-        """A :class:`Later`'s answer to the request being awaited: written now, in the
-        caller's own call, and the requests queued behind it handled."""
-        request, self._busy = self._busy, None
-        if request is None or self._transport is None:
-            return  # the connection is gone, nobody to tell
-        self._write(request, self._checked(request, result))
-        self._pump()
-
-    def _checked(self, request: Request, result: object) -> Response:
-        """The answer, or a 500 for a bug (an exception, or an answer of the wrong type)."""
-        if isinstance(result, Response):
-            return result
-        error = (
-            result
-            if isinstance(result, BaseException)
-            else TypeError(f"an answer of type {type(result).__name__}")
-        )
-        log.error("the gateway failed %s %s", request.method, request.path, exc_info=error)
-        return internal_error(error)
 
     def _write(self, request: Request, response: Response) -> None:
         transport = self._transport

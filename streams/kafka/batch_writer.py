@@ -32,8 +32,7 @@ import contextlib
 import functools
 import logging
 import random
-from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
@@ -51,63 +50,11 @@ from streams.kafka.producer import (
 
 log = logging.getLogger(__name__)
 
-
-class _Waiter(Protocol):
-    """What a pending write is answered through: a future, or an :class:`Acknowledgement`."""
-
-    def done(self) -> bool: ...
-
-    def set_result(self, result: RecordMetadata, /) -> None: ...
-
-    def set_exception(self, exception: BaseException, /) -> None: ...
-
-
-# (value, key, headers, caller's waiter): a tuple, the cheapest record of a pending write.
-_Entry = tuple[bytes, bytes | None, Headers, _Waiter]
+# (value, key, headers, caller's future): a tuple, the cheapest record of a pending write.
+_Entry = tuple[bytes, bytes | None, Headers, "asyncio.Future[RecordMetadata]"]
 # A batch with the producer: (its acknowledgement, the records in it, their timestamps in ms).
 _Batch = tuple["asyncio.Future[Any]", list[_Entry], list[int]]
 _HASH_CACHE_SIZE = 65536  # distinct keys whose murmur2 hash is kept (keys repeat: customers)
-# The outcome of one write, as an Acknowledgement's callback gets it: the record's place, or
-# BrokerUnavailable / RecordTooLarge.
-OnAcknowledged = Callable[[RecordMetadata | None, BaseException | None], None]
-
-
-class Acknowledgement:
-    """One write's outcome delivered by a direct call, not through a future.
-
-    Why: a future runs its callbacks one event-loop step after it is resolved, and the
-    gateway then answered through a second future, a second step. Called in the same call
-    that resolves the batch, the gateway writes its 202 at once (:meth:`BatchingKafkaWriter.
-    submit_then`). It has the three methods of a future the writer uses, so it waits in the
-    same lists and under the same deadlines as one. ``callback`` is called once; an exception
-    it raises is logged, never passed to the writer (whose other callers still need answers).
-    """
-
-    __slots__ = ("_callback",)
-
-    def __init__(self, callback: OnAcknowledged) -> None:
-        self._callback: OnAcknowledged | None = callback
-
-    def done(self) -> bool:
-        return self._callback is None
-
-    # set_result and set_exception each call the callback themselves: one Python call fewer
-    # per webhook than a shared helper.
-    def set_result(self, result: RecordMetadata, /) -> None:
-        callback, self._callback = self._callback, None
-        if callback is not None:
-            try:
-                callback(result, None)
-            except Exception:
-                log.exception("a write's acknowledgement callback failed")
-
-    def set_exception(self, exception: BaseException, /) -> None:
-        callback, self._callback = self._callback, None
-        if callback is not None:
-            try:
-                callback(None, exception)
-            except Exception:
-                log.exception("a write's acknowledgement callback failed")
 
 
 class BatchingKafkaWriter(KafkaWriter):
@@ -130,9 +77,10 @@ class BatchingKafkaWriter(KafkaWriter):
         # (deadline on the loop's clock, caller's future) in send order: with one deadline for
         # every write, the oldest is always due first, so one timer serves them all (a
         # call_later per write cost ~3 µs of the gateway's hot path).
-        self._deadlines: collections.deque[tuple[float, _Waiter]] = collections.deque()
+        self._deadlines: collections.deque[tuple[float, asyncio.Future[RecordMetadata]]] = (
+            collections.deque()
+        )
         self._sweeper: asyncio.TimerHandle | None = None
-        self._loop: asyncio.AbstractEventLoop  # set by start(), before any write is taken
         self._metadata_fetches: set[asyncio.Task[None]] = set()
         self.batches_sent = 0  # for tests and the benchmark's notes: records per batch
         self.records_sent = 0
@@ -147,8 +95,7 @@ class BatchingKafkaWriter(KafkaWriter):
 
     async def start(self) -> None:
         await super().start()
-        self._loop = asyncio.get_running_loop()
-        self._wake = self._loop.create_future()
+        self._wake = asyncio.get_running_loop().create_future()
         self._rounds = asyncio.create_task(self._write_rounds(), name="kafka-batch-writer")
 
     async def stop(self) -> None:
@@ -219,38 +166,6 @@ class BatchingKafkaWriter(KafkaWriter):
         ``produce_timeout_s`` at the latest (``deadline_s`` is the caller's own timer's).
         Raises the same two errors at once when the record cannot be queued.
         """
-        waiter: asyncio.Future[RecordMetadata] = asyncio.get_running_loop().create_future()
-        self._queue(topic, value, key, headers, deadline_s, waiter)
-        return waiter
-
-    def submit_then(
-        self,
-        topic: str,
-        value: bytes,
-        callback: OnAcknowledged,
-        *,
-        key: bytes | None = None,
-        headers: Headers = (),
-    ) -> None:
-        """:meth:`submit` with the outcome passed to ``callback(metadata, error)`` in the
-        call that resolves the write, instead of a future's callback one loop step later.
-
-        The same promises: exactly one call, with the record's metadata or with
-        :class:`BrokerUnavailable` / :class:`RecordTooLarge`, by ``produce_timeout_s`` at the
-        latest; the same two errors raised at once (and no call) when it cannot be queued.
-        The call may come from inside the writer's round: ``callback`` must not block.
-        """
-        self._queue(topic, value, key, headers, None, Acknowledgement(callback))
-
-    def _queue(
-        self,
-        topic: str,
-        value: bytes,
-        key: bytes | None,
-        headers: Headers,
-        deadline_s: float | None,
-        waiter: _Waiter,
-    ) -> None:
         if self._rounds is None or self._wake is None:
             raise BrokerUnavailable("the Kafka producer is not running")
         if type(headers) is not list:  # aiokafka's C record builder takes lists only
@@ -265,12 +180,14 @@ class BatchingKafkaWriter(KafkaWriter):
         if count is None:
             partitions = self._producer.client.cluster.partitions_for_topic(topic)
             if not partitions:  # the topic's first write: its metadata has to be fetched
-                self._submit_after_metadata(topic, value, key, headers, deadline_s, waiter)
-                return
+                return self._submit_after_metadata(topic, value, key, headers, deadline_s)
             count = self._partition_counts[topic] = len(partitions)
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[RecordMetadata] = loop.create_future()
         self._enqueue((topic, self._partition(key, count)), (value, key, headers, waiter))
         if deadline_s is None:
-            self._add_deadline(waiter)
+            self._add_deadline(loop, waiter)
+        return waiter
 
     def _submit_after_metadata(
         self,
@@ -279,11 +196,11 @@ class BatchingKafkaWriter(KafkaWriter):
         key: bytes | None,
         headers: Headers,
         deadline_s: float | None,
-        waiter: _Waiter,
-    ) -> None:
+    ) -> asyncio.Future[RecordMetadata]:
         """submit() for a topic without metadata yet: a task fetches it, then queues the
-        record with the caller's waiter (so the caller's deadline can end it meanwhile)."""
+        record with the caller's future (a plain one, so the caller's deadline can end it)."""
         loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[RecordMetadata] = loop.create_future()
 
         async def fetch_then_enqueue() -> None:
             wait_s = self.settings.produce_timeout_s if deadline_s is None else deadline_s
@@ -303,7 +220,8 @@ class BatchingKafkaWriter(KafkaWriter):
         self._metadata_fetches.add(task)  # a task nobody holds may be collected mid-way
         task.add_done_callback(self._metadata_fetches.discard)
         if deadline_s is None:
-            self._add_deadline(waiter)
+            self._add_deadline(loop, waiter)
+        return waiter
 
     def _enqueue(self, tp: tuple[str, int], entry: _Entry) -> None:
         """Add a record to its partition's next batch and wake the writing rounds."""
@@ -315,13 +233,14 @@ class BatchingKafkaWriter(KafkaWriter):
         if self._wake is not None and not self._wake.done():
             self._wake.set_result(None)
 
-    def _add_deadline(self, waiter: _Waiter) -> None:
+    def _add_deadline(
+        self, loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[RecordMetadata]
+    ) -> None:
         """``produce_timeout_s`` from now, ``waiter`` fails with BrokerUnavailable unless
         answered by then (the answered ones at the head are dropped on the way)."""
         deadlines = self._deadlines
         while deadlines and deadlines[0][1].done():
             deadlines.popleft()
-        loop = self._loop
         deadlines.append((loop.time() + self.settings.produce_timeout_s, waiter))
         if self._sweeper is None:
             self._sweeper = loop.call_at(deadlines[0][0], self._sweep)
@@ -485,7 +404,7 @@ def _late(deadline_s: float) -> BrokerUnavailable:
     return BrokerUnavailable(f"Kafka did not acknowledge within {deadline_s:g} s")
 
 
-def _expire(waiter: _Waiter, error: BrokerUnavailable) -> None:
+def _expire(waiter: asyncio.Future[RecordMetadata], error: BrokerUnavailable) -> None:
     """A write's deadline: its caller is answered 503 unless it was answered already."""
     if not waiter.done():
         waiter.set_exception(error)

@@ -7,7 +7,6 @@ then reads the topic back with a plain consumer.
 from __future__ import annotations
 
 import asyncio
-import functools
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator
@@ -307,47 +306,3 @@ async def test_a_write_expired_while_its_topic_metadata_was_fetched_is_never_wri
     on_topic = await read_all(kafka_bootstrap, topic)
     assert [r.value for r in on_topic] == [b'{"n":"kept"}']
     assert kept.offset == 0
-
-
-async def test_submit_then_calls_back_once_per_write_with_its_place_or_a_hookstream_error(
-    kafka_bootstrap: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    # submit_then() is what the gateway answers from now: no future, the callback called in
-    # the call that resolves the write. A callback that raises is logged and does not keep the
-    # writer from answering the other records of its batch.
-    settings = KafkaSettings(bootstrap_servers=kafka_bootstrap, produce_timeout_s=2)
-    async with BatchingKafkaWriter(settings, client_id="test-submit-then") as writer:
-        topic = await create_topic(kafka_bootstrap)
-        outcomes: dict[int, list[tuple[RecordMetadata | None, BaseException | None]]] = defaultdict(
-            list
-        )
-        all_called = asyncio.get_running_loop().create_future()
-
-        def callback(
-            index: int, metadata: RecordMetadata | None, error: BaseException | None
-        ) -> None:
-            outcomes[index].append((metadata, error))
-            if len(outcomes) == 6 and not all_called.done():
-                all_called.set_result(None)
-            if index == 2:
-                raise RuntimeError("a bug in one caller's callback")
-
-        for index in range(5):
-            writer.submit_then(
-                topic, b'{"n":%d}' % index, functools.partial(callback, index), key=b"k"
-            )
-        missing = f"absent-{uuid.uuid4().hex[:8]}"  # no such topic: its deadline answers it
-        writer.submit_then(missing, b"{}", functools.partial(callback, 5), key=b"k")
-        with pytest.raises(RecordTooLarge):  # refused at once, and never called back
-            writer.submit_then(topic, b"x" * (2 * 1024 * 1024), functools.partial(callback, 6))
-        await asyncio.wait_for(all_called, timeout=20)
-    assert sorted(outcomes) == [0, 1, 2, 3, 4, 5]
-    assert all(len(calls) == 1 for calls in outcomes.values())  # exactly once each
-    placed = [outcomes[i][0] for i in range(5)]
-    assert [(m.offset if m else None, e) for m, e in placed] == [(i, None) for i in range(5)]
-    metadata, error = outcomes[5][0]
-    assert metadata is None
-    assert isinstance(error, BrokerUnavailable)
-    assert "acknowledgement callback failed" in caplog.text
-    on_topic = await read_all(kafka_bootstrap, topic)
-    assert [r.value for r in on_topic] == [b'{"n":%d}' % i for i in range(5)]

@@ -23,7 +23,7 @@ from typing import cast
 import orjson
 
 from schemas.errors import WebhookRejected
-from streams.http.message import Later, Limits, Request, Response
+from streams.http.message import Limits, Request, Response
 from streams.http.protocol import Connection
 from streams.http.server import HttpServer
 from tests.support.clock import ManualClock
@@ -51,8 +51,6 @@ class EchoApp:
     """Answers each request with what it saw; ``/hold`` waits for the test to release it."""
 
     held: list[asyncio.Future[Response]] = field(default_factory=list)
-    #: ``/later`` answers with a Later the test gives (``/later-now``: given before it returns)
-    later: list[Later] = field(default_factory=list)
     heads: list[str] = field(default_factory=list)
     bodies: list[bytes] = field(default_factory=list)
 
@@ -62,14 +60,8 @@ class EchoApp:
             return Response(403, b'{"refused":true}')
         return None
 
-    def handle(self, request: Request) -> Response | Later | asyncio.Future[Response]:
+    def handle(self, request: Request) -> Response | asyncio.Future[Response]:
         self.bodies.append(request.body)
-        if request.path.startswith("/later"):
-            answer = Later()
-            self.later.append(answer)
-            if request.path == "/later-now":
-                answer.answer(Response(202, b'{"now":true}'))
-            return answer
         if request.path == "/hold":
             future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
             self.held.append(future)

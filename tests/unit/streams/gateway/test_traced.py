@@ -4,6 +4,7 @@ webhook gets no child span; a UUID X-Request-Id names a new trace."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import pytest
@@ -56,9 +57,12 @@ async def test_a_webhook_is_a_receive_span_with_verify_and_send_under_it(
         pass
     record = spans.sending("p.events")
     spans.acknowledged("wh-1", metadata())
-    # Receive and send stay open until the answer (given once the write's outcome is known).
+    answer: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+    spans.answered(answer)
+    # Receive and send stay open until the answer.
     assert [span.name for span in exported.get_finished_spans()] == ["verify"]
-    spans.answered(Response(202))
+    answer.set_result(Response(202))
+    await asyncio.sleep(0)  # the future's callbacks run on the next turn of the loop
     by_name = {span.name: span for span in exported.get_finished_spans()}
     receive = by_name["POST /webhooks/{source}"]
     assert ids(receive)[0] == TRACE

@@ -48,56 +48,6 @@ async def test_pipelined_requests_are_answered_in_order_even_when_the_first_wait
     writer.close()
 
 
-async def test_a_later_answer_is_written_in_the_call_that_gives_it_and_in_order(
-    served: Served,
-) -> None:
-    client = await served.open()
-    reader, writer = client.reader, client.writer
-    writer.write(post("/later", b"first") + post("/later-now", b"x") + post("/echo", b"third"))
-    await until(
-        lambda: len(client.connection._queue) == 2 or len(served.app.bodies) > 1,
-        "the later requests to be queued",
-    )
-    assert served.app.bodies == [b"first"]  # nothing handled ahead of the awaited one
-    served.app.later[0].answer(Response(201, b'{"later":true}'))
-    # Within that call, with no loop step in between: the answer written, and the requests
-    # behind it handled and answered (the second gave its Later's answer before returning).
-    assert served.app.bodies == [b"first", b"x", b"third"]
-    assert client.connection._busy is None
-    assert not client.connection._queue
-    answers = [await read_answer(reader) for _ in range(3)]
-    assert [a.status for a in answers] == [201, 202, 200]
-    assert orjson.loads(answers[2].body)["body"] == "third"
-    served.app.later[0].answer(Response(500))  # a second answer is ignored
-    writer.write(post("/echo", b"still open"))
-    assert (await read_answer(reader)).status == 200
-    writer.close()
-
-
-async def test_a_later_that_fails_is_a_500_and_the_connection_goes_on(served: Served) -> None:
-    reader, writer = await served.connect()
-    writer.write(post("/later", b"") + post("/echo", b"after"))
-    await until(lambda: served.app.later, "the Later")
-    served.app.later[0].fail(RuntimeError("a bug behind the Later"))
-    assert (await read_answer(reader)).status == 500
-    assert orjson.loads((await read_answer(reader)).body)["body"] == "after"
-    writer.close()
-
-
-async def test_a_later_answered_after_its_connection_closed_is_dropped(served: Served) -> None:
-    client = await served.open()
-    client.writer.write(post("/later", b""))
-    await until(lambda: served.app.later, "the Later")
-    client.connection.abort()  # lost before its answer (e.g. a reset)
-    await until(lambda: client.connection._transport is None, "the connection to be lost")
-    served.app.later[0].answer(Response(202))  # nobody to write to: dropped, no error
-    reader, writer = await served.connect()
-    writer.write(post("/echo", b"next"))
-    assert (await read_answer(reader)).status == 200
-    writer.close()
-    client.writer.close()
-
-
 async def test_more_pipelined_requests_than_the_queue_holds_are_all_answered(
     served: Served,
 ) -> None:
