@@ -1,5 +1,4 @@
-"""A produce request encoded with one copy of its record batches instead of six, and its
-response decoded in one pass.
+"""A produce request encoded with one copy of its record batches instead of six.
 
 aiokafka encodes a request by nesting: each record batch is joined into its partition's
 entry, that into the partition array, the topic entry, the topic array and the request
@@ -12,25 +11,13 @@ requests of 4 x 1 MiB took 60 ms of CPU instead of 120 (fresh buffers' page faul
 a 100,000-event replay (45 MB in 19 requests of 2.4 MB on average) used ~0.02-0.03 s less CPU
 (medians of 8 interleaved runs on a loaded machine: bench/replay, issue 16).
 
-The response: aiokafka decodes it field by field (``Struct.decode``: a ``BytesIO.read`` and a
-``struct.unpack`` per integer, a generator per array), ~9 µs per partition in the answer. A
-worker's request writes to several topics' partitions at once (enriched, results, the maps):
-20 partitions took 185 µs to decode on a loaded machine. :func:`install` gives the produce
-responses of v5-v8 (what a broker of Kafka 2.1 or later answers) a ``decode`` reading the
-partitions with one ``struct.unpack_from`` each, into the same structure
-(tests/unit/streams/kafka/test_produce_encoding.py compares them).
-
 aiokafka 0.14 internals (``aiokafka.protocol.produce``, pinned in pyproject.toml); installed
-for the rest of the process by the processes that write in bulk (the replay). Not by
-:class:`streams.kafka.producer.KafkaWriter`: tried in session 12, a request ~20 µs cheaper
-made the gateway's requests smaller and more frequent, the broker's CPU per webhook rose 1.6x
-in 3 wrk runs and the gateway's own did not fall; the worker showed no gain.
+by the processes that write in bulk (the replay), for the rest of the process.
 """
 
 from __future__ import annotations
 
 import struct
-from io import BytesIO
 from typing import Any
 
 from aiokafka.protocol import produce
@@ -87,94 +74,8 @@ def _encode(request: Any) -> bytes:
     return b"".join(chunks)
 
 
-_PARTITION_V5 = struct.Struct(">ihqqq")  # partition, error_code, offset, timestamp, log start
-_INT16 = struct.Struct(">h").unpack_from
-_INT32 = struct.Struct(">i").unpack_from
-
-
-def _decode_string(raw: bytes, at: int) -> tuple[str | None, int]:
-    (length,) = _INT16(raw, at)
-    at += 2
-    if length < 0:
-        return None, at
-    end = at + length
-    if end > len(raw):
-        raise ValueError("Buffer underrun decoding string")
-    return raw[at:end].decode("utf-8"), end
-
-
-def _decode_partitions_v8(raw: bytes, at: int, count: int) -> tuple[list[Any], int]:
-    partitions: list[Any] = []
-    unpack = _PARTITION_V5.unpack_from
-    for _ in range(count):
-        fixed = unpack(raw, at)
-        at += _PARTITION_V5.size
-        (errors_count,) = _INT32(raw, at)
-        at += 4
-        record_errors: list[Any] | None = None
-        if errors_count != -1:
-            record_errors = []
-            for _ in range(errors_count):
-                (index,) = _INT32(raw, at)
-                message, at = _decode_string(raw, at + 4)
-                record_errors.append((index, message))
-        error_message, at = _decode_string(raw, at)
-        partitions.append((*fixed, record_errors, error_message))
-    return partitions, at
-
-
-def _decode_response(cls: Any, data: BytesIO | bytes) -> Any:
-    """A produce response of v5-v8 as aiokafka's ``Struct.decode`` gives it (lists for
-    arrays, tuples for their entries, None for a null array or string), read from ``data``'s
-    position, which is left after the response as aiokafka's leaves it."""
-    if isinstance(data, bytes):
-        data = BytesIO(data)
-    raw = data.getvalue()
-    at = data.tell()
-    v8 = cls.API_VERSION >= 8
-    try:
-        (topic_count,) = _INT32(raw, at)
-        at += 4
-        topics: list[Any] | None = None
-        if topic_count != -1:
-            topics = []
-            for _ in range(topic_count):
-                topic, at = _decode_string(raw, at)
-                (count,) = _INT32(raw, at)
-                at += 4
-                partitions: list[Any] | None = None
-                if count != -1 and v8:
-                    partitions, at = _decode_partitions_v8(raw, at, count)
-                elif count != -1:
-                    unpack = _PARTITION_V5.unpack_from
-                    size = _PARTITION_V5.size
-                    partitions = [unpack(raw, at + i * size) for i in range(count)]
-                    at += count * size
-                topics.append((topic, partitions))
-        (throttle_time_ms,) = _INT32(raw, at)
-        at += 4
-    except struct.error as exc:  # aiokafka's own decoding raises ValueError on a short buffer
-        raise ValueError(f"Buffer underrun decoding a produce response: {exc}") from exc
-    data.seek(at)
-    return cls(topics, throttle_time_ms)
-
-
-_RESPONSES: tuple[Any, ...] = tuple(
-    getattr(produce, f"ProduceResponse_v{n}")
-    for n in range(5, 9)
-    if hasattr(produce, f"ProduceResponse_v{n}")
-    and getattr(produce, f"ProduceResponse_v{n}").SCHEMA
-    in (produce.ProduceResponse_v5.SCHEMA, produce.ProduceResponse_v8.SCHEMA)
-)
-_DECODE = classmethod(_decode_response)
-
-
 def install() -> None:
-    """Encode every produce request of this process with :func:`_encode` and decode every
-    v5-v8 produce response with :func:`_decode_response` (idempotent)."""
+    """Encode every produce request of this process with :func:`_encode` (idempotent)."""
     for version in _VERSIONS:
         if version.__dict__.get("encode") is not _encode:
             version.encode = _encode
-    for response in _RESPONSES:
-        if response.__dict__.get("decode") is not _DECODE:
-            response.decode = _DECODE
