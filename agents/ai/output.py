@@ -16,12 +16,15 @@ failing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
+from agents.ai.output_check import quick_check
 from schemas.errors import InvalidModelOutput
 from schemas.output_schema import new_validator
 
@@ -31,10 +34,20 @@ _MOST_ERRORS_LISTED = 50
 _LONGEST_VALUE_CHARS = 80
 
 
-def compile_schema(name: str, schema: dict[str, Any]) -> Draft202012Validator:
-    """The flow's validator, built once. ``name`` is the flow's, for the reader of a trace."""
+@dataclass(frozen=True, slots=True)
+class OutputSchema:
+    """A flow's compiled output schema: jsonschema's validator, which decides and words every
+    error, and for a simple schema a quick check that can only say "certainly fits"
+    (:mod:`agents.ai.output_check`)."""
+
+    validator: Draft202012Validator
+    fits: Callable[[Any], bool] | None
+
+
+def compile_schema(name: str, schema: dict[str, Any]) -> OutputSchema:
+    """The flow's schema, built once. ``name`` is the flow's, for the reader of a trace."""
     del name  # the errors name paths in the answer; the dead letter already names the flow
-    return new_validator(schema)
+    return OutputSchema(new_validator(schema), quick_check(schema))
 
 
 def _strip_fences(text: str) -> str:
@@ -67,7 +80,7 @@ def answer_errors(validator: Draft202012Validator, answer: Any) -> list[str]:
     return [_described(e) for e in errors]
 
 
-def parse_output(validator: Draft202012Validator, content: str) -> dict[str, Any]:
+def parse_output(schema: OutputSchema, content: str) -> dict[str, Any]:
     """Parse (a Markdown fence is stripped), validate, and return the answer as the result's
     ``output``; raise :class:`InvalidModelOutput` listing every error."""
     try:
@@ -75,7 +88,8 @@ def parse_output(validator: Draft202012Validator, content: str) -> dict[str, Any
     except orjson.JSONDecodeError:
         preview = " ".join(content.split())[:120]
         raise InvalidModelOutput(f"the answer is not JSON: {preview!r}", stage="ai") from None
-    errors = answer_errors(validator, raw)
+    fits = schema.fits
+    errors = [] if fits is not None and fits(raw) else answer_errors(schema.validator, raw)
     if errors:
         listed = errors[:_MOST_ERRORS_LISTED]
         if len(errors) > len(listed):
@@ -86,7 +100,7 @@ def parse_output(validator: Draft202012Validator, content: str) -> dict[str, Any
         )
     # The schema's top level is type: object (checked at load), so a valid answer is a dict.
     output: dict[str, Any] = raw
-    schema = validator.schema
-    for name in (schema.get("properties") if isinstance(schema, dict) else None) or {}:
+    declared = schema.validator.schema
+    for name in (declared.get("properties") if isinstance(declared, dict) else None) or {}:
         output.setdefault(name, None)
     return output

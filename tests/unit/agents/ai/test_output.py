@@ -6,9 +6,8 @@ from typing import Any
 
 import orjson
 import pytest
-from jsonschema import Draft202012Validator
 
-from agents.ai.output import compile_schema, parse_output
+from agents.ai.output import OutputSchema, compile_schema, parse_output
 from schemas.errors import InvalidModelOutput
 
 SCHEMA: dict[str, Any] = {
@@ -27,7 +26,7 @@ SCHEMA: dict[str, Any] = {
 VALID = {"sentiment": "negative", "summary": "Double charge"}
 
 
-def validator(schema: dict[str, Any] | None = None) -> Draft202012Validator:
+def validator(schema: dict[str, Any] | None = None) -> OutputSchema:
     return compile_schema("feedback-triage", schema or SCHEMA)
 
 
