@@ -68,7 +68,13 @@ from schemas.config import HookstreamConfig
 from schemas.errors import Fenced
 from streams.kafka.admin import create_topics
 from streams.kafka.connection import client_kwargs
-from streams.kafka.reader import new_consumer, partitions_of, read_window, window
+from streams.kafka.reader import (
+    TOPIC_APPEARS_WITHIN_S,
+    new_consumer,
+    partitions_of,
+    read_window,
+    window,
+)
 from streams.ops.replay_batch import BatchBackend, BatchReplayer, Rounds
 
 log = logging.getLogger(__name__)
@@ -320,7 +326,11 @@ class Batcher:
         following = 0
         try:
             await consumer.start()
-            win = await window(consumer, self.journal)
+            # Created (by run) just before: the broker may not show it in its metadata yet.
+            tps = await partitions_of(
+                consumer, self.journal, appear_within_s=TOPIC_APPEARS_WITHIN_S
+            )
+            win = await window(consumer, self.journal, partitions=tps)
             async for batch in read_window(consumer, win):
                 for record in batch:
                     note: dict[str, Any] = orjson.loads(record.value or b"{}")

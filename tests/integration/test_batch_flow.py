@@ -471,7 +471,7 @@ async def test_a_batcher_paused_between_its_intent_and_its_submission_submits_no
         runtimes = {p.name: ProviderRuntime.build(p, session) for p in config.providers}
         backend = _PausedBackend(config, runtimes, session)
         first = asyncio.create_task(OpsBatcher(config, backend).run(asyncio.Event()))
-        await asyncio.wait_for(backend.entered.wait(), 60)  # its intent is on the journal
+        await _entered_or_ended(backend, first)  # its intent is on the journal
         second = await asyncio.create_subprocess_exec(
             sys.executable,
             *("-m", "streams.cli.main", "batcher", "-c", str(path), "-l", "info"),
@@ -501,6 +501,23 @@ async def test_a_batcher_paused_between_its_intent_and_its_submission_submits_no
         assert "not created" in str(stopped.value)  # A's own refusal, before any fence
         ids = [orjson.loads(r.value or b"")["event"]["id"] for r in results]
         assert sorted(ids) == sorted(r.event.id for r in queued)
+
+
+async def _entered_or_ended(backend: _PausedBackend, batcher: asyncio.Task[Any]) -> None:
+    """Until the batcher has reached its submission; a batcher that ends first fails the test
+    with its own error at once (waiting for the submission alone turned its error into a
+    TimeoutError 60 s later)."""
+    entered = asyncio.create_task(backend.entered.wait())
+    try:
+        await asyncio.wait({entered, batcher}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        entered.cancel()
+    if backend.entered.is_set():
+        return
+    if batcher.done():
+        batcher.result()  # its exception, raised here
+        raise AssertionError("the batcher stopped before its submission, without an error")
+    raise TimeoutError("the batcher reached no submission within 60 s")
 
 
 def _ticket(text: str) -> EnrichedEvent:
