@@ -87,6 +87,17 @@ BEFORE_RUNS = ("worker_before", "worker_lookup_before", "sinks_before")
 SINK_RUNS = ("sinks_before", "sinks", "faust_put", "put")
 
 
+def _broker(setup: dict[str, Any]) -> str:
+    """Which broker a run had: a fresh one (``make bench-pipeline`` starts one) or a shared one
+    already holding other runs' topics (older results did not record it)."""
+    held = setup.get("broker_topics_at_start")
+    if held is None:
+        return "a single-node broker (fresh or shared: not recorded)"
+    if held == 0:
+        return "a fresh single-node broker"
+    return f"a shared single-node broker holding {held:,} other topics at the start"
+
+
 def user_system_s(pid: int) -> tuple[float, float]:
     """(utime, stime) of ``pid``, seconds: the interpreter's own work, and the kernel's for it
     (system calls: socket reads and writes, over loopback also the receiving side's TCP work)."""
@@ -575,7 +586,7 @@ def render_sinks(report: dict[str, Any]) -> str:
             "",
             f"`bench/pipeline/run.py --only sinks`: {s['events']:,} AI results pre-loaded over "
             f"{KEYS:,} keys on {PARTITIONS} partitions per run, {s['repeat']} repetitions, "
-            f"medians{before}; the CRM simulator accepts at once; a fresh single-node broker; "
+            f"medians{before}; the CRM simulator accepts at once; {_broker(s)}; "
             f"{s['cpus']} CPUs shared by the broker, the simulator and the process measured; "
             f"Python {s['python']}. CPU is the measured process's own (utime + stime), from its "
             "first output to its last.",
@@ -645,8 +656,7 @@ def render(report: dict[str, Any]) -> str:
             f"`make bench-pipeline` (bench/pipeline/run.py): {s['events']:,} pre-loaded events "
             f"over {KEYS:,} keys on {PARTITIONS} partitions per run, {s['repeat']} repetitions, "
             "medians; the model and the CRM are the bundled simulators answering at once; flow "
-            f"`max_concurrency` {N}; a single-node broker (`make bench-pipeline` starts a fresh "
-            f"one); {s['cpus']} CPUs shared by the "
+            f"`max_concurrency` {N}; {_broker(s)}; {s['cpus']} CPUs shared by the "
             f"broker, the simulators and the process measured; Python {s['python']}. CPU is the "
             "measured process's own (utime + stime), from its first output to its last.",
             *(["", f"Runs: {s['note']}."] if "note" in s else []),
@@ -700,6 +710,8 @@ async def main() -> int:
         async with running_ai_sim() as ai, running_crm_sim(seed_customers=KEYS) as crm:
             bench = Bench(bootstrap, Path(tmp), args.events, ai.base_url, crm.base_url, args.name)
             await bench.counter.start()
+            # A fresh broker (make bench-pipeline) holds none; a shared one says so here.
+            topics_at_start = len(await bench.counter.topics())
             try:
                 for index in range(args.repeat):
                     profile_s = args.profile_s if index == 0 else 0.0
@@ -726,6 +738,7 @@ async def main() -> int:
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "max_concurrency": N,
+            "broker_topics_at_start": topics_at_start,
             **({"code_from": f"{args.code_from} ({commit})"} if commit else {}),
             **({"note": args.note} if args.note else {}),
         },
