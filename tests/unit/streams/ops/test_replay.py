@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -314,3 +315,119 @@ def test_the_pricer_counts_a_call_per_step_and_none_for_a_flow_with_no_ai_step()
         "(ticket-reply: 0 cached + 2 call(s) over 2 steps, payment-sync: no AI step, 0 calls)"
         in (line)
     )
+
+
+def test_what_the_pricer_prepares_ahead_prices_the_same(
+    config: HookstreamConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """prepare() (run while the copy waits for the broker) then price() answers what price()
+    alone answers: with and without earlier results and their enrichment, an answer cache,
+    invalid events, a prompt reading the enrichment, a multi-step flow, an enriched record."""
+    model = config.providers[0].model
+    triage, followup = config.flows[0], config.flows[1]
+    ai = triage.ai
+    assert ai is not None
+    reads_enrichment = triage.model_copy(
+        update={
+            "name": "triage-enriched",
+            "ai": ai.model_copy(update={"prompt": "{{ enrichment.customer.plan }}: {{ data }}"}),
+        }
+    )
+    default = "{{ enrichment.customer.plan | default('not known, as no lookup answered') }}"
+    defaults_enrichment = triage.model_copy(
+        update={
+            "name": "triage-default",
+            "ai": ai.model_copy(update={"prompt": default + ": {{ data.message }}"}),
+        }
+    )
+    steps = load_config(STEPS_EXAMPLE, env=EXAMPLE_ENV).flows[0]
+    flows = [triage, followup, reads_enrichment, defaults_enrichment, steps]
+    setup = config.model_copy(update={"flows": flows})
+    ticket = {**TICKET, "time": "2026-01-01T00:00:00Z", "partitionkey": "c", "traceid": "t"}
+    payment = {**PAYMENT, "time": "2026-01-01T00:00:00Z", "partitionkey": "c", "traceid": "t"}
+    other = {**ticket, "id": "w2", "data": {"customer_id": "cus_3", "message": "Hello."}}
+    usage = Original(enrichment={}, model=model, prompt_tokens=100, completion_tokens=20)
+    plan = {"customer": {"plan": "pro"}}
+    enriching = Original(enrichment=plan, model="other", prompt_tokens=0, completion_tokens=0)
+    cases: list[tuple[Any, str, dict[str, Any], Original | None]] = [
+        (flow, "events", event, original)
+        for flow in flows
+        for event in (ticket, payment, other, {"id": "broken"})
+        for original in (None, usage, enriching)
+    ]
+    cases += [(flow, "enriched", _wrapped(flow.name, ticket), None) for flow in flows]
+    cases += [(triage, "enriched", {"flow": triage.name}, usage)]  # invalid enriched record
+
+    def priced(cache: bool, ahead: bool) -> list[Priced]:
+        pricer = _pricer(setup, {model: {"input_usd_per_mtok": 2.0, "output_usd_per_mtok": 1.0}})
+        if cache:  # the first ticket's request is in the answer cache
+            request = pricer.tasks[(triage.name, None)].request_for(
+                EnrichedEvent.model_validate(_wrapped(triage.name, ticket))
+            )
+            entry = {"provider": "default", "model": model, "output": {}, "usage": {}}
+            pricer.cache.remember(request.cache_key(config.providers[0].name), entry)
+        if ahead:
+            for flow, role, value, _ in cases:
+                pricer.prepare(flow, role, value)
+        return [pricer.price(*case) for case in cases]
+
+    for cache in (False, True):
+        alone = priced(cache, ahead=False)
+        assert {p.outcome for p in alone} >= {"call", "invalid", "unknown", "steps"}
+        assert priced(cache, ahead=True) == alone
+    assert "cache" in {p.outcome for p in priced(True, ahead=False)}
+
+    # What was prepared is used: the event is not validated, nor its request rendered, again.
+    pricer = _pricer(setup, {})
+    pricer.prepare(triage, "events", ticket)
+    expected = _pricer(setup, {}).price(triage, "events", ticket, usage)
+
+    def again(*args: object) -> None:
+        raise AssertionError("rendered again")
+
+    monkeypatch.setattr(pricer.tasks[(triage.name, None)], "request_for", again)
+    monkeypatch.setattr(pricer, "_validate_event", again)
+    assert pricer.price(triage, "events", ticket, usage) == expected
+
+
+async def test_the_sample_prepares_its_tasks_a_chunk_per_turn_of_the_loop(
+    config: HookstreamConfig,
+) -> None:
+    """The copy hands each picked batch to the sample; its tasks are prepared in chunks, one
+    per turn of the event loop (the copy's own callbacks run between them), in order, until
+    the pricing starts (stop_ahead)."""
+    import asyncio
+
+    import orjson
+
+    from streams.ops import replay as replay_module
+
+    replayer = _replayer(config, "events")
+    sample = replay_module._Sample(replayer, ModelEstimate(window=300))
+
+    @dataclass(frozen=True)
+    class _Stamped:
+        offset: int
+        value: bytes
+        timestamp: int = 0
+        key: bytes | None = None
+        headers: tuple[()] = ()
+
+    events = [{**TICKET, "id": f"w{n}"} for n in range(300)]
+    sample.take([_Stamped(n, orjson.dumps(e)) for n, e in enumerate(events)])  # type: ignore[misc]
+    prepared: list[str] = []
+    sample.prepare_ahead(lambda flow, role, value: prepared.append(value["id"]))
+    chunk = replay_module._AHEAD_CHUNK
+    assert prepared == []  # nothing before the loop turns
+    await asyncio.sleep(0)
+    assert prepared == [e["id"] for e in events[:chunk]]
+    await asyncio.sleep(0)
+    assert len(prepared) == 2 * chunk
+    sample.stop_ahead()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert len(prepared) == 2 * chunk
+    sample.prepare_ahead(lambda flow, role, value: prepared.append(value["id"]))
+    for _ in range(-(-len(events) // chunk) - 2):  # the chunks left, one per turn
+        await asyncio.sleep(0)
+    assert prepared == [e["id"] for e in events]
