@@ -27,9 +27,15 @@ The HTTP and Slack sinks send through the same client (issue 16: aiohttp's clien
 PATCH), the target and the headers of each request (the ``Idempotency-Key``), and
 :class:`WireClient` keeps one :class:`JsonPoster` per origin of a templated URL. With
 ``public_only`` (a call the SSRF guard covers) a connection resolves the host itself and opens
-only if every address is public, the address connected to being one of those checked (what
-:class:`agents.outbound.egress_guard.PublicOnlyResolver` does for aiohttp), and a 3xx answers as
-:func:`agents.outbound.http.redirect_refused`'s error.
+only if every address is public, the address connected to being one of those checked, each
+tried in turn (what :class:`agents.outbound.egress_guard.PublicOnlyResolver` does for aiohttp),
+and a 3xx answers as :func:`agents.outbound.http.redirect_refused`'s error.
+
+The HTTP lookups' GETs go through it too (issue 16: aiohttp's client cost a lookup 3x the CPU);
+a GET without a body sends neither ``Content-Length`` nor the default ``Content-Type``, as
+aiohttp did not. :func:`send_checked` is what a sink's or a lookup's request does: the SSRF
+guard's check, the request, and for a call allowed private addresses that gets a 3xx, the
+request again through aiohttp, which follows the redirect.
 """
 
 from __future__ import annotations
