@@ -2,7 +2,7 @@
 an event.
 
 Each lookup's URL is a template filled from the event, checked by the egress guard and fetched
-with the shared session; a flow's lookups run concurrently and any failure fails the whole
+by the lookup's own client (below); a flow's lookups run concurrently and any failure fails the whole
 enrichment (the stage retries or dead-letters it). A flow without lookups passes the event
 through with an empty enrichment.
 
@@ -10,8 +10,8 @@ With spans on, each lookup is a ``lookup <name>`` span (kind client) under the e
 and its request's ``traceparent`` names that span.
 
 The GET goes through the wire client (:class:`agents.outbound.wire.WireClient`, one per
-lookup, its headers encoded once), not aiohttp's: in the worker with one lookup, aiohttp's
-client side was the most of the CPU a lookup added per event (issue 16). The session
+lookup, its headers encoded once), not aiohttp's: a lookup's client side cost 106 µs of the
+worker's CPU through aiohttp and costs 41 µs through it (issue 16). The session
 ``session_for`` gives still decides the pool's life (a new session, a new pool) and follows
 the redirect a lookup with ``allow_private`` gets (:func:`agents.outbound.wire.send_checked`).
 

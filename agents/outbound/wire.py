@@ -31,7 +31,8 @@ only if every address is public, the address connected to being one of those che
 tried in turn (what :class:`agents.outbound.egress_guard.PublicOnlyResolver` does for aiohttp),
 and a 3xx answers as :func:`agents.outbound.http.redirect_refused`'s error.
 
-The HTTP lookups' GETs go through it too (issue 16: aiohttp's client cost a lookup 3x the CPU);
+The HTTP lookups' GETs go through it too (issue 16: a lookup's client side cost 106 µs of CPU
+through aiohttp, 41 µs through this client; bench/pipeline/lookup_client.py);
 a GET without a body sends neither ``Content-Length`` nor the default ``Content-Type``, as
 aiohttp did not. :func:`send_checked` is what a sink's or a lookup's request does: the SSRF
 guard's check, the request, and for a call allowed private addresses that gets a 3xx, the
