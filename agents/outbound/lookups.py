@@ -2,9 +2,9 @@
 an event.
 
 Each lookup's URL is a template filled from the event, checked by the egress guard and fetched
-by the lookup's own client (below); a flow's lookups run concurrently and any failure fails the whole
-enrichment (the stage retries or dead-letters it). A flow without lookups passes the event
-through with an empty enrichment.
+by the lookup's own client (below); a flow's lookups run concurrently and any failure fails the
+whole enrichment (the stage retries or dead-letters it). A flow without lookups passes the
+event through with an empty enrichment.
 
 With spans on, each lookup is a ``lookup <name>`` span (kind client) under the enrich stage's,
 and its request's ``traceparent`` names that span.
