@@ -2,12 +2,18 @@
 an event.
 
 Each lookup's URL is a template filled from the event, checked by the egress guard and fetched
-with the shared session; a flow's lookups run concurrently and any failure fails the whole
-enrichment (the stage retries or dead-letters it). A flow without lookups passes the event
-through with an empty enrichment.
+by the lookup's own client (below); a flow's lookups run concurrently and any failure fails the
+whole enrichment (the stage retries or dead-letters it). A flow without lookups passes the
+event through with an empty enrichment.
 
 With spans on, each lookup is a ``lookup <name>`` span (kind client) under the enrich stage's,
 and its request's ``traceparent`` names that span.
+
+The GET goes through the wire client (:class:`agents.outbound.wire.WireClient`, one per
+lookup, its headers encoded once), not aiohttp's: a lookup's client side cost 106 µs of the
+worker's CPU through aiohttp and costs 41 µs through it (issue 16). The session
+``session_for`` gives still decides the pool's life (a new session, a new pool) and follows
+the redirect a lookup with ``allow_private`` gets (:func:`agents.outbound.wire.send_checked`).
 
 A lookup with ``cache`` answers from its :class:`~agents.outbound.cache.TTLCache` while the
 rendered URL's answer is fresh (no request, no span, counted in
@@ -28,16 +34,19 @@ import aiohttp
 from agents import metrics
 from agents.outbound.cache import TTLCache
 from agents.outbound.egress_guard import NetGuard
-from agents.outbound.http import request_json
+from agents.outbound.wire import WireClient, send_checked
 from agents.state.table import KafkaTable
 from schemas import templates
 from schemas.config import HookstreamConfig
 from schemas.config_flows import FlowConfig, LookupConfig
-from schemas.errors import PermanentRemoteError, StageError
+from schemas.errors import StageError
 from schemas.events import CloudEvent, EnrichedEvent
 from streams.metrics import tracing
 
 STAGE = "enrich"
+# The statuses a lookup takes as answers: any 2xx, and a 404 with on_not_found: "null".
+ANSWERED = frozenset(range(200, 300))
+ANSWERED_OR_NOT_FOUND = ANSWERED | {404}
 
 
 def event_context(event: CloudEvent) -> dict[str, Any]:
@@ -85,6 +94,34 @@ class Enricher:
             for flow in config.flows
             for lookup in flow.enrich
         }
+        # Each HTTP lookup's client, with the session it was made for.
+        self._clients: dict[tuple[str, str], tuple[aiohttp.ClientSession, WireClient]] = {}
+
+    def _client(
+        self, lookup: LookupConfig, key: tuple[str, str], session: aiohttp.ClientSession
+    ) -> WireClient:
+        """The lookup's client for ``session``: a new session (the shared connections
+        started again) gets a new client, the old one's connections closed."""
+        held = self._clients.get(key)
+        if held is not None and held[0] is session:
+            return held[1]
+        if held is not None:
+            held[1].close()
+        client = WireClient(
+            lookup.headers,
+            what=f"lookup {lookup.name}",
+            stage=STAGE,
+            connect_timeout_s=self.config.worker.http_connect_timeout_s,
+            public_only=not self._guards[key].allow_private,
+        )
+        self._clients[key] = (session, client)
+        return client
+
+    def close(self) -> None:
+        """Close the lookups' idle connections."""
+        for _, client in self._clients.values():
+            client.close()
+        self._clients.clear()
 
     def url_for(self, flow: FlowConfig, lookup: LookupConfig, context: dict[str, Any]) -> str:
         """The lookup's URL for one event (:func:`event_context`): what it GETs, and what
@@ -166,23 +203,26 @@ class Enricher:
     async def _fetch(
         self, flow: FlowConfig, lookup: LookupConfig, context: dict[str, Any]
     ) -> tuple[Any, bool]:
-        """The lookup's answer, and False when it was a 404 taken as null."""
+        """The lookup's answer, and False when it was a 404 taken as null (with
+        ``on_not_found: fail`` a 404 is a permanent error, the answer's start in its message)."""
         url = self.url_for(flow, lookup, context)
-        guard = self._guards[(flow.name, lookup.name)]
-        status, body = await request_json(
-            self.session_for(guard),
+        key = (flow.name, lookup.name)
+        guard = self._guards[key]
+        session = self.session_for(guard)
+        status, body = await send_checked(
+            self._client(lookup, key, session),
+            session,
+            guard,
             "GET",
             url,
-            stage=STAGE,
-            what=f"lookup {lookup.name}",
+            None,
             timeout_s=lookup.timeout_s,
-            headers=lookup.headers,
-            not_found_ok=lookup.on_not_found == "null",
-            guard=guard,
+            headers={},
+            ok_statuses=ANSWERED_OR_NOT_FOUND if lookup.on_not_found == "null" else ANSWERED,
         )
-        if status == 404 and lookup.on_not_found == "fail":
-            raise PermanentRemoteError(f"lookup {lookup.name}: not found", stage=STAGE, status=404)
-        return body, status != 404
+        if status == 404:
+            return None, False
+        return body, True
 
     async def enrich_for(self, flow: FlowConfig, event: CloudEvent) -> EnrichedEvent:
         """Run one flow's lookups concurrently; any failure fails the whole enrichment.

@@ -22,16 +22,13 @@ from types import TracebackType
 from typing import Any
 
 import aiohttp
-import orjson
 
 from agents.outbound.egress_guard import NetGuard
-from agents.outbound.http import DEFAULT_CONNECT_TIMEOUT_S, request_json
-from agents.outbound.wire import WireClient
+from agents.outbound.http import DEFAULT_CONNECT_TIMEOUT_S
+from agents.outbound.wire import WireClient, send_checked
 from agents.sinks.base import STAGE, Delivery, Sink
 from schemas import templates
 from schemas.config_sinks import HttpSinkConfig
-from schemas.errors import PermanentRemoteError
-from streams.metrics import tracing
 
 
 def http_request(
@@ -87,30 +84,17 @@ class WireSink(Sink):
     ) -> int:
         """Deliver ``body`` (JSON; None: none) to ``url`` with ``key`` as Idempotency-Key: the
         status, or a RemoteError/UnsafeDestination (:mod:`agents.outbound.http`'s mapping)."""
-        await self.guard.check(url, what=self.what)
-        data = b"" if body is None else orjson.dumps(body)
-        headers = {"Idempotency-Key": key}
-        try:
-            status, _ = await self.client.request(
-                method, url, data, timeout_s=timeout_s, headers=headers, ok_statuses=ok_statuses
-            )
-        except PermanentRemoteError as exc:
-            if not (self.guard.allow_private and exc.status and 300 <= exc.status < 400):
-                raise
-            status, _ = await request_json(  # a redirect, followed as aiohttp always did
-                self.session,
-                method,
-                url,
-                stage=STAGE,
-                what=self.what,
-                timeout_s=timeout_s,
-                headers={**self.client.headers, **headers},
-                json_body=body,
-                ok_statuses=ok_statuses,
-                guard=self.guard,
-            )
-        if tracing.enabled():
-            tracing.set_attributes({"http.response.status_code": status})
+        status, _ = await send_checked(
+            self.client,
+            self.session,
+            self.guard,
+            method,
+            url,
+            body,
+            timeout_s=timeout_s,
+            headers={"Idempotency-Key": key},
+            ok_statuses=ok_statuses,
+        )
         return status
 
 

@@ -30,7 +30,9 @@ measured in every repetition too, each right before this code's (``worker_before
 
 ``--only worker`` runs the worker (no lookup; with ``--code-from``, REV's too, right before)
 and the three bare baselines alone, for a change to the worker measured against its code before
-in one session.
+in one session. ``--only lookup`` does the same for the worker with one HTTP lookup
+(``worker_lookup``, and ``worker_lookup_before`` with ``--code-from``); default name
+``pipeline-lookup``.
 
 ``--only sinks`` runs the sinks pair alone (a few minutes instead of ~15): the results topic is
 pre-loaded with AI results (the worker's output, written directly), then ``sinks``,
@@ -383,17 +385,20 @@ class Bench:
         return count
 
     async def repetition(
-        self, profile_s: float, before: Path | None, worker_only: bool = False
+        self, profile_s: float, before: Path | None, only: str | None = None
     ) -> dict[str, Any]:
         """Every run once; with ``before``, that code's worker, worker with a lookup and sinks
         each right before this code's (the sinks read the results of their own code's worker).
-        ``worker_only``: the worker without a lookup and the bare baselines alone."""
+        ``only``: "worker" (no lookup) or "lookup" (one HTTP lookup), that worker and the bare
+        baselines alone (the first worker run of each code profiled with ``profile_s``)."""
         out: dict[str, Any] = {}
         codes: list[tuple[str, Path | None]] = [("", None)]
         if before is not None:
             codes.insert(0, ("_before", before))
         sink_prefixes: dict[str, str] = {}
-        for lookup in (False,) if worker_only else (False, True):
+        worker_only = only is not None
+        lookups = {"worker": (False,), "lookup": (True,)}.get(only or "", (False, True))
+        for lookup in lookups:
             for suffix, code in codes:
                 name = ("worker_lookup" if lookup else "worker") + suffix
                 prefix = f"p{uuid.uuid4().hex[:8]}"
@@ -404,7 +409,7 @@ class Bench:
                     prefix,
                     lookup,
                     self.progress(prefix),
-                    0.0 if lookup else profile_s,
+                    profile_s if lookup == lookups[0] else 0.0,
                     code,
                     "profile" + suffix.replace("_", "-"),
                 )
@@ -516,17 +521,18 @@ def sink_ratios(rep: dict[str, Any]) -> dict[str, float]:
 
 def ratios(rep: dict[str, Any]) -> dict[str, float]:
     cpu = {name: rep[name]["cpu_us_per_event"] for name in (*RUNS, *BEFORE_RUNS) if name in rep}
-    out = {
-        "worker_vs_faust": round(cpu["worker"] / cpu["faust"], 2),
-        "worker_vs_faust_uvloop": round(cpu["worker"] / cpu["faust_uvloop"], 2),
-        "worker_vs_aiokafka": round(cpu["worker"] / cpu["aiokafka"], 1),
-        "faust_vs_aiokafka": round(cpu["faust"] / cpu["aiokafka"], 1),
-        "faust_uvloop_vs_faust": round(cpu["faust_uvloop"] / cpu["faust"], 2),
-    }
+    out: dict[str, float] = {}
+    if "worker" in cpu:  # not with --only lookup
+        out["worker_vs_faust"] = round(cpu["worker"] / cpu["faust"], 2)
+        out["worker_vs_faust_uvloop"] = round(cpu["worker"] / cpu["faust_uvloop"], 2)
+        out["worker_vs_aiokafka"] = round(cpu["worker"] / cpu["aiokafka"], 1)
+    out["faust_vs_aiokafka"] = round(cpu["faust"] / cpu["aiokafka"], 1)
+    out["faust_uvloop_vs_faust"] = round(cpu["faust_uvloop"] / cpu["faust"], 2)
     if "worker_lookup" in cpu:  # not with --only worker
         out["worker_lookup_vs_faust"] = round(cpu["worker_lookup"] / cpu["faust"], 2)
         out["worker_lookup_vs_faust_uvloop"] = round(cpu["worker_lookup"] / cpu["faust_uvloop"], 2)
         out["worker_lookup_vs_aiokafka"] = round(cpu["worker_lookup"] / cpu["aiokafka"], 1)
+    if "sinks" in cpu:
         out["sinks_vs_put"] = round(cpu["sinks"] / cpu["put"], 2)
     for name in BEFORE_RUNS:
         if name in cpu:
@@ -535,6 +541,10 @@ def ratios(rep: dict[str, Any]) -> dict[str, float]:
     if "worker_before" in cpu:
         out["worker_before_vs_faust"] = round(cpu["worker_before"] / cpu["faust"], 2)
         out["worker_before_vs_faust_uvloop"] = round(cpu["worker_before"] / cpu["faust_uvloop"], 2)
+    if "worker_lookup_before" in cpu:
+        lookup_before = cpu["worker_lookup_before"]
+        out["worker_lookup_before_vs_faust"] = round(lookup_before / cpu["faust"], 2)
+        out["worker_lookup_before_vs_faust_uvloop"] = round(lookup_before / cpu["faust_uvloop"], 2)
     if "sinks_before" in cpu:
         out["sinks_before_vs_put"] = round(cpu["sinks_before"] / cpu["put"], 2)
     return out
@@ -628,13 +638,29 @@ def render(report: dict[str, Any]) -> str:
             f"- the code before: worker / bare Faust {r['worker_before_vs_faust']}x, / bare "
             f"Faust on uvloop {r['worker_before_vs_faust_uvloop']}x{sinks}"
         ]
+    if "worker_lookup_before" in med:
+        before += [
+            f"- the code before: worker with a lookup / bare Faust "
+            f"{r['worker_lookup_before_vs_faust']}x, / bare Faust on uvloop "
+            f"{r['worker_lookup_before_vs_faust_uvloop']}x"
+        ]
     lookup = (
         [
-            f"- worker with a lookup / bare Faust: {r['worker_lookup_vs_faust']}x; / bare Faust "
-            f"on uvloop: {r['worker_lookup_vs_faust_uvloop']}x; / bare aiokafka loop: "
-            f"{r['worker_lookup_vs_aiokafka']}x"
+            f"- worker with a lookup / bare Faust: **{r['worker_lookup_vs_faust']}x** (target "
+            f"≤ 1.5x); / bare Faust on uvloop: {r['worker_lookup_vs_faust_uvloop']}x; / bare "
+            f"aiokafka loop: {r['worker_lookup_vs_aiokafka']}x"
         ]
         if "worker_lookup_vs_faust" in r
+        else []
+    )
+    worker = (
+        [
+            f"- worker / bare Faust on asyncio's loop (Faust's default): "
+            f"**{r['worker_vs_faust']}x** (target ≤ 1.5x); / bare Faust on uvloop (the loop the "
+            f"worker runs on): **{r['worker_vs_faust_uvloop']}x**; / bare aiokafka loop: "
+            f"{r['worker_vs_aiokafka']}x"
+        ]
+        if "worker_vs_faust" in r
         else []
     )
     sinks = (
@@ -646,7 +672,7 @@ def render(report: dict[str, Any]) -> str:
         f"- records {LABELS[name]} wrote per event (enriched, results, dedupe, ai-cache): "
         f"{med[name]['records_per_event']}, of them its two memories' "
         f"{med[name]['memory_records_per_event']}"
-        for name in ("worker_before", "worker")
+        for name in ("worker_before", "worker", "worker_lookup_before", "worker_lookup")
         if "records_per_event" in med.get(name, {})
     ]
     return "\n".join(
@@ -667,10 +693,7 @@ def render(report: dict[str, Any]) -> str:
             "",
             "Ratios of CPU per event (medians of each repetition's ratio):",
             "",
-            f"- worker / bare Faust on asyncio's loop (Faust's default): "
-            f"**{r['worker_vs_faust']}x** (target ≤ 1.5x); / bare Faust on uvloop (the loop the "
-            f"worker runs on): **{r['worker_vs_faust_uvloop']}x**; / bare aiokafka loop: "
-            f"{r['worker_vs_aiokafka']}x",
+            *worker,
             *lookup,
             f"- bare Faust / bare aiokafka loop: {r['faust_vs_aiokafka']}x; bare Faust on uvloop "
             f"/ on asyncio's loop: {r['faust_uvloop_vs_faust']}x",
@@ -688,7 +711,7 @@ async def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--profile-s", type=float, default=0.0)
     parser.add_argument("--name", default=None)
-    parser.add_argument("--only", choices=["sinks", "worker"], default=None)
+    parser.add_argument("--only", choices=["sinks", "worker", "lookup"], default=None)
     parser.add_argument(
         "--code-from", default=None, help="REV's worker and sinks measured too, interleaved"
     )
@@ -699,7 +722,8 @@ async def main() -> int:
         # with nothing between the first output and the last to measure.
         parser.error(f"--events must be at least {MIN_EVENTS:,} (got {args.events:,})")
     sinks_only = args.only == "sinks"
-    args.name = args.name or ("pipeline-sinks" if sinks_only else "pipeline")
+    default_name = {"sinks": "pipeline-sinks", "lookup": "pipeline-lookup"}
+    args.name = args.name or default_name.get(args.only or "", "pipeline")
     runs = SINK_RUNS if sinks_only else (*BEFORE_RUNS, *RUNS)
     bootstrap = os.environ["KAFKA_BOOTSTRAP_SERVERS"]
     if args.profile_s and shutil.which("py-spy") is None:
@@ -719,7 +743,7 @@ async def main() -> int:
                         rep = await bench.sinks_repetition(profile_s, before)
                         rep["ratios"] = sink_ratios(rep)
                     else:
-                        rep = await bench.repetition(profile_s, before, args.only == "worker")
+                        rep = await bench.repetition(profile_s, before, args.only)
                         rep["ratios"] = ratios(rep)
                     print(f"  ratios: {rep['ratios']}", flush=True)
                     reps.append(rep)

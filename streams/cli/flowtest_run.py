@@ -135,6 +135,7 @@ class FlowTester:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        self.enricher.close()
         for session in (self._session, self._guarded):
             if session is not None:
                 await session.close()

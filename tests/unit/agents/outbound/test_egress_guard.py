@@ -290,13 +290,13 @@ async def test_guarded_lookups_go_through_the_public_only_session(
     env = {**EXAMPLE_ENV, "HOOKSTREAM_ALLOW_PRIVATE_NETWORKS": "false"}
     config = load_config(EXAMPLE, env=env)
     flow = config.flows[0]
-    sessions: list[object] = []
+    sessions: list[tuple[bool, object]] = []
 
-    async def fake_request(session: object, *args: Any, **kwargs: Any) -> tuple[int, Any]:
-        sessions.append(session)
+    async def fake_send(client: Any, session: object, *args: Any, **kwargs: Any) -> Any:
+        sessions.append((client.public_only, session))  # connects to public addresses only?
         return 200, {"ok": True}
 
-    monkeypatch.setattr(agents.outbound.lookups, "request_json", fake_request)
+    monkeypatch.setattr(agents.outbound.lookups, "send_checked", fake_send)
     plain, guarded = object(), object()
 
     def stage_of(config: HookstreamConfig) -> EnrichStage:
@@ -311,7 +311,7 @@ async def test_guarded_lookups_go_through_the_public_only_session(
     await stage_of(allowed).enricher._lookup(
         allowed.flows[0], allowed.flows[0].enrich[0], {"data": {"customer_id": "c"}}
     )
-    assert sessions == [guarded, plain]
+    assert sessions == [(True, guarded), (False, plain)]
 
 
 def test_guarded_sinks_are_built_on_the_public_only_session() -> None:
