@@ -30,7 +30,6 @@ characters / 4 gives many prompts one count (bench/replay's 10,050 sampled calls
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -68,23 +67,6 @@ def _runtime(config: HookstreamConfig, name: str) -> ProviderRuntime:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class _Ahead:
-    """One (flow, record) prepared by :meth:`ReplayPricer.prepare`: ``value`` is the record's
-    (an ``id()`` names it only while it lives). When the cache is asked (``asks_cache``), the
-    enriched event and the chain's requests it is asked with; else only what pricing the call
-    reads of its one request (few objects: the cyclic GC goes over every one kept, and a
-    replay keeps 10,000)."""
-
-    value: dict[str, Any]
-    asks_cache: bool
-    flow: str  # the enriched event's
-    estimated_tokens: int = 0
-    max_tokens: int = 0
-    enriched: EnrichedEvent | None = None
-    requests: list[ChatRequest] | None = None
-
-
 class ReplayPricer:
     """Implements :class:`streams.ops.replay.Pricer`; ``async with`` loads the answer cache."""
 
@@ -107,9 +89,6 @@ class ReplayPricer:
         # (task, outcome, tokens, answered model, from usage) -> its Priced: see _priced_call.
         self._shapes: dict[tuple[str, str, int, int, str, bool], Priced] = {}
         self._validate_event = CloudEvent.__pydantic_validator__.validate_python
-        # What prepare() did ahead, by flow and id() of the record's value (kept with the
-        # value, whose identity is checked: an id is unique only while its object lives).
-        self._ahead: dict[tuple[str, int], _Ahead] = {}
 
     async def __aenter__(self) -> ReplayPricer:
         await self.load()
@@ -143,62 +122,16 @@ class ReplayPricer:
         finally:
             await consumer.stop()
 
-    def prepare(self, flow: FlowConfig, role: str, value: dict[str, Any]) -> None:
-        """What :meth:`price` can do before the event's earlier result is known, done while
-        the copy waits for the broker (``streams.ops.replay._Sample.prepare_ahead``): the
-        event validated and, for a one-task flow, its requests rendered as for an event
-        without an enrichment (an enriched record brings its own). :meth:`price` takes them
-        when the earlier result brings no enrichment either, and gives the same answer; an
-        event that fails here is left to it."""
-        if not flow.tasks:
-            return
-        try:
-            validated = self._validated(role, value)
-            if flow.ai is None:
-                return
-            task = self.tasks[(flow.name, None)]
-            if isinstance(validated, EnrichedEvent):
-                enriched = validated
-            else:
-                enriched = EnrichedEvent(flow=flow.name, event=validated, enrichment={})
-            if self._asks_cache(task):
-                ahead = _Ahead(
-                    value,
-                    True,
-                    enriched.flow,
-                    enriched=enriched,
-                    requests=task.requests_for(enriched),
-                )
-            else:
-                request = task.request_for(enriched)
-                ahead = _Ahead(
-                    value, False, enriched.flow, request.estimated_tokens(), request.max_tokens
-                )
-        except (ValueError, HookstreamError):  # invalid: price() finds it again and says so
-            return
-        self._ahead[(flow.name, id(value))] = ahead
-
-    def _validated(self, role: str, value: dict[str, Any]) -> CloudEvent | EnrichedEvent:
-        """The record's value validated: an enriched event, or the event of an events record."""
-        if role == ENRICHED:
-            return EnrichedEvent.model_validate(value)
-        # CloudEvent.model_validate's own validator, called without its wrapper (~0.6 µs).
-        validated: CloudEvent = self._validate_event(value)
-        return validated
-
     def _enriched(
         self, flow: FlowConfig, role: str, value: dict[str, Any], original: Original | None
     ) -> EnrichedEvent:
-        validated = self._validated(role, value)
-        if isinstance(validated, EnrichedEvent):
-            return validated
+        if role == ENRICHED:
+            return EnrichedEvent.model_validate(value)
         enrichment = original.enrichment if original is not None else {}
-        return EnrichedEvent(flow=flow.name, event=validated, enrichment=enrichment)
-
-    def _asks_cache(self, task: AITask) -> bool:
-        """An empty cache answers nothing: it is not asked, and only the request of the
-        chain's first model (the one priced) is rendered."""
-        return bool(task.flow.ai.cache) and len(self.cache) > 0
+        # CloudEvent.model_validate's own validator, called without its wrapper (~0.6 µs).
+        return EnrichedEvent(
+            flow=flow.name, event=self._validate_event(value), enrichment=enrichment
+        )
 
     def price(
         self, flow: FlowConfig, role: str, value: dict[str, Any], original: Original | None
@@ -207,22 +140,6 @@ class ReplayPricer:
         flow with no AI step makes none, a multi-step flow one per step not cached."""
         if not flow.tasks:
             return Priced("none")
-        if flow.ai is not None:
-            ahead = self._ahead.get((flow.name, id(value)))
-            task = self.tasks[(flow.name, None)]
-            if (
-                ahead is not None
-                and ahead.value is value
-                and ahead.asks_cache == self._asks_cache(task)
-                and (role == ENRICHED or original is None or not original.enrichment)
-            ):  # the same event, enrichment and requests as would be built here
-                if ahead.enriched is not None and ahead.requests is not None:
-                    return self._price_task(
-                        task, ahead.enriched, role, original, requests=ahead.requests
-                    )
-                return self._called(
-                    task, ahead.flow, ahead.estimated_tokens, ahead.max_tokens, original
-                )
         try:
             enriched = self._enriched(flow, role, value, original)
         except ValueError:  # pydantic's ValidationError: the enrich stage dead-letters it
@@ -250,20 +167,17 @@ class ReplayPricer:
         original: Original | None,
         *,
         reads_steps: bool = False,
-        requests: list[ChatRequest] | None = None,
     ) -> Priced:
-        """One AI task of the flow for this event (its ``ai``, or one step); ``requests``:
-        rendered ahead by :meth:`prepare`, the same as rendered here."""
+        """One AI task of the flow for this event (its ``ai``, or one step)."""
         ai = task.flow.ai
         unknown = False
-        asks_cache = self._asks_cache(task)
+        # An empty cache answers nothing: it is not asked, and only the request of the
+        # chain's first model (the one priced) is rendered.
+        asks_cache = bool(ai.cache) and len(self.cache) > 0
         try:
             if reads_steps and "steps" in task.system.roots | task.prompt.roots:
                 raise TemplateError("the earlier steps' answers are not known")
-            if requests is None:
-                requests = (
-                    task.requests_for(enriched) if asks_cache else [task.request_for(enriched)]
-                )
+            requests = task.requests_for(enriched) if asks_cache else [task.request_for(enriched)]
         except TemplateError:
             roots = task.system.roots | task.prompt.roots
             later = reads_steps and "steps" in roots
@@ -290,37 +204,17 @@ class ReplayPricer:
         if not unknown and asks_cache and task.cached(enriched, self.cache, requests) is not None:
             return Priced("cache")
         request = requests[0]
-        return self._called(
-            task,
-            enriched.flow,
-            request.estimated_tokens(),
-            request.max_tokens,
-            original,
-            unknown=unknown,
-        )
-
-    def _called(
-        self,
-        task: AITask,
-        flow: str,
-        estimated_tokens: int,
-        max_tokens: int,
-        original: Original | None,
-        *,
-        unknown: bool = False,
-    ) -> Priced:
-        """A call of ``task`` for an event of ``flow`` (the enriched event's) whose request
-        is estimated at ``estimated_tokens`` (:meth:`ChatRequest.estimated_tokens`)."""
         # An earlier result's usage is the whole event's: it sizes a one-task flow's call.
         if (
             original is not None
             and original.prompt_tokens + original.completion_tokens
-            and (task.flow.name == flow)
+            and (task.flow.name == enriched.flow)
         ):
             prompt_tokens, completion_tokens = original.prompt_tokens, original.completion_tokens
             from_usage = True
         else:
-            prompt_tokens, completion_tokens = estimated_tokens - max_tokens, max_tokens
+            total = request.estimated_tokens()
+            prompt_tokens, completion_tokens = total - request.max_tokens, request.max_tokens
             from_usage = False
         answered = original.model if original is not None else task.chain[0].model
         outcome = "unknown" if unknown else "call"

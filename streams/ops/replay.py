@@ -110,23 +110,11 @@ class Priced:
 
 
 class Pricer(Protocol):
-    """Prices one (flow, event) the way the AI stage would answer it.
-
-    A pricer may also have ``prepare(flow, role, value)``: the part of :meth:`price` that
-    does not depend on the event's earlier result (validating the event, rendering a request
-    that does not read the enrichment), done ahead while the copy waits for the broker
-    (:meth:`_Sample.prepare_ahead`); :meth:`price` then gives the same answer with less work.
-    """
+    """Prices one (flow, event) the way the AI stage would answer it."""
 
     def price(
         self, flow: FlowConfig, role: str, value: dict[str, Any], original: Original | None
     ) -> Priced: ...
-
-
-Prepare = Callable[[FlowConfig, str, dict[str, Any]], None]
-# Kept tasks prepared per turn of the event loop (~0.3 ms at ~5 µs each): the copy's own
-# callbacks (a fetch answered, an ack) wait at most that long behind them.
-_AHEAD_CHUNK = 64
 
 
 @dataclass
@@ -324,9 +312,6 @@ class _Sample:
         self.earliest_ms: int | None = None
         self.read = 0
         self.selected = 0
-        self._prepare: Prepare | None = None
-        self._prepared = 0  # kept tasks prepared ahead so far
-        self._scheduled = False
 
     def take(self, records: Iterable[_Stamped]) -> None:
         """Count ``records`` and keep their tasks. The loop's lookups are hoisted: it runs
@@ -360,32 +345,6 @@ class _Sample:
         self.earliest_ms = earliest_ms
         self.read += read
         self.selected += selected
-
-    def prepare_ahead(self, prepare: Prepare) -> None:
-        """Prepare the kept tasks not yet prepared (the pricer's ``prepare``), a chunk per
-        turn of the event loop, between the copy's own callbacks: the work fills the copy's
-        waits for fetches and acks instead of following the read (bench/replay, issue 16).
-        Only once the pricer is ready (its answer cache loaded)."""
-        self._prepare = prepare
-        if not self._scheduled and self._prepared < len(self.kept):
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._prepare_some)
-
-    def stop_ahead(self) -> None:
-        """No more preparing: the tasks are priced now (those not prepared in full)."""
-        self._prepare = None
-
-    def _prepare_some(self) -> None:
-        self._scheduled = False
-        prepare = self._prepare
-        if prepare is None:
-            return
-        kept, role, first = self.kept, self.replayer.role, self._prepared
-        end = min(len(kept), first + _AHEAD_CHUNK)
-        for flow, value, _ in kept[first:end]:
-            prepare(flow, role, value)
-        self._prepared = end
-        self.prepare_ahead(prepare)
 
     def scale(self) -> None:
         """The records and tasks counted, scaled from the sample to the window."""
@@ -593,7 +552,6 @@ class Replayer:
         from the results topic and each task priced (:meth:`estimate`)."""
         estimate = sample.estimate
         sample.scale()
-        sample.stop_ahead()
         if not sample.kept or sample.earliest_ms is None:
             return
         wanted = {key for _, _, key in sample.kept}
@@ -772,9 +730,6 @@ class Replayer:
                 )
                 if estimating.ready is not None:
                     await estimating.ready
-            prepare: Prepare | None = getattr(
-                estimating.pricer if estimating is not None else None, "prepare", None
-            )
             writer = _Writer(producers, self.topic)
             kept, self._read = self._read, None
             source = (
@@ -813,8 +768,6 @@ class Replayer:
                 batch.count = count
                 if picked and sample is not None:
                     sample.take(picked)
-                    if prepare is not None:
-                        sample.prepare_ahead(prepare)
                 stats.read += read
                 stats.replayed = stats.read - stats.filtered_out
                 if progress is not None:
