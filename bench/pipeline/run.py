@@ -629,14 +629,14 @@ def render(report: dict[str, Any]) -> str:
         if name in med
     ]
     if "worker_before" in med:
-        sinks = (
+        sinks_before = (
             f", sinks / bare consume + PUT loop {r['sinks_before_vs_put']}x"
             if "sinks_before_vs_put" in r
             else ""
         )
         before += [
             f"- the code before: worker / bare Faust {r['worker_before_vs_faust']}x, / bare "
-            f"Faust on uvloop {r['worker_before_vs_faust_uvloop']}x{sinks}"
+            f"Faust on uvloop {r['worker_before_vs_faust_uvloop']}x{sinks_before}"
         ]
     if "worker_lookup_before" in med:
         before += [

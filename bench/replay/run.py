@@ -476,35 +476,21 @@ replay has read its window) of the {r["small_window"]:,}-event replay, from spaw
 
 ## Where hookstream's time goes (measured while building it)
 
-- **Session 13 (issue 16)**, beside the code before it (`--tree before=`, commit 2da881b, same
-  rounds). Two changes. (1) A replay without `--batch` validates no answer, so it loads the
-  config without checking the flows' output schemas (`schemas.output_schema.unchecked`; the
-  worker and `hookstream config check` still refuse a bad one), and the AI task compiles its
-  answer validator at its first answer: jsonschema is no longer imported (~40 ms of CPU).
-  (2) With `--yes`, the pricer prepares each sampled task (the event validated, the request
-  rendered: what does not depend on its earlier result) while the copy waits for fetches and
-  acks, 64 tasks per turn of the event loop (`ReplayPricer.prepare`, `_Sample.prepare_ahead`);
-  after the read only the results topic and the rest of the pricing are left (the same
-  estimate: tests/unit/streams/ops/test_replay.py). Phases, medians of 10-12 interleaved
-  rounds of the 100,000 (instrumented copies of both trees, load 4-6), CPU from spawn: start-up
-  to the window fixed 0.31-0.38 s before, 0.29-0.33 s now; the copy with the sample 0.26-0.32 s
-  before, 0.37-0.42 s now with the prepared pricing; after the read 0.11-0.13 s of CPU
-  (0.16-0.25 s wall) before, 0.03 s (0.05-0.10 s) now; the whole process 0.70-0.80 s of CPU in
-  both, its median time 1.16-1.62 s before, 0.99-1.56 s now. The second change pays under load,
-  where the copy waits more than it works (0.26-0.32 s of CPU in 0.53-0.74 s); on a quiet
-  machine the process is CPU-bound (best round 0.79 s for 0.78 s of CPU, kcat 0.33 s for 0.41
-  s) and only less CPU would bring it nearer kcat. Bench runs of 5 rounds: at load 1-3, best
-  0.79 s (median 0.85 s; before 0.77 s, median 0.99 s), 0.414x kcat (before 0.424x); at load
-  3.9, best 1.36 s (median 1.48 s; before 1.25 s, median 1.74 s), 0.411x (before 0.447x); CPU
-  0.78 s in both (before 0.84 and 0.72 s). Tried, not kept: the copy's picked records decoded
-  in the same turns as the pricing instead of in the copy's own (no difference in 10 rounds);
-  256 tasks per turn instead of 64 (none in 12). What is left: CPU. Start-up to the window is
-  0.25-0.27 s at best (interpreter and the CLI's parser ~0.08 s; pydantic and the config models
-  ~0.1 s, of which ~10 ms pydantic's own 700 forward references; aiokafka ~0.03 s; the
-  pricer's imports ~0.04 s, prometheus_client ~0.015 s of them, which agents.metrics imports
-  for the AI task and the answer cache's writer), the copy ~0.3 s and the pricing ~0.1 s; a
-  second process for the estimate (the machine has two cores) would take the pricing off the
-  copy's.
+- **Session 13 (issue 16): two changes tried, neither kept.** (1) A replay without `--batch`
+  validates no answer, so it could load the config without checking the flows' output schemas
+  and never import jsonschema: ~40 ms of CPU. Not kept: a replay would then accept a config
+  that the worker refuses at start, and a bad config must fail where it is loaded. (2) With
+  `--yes`, the pricer prepared each sampled task (event validated, request rendered) while the
+  copy waited for the broker, 64 tasks per turn of the event loop. With (1), in 3 runs of 5
+  rounds against 2da881b at load 1-4: whole process 0.41-0.48x kcat (before 0.42-0.47x), CPU
+  0.68-0.78 s (before 0.68-0.84 s), median rounds 0.85-0.88 s instead of 0.96-0.99 s at load
+  1-3. (2) alone, 3 rounds at load 3.5: CPU 1.06 s against 0.87 s for the code before, whole
+  process 0.40x. It moves work, it does not remove it: on a quiet machine the replay is
+  CPU-bound (best round 0.76-0.79 s for 0.68-0.78 s of CPU; kcat 0.33-0.36 s for 0.34-0.41 s
+  of its two processes). Reverted. What is left is CPU: start-up to the fixed window 0.25-0.3 s
+  (interpreter and the CLI's parser ~0.08 s, pydantic and the config models ~0.1 s, aiokafka
+  ~0.03 s, the pricer's imports ~0.04 s), the copy ~0.3 s, the pricing ~0.1 s. An estimate made
+  by a second process, on the second core, is the next thing to try.
 - **Session 12 (issue 16)**, beside the code before it (`--tree before=`, commit 0389f49, same
   rounds), on a machine loaded by three other engineers' test runs (load average 5-7.7):
   `replay --yes` reads its window once. The estimate's sample (10 slices of each partition)
