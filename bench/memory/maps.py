@@ -7,8 +7,9 @@ what a worker holds after a restart or after a day of traffic. ``TREE`` is a sou
 import hookstream from (the code before a change, checked out elsewhere); default this one.
 
 Two kinds of entries, each in the record forms a map topic holds:
-- ``dedupe``: the "done" marks the AI stage writes per event and flow (``done/<flow>/<source>/<id>``,
-  and enrich's ``seen/<source>/<id>`` of before session 8, half of the keys), value 1;
+- ``dedupe``: the "done" marks the AI stage writes per event and flow
+  (``done/<flow>/<source>/<id>``; half of the keys enrich's ``seen/<source>/<id>`` of before
+  session 8), value 1;
 - ``cache``: AI answer-cache entries (sha256 hex key; provider, model, a three-field output,
   token usage: ~260 bytes of JSON).
 
@@ -126,14 +127,13 @@ def records(kind: str, form: str, first: int, count: int, now: float) -> Iterato
     for index in range(first, first + count):
         key, value = entry(kind, index)
         # put_all's entries and size estimates (agents.state.durable_map.put_all)
+        item: tuple[float, str, bytes | None]
         if value == 1:
             item, item_size = (now, key, None), len(key) + 3
         else:
             fragment = orjson.dumps(key) + b":" + orjson.dumps(value)
             item, item_size = (now, key, fragment), len(fragment) + 1
-        if gathered and (
-            len(gathered) >= per_record or size + item_size > MAX_RECORD_BYTES
-        ):
+        if gathered and (len(gathered) >= per_record or size + item_size > MAX_RECORD_BYTES):
             yield _batch(gathered)
             gathered, size = [], 0
         gathered.append(item)
@@ -158,7 +158,8 @@ def kafka_batches(chunk: list[Record]) -> bytes:
         return DefaultRecordBatchBuilder(2, 0, 0, -1, -1, -1, KAFKA_BATCH_BYTES)
 
     def close(built: bytearray, base_offset: int) -> None:
-        struct.pack_into(">q", built, 0, base_offset)  # a batch's first field, as the broker sets it
+        # a batch's first field, its first offset, as the broker sets it
+        struct.pack_into(">q", built, 0, base_offset)
         out.extend(built)
 
     batch, base, in_batch = builder(), 0, 0
@@ -279,7 +280,9 @@ def main() -> int:
         probe = dedupe_key(count // 2)
         lookup = timeit.Timer(lambda: probe in holder, timer=time.process_time)
     elif kind == "dict_bytes":
-        holder = {cache_key(index): as_read(orjson.dumps(cache_value(index))) for index in range(count)}
+        holder = {
+            cache_key(index): as_read(orjson.dumps(cache_value(index))) for index in range(count)
+        }
         probe = cache_key(count // 2)
         lookup = timeit.Timer(lambda: holder.get(probe), timer=time.process_time)
     else:

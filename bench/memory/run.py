@@ -128,6 +128,12 @@ async def in_flight(bootstrap: str, events: int) -> dict[str, Any]:
     }
 
 
+READ_HEADER = (
+    "| map | form | entries per record | record bytes | aiokafka decode, µs | `_apply`, µs "
+    "| read, µs per entry | vs a record per entry |\n|---|---|---:|---:|---:|---:|---:|---:|"
+)
+
+
 def _map_rows(report: dict[str, Any]) -> list[str]:
     rows = []
     before = report.get("maps_before") or {}
@@ -140,7 +146,7 @@ def _map_rows(report: dict[str, Any]) -> list[str]:
         per_record = round(r["entries"] / r["records"], 1) if r.get("records") else "-"
         code = [(label, r)]
         if mode in before:
-            code.append(("a record per entry, the code before", before[mode]))
+            code.append((f"{label}, the code before", before[mode]))
         for name, figures in code:
             rows.append(
                 f"| {kind} | {name} | {per_record} | {figures['rss_growth_mib']} "
@@ -151,20 +157,27 @@ def _map_rows(report: dict[str, Any]) -> list[str]:
 
 def _read_rows(report: dict[str, Any]) -> list[str]:
     rows = []
+    before = report.get("read_before") or {}
     for mode, r in (report.get("read") or {}).items():
         kind = mode.removeprefix("read-")
-        single = r["forms"]["single"]["read_us_per_entry"]
-        for form, f in r["forms"].items():
-            sums = [
-                a + d
-                for a, d in zip(f["apply_us_per_entry_all"], f["decode_us_per_entry_all"], strict=True)
-            ]
-            rows.append(
-                f"| {kind} | {FORM_NAMES[READ_FORM_NAMES[form]]} | {f['entries_per_record']} "
-                f"| {f['record_bytes']:,} | {f['decode_us_per_entry']} | {f['apply_us_per_entry']} "
-                f"| **{f['read_us_per_entry']}** ({min(sums):.2f}–{max(sums):.2f}) "
-                f"| {f['read_us_per_entry'] / single:.2f}x |"
-            )
+        runs = [("", r)] + ([(", the code before", before[mode])] if mode in before else [])
+        for form in r["forms"]:
+            for label, run in runs:
+                f = run["forms"][form]
+                single = run["forms"]["single"]["read_us_per_entry"]
+                sums = [
+                    a + d
+                    for a, d in zip(
+                        f["apply_us_per_entry_all"], f["decode_us_per_entry_all"], strict=True
+                    )
+                ]
+                rows.append(
+                    f"| {kind} | {FORM_NAMES[READ_FORM_NAMES[form]]}{label} "
+                    f"| {f['entries_per_record']} | {f['record_bytes']:,} "
+                    f"| {f['decode_us_per_entry']} | {f['apply_us_per_entry']} "
+                    f"| **{f['read_us_per_entry']}** ({min(sums):.2f}-{max(sums):.2f}) "
+                    f"| {f['read_us_per_entry'] / single:.2f}x |"
+                )
     return rows
 
 
@@ -188,7 +201,15 @@ Load average at the start: {f["load_average"]}.
         else ""
     )
     read = report.get("read") or {}
-    chunk = next(iter(read.values()), {})
+    chunk: dict[str, Any] = next(iter(read.values()), {})
+    notes = "".join(f"- {note}\n" for note in report.get("notes", []))
+    notes = f"## What it shows\n\n{notes}\n" if notes else ""
+    before_note = (
+        f' "The code before": the same measurement of {report["before"]}, each right'
+        " after this code's."
+        if report.get("before")
+        else ""
+    )
     return f"""# Worker memory
 
 `python bench/memory/run.py`.
@@ -203,7 +224,7 @@ and the batcher still write) or the batch records workers write since (`marks/<i
 (an event finishing alone), 4 (a loaded worker: 2.7-4.4 in the pipeline benchmark,
 [pipeline-worker-12-first](pipeline-worker-12-first.md)) or as many as the cap allows
 (1,000 entries or 128 KiB). RSS growth over the fill; lookup = one `get` of a key held (CPU
-time, best of 3 x 200,000).
+time, best of 3 x 200,000).{before_note}
 
 - dedupe keys: `seen/helpdesk/msg_<27>` and `done/triage/helpdesk/msg_<27>` (half each), value
   1; `set`: a plain set of the same keys (the least a dedupe can hold);
@@ -225,11 +246,10 @@ response's bytes (`PartitionRecords` over record batches of up to 16 KiB: CRC ch
 parse, `ConsumerRecord`), the fetch requests themselves not in it; `_apply` = the map's own
 (JSON parse, what it keeps).
 
-| map | form | entries per record | record bytes | aiokafka decode, µs | `_apply`, µs | read, µs per entry | vs a record per entry |
-|---|---|---:|---:|---:|---:|---:|---:|
+{READ_HEADER}
 {chr(10).join(_read_rows(report))}
 
-{flight}
+{notes}{flight}
 Python {report["machine"]["python"]}, {report["machine"]["cores"]} cores shared with other work.
 """
 
@@ -238,9 +258,11 @@ async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entries", type=int, default=1_000_000)
     parser.add_argument("--before", type=Path, default=None, help="a source tree to compare")
+    parser.add_argument("--before-name", default="the code before", help="what --before is")
     parser.add_argument("--skip-in-flight", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--render", type=Path, help="only write memory.md from this JSON")
+    parser.add_argument("--note", action="append", default=[], help="a finding, in the .md")
     args = parser.parse_args()
     if args.render is not None:
         (args.out / "memory.md").write_text(markdown(json.loads(args.render.read_text())))
@@ -248,14 +270,18 @@ async def main() -> int:
     report: dict[str, Any] = {
         "settings": {"entries": args.entries, "in_flight": IN_FLIGHT},
         "load_average_start": load_average(),
+        "before": args.before_name if args.before is not None else None,
         "machine": {"cores": os.cpu_count(), "python": platform.python_version()},
-        "maps": {mode: measure_map(mode, args.entries, None) for mode in MAP_MODES},
+        "notes": args.note,
     }
-    if args.before is not None:
-        report["maps_before"] = {
-            mode: measure_map(mode, args.entries, args.before) for mode in ("dedupe", "cache")
-        }
-    report["read"] = {mode: measure_map(mode, args.entries, None) for mode in READ_MODES}
+    # The code before (--before) measured right after this code, mode by mode: interleaved.
+    for section, modes in (("maps", MAP_MODES), ("read", READ_MODES)):
+        report[section] = {}
+        for mode in modes:
+            report[section][mode] = measure_map(mode, args.entries, None)
+            if args.before is not None and not mode.startswith(("set", "dict_bytes")):
+                before = report.setdefault(f"{section}_before", {})
+                before[mode] = measure_map(mode, args.entries, args.before)
     print(f"bench: maps {json.dumps(report['maps'])}", flush=True)
     if not args.skip_in_flight:
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
