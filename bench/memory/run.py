@@ -2,9 +2,13 @@
 
 1. **Maps** (bench/memory/maps.py, each in a fresh process): the dedupe and AI-cache maps
    (``agents.state.durable_map``) filled with 1,000,000 entries as a worker loads them from
-   Kafka, against the least such a map can hold (a ``set`` of the keys; a ``dict`` of the
-   entries' JSON bytes). With ``--before TREE``, the same for the code in TREE (e.g. a
-   ``git archive`` of the commit before a change), in the same run.
+   Kafka, in each record form a map topic holds: one record per entry (the older form), batch
+   records of 1, 4 (a loaded worker's typical) and as many entries as the cap allows (what
+   workers write since session 11-12); against the least such a map can hold (a ``set`` of
+   the keys; a ``dict`` of the entries' JSON bytes). Then the CPU per entry read, every form
+   interleaved in one process per map holding 1,000,000 entries: aiokafka's decode of the
+   records and the map's ``_apply``. With ``--before TREE``, the one-record-per-entry rows
+   for the code in TREE (e.g. a ``git archive`` of the commit before a change), in the same run.
 2. **In flight**: one worker whose model answers only after 10 minutes, flow
    ``max_concurrency`` 2,500 (the runner admits 4 x that: 10,000 events), 10,000 events on
    10,000 keys pre-loaded. The worker's RSS once 10,000 events are admitted (the runner's
@@ -46,7 +50,21 @@ from workers import (  # noqa: E402
 from tests.support.broker import free_port  # noqa: E402
 from tests.support.sims import running_ai_sim, running_crm_sim  # noqa: E402
 
-MAP_MODES = ("dedupe", "set", "cache", "dict_bytes")
+FORMS = ("", "@1", "@4", "@cap")
+MAP_MODES = (
+    *(f"dedupe{form}" for form in FORMS),
+    "set",
+    *(f"cache{form}" for form in FORMS),
+    "dict_bytes",
+)
+READ_MODES = ("read-dedupe", "read-cache")
+FORM_NAMES = {
+    "": "a record per entry (older form)",
+    "@1": "batch records of 1 (an event alone)",
+    "@4": "batch records of 4 (a loaded worker)",
+    "@cap": "batch records at the cap",
+}
+READ_FORM_NAMES = {"single": "", "1": "@1", "4": "@4", "cap": "@cap"}
 IN_FLIGHT = 10_000
 _GAUGE = re.compile(r'^hookstream_runner_in_flight\{agent="([^"]+)"\} ([0-9.e+]+)$', re.M)
 
@@ -110,18 +128,61 @@ async def in_flight(bootstrap: str, events: int) -> dict[str, Any]:
     }
 
 
-def markdown(report: dict[str, Any]) -> str:
-    count = report["settings"]["entries"]
+READ_HEADER = (
+    "| map | form | entries per record | record bytes | aiokafka decode, µs | `_apply`, µs "
+    "| read, µs per entry | vs a record per entry |\n|---|---|---:|---:|---:|---:|---:|---:|"
+)
+
+
+def _map_rows(report: dict[str, Any]) -> list[str]:
     rows = []
     before = report.get("maps_before") or {}
     for mode, r in report["maps"].items():
-        code = [("now", r), ("before", before[mode])] if mode in before else [("baseline", r)]
-        for label, figures in code:
+        kind, _, form = mode.partition("@")
+        if kind in ("set", "dict_bytes"):
+            label = "baseline"
+        else:
+            label = FORM_NAMES["@" + form if form else ""]
+        per_record = round(r["entries"] / r["records"], 1) if r.get("records") else "-"
+        code = [(label, r)]
+        if mode in before:
+            code.append((f"{label}, the code before", before[mode]))
+        for name, figures in code:
             rows.append(
-                f"| {mode} | {label} | {figures['rss_growth_mib']} "
-                f"| {figures['bytes_per_entry']} | {figures['lookup_us']} "
-                f"| {figures.get('apply_us') or '-'} |"
+                f"| {kind} | {name} | {per_record} | {figures['rss_growth_mib']} "
+                f"| {figures['bytes_per_entry']} | {figures['lookup_us']} |"
             )
+    return rows
+
+
+def _read_rows(report: dict[str, Any]) -> list[str]:
+    rows = []
+    before = report.get("read_before") or {}
+    for mode, r in (report.get("read") or {}).items():
+        kind = mode.removeprefix("read-")
+        runs = [("", r)] + ([(", the code before", before[mode])] if mode in before else [])
+        for form in r["forms"]:
+            for label, run in runs:
+                f = run["forms"][form]
+                single = run["forms"]["single"]["read_us_per_entry"]
+                sums = [
+                    a + d
+                    for a, d in zip(
+                        f["apply_us_per_entry_all"], f["decode_us_per_entry_all"], strict=True
+                    )
+                ]
+                rows.append(
+                    f"| {kind} | {FORM_NAMES[READ_FORM_NAMES[form]]}{label} "
+                    f"| {f['entries_per_record']} | {f['record_bytes']:,} "
+                    f"| {f['decode_us_per_entry']} | {f['apply_us_per_entry']} "
+                    f"| **{f['read_us_per_entry']}** ({min(sums):.2f}-{max(sums):.2f}) "
+                    f"| {f['read_us_per_entry'] / single:.2f}x |"
+                )
+    return rows
+
+
+def markdown(report: dict[str, Any]) -> str:
+    count = report["settings"]["entries"]
     f = report.get("in_flight")
     flight = (
         f"""## A worker with {IN_FLIGHT:,} events in flight
@@ -139,28 +200,56 @@ Load average at the start: {f["load_average"]}.
         if f
         else ""
     )
+    read = report.get("read") or {}
+    chunk: dict[str, Any] = next(iter(read.values()), {})
+    notes = "".join(f"- {note}\n" for note in report.get("notes", []))
+    notes = f"## What it shows\n\n{notes}\n" if notes else ""
+    before_note = (
+        f' "The code before": the same measurement of {report["before"]}, each right'
+        " after this code's."
+        if report.get("before")
+        else ""
+    )
     return f"""# Worker memory
 
 `python bench/memory/run.py`.
 
 ## The durable maps at {count:,} entries
 
-Each row a fresh process filling the map as a worker loads it from Kafka (`DurableMap._apply`);
-RSS growth over the fill; lookup = one `get` of a key held (CPU time, best of 3 x 200,000);
-a record read = the CPU time of `_apply` for one more record as the tail hands it (100,000
-timed, aiokafka's own cost not in it). "before" is the code before
-the change, measured in the same run.
+Each row a fresh process filling the map as a worker loads it from Kafka (`DurableMap._apply`,
+record by record), in one of the record forms a map topic holds: a record per entry
+(`{{"written_at", "value"}}`: what workers wrote before sessions 11-12, what `replay --batch`
+and the batcher still write) or the batch records workers write since (`marks/<id>` ->
+`{{"written_at", "marks", "values"}}`, encoded by `durable_map._encode_entries`), of 1 entry
+(an event finishing alone), 4 (a loaded worker: 2.7-4.4 in the pipeline benchmark,
+[pipeline-worker-12-first](pipeline-worker-12-first.md)) or as many as the cap allows
+(1,000 entries or 128 KiB). RSS growth over the fill; lookup = one `get` of a key held (CPU
+time, best of 3 x 200,000).{before_note}
 
-- dedupe keys: `seen/helpdesk/msg_<27>` and `done/triage/helpdesk/msg_<27>` (one of each per
-  event), value 1; `set`: a plain set of the same keys (the least a dedupe can hold);
+- dedupe keys: `seen/helpdesk/msg_<27>` and `done/triage/helpdesk/msg_<27>` (half each), value
+  1; `set`: a plain set of the same keys (the least a dedupe can hold);
 - cache: sha256 hex keys, values of provider, model, a three-field output and token usage
   (~260 bytes of JSON); `dict_bytes`: a plain dict of the same keys to those JSON bytes.
 
-| map | code | RSS growth, MiB | bytes per entry | lookup, µs | a record read, µs |
+| map | form | entries per record | RSS growth, MiB | bytes per entry | lookup, µs |
 |---|---|---:|---:|---:|---:|
-{chr(10).join(rows)}
+{chr(10).join(_map_rows(report))}
 
-{flight}
+## CPU per entry read
+
+What every worker's tail pays for each entry any worker writes. One process per map: the map
+filled with {count:,} entries (batch records of 4, then `gc.freeze()` as the worker does after
+start-up), then {chunk.get("rounds", "-")} rounds each reading {chunk.get("chunk_entries", 0):,}
+more entries in every form, in an order rotated each round; CPU time per entry, median of the
+rounds (range of the rounds in brackets). aiokafka's decode = its fetcher's work on a fetch
+response's bytes (`PartitionRecords` over record batches of up to 16 KiB: CRC check, record
+parse, `ConsumerRecord`), the fetch requests themselves not in it; `_apply` = the map's own
+(JSON parse, what it keeps).
+
+{READ_HEADER}
+{chr(10).join(_read_rows(report))}
+
+{notes}{flight}
 Python {report["machine"]["python"]}, {report["machine"]["cores"]} cores shared with other work.
 """
 
@@ -169,22 +258,30 @@ async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entries", type=int, default=1_000_000)
     parser.add_argument("--before", type=Path, default=None, help="a source tree to compare")
+    parser.add_argument("--before-name", default="the code before", help="what --before is")
     parser.add_argument("--skip-in-flight", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--render", type=Path, help="only write memory.md from this JSON")
+    parser.add_argument("--note", action="append", default=[], help="a finding, in the .md")
     args = parser.parse_args()
     if args.render is not None:
         (args.out / "memory.md").write_text(markdown(json.loads(args.render.read_text())))
         return 0
     report: dict[str, Any] = {
         "settings": {"entries": args.entries, "in_flight": IN_FLIGHT},
+        "load_average_start": load_average(),
+        "before": args.before_name if args.before is not None else None,
         "machine": {"cores": os.cpu_count(), "python": platform.python_version()},
-        "maps": {mode: measure_map(mode, args.entries, None) for mode in MAP_MODES},
+        "notes": args.note,
     }
-    if args.before is not None:
-        report["maps_before"] = {
-            mode: measure_map(mode, args.entries, args.before) for mode in ("dedupe", "cache")
-        }
+    # The code before (--before) measured right after this code, mode by mode: interleaved.
+    for section, modes in (("maps", MAP_MODES), ("read", READ_MODES)):
+        report[section] = {}
+        for mode in modes:
+            report[section][mode] = measure_map(mode, args.entries, None)
+            if args.before is not None and not mode.startswith(("set", "dict_bytes")):
+                before = report.setdefault(f"{section}_before", {})
+                before[mode] = measure_map(mode, args.entries, args.before)
     print(f"bench: maps {json.dumps(report['maps'])}", flush=True)
     if not args.skip_in_flight:
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
