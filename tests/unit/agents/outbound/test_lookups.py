@@ -23,7 +23,7 @@ from schemas import tracecontext
 from schemas.config import HookstreamConfig
 from schemas.config_loader import load_config
 from schemas.errors import PermanentRemoteError, RetriableRemoteError
-from streams.metrics import tracing
+from tests.support.spans import exporting
 from tests.unit.schemas.test_config_loader import VALID, VALID_ENV, write
 
 
@@ -179,12 +179,8 @@ async def test_a_guarded_lookup_connects_to_the_next_checked_address_when_one_re
 
 @pytest.fixture
 def exported() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    tracing.setup("worker", {}, exporter=exporter)
-    try:
+    with exporting("worker") as exporter:
         yield exporter
-    finally:
-        tracing.shutdown()
 
 
 async def test_the_lookup_span_records_the_answers_status_an_errors_too(

@@ -20,7 +20,7 @@ from agents.outbound.http import new_session, request_json
 from agents.stages.base import Stage, record_trace, traced
 from schemas import tracecontext
 from schemas.tracecontext import TraceContext, derived_trace_id, trace_id_of
-from streams.metrics import tracing
+from tests.support.spans import exporting
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 SPAN = "00f067aa0ba902b7"
@@ -102,12 +102,8 @@ async def test_the_handler_runs_in_the_records_context_and_leaves_none_behind() 
 
 @pytest.fixture
 def exported() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    tracing.setup("worker", {}, exporter=exporter)
-    try:
+    with exporting("worker") as exporter:
         yield exporter
-    finally:
-        tracing.shutdown()
 
 
 async def test_with_spans_the_handler_runs_in_a_child_span(

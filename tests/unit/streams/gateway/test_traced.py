@@ -17,7 +17,7 @@ from opentelemetry.trace import StatusCode
 from schemas.config_sources import SignatureConfig, SourceConfig
 from streams.gateway.traced import WebhookSpans
 from streams.http.message import Request, Response
-from streams.metrics import tracing
+from tests.support.spans import exporting
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 SENDER = "00f067aa0ba902b7"
@@ -26,12 +26,8 @@ SOURCE = SourceConfig(name="helpdesk", signature=SignatureConfig(scheme="none"))
 
 @pytest.fixture
 def exported() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    tracing.setup("gateway", {}, exporter=exporter)
-    try:
+    with exporting("gateway") as exporter:
         yield exporter
-    finally:
-        tracing.shutdown()
 
 
 def request(**headers: str) -> Request:
