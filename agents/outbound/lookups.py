@@ -44,9 +44,9 @@ from schemas.events import CloudEvent, EnrichedEvent
 from streams.metrics import tracing
 
 STAGE = "enrich"
-# The statuses a lookup takes as answers: any 2xx, and a 404 with on_not_found: "null".
-ANSWERED = frozenset(range(200, 300))
-ANSWERED_OR_NOT_FOUND = ANSWERED | {404}
+# A lookup with on_not_found: "null" takes a 404 as an answer besides any 2xx (the wire
+# client's default, ok_statuses None).
+ANSWERED_OR_NOT_FOUND = frozenset(range(200, 300)) | {404}
 
 
 def event_context(event: CloudEvent) -> dict[str, Any]:
@@ -218,7 +218,7 @@ class Enricher:
             None,
             timeout_s=lookup.timeout_s,
             headers={},
-            ok_statuses=ANSWERED_OR_NOT_FOUND if lookup.on_not_found == "null" else ANSWERED,
+            ok_statuses=ANSWERED_OR_NOT_FOUND if lookup.on_not_found == "null" else None,
         )
         if status == 404:
             return None, False
