@@ -23,6 +23,7 @@ from agents.state.recovery import results_since_last_commit
 from agents.state.table import KafkaTable
 from schemas.config import HookstreamConfig
 from schemas.topics import Topics
+from streams.kafka.batch_writer import BatchingKafkaWriter
 from streams.kafka.producer import KafkaWriter
 
 
@@ -114,7 +115,8 @@ class Resources(RefCounted):
             raise
 
     async def _start_all(self) -> None:
-        writer = KafkaWriter(self.config.kafka, client_id=self.client_id)
+        # Writes in rounds, a batch per partition (streams.kafka.batch_writer says why).
+        writer = BatchingKafkaWriter(self.config.kafka, client_id=self.client_id)
         await writer.start()
         self._writer = writer
         connect_timeout_s = self.config.worker.http_connect_timeout_s

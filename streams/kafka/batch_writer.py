@@ -46,6 +46,7 @@ from streams.kafka.producer import (
     MAX_REQUEST_BYTES,
     Headers,
     KafkaWriter,
+    PendingWrite,
 )
 
 log = logging.getLogger(__name__)
@@ -58,10 +59,13 @@ _HASH_CACHE_SIZE = 65536  # distinct keys whose murmur2 hash is kept (keys repea
 
 
 class BatchingKafkaWriter(KafkaWriter):
-    """:class:`KafkaWriter` with the same ``send()`` contract, written in per-partition batches.
+    """:class:`KafkaWriter` with the same ``send()`` and ``write()`` contracts, written in
+    per-partition batches.
 
-    Used by the gateway; the workers keep the plain writer (they write one record per event
-    at a far lower rate, and in an order Faust's acks depend on).
+    Used by the gateway (``send``/``submit``) and by the worker and sink processes
+    (``write``/``outcome``, through :mod:`agents.emit`): aiokafka's ``send()`` was ~11 % of the
+    worker's CPU per event, for 2.4 records per event (bench/pipeline, issue 16). Per-key order
+    is kept (records of a partition go in arrival order, one batch per partition per round).
     """
 
     def __init__(self, settings: KafkaSettings, *, client_id: str = "hookstream") -> None:
@@ -82,6 +86,10 @@ class BatchingKafkaWriter(KafkaWriter):
         )
         self._sweeper: asyncio.TimerHandle | None = None
         self._metadata_fetches: set[asyncio.Task[None]] = set()
+        # Batches with a producer, not yet acknowledged or failed: (the producer, its records).
+        # A producer stopped before answering them (replaced, or this writer stopping) never
+        # will; their records fail then, so that a write() waiting on one is given up.
+        self._unsettled: dict[asyncio.Future[Any], tuple[Any, list[_Entry]]] = {}
         self.batches_sent = 0  # for tests and the benchmark's notes: records per batch
         self.records_sent = 0
 
@@ -118,6 +126,37 @@ class BatchingKafkaWriter(KafkaWriter):
         stopped = BrokerUnavailable("the Kafka producer stopped before acknowledging")
         while self._deadlines:
             _expire(self._deadlines.popleft()[1], stopped)
+        self._settle_stopped(None)
+
+    async def write(
+        self, topic: str, value: bytes, *, key: bytes | None = None, headers: Headers = ()
+    ) -> PendingWrite:
+        """:meth:`KafkaWriter.write`'s contract, the record joining the next round.
+
+        No deadline of its own: the write is done once the batch holding it is acknowledged,
+        or failed (the producer gave it up, or stopped before answering: then, and only then,
+        ``given_up``). The caller bounds each wait with :meth:`outcome`. A topic without
+        metadata yet waits for it up to ``produce_timeout_s``, then fails (never queued).
+        """
+        waiter = self.submit(
+            topic, value, key=key, headers=headers, deadline_s=self.settings.produce_timeout_s
+        )
+        waiter.add_done_callback(_retrieve)
+        return _RoundWrite(waiter, self._producer)
+
+    async def _replace(self, broken: Any) -> None:
+        retiring = set(self._retiring)
+        await super()._replace(broken)
+        for task in self._retiring - retiring:  # the broken one's retirement, if replaced
+            task.add_done_callback(lambda _: self._settle_stopped(broken))
+
+    def _settle_stopped(self, producer: Any) -> None:
+        """Fail the records of the batches ``producer`` (None: any) held when it stopped."""
+        stopped = BrokerUnavailable("the Kafka producer stopped before acknowledging")
+        for ack, (holder, entries) in list(self._unsettled.items()):
+            if producer is None or holder is producer:
+                del self._unsettled[ack]
+                _fail(entries, stopped)
 
     def _partition(self, key: bytes | None, count: int) -> int:
         if key is None:
@@ -377,13 +416,31 @@ class BatchingKafkaWriter(KafkaWriter):
             return None
         self.batches_sent += 1
         self.records_sent += len(taken)
+        if not ack.done():
+            self._unsettled[ack] = (producer, taken)
+            ack.add_done_callback(self._unsettled_done)
         return ack, taken, timestamps_ms
+
+    def _unsettled_done(self, ack: asyncio.Future[Any]) -> None:
+        self._unsettled.pop(ack, None)
 
     def _requeue(self, topic: str, partition: int, entries: list[_Entry]) -> None:
         tp = (topic, partition)
         self._pending[tp] = entries + self._pending.get(tp, [])
         if self._wake is not None and not self._wake.done():
             self._wake.set_result(None)
+
+
+class _RoundWrite(PendingWrite):
+    """A record queued for a round: ``ack`` fails exactly when the write was given up (never
+    handed to a producer, failed by it, or held by one that stopped: see ``_unsettled``)."""
+
+    __slots__ = ()
+
+    @property
+    def given_up(self) -> bool:
+        ack = self.ack
+        return ack.done() and (ack.cancelled() or ack.exception() is not None)
 
 
 def _as_hookstream_error(exc: BaseException, records: int) -> BrokerUnavailable | RecordTooLarge:
@@ -408,6 +465,12 @@ def _expire(waiter: asyncio.Future[RecordMetadata], error: BrokerUnavailable) ->
     """A write's deadline: its caller is answered 503 unless it was answered already."""
     if not waiter.done():
         waiter.set_exception(error)
+
+
+def _retrieve(waiter: asyncio.Future[RecordMetadata]) -> None:
+    """A write() nobody awaits any more must not log "exception was never retrieved"."""
+    if not waiter.cancelled():
+        waiter.exception()
 
 
 def _fail(entries: list[_Entry], error: BrokerUnavailable | RecordTooLarge) -> None:

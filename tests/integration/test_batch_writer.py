@@ -306,3 +306,64 @@ async def test_a_write_expired_while_its_topic_metadata_was_fetched_is_never_wri
     on_topic = await read_all(kafka_bootstrap, topic)
     assert [r.value for r in on_topic] == [b'{"n":"kept"}']
     assert kept.offset == 0
+
+
+async def test_write_and_outcome_keep_the_pending_write_contract(
+    writer: BatchingKafkaWriter, kafka_bootstrap: str
+) -> None:
+    # The worker's and the sinks' writes (agents.emit): write() hands the record over and
+    # returns at once; outcome() waits for its acknowledgement, as often as it takes.
+    topic = await create_topic(kafka_bootstrap)
+    pending = [
+        await writer.write(topic, b"v%d" % i, key=b"cus_%d" % (i % 5), headers=HEADERS)
+        for i in range(40)
+    ]
+    answers = [await writer.outcome(p) for p in pending]
+    assert all(not p.given_up for p in pending)
+    on_topic = {(r.partition, r.offset): r.value for r in await read_all(kafka_bootstrap, topic)}
+    assert {(a.partition, a.offset): b"v%d" % i for i, a in enumerate(answers)} == on_topic
+    assert writer.batches_sent < 40  # records shared batches
+
+
+async def test_a_write_the_producer_refused_is_given_up_and_not_written(
+    writer: BatchingKafkaWriter, kafka_bootstrap: str
+) -> None:
+    # Only a write that can no longer land may be written again (agents.emit): a batch the
+    # broker refused is one; a topic whose metadata never comes is another (never queued).
+    topic = await create_topic(kafka_bootstrap, config={"max.message.bytes": "4000"})
+    pending = [await writer.write(topic, b"x" * 900, key=b"same") for _ in range(20)]
+    for write in pending:
+        with pytest.raises(BrokerUnavailable):
+            await writer.outcome(write)
+    assert all(write.given_up for write in pending)
+    assert await read_all(kafka_bootstrap, topic) == []
+    settings = KafkaSettings(bootstrap_servers=kafka_bootstrap, produce_timeout_s=2)
+    async with BatchingKafkaWriter(settings, client_id="test-write-absent") as short:
+        absent = await short.write(f"absent-{uuid.uuid4().hex[:8]}", b"{}", key=b"k")
+        assert not absent.given_up  # waiting for the topic's metadata
+        with pytest.raises(BrokerUnavailable):
+            await short.outcome(absent, timeout_s=20)
+        assert absent.given_up
+
+
+async def test_a_write_held_by_a_stopped_producer_is_given_up(kafka_bootstrap: str) -> None:
+    # A producer stopped without answering a batch (a replaced one, or this writer's at a
+    # stop) never resolves it: the write must then count as given up, or its caller would
+    # wait on it forever. Here the producer's sender is cancelled before the answer came.
+    settings = KafkaSettings(bootstrap_servers=kafka_bootstrap, produce_timeout_s=10)
+    writer = BatchingKafkaWriter(settings)
+    await writer.start()
+    topic = await create_topic(kafka_bootstrap)
+    await writer.send(topic, b"warm-up", key=b"k")
+    producer = writer._producer
+    producer._sender.sender_task.cancel()  # what a retired producer's stop leaves behind
+    pending = await writer.write(topic, b"held", key=b"k")
+    for _ in range(10_000):  # loop iterations, until its round is with the producer
+        if writer._unsettled:
+            break
+        await asyncio.sleep(0)
+    assert not pending.given_up
+    await writer.stop()
+    assert pending.given_up
+    with pytest.raises(BrokerUnavailable):
+        await writer.outcome(pending, timeout_s=1)
