@@ -144,6 +144,17 @@ class BatchingKafkaWriter(KafkaWriter):
         waiter.add_done_callback(_retrieve)
         return _RoundWrite(waiter, self._producer)
 
+    async def outcome(
+        self, pending: PendingWrite, *, timeout_s: float | None = None
+    ) -> RecordMetadata:
+        """:meth:`KafkaWriter.outcome`'s contract: a write the broker refused raises
+        BrokerUnavailable, "too large" included (the caller writes it again; raising
+        RecordTooLarge here would rerun the stage's handler, model call and all)."""
+        try:
+            return await super().outcome(pending, timeout_s=timeout_s)
+        except RecordTooLarge as exc:
+            raise BrokerUnavailable(f"Kafka refused the write: {exc}") from exc
+
     async def _replace(self, broken: Any) -> None:
         retiring = set(self._retiring)
         await super()._replace(broken)

@@ -336,6 +336,12 @@ async def test_a_write_the_producer_refused_is_given_up_and_not_written(
         with pytest.raises(BrokerUnavailable):
             await writer.outcome(write)
     assert all(write.given_up for write in pending)
+    # Alone in its batch too: BrokerUnavailable, as KafkaWriter.outcome says, not
+    # RecordTooLarge (which would rerun a stage's handler, its model call included).
+    alone = await writer.write(topic, b"x" * 5000, key=b"alone")
+    with pytest.raises(BrokerUnavailable):
+        await writer.outcome(alone)
+    assert alone.given_up
     assert await read_all(kafka_bootstrap, topic) == []
     settings = KafkaSettings(bootstrap_servers=kafka_bootstrap, produce_timeout_s=2)
     async with BatchingKafkaWriter(settings, client_id="test-write-absent") as short:
