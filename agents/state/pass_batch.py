@@ -135,3 +135,7 @@ class PassBatcher(Generic[T]):
             gathered.done.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        # Ready for a start again (a memory's owner may restart it): a task cancelled before
+        # its first step never counted itself out.
+        self._in_flight.clear()
+        self._stopping = False
