@@ -65,7 +65,7 @@ from prometheus_client import Counter, Gauge
 
 from schemas import topics as catalogue
 from schemas.config import HookstreamConfig
-from schemas.errors import Fenced
+from schemas.errors import BrokerUnavailable, Fenced, UnknownTopic
 from streams.kafka.admin import create_topics
 from streams.kafka.connection import client_kwargs
 from streams.kafka.reader import (
@@ -327,9 +327,15 @@ class Batcher:
         try:
             await consumer.start()
             # Created (by run) just before: the broker may not show it in its metadata yet.
-            tps = await partitions_of(
-                consumer, self.journal, appear_within_s=TOPIC_APPEARS_WITHIN_S
-            )
+            try:
+                tps = await partitions_of(
+                    consumer, self.journal, appear_within_s=TOPIC_APPEARS_WITHIN_S
+                )
+            except UnknownTopic as exc:  # not a missing topic: the broker lags (retry later)
+                raise BrokerUnavailable(
+                    f"the batcher's journal {self.journal!r}, created at its start, is not in "
+                    f"the broker's metadata after {TOPIC_APPEARS_WITHIN_S:g} s"
+                ) from exc
             win = await window(consumer, self.journal, partitions=tps)
             async for batch in read_window(consumer, win):
                 for record in batch:

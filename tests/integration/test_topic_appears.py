@@ -15,16 +15,21 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, cast
 
 import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+import streams.ops.batcher as batcher_module
 from schemas.config import KafkaSettings
-from schemas.errors import UnknownTopic
+from schemas.config_loader import load_config
+from schemas.errors import BrokerUnavailable, UnknownTopic
 from streams.kafka.admin import create_topics
 from streams.kafka.reader import new_consumer, partitions_of
 from tests.support.kafka import delete_topics
+from tests.support.sinkstack import EXAMPLE
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -61,3 +66,17 @@ async def test_a_topic_that_does_not_appear_is_unknown_once_the_wait_is_over(
         await partitions_of(consumer, topic, appear_within_s=0.3)
     with pytest.raises(UnknownTopic, match=topic):  # without a wait: at once, as before
         await partitions_of(consumer, topic)
+
+
+async def test_a_batcher_journal_that_never_appears_is_the_brokers_lag_not_a_missing_topic(
+    kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The batcher creates its journal itself: if the broker's metadata still lacks it once the
+    # wait is over, "start the gateway first" (the CLI's answer to a missing topic, exit 4)
+    # would send the operator the wrong way. It is the broker's lag: BrokerUnavailable (exit 3).
+    monkeypatch.setattr(batcher_module, "TOPIC_APPEARS_WITHIN_S", 0.3)
+    env = {"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "HOOKSTREAM_TOPIC_PREFIX": "never-made"}
+    config = load_config(EXAMPLE, env=env, require_secrets=False)
+    batcher = batcher_module.Batcher(config, backend=cast(Any, None))
+    with pytest.raises(BrokerUnavailable, match=r"journal 'never-made\.ai-batch-jobs'"):
+        await batcher._read_journal()
