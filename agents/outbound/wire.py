@@ -69,6 +69,11 @@ from streams.metrics import tracing
 
 # Idle connections kept per origin at most (more are closed when their answer is read).
 MAX_IDLE = 512
+# An idle connection older than this is closed instead of reused. Servers close idle
+# keep-alive connections (Node's and uvicorn's default after 5 s): one reused as the server
+# closes it fails its request (a retry, and for a sink its backoff). httpx expires them at 5 s,
+# aiohttp at 15 s; below the common 5 s, a connection is never reused into that close.
+IDLE_EXPIRY_S = 4.0
 # Origins a WireClient keeps a pool for at most (a URL template may vary its host).
 MAX_ORIGINS = 64
 # The headers JsonPoster sends unless the caller's own name them (case-insensitively).
@@ -107,6 +112,7 @@ class _Connection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.waiter: asyncio.Future[Answer] | None = None
         self.closed = False
+        self.idle_since_s = 0.0  # the loop's time when it was last put back in the pool
         self._body: list[bytes] = []
         self._headers: list[tuple[bytes, bytes]] = []
         # The answer's head is read and it has neither Content-Length nor Transfer-Encoding:
@@ -303,6 +309,7 @@ class JsonPoster:
                 connection.waiter = None
                 connection.close()  # given up on (timed out, cancelled): its answer may come
         if not connection.closed and len(self._idle) < MAX_IDLE:
+            connection.idle_since_s = loop.time()
             self._idle.append(connection)
         elif not connection.closed:
             connection.close()
@@ -319,10 +326,18 @@ class JsonPoster:
     async def _connection(self, waiter: asyncio.Future[Answer]) -> _Connection:
         """An idle connection, else a new one (connecting within ``connect_timeout_s`` and
         before the call's deadline, which sets ``waiter``'s TimeoutError)."""
-        while self._idle:
-            connection = self._idle.pop()
-            if not connection.closed:
-                return connection
+        idle = self._idle
+        if idle:
+            expired_s = asyncio.get_running_loop().time() - IDLE_EXPIRY_S
+            while idle:
+                connection = idle.pop()  # the most recently used: the others are older
+                if connection.idle_since_s < expired_s:
+                    connection.close()
+                    for older in idle:
+                        older.close()
+                    idle.clear()
+                elif not connection.closed:
+                    return connection
         connect = asyncio.ensure_future(self._open())
         racing: list[asyncio.Future[Any]] = [connect, waiter]
         given_up = True  # unless the connect completes below

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 import pytest
 
+from agents.outbound import wire
 from agents.outbound.wire import JsonPoster, WireClient
 from schemas import tracecontext
 from schemas.errors import PermanentRemoteError, RetriableRemoteError, UnsafeDestination
@@ -403,3 +404,26 @@ async def test_credentials_in_a_sink_url_go_as_basic_auth() -> None:
             client.close()
     basic = base64.b64encode(b"u@x:p").decode()
     assert f"Authorization: Basic {basic}\r\n".encode() in server.requests[0]
+
+
+async def test_a_connection_idle_past_the_expiry_is_closed_not_reused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A server closes an idle keep-alive connection after a few seconds (Node's, uvicorn's 5);
+    # a request sent on it as it closes fails. One idle longer than IDLE_EXPIRY_S is closed
+    # and a new one opened; one idle less is reused.
+    monkeypatch.setattr(wire, "IDLE_EXPIRY_S", 0.2)
+    async with serving(lambda _: answer(200, b"{}")) as (server, url):
+        client = poster(url)
+        try:
+            await client.post(b"{}", timeout_s=5)
+            await client.post(b"{}", timeout_s=5)  # at once: the same connection
+            assert server.connections == 1
+            kept = client._idle[0]
+            await asyncio.sleep(0.3)
+            await client.post(b"{}", timeout_s=5)
+            assert server.connections == 2
+            assert kept.closed
+        finally:
+            client.close()
+    assert len(server.requests) == 3
