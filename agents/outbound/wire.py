@@ -331,10 +331,9 @@ class JsonPoster:
             expired_s = asyncio.get_running_loop().time() - IDLE_EXPIRY_S
             while idle:
                 connection = idle.pop()  # the most recently used: the others are older
-                if connection.idle_since_s < expired_s:
-                    connection.close()
-                    for older in idle:
-                        older.close()
+                if connection.idle_since_s < expired_s:  # so all of them are expired
+                    for stale in (connection, *idle):
+                        stale.close()
                     idle.clear()
                 elif not connection.closed:
                     return connection

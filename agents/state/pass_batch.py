@@ -73,7 +73,7 @@ class PassBatcher(Generic[T]):
             len(gathered.entries) >= MAX_ENTRIES_PER_RECORD
             or gathered.size_bytes + size_bytes > MAX_RECORD_BYTES
         ):
-            self._start(writer, gathered)  # full: written now, beside the one in flight
+            self._start(writer)  # full: written now, beside the one in flight
             gathered = None
         if gathered is None:
             gathered = self._gathering[writer] = _Gathered()
@@ -91,11 +91,11 @@ class PassBatcher(Generic[T]):
     def _write_soon(self, writer: KafkaWriter, gathered: _Gathered[T]) -> None:
         """The loop's next pass after the first entry: written unless already on its way."""
         if self._gathering.get(writer) is gathered:
-            self._start(writer, gathered)
+            self._start(writer)
 
-    def _start(self, writer: KafkaWriter, gathered: _Gathered[T]) -> None:
-        if self._gathering.get(writer) is gathered:
-            del self._gathering[writer]
+    def _start(self, writer: KafkaWriter) -> None:
+        """Write the record ``writer``'s entries are gathering in: it gathers no more."""
+        gathered = self._gathering.pop(writer)
         self._in_flight[writer] = self._in_flight.get(writer, 0) + 1
         task = asyncio.create_task(self._write(writer, gathered))
         self._writing[task] = gathered
@@ -114,9 +114,8 @@ class PassBatcher(Generic[T]):
             raise
         finally:
             self._in_flight[writer] -= 1
-            waiting = self._gathering.get(writer)
-            if waiting is not None and not self._in_flight[writer] and not self._stopping:
-                self._start(writer, waiting)
+            if writer in self._gathering and not self._in_flight[writer] and not self._stopping:
+                self._start(writer)  # the entries gathered while this one was in flight
         self.records_written += 1
         gathered.done.set_result(None)
 

@@ -47,6 +47,7 @@ from streams.kafka.producer import (
     Headers,
     KafkaWriter,
     PendingWrite,
+    retrieve_failure,
 )
 
 log = logging.getLogger(__name__)
@@ -141,7 +142,7 @@ class BatchingKafkaWriter(KafkaWriter):
         waiter = self.submit(
             topic, value, key=key, headers=headers, deadline_s=self.settings.produce_timeout_s
         )
-        waiter.add_done_callback(_retrieve)
+        waiter.add_done_callback(retrieve_failure)
         return _RoundWrite(waiter, self._producer)
 
     async def outcome(
@@ -155,11 +156,8 @@ class BatchingKafkaWriter(KafkaWriter):
         except RecordTooLarge as exc:
             raise BrokerUnavailable(f"Kafka refused the write: {exc}") from exc
 
-    async def _replace(self, broken: Any) -> None:
-        retiring = set(self._retiring)
-        await super()._replace(broken)
-        for task in self._retiring - retiring:  # the broken one's retirement, if replaced
-            task.add_done_callback(lambda _: self._settle_stopped(broken))
+    def _retired(self, producer: Any) -> None:
+        self._settle_stopped(producer)
 
     def _settle_stopped(self, producer: Any) -> None:
         """Fail the records of the batches ``producer`` (None: any) held when it stopped."""
@@ -476,12 +474,6 @@ def _expire(waiter: asyncio.Future[RecordMetadata], error: BrokerUnavailable) ->
     """A write's deadline: its caller is answered 503 unless it was answered already."""
     if not waiter.done():
         waiter.set_exception(error)
-
-
-def _retrieve(waiter: asyncio.Future[RecordMetadata]) -> None:
-    """A write() nobody awaits any more must not log "exception was never retrieved"."""
-    if not waiter.cancelled():
-        waiter.exception()
 
 
 def _fail(entries: list[_Entry], error: BrokerUnavailable | RecordTooLarge) -> None:

@@ -115,6 +115,11 @@ class KafkaWriter:
             task = asyncio.create_task(_retire(broken, self.settings.produce_timeout_s))
             self._retiring.add(task)
             task.add_done_callback(self._retiring.discard)
+            task.add_done_callback(lambda _: self._retired(broken))
+
+    def _retired(self, producer: AIOKafkaProducer) -> None:
+        """A replaced producer has stopped: nothing of it is left to wait on here (its pending
+        writes' acks fail or never resolve; :class:`PendingWrite` tells the two apart)."""
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -230,7 +235,7 @@ class KafkaWriter:
             raise await self._refused(exc, len(value), producer) from exc
         # Retrieve a failure even if the caller stops waiting (e.g. it is cancelled), so that
         # asyncio does not log "Future exception was never retrieved" for it.
-        ack.add_done_callback(_retrieve)
+        ack.add_done_callback(retrieve_failure)
         return PendingWrite(ack, producer)
 
     async def outcome(
@@ -303,7 +308,9 @@ class PendingWrite:
         return closed and (task is None or task.done())
 
 
-def _retrieve(ack: asyncio.Future[RecordMetadata]) -> None:
+def retrieve_failure(ack: asyncio.Future[RecordMetadata]) -> None:
+    """A done callback: a write's failure counts as retrieved even if nobody awaits it any
+    more, so asyncio does not log "exception was never retrieved"."""
     if not ack.cancelled():
         ack.exception()
 
