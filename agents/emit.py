@@ -3,6 +3,10 @@
 An event is acked only after its output is on Kafka. If the broker is unavailable, waiting
 and trying again is the only correct move: the event stays unacked (so uncommitted) and the
 stage stops taking new work because its slots stay busy — backpressure, not loss.
+
+The one refusal not waited out is a record over what its topic accepts (RecordTooLarge: its
+``max.message.bytes``, or Kafka's 1 MiB request): the same bytes would be refused forever and
+the partition would wait behind them. It reaches the stage, which dead-letters the event.
 """
 
 from __future__ import annotations

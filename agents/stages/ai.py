@@ -56,7 +56,7 @@ from schemas import templates
 from schemas.codec import dumps
 from schemas.config import HookstreamConfig
 from schemas.config_flows import FlowConfig
-from schemas.errors import HookstreamError, InvalidModelOutput
+from schemas.errors import HookstreamError, InvalidModelOutput, RecordTooLarge
 from schemas.events import AIResult, EnrichedEvent, TokenUsage
 from schemas.headers import carried_headers, replay_id
 
@@ -190,7 +190,9 @@ class AIStage(Stage):
                 # A multi-step result's usage is every step's: no entry for its last step.
                 entry = None if written.steps else cache_entry(written)
             key = event.partitionkey.encode()
-            await self._write(message, key, marker, journaled.result, journaled.cache_key, entry)
+            await self._write(
+                message, enriched.flow, key, marker, journaled.result, journaled.cache_key, entry
+            )
             self._done(enriched.flow, marker)
             return
         flow = self._flows[enriched.flow]
@@ -221,7 +223,7 @@ class AIStage(Stage):
             # Paid for: on local disk before anything else (agents.state.answers says why).
             answers.record(marker, payload, cache_key)
         key = event.partitionkey.encode()
-        await self._write(message, key, marker, payload, cache_key, entry)
+        await self._write(message, flow.name, key, marker, payload, cache_key, entry)
         # The earlier steps' cache entries after the result: like the last step's, they only
         # save calls. Awaited here, in the event's own task, so busy() covers them.
         earlier = [(k, cache_entry(r)) for r, k in list(answered.values())[:-1] if k is not None]
@@ -307,6 +309,7 @@ class AIStage(Stage):
     async def _write(
         self,
         message: Any,
+        flow: str,
         key: bytes,
         marker: str,
         payload: bytes,
@@ -314,16 +317,25 @@ class AIStage(Stage):
         entry: dict[str, Any] | None,
     ) -> None:
         """The result, then its "done" marker and its answer-cache entry, then the journal's
-        note that the answer is safe on Kafka."""
+        note that the answer is safe on Kafka.
+
+        A result over what the results topic accepts (its ``max.message.bytes``) is
+        dead-lettered with that error instead: written again it would fail alike, and the
+        partition would wait behind it for good. Its answer-cache entry is still written (a
+        redrive, once the topic takes larger records, is answered from it without paying)."""
         with self._writes():
             writer = self.resources.writer
             dedupe, cache = self.resources.dedupe, self.resources.ai_cache
             # The result first, and only once Kafka has it the "done" mark: written together, a
             # crash could leave the mark without the result, and the restarted worker would then
             # skip an event that has no result (found by the SIGKILL test).
-            await emit(
-                writer, self.topics.results, payload, key=key, headers=carried_headers(message)
-            )
+            try:
+                await emit(
+                    writer, self.topics.results, payload, key=key, headers=carried_headers(message)
+                )
+            except RecordTooLarge as exc:
+                await self._result_too_large(message, flow, marker, exc, cache_key, entry)
+                return
             marks: list[tuple[DurableMap, str, Any]] = []
             if dedupe is not None:
                 marks.append((dedupe, marker, 1))
@@ -333,6 +345,27 @@ class AIStage(Stage):
                 await put_all(writer, marks)
             if self.resources.answers is not None:
                 self.resources.answers.done(marker)
+
+    async def _result_too_large(
+        self,
+        message: Any,
+        flow: str,
+        marker: str,
+        error: RecordTooLarge,
+        cache_key: str | None,
+        entry: dict[str, Any] | None,
+    ) -> None:
+        """:meth:`_write`'s dead letter for a result the results topic refuses as too large."""
+        cache = self.resources.ai_cache
+        if cache is not None and cache_key is not None and entry is not None:
+            try:
+                await put_all(self.resources.writer, [(cache, cache_key, entry)])
+            except RecordTooLarge:
+                log.warning("the answer-cache entry of %s is too large for its topic", marker)
+        failure = RecordTooLarge(f"the result of flow {flow} is not written: {error}")
+        await self._fail(message, failure, extra_headers=_flow_header(flow))
+        if self.resources.answers is not None:
+            self.resources.answers.done(marker)
 
     async def _fail(
         self, message: Any, error: BaseException, *, extra_headers: list[tuple[str, bytes]]

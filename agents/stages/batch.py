@@ -57,6 +57,7 @@ class _AIStage(Protocol):
     async def _write(
         self,
         message: Any,
+        flow: str,
         key: bytes,
         marker: str,
         payload: bytes,
@@ -81,7 +82,7 @@ async def queue_for_batch(
     key = enriched.event.partitionkey.encode()
     result = task.cached(enriched, stage.resources.ai_cache, requests)
     if result is not None:
-        await stage._write(message, key, marker, dumps(result), None, None)
+        await stage._write(message, name, key, marker, dumps(result), None, None)
         return
     with stage._writes():
         writer = stage.resources.writer

@@ -43,7 +43,7 @@ from agents.state.recovery import dead_key, done_key
 from schemas.codec import dumps
 from schemas.config import HookstreamConfig
 from schemas.config_flows import FlowConfig
-from schemas.errors import HookstreamError
+from schemas.errors import HookstreamError, RecordTooLarge
 from schemas.events import CloudEvent, EnrichedEvent
 from schemas.headers import carried_headers, replay_id, replay_suffix
 
@@ -155,10 +155,16 @@ class EnrichStage(Stage):
                 # Unmarked: its redrive, or the sender's retry, enriches this flow again.
                 await self._fail(message, exc, extra_headers=flow_header)
                 continue
-            await emit(
-                self.resources.writer,
-                self.topics.enriched,
-                dumps(enriched),
-                key=cloud_event.partitionkey.encode(),
-                headers=carried_headers(message),
-            )
+            try:
+                await emit(
+                    self.resources.writer,
+                    self.topics.enriched,
+                    dumps(enriched),
+                    key=cloud_event.partitionkey.encode(),
+                    headers=carried_headers(message),
+                )
+            except RecordTooLarge as exc:  # its lookups' answers made it too large: for good
+                failure = RecordTooLarge(f"flow {flow.name}'s enriched event is not written: {exc}")
+                await self._fail(
+                    message, failure, extra_headers=[("hookstream-flow", flow.name.encode())]
+                )

@@ -49,13 +49,21 @@ from streams.kafka.producer import (
     PendingWrite,
     retrieve_failure,
 )
+from streams.kafka.size_limits import (
+    BATCH_HEADER_BYTES,
+    TopicSizeLimits,
+    describe_max_message_bytes,
+    lone_record_bytes,
+    record_bytes_max,
+)
 
 log = logging.getLogger(__name__)
 
 # (value, key, headers, caller's future): a tuple, the cheapest record of a pending write.
 _Entry = tuple[bytes, bytes | None, Headers, "asyncio.Future[RecordMetadata]"]
-# A batch with the producer: (its acknowledgement, the records in it, their timestamps in ms).
-_Batch = tuple["asyncio.Future[Any]", list[_Entry], list[int]]
+# A batch with the producer: (its acknowledgement, the records in it, their timestamps in ms,
+# its (topic, partition)).
+_Batch = tuple["asyncio.Future[Any]", list[_Entry], list[int], tuple[str, int]]
 _HASH_CACHE_SIZE = 65536  # distinct keys whose murmur2 hash is kept (keys repeat: customers)
 
 
@@ -91,6 +99,8 @@ class BatchingKafkaWriter(KafkaWriter):
         # A producer stopped before answering them (replaced, or this writer stopping) never
         # will; their records fail then, so that a write() waiting on one is given up.
         self._unsettled: dict[asyncio.Future[Any], tuple[Any, list[_Entry]]] = {}
+        # Each topic's max.message.bytes, learned from the broker's refusals (size_limits).
+        self._limits = TopicSizeLimits()
         self.batches_sent = 0  # for tests and the benchmark's notes: records per batch
         self.records_sent = 0
 
@@ -144,17 +154,6 @@ class BatchingKafkaWriter(KafkaWriter):
         )
         waiter.add_done_callback(retrieve_failure)
         return _RoundWrite(waiter, self._producer)
-
-    async def outcome(
-        self, pending: PendingWrite, *, timeout_s: float | None = None
-    ) -> RecordMetadata:
-        """:meth:`KafkaWriter.outcome`'s contract: a write the broker refused raises
-        BrokerUnavailable, "too large" included (the caller writes it again; raising
-        RecordTooLarge here would rerun the stage's handler, model call and all)."""
-        try:
-            return await super().outcome(pending, timeout_s=timeout_s)
-        except RecordTooLarge as exc:
-            raise BrokerUnavailable(f"Kafka refused the write: {exc}") from exc
 
     def _retired(self, producer: Any) -> None:
         self._settle_stopped(producer)
@@ -224,6 +223,11 @@ class BatchingKafkaWriter(KafkaWriter):
             raise RecordTooLarge(
                 f"the record is {len(value)} bytes, over Kafka's request size limit"
             )
+        refused_from = self._limits.refused_from.get(topic)
+        if refused_from is not None:  # the topic refused a batch as too large before
+            size = lone_record_bytes(key, value, headers)
+            if size >= refused_from:
+                raise self._limits.refusal(topic, size)
         count = self._partition_counts.get(topic)
         if count is None:
             partitions = self._producer.client.cluster.partitions_for_topic(topic)
@@ -349,18 +353,29 @@ class BatchingKafkaWriter(KafkaWriter):
                     continue
                 # Bounded: a producer stopped uncleanly (replaced, see _replace) may never
                 # resolve its batches; the callers' own deadlines have answered them by then.
-                acks = [ack for ack, _, _ in sent]
+                acks = [ack for ack, _, _, _ in sent]
                 await asyncio.wait(acks, timeout=self.settings.produce_timeout_s)
                 for batch in sent:
                     if batch[0].done():
                         acked.append(batch)
                     else:  # answered whenever it ends, if a caller is still waiting then
-                        batch[0].add_done_callback(functools.partial(_resolve, *batch[1:]))
-                errors = [ack.exception() for ack, _, _ in acked if not ack.cancelled()]
+                        batch[0].add_done_callback(functools.partial(_resolve, batch[1], batch[2]))
+                errors = [ack.exception() for ack, _, _, _ in acked if not ack.cancelled()]
                 if any(error is not None for error in errors):
+                    too_large = [batch for batch in acked if _refused_as_too_large(batch[0])]
+                    if too_large:
+                        acked = [batch for batch in acked if not _refused_as_too_large(batch[0])]
+                        try:
+                            await self._learn_limits(too_large)
+                        except BaseException:  # stopping: nobody else will answer them
+                            for _, entries, _, _ in too_large:
+                                _fail(entries, BrokerUnavailable("the Kafka producer is stopping"))
+                            raise
                     _answer(acked)
                     acked = []
-                    if any(isinstance(error, BROKEN_PRODUCER_ERRORS) for error in errors):
+                    if too_large or any(isinstance(e, BROKEN_PRODUCER_ERRORS) for e in errors):
+                        # After a refusal the producer's sequence for that partition is past
+                        # the refused batch: its next write there would fail (size_limits).
                         await self._replace(self._producer)
         finally:  # stopping (cancelled): every caller of this task's rounds still gets one answer
             _answer(held)
@@ -368,7 +383,7 @@ class BatchingKafkaWriter(KafkaWriter):
             # The round with the producer is answered from its acknowledgements, which the
             # producer's flush in stop() brings; what was never handed over (still in
             # ``pending``, see _send_round) is refused.
-            for ack, entries, timestamps_ms in sent:
+            for ack, entries, timestamps_ms, _ in sent:
                 ack.add_done_callback(functools.partial(_resolve, entries, timestamps_ms))
             for entries in pending.values():
                 _fail(entries, BrokerUnavailable("the Kafka producer is stopping"))
@@ -403,10 +418,22 @@ class BatchingKafkaWriter(KafkaWriter):
         batch = producer.create_batch()
         taken: list[_Entry] = []
         timestamps_ms: list[int] = []
+        batch_max = self._limits.batch_max.get(topic)
+        used_bytes = BATCH_HEADER_BYTES
         for index, entry in enumerate(entries):
             value, key, headers, waiter = entry
             if waiter.done():
                 continue
+            if batch_max is not None:  # the topic refused a batch as too large before
+                size = lone_record_bytes(key, value, headers)
+                if size >= self._limits.refused_from[topic]:  # queued before that refusal
+                    waiter.set_exception(self._limits.refusal(topic, size))
+                    continue
+                adds = record_bytes_max(key, value, headers)
+                if taken and used_bytes + adds > batch_max:
+                    self._requeue(topic, partition, entries[index:])
+                    break
+                used_bytes += adds
             appended = batch.append(key=key, value=value, timestamp=None, headers=headers)
             if appended is None:  # batch full: the rest waits for the next round
                 self._requeue(topic, partition, entries[index:])
@@ -428,7 +455,29 @@ class BatchingKafkaWriter(KafkaWriter):
         if not ack.done():
             self._unsettled[ack] = (producer, taken)
             ack.add_done_callback(self._unsettled_done)
-        return ack, taken, timestamps_ms
+        return ack, taken, timestamps_ms, (topic, partition)
+
+    async def _learn_limits(self, refused: list[_Batch]) -> None:
+        """Batches the broker refused as too large: learn each topic's limit (one question to
+        the broker per refusal); a lone record is then refused for good, the records of a
+        batch of several go back, ahead of newer ones, to be written in smaller batches."""
+        for _, entries, _, (topic, partition) in refused:
+            if len(entries) == 1:
+                value, key, headers, waiter = entries[0]
+                size = lone_record_bytes(key, value, headers)
+            else:
+                size = BATCH_HEADER_BYTES + sum(
+                    record_bytes_max(key, value, headers) for value, key, headers, _ in entries
+                )
+            stated = await describe_max_message_bytes(
+                self._producer.client, topic, self.settings.produce_timeout_s
+            )
+            self._limits.learn(topic, size, len(entries), stated)
+            if len(entries) == 1:
+                if not waiter.done():
+                    waiter.set_exception(self._limits.refusal(topic, size))
+            else:
+                self._requeue(topic, partition, [e for e in entries if not e[3].done()])
 
     def _unsettled_done(self, ack: asyncio.Future[Any]) -> None:
         self._unsettled.pop(ack, None)
@@ -483,8 +532,14 @@ def _fail(entries: list[_Entry], error: BrokerUnavailable | RecordTooLarge) -> N
 
 
 def _answer(batches: list[_Batch]) -> None:
-    for ack, entries, timestamps_ms in batches:
+    for ack, entries, timestamps_ms, _ in batches:
         _resolve(entries, timestamps_ms, ack)
+
+
+def _refused_as_too_large(ack: asyncio.Future[Any]) -> bool:
+    return (
+        ack.done() and not ack.cancelled() and isinstance(ack.exception(), MessageSizeTooLargeError)
+    )
 
 
 def _resolve(entries: list[_Entry], timestamps_ms: list[int], ack: asyncio.Future[Any]) -> None:

@@ -110,6 +110,9 @@ class KafkaWriter:
                 await fresh.stop()
                 log.warning("cannot start a fresh Kafka producer yet: %s", type(exc).__name__)
                 return
+            except asyncio.CancelledError:  # the writer stopping: not left running
+                await fresh.stop()
+                raise
             self._producer = fresh
             log.warning("the Kafka producer lost its idempotence state; replaced it")
             task = asyncio.create_task(_retire(broken, self.settings.produce_timeout_s))
@@ -262,7 +265,9 @@ class KafkaWriter:
         except TimeoutError as exc:
             raise BrokerUnavailable(f"Kafka did not acknowledge within {deadline_s:g} s") from exc
         except KafkaError as exc:
-            if isinstance(exc, BROKEN_PRODUCER_ERRORS):
+            # A batch refused as too large leaves the producer's sequence for its partition
+            # past it: the next write there would fail (streams.kafka.size_limits).
+            if isinstance(exc, (*BROKEN_PRODUCER_ERRORS, MessageSizeTooLargeError)):
                 await self._replace(pending.producer)
             raise BrokerUnavailable(f"Kafka refused the write: {type(exc).__name__}") from exc
         finally:

@@ -22,6 +22,7 @@ from schemas.config import KafkaSettings
 from schemas.errors import BrokerUnavailable, RecordTooLarge
 from streams.kafka.admin import create_topics
 from streams.kafka.batch_writer import BatchingKafkaWriter
+from streams.kafka.size_limits import lone_record_bytes
 from tests.support.kafka import read_all
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -185,32 +186,66 @@ async def test_partitions_added_to_a_topic_are_written_once_the_metadata_says_so
     assert max(expected) >= PARTITIONS  # some keys did move to a new partition
 
 
-async def test_a_failed_batch_fails_every_write_in_it_and_none_is_written(
+async def test_a_batch_refused_as_too_large_is_written_again_in_smaller_batches(
     writer: BatchingKafkaWriter, kafka_bootstrap: str
 ) -> None:
     # Each record fits the topic's limit, a batch of several does not: the broker refuses the
-    # whole batch. Every caller must hear so (BrokerUnavailable: the gateway's 503), none may
-    # get an offset.
+    # whole batch. The writer learns the limit and writes them all in batches under it, in
+    # order; before, every caller got BrokerUnavailable, and the same batch came back.
     topic = await create_topic(kafka_bootstrap, config={"max.message.bytes": "4000"})
     warm = await writer.send(topic, b"warm-up", key=b"same", headers=HEADERS)
-    value = b"x" * 900
-    answers = await burst(writer, topic, [(b"same", value)] * 20)
-    assert all(isinstance(a, BrokerUnavailable) for a in answers), answers
-    assert "too large" in str(answers[0])
+    values = [f"{n:03d}".encode() + b"x" * 900 for n in range(20)]
+    answers = await burst(writer, topic, [(b"same", value) for value in values])
+    assert all(isinstance(a, RecordMetadata) for a in answers), answers
     on_topic = await read_all(kafka_bootstrap, topic)
-    assert [(r.partition, r.offset, r.value) for r in on_topic] == [
-        (warm.partition, warm.offset, b"warm-up")
-    ]
-    # The writer is still usable for that partition (a fresh producer if its sequence broke).
-    for _ in range(20):
-        try:
-            after = await writer.send(topic, b"after", key=b"same", headers=HEADERS)
-            break
-        except BrokerUnavailable:
-            await asyncio.sleep(0.2)
-    else:
-        pytest.fail("the writer never wrote to the partition again")
-    assert after.offset > warm.offset
+    assert [r.value for r in on_topic] == [b"warm-up", *values]  # every one, once, in order
+    offsets = [a.offset for a in answers if isinstance(a, RecordMetadata)]
+    assert offsets == list(range(warm.offset + 1, warm.offset + 21))
+    # A record over the limit is now refused here, without a batch: the producer's sequence
+    # stays whole, and the next write to the partition lands at the first try.
+    batches_before = writer.batches_sent
+    with pytest.raises(RecordTooLarge, match=f"{topic} accepts \\(its max.message.bytes is 4000"):
+        await writer.send(topic, b"x" * 5000, key=b"same")
+    assert writer.batches_sent == batches_before
+    after = await writer.send(topic, b"after", key=b"same", headers=HEADERS)
+    assert after.offset == warm.offset + 21
+
+
+async def test_a_record_too_large_in_a_batch_is_refused_alone(
+    writer: BatchingKafkaWriter, kafka_bootstrap: str
+) -> None:
+    # The gateway's case: one webhook over the topic's limit among others that fit, in the
+    # same batch, before the writer knows the limit. It alone gets RecordTooLarge (413).
+    topic = await create_topic(kafka_bootstrap, config={"max.message.bytes": "4000"})
+    await writer.send(topic, b"metadata", key=b"other")  # the topic's metadata, known
+    values = [b"a" * 300] * 5 + [b"b" * 5000] + [b"c" * 300] * 5
+    answers = await burst(writer, topic, [(b"same", value) for value in values])
+    assert isinstance(answers[5], RecordTooLarge)
+    assert all(isinstance(a, RecordMetadata) for i, a in enumerate(answers) if i != 5), answers
+    on_topic = [r.value for r in await read_all(kafka_bootstrap, topic) if r.key == b"same"]
+    assert on_topic == values[:5] + values[6:]
+
+
+async def test_a_record_at_the_topics_limit_is_written_and_one_byte_more_is_refused(
+    writer: BatchingKafkaWriter, kafka_bootstrap: str
+) -> None:
+    # The size the writer checks is the one the broker checks: a batch of the record alone.
+    topic = await create_topic(kafka_bootstrap, config={"max.message.bytes": "4000"})
+
+    def sized(total_bytes: int) -> bytes:
+        value = b"x" * total_bytes
+        while lone_record_bytes(b"k", value, []) > total_bytes:
+            value = value[:-1]
+        assert lone_record_bytes(b"k", value, []) == total_bytes
+        return value
+
+    fits = await writer.send(topic, sized(4000), key=b"k")
+    with pytest.raises(RecordTooLarge):  # refused by the broker: the writer learns the limit
+        await writer.send(topic, sized(4001), key=b"k")
+    with pytest.raises(RecordTooLarge):  # refused here
+        await writer.send(topic, sized(4001), key=b"k")
+    again = await writer.send(topic, sized(4000), key=b"k")
+    assert [r.offset for r in await read_all(kafka_bootstrap, topic)] == [fits.offset, again.offset]
 
 
 async def test_a_record_too_large_on_its_own_is_not_retriable(
@@ -329,20 +364,23 @@ async def test_a_write_the_producer_refused_is_given_up_and_not_written(
     writer: BatchingKafkaWriter, kafka_bootstrap: str
 ) -> None:
     # Only a write that can no longer land may be written again (agents.emit): a batch the
-    # broker refused is one; a topic whose metadata never comes is another (never queued).
-    topic = await create_topic(kafka_bootstrap, config={"max.message.bytes": "4000"})
-    pending = [await writer.write(topic, b"x" * 900, key=b"same") for _ in range(20)]
+    # broker refused is one (here: records without a key, which a compacted topic refuses);
+    # a topic whose metadata never comes is another (never queued).
+    topic = await create_topic(kafka_bootstrap, config={"cleanup.policy": "compact"})
+    pending = [await writer.write(topic, b"x" * 900, key=None) for _ in range(20)]
     for write in pending:
         with pytest.raises(BrokerUnavailable):
             await writer.outcome(write)
     assert all(write.given_up for write in pending)
-    # Alone in its batch too: BrokerUnavailable, as KafkaWriter.outcome says, not
-    # RecordTooLarge (which would rerun a stage's handler, its model call included).
-    alone = await writer.write(topic, b"x" * 5000, key=b"alone")
-    with pytest.raises(BrokerUnavailable):
+    # A record over the topic's limit is refused for good: RecordTooLarge, which agents.emit
+    # does not retry (the stage dead-letters the event).
+    limited = await create_topic(kafka_bootstrap, config={"max.message.bytes": "4000"})
+    alone = await writer.write(limited, b"x" * 5000, key=b"alone")
+    with pytest.raises(RecordTooLarge):
         await writer.outcome(alone)
     assert alone.given_up
     assert await read_all(kafka_bootstrap, topic) == []
+    assert await read_all(kafka_bootstrap, limited) == []
     settings = KafkaSettings(bootstrap_servers=kafka_bootstrap, produce_timeout_s=2)
     async with BatchingKafkaWriter(settings, client_id="test-write-absent") as short:
         absent = await short.write(f"absent-{uuid.uuid4().hex[:8]}", b"{}", key=b"k")

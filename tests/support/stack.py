@@ -182,8 +182,10 @@ async def running_stack(
     roles: tuple[str, ...] = ("gateway", "worker", "sinks"),
     extra_env: Mapping[str, str] | None = None,
     ai_knobs: Mapping[str, Any] | None = None,
+    prefix: str | None = None,
 ) -> AsyncIterator[Stack]:
-    prefix = f"t{uuid.uuid4().hex[:10]}"
+    """``prefix``: the topics' (a test that creates some of them first picks it)."""
+    prefix = prefix or f"t{uuid.uuid4().hex[:10]}"
     async with AsyncExitStack() as stack:
         ai = await stack.enter_async_context(running_ai_sim(**dict(ai_knobs or {})))
         crm = await stack.enter_async_context(running_crm_sim())

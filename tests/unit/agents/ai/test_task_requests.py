@@ -18,6 +18,7 @@ from schemas.config import WorkerSettings
 from schemas.config_ai import AITaskConfig, ProviderConfig
 from schemas.config_flows import FlowConfig, MatchConfig
 from schemas.events import CloudEvent, EnrichedEvent, TokenUsage
+from tests.support.dumps import count_event_dumps
 
 OUTPUT = {"type": "object", "properties": {"sentiment": {"type": "string"}}}
 
@@ -101,14 +102,7 @@ async def test_the_cache_key_looked_up_is_the_one_written_and_hashed_once(
 def test_the_event_is_dumped_only_for_a_template_that_reads_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    dumped: list[str] = []
-    real = CloudEvent.model_dump
-
-    def counting_dump(self: CloudEvent, **kwargs: Any) -> dict[str, Any]:
-        dumped.append(self.id)
-        return real(self, **kwargs)
-
-    monkeypatch.setattr(CloudEvent, "model_dump", counting_dump)
+    dumped = count_event_dumps(monkeypatch)
     event = enriched()
     assert task("Text: {{ data.text }}", Client()).request_for(event).prompt == "Text: hi"
     assert dumped == []

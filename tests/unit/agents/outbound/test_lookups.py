@@ -7,6 +7,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,8 @@ from schemas import tracecontext
 from schemas.config import HookstreamConfig
 from schemas.config_loader import load_config
 from schemas.errors import PermanentRemoteError, RetriableRemoteError
+from schemas.events import CloudEvent
+from tests.support.dumps import count_event_dumps
 from tests.support.spans import exporting
 from tests.unit.schemas.test_config_loader import VALID, VALID_ENV, write
 
@@ -181,6 +184,46 @@ async def test_a_guarded_lookup_connects_to_the_next_checked_address_when_one_re
 def exported() -> Iterator[InMemorySpanExporter]:
     with exporting("worker") as exporter:
         yield exporter
+
+
+async def test_a_lookup_reading_the_events_attributes_gets_them_one_reading_data_only_not(
+    tmp_path: Path, crm: Crm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    event = CloudEvent(
+        id="ev-1",
+        source="helpdesk",
+        type="ticket.created",
+        time=datetime.now(UTC),
+        data={"id": "c1"},
+        partitionkey="c1",
+    )
+    dumped = count_event_dumps(monkeypatch)
+    by_data = lookup_config(tmp_path, crm.base_url)
+    by_event = load_config(
+        write(
+            tmp_path,
+            VALID.replace(
+                "    ai:\n",
+                f"    enrich:\n      - {{name: customer, url: '{crm.base_url}/customers/"
+                "{{ event.id }}?type={{ event.type }}', allow_private: true}\n    ai:\n",
+            ),
+        ),
+        env=VALID_ENV,
+    )
+    enrichments = []
+    async with aiohttp.ClientSession() as session:
+        for config in (by_data, by_event):
+            enricher = Enricher(config, lambda guard: session)
+            try:
+                enrichments.append((await enricher.enrich_for(config.flows[0], event)).enrichment)
+            finally:
+                enricher.close()
+    assert enrichments == [{"customer": {"id": "c1"}}, {"customer": {"id": "ev-1"}}]
+    assert [r["path_qs"] for r in crm.requests] == [
+        "/customers/c1",
+        "/customers/ev-1?type=ticket.created",
+    ]
+    assert dumped == ["ev-1"]  # only for the lookup that reads event.*
 
 
 async def test_the_lookup_span_records_the_answers_status_an_errors_too(

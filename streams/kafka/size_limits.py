@@ -1,0 +1,126 @@
+"""What each topic accepts per write: its ``max.message.bytes``, learned when the broker refuses.
+
+Why: a topic's ``max.message.bytes`` (Kafka's default ~1 MiB; operators lower it, clusters
+differ) bounds each record batch, and the broker refuses a batch over it as a whole. Two things
+then went wrong (issue 16's review): aiokafka's idempotent producer had already counted the
+refused batch's sequence numbers, so its next write to that partition failed too (and the
+producer was replaced: 503s for other senders); and a record over the limit was written again
+and again (a stage's result: its partition stuck for good, breaking the producer each time).
+
+So the batching writer (:mod:`streams.kafka.batch_writer`) learns the limit of a topic the
+first time the broker refuses a batch of it as too large: it asks the broker (DescribeConfigs,
+one request), and from then on builds that topic's batches under the limit and refuses a record
+over it itself (:class:`~schemas.errors.RecordTooLarge`, with the topic and the limit), before
+anything reaches the producer. Nothing is asked while no refusal comes: the common case pays
+nothing. Where the broker does not answer (no ``DESCRIBE_CONFIGS`` permission on the topic),
+the refusals themselves bound it: a lone record refused is over the limit, and so is any record
+at least as large; a refused batch of several is cut to half its size the next time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka.errors import KafkaError
+from aiokafka.protocol.admin import DescribeConfigsRequest
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
+
+from schemas.errors import RecordTooLarge
+
+log = logging.getLogger(__name__)
+
+# Kafka's record batch (v2) header, the 12 bytes of offset and length included: what the
+# broker compares with max.message.bytes is this plus the records.
+BATCH_HEADER_BYTES = 61
+# The most a record adds to a batch besides its key, value and headers (attributes, offset and
+# timestamp deltas, its length): aiokafka's own upper bound.
+RECORD_OVERHEAD_MAX_BYTES = 21
+_TOPIC_RESOURCE = 2  # DescribeConfigs' resource type for a topic
+
+
+def _varint_bytes(value: int) -> int:
+    """Bytes of Kafka's zigzag varint for a value >= 0."""
+    encoded, size = value << 1, 1
+    while encoded >= 0x80:
+        encoded >>= 7
+        size += 1
+    return size
+
+
+def lone_record_bytes(key: bytes | None, value: bytes, headers: Sequence[tuple[str, bytes]]) -> int:
+    """The exact size of a batch holding only this record (what the broker checks)."""
+    body: int = 3 + DefaultRecordBatchBuilder.size_of(key, value, headers)  # attrs, two deltas
+    return BATCH_HEADER_BYTES + _varint_bytes(body) + body
+
+
+def record_bytes_max(key: bytes | None, value: bytes, headers: Sequence[tuple[str, bytes]]) -> int:
+    """The most this record adds to a batch."""
+    size: int = DefaultRecordBatchBuilder.size_of(key, value, headers)
+    return RECORD_OVERHEAD_MAX_BYTES + size
+
+
+async def describe_max_message_bytes(client: Any, topic: str, timeout_s: float) -> int | None:
+    """The topic's ``max.message.bytes`` as the broker states it, or None when it does not
+    answer in ``timeout_s`` or refuses (no permission: the caller falls back on refusals)."""
+    request = DescribeConfigsRequest([(_TOPIC_RESOURCE, topic, ["max.message.bytes"])])
+    try:
+        async with asyncio.timeout(timeout_s):
+            response = await client.send(client.get_random_node(), request)
+    except (KafkaError, TimeoutError, OSError) as exc:
+        log.warning("cannot read max.message.bytes of %s: %s", topic, type(exc).__name__)
+        return None
+    for error_code, _message, _type, _name, entries, *_ in response.resources:
+        if error_code != 0:
+            log.warning("cannot read max.message.bytes of %s: error code %d", topic, error_code)
+            return None
+        for name, value, *_ in entries:
+            if name == "max.message.bytes":
+                return int(value)
+    return None
+
+
+class TopicSizeLimits:
+    """What the refusals taught, per topic; empty until the first. Read on the write path
+    (two dict lookups), so the bounds are plain dicts."""
+
+    def __init__(self) -> None:
+        self.batch_max: dict[str, int] = {}  # bytes a batch of the topic may reach
+        self.refused_from: dict[str, int] = {}  # a lone record this large is refused
+        self._stated: dict[str, int] = {}  # max.message.bytes as the broker stated it
+
+    def learn(self, topic: str, refused_bytes: int, records: int, stated: int | None) -> None:
+        """A batch of ``records`` records and (at most) ``refused_bytes`` bytes was refused as
+        too large; ``stated``: the topic's max.message.bytes as the broker answered, if it did.
+        Both bounds only ever come down, each below the refused batch: the next try differs."""
+        if stated is not None and stated < refused_bytes:
+            self._stated[topic] = stated
+            batch_max, refused_from = stated, stated + 1
+        elif records == 1:  # over the limit, whatever it is
+            batch_max, refused_from = refused_bytes - 1, refused_bytes
+        else:  # some batch under this one fits: half of it, then half again if need be
+            batch_max, refused_from = refused_bytes // 2, refused_bytes
+        self.batch_max[topic] = min(batch_max, self.batch_max.get(topic, batch_max))
+        self.refused_from[topic] = min(refused_from, self.refused_from.get(topic, refused_from))
+        log.warning(
+            "Kafka refused a batch of %d bytes for %s as too large; its batches now hold at most "
+            "%d bytes, and a record of %d bytes or more is refused here",
+            refused_bytes,
+            topic,
+            self.batch_max[topic],
+            self.refused_from[topic],
+        )
+
+    def refusal(self, topic: str, record_bytes: int) -> RecordTooLarge:
+        """The error of a record of ``record_bytes`` (as a batch of its own) over the limit."""
+        stated = self._stated.get(topic)
+        limit = (
+            f"its max.message.bytes is {stated}"
+            if stated is not None
+            else f"it refused {self.refused_from[topic]} bytes"
+        )
+        return RecordTooLarge(
+            f"the record is {record_bytes} bytes, more than topic {topic} accepts ({limit})"
+        )
