@@ -223,11 +223,12 @@ class BatchingKafkaWriter(KafkaWriter):
             raise RecordTooLarge(
                 f"the record is {len(value)} bytes, over Kafka's request size limit"
             )
-        refused_from = self._limits.refused_from.get(topic)
-        if refused_from is not None:  # the topic refused a batch as too large before
-            size = lone_record_bytes(key, value, headers)
-            if size >= refused_from:
-                raise self._limits.refusal(topic, size)
+        if self._limits.learned:  # a topic refused a batch as too large (size_limits)
+            bounds = self._limits.bounds(topic)
+            if bounds is not None:
+                size = lone_record_bytes(key, value, headers)
+                if size >= bounds[1]:
+                    raise self._limits.refusal(topic, size)
         count = self._partition_counts.get(topic)
         if count is None:
             partitions = self._producer.client.cluster.partitions_for_topic(topic)
@@ -418,19 +419,19 @@ class BatchingKafkaWriter(KafkaWriter):
         batch = producer.create_batch()
         taken: list[_Entry] = []
         timestamps_ms: list[int] = []
-        batch_max = self._limits.batch_max.get(topic)
+        bounds = self._limits.bounds(topic) if self._limits.learned else None
         used_bytes = BATCH_HEADER_BYTES
         for index, entry in enumerate(entries):
             value, key, headers, waiter = entry
             if waiter.done():
                 continue
-            if batch_max is not None:  # the topic refused a batch as too large before
+            if bounds is not None:  # the topic refused a batch as too large (size_limits)
                 size = lone_record_bytes(key, value, headers)
-                if size >= self._limits.refused_from[topic]:  # queued before that refusal
+                if size >= bounds[1]:  # queued before that refusal
                     waiter.set_exception(self._limits.refusal(topic, size))
                     continue
                 adds = record_bytes_max(key, value, headers)
-                if taken and used_bytes + adds > batch_max:
+                if taken and used_bytes + adds > bounds[0]:
                     self._requeue(topic, partition, entries[index:])
                     break
                 used_bytes += adds

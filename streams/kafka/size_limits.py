@@ -15,13 +15,18 @@ anything reaches the producer. Nothing is asked while no refusal comes: the comm
 nothing. Where the broker does not answer (no ``DESCRIBE_CONFIGS`` permission on the topic),
 the refusals themselves bound it: a lone record refused is over the limit, and so is any record
 at least as large; a refused batch of several is cut to half its size the next time.
+
+What was learned is kept for :data:`LEARNED_FOR_S`, then forgotten: an operator who raises the
+topic's limit (to redrive the dead letters of records that were too large) sees it taken within
+that time, at the cost of one refusal per topic and period while too large records keep coming.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiokafka.errors import KafkaError
@@ -39,6 +44,7 @@ BATCH_HEADER_BYTES = 61
 # timestamp deltas, its length): aiokafka's own upper bound.
 RECORD_OVERHEAD_MAX_BYTES = 21
 _TOPIC_RESOURCE = 2  # DescribeConfigs' resource type for a topic
+LEARNED_FOR_S = 60.0
 
 
 def _varint_bytes(value: int) -> int:
@@ -83,43 +89,60 @@ async def describe_max_message_bytes(client: Any, topic: str, timeout_s: float) 
 
 
 class TopicSizeLimits:
-    """What the refusals taught, per topic; empty until the first. Read on the write path
-    (two dict lookups), so the bounds are plain dicts."""
+    """What the refusals taught, per topic, for :data:`LEARNED_FOR_S`; empty until the first
+    (the write path tests ``if limits.learned`` before asking :meth:`bounds`)."""
 
-    def __init__(self) -> None:
-        self.batch_max: dict[str, int] = {}  # bytes a batch of the topic may reach
-        self.refused_from: dict[str, int] = {}  # a lone record this large is refused
-        self._stated: dict[str, int] = {}  # max.message.bytes as the broker stated it
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        # topic -> (bytes a batch of it may reach, a lone record this large is refused,
+        # max.message.bytes as the broker stated it or None, learned at on ``clock``)
+        self.learned: dict[str, tuple[int, int, int | None, float]] = {}
+        self._clock = clock
+
+    def bounds(self, topic: str) -> tuple[int, int] | None:
+        """(largest batch to build, smallest lone record refused) for ``topic``, or None when
+        nothing is known of it (any more)."""
+        known = self.learned.get(topic)
+        if known is None:
+            return None
+        if self._clock() - known[3] >= LEARNED_FOR_S:
+            del self.learned[topic]
+            return None
+        return known[0], known[1]
 
     def learn(self, topic: str, refused_bytes: int, records: int, stated: int | None) -> None:
         """A batch of ``records`` records and (at most) ``refused_bytes`` bytes was refused as
         too large; ``stated``: the topic's max.message.bytes as the broker answered, if it did.
         Both bounds only ever come down, each below the refused batch: the next try differs."""
         if stated is not None and stated < refused_bytes:
-            self._stated[topic] = stated
             batch_max, refused_from = stated, stated + 1
         elif records == 1:  # over the limit, whatever it is
             batch_max, refused_from = refused_bytes - 1, refused_bytes
+            stated = None
         else:  # some batch under this one fits: half of it, then half again if need be
             batch_max, refused_from = refused_bytes // 2, refused_bytes
-        self.batch_max[topic] = min(batch_max, self.batch_max.get(topic, batch_max))
-        self.refused_from[topic] = min(refused_from, self.refused_from.get(topic, refused_from))
+            stated = None
+        known = self.bounds(topic)
+        if known is not None:
+            batch_max, refused_from = min(batch_max, known[0]), min(refused_from, known[1])
+            stated = stated if stated is not None else self.learned[topic][2]
+        self.learned[topic] = (batch_max, refused_from, stated, self._clock())
         log.warning(
-            "Kafka refused a batch of %d bytes for %s as too large; its batches now hold at most "
-            "%d bytes, and a record of %d bytes or more is refused here",
+            "Kafka refused a batch of %d bytes for %s as too large; for %g s its batches hold "
+            "at most %d bytes, and a record of %d bytes or more is refused here",
             refused_bytes,
             topic,
-            self.batch_max[topic],
-            self.refused_from[topic],
+            LEARNED_FOR_S,
+            batch_max,
+            refused_from,
         )
 
     def refusal(self, topic: str, record_bytes: int) -> RecordTooLarge:
         """The error of a record of ``record_bytes`` (as a batch of its own) over the limit."""
-        stated = self._stated.get(topic)
+        _, refused_from, stated, _ = self.learned[topic]
         limit = (
             f"its max.message.bytes is {stated}"
             if stated is not None
-            else f"it refused {self.refused_from[topic]} bytes"
+            else f"it refused {refused_from} bytes"
         )
         return RecordTooLarge(
             f"the record is {record_bytes} bytes, more than topic {topic} accepts ({limit})"

@@ -7,7 +7,13 @@ from __future__ import annotations
 import pytest
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
-from streams.kafka.size_limits import TopicSizeLimits, lone_record_bytes, record_bytes_max
+from streams.kafka.size_limits import (
+    LEARNED_FOR_S,
+    TopicSizeLimits,
+    lone_record_bytes,
+    record_bytes_max,
+)
+from tests.support.clock import ManualClock
 
 Record = tuple[bytes | None, bytes, list[tuple[str, bytes]]]
 
@@ -44,7 +50,7 @@ def test_the_most_records_add_is_never_less_than_what_they_add() -> None:
 def test_a_stated_limit_sets_both_bounds() -> None:
     limits = TopicSizeLimits()
     limits.learn("t", refused_bytes=9_000, records=7, stated=4_000)
-    assert (limits.batch_max["t"], limits.refused_from["t"]) == (4_000, 4_001)
+    assert limits.bounds("t") == (4_000, 4_001)
     assert "max.message.bytes is 4000" in str(limits.refusal("t", 4_500))
 
 
@@ -52,17 +58,31 @@ def test_without_an_answer_the_refusals_bound_it() -> None:
     limits = TopicSizeLimits()
     # A lone record refused: it, and anything as large, is over the limit.
     limits.learn("t", refused_bytes=5_000, records=1, stated=None)
-    assert (limits.batch_max["t"], limits.refused_from["t"]) == (4_999, 5_000)
+    assert limits.bounds("t") == (4_999, 5_000)
     assert "refused 5000 bytes" in str(limits.refusal("t", 6_000))
-    # A batch of several refused: half of it next time, and never back up.
+    # A batch of several refused: half of it next time, and never back up meanwhile.
     limits.learn("t", refused_bytes=4_000, records=5, stated=None)
-    assert (limits.batch_max["t"], limits.refused_from["t"]) == (2_000, 4_000)
+    assert limits.bounds("t") == (2_000, 4_000)
     limits.learn("t", refused_bytes=9_000, records=1, stated=None)
-    assert (limits.batch_max["t"], limits.refused_from["t"]) == (2_000, 4_000)
+    assert limits.bounds("t") == (2_000, 4_000)
+    assert limits.bounds("other") is None
 
 
 def test_a_stated_limit_the_refused_batch_was_under_is_not_trusted() -> None:
     # The topic's limit changed since it was read, say: the next batch must be smaller still.
     limits = TopicSizeLimits()
     limits.learn("t", refused_bytes=3_000, records=4, stated=4_000)
-    assert limits.batch_max["t"] == 1_500
+    assert limits.bounds("t") == (1_500, 3_000)
+
+
+def test_what_was_learned_is_forgotten_after_a_while() -> None:
+    # An operator raises the topic's limit to redrive what was too large: the writer must
+    # try the broker again rather than refuse by an old limit for as long as it runs.
+    clock = ManualClock()
+    limits = TopicSizeLimits(clock=clock.time)
+    limits.learn("t", refused_bytes=9_000, records=1, stated=4_000)
+    clock.advance(LEARNED_FOR_S - 1)
+    assert limits.bounds("t") == (4_000, 4_001)
+    clock.advance(1)
+    assert limits.bounds("t") is None
+    assert limits.learned == {}
