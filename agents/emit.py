@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from agents import metrics
-from schemas.errors import BrokerUnavailable
+from schemas.errors import BrokerUnavailable, RecordTooLarge
 from schemas.events import DeadLetter
 from streams.kafka.producer import Headers, KafkaWriter, PendingWrite
 
@@ -132,12 +132,36 @@ async def dead_letter(
         letter.error_class,
         letter.error_message,
     )
-    await emit(
-        writer,
-        dlq_topic,
-        message.value,
-        key=message.key,
-        headers=[*letter.to_headers(), *extra_headers],
-    )
+    try:
+        await emit(
+            writer,
+            dlq_topic,
+            message.value,
+            key=message.key,
+            headers=[*letter.to_headers(), *extra_headers],
+        )
+    except RecordTooLarge as exc:
+        # The DLQ takes less than the stage's input did: the letter goes without the value
+        # (else the event could neither be handled nor dead-lettered, and its partition would
+        # wait behind it for good). The original stays at its coordinates, where a redrive
+        # reads it (streams/ops/dlq.py) while the topic's retention keeps it.
+        size = len(message.value or b"")
+        letter = letter.model_copy(
+            update={"value_omitted": f"the original, {size} bytes, is too large: {exc}"}
+        )
+        log.warning(
+            "dead letter of %s[%d]@%d without its value: %s",
+            message.topic,
+            message.partition,
+            message.offset,
+            letter.value_omitted,
+        )
+        await emit(
+            writer,
+            dlq_topic,
+            b"",
+            key=message.key,
+            headers=[*letter.to_headers(), *extra_headers],
+        )
     metrics.DEAD_LETTERS.labels(stage, letter.error_class).inc()
     return letter

@@ -305,10 +305,16 @@ class DeadLetter(_Model):
     original_topic: str
     original_partition: int
     original_offset: int
+    value_omitted: str | None = Field(
+        default=None,
+        description="Set when the dead letter could not hold the original value (over the DLQ "
+        "topic's max.message.bytes): why, and its size. The value is empty; the original is "
+        "still at original_topic/partition/offset, where a redrive reads it.",
+    )
     original: Any = Field(default=None, description="The original value, parsed JSON.")
 
     def to_headers(self) -> list[tuple[str, bytes]]:
-        fields = self.model_dump(mode="json", exclude={"original"})
+        fields = self.model_dump(mode="json", exclude={"original"}, exclude_none=True)
         return [(DLQ_HEADER_PREFIX + name, str(value).encode()) for name, value in fields.items()]
 
     @classmethod

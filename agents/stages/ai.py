@@ -294,7 +294,10 @@ class AIStage(Stage):
             return
         with self._writes():
             writer = self.resources.writer
-            await put_all(writer, [(cache, k, entry) for k, entry in entries])
+            try:
+                await put_all(writer, [(cache, k, entry) for k, entry in entries])
+            except RecordTooLarge:  # only saves calls: not kept
+                log.warning("an earlier step's answer-cache entry is too large for its topic")
 
     def _done(self, flow: str, marker: str) -> None:
         """The journal's note that the answers for ``marker`` are safe on Kafka (its result
@@ -342,7 +345,11 @@ class AIStage(Stage):
             if cache is not None and cache_key is not None and entry is not None:
                 marks.append((cache, cache_key, entry))
             if marks:
-                await put_all(writer, marks)
+                try:
+                    await put_all(writer, marks)
+                except RecordTooLarge:  # the cache entry, over its topic's limit: not kept
+                    log.warning("the answer-cache entry of %s is too large for its topic", marker)
+                    await put_all(writer, [mark for mark in marks if mark[0] is dedupe])
             if self.resources.answers is not None:
                 self.resources.answers.done(marker)
 

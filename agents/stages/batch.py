@@ -33,7 +33,7 @@ from agents.ai.task import AITask
 from agents.emit import emit
 from agents.resources import Resources
 from schemas.codec import dumps
-from schemas.errors import HookstreamError
+from schemas.errors import HookstreamError, RecordTooLarge
 from schemas.events import EnrichedEvent
 from schemas.headers import carried_headers
 from schemas.topics import Topics
@@ -86,13 +86,17 @@ async def queue_for_batch(
         return
     with stage._writes():
         writer = stage.resources.writer
-        await emit(
-            writer,
-            stage.topics.ai_batch,
-            message.value,
-            key=key,
-            headers=carried_headers(message),
-        )
+        try:
+            await emit(
+                writer,
+                stage.topics.ai_batch,
+                message.value,
+                key=key,
+                headers=carried_headers(message),
+            )
+        except RecordTooLarge as exc:  # the batch topic takes less than the enriched one
+            await stage._fail(message, exc, extra_headers=[("hookstream-flow", name.encode())])
+            return
         dedupe = stage.resources.dedupe
         if dedupe is not None:
             await dedupe.put(writer, marker, 1)

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from agents.emit import emit
+from schemas.errors import RecordTooLarge
 from streams.kafka.producer import KafkaWriter
 
 T = TypeVar("T")
@@ -102,9 +103,8 @@ class PassBatcher(Generic[T]):
         task.add_done_callback(self._writing.pop)
 
     async def _write(self, writer: KafkaWriter, gathered: _Gathered[T]) -> None:
-        key = f"{self.prefix}{os.urandom(16).hex()}".encode()  # uuid4: 4x the CPU
         try:
-            await emit(writer, self.topic, self.encode(gathered.entries), key=key)
+            await self._write_entries(writer, gathered.entries)
         except asyncio.CancelledError:  # at a stop: the adds waiting on it end too
             gathered.done.cancel()
             raise
@@ -116,8 +116,23 @@ class PassBatcher(Generic[T]):
             self._in_flight[writer] -= 1
             if writer in self._gathering and not self._in_flight[writer] and not self._stopping:
                 self._start(writer)  # the entries gathered while this one was in flight
-        self.records_written += 1
         gathered.done.set_result(None)
+
+    async def _write_entries(self, writer: KafkaWriter, entries: list[T]) -> None:
+        """``entries`` as one record; if its topic refuses it as too large (a topic whose
+        ``max.message.bytes`` is under :data:`MAX_RECORD_BYTES`), as two records of half the
+        entries each, in order, and so on: only an entry too large on its own raises."""
+        key = f"{self.prefix}{os.urandom(16).hex()}".encode()  # uuid4: 4x the CPU
+        try:
+            await emit(writer, self.topic, self.encode(entries), key=key)
+        except RecordTooLarge:
+            if len(entries) == 1:
+                raise
+            half = len(entries) // 2
+            await self._write_entries(writer, entries[:half])
+            await self._write_entries(writer, entries[half:])
+            return
+        self.records_written += 1
 
     async def stop(self) -> None:
         """Cancel the records being written and those gathered (their adds raise

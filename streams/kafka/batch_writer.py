@@ -364,16 +364,15 @@ class BatchingKafkaWriter(KafkaWriter):
                 errors = [ack.exception() for ack, _, _, _ in acked if not ack.cancelled()]
                 if any(error is not None for error in errors):
                     too_large = [batch for batch in acked if _refused_as_too_large(batch[0])]
+                    _answer([batch for batch in acked if not _refused_as_too_large(batch[0])])
+                    acked = []
                     if too_large:
-                        acked = [batch for batch in acked if not _refused_as_too_large(batch[0])]
                         try:
                             await self._learn_limits(too_large)
                         except BaseException:  # stopping: nobody else will answer them
                             for _, entries, _, _ in too_large:
                                 _fail(entries, BrokerUnavailable("the Kafka producer is stopping"))
                             raise
-                    _answer(acked)
-                    acked = []
                     if too_large or any(isinstance(e, BROKEN_PRODUCER_ERRORS) for e in errors):
                         # After a refusal the producer's sequence for that partition is past
                         # the refused batch: its next write there would fail (size_limits).
@@ -460,8 +459,10 @@ class BatchingKafkaWriter(KafkaWriter):
 
     async def _learn_limits(self, refused: list[_Batch]) -> None:
         """Batches the broker refused as too large: learn each topic's limit (one question to
-        the broker per refusal); a lone record is then refused for good, the records of a
-        batch of several go back, ahead of newer ones, to be written in smaller batches."""
+        the broker per topic); a lone record is then refused for good, the records of a batch
+        of several go back, ahead of newer ones, to be written in smaller batches. Called with
+        the round's other callers answered: the question holds up only the writes to come."""
+        stated: dict[str, int | None] = {}
         for _, entries, _, (topic, partition) in refused:
             if len(entries) == 1:
                 value, key, headers, waiter = entries[0]
@@ -470,10 +471,11 @@ class BatchingKafkaWriter(KafkaWriter):
                 size = BATCH_HEADER_BYTES + sum(
                     record_bytes_max(key, value, headers) for value, key, headers, _ in entries
                 )
-            stated = await describe_max_message_bytes(
-                self._producer.client, topic, self.settings.produce_timeout_s
-            )
-            self._limits.learn(topic, size, len(entries), stated)
+            if topic not in stated:
+                stated[topic] = await describe_max_message_bytes(
+                    self._producer.client, topic, min(self.settings.produce_timeout_s, 5.0)
+                )
+            self._limits.learn(topic, size, len(entries), stated[topic])
             if len(entries) == 1:
                 if not waiter.done():
                     waiter.set_exception(self._limits.refusal(topic, size))

@@ -16,15 +16,18 @@ nothing. Where the broker does not answer (no ``DESCRIBE_CONFIGS`` permission on
 the refusals themselves bound it: a lone record refused is over the limit, and so is any record
 at least as large; a refused batch of several is cut to half its size the next time.
 
-What was learned is kept for :data:`LEARNED_FOR_S`, then forgotten: an operator who raises the
+The refusal of a lone record here lasts :data:`LEARNED_FOR_S`: an operator who raises the
 topic's limit (to redrive the dead letters of records that were too large) sees it taken within
-that time, at the cost of one refusal per topic and period while too large records keep coming.
+that time, at the cost of one refusal by the broker per topic and period while too large records
+keep coming. The batches stay under the learned size for the process's life (were it forgotten,
+a topic whose limit is under a busy partition's batch would be refused again every period).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -45,6 +48,7 @@ BATCH_HEADER_BYTES = 61
 RECORD_OVERHEAD_MAX_BYTES = 21
 _TOPIC_RESOURCE = 2  # DescribeConfigs' resource type for a topic
 LEARNED_FOR_S = 60.0
+_UNBOUNDED = sys.maxsize  # no lone record refused here (any more)
 
 
 def _varint_bytes(value: int) -> int:
@@ -75,22 +79,23 @@ async def describe_max_message_bytes(client: Any, topic: str, timeout_s: float) 
     try:
         async with asyncio.timeout(timeout_s):
             response = await client.send(client.get_random_node(), request)
-    except (KafkaError, TimeoutError, OSError) as exc:
+        for error_code, _message, _type, _name, entries, *_ in response.resources:
+            if error_code != 0:
+                log.warning("cannot read max.message.bytes of %s: error %d", topic, error_code)
+                return None
+            for name, value, *_ in entries:
+                if name == "max.message.bytes":
+                    return int(value)
+    except (KafkaError, TimeoutError, OSError, ValueError, TypeError) as exc:
+        # Not answered, or not as expected: the refusals bound the limit instead. (Anything
+        # raised here would stop the writer's rounds, and every write with them.)
         log.warning("cannot read max.message.bytes of %s: %s", topic, type(exc).__name__)
-        return None
-    for error_code, _message, _type, _name, entries, *_ in response.resources:
-        if error_code != 0:
-            log.warning("cannot read max.message.bytes of %s: error code %d", topic, error_code)
-            return None
-        for name, value, *_ in entries:
-            if name == "max.message.bytes":
-                return int(value)
     return None
 
 
 class TopicSizeLimits:
-    """What the refusals taught, per topic, for :data:`LEARNED_FOR_S`; empty until the first
-    (the write path tests ``if limits.learned`` before asking :meth:`bounds`)."""
+    """What the refusals taught, per topic; empty until the first (the write path tests
+    ``if limits.learned`` before asking :meth:`bounds`)."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         # topic -> (bytes a batch of it may reach, a lone record this large is refused,
@@ -100,13 +105,13 @@ class TopicSizeLimits:
 
     def bounds(self, topic: str) -> tuple[int, int] | None:
         """(largest batch to build, smallest lone record refused) for ``topic``, or None when
-        nothing is known of it (any more)."""
+        nothing is known of it. The second lapses :data:`LEARNED_FOR_S` after the refusal
+        that taught it (``sys.maxsize`` then: none refused here)."""
         known = self.learned.get(topic)
         if known is None:
             return None
-        if self._clock() - known[3] >= LEARNED_FOR_S:
-            del self.learned[topic]
-            return None
+        if known[1] != _UNBOUNDED and self._clock() - known[3] >= LEARNED_FOR_S:
+            known = self.learned[topic] = (known[0], _UNBOUNDED, known[2], known[3])
         return known[0], known[1]
 
     def learn(self, topic: str, refused_bytes: int, records: int, stated: int | None) -> None:
@@ -127,12 +132,12 @@ class TopicSizeLimits:
             stated = stated if stated is not None else self.learned[topic][2]
         self.learned[topic] = (batch_max, refused_from, stated, self._clock())
         log.warning(
-            "Kafka refused a batch of %d bytes for %s as too large; for %g s its batches hold "
-            "at most %d bytes, and a record of %d bytes or more is refused here",
+            "Kafka refused a batch of %d bytes for %s as too large; its batches now hold at most "
+            "%d bytes, and for %g s a record of %d bytes or more is refused here",
             refused_bytes,
             topic,
-            LEARNED_FOR_S,
             batch_max,
+            LEARNED_FOR_S,
             refused_from,
         )
 

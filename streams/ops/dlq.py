@@ -6,7 +6,9 @@ the flow (``hookstream-flow`` header, else the value's ``flow``) and the last fa
 
 Redrive writes each matching record's original key and value to its stage's input topic (the
 ``original_topic`` header), with the record's non-DLQ headers and ``hookstream-redriven:
-<partition>:<offset>``, and then — once Kafka acknowledged that write — remembers those DLQ
+<partition>:<offset>``; a dead letter written without its value (``value_omitted``: the
+original was over the DLQ topic's limit) sends the original, read at its coordinates. Then —
+once Kafka acknowledged that write — it remembers those DLQ
 coordinates in the compacted topic ``<prefix>.dlq-redriven``. A second run — with the same or
 wider filters — skips what is remembered, so each dead letter is redriven once.
 
@@ -29,7 +31,7 @@ from typing import Any
 
 import orjson
 from aiokafka.errors import KafkaError
-from aiokafka.structs import RecordMetadata
+from aiokafka.structs import RecordMetadata, TopicPartition
 from pydantic import ValidationError
 
 from schemas.config import KafkaSettings
@@ -206,6 +208,30 @@ class DeadLetters:
                 return entry
         raise ToolError(f"no dead letter at {coordinates} in {self.topics.dlq}")
 
+    async def _original_value(self, letter: DeadLetter) -> bytes:
+        """The value of a dead letter written without it (``value_omitted``: it was over the
+        DLQ topic's limit), read where the stage read it."""
+        tp = TopicPartition(letter.original_topic, letter.original_partition)
+        where = f"{tp.topic}[{tp.partition}]@{letter.original_offset}"
+        consumer = new_consumer(self.settings)
+        try:
+            await consumer.start()
+            consumer.assign([tp])
+            consumer.seek(tp, letter.original_offset)
+            fetched = await consumer.getmany(tp, timeout_ms=10_000, max_records=1)
+        except KafkaError as exc:
+            raise BrokerUnavailable(f"cannot read the original at {where}: {exc}") from exc
+        finally:
+            await consumer.stop()
+        records = fetched.get(tp, [])
+        if not records or records[0].offset != letter.original_offset:
+            raise ToolError(
+                f"a dead letter's value was too large for its DLQ, and its original at {where} "
+                "is no longer on Kafka (the topic's retention): it cannot be redriven"
+            )
+        value: bytes = records[0].value or b""
+        return value
+
     async def redrive(
         self, selection: DLQFilter, *, dry_run: bool = False
     ) -> tuple[list[DLQEntry], int]:
@@ -225,10 +251,13 @@ class DeadLetters:
                 ]
                 headers.append((REDRIVEN_HEADER, entry.coordinates.encode()))
                 target = entry.letter.original_topic
+                value = entry.value or b""
+                if entry.letter.value_omitted is not None:  # too large for the DLQ itself
+                    value = await self._original_value(entry.letter)
                 await write_acknowledged(
                     writer,
                     target,
-                    entry.value or b"",
+                    value,
                     key=entry.key,
                     headers=headers,
                     what=f"the redrive of {self.topics.dlq} {entry.coordinates} to {target}",

@@ -10,6 +10,8 @@ import pytest
 
 from agents.state.pass_batch import PassBatcher
 from schemas.config import KafkaSettings
+from schemas.errors import RecordTooLarge
+from streams.kafka.batch_writer import BatchingKafkaWriter
 from streams.kafka.producer import KafkaWriter
 from tests.support.kafka import create_topic, read_all
 
@@ -68,3 +70,26 @@ async def test_a_stop_ends_the_adds_still_gathering(kafka_bootstrap: str) -> Non
             again.append(asyncio.ensure_future(batcher.add(writer, f"again-{index}")))
             await asyncio.sleep(0)
         await asyncio.wait_for(asyncio.gather(*again), 10)
+
+
+async def test_a_record_its_topic_refuses_as_too_large_is_written_in_smaller_ones(
+    kafka_bootstrap: str,
+) -> None:
+    # A memory topic whose max.message.bytes is under the batcher's 128 KiB record: the
+    # gathered entries go out in halves, in order, instead of failing every add (each an
+    # event's mark: its stage would redo the event, model call included).
+    topic = await create_topic(
+        kafka_bootstrap, "pass-batch", 1, config={"max.message.bytes": "2000"}
+    )
+    settings = KafkaSettings(bootstrap_servers=kafka_bootstrap)
+    batcher: PassBatcher[str] = PassBatcher(topic, "t-", encode)
+    async with BatchingKafkaWriter(settings, client_id="pass-batch-test") as writer:
+        await writer.send(topic, b"[]", key=b"warm-up")
+        values = [f"entry-{index}-" + "x" * 300 for index in range(20)]  # ~6.5 KB together
+        adds = [batcher.join(writer, value, len(value) + 3) for value in values]
+        await asyncio.wait_for(asyncio.gather(*adds), 20)
+        with pytest.raises(RecordTooLarge):  # an entry too large on its own still raises
+            await asyncio.wait_for(batcher.add(writer, "y" * 3000), 20)
+    records = [record.json() for record in await read_all(kafka_bootstrap, topic)]
+    assert len(records) > 4  # none over 2,000 bytes
+    assert [entry for record in records[1:] for entry in record] == values

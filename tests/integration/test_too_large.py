@@ -20,11 +20,13 @@ from schemas.config import KafkaSettings
 from streams.kafka.admin import create_topics
 from tests.integration.test_pipeline_e2e import feedback
 from tests.support.kafka import Record, read_all, wait_for_records
+from tests.support.sinkstack import run_cli
 from tests.support.stack import Stack, running_stack
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 ENRICHED_MAX_BYTES = 6000
 RESULTS_MAX_BYTES = 4000
+DLQ_MAX_BYTES = 6500  # the enrich stage's input, the event, can be larger
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -38,6 +40,7 @@ async def stack(
         {
             f"{prefix}.enriched": {"max.message.bytes": str(ENRICHED_MAX_BYTES)},
             f"{prefix}.results": {"max.message.bytes": str(RESULTS_MAX_BYTES)},
+            f"{prefix}.dlq": {"max.message.bytes": str(DLQ_MAX_BYTES)},
         },
         partitions=8,  # the example config's
     )
@@ -71,6 +74,9 @@ async def test_outputs_too_large_for_their_topics_are_dead_lettered_and_the_part
     def letters_for(records: list[Record]) -> dict[str, Record]:
         found = {}
         for record in records:
+            if record.headers.get("hookstream-dlq-value_omitted"):
+                found["enriched"] = record  # the one too large for the DLQ too
+                continue
             event_id = record.json().get("id") or record.json()["event"]["id"]
             for name, webhook_id in ids.items():
                 if event_id == webhook_id:
@@ -105,6 +111,11 @@ async def test_outputs_too_large_for_their_topics_are_dead_lettered_and_the_part
     reason = enriched_letter.headers["hookstream-dlq-error_message"].decode()
     assert stack.topic("enriched") in reason
     assert f"max.message.bytes is {ENRICHED_MAX_BYTES}" in reason
+    # The event itself is over the DLQ's limit: its letter has no value, and says why.
+    assert enriched_letter.value == b""
+    omitted = enriched_letter.headers["hookstream-dlq-value_omitted"].decode()
+    assert stack.topic("dlq") in omitted
+    assert f"max.message.bytes is {DLQ_MAX_BYTES}" in omitted
     # The model was paid once for the result it could not write, never for the event that
     # was not enriched; each dead letter is there once.
     calls = (await stack.ai.stats())["calls"]
@@ -116,3 +127,16 @@ async def test_outputs_too_large_for_their_topics_are_dead_lettered_and_the_part
         if r.headers.get("hookstream-dlq-error_class") == b"RecordTooLarge"
     ]
     assert len(dead) == 2
+    # Its redrive reads the original where the stage read it, and sends it back whole.
+    config = ["-c", str(stack.config_path)]
+    code, out, err = await run_cli("dlq", "redrive", *config, "--stage", "enrich", env=stack.env)
+    assert code == 0, (out, err)
+    originals = {r.json()["id"]: r for r in await read_all(stack.bootstrap, stack.topic("events"))}
+    redriven = [
+        r
+        for r in await read_all(stack.bootstrap, stack.topic("events"))
+        if "hookstream-redriven" in r.headers
+    ]
+    assert len(redriven) == 1
+    assert redriven[0].value == originals[ids["enriched"]].value
+    assert redriven[0].json()["data"]["message"] == enriched_too_large["message"]

@@ -105,10 +105,12 @@ async def wait_for_records(
         await asyncio.sleep(poll_s)
 
 
-async def create_topic(bootstrap: Kafka, prefix: str, partitions: int) -> str:
+async def create_topic(
+    bootstrap: Kafka, prefix: str, partitions: int, *, config: dict[str, str] | None = None
+) -> str:
     """A new topic named ``<prefix>-<random>``, so that runs never share one."""
     name = f"{prefix}-{uuid.uuid4().hex[:10]}"
-    await create_topics(settings_of(bootstrap), {name: {}}, partitions=partitions)
+    await create_topics(settings_of(bootstrap), {name: config or {}}, partitions=partitions)
     return name
 
 

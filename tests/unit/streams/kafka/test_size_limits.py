@@ -4,6 +4,8 @@ tests/integration/test_batch_writer.py."""
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
@@ -75,14 +77,16 @@ def test_a_stated_limit_the_refused_batch_was_under_is_not_trusted() -> None:
     assert limits.bounds("t") == (1_500, 3_000)
 
 
-def test_what_was_learned_is_forgotten_after_a_while() -> None:
+def test_a_lone_records_refusal_lapses_after_a_while_the_batch_size_stays() -> None:
     # An operator raises the topic's limit to redrive what was too large: the writer must
-    # try the broker again rather than refuse by an old limit for as long as it runs.
+    # try the broker again rather than refuse by an old limit for as long as it runs. Its
+    # batches stay small: grown again, they would be refused again every period.
     clock = ManualClock()
     limits = TopicSizeLimits(clock=clock.time)
     limits.learn("t", refused_bytes=9_000, records=1, stated=4_000)
     clock.advance(LEARNED_FOR_S - 1)
     assert limits.bounds("t") == (4_000, 4_001)
     clock.advance(1)
-    assert limits.bounds("t") is None
-    assert limits.learned == {}
+    assert limits.bounds("t") == (4_000, sys.maxsize)
+    limits.learn("t", refused_bytes=5_000, records=1, stated=4_500)  # refused again
+    assert limits.bounds("t") == (4_000, 4_501)
