@@ -55,7 +55,7 @@ def create_app(
     datadir: Path | None = None,
     metrics_port: int | None = None,
     metrics_host: str = "127.0.0.1",
-) -> faust.App:
+) -> ReleasingApp:
     codecs.register(CODEC_NAME, OrjsonCodec())
     app_id = f"{config.kafka.topic_prefix}-worker"
     state_dir = Path(os.environ.get("HOOKSTREAM_STATE_DIR", ".hookstream"))

@@ -259,6 +259,7 @@ def _run_faust(args: argparse.Namespace) -> int:
     # Before any loop exists: the main loop and Faust's consumer thread's are both uvloop's.
     config, loop_name = _prepare_consumer(args)
     app = create_app(config, metrics_port=args.metrics_port, metrics_host=args.metrics_host)
+    app.on_stuck_stop = _exit_unavailable
     if args.log_format == "json":
         # Logging is set up already (streams.logs): Faust would replace it with its own
         # (colored text, stdout redirected at WARN). Without its spinner, "Ready" is logged.
@@ -276,6 +277,12 @@ def _run_faust(args: argparse.Namespace) -> int:
     logging.getLogger(__name__).info("worker: event loop %s", loop_name)
     worker.execute_from_commandline()  # exits the process when the worker stops
     return 0
+
+
+def _exit_unavailable() -> None:
+    """A worker whose stop is stuck on Kafka (agents.faust_app): out now, logs flushed."""
+    logging.shutdown()
+    os._exit(EXIT_UNAVAILABLE)
 
 
 def _prepare_consumer(args: argparse.Namespace) -> tuple[HookstreamConfig, str]:

@@ -11,6 +11,9 @@ from __future__ import annotations
 import asyncio
 import threading
 
+import pytest
+
+from agents import faust_app
 from agents.faust_app import ReleasingApp, on_release, release_when_waiting
 from agents.outbound.gate import OutageGate
 from tests.unit.agents.stages.test_runner import until
@@ -67,3 +70,36 @@ async def test_a_gate_caller_beginning_to_wait_releases_at_once_while_releasing(
     await gate.sleep(0)
     assert releases[:2] == [1, 1]
     app.stop_releasing()
+
+
+class _Message:
+    def __init__(self, *, acked: bool) -> None:
+        self.acked = acked
+
+
+class _Consumer:
+    def __init__(self, *messages: _Message) -> None:
+        self._unacked_messages = set(messages)
+
+
+async def test_a_stop_stuck_after_its_events_are_done_ends_the_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Faust's last offset commit can wait without end after a broker restart: once no event
+    # is in flight for STOP_AFTER_EVENTS_S, the app calls on_stuck_stop (the CLI exits). An
+    # event still in flight (a model call the stop lets finish) holds the clock back.
+    monkeypatch.setattr(faust_app, "_WATCH_EVERY_S", 0.001)
+    monkeypatch.setattr(faust_app, "STOP_AFTER_EVENTS_S", 0.005)
+    app = _app()
+    calls: list[int] = []
+    app.on_stuck_stop = lambda: calls.append(1)
+    in_model_call = _Message(acked=False)
+    app._consumer = _Consumer(_Message(acked=True), in_model_call)  # type: ignore[assignment]
+    watch = asyncio.ensure_future(app._watch_stop())
+    for _ in range(50):
+        await asyncio.sleep(0.002)
+    assert calls == []
+    assert not watch.done()
+    in_model_call.acked = True
+    await asyncio.wait_for(watch, 10)
+    assert calls == [1]
