@@ -54,6 +54,7 @@ from streams.kafka.reader import (
     read_window_raw,
     window,
 )
+from streams.kafka.size_limits import describe_max_message_bytes
 from streams.ops.replay_sample import picking, reaches, slices_by_partition
 
 Progress = Callable[[int, int], None]
@@ -667,10 +668,17 @@ class Replayer:
         # topic exists (its metadata request lists every topic), as a producer's names it,
         # which creates a mistyped topic on a broker with auto.create.topics.enable.
         partitions = await partitions_of(consumer, self.topic)
-        await asyncio.gather(
+        limit, *_ = await asyncio.gather(
+            describe_max_message_bytes(producers[0].client, self.topic, 5.0),
             self._fixed_window(consumer, partitions),
             *(p.partitions_for(self.topic) for p in producers),
         )
+        if limit is not None and limit < self.batch_bytes:
+            # The topic takes less per batch than this copy's batches hold (its
+            # max.message.bytes; Kafka's default ~1 MiB is their size): it would refuse every
+            # full one. aiokafka reads its batch size at each create_batch().
+            for producer in producers:
+                producer._message_accumulator._batch_size = limit
         return partitions
 
     async def close(self) -> None:

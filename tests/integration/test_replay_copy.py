@@ -349,3 +349,31 @@ async def test_a_window_the_estimate_read_whole_is_copied_without_fetching_it_ag
     monkeypatch.setattr(replay_module, "read_window_raw", fetched_again)
     stats = await replayer.run()
     await _check_copied(kafka_bootstrap, topic, before, ends, stats)
+
+
+async def test_a_topic_taking_smaller_batches_than_the_copys_gets_them(
+    kafka_bootstrap: str, config: HookstreamConfig
+) -> None:
+    # A topic whose max.message.bytes (here 20,000) is under the copy's batches (1 MiB):
+    # before, the broker refused every full batch and the replay failed with
+    # MessageSizeTooLargeError after writing part of the window.
+    name = f"{PREFIX}-small.events"
+    await create_topics(
+        KafkaSettings(bootstrap_servers=kafka_bootstrap),
+        {name: {"max.message.bytes": "20000"}},
+        partitions=1,
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, max_batch_size=16_384)
+    await producer.start()
+    try:
+        values = [_value(0, n, "helpdesk") + b" " * 400 for n in range(300)]  # ~130 KB
+        for value in values:
+            await producer.send(name, value, key=b"k")
+        await producer.flush()
+    finally:
+        await producer.stop()
+    stats = await Replayer(config, name, start=0, end=300).run()
+    assert (stats.read, stats.replayed) == (300, 300)
+    copies = [r for r in await read_all(kafka_bootstrap, name) if r.offset >= 300]
+    assert [c.value for c in copies] == values
+    await delete_topics(kafka_bootstrap, [name])
