@@ -13,8 +13,10 @@
 
 The publisher wraps each payload in the same CloudEvents envelope the gateway writes and sends it
 to ``<prefix>.events`` with ``acks=all`` and the idempotent producer; ``publish`` returns once the
-event is durable, ``publish_many`` sends a batch concurrently (aiokafka batches the records per
-partition, ``linger_ms``) and returns once every one is. An event's id (given, or a uuid) is its
+event is durable, ``publish_many`` sends a batch concurrently (through the gateway's batching
+writer: one Kafka batch per partition per round, each under the topic's ``max.message.bytes``)
+and returns once every one is; an event over that limit raises
+:class:`~schemas.errors.RecordTooLarge`. An event's id (given, or a uuid) is its
 identity downstream: publishing the same id twice is harmless.
 
 The subscriber reads a results topic in its own consumer group and commits a result's offset
@@ -52,8 +54,9 @@ from schemas.config import KafkaSettings
 from schemas.errors import ToolError, UnknownTopic
 from schemas.events import AIResult, CloudEvent
 from schemas.topics import Topics
+from streams.kafka.batch_writer import BatchingKafkaWriter
 from streams.kafka.connection import client_kwargs, start_failure
-from streams.kafka.producer import Headers, KafkaWriter
+from streams.kafka.producer import Headers
 
 
 def make_event(
@@ -98,7 +101,7 @@ class Publisher:
             produce_timeout_s=produce_timeout_s,
         )
         self.topic = Topics(self.settings.topic_prefix).events
-        self._writer = KafkaWriter(self.settings, client_id="hookstream-publisher")
+        self._writer = BatchingKafkaWriter(self.settings, client_id="hookstream-publisher")
 
     async def __aenter__(self) -> Publisher:
         await self._writer.start()

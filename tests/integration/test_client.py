@@ -16,6 +16,7 @@ import pytest
 import pytest_asyncio
 
 from schemas.config import KafkaSettings
+from schemas.errors import RecordTooLarge
 from schemas.events import AIResult
 from streams.client import Publisher, Subscriber, make_event
 from streams.kafka.admin import create_topics
@@ -206,3 +207,28 @@ async def test_tail_prints_pretty_json_and_follows(stack: Stack, published: list
     assert record["topic"] == topic
     assert 1 <= record["value"]["n"] <= sent
     assert record["headers"] == {}
+
+
+async def test_publishing_to_a_topic_that_takes_small_batches(kafka_bootstrap: str) -> None:
+    # An events topic whose max.message.bytes (4,000) is under a batch of the events below:
+    # each is published (smaller batches), in order; one over the limit raises RecordTooLarge
+    # and breaks nothing after it. Before, the batch was refused and publish_many raised
+    # aiokafka's MessageSizeTooLargeError, or RecordTooLarge for an 872-byte event.
+    prefix = f"client-small-{uuid.uuid4().hex[:8]}"
+    await create_topics(
+        KafkaSettings(bootstrap_servers=kafka_bootstrap),
+        {f"{prefix}.events": {"max.message.bytes": "4000"}},
+        partitions=1,
+    )
+    events = [
+        make_event({"n": n, "text": "x" * 600}, source="s", type="t", key="k") for n in range(12)
+    ]
+    async with Publisher(bootstrap_servers=kafka_bootstrap, topic_prefix=prefix) as publisher:
+        written = await publisher.publish_many(events)
+        with pytest.raises(RecordTooLarge, match=r"max\.message\.bytes is 4000"):
+            await publisher.publish({"text": "y" * 5000}, source="s", type="t", key="k")
+        after = await publisher.publish({"n": 12}, source="s", type="t", key="k")
+    assert [m.offset for m in written] == list(range(12))
+    assert after.offset == 12
+    on_topic = await read_all(kafka_bootstrap, f"{prefix}.events")
+    assert [r.json()["id"] for r in on_topic][:12] == [e.id for e in events]
