@@ -52,12 +52,13 @@ from aiokafka.errors import KafkaError
 from schemas import topics as catalogue
 from schemas.config import HookstreamConfig
 from schemas.config_flows import FlowConfig
-from schemas.errors import BrokerUnavailable, RemoteError, ToolError
+from schemas.errors import BrokerUnavailable, RecordTooLarge, RemoteError, ToolError
 from schemas.events import DeadLetter
 from schemas.headers import REPLAY_HEADER, carried_headers, trace_headers
 from streams.kafka.admin import create_topics
 from streams.kafka.connection import client_kwargs
 from streams.kafka.reader import Position, Window, new_consumer, read_window, window
+from streams.kafka.size_limits import describe_max_message_bytes, lone_record_bytes
 
 log = logging.getLogger(__name__)
 MAX_JOB_LINES = 10_000  # requests per job (OpenAI takes 50,000, Anthropic 100,000)
@@ -556,11 +557,23 @@ class BatchReplayer:
         sends = []
         cached: list[tuple[bytes, bytes]] = []
         now = datetime.now(UTC)
+        # A result over what the results topic takes is dead-lettered, not sent: the broker
+        # would refuse it, and the round (with every later one) would fail for good.
+        limit = await describe_max_message_bytes(producer.client, self.topics.results, 5.0)
+        if limit is not None and limit < producer._message_accumulator._batch_size:
+            producer._message_accumulator._batch_size = limit  # read at each batch's start
         for cid, record in records.items():
             outcome = outcomes.get(cid)
             if outcome is None:
                 continue
             carried = [*marker, *_carried(record, marker)]
+            if isinstance(outcome, bytes) and limit is not None:
+                size = lone_record_bytes(_partition_key(record), outcome, carried)
+                if size > limit:
+                    outcome = RecordTooLarge(
+                        f"the result is {size} bytes, more than topic {self.topics.results} "
+                        f"accepts (its max.message.bytes is {limit})"
+                    )
             if isinstance(outcome, bytes):
                 key = _partition_key(record)
                 sends.append(

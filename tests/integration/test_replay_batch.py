@@ -26,6 +26,8 @@ import pytest
 import pytest_asyncio
 import yaml
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from schemas.config import HookstreamConfig
 from schemas.config_loader import load_config
@@ -283,6 +285,31 @@ async def test_failed_and_invalid_lines_go_to_the_dlq_with_their_error(
     # Each dead letter is the enriched record byte for byte, so a redrive replays it.
     sent = {e.event.id for e in case.events}
     assert {orjson.loads(r.value or b"")["event"]["id"] for r in letters} <= sent
+
+
+async def test_results_over_the_results_topics_limit_are_dead_lettered(
+    kafka_bootstrap: str, case: Case
+) -> None:
+    # The results topic's max.message.bytes lowered under every result: the broker would
+    # refuse them all, and the replay failed for good (MessageSizeTooLargeError); now each is
+    # a dead letter saying so, and the replay ends.
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        resource = ConfigResource(
+            ConfigResourceType.TOPIC, case.topics.results, {"max.message.bytes": "500"}
+        )
+        await admin.alter_configs([resource])
+    finally:
+        await admin.close()
+    code, _, err = await run_cli(*case.args(), env=case.env)
+    assert code == 0, err
+    assert await read_all(kafka_bootstrap, case.topics.results) == []
+    letters = await read_all(kafka_bootstrap, case.topics.dlq)
+    assert len(letters) == 2 * PER_FLOW
+    messages = {r.headers["hookstream-dlq-error_message"].decode() for r in letters}
+    assert all("max.message.bytes is 500" in m for m in messages), messages
+    assert {r.headers["hookstream-dlq-error_class"] for r in letters} == {b"RecordTooLarge"}
 
 
 async def test_expired_jobs_dead_letter_every_event_and_cost_nothing(
