@@ -53,6 +53,7 @@ class ReleasingApp(faust.App):
         self._releasing: asyncio.Task[None] | None = None
         # What to do when a stop is stuck after its events (see _watch_stop): the CLI exits.
         self.on_stuck_stop: Callable[[], object] | None = None
+        self._stop_watch: asyncio.Task[None] | None = None
 
     @property
     def releasing(self) -> bool:
@@ -79,14 +80,11 @@ class ReleasingApp(faust.App):
 
     async def on_stop(self) -> None:
         self.start_releasing()
-        watch = None
-        if self.on_stuck_stop is not None:
-            watch = asyncio.get_running_loop().create_task(self._watch_stop())
-        try:
-            await super().on_stop()
-        finally:
-            if watch is not None:
-                watch.cancel()
+        if self.on_stuck_stop is not None and self._stop_watch is None:
+            # Until on_shutdown: the consumer's and producer's own stops come after this one
+            # (the consumer's waits for its last commit a second time).
+            self._stop_watch = asyncio.get_running_loop().create_task(self._watch_stop())
+        await super().on_stop()
 
     async def _watch_stop(self) -> None:
         """Call :attr:`on_stuck_stop` once no event has been in flight for
@@ -103,6 +101,10 @@ class ReleasingApp(faust.App):
         while quiet_s < STOP_AFTER_EVENTS_S:
             await asyncio.sleep(_WATCH_EVERY_S)
             consumer = getattr(self, "_consumer", None)  # Faust's; None before it existed
+            if consumer is not None and not hasattr(consumer, "_unacked_messages"):
+                # Another Faust: what is in flight cannot be told, so never cut a stop short.
+                log.warning("cannot watch this stop: Faust's consumer has no _unacked_messages")
+                return
             in_flight = getattr(consumer, "_unacked_messages", None) or ()
             quiet_s = (
                 0.0
@@ -119,6 +121,8 @@ class ReleasingApp(faust.App):
             self.on_stuck_stop()
 
     async def on_shutdown(self) -> None:
+        if self._stop_watch is not None:
+            self._stop_watch.cancel()
         self.stop_releasing(resume=False)  # everything has stopped: nothing waits any more
         await super().on_shutdown()
 

@@ -569,7 +569,11 @@ class BatchReplayer:
             carried = [*marker, *_carried(record, marker)]
             if isinstance(outcome, bytes) and limit is not None:
                 size = lone_record_bytes(_partition_key(record), outcome, carried)
-                if size > limit:
+                if size > limit:  # paid: its cost counted, its answer kept in the cache
+                    stats.cost_usd += float(orjson.loads(outcome).get("cost_usd") or 0.0)
+                    entry = self.backend.cache_record(record.flow, record.parsed, outcome)
+                    if entry is not None:
+                        cached.append(entry)
                     outcome = RecordTooLarge(
                         f"the result is {size} bytes, more than topic {self.topics.results} "
                         f"accepts (its max.message.bytes is {limit})"

@@ -310,6 +310,9 @@ async def test_results_over_the_results_topics_limit_are_dead_lettered(
     messages = {r.headers["hookstream-dlq-error_message"].decode() for r in letters}
     assert all("max.message.bytes is 500" in m for m in messages), messages
     assert {r.headers["hookstream-dlq-error_class"] for r in letters} == {b"RecordTooLarge"}
+    # Paid for: each answer is kept in the answer cache, so a redrive does not pay again.
+    cached = await read_all(kafka_bootstrap, case.topics.ai_cache)
+    assert len({r.key for r in cached}) == 2 * PER_FLOW
 
 
 async def test_expired_jobs_dead_letter_every_event_and_cost_nothing(

@@ -103,3 +103,17 @@ async def test_a_stop_stuck_after_its_events_are_done_ends_the_process(
     in_model_call.acked = True
     await asyncio.wait_for(watch, 10)
     assert calls == [1]
+
+
+async def test_a_stop_is_never_cut_short_when_what_is_in_flight_cannot_be_told(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A Faust whose consumer keeps no _unacked_messages: the watch gives up, it never exits.
+    monkeypatch.setattr(faust_app, "_WATCH_EVERY_S", 0.001)
+    monkeypatch.setattr(faust_app, "STOP_AFTER_EVENTS_S", 0.005)
+    app = _app()
+    calls: list[int] = []
+    app.on_stuck_stop = lambda: calls.append(1)
+    app._consumer = object()  # type: ignore[assignment]
+    await asyncio.wait_for(app._watch_stop(), 10)
+    assert calls == []
