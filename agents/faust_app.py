@@ -92,7 +92,7 @@ class ReleasingApp(faust.App):
 
         Why: after a broker restart, a stop could wait without end in Faust's last offset
         commit (``Wait for streams...``: its periodic commit, stuck in aiokafka's consumer
-        thread, never returned), until the supervisor's kill (2 of 6 runs of
+        thread, never returned), until the supervisor's kill (7 of 20 runs of
         tests/integration/test_outage_copies.py). Once every event is done nothing is lost by
         not committing: the partitions' next owner reads the events since the last commit
         again and skips them by their done marks. While an event is in flight (a model call

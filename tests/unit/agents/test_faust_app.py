@@ -82,19 +82,25 @@ class _Consumer:
         self._unacked_messages = set(messages)
 
 
+def _watched(monkeypatch: pytest.MonkeyPatch, consumer: object) -> tuple[ReleasingApp, list[int]]:
+    """An app whose stop watch ticks every ms and fires after 5 ms quiet; the calls it made."""
+    monkeypatch.setattr(faust_app, "_WATCH_EVERY_S", 0.001)
+    monkeypatch.setattr(faust_app, "STOP_AFTER_EVENTS_S", 0.005)
+    app = _app()
+    calls: list[int] = []
+    app.on_stuck_stop = lambda: calls.append(1)
+    app._consumer = consumer  # type: ignore[assignment]
+    return app, calls
+
+
 async def test_a_stop_stuck_after_its_events_are_done_ends_the_process(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Faust's last offset commit can wait without end after a broker restart: once no event
     # is in flight for STOP_AFTER_EVENTS_S, the app calls on_stuck_stop (the CLI exits). An
     # event still in flight (a model call the stop lets finish) holds the clock back.
-    monkeypatch.setattr(faust_app, "_WATCH_EVERY_S", 0.001)
-    monkeypatch.setattr(faust_app, "STOP_AFTER_EVENTS_S", 0.005)
-    app = _app()
-    calls: list[int] = []
-    app.on_stuck_stop = lambda: calls.append(1)
     in_model_call = _Message(acked=False)
-    app._consumer = _Consumer(_Message(acked=True), in_model_call)  # type: ignore[assignment]
+    app, calls = _watched(monkeypatch, _Consumer(_Message(acked=True), in_model_call))
     watch = asyncio.ensure_future(app._watch_stop())
     for _ in range(50):
         await asyncio.sleep(0.002)
@@ -109,11 +115,6 @@ async def test_a_stop_is_never_cut_short_when_what_is_in_flight_cannot_be_told(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # A Faust whose consumer keeps no _unacked_messages: the watch gives up, it never exits.
-    monkeypatch.setattr(faust_app, "_WATCH_EVERY_S", 0.001)
-    monkeypatch.setattr(faust_app, "STOP_AFTER_EVENTS_S", 0.005)
-    app = _app()
-    calls: list[int] = []
-    app.on_stuck_stop = lambda: calls.append(1)
-    app._consumer = object()  # type: ignore[assignment]
+    app, calls = _watched(monkeypatch, object())
     await asyncio.wait_for(app._watch_stop(), 10)
     assert calls == []
