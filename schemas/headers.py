@@ -6,6 +6,8 @@
   its cache.
 - ``hookstream-redriven``: set by ``hookstream dlq redrive`` (value: the DLQ coordinates
   ``<partition>:<offset>``); informational, not carried further.
+- ``hookstream-flow``: on a dead letter of a flow's event (value: the flow's name), so that the
+  DLQ tools filter and redrive by flow.
 - ``traceparent`` / ``tracestate``: the W3C trace context of the webhook
   (:mod:`schemas.tracecontext`), set by the gateway on the events record and written by every
   stage on each record it produces (enriched, results, receipts, dead letters); redrive and
@@ -25,6 +27,7 @@ from schemas.tracecontext import TRACEPARENT, TRACESTATE, current_headers, from_
 
 REPLAY_HEADER = "hookstream-replay"
 REDRIVEN_HEADER = "hookstream-redriven"
+FLOW_HEADER = "hookstream-flow"
 CARRIED_HEADERS = (REPLAY_HEADER,)
 TRACE_HEADERS = (TRACEPARENT, TRACESTATE)
 
@@ -34,6 +37,11 @@ def _pairs(message: Any) -> Iterable[tuple[str, bytes]]:
     if isinstance(headers, dict):
         return list(headers.items())
     return list(headers)
+
+
+def flow_headers(flow: str) -> list[tuple[str, bytes]]:
+    """The headers naming ``flow`` on a dead letter of one of its events."""
+    return [(FLOW_HEADER, flow.encode())]
 
 
 def header(message: Any, name: str) -> bytes | None:

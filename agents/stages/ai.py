@@ -58,7 +58,7 @@ from schemas.config import HookstreamConfig
 from schemas.config_flows import FlowConfig
 from schemas.errors import HookstreamError, InvalidModelOutput, RecordTooLarge
 from schemas.events import AIResult, EnrichedEvent, TokenUsage
-from schemas.headers import carried_headers, replay_id
+from schemas.headers import carried_headers, flow_headers, replay_id
 
 log = logging.getLogger(__name__)
 # Events admitted per call slot (see AIStage.max_in_flight).
@@ -212,7 +212,7 @@ class AIStage(Stage):
             try:
                 last = (transformed(flow, enriched), None)
             except HookstreamError as exc:  # a template the event cannot fill: for good
-                await self._fail(message, exc, extra_headers=_flow_header(flow.name))
+                await self._fail(message, exc, extra_headers=flow_headers(flow.name))
                 return
         result, cache_key = last
         entry = cache_entry(result) if cache_key is not None else None
@@ -227,7 +227,7 @@ class AIStage(Stage):
         # The earlier steps' cache entries after the result: like the last step's, they only
         # save calls. Awaited here, in the event's own task, so busy() covers them.
         earlier = [(k, cache_entry(r)) for r, k in list(answered.values())[:-1] if k is not None]
-        await self._cache_steps(earlier)
+        await self._cache_entries(earlier)
         self._done(flow.name, marker)
 
     async def _ask(
@@ -259,7 +259,7 @@ class AIStage(Stage):
         try:
             requests = task.requests_for(enriched, earlier)
         except HookstreamError as exc:  # a template the event cannot fill: for good
-            await self._fail(message, exc, extra_headers=_flow_header(name))
+            await self._fail(message, exc, extra_headers=flow_headers(name))
             return None
         result = task.cached(enriched, self.resources.ai_cache, requests)
         if result is not None:
@@ -281,14 +281,16 @@ class AIStage(Stage):
             # Dead-lettered after the slot is given back: the DLQ write waits for Kafka,
             # not for the model, and must not keep another event's call waiting.
             extra = _errors(failure) if isinstance(failure, RetriesExhausted) else []
-            await self._fail(message, failure, extra_headers=_flow_header(name) + extra)
+            await self._fail(message, failure, extra_headers=flow_headers(name) + extra)
             return None
         if journal_key is not None and answers is not None:
             # Paid for: on local disk before the next step (agents.state.answers says why).
             answers.record(journal_key, dumps(outcome.result), outcome.cache_key)
         return outcome.result, outcome.cache_key
 
-    async def _cache_steps(self, entries: list[tuple[str, dict[str, Any]]]) -> None:
+    async def _cache_entries(self, entries: list[tuple[str, dict[str, Any]]]) -> None:
+        """Answer-cache entries written on their own (an earlier step's, or those of a result
+        too large to write): they only save calls, so one over its topic's limit is not kept."""
         cache = self.resources.ai_cache
         if cache is None or not entries:
             return
@@ -296,8 +298,8 @@ class AIStage(Stage):
             writer = self.resources.writer
             try:
                 await put_all(writer, [(cache, k, entry) for k, entry in entries])
-            except RecordTooLarge:  # only saves calls: not kept
-                log.warning("an earlier step's answer-cache entry is too large for its topic")
+            except RecordTooLarge:
+                log.warning("an answer-cache entry is too large for %s: not kept", cache.topic)
 
     def _done(self, flow: str, marker: str) -> None:
         """The journal's note that the answers for ``marker`` are safe on Kafka (its result
@@ -363,14 +365,10 @@ class AIStage(Stage):
         entry: dict[str, Any] | None,
     ) -> None:
         """:meth:`_write`'s dead letter for a result the results topic refuses as too large."""
-        cache = self.resources.ai_cache
-        if cache is not None and cache_key is not None and entry is not None:
-            try:
-                await put_all(self.resources.writer, [(cache, cache_key, entry)])
-            except RecordTooLarge:
-                log.warning("the answer-cache entry of %s is too large for its topic", marker)
+        if cache_key is not None and entry is not None:
+            await self._cache_entries([(cache_key, entry)])
         failure = RecordTooLarge(f"the result of flow {flow} is not written: {error}")
-        await self._fail(message, failure, extra_headers=_flow_header(flow))
+        await self._fail(message, failure, extra_headers=flow_headers(flow))
         if self.resources.answers is not None:
             self.resources.answers.done(marker)
 
@@ -392,7 +390,7 @@ class AIStage(Stage):
     def _writes(self) -> Iterator[None]:
         """Mark the current task busy (:meth:`busy`) while it writes."""
         current = asyncio.current_task()
-        if current is None:
+        if current is None or current in self._writing:  # an outer block marks it, and clears it
             yield
             return
         self._writing.add(current)
@@ -400,10 +398,6 @@ class AIStage(Stage):
             yield
         finally:
             self._writing.discard(current)
-
-
-def _flow_header(flow: str) -> list[tuple[str, bytes]]:
-    return [("hookstream-flow", flow.encode())]
 
 
 def transformed(flow: FlowConfig, enriched: EnrichedEvent) -> AIResult:

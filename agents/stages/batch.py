@@ -35,7 +35,7 @@ from agents.resources import Resources
 from schemas.codec import dumps
 from schemas.errors import HookstreamError, RecordTooLarge
 from schemas.events import EnrichedEvent
-from schemas.headers import carried_headers
+from schemas.headers import carried_headers, flow_headers
 from schemas.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ async def queue_for_batch(
     try:
         requests = task.requests_for(enriched)
     except HookstreamError as exc:  # a template the event cannot fill: for good
-        await stage._fail(message, exc, extra_headers=[("hookstream-flow", name.encode())])
+        await stage._fail(message, exc, extra_headers=flow_headers(name))
         return
     key = enriched.event.partitionkey.encode()
     result = task.cached(enriched, stage.resources.ai_cache, requests)
@@ -95,7 +95,7 @@ async def queue_for_batch(
                 headers=carried_headers(message),
             )
         except RecordTooLarge as exc:  # the batch topic takes less than the enriched one
-            await stage._fail(message, exc, extra_headers=[("hookstream-flow", name.encode())])
+            await stage._fail(message, exc, extra_headers=flow_headers(name))
             return
         dedupe = stage.resources.dedupe
         if dedupe is not None:

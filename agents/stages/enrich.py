@@ -45,7 +45,7 @@ from schemas.config import HookstreamConfig
 from schemas.config_flows import FlowConfig
 from schemas.errors import HookstreamError, RecordTooLarge
 from schemas.events import CloudEvent, EnrichedEvent
-from schemas.headers import carried_headers, replay_id, replay_suffix
+from schemas.headers import carried_headers, flow_headers, replay_id, replay_suffix
 
 log = logging.getLogger(__name__)
 
@@ -151,9 +151,8 @@ class EnrichStage(Stage):
                     attempt, self.policy, what=f"flow {flow.name} enrichment"
                 )
             except HookstreamError as exc:
-                flow_header = [("hookstream-flow", flow.name.encode())]
                 # Unmarked: its redrive, or the sender's retry, enriches this flow again.
-                await self._fail(message, exc, extra_headers=flow_header)
+                await self._fail(message, exc, extra_headers=flow_headers(flow.name))
                 continue
             try:
                 await emit(
@@ -165,6 +164,4 @@ class EnrichStage(Stage):
                 )
             except RecordTooLarge as exc:  # its lookups' answers made it too large: for good
                 failure = RecordTooLarge(f"flow {flow.name}'s enriched event is not written: {exc}")
-                await self._fail(
-                    message, failure, extra_headers=[("hookstream-flow", flow.name.encode())]
-                )
+                await self._fail(message, failure, extra_headers=flow_headers(flow.name))

@@ -226,9 +226,9 @@ class BatchingKafkaWriter(KafkaWriter):
         if self._limits.learned:  # a topic refused a batch as too large (size_limits)
             bounds = self._limits.bounds(topic)
             if bounds is not None:
-                size = lone_record_bytes(key, value, headers)
-                if size >= bounds[1]:
-                    raise self._limits.refusal(topic, size)
+                refused = self._limits.check(topic, bounds[1], key, value, headers)
+                if refused is not None:
+                    raise refused
         count = self._partition_counts.get(topic)
         if count is None:
             partitions = self._producer.client.cluster.partitions_for_topic(topic)
@@ -425,9 +425,9 @@ class BatchingKafkaWriter(KafkaWriter):
             if waiter.done():
                 continue
             if bounds is not None:  # the topic refused a batch as too large (size_limits)
-                size = lone_record_bytes(key, value, headers)
-                if size >= bounds[1]:  # queued before that refusal
-                    waiter.set_exception(self._limits.refusal(topic, size))
+                refused = self._limits.check(topic, bounds[1], key, value, headers)
+                if refused is not None:  # queued before that refusal
+                    waiter.set_exception(refused)
                     continue
                 adds = record_bytes_max(key, value, headers)
                 if taken and used_bytes + adds > bounds[0]:

@@ -93,6 +93,15 @@ async def describe_max_message_bytes(client: Any, topic: str, timeout_s: float) 
     return None
 
 
+def fit_batches(producer: Any, limit: int | None) -> None:
+    """Keep an aiokafka producer's batches within ``limit`` (a topic's max.message.bytes; None:
+    unknown) when it is under their size, which the broker would refuse when full. aiokafka
+    reads the size anew for each batch it starts."""
+    accumulator = producer._message_accumulator  # aiokafka's: no public setter
+    if limit is not None and limit < accumulator._batch_size:
+        accumulator._batch_size = limit
+
+
 class TopicSizeLimits:
     """What the refusals taught, per topic; empty until the first (the write path tests
     ``if limits.learned`` before asking :meth:`bounds`)."""
@@ -140,6 +149,19 @@ class TopicSizeLimits:
             LEARNED_FOR_S,
             refused_from,
         )
+
+    def check(
+        self,
+        topic: str,
+        refused_from: int,
+        key: bytes | None,
+        value: bytes,
+        headers: Sequence[tuple[str, bytes]],
+    ) -> RecordTooLarge | None:
+        """The error of a record whose lone batch reaches ``refused_from`` (``bounds``'s
+        second), else None."""
+        size = lone_record_bytes(key, value, headers)
+        return self.refusal(topic, size) if size >= refused_from else None
 
     def refusal(self, topic: str, record_bytes: int) -> RecordTooLarge:
         """The error of a record of ``record_bytes`` (as a batch of its own) over the limit."""

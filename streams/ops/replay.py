@@ -54,7 +54,7 @@ from streams.kafka.reader import (
     read_window_raw,
     window,
 )
-from streams.kafka.size_limits import describe_max_message_bytes
+from streams.kafka.size_limits import describe_max_message_bytes, fit_batches
 from streams.ops.replay_sample import picking, reaches, slices_by_partition
 
 Progress = Callable[[int, int], None]
@@ -673,12 +673,8 @@ class Replayer:
             self._fixed_window(consumer, partitions),
             *(p.partitions_for(self.topic) for p in producers),
         )
-        if limit is not None and limit < self.batch_bytes:
-            # The topic takes less per batch than this copy's batches hold (its
-            # max.message.bytes; Kafka's default ~1 MiB is their size): it would refuse every
-            # full one. aiokafka reads its batch size at each create_batch().
-            for producer in producers:
-                producer._message_accumulator._batch_size = limit
+        for producer in producers:  # their 1 MiB batches: Kafka's default limit, not every topic's
+            fit_batches(producer, limit)
         return partitions
 
     async def close(self) -> None:

@@ -54,15 +54,18 @@ from schemas.config import HookstreamConfig
 from schemas.config_flows import FlowConfig
 from schemas.errors import BrokerUnavailable, RecordTooLarge, RemoteError, ToolError
 from schemas.events import DeadLetter
-from schemas.headers import REPLAY_HEADER, carried_headers, trace_headers
+from schemas.headers import FLOW_HEADER, REPLAY_HEADER, carried_headers, trace_headers
 from streams.kafka.admin import create_topics
 from streams.kafka.connection import client_kwargs
 from streams.kafka.reader import Position, Window, new_consumer, read_window, window
-from streams.kafka.size_limits import describe_max_message_bytes, lone_record_bytes
+from streams.kafka.size_limits import (
+    describe_max_message_bytes,
+    fit_batches,
+    lone_record_bytes,
+)
 
 log = logging.getLogger(__name__)
 MAX_JOB_LINES = 10_000  # requests per job (OpenAI takes 50,000, Anthropic 100,000)
-FLOW_HEADER = "hookstream-flow"
 
 
 @dataclass(frozen=True, slots=True)
@@ -560,8 +563,7 @@ class BatchReplayer:
         # A result over what the results topic takes is dead-lettered, not sent: the broker
         # would refuse it, and the round (with every later one) would fail for good.
         limit = await describe_max_message_bytes(producer.client, self.topics.results, 5.0)
-        if limit is not None and limit < producer._message_accumulator._batch_size:
-            producer._message_accumulator._batch_size = limit  # read at each batch's start
+        fit_batches(producer, limit)
         for cid, record in records.items():
             outcome = outcomes.get(cid)
             if outcome is None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from schemas import tracecontext
 from schemas.config import HookstreamConfig
 from schemas.config_loader import load_config
 from schemas.errors import PermanentRemoteError, RetriableRemoteError
-from schemas.events import CloudEvent
+from streams.client import make_event
 from tests.support.dumps import count_event_dumps
 from tests.support.spans import exporting
 from tests.unit.schemas.test_config_loader import VALID, VALID_ENV, write
@@ -189,14 +188,7 @@ def exported() -> Iterator[InMemorySpanExporter]:
 async def test_a_lookup_reading_the_events_attributes_gets_them_one_reading_data_only_not(
     tmp_path: Path, crm: Crm, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    event = CloudEvent(
-        id="ev-1",
-        source="helpdesk",
-        type="ticket.created",
-        time=datetime.now(UTC),
-        data={"id": "c1"},
-        partitionkey="c1",
-    )
+    event = make_event({"id": "c1"}, source="helpdesk", type="ticket.created", key="c1", id="ev-1")
     dumped = count_event_dumps(monkeypatch)
     by_data = lookup_config(tmp_path, crm.base_url)
     by_event = load_config(
