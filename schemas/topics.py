@@ -12,6 +12,9 @@ EVENTS = "events"
 ENRICHED = "enriched"
 RESULTS = "results"
 DLQ = "dlq"
+# The stages that write dead letters (DeadLetter.stage): the worker's enrich and AI stages,
+# the sinks, and ``hookstream replay`` (a record the topic refuses with the replay header).
+DEAD_LETTER_STAGES = ("enrich", "ai", "sink", "replay")
 RECEIPTS = "receipts"
 # The sinks' delivery memory and the DLQ tool's redrive memory: compacted, keyed by what they
 # remember, so a restarted process reads back the latest entry per key.

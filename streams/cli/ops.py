@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import orjson
 
 from schemas.errors import BrokerUnavailable, ToolError, UnknownTopic
+from schemas.topics import DEAD_LETTER_STAGES
 from streams.cli.exits import (
     EXIT_BAD_INPUT,
     EXIT_DECLINED,
@@ -38,7 +39,7 @@ Loader = Callable[[str], "HookstreamConfig"]
 ConfigArg = Callable[[argparse.ArgumentParser], None]
 # The stages that dead-letter (the ``stage`` of a dead letter): agents.stages' enrich and ai,
 # agents.sinks' sink. A unit test holds this list to those modules' own names.
-STAGES = ("enrich", "ai", "sink")
+STAGES = DEAD_LETTER_STAGES
 
 
 @contextlib.contextmanager
@@ -401,11 +402,20 @@ def cmd_replay(args: argparse.Namespace, load: Loader) -> int:
                 loading.cancel()
                 await asyncio.gather(loading, return_exceptions=True)
             await replayer.close()
+        refused = f", dead-lettered {stats.dead_lettered:,}" if stats.dead_lettered else ""
         print(
             f"replay {stats.replay_id}: window {stats.window:,}, read {stats.read:,}, "
-            f"replayed {stats.replayed:,}, filtered out {stats.filtered_out:,} "
+            f"replayed {stats.replayed:,}, filtered out {stats.filtered_out:,}{refused} "
             f"in {stats.elapsed_s:.1f} s ({stats.events_per_s:,.0f} records/s)"
         )
+        if stats.dead_lettered:
+            print(
+                f"replay: {stats.dead_lettered:,} record(s) would be over {topic}'s "
+                "max.message.bytes with the replay header; they are on the DLQ "
+                "(hookstream dlq list --stage replay): raise the topic's limit, then "
+                "hookstream dlq redrive them",
+                file=sys.stderr,
+            )
         return 0
 
     return run(main(), args, config)

@@ -17,11 +17,12 @@ from aiohttp import web
 
 from schemas.config import HookstreamConfig, KafkaSettings
 from schemas.errors import ToolError
+from schemas.topics import DEAD_LETTER_STAGES
 from streams.console.html import csrf_input, esc, note, page, table
 from streams.console.security import csrf_for
 from streams.ops.dlq import DeadLetters, DLQEntry, DLQFilter
 
-STAGES = ("enrich", "ai", "sink")
+STAGES = DEAD_LETTER_STAGES
 MAX_SELECTED = 500
 _REDRIVE_LOCK_KEY = web.AppKey("redrive_lock", asyncio.Lock)
 

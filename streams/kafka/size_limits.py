@@ -60,7 +60,9 @@ def _varint_bytes(value: int) -> int:
     return size
 
 
-def lone_record_bytes(key: bytes | None, value: bytes, headers: Sequence[tuple[str, bytes]]) -> int:
+def lone_record_bytes(
+    key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]
+) -> int:
     """The exact size of a batch holding only this record (what the broker checks)."""
     body: int = 3 + DefaultRecordBatchBuilder.size_of(key, value, headers)  # attrs, two deltas
     return BATCH_HEADER_BYTES + _varint_bytes(body) + body

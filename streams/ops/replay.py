@@ -36,12 +36,13 @@ from typing import Any, Literal, Protocol, cast
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from schemas import topics as catalogue
 from schemas.config import HookstreamConfig
 from schemas.config_flows import FlowConfig
-from schemas.errors import BrokerUnavailable, UnknownTopic
+from schemas.errors import BrokerUnavailable, RecordTooLarge, ToolError, UnknownTopic
+from schemas.events import DeadLetter
 from schemas.headers import REPLAY_HEADER
 from streams.kafka import produce_encoding
 from streams.kafka.connection import client_kwargs
@@ -54,13 +55,14 @@ from streams.kafka.reader import (
     read_window_raw,
     window,
 )
-from streams.kafka.size_limits import describe_max_message_bytes, fit_batches
+from streams.kafka.size_limits import describe_max_message_bytes, fit_batches, lone_record_bytes
 from streams.ops.replay_sample import picking, reaches, slices_by_partition
 
 Progress = Callable[[int, int], None]
 BATCH_BYTES = 1024 * 1024  # per partition: fetched at a time, and per producer batch
 _PENDING_MAX = 64  # submitted batches not yet acknowledged (≤ 64 MiB in memory)
 _PRODUCERS = 2
+STAGE = "replay"  # a dead letter's stage: a record the topic refuses with the replay header
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,6 +369,8 @@ class ReplayStats:
     read: int = 0
     replayed: int = 0
     filtered_out: int = 0
+    # Records the topic refuses once they carry the replay header: on the DLQ (_Refused).
+    dead_lettered: int = 0
     elapsed_s: float = 0.0
 
     @property
@@ -416,6 +420,9 @@ class Replayer:
         prefix = config.kafka.topic_prefix + "."
         self.role = topic.removeprefix(prefix) if topic.startswith(prefix) else ""
         self.batch_bytes = batch_bytes
+        self.prefix = config.kafka.topic_prefix
+        # The topic's max.message.bytes (None: not readable), once connected.
+        self._limit: int | None = None
         self._window: asyncio.Future[Window] | None = None
         self._clients: tuple[AIOKafkaConsumer, list[AIOKafkaProducer]] | None = None
         self._connected: asyncio.Future[list[TopicPartition]] | None = None
@@ -675,6 +682,7 @@ class Replayer:
         )
         for producer in producers:  # their 1 MiB batches: Kafka's default limit, not every topic's
             fit_batches(producer, limit)
+        self._limit = limit
         return partitions
 
     async def close(self) -> None:
@@ -735,6 +743,8 @@ class Replayer:
                 if estimating.ready is not None:
                     await estimating.ready
             writer = _Writer(producers, self.topic)
+            limit = self._limit
+            letters = _Refused(producers[0], self.topic, catalogue.Topics(self.prefix).dlq)
             kept, self._read = self._read, None
             source = (
                 _again(kept)
@@ -761,21 +771,29 @@ class Replayer:
                         headers.append(marker)
                     else:
                         headers = only_marker
-                    if append(count, None, record.key, value, headers) is None:  # full
+                    if count and append(count, None, record.key, value, headers) is not None:
+                        count += 1
+                        continue
+                    if count:  # full: the record starts the partition's next batch
                         batch.count = count
                         batch = await writer.submit(partition)
                         append, count = batch.append, 0
-                        # An empty batch takes any record; one over the broker's limit
-                        # fails its send.
-                        append(0, None, record.key, value, headers)
-                    count += 1
+                    # An empty batch takes any record, even one the topic refuses: that
+                    # one is dead-lettered instead (checked once a batch, not per record).
+                    if limit is not None and lone_record_bytes(record.key, value, headers) > limit:
+                        await letters.write(partition, record, headers, limit)
+                        continue
+                    append(0, None, record.key, value, headers)
+                    count = 1
                 batch.count = count
                 if picked and sample is not None:
                     sample.take(picked)
                 stats.read += read
-                stats.replayed = stats.read - stats.filtered_out
+                stats.dead_lettered = letters.count
+                stats.replayed = stats.read - stats.filtered_out - stats.dead_lettered
                 if progress is not None:
                     progress(stats.read, stats.window)
+            await letters.finish()
             if estimating is None or sample is None or results is None:
                 await writer.finish()
             else:
@@ -786,6 +804,13 @@ class Replayer:
                     estimating.report(sample.estimate)
                 finally:
                     await finishing
+        except MessageSizeTooLargeError as exc:  # only where the topic's limit was not read
+            raise ToolError(
+                f"replay of {self.topic} stopped: Kafka refused a batch as too large ({exc}); "
+                f"its max.message.bytes could not be read (DescribeConfigs), so the replay "
+                "could not keep its batches and records under it. Raise the topic's limit "
+                "(docs/operations.md) or allow the replay to describe it, and run it again"
+            ) from exc
         except KafkaError as exc:
             raise BrokerUnavailable(f"replay of {self.topic} failed: {exc}") from exc
         finally:
@@ -827,6 +852,70 @@ class _PartitionBatch:
         self.batch._relative_offset = self.count
         self.batch.close()
         return self.batch
+
+
+class _Refused:
+    """Dead letters of the records the replayed topic would refuse once they carry the replay
+    header (over its ``max.message.bytes``, which the original may have been within by less
+    than the header's ~30 bytes). Without them the broker refused the batch, the replay failed
+    part-way with a misleading "check that Kafka runs", and every later record of the window
+    was left unreplayed. A letter holds the record with the headers the replay gave it, so that
+    ``hookstream dlq redrive``, once the topic's limit is raised, writes what the replay would
+    have; one the DLQ cannot hold either goes without its value (``value_omitted``: the
+    original stays at its coordinates, where a redrive reads it)."""
+
+    def __init__(self, producer: AIOKafkaProducer, topic: str, dlq: str) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.dlq = dlq
+        self.count = 0
+        self._dlq_limit: int | None = None
+        self._dlq_limit_known = False
+        self._sent: list[asyncio.Future[Any]] = []
+
+    async def write(
+        self, partition: int, record: RawRecord, headers: list[tuple[str, bytes]], limit: int
+    ) -> None:
+        value = record.value or b""
+        size = lone_record_bytes(record.key, value, headers)
+        now = datetime.now(UTC)
+        letter = DeadLetter(
+            stage=STAGE,
+            error_class=RecordTooLarge.__name__,
+            error_message=(
+                f"with the replay header the record is {size} bytes, more than topic "
+                f"{self.topic} accepts (its max.message.bytes is {limit})"
+            ),
+            attempts=1,
+            first_failure_at=now,
+            last_failure_at=now,
+            original_topic=self.topic,
+            original_partition=partition,
+            original_offset=record.offset,
+        )
+        if not self._dlq_limit_known:  # asked once, at the first letter
+            self._dlq_limit = await describe_max_message_bytes(self.producer.client, self.dlq, 5.0)
+            self._dlq_limit_known = True
+        letter_headers = [*letter.to_headers(), *headers]
+        if self._dlq_limit is not None and (
+            lone_record_bytes(record.key, value, letter_headers) > self._dlq_limit
+        ):
+            letter = letter.model_copy(
+                update={
+                    "value_omitted": f"the original, {len(value)} bytes, is too large "
+                    f"for topic {self.dlq} too (max.message.bytes {self._dlq_limit})"
+                }
+            )
+            value, letter_headers = b"", [*letter.to_headers(), *headers]
+        self._sent.append(
+            await self.producer.send(self.dlq, value, key=record.key, headers=letter_headers)
+        )
+        self.count += 1
+
+    async def finish(self) -> None:
+        """Wait until every letter is acknowledged."""
+        sent, self._sent = self._sent, []
+        await asyncio.gather(*sent)
 
 
 class _Writer:

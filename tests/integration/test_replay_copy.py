@@ -19,6 +19,8 @@ import orjson
 import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from schemas.config import HookstreamConfig, KafkaSettings
 from schemas.config_flows import FlowConfig
@@ -26,7 +28,9 @@ from schemas.config_loader import load_config
 from schemas.errors import ToolError
 from streams.kafka.admin import create_topics
 from streams.kafka.reader import new_consumer, read_window_raw, window
+from streams.kafka.size_limits import lone_record_bytes
 from streams.ops import replay as replay_module
+from streams.ops.dlq import DeadLetters, DLQFilter
 from streams.ops.replay import (
     Estimating,
     ModelEstimate,
@@ -377,3 +381,78 @@ async def test_a_topic_taking_smaller_batches_than_the_copys_gets_them(
     copies = [r for r in await read_all(kafka_bootstrap, name) if r.offset >= 300]
     assert [c.value for c in copies] == values
     await delete_topics(kafka_bootstrap, [name])
+
+
+async def _raise_limit(bootstrap: str, topic: str, limit_bytes: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        config = {"max.message.bytes": str(limit_bytes)}
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, config)])
+    finally:
+        await admin.close()
+
+
+async def test_a_record_the_topic_refuses_with_the_replay_header_is_dead_lettered(
+    kafka_bootstrap: str, config: HookstreamConfig
+) -> None:
+    # A record within a few bytes of the topic's max.message.bytes fits as written, but not
+    # once it carries the replay header. Before, the broker refused its batch, the replay
+    # failed ("MessageSizeTooLargeError — check that Kafka runs") and the records after it
+    # were not replayed; now it is a dead letter saying why, the rest of the window is
+    # replayed, and a redrive after the limit is raised writes what the replay would have.
+    limit = 3000
+    name = f"{PREFIX}-near.events"
+    dlq = f"{PREFIX}.dlq"
+    await create_topics(
+        KafkaSettings(bootstrap_servers=kafka_bootstrap),
+        {name: {"max.message.bytes": str(limit)}, dlq: {}},
+        partitions=1,
+    )
+    await create_topics(
+        KafkaSettings(bootstrap_servers=kafka_bootstrap),
+        {f"{PREFIX}.dlq-redriven": {"cleanup.policy": "compact"}},
+        partitions=1,
+    )
+    headers = [("trace", b"t1")]
+    marker = (REPLAY, b"0" * 12)  # a replay id is 12 characters
+    pad = next(
+        n
+        for n in range(2500, limit)
+        if lone_record_bytes(b"k", _value(0, 1, "helpdesk") + b" " * n, [*headers, marker]) > limit
+    )
+    near = _value(0, 1, "helpdesk") + b" " * pad
+    assert lone_record_bytes(b"k", near, headers) <= limit  # the topic takes it as written
+    values = [_value(0, 0, "helpdesk"), near, _value(0, 2, "helpdesk")]
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        for value in values:
+            await producer.send_and_wait(name, value, key=b"k", headers=headers)
+    finally:
+        await producer.stop()
+
+    replayer = Replayer(config, name, start=0, end=3)
+    stats = await replayer.run()
+    assert (stats.read, stats.replayed, stats.dead_lettered) == (3, 2, 1)
+    copies = [r for r in await read_all(kafka_bootstrap, name) if r.offset >= 3]
+    assert [c.value for c in copies] == [values[0], values[2]]
+    assert {c.headers[REPLAY] for c in copies} == {replayer.replay_id.encode()}
+    [letter] = await read_all(kafka_bootstrap, dlq)
+    assert letter.value == near
+    assert letter.headers["hookstream-dlq-stage"] == b"replay"
+    assert letter.headers["hookstream-dlq-error_class"] == b"RecordTooLarge"
+    assert (
+        f"max.message.bytes is {limit}" in letter.headers["hookstream-dlq-error_message"].decode()
+    )
+    assert letter.headers["hookstream-dlq-original_offset"] == b"1"
+    assert letter.headers[REPLAY] == replayer.replay_id.encode()
+
+    await _raise_limit(kafka_bootstrap, name, 2 * limit)
+    redriven, _ = await DeadLetters(config.kafka).redrive(DLQFilter(stage="replay"))
+    assert len(redriven) == 1
+    [again] = [r for r in await read_all(kafka_bootstrap, name) if r.offset >= 5]
+    assert again.value == near
+    assert again.headers[REPLAY] == replayer.replay_id.encode()
+    assert again.headers["trace"] == b"t1"
+    await delete_topics(kafka_bootstrap, [name, dlq, f"{PREFIX}.dlq-redriven"])

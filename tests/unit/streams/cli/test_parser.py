@@ -95,8 +95,9 @@ def test_the_stage_list_is_the_stages_that_dead_letter() -> None:
     from agents.ai.provider import STAGE as AI
     from agents.outbound.lookups import STAGE as ENRICH
     from agents.sinks.base import STAGE as SINK
+    from streams.ops.replay import STAGE as REPLAY
 
-    assert set(STAGES) == {ENRICH, AI, SINK}
+    assert set(STAGES) == {ENRICH, AI, SINK, REPLAY}
 
 
 @pytest.mark.parametrize(
