@@ -56,6 +56,7 @@ LABELS = {
     "c": "hookstream gateway: Standard Webhooks verification, CloudEvent, acks=all",
     "c0": "the same gateway, the code before (--code-from)",
     "d": "bare handler on the gateway's HTTP layer (streams.http.protocol), 202: reference only",
+    "e": "the gateway of (c) with a writer that acknowledges at once, no Kafka: reference only",
 }
 
 
@@ -450,10 +451,17 @@ def main() -> int:
         servers["c"] = start("c", gateway, env, work / "c.log")
         bare_http1 = [PY, str(HERE / "bare.py"), "--mode", "http1"]
         servers["d"] = start("d", bare_http1, env, work / "d.log")
+        unwritten = [PY, str(HERE / "unwritten.py"), *gateway[3:]]
+        servers["e"] = start("e", unwritten, env, work / "e.log")
         brokers = broker_pids(bootstrap)
         try:
             results = alternate_rounds(
-                wrk, servers, lambda t: signed if t in ("c", "c0") else plain, work, args, brokers
+                wrk,
+                servers,
+                lambda t: signed if t in ("c", "c0", "e") else plain,
+                work,
+                args,
+                brokers,
             )
             max_c = statistics.median(r["req_per_s"] for r in results["c"])
             url = f"{servers['c'].url}/webhooks/bench"
@@ -515,6 +523,9 @@ def summarise(results: dict[str, list[dict[str, Any]]], half: dict[str, Any]) ->
         "c_over_a": c_over_a,
         "c_over_b": c_over_b,
         "c_over_d": c_over_d,
+        "cpu_a_over_e": round(cpu["a"] / cpu["e"], 3),
+        "e_over_a": round(rate["e"] / rate["a"], 3),
+        "cpu_kafka_us_per_req": round(cpu["c"] - cpu["e"], 1),
         **(
             {
                 "c0_over_a": round(rate["c0"] / rate["a"], 3),
@@ -620,6 +631,12 @@ event-loop thread.
 (d) is not one of issue 3's targets. It is the same bare handler as (a), served by the HTTP
 layer the gateway runs on (`streams/http/`) instead of aiohttp's: what the gateway's own
 stack allows before any webhook work. (c)/(d) = {s["c_over_d"]:.2f}.
+
+(e) is (c) with its Kafka write taken out (`bench/gateway/unwritten.py`: the batching writer
+acknowledges each record at once): everything else the gateway does for a webhook. Server CPU
+per request (a)/(e) = {s["cpu_a_over_e"]:.2f}, req/s (e)/(a) = {s["e_over_a"]:.2f}; the write
+costs (c) {s["cpu_kafka_us_per_req"]:.1f} µs per request ((c) - (e)), against
+{s["cpu_us_per_req"]["a"] - s["cpu_us_per_req"]["e"]:.1f} µs left under (a) for it.
 
 Machine: {m["cpu"]}, {m["cores"]} cores, load average at start {m["load_average_at_start"]}
 (other processes share it); {m["os"]}; Python {m["python"]}, {m["event_loop"]}, aiohttp
