@@ -182,6 +182,12 @@ class ToolError(HookstreamError):
     names the option or input line at fault. Not retriable."""
 
 
+class LettersRefused(ToolError):
+    """A redrive wrote what it could, but Kafka refused some letters' records as larger than
+    their topic accepts (``max.message.bytes``): raising the limit, then redriving again, is
+    the fix. The refused letters are not marked redriven; a later redrive sends them."""
+
+
 class Fenced(ToolError):
     """A newer process took over this one's Kafka transactional id (a second ``hookstream
     batcher`` on the same ``kafka.topic_prefix``): this one must stop before it writes or

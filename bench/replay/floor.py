@@ -15,8 +15,8 @@ Their sum leaves out the connections, the fetches, the writes and their acks. So
 figure, the whole process of **the least copier**: ``python bench/replay/floor.py BOOTSTRAP
 SOURCE TARGET T0 T1`` imports aiokafka and the replay's reader, connects, fixes the window and
 copies it as ``hookstream replay`` does (raw fetched batches, the replay header, two idempotent
-producers, acks=all), with none of its config, filter, estimate or pricing. kcat's whole run is
-compared with each.
+producers, acks=all, its produce requests' encoding), with none of its config, filter,
+estimate or pricing. kcat's whole run is compared with each.
 """
 
 from __future__ import annotations
@@ -50,8 +50,9 @@ def _builder() -> DefaultRecordBatchBuilder:
 
 
 def fetched_batches(records: int, value: bytes, key: bytes) -> bytes:
-    """``records`` records in 1 MiB batches, as a fetch response holds them."""
-    headers = [("content-type", b"application/cloudevents+json")]
+    """``records`` records in 1 MiB batches, as a fetch response holds them; no record headers,
+    as the bench's window (run.py's ``bench_event``)."""
+    headers: list[tuple[str, bytes]] = []
     batches: list[bytes] = []
     builder, offset = _builder(), 0
     for _ in range(records):
@@ -68,13 +69,18 @@ def copy_loop_cpu_s(fetched: bytes, replay_id: bytes = b"0123456789ab") -> tuple
     """CPU seconds to decode every record of ``fetched`` and rebuild it with the replay header;
     and how many records that was."""
     marker = ("hookstream-replay", replay_id)
+    only_marker = [marker]
     started = time.process_time()
     records = MemoryRecords(fetched)
     builder, count, copied = _builder(), 0, 0
     while records.has_next():
         for record in records.next_batch():
-            headers = [h for h in record.headers if h[0] != marker[0]]
-            headers.append(marker)
+            headers = record.headers
+            if headers:  # as streams.ops.replay: a stale replay header replaced
+                headers = [h for h in headers if h[0] != marker[0]]
+                headers.append(marker)
+            else:
+                headers = only_marker
             if builder.append(count, None, record.key, record.value, headers) is None:
                 builder.build()
                 builder, count = _builder(), 0
@@ -103,7 +109,10 @@ async def least_copy(bootstrap: str, source: str, target: str, start_ms: int, en
     partitions, in order), each with the replay header; returns how many."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+    from streams.kafka import produce_encoding
     from streams.kafka.reader import partitions_of, read_window_raw, window
+
+    produce_encoding.install()  # as the replay: each request joined once
 
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
@@ -132,6 +141,7 @@ async def least_copy(bootstrap: str, source: str, target: str, start_ms: int, en
             *(p.partitions_for(target) for p in producers),
         )
         marker = ("hookstream-replay", b"0123456789ab")
+        only_marker = [marker]
         open_batches: dict[int, tuple[Any, Any, int]] = {}
         acks: list[asyncio.Future[Any]] = []
         copied = 0
@@ -150,8 +160,12 @@ async def least_copy(bootstrap: str, source: str, target: str, start_ms: int, en
                 held = (batch, batch._builder.append, 0)
             batch, append, count = held
             for record in records:
-                headers = [h for h in record.headers if h[0] != marker[0]]
-                headers.append(marker)
+                headers = record.headers
+                if headers:
+                    headers = [h for h in headers if h[0] != marker[0]]
+                    headers.append(marker)
+                else:
+                    headers = only_marker
                 if append(count, None, record.key, record.value, headers) is None:
                     open_batches[partition] = (batch, append, count)
                     await send(partition)

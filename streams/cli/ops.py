@@ -38,7 +38,8 @@ if TYPE_CHECKING:
 Loader = Callable[[str], "HookstreamConfig"]
 ConfigArg = Callable[[argparse.ArgumentParser], None]
 # The stages that dead-letter (the ``stage`` of a dead letter): agents.stages' enrich and ai,
-# agents.sinks' sink. A unit test holds this list to those modules' own names.
+# agents.sinks' sink, streams.ops.replay's replay. A unit test holds this list to those
+# modules' own names.
 STAGES = DEAD_LETTER_STAGES
 
 

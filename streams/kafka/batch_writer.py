@@ -77,12 +77,18 @@ class BatchingKafkaWriter(KafkaWriter):
     is kept (records of a partition go in arrival order, one batch per partition per round).
     """
 
-    def __init__(self, settings: KafkaSettings, *, client_id: str = "hookstream") -> None:
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        *,
+        client_id: str = "hookstream",
+        max_request_bytes: int = MAX_REQUEST_BYTES,
+    ) -> None:
         # Partitions per topic, as the producer's metadata last said: asking the metadata per
         # write builds a set of them each time. Forgotten on every metadata update. Set before
         # KafkaWriter.__init__, which makes the first producer (see _new_producer).
         self._partition_counts: dict[str, int] = {}
-        super().__init__(settings, client_id=client_id)
+        super().__init__(settings, client_id=client_id, max_request_bytes=max_request_bytes)
         self._pending: dict[tuple[str, int], list[_Entry]] = {}
         self._wake: asyncio.Future[None] | None = None
         self._rounds: asyncio.Task[None] | None = None
@@ -218,7 +224,7 @@ class BatchingKafkaWriter(KafkaWriter):
         if type(headers) is not list:  # aiokafka's C record builder takes lists only
             headers = list(headers)
         if DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers) > (
-            MAX_REQUEST_BYTES
+            self.max_request_bytes
         ):
             raise RecordTooLarge(
                 f"the record is {len(value)} bytes, over Kafka's request size limit"

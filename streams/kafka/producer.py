@@ -50,9 +50,18 @@ BROKEN_PRODUCER_ERRORS = (
 class KafkaWriter:
     """An async context manager around one idempotent, acks=all producer."""
 
-    def __init__(self, settings: KafkaSettings, *, client_id: str = "hookstream") -> None:
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        *,
+        client_id: str = "hookstream",
+        max_request_bytes: int = MAX_REQUEST_BYTES,
+    ) -> None:
+        """``max_request_bytes``: the largest produce request (and so record) the producer
+        sends; the topic's ``max.message.bytes`` still bounds each batch at the broker."""
         self.settings = settings
         self.client_id = client_id
+        self.max_request_bytes = max_request_bytes
         self._producer = self._new_producer()
         self._started = False
         self._replacing = asyncio.Lock()
@@ -71,7 +80,7 @@ class KafkaWriter:
             # aiokafka's 16 KiB default holds ~15 CloudEvents per partition batch; with one
             # batch in flight per partition, that caps a hot partition's throughput.
             max_batch_size=MAX_BATCH_BYTES,
-            max_request_size=MAX_REQUEST_BYTES,
+            max_request_size=self.max_request_bytes,
             request_timeout_ms=int(self.settings.produce_timeout_s * 1000),
             retry_backoff_ms=100,
             partitioner=KeyPartitioner(),  # aiokafka's partitions, half its hashing cost

@@ -60,6 +60,10 @@ def _varint_bytes(value: int) -> int:
     return size
 
 
+# max.message.bytes where neither the topic nor the broker sets it (Kafka's default).
+KAFKA_DEFAULT_MAX_MESSAGE_BYTES = 1_048_588
+
+
 def lone_record_bytes(
     key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]
 ) -> int:

@@ -19,6 +19,11 @@ redriven a second time by the next run. It stops only once the producer gave the
 (nothing more of it can land; see ``PendingWrite``): running it again then adds no copy. (A run
 killed while it waits, or between the two writes, can still redrive one record twice; the event
 id makes that harmless downstream.)
+
+A record its topic refuses as too large (``max.message.bytes``, e.g. a replay's dead letter
+redriven before the limit was raised) is skipped, not marked redriven, and the others are
+sent; the run then fails with :class:`~schemas.errors.LettersRefused` naming each one, its topic
+and the limit. Before, the first such record stopped the run with "check that Kafka runs".
 """
 
 from __future__ import annotations
@@ -35,14 +40,18 @@ from aiokafka.structs import RecordMetadata, TopicPartition
 from pydantic import ValidationError
 
 from schemas.config import KafkaSettings
-from schemas.errors import BrokerUnavailable, ToolError
+from schemas.errors import BrokerUnavailable, LettersRefused, RecordTooLarge, ToolError
 from schemas.events import DLQ_HEADER_PREFIX, DeadLetter
 from schemas.headers import REDRIVEN_HEADER
 from schemas.topics import Topics
+from streams.kafka.batch_writer import BatchingKafkaWriter
 from streams.kafka.producer import Headers, KafkaWriter
 from streams.kafka.reader import new_consumer, read_window, window
 
 log = logging.getLogger(__name__)
+# The largest produce request a redrive sends: 64 MiB, under the broker's default
+# socket.request.max.bytes (100 MiB); the topic's max.message.bytes is the real bound.
+REDRIVE_REQUEST_BYTES = 64 * 1024 * 1024
 
 
 async def write_acknowledged(
@@ -241,7 +250,15 @@ class DeadLetters:
         already = sum(1 for e in entries if e.redriven)
         if dry_run or not todo:
             return todo, already
-        async with KafkaWriter(self.settings, client_id="hookstream-dlq") as writer:
+        done: list[DLQEntry] = []
+        refused: list[str] = []
+        # The batching writer: a record over its topic's max.message.bytes is refused naming
+        # the topic and the limit (streams.kafka.size_limits), the producer left whole. Its
+        # requests may be larger than the pipeline's 1 MiB: a letter is redriven once its
+        # topic's limit was raised for it, whatever the new limit.
+        async with BatchingKafkaWriter(
+            self.settings, client_id="hookstream-dlq", max_request_bytes=REDRIVE_REQUEST_BYTES
+        ) as writer:
             for entry in todo:
                 assert entry.letter is not None  # noqa: S101 - filtered just above
                 headers = [
@@ -254,14 +271,18 @@ class DeadLetters:
                 value = entry.value or b""
                 if entry.letter.value_omitted is not None:  # too large for the DLQ itself
                     value = await self._original_value(entry.letter)
-                await write_acknowledged(
-                    writer,
-                    target,
-                    value,
-                    key=entry.key,
-                    headers=headers,
-                    what=f"the redrive of {self.topics.dlq} {entry.coordinates} to {target}",
-                )
+                try:
+                    await write_acknowledged(
+                        writer,
+                        target,
+                        value,
+                        key=entry.key,
+                        headers=headers,
+                        what=f"the redrive of {self.topics.dlq} {entry.coordinates} to {target}",
+                    )
+                except RecordTooLarge as exc:
+                    refused.append(f"{self.topics.dlq} {entry.coordinates} → {target}: {exc}")
+                    continue
                 memo = {"redriven_at": datetime.now(UTC).isoformat(), "to": target}
                 await write_acknowledged(
                     writer,
@@ -270,4 +291,12 @@ class DeadLetters:
                     key=entry.coordinates.encode(),
                     what=f"the memo that {self.topics.dlq} {entry.coordinates} was redriven",
                 )
-        return todo, already
+                done.append(entry)
+        if refused:
+            raise LettersRefused(
+                f"redrove {len(done)}; {len(refused)} not written, too large: "
+                + "; ".join(refused)
+                + ". Raise the topic's max.message.bytes (docs/operations.md#dead-letters), "
+                "then redrive again: those are not marked redriven"
+            )
+        return done, already

@@ -55,7 +55,12 @@ from streams.kafka.reader import (
     read_window_raw,
     window,
 )
-from streams.kafka.size_limits import describe_max_message_bytes, fit_batches, lone_record_bytes
+from streams.kafka.size_limits import (
+    KAFKA_DEFAULT_MAX_MESSAGE_BYTES,
+    describe_max_message_bytes,
+    fit_batches,
+    lone_record_bytes,
+)
 from streams.ops.replay_sample import picking, reaches, slices_by_partition
 
 Progress = Callable[[int, int], None]
@@ -806,10 +811,12 @@ class Replayer:
                     await finishing
         except MessageSizeTooLargeError as exc:  # only where the topic's limit was not read
             raise ToolError(
-                f"replay of {self.topic} stopped: Kafka refused a batch as too large ({exc}); "
-                f"its max.message.bytes could not be read (DescribeConfigs), so the replay "
-                "could not keep its batches and records under it. Raise the topic's limit "
-                "(docs/operations.md) or allow the replay to describe it, and run it again"
+                f"replay {self.replay_id} of {self.topic} stopped: Kafka refused a batch as too "
+                f"large ({exc}). The topic's max.message.bytes could not be read "
+                "(DescribeConfigs), so the replay could not keep its batches under it; part of "
+                "the window may be written already (run again, the replay writes all of it "
+                "again under a new id: narrow --from/--to to what is left). Raise the topic's "
+                "limit (docs/operations.md) or allow the replay to describe it"
             ) from exc
         except KafkaError as exc:
             raise BrokerUnavailable(f"replay of {self.topic} failed: {exc}") from exc
@@ -896,14 +903,15 @@ class _Refused:
         if not self._dlq_limit_known:  # asked once, at the first letter
             self._dlq_limit = await describe_max_message_bytes(self.producer.client, self.dlq, 5.0)
             self._dlq_limit_known = True
+        # Unknown (not allowed to describe it): Kafka's default, so that the DLQ never refuses
+        # a letter, which would stop the replay.
+        dlq_limit = KAFKA_DEFAULT_MAX_MESSAGE_BYTES if self._dlq_limit is None else self._dlq_limit
         letter_headers = [*letter.to_headers(), *headers]
-        if self._dlq_limit is not None and (
-            lone_record_bytes(record.key, value, letter_headers) > self._dlq_limit
-        ):
+        if lone_record_bytes(record.key, value, letter_headers) > dlq_limit:
             letter = letter.model_copy(
                 update={
                     "value_omitted": f"the original, {len(value)} bytes, is too large "
-                    f"for topic {self.dlq} too (max.message.bytes {self._dlq_limit})"
+                    f"for topic {self.dlq} too (max.message.bytes {dlq_limit})"
                 }
             )
             value, letter_headers = b"", [*letter.to_headers(), *headers]

@@ -180,7 +180,7 @@ def test_tail_refuses_an_unknown_short_name_with_the_list(config: Path) -> None:
 def test_dlq_refuses_an_unknown_stage_with_the_list(config: Path) -> None:
     result = hookstream("dlq", "list", "-c", str(config), "--stage", "bogus")
     assert result.returncode == 2
-    assert "invalid choice: 'bogus' (choose from 'enrich', 'ai', 'sink')" in result.stderr
+    assert "invalid choice: 'bogus' (choose from 'enrich', 'ai', 'sink', 'replay')" in result.stderr
 
 
 def test_publish_refuses_an_unknown_source_naming_the_configured_ones(config: Path) -> None:

@@ -34,6 +34,7 @@ from schemas.events import DeadLetter
 from schemas.headers import REDRIVEN_HEADER
 from schemas.topics import Topics
 from streams.kafka.admin import create_topics
+from streams.kafka.batch_writer import BatchingKafkaWriter
 from streams.kafka.producer import KafkaWriter
 from streams.ops.dlq import DeadLetters, DLQFilter
 from tests.support.broker import private_broker
@@ -86,7 +87,7 @@ async def test_a_redrive_through_an_outage_writes_each_dead_letter_once(
         frozen: list[bool] = []
         originals = 0
 
-        class FreezingWriter(KafkaWriter):
+        class FreezingWriter(BatchingKafkaWriter):
             """The redrive's own writer; freezes the broker before the second dead letter's
             write, and reports the first write that then misses its deadline."""
 
@@ -117,7 +118,7 @@ async def test_a_redrive_through_an_outage_writes_each_dead_letter_once(
                     missed.set()
                     raise
 
-        monkeypatch.setattr(dlq_module, "KafkaWriter", FreezingWriter)
+        monkeypatch.setattr(dlq_module, "BatchingKafkaWriter", FreezingWriter)
         letters = DeadLetters(settings)
         first = asyncio.create_task(letters.redrive(DLQFilter()))
         try:
@@ -128,7 +129,7 @@ async def test_a_redrive_through_an_outage_writes_each_dead_letter_once(
             done, already = await first
         except BrokerUnavailable:  # before the fix; the operator runs it again:
             done, already = [], 0
-        monkeypatch.setattr(dlq_module, "KafkaWriter", KafkaWriter)
+        monkeypatch.setattr(dlq_module, "BatchingKafkaWriter", BatchingKafkaWriter)
         again, before = await letters.redrive(DLQFilter())
 
         copies = collections.Counter(

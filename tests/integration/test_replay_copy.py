@@ -25,10 +25,10 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from schemas.config import HookstreamConfig, KafkaSettings
 from schemas.config_flows import FlowConfig
 from schemas.config_loader import load_config
-from schemas.errors import ToolError
+from schemas.errors import LettersRefused, ToolError
 from streams.kafka.admin import create_topics
 from streams.kafka.reader import new_consumer, read_window_raw, window
-from streams.kafka.size_limits import lone_record_bytes
+from streams.kafka.size_limits import KAFKA_DEFAULT_MAX_MESSAGE_BYTES, lone_record_bytes
 from streams.ops import replay as replay_module
 from streams.ops.dlq import DeadLetters, DLQFilter
 from streams.ops.replay import (
@@ -393,38 +393,46 @@ async def _raise_limit(bootstrap: str, topic: str, limit_bytes: int) -> None:
         await admin.close()
 
 
+@pytest.mark.parametrize("limit", [3000, KAFKA_DEFAULT_MAX_MESSAGE_BYTES], ids=["3000", "default"])
 async def test_a_record_the_topic_refuses_with_the_replay_header_is_dead_lettered(
-    kafka_bootstrap: str, config: HookstreamConfig
+    kafka_bootstrap: str, config: HookstreamConfig, limit: int
 ) -> None:
     # A record within a few bytes of the topic's max.message.bytes fits as written, but not
     # once it carries the replay header. Before, the broker refused its batch, the replay
     # failed ("MessageSizeTooLargeError — check that Kafka runs") and the records after it
     # were not replayed; now it is a dead letter saying why, the rest of the window is
     # replayed, and a redrive after the limit is raised writes what the replay would have.
-    limit = 3000
-    name = f"{PREFIX}-near.events"
-    dlq = f"{PREFIX}.dlq"
+    # At Kafka's default limit (~1 MiB) the letter is over the DLQ's limit too: it goes without
+    # its value, which the redrive reads at its coordinates, and writes in a request over the
+    # pipeline's 1 MiB.
+    default = limit == KAFKA_DEFAULT_MAX_MESSAGE_BYTES
+    name = f"{PREFIX}-near-{limit}.events"
+    prefix = f"{PREFIX}-{limit}"
+    dlq = f"{prefix}.dlq"
+    settings = KafkaSettings(bootstrap_servers=kafka_bootstrap)
     await create_topics(
-        KafkaSettings(bootstrap_servers=kafka_bootstrap),
-        {name: {"max.message.bytes": str(limit)}, dlq: {}},
+        settings,
+        {name: {} if default else {"max.message.bytes": str(limit)}, dlq: {}},
         partitions=1,
     )
     await create_topics(
-        KafkaSettings(bootstrap_servers=kafka_bootstrap),
-        {f"{PREFIX}.dlq-redriven": {"cleanup.policy": "compact"}},
-        partitions=1,
+        settings, {f"{prefix}.dlq-redriven": {"cleanup.policy": "compact"}}, partitions=1
     )
     headers = [("trace", b"t1")]
     marker = (REPLAY, b"0" * 12)  # a replay id is 12 characters
+    base = _value(0, 1, "helpdesk")
+    start = limit - len(base) - 200
     pad = next(
         n
-        for n in range(2500, limit)
-        if lone_record_bytes(b"k", _value(0, 1, "helpdesk") + b" " * n, [*headers, marker]) > limit
+        for n in range(start, limit)
+        if lone_record_bytes(b"k", base + b" " * n, [*headers, marker]) > limit
     )
-    near = _value(0, 1, "helpdesk") + b" " * pad
+    near = base + b" " * pad
     assert lone_record_bytes(b"k", near, headers) <= limit  # the topic takes it as written
     values = [_value(0, 0, "helpdesk"), near, _value(0, 2, "helpdesk")]
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=kafka_bootstrap, acks="all", max_request_size=2 * limit
+    )
     await producer.start()
     try:
         for value in values:
@@ -432,27 +440,35 @@ async def test_a_record_the_topic_refuses_with_the_replay_header_is_dead_lettere
     finally:
         await producer.stop()
 
-    replayer = Replayer(config, name, start=0, end=3)
+    kafka = config.kafka.model_copy(update={"topic_prefix": prefix})
+    replayer = Replayer(config.model_copy(update={"kafka": kafka}), name, start=0, end=3)
     stats = await replayer.run()
     assert (stats.read, stats.replayed, stats.dead_lettered) == (3, 2, 1)
     copies = [r for r in await read_all(kafka_bootstrap, name) if r.offset >= 3]
     assert [c.value for c in copies] == [values[0], values[2]]
     assert {c.headers[REPLAY] for c in copies} == {replayer.replay_id.encode()}
     [letter] = await read_all(kafka_bootstrap, dlq)
-    assert letter.value == near
+    assert letter.value == (b"" if default else near)
+    assert ("hookstream-dlq-value_omitted" in letter.headers) is default
     assert letter.headers["hookstream-dlq-stage"] == b"replay"
     assert letter.headers["hookstream-dlq-error_class"] == b"RecordTooLarge"
-    assert (
-        f"max.message.bytes is {limit}" in letter.headers["hookstream-dlq-error_message"].decode()
-    )
+    reason = letter.headers["hookstream-dlq-error_message"].decode()
+    assert f"max.message.bytes is {limit}" in reason
     assert letter.headers["hookstream-dlq-original_offset"] == b"1"
     assert letter.headers[REPLAY] == replayer.replay_id.encode()
 
-    await _raise_limit(kafka_bootstrap, name, 2 * limit)
-    redriven, _ = await DeadLetters(config.kafka).redrive(DLQFilter(stage="replay"))
+    # Redriven before the limit is raised: refused, naming the topic and its limit (before,
+    # "check that Kafka runs"), and not marked redriven.
+    letters = DeadLetters(kafka)
+    with pytest.raises(LettersRefused, match=f"its max.message.bytes is {limit}"):
+        await letters.redrive(DLQFilter(stage="replay"))
+    assert [r.offset for r in await read_all(kafka_bootstrap, name)] == [0, 1, 2, 3, 4]
+
+    await _raise_limit(kafka_bootstrap, name, 4 * limit)
+    redriven, _ = await letters.redrive(DLQFilter(stage="replay"))
     assert len(redriven) == 1
     [again] = [r for r in await read_all(kafka_bootstrap, name) if r.offset >= 5]
     assert again.value == near
     assert again.headers[REPLAY] == replayer.replay_id.encode()
     assert again.headers["trace"] == b"t1"
-    await delete_topics(kafka_bootstrap, [name, dlq, f"{PREFIX}.dlq-redriven"])
+    await delete_topics(kafka_bootstrap, [name, dlq, f"{prefix}.dlq-redriven"])
