@@ -105,6 +105,8 @@ class BatchingKafkaWriter(KafkaWriter):
         # A producer stopped before answering them (replaced, or this writer stopping) never
         # will; their records fail then, so that a write() waiting on one is given up.
         self._unsettled: dict[asyncio.Future[Any], tuple[Any, list[_Entry]]] = {}
+        # Producers being replaced after a batch that ended late (_ended_late); cancelled by stop.
+        self._late_replacements: set[asyncio.Task[None]] = set()
         # Each topic's max.message.bytes, learned from the broker's refusals (size_limits).
         self._limits = TopicSizeLimits()
         self.batches_sent = 0  # for tests and the benchmark's notes: records per batch
@@ -132,6 +134,10 @@ class BatchingKafkaWriter(KafkaWriter):
                 await rounds
         for fetch in list(self._metadata_fetches):  # their callers are expired below
             fetch.cancel()
+        for replacing in list(self._late_replacements):  # a fresh producer is stopped
+            replacing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await replacing
         pending, self._pending = self._pending, {}
         for entries in pending.values():
             _fail(entries, BrokerUnavailable("the Kafka producer is stopping"))
@@ -367,6 +373,8 @@ class BatchingKafkaWriter(KafkaWriter):
                         acked.append(batch)
                     else:  # answered whenever it ends, if a caller is still waiting then
                         batch[0].add_done_callback(functools.partial(_resolve, batch[1], batch[2]))
+                        holder = self._unsettled.get(batch[0], (None, None))[0]
+                        batch[0].add_done_callback(functools.partial(self._ended_late, holder))
                 errors = [ack.exception() for ack, _, _, _ in acked if not ack.cancelled()]
                 if any(error is not None for error in errors):
                     too_large = [batch for batch in acked if _refused_as_too_large(batch[0])]
@@ -487,6 +495,18 @@ class BatchingKafkaWriter(KafkaWriter):
                     waiter.set_exception(self._limits.refusal(topic, size))
             else:
                 self._requeue(topic, partition, [e for e in entries if not e[3].done()])
+
+    def _ended_late(self, holder: Any, ack: asyncio.Future[Any]) -> None:
+        """A batch that ended after its round stopped waiting: refused as too large, or by a
+        producer whose idempotence state broke, its producer is replaced as the round would
+        have done (the refused batch's sequence numbers were counted: the next write to that
+        partition would fail). Its callers got their answers from ``_resolve``."""
+        if holder is None or ack.cancelled() or self._rounds is None:
+            return
+        if isinstance(ack.exception(), (MessageSizeTooLargeError, *BROKEN_PRODUCER_ERRORS)):
+            task = asyncio.get_running_loop().create_task(self._replace(holder))
+            self._late_replacements.add(task)
+            task.add_done_callback(self._late_replacements.discard)
 
     def _unsettled_done(self, ack: asyncio.Future[Any]) -> None:
         self._unsettled.pop(ack, None)

@@ -7,9 +7,13 @@ then reads the topic back with a plain consumer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,7 +27,9 @@ from schemas.errors import BrokerUnavailable, RecordTooLarge
 from streams.kafka.admin import create_topics
 from streams.kafka.batch_writer import BatchingKafkaWriter
 from streams.kafka.size_limits import lone_record_bytes
+from tests.support.broker import private_broker
 from tests.support.kafka import read_all
+from tests.support.sinkstack import wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 PARTITIONS = 4
@@ -411,3 +417,47 @@ async def test_a_write_held_by_a_stopped_producer_is_given_up(kafka_bootstrap: s
     assert pending.given_up
     with pytest.raises(BrokerUnavailable):
         await writer.outcome(pending, timeout_s=1)
+
+
+async def _final_outcome(writer: BatchingKafkaWriter, pending: Any) -> RecordMetadata:
+    """Wait on ``pending`` until it ends, as a caller keeping the write contract does."""
+    while True:
+        with contextlib.suppress(BrokerUnavailable):
+            return await writer.outcome(pending, timeout_s=5.0)
+
+
+async def test_a_batch_refused_as_too_large_after_its_round_stopped_waiting_replaces_the_producer(
+    tmp_path: Path,
+) -> None:
+    # The broker frozen (SIGSTOP) while a record over the topic's limit is with it, and thawed
+    # once the round has stopped waiting (produce_timeout_s): the refusal ends the batch late.
+    # Its sequence numbers were counted, so the producer's next write to that partition
+    # failed with OutOfOrderSequenceNumber (503) before; now the late refusal replaces the
+    # producer, and the next write is acknowledged.
+    async with private_broker(tmp_path / "broker") as broker:
+        settings = KafkaSettings(bootstrap_servers=broker.bootstrap, produce_timeout_s=1.0)
+        topic = f"late-{uuid.uuid4().hex[:8]}"
+        await create_topics(
+            settings,
+            {topic: {"max.message.bytes": "3000"}},
+            partitions=1,
+            replication_factor=1,
+        )
+        async with BatchingKafkaWriter(settings, client_id="test-late") as writer:
+            assert (await writer.send(topic, b"first", key=b"k")).offset == 0
+            first_producer = writer._producer
+            os.kill(broker.pid, signal.SIGSTOP)
+            try:
+                late = await writer.write(topic, b"x" * 3500, key=b"k")
+                await asyncio.sleep(2.0)  # past the round's wait: the batch ends late
+            finally:
+                os.kill(broker.pid, signal.SIGCONT)
+            with pytest.raises(RecordTooLarge):
+                await _final_outcome(writer, late)
+
+            async def replaced() -> bool:
+                return writer._producer is not first_producer
+
+            await wait_until(replaced, timeout_s=30)
+            assert (await writer.send(topic, b"after", key=b"k")).offset == 1
+        assert [r.value for r in await read_all(broker.bootstrap, topic)] == [b"first", b"after"]
