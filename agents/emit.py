@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, NamedTuple
 
 from agents import metrics
@@ -111,17 +111,15 @@ async def dead_letter(
 
     ``message`` is the Faust message (``event.message``) the stage failed on.
     """
-    now = datetime.now(UTC)
-    letter = DeadLetter(
+    letter = DeadLetter.of(
+        error,
         stage=stage,
-        error_class=type(error).__name__,
-        error_message=str(error)[:2000],
-        attempts=attempts,
-        first_failure_at=first_failure_at or now,
-        last_failure_at=last_failure_at or now,
         original_topic=message.topic,
         original_partition=message.partition,
         original_offset=message.offset,
+        attempts=attempts,
+        first_failure_at=first_failure_at,
+        last_failure_at=last_failure_at,
     )
     log.warning(
         "dead-lettering %s[%d]@%d at stage %s: %s: %s",
@@ -145,10 +143,7 @@ async def dead_letter(
         # (else the event could neither be handled nor dead-lettered, and its partition would
         # wait behind it for good). The original stays at its coordinates, where a redrive
         # reads it (streams/ops/dlq.py) while the topic's retention keeps it.
-        size = len(message.value or b"")
-        letter = letter.model_copy(
-            update={"value_omitted": f"the original, {size} bytes, is too large: {exc}"}
-        )
+        letter = letter.without_value(len(message.value or b""), str(exc))
         log.warning(
             "dead letter of %s[%d]@%d without its value: %s",
             message.topic,

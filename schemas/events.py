@@ -313,6 +313,39 @@ class DeadLetter(_Model):
     )
     original: Any = Field(default=None, description="The original value, parsed JSON.")
 
+    @classmethod
+    def of(
+        cls,
+        error: BaseException,
+        *,
+        stage: str,
+        original_topic: str,
+        original_partition: int,
+        original_offset: int,
+        attempts: int = 1,
+        first_failure_at: datetime | None = None,
+        last_failure_at: datetime | None = None,
+    ) -> DeadLetter:
+        """The letter of a record that failed ``stage`` with ``error`` (failure times: now)."""
+        now = utc_now()
+        return cls(
+            stage=stage,
+            error_class=type(error).__name__,
+            error_message=str(error)[:2000],
+            attempts=attempts,
+            first_failure_at=first_failure_at or now,
+            last_failure_at=last_failure_at or now,
+            original_topic=original_topic,
+            original_partition=original_partition,
+            original_offset=original_offset,
+        )
+
+    def without_value(self, value_bytes: int, why: str) -> DeadLetter:
+        """This letter for a DLQ that cannot hold the original value (``value_omitted``)."""
+        return self.model_copy(
+            update={"value_omitted": f"the original, {value_bytes} bytes, is too large: {why}"}
+        )
+
     def to_headers(self) -> list[tuple[str, bytes]]:
         fields = self.model_dump(mode="json", exclude={"original"}, exclude_none=True)
         return [(DLQ_HEADER_PREFIX + name, str(value).encode()) for name, value in fields.items()]

@@ -425,7 +425,6 @@ class Replayer:
         prefix = config.kafka.topic_prefix + "."
         self.role = topic.removeprefix(prefix) if topic.startswith(prefix) else ""
         self.batch_bytes = batch_bytes
-        self.prefix = config.kafka.topic_prefix
         # The topic's max.message.bytes (None: not readable), once connected.
         self._limit: int | None = None
         self._window: asyncio.Future[Window] | None = None
@@ -749,7 +748,8 @@ class Replayer:
                     await estimating.ready
             writer = _Writer(producers, self.topic)
             limit = self._limit
-            letters = _Refused(producers[0], self.topic, catalogue.Topics(self.prefix).dlq)
+            dlq = catalogue.Topics(self.config.kafka.topic_prefix).dlq
+            letters = _Refused(producers[0], self.topic, dlq)
             kept, self._read = self._read, None
             source = (
                 _again(kept)
@@ -785,9 +785,11 @@ class Replayer:
                         append, count = batch.append, 0
                     # An empty batch takes any record, even one the topic refuses: that
                     # one is dead-lettered instead (checked once a batch, not per record).
-                    if limit is not None and lone_record_bytes(record.key, value, headers) > limit:
-                        await letters.write(partition, record, headers, limit)
-                        continue
+                    if limit is not None:
+                        size = lone_record_bytes(record.key, value, headers)
+                        if size > limit:
+                            await letters.write(partition, record, headers, size, limit)
+                            continue
                     append(0, None, record.key, value, headers)
                     count = 1
                 batch.count = count
@@ -876,43 +878,40 @@ class _Refused:
         self.topic = topic
         self.dlq = dlq
         self.count = 0
-        self._dlq_limit: int | None = None
-        self._dlq_limit_known = False
+        self._dlq_limit: int | None = None  # asked at the first letter
         self._sent: list[asyncio.Future[Any]] = []
 
     async def write(
-        self, partition: int, record: RawRecord, headers: list[tuple[str, bytes]], limit: int
+        self,
+        partition: int,
+        record: RawRecord,
+        headers: list[tuple[str, bytes]],
+        size: int,
+        limit: int,
     ) -> None:
-        value = record.value or b""
-        size = lone_record_bytes(record.key, value, headers)
-        now = datetime.now(UTC)
-        letter = DeadLetter(
+        """Dead-letter ``record``, ``size`` bytes as a lone batch with ``headers`` (the
+        replay's), over the topic's ``limit``."""
+        refusal = RecordTooLarge(
+            f"with the replay header the record is {size} bytes, more than topic {self.topic} "
+            f"accepts (its max.message.bytes is {limit})"
+        )
+        letter = DeadLetter.of(
+            refusal,
             stage=STAGE,
-            error_class=RecordTooLarge.__name__,
-            error_message=(
-                f"with the replay header the record is {size} bytes, more than topic "
-                f"{self.topic} accepts (its max.message.bytes is {limit})"
-            ),
-            attempts=1,
-            first_failure_at=now,
-            last_failure_at=now,
             original_topic=self.topic,
             original_partition=partition,
             original_offset=record.offset,
         )
-        if not self._dlq_limit_known:  # asked once, at the first letter
-            self._dlq_limit = await describe_max_message_bytes(self.producer.client, self.dlq, 5.0)
-            self._dlq_limit_known = True
-        # Unknown (not allowed to describe it): Kafka's default, so that the DLQ never refuses
-        # a letter, which would stop the replay.
-        dlq_limit = KAFKA_DEFAULT_MAX_MESSAGE_BYTES if self._dlq_limit is None else self._dlq_limit
+        if self._dlq_limit is None:
+            stated = await describe_max_message_bytes(self.producer.client, self.dlq, 5.0)
+            # Unknown (not allowed to describe it): Kafka's default, so that the DLQ never
+            # refuses a letter, which would stop the replay.
+            self._dlq_limit = KAFKA_DEFAULT_MAX_MESSAGE_BYTES if stated is None else stated
+        value = record.value or b""
         letter_headers = [*letter.to_headers(), *headers]
-        if lone_record_bytes(record.key, value, letter_headers) > dlq_limit:
-            letter = letter.model_copy(
-                update={
-                    "value_omitted": f"the original, {len(value)} bytes, is too large "
-                    f"for topic {self.dlq} too (max.message.bytes {dlq_limit})"
-                }
+        if lone_record_bytes(record.key, value, letter_headers) > self._dlq_limit:
+            letter = letter.without_value(
+                len(value), f"topic {self.dlq} takes {self._dlq_limit} bytes at most"
             )
             value, letter_headers = b"", [*letter.to_headers(), *headers]
         self._sent.append(

@@ -591,16 +591,14 @@ class BatchReplayer:
                 if entry is not None:
                     cached.append(entry)
                 continue
-            letter = DeadLetter(
+            letter = DeadLetter.of(
+                outcome,
                 stage="ai",
-                error_class=type(outcome).__name__,
-                error_message=str(outcome)[:2000],
-                attempts=1,
-                first_failure_at=now,
-                last_failure_at=now,
                 original_topic=self.topic,
                 original_partition=record.partition,
                 original_offset=record.offset,
+                first_failure_at=now,
+                last_failure_at=now,
             )
             headers = [
                 *letter.to_headers(),
